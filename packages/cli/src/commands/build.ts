@@ -1,0 +1,158 @@
+/**
+ * `grid build` and `grid test`: run `go build` / `go test` with every argument unchanged, plus
+ * `-trimpath` (so cache entries cross machines), `-toolexec=<shim>` and
+ * `GOCACHEPROG=<shim> cacheprog`, against the node found or embedded by `openSession`.
+ * Go's exit status and diagnostics pass through untouched; grid adds a progress line on a
+ * terminal and one summary line (or a JSON object with --json) at the end.
+ */
+import { spawn } from 'node:child_process'
+import { readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { detectGo, ensureShim } from '@grid/node'
+import { ENV, GridError, type BuildStats } from '@grid/protocol'
+import type { GlobalOptions } from '../options.js'
+import { formatProgress, formatSummary, type Output } from '../output.js'
+import { openSession } from '../session.js'
+
+export const BUILD_HELP = `usage: grid [global options] build [go build flags] [packages]
+       grid [global options] test [go test flags] [packages] [test binary flags]
+
+Runs \`go build\` (or \`go test\`) with every argument passed through unchanged, adding
+-trimpath, -toolexec=<grid shim> and GOCACHEPROG=<grid cache helper>. Compiles go through the
+grid node; every cmd/go cache entry is stored in the grid cache. Exit status and compiler
+messages are those of \`go build -trimpath\`.
+
+-trimpath is on by default because it makes cache entries independent of where the source
+lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
+
+If no node answers on the control socket, an embedded node runs for the length of the build.
+With --json, go's own stdout goes to stderr and stdout holds only the summary object.`
+
+const TOOLEXEC = /^--?toolexec(=|$)/
+
+/** Quotes a word for cmd/go's quoted.Split (used on -toolexec and GOCACHEPROG). */
+function quoteForGo (word: string): string {
+  if (!/[\s'"]/.test(word)) return word
+  if (!word.includes("'")) return `'${word}'`
+  if (!word.includes('"')) return `"${word}"`
+  throw new GridError('GRID_ERR_USAGE', `path contains both quote characters, which cmd/go cannot take: ${word}`)
+}
+
+export function goArgs (sub: 'build' | 'test', args: string[], shim: string, trimpath: boolean): string[] {
+  const conflict = args.find(a => TOOLEXEC.test(a)) ?? (TOOLEXEC.test(process.env.GOFLAGS ?? '') ? 'GOFLAGS' : undefined) ??
+    ((process.env.GOFLAGS ?? '').split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
+  if (conflict !== undefined) {
+    throw new GridError('GRID_ERR_TOOLEXEC_CONFLICT', `grid sets -toolexec itself; ${conflict === 'GOFLAGS' ? 'GOFLAGS has' : 'the arguments have'} one already`, {
+      hint: 'drop -toolexec from the arguments and GOFLAGS, or run go directly'
+    })
+  }
+  return [sub, ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args]
+}
+
+/** `go list` total for the progress line: only for `build`, whose flags `go list` also takes. */
+function countPackages (go: string, args: string[], signal: AbortSignal): Promise<number | undefined> {
+  const listArgs: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string
+    if (a === '-o') { i++; continue }
+    if (a.startsWith('-o=')) continue
+    listArgs.push(a)
+  }
+  return new Promise(resolve => {
+    const child = spawn(go, ['list', '-e', '-deps', '-f', '{{.ImportPath}}', ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
+    let lines = 0
+    child.stdout.on('data', (b: Buffer) => { for (const c of b) if (c === 10) lines++ })
+    child.on('error', () => resolve(undefined))
+    child.on('close', code => resolve(code === 0 ? lines : undefined))
+  })
+}
+
+export interface GoRunResult { exitCode: number, stats: BuildStats, wallMs: number }
+
+export async function runGo (sub: 'build' | 'test', args: string[], options: GlobalOptions, output: Output): Promise<number> {
+  const started = performance.now()
+  const toolchain = await detectGo()
+  const shim = await ensureShim(options.cacheDir, toolchain)
+  const argv = goArgs(sub, args, shim, options.trimpath)
+  const session = await openSession(options)
+  const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
+  const live = process.stderr.isTTY && !options.json
+  const stop = new AbortController()
+  let exitCode = 1
+  try {
+    const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
+    const build = begun.build
+    const env = {
+      ...process.env,
+      [ENV.socket]: options.control,
+      [ENV.build]: build,
+      [ENV.fallbackLog]: fallbackLog,
+      GOCACHEPROG: `${quoteForGo(shim)} cacheprog`
+    }
+    const child = spawn(toolchain.go, argv, {
+      env, stdio: ['inherit', options.json ? process.stderr : 'inherit', live ? 'pipe' : 'inherit']
+    })
+    // Ctrl-C reaches go directly (same process group); grid waits for it to finish and reports.
+    const onSignal = (): void => {}
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+    let total: number | undefined
+    let line = ''
+    const clear = (): void => { if (line !== '') { process.stderr.write('\r\x1b[K'); line = '' } }
+    if (live) {
+      if (sub === 'build') void countPackages(toolchain.go, args, stop.signal).then(n => { total = n })
+      child.stderr?.on('data', (chunk: Buffer) => { clear(); process.stderr.write(chunk) })
+      const timer = setInterval(() => {
+        session.client.request({ type: 'build-progress', build }).then(r => {
+          if (stop.signal.aborted) return
+          line = formatProgress(r.stats, total, performance.now() - started)
+          process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns ?? 80) - 1)}`)
+        }, () => {})
+      }, 250)
+      stop.signal.addEventListener('abort', () => { clearInterval(timer) })
+    }
+    exitCode = await new Promise<number>((resolve, reject) => {
+      child.on('error', reject)
+      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (signalNumber(signal) ?? 1))))
+    })
+    stop.abort()
+    clear()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    const ended = await session.client.request({ type: 'build-end', build })
+    const stats = ended.stats
+    stats.compiles.fallbacks = await readFallbacks(fallbackLog)
+    const wallMs = Math.round(performance.now() - started)
+    if (options.json) {
+      output.out(JSON.stringify({
+        command: ['go', ...argv],
+        exitCode,
+        wallMs,
+        actions: stats.actions,
+        cache: stats.cache,
+        compiles: { local: stats.compiles.local, remote: stats.compiles.remote, failed: stats.compiles.failed, fallbacks: stats.compiles.fallbacks },
+        node: session.embedded === undefined ? 'daemon' : 'embedded'
+      }))
+    } else {
+      output.err(formatSummary(stats, wallMs))
+    }
+  } finally {
+    stop.abort()
+    await rm(fallbackLog, { force: true })
+    await session.close()
+  }
+  return exitCode
+}
+
+async function readFallbacks (path: string): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {}
+  const text = await readFile(path, 'utf8').catch(() => '')
+  for (const reason of text.split('\n')) if (reason !== '') counts[reason] = (counts[reason] ?? 0) + 1
+  return counts
+}
+
+function signalNumber (signal: NodeJS.Signals): number | undefined {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 }
+  return numbers[signal]
+}

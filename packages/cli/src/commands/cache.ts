@@ -1,0 +1,64 @@
+/** `grid cache stats|gc|verify`: through the running node, or on the cache directly if none runs. */
+import { formatBytes, parseSize, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
+import type { GlobalOptions } from '../options.js'
+import { parseFlags, usageError } from '../options.js'
+import type { Output } from '../output.js'
+import { connectNode } from '../session.js'
+import { formatCache, withLocalCache } from './status.js'
+
+export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
+
+  stats                  entries, blobs and bytes in the cache
+  gc --max-size SIZE     trim to SIZE (e.g. 10G, 500M), least recently used first
+  verify                 re-hash every blob; drop corrupt blobs and entries whose blob is gone`
+
+export async function cache (args: string[], options: GlobalOptions, output: Output): Promise<number> {
+  const [sub, ...rest] = args
+  switch (sub) {
+    case 'stats': {
+      parseFlags('cache stats', rest, {})
+      const stats = await run(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await c.stats())
+      output.out(options.json ? JSON.stringify(stats) : formatCache(stats))
+      return 0
+    }
+    case 'gc': {
+      const { flags } = parseFlags('cache gc', rest, { 'max-size': 'string' })
+      if (flags['max-size'] === undefined) throw usageError('grid cache gc needs --max-size SIZE', 'e.g. grid cache gc --max-size 10G')
+      const maxBytes = parseSize(flags['max-size'])
+      const result = await run(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
+      output.out(options.json ? JSON.stringify(result) : formatGc(result))
+      return 0
+    }
+    case 'verify': {
+      parseFlags('cache verify', rest, {})
+      const result = await run(options, async c => (await c.request({ type: 'cache-verify' })).result, async c => await c.verify())
+      output.out(options.json ? JSON.stringify(result) : formatVerify(result))
+      return result.corrupt > 0 ? 1 : 0
+    }
+    default:
+      throw usageError(sub === undefined ? 'grid cache needs a subcommand' : `unknown cache subcommand ${sub}`, 'run `grid cache --help`')
+  }
+}
+
+type ViaNode<T> = (client: NonNullable<Awaited<ReturnType<typeof connectNode>>>) => Promise<T>
+type Direct<T> = (cache: Parameters<Parameters<typeof withLocalCache>[1]>[0]) => Promise<T>
+
+async function run<T> (options: GlobalOptions, viaNode: ViaNode<T>, direct: Direct<T>): Promise<T> {
+  const client = await connectNode(options)
+  if (client === undefined) return await withLocalCache(options.cacheDir, direct)
+  try {
+    return await viaNode(client)
+  } finally {
+    client.close()
+  }
+}
+
+function formatGc (r: GcResult): string {
+  return `removed ${r.removedEntries} entries, ${r.removedBlobs} blobs, ${formatBytes(r.removedBytes)}\n${formatCache(r.stats)}`
+}
+
+function formatVerify (r: VerifyResult): string {
+  return `checked ${r.checked} blobs: ${r.corrupt} corrupt (removed), ${r.removedEntries} entries dropped (${r.missing} without a valid blob)`
+}
+
+export type { CacheStats }

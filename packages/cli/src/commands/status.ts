@@ -1,0 +1,58 @@
+/** `grid status`: the node (if one runs), its cache and what it has served. */
+import { Cache, loadIdentity } from '@grid/node'
+import { formatBytes, type CacheStats, type NodeStatus } from '@grid/protocol'
+import type { GlobalOptions } from '../options.js'
+import { parseFlags, usageError } from '../options.js'
+import type { Output } from '../output.js'
+import { connectNode } from '../session.js'
+
+export const STATUS_HELP = `usage: grid [global options] status
+
+Shows the node answering on the control socket (id, mode, slots, builds served) and its cache
+(entries, bytes). With no node running, shows the cache on disk.`
+
+export async function status (args: string[], options: GlobalOptions, output: Output): Promise<number> {
+  const { positional } = parseFlags('status', args, {})
+  if (positional.length > 0) throw usageError(`grid status takes no arguments, got ${positional.join(' ')}`)
+  const client = await connectNode(options)
+  if (client === undefined) {
+    const cache = await withLocalCache(options.cacheDir, async c => await c.stats())
+    if (options.json) output.out(JSON.stringify({ running: false, control: options.control, cache }))
+    else output.out(`node: not running (nothing answers on ${options.control})\n${formatCache(cache)}`)
+    return 0
+  }
+  try {
+    const { status: s } = await client.request({ type: 'status' })
+    if (options.json) output.out(JSON.stringify({ running: true, ...s }))
+    else output.out(formatStatus(s))
+  } finally {
+    client.close()
+  }
+  return 0
+}
+
+function formatStatus (s: NodeStatus): string {
+  return [
+    `node:    ${s.nodeId} (${s.mode}, grid ${s.version}, pid ${s.pid}, up ${Math.round((Date.now() - s.startedAt) / 1000)} s)`,
+    `control: ${s.control}`,
+    `slots:   ${s.compilesRunning}/${s.slots} busy`,
+    `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
+    `served:  ${s.counters.hits} hits, ${s.counters.misses} misses, ${s.counters.puts} puts, ${s.counters.compiles} compiles, ${s.counters.corrupt} corrupt blobs dropped, ${s.counters.badFrames} bad connections`,
+    formatCache(s.cache)
+  ].join('\n')
+}
+
+export function formatCache (c: CacheStats): string {
+  return `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
+}
+
+/** Opens the cache in this process (no node runs, so nobody else holds it). */
+export async function withLocalCache<T> (cacheDir: string, fn: (cache: Cache) => Promise<T>): Promise<T> {
+  const identity = await loadIdentity(cacheDir)
+  const cache = await Cache.open({ dir: cacheDir, nodeId: identity.peerId })
+  try {
+    return await fn(cache)
+  } finally {
+    await cache.close()
+  }
+}

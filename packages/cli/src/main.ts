@@ -1,0 +1,68 @@
+/**
+ * @grid/cli: `grid [global options] <command> [args]`. Parses the global options, dispatches to
+ * one module per command, and renders errors (code, message, hint). Returns the exit code.
+ */
+import { GRID_VERSION } from '@grid/protocol'
+import { BUILD_HELP, runGo } from './commands/build.js'
+import { CACHE_HELP, cache } from './commands/cache.js'
+import { DAEMON_HELP, daemon } from './commands/daemon.js'
+import { STATUS_HELP, status } from './commands/status.js'
+import { parseGlobal, usageError, type GlobalOptions } from './options.js'
+import { createOutput, renderError, type Output } from './output.js'
+
+export const HELP = `grid: a peer-to-peer compile grid for Go
+
+usage: grid [global options] <command> [arguments]
+
+commands:
+  build [go build args]   go build through the grid (cache + compile pool)
+  test [go test args]     go test through the grid (test results cached too)
+  daemon [--slots N]      run a long-lived node on this workstation
+  status                  the node, its cache and what it has served
+  cache stats|gc|verify   inspect, trim or check the cache
+  help [command]          help for a command
+
+global options (before the command):
+  --control SOCKET   node control socket (env GRID_CONTROL; default <cache>/grid.sock)
+  --cache DIR        cache dir (env GRID_CACHE; default $XDG_CACHE_HOME/grid or ~/.cache/grid)
+  --json             machine-readable output on stdout
+  --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
+  --version          print the grid version
+  -h, --help         this help`
+
+type Command = (args: string[], options: GlobalOptions, output: Output) => Promise<number>
+
+const COMMANDS: Record<string, { run: Command, help: string }> = {
+  build: { run: async (a, o, out) => await runGo('build', a, o, out), help: BUILD_HELP },
+  test: { run: async (a, o, out) => await runGo('test', a, o, out), help: BUILD_HELP },
+  daemon: { run: daemon, help: DAEMON_HELP },
+  status: { run: status, help: STATUS_HELP },
+  cache: { run: cache, help: CACHE_HELP }
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const jsonGuess = argv.includes('--json')
+  let output = createOutput(jsonGuess)
+  try {
+    const { options, command, rest } = parseGlobal(argv)
+    output = createOutput(options.json)
+    if (options.version) { output.out(options.json ? JSON.stringify({ version: GRID_VERSION }) : `grid ${GRID_VERSION}`); return 0 }
+    if (command === undefined || command === 'help') {
+      const topic = command === 'help' ? rest[0] : undefined
+      if (topic !== undefined && COMMANDS[topic] === undefined) throw usageError(`no help for unknown command ${topic}`)
+      output.out(topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help)
+      return command === undefined && !options.help ? 2 : 0
+    }
+    const entry = COMMANDS[command]
+    if (entry === undefined) throw usageError(`unknown command ${command}`)
+    // `grid build --help` is go's flag space; only `grid <cmd> --help` for grid's own commands.
+    if (options.help || ((command !== 'build' && command !== 'test') && (rest.includes('--help') || rest.includes('-h')))) {
+      output.out(entry.help)
+      return 0
+    }
+    return await entry.run(rest, options, output)
+  } catch (err) {
+    renderError(output, err)
+    return (err as { code?: string }).code === 'GRID_ERR_USAGE' ? 2 : 1
+  }
+}

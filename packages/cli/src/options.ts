@@ -1,0 +1,83 @@
+/**
+ * Global options (before the command) and the small flag parser the commands share. Options are
+ * checked once, unknown ones rejected by name, and the result frozen.
+ */
+import { defaultCacheDir, defaultControlPath } from '@grid/node'
+import { GridError } from '@grid/protocol'
+
+export interface GlobalOptions {
+  cacheDir: string
+  control: string
+  json: boolean
+  trimpath: boolean
+  help: boolean
+  version: boolean
+}
+
+export interface Parsed { options: Readonly<GlobalOptions>, command: string | undefined, rest: string[] }
+
+export function usageError (message: string, hint = 'run `grid --help` for usage'): GridError {
+  return new GridError('GRID_ERR_USAGE', message, { hint })
+}
+
+/** Parses `[global options] <command> [command args…]`; everything after the command is the command's. */
+export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.env): Parsed {
+  let cache: string | undefined
+  let control: string | undefined
+  let json = false
+  let trimpath = true
+  let help = false
+  let version = false
+  let i = 0
+  for (; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (!arg.startsWith('-')) break
+    const [name, inline] = splitFlag(arg)
+    const value = (): string => {
+      if (inline !== undefined) return inline
+      const next = argv[++i]
+      if (next === undefined) throw usageError(`${name} needs a value`)
+      return next
+    }
+    switch (name) {
+      case '--cache': cache = value(); break
+      case '--control': control = value(); break
+      case '--json': json = true; break
+      case '--no-trimpath': trimpath = false; break
+      case '-h': case '--help': help = true; break
+      case '--version': version = true; break
+      default: throw usageError(`unknown option ${name}`)
+    }
+  }
+  const cacheDir = cache ?? defaultCacheDir(env)
+  const options = Object.freeze({ cacheDir, control: control ?? defaultControlPath(cacheDir, env), json, trimpath, help, version })
+  return { options, command: argv[i], rest: argv.slice(i + 1) }
+}
+
+export function splitFlag (arg: string): [string, string | undefined] {
+  const eq = arg.indexOf('=')
+  return eq < 0 ? [arg, undefined] : [arg.slice(0, eq), arg.slice(eq + 1)]
+}
+
+/** Parses a command's own flags from a fixed table; rejects anything else. */
+export function parseFlags<T extends Record<string, 'bool' | 'string'>> (
+  command: string, args: string[], table: T
+): { flags: { [K in keyof T]?: T[K] extends 'bool' ? boolean : string }, positional: string[] } {
+  const flags: Record<string, boolean | string> = {}
+  const positional: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    if (!arg.startsWith('-') || arg === '-') { positional.push(arg); continue }
+    const [name, inline] = splitFlag(arg)
+    const key = name.replace(/^--?/, '')
+    const kind = table[key]
+    if (kind === undefined) throw usageError(`unknown flag ${name} for grid ${command}`, `run \`grid ${command} --help\``)
+    if (kind === 'bool') flags[key] = true
+    else {
+      const v = inline ?? args[++i]
+      if (v === undefined) throw usageError(`${name} needs a value`, `run \`grid ${command} --help\``)
+      flags[key] = v
+    }
+  }
+  return { flags: flags as never, positional }
+}

@@ -1,0 +1,48 @@
+/** The only place that prints. Commands return text or objects; this renders them. */
+import { formatBytes, type BuildStats } from '@grid/protocol'
+
+export interface Output {
+  json: boolean
+  out: (text: string) => void
+  err: (text: string) => void
+}
+
+export function createOutput (json: boolean): Output {
+  return {
+    json,
+    out: text => { process.stdout.write(text.endsWith('\n') ? text : text + '\n') },
+    err: text => { process.stderr.write(text.endsWith('\n') ? text : text + '\n') }
+  }
+}
+
+export function renderError (output: Output, err: unknown): void {
+  const e = err as { code?: string, message?: string, hint?: string }
+  const code = typeof e.code === 'string' && e.code.startsWith('GRID_ERR_') ? e.code : 'GRID_ERR_INTERNAL'
+  if (output.json) {
+    output.out(JSON.stringify({ error: { code, message: e.message ?? String(err), hint: e.hint } }))
+    return
+  }
+  output.err(`grid: ${e.message ?? String(err)} (${code})`)
+  if (e.hint !== undefined) output.err(`  hint: ${e.hint}`)
+  if (code === 'GRID_ERR_INTERNAL' && err instanceof Error && err.stack !== undefined) output.err(err.stack)
+}
+
+export function fallbackCount (stats: BuildStats): number {
+  return Object.values(stats.compiles.fallbacks).reduce((a, b) => a + b, 0)
+}
+
+export function formatSummary (stats: BuildStats, wallMs: number): string {
+  const c = stats.cache
+  const k = stats.compiles
+  const fb = fallbackCount(stats)
+  const reasons = Object.entries(k.fallbacks).map(([r, n]) => `${r} ${n}`).join(', ')
+  return `grid: ${stats.actions} actions · cache ${c.hits} hits (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts · ` +
+    `compiles ${k.local} local, ${k.remote} remote, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}` +
+    `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
+}
+
+export function formatProgress (stats: BuildStats, total: number | undefined, elapsedMs: number): string {
+  const done = stats.compiles.local + stats.compiles.remote
+  const of = total === undefined ? '' : `/${total}`
+  return `grid: ${done}${of} packages compiled · ${stats.cache.hits} cache hits · ${stats.compiles.running} compiling · ${(elapsedMs / 1000).toFixed(0)} s`
+}

@@ -1,0 +1,61 @@
+/**
+ * Finds the node a command talks to: the one answering on the control socket, or, for
+ * commands that need one (`grid build`), an embedded node started in this process on the same
+ * socket and cache dir, stopped when the command is done and no other build still uses it.
+ */
+import { join } from 'node:path'
+import { ControlClient, GridNode, configureLogging, closeLogging } from '@grid/node'
+import { errorCode } from '@grid/protocol'
+import type { GlobalOptions } from './options.js'
+
+export interface Session {
+  client: ControlClient
+  /** Set when this process started the node. */
+  embedded: GridNode | undefined
+  close: () => Promise<void>
+}
+
+/** Connects to a running node, or returns undefined when none answers. */
+export async function connectNode (options: GlobalOptions): Promise<ControlClient | undefined> {
+  try {
+    return await ControlClient.connect(options.control)
+  } catch (err) {
+    if (errorCode(err) === 'GRID_ERR_NODE_UNREACHABLE') return undefined
+    throw err
+  }
+}
+
+const STARTUP_RETRIES = 20
+const STARTUP_RETRY_MS = 150
+
+export async function openSession (options: GlobalOptions): Promise<Session> {
+  for (let attempt = 0; ; attempt++) {
+    const client = await connectNode(options)
+    if (client !== undefined) return { client, embedded: undefined, close: async () => { client.close() } }
+    // An embedded node logs to a file: this process's stderr carries the compiler's messages.
+    configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
+    const node = new GridNode({ cacheDir: options.cacheDir, control: options.control, mode: 'embedded' })
+    try {
+      await node.start()
+    } catch (err) {
+      // Another `grid build` is starting its own node on this cache right now: use that one.
+      if (errorCode(err) === 'GRID_ERR_CACHE_LOCKED' && attempt < STARTUP_RETRIES) {
+        await new Promise(resolve => setTimeout(resolve, STARTUP_RETRY_MS))
+        continue
+      }
+      throw err
+    }
+    const embeddedClient = await ControlClient.connect(options.control)
+    return {
+      client: embeddedClient,
+      embedded: node,
+      close: async () => {
+        embeddedClient.close()
+        // Other builds found this node on the socket: serve them to the end.
+        await node.builds.idle()
+        await node.stop()
+        await closeLogging()
+      }
+    }
+  }
+}

@@ -1,0 +1,411 @@
+package main
+
+// `grid-shim cacheprog` is cmd/go's GOCACHEPROG helper (shared/DESIGN.md §6): one process per
+// `go` command, speaking JSON lines on stdin/stdout (cmd/go/internal/cacheprog).
+//
+// Bodies never travel to the node. A put is decoded, hashed and written here, straight into the
+// node's content-addressed store (<blobDir>/<hex[0:2]>/<hex>, via a temp file in <blobDir>/tmp
+// and a rename, which is safe for concurrent writers of the same hash); the node only gets
+// (ActionID, OutputID, size). A get asks the node, which answers with a local file path.
+//
+// Requests are served concurrently (cmd/go keeps many in flight) over one multiplexed node
+// connection. If the node is absent at start (standalone) or fails later (degraded), every get
+// misses and every put goes to a private temp dir removed on exit: the build goes on as if
+// there were no cache. Nothing is ever printed to stderr.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// idBytes is CACHE_ID_BYTES: ActionIDs and OutputIDs are sha256 sums.
+const idBytes = 32
+
+// request and response mirror cmd/go/internal/cacheprog.Request and Response.
+type request struct {
+	ID       int64
+	Command  string
+	ActionID []byte `json:",omitempty"`
+	OutputID []byte `json:",omitempty"`
+	BodySize int64  `json:",omitempty"`
+}
+
+type response struct {
+	ID            int64
+	Err           string     `json:",omitempty"`
+	KnownCommands []string   `json:",omitempty"`
+	Miss          bool       `json:",omitempty"`
+	OutputID      []byte     `json:",omitempty"`
+	Size          int64      `json:",omitempty"`
+	Time          *time.Time `json:",omitempty"`
+	DiskPath      string     `json:",omitempty"`
+}
+
+type helper struct {
+	build string
+
+	outMu    sync.Mutex     // serialises writes to stdout
+	inFlight sync.WaitGroup // get/put requests being served
+
+	ready    chan struct{} // closed once open has finished, whatever its outcome
+	node     *nodeConn     // nil when standalone
+	blobDir  string
+	degraded atomic.Bool // set when there is no usable node: gets miss, puts go private
+
+	privMu  sync.Mutex
+	privDir string // private temp dir for bodies when degraded; created on first use
+}
+
+func runCacheprog() int {
+	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{})}
+	h.reply(response{KnownCommands: []string{"get", "put", "close"}})
+	// cmd/go plans the build before its first request: connect meanwhile.
+	go h.open(os.Getenv("GRID_SOCKET"))
+	h.serve(os.Stdin)
+	h.removePrivateDir()
+	return 0
+}
+
+// open connects to the node and asks for its blob directory. Any failure means standalone.
+func (h *helper) open(socket string) {
+	defer close(h.ready)
+	h.degraded.Store(true)
+	if socket == "" {
+		return
+	}
+	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err != nil {
+		return
+	}
+	// A node that accepts but never answers must not hang the build: bound the handshake.
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	var reply map[string]any
+	err = writeFrame(conn, map[string]any{"type": "cache-open", "id": 1, "build": h.build})
+	if err == nil {
+		reply, err = readFrame(r)
+	}
+	id, _ := asInt(reply["id"])
+	dir, _ := reply["blobDir"].(string)
+	if err != nil || reply["type"] != "cache-opened" || id != 1 || dir == "" {
+		conn.Close()
+		return
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		conn.Close()
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	h.blobDir = dir
+	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
+	go h.node.readLoop(r)
+	h.degraded.Store(false)
+}
+
+// degrade gives up on the node for the rest of this helper's life.
+func (h *helper) degrade() {
+	h.degraded.Store(true)
+	if h.node != nil {
+		h.node.fail()
+	}
+}
+
+// serve reads requests until EOF. Gets and puts run in their own goroutines; close waits for
+// them, answers, and we keep reading until cmd/go closes our stdin.
+func (h *helper) serve(in io.Reader) {
+	r := bufio.NewReaderSize(in, 1<<20)
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			return
+		}
+		var req request
+		if json.Unmarshal(line, &req) != nil {
+			continue // not a request; cmd/go never sends one
+		}
+		switch req.Command {
+		case "get":
+			h.inFlight.Add(1)
+			go func() {
+				defer h.inFlight.Done()
+				h.reply(h.get(req))
+			}()
+		case "put":
+			var body []byte
+			if req.BodySize < 0 {
+				h.reply(response{ID: req.ID, Err: "negative BodySize"})
+				continue
+			}
+			if req.BodySize > 0 {
+				line, err := readLine(r)
+				if err != nil {
+					return
+				}
+				if body, err = decodeBody(line, req.BodySize); err != nil {
+					h.reply(response{ID: req.ID, Err: err.Error()})
+					continue
+				}
+			}
+			h.inFlight.Add(1)
+			go func() {
+				defer h.inFlight.Done()
+				h.reply(h.put(req, body))
+			}()
+		case "close":
+			h.inFlight.Wait()
+			h.reply(response{ID: req.ID})
+		default:
+			h.reply(response{ID: req.ID, Err: "unknown command " + req.Command})
+		}
+	}
+}
+
+// readLine returns the next non-empty line without its line ending. The slice is valid until
+// the next read. Lines longer than the buffer (large bodies) are assembled in a new slice.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			head := append([]byte(nil), line...) // copy: the next read reuses the buffer
+			var rest []byte
+			rest, err = r.ReadBytes('\n')
+			line = append(head, rest...)
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) > 0 {
+			return line, nil // a final line without '\n' still counts; EOF comes next call
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// decodeBody decodes a put body: a JSON string of standard base64. The usual form (no escapes)
+// is decoded directly; anything else goes through encoding/json.
+func decodeBody(line []byte, size int64) ([]byte, error) {
+	var body []byte
+	if n := len(line); n >= 2 && line[0] == '"' && line[n-1] == '"' && bytes.IndexByte(line, '\\') < 0 {
+		src := line[1 : n-1]
+		body = make([]byte, base64.StdEncoding.DecodedLen(len(src)))
+		m, err := base64.StdEncoding.Decode(body, src)
+		if err != nil {
+			return nil, fmt.Errorf("put body: %v", err)
+		}
+		body = body[:m]
+	} else if err := json.Unmarshal(line, &body); err != nil {
+		return nil, fmt.Errorf("put body: %v", err)
+	}
+	if int64(len(body)) != size {
+		return nil, fmt.Errorf("put body has %d bytes, BodySize is %d", len(body), size)
+	}
+	return body, nil
+}
+
+// reply writes one response line; responses may go out in any order.
+func (h *helper) reply(res response) {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return // cannot happen: every field is marshalable
+	}
+	h.outMu.Lock()
+	os.Stdout.Write(append(b, '\n'))
+	h.outMu.Unlock()
+}
+
+func (h *helper) get(req request) response {
+	if len(req.ActionID) != idBytes {
+		return response{ID: req.ID, Err: fmt.Sprintf("ActionID has %d bytes, want %d", len(req.ActionID), idBytes)}
+	}
+	miss := response{ID: req.ID, Miss: true}
+	<-h.ready
+	if h.degraded.Load() {
+		return miss
+	}
+	reply, err := h.node.call(map[string]any{"type": "cache-get", "build": h.build, "actionId": req.ActionID})
+	if err != nil {
+		h.degrade()
+		return miss
+	}
+	switch reply["type"] {
+	case "cache-miss":
+		return miss
+	case "cache-hit":
+		out, _ := reply["outputId"].([]byte)
+		size, sizeOK := asInt(reply["size"])
+		ms, timeOK := asInt(reply["time"])
+		path, _ := reply["diskPath"].(string)
+		if len(out) == idBytes && sizeOK && size >= 0 && timeOK && path != "" {
+			t := time.UnixMilli(ms)
+			return response{ID: req.ID, OutputID: out, Size: size, Time: &t, DiskPath: path}
+		}
+	}
+	h.degrade() // a reply we do not understand: the node is not one we can trust
+	return miss
+}
+
+func (h *helper) put(req request, body []byte) response {
+	if len(req.ActionID) != idBytes || len(req.OutputID) != idBytes {
+		return response{ID: req.ID, Err: fmt.Sprintf("put: ActionID has %d bytes and OutputID %d, want %d",
+			len(req.ActionID), len(req.OutputID), idBytes)}
+	}
+	if sum := sha256.Sum256(body); !bytes.Equal(sum[:], req.OutputID) {
+		return response{ID: req.ID, Err: fmt.Sprintf("put: body does not hash to OutputID %x", req.OutputID)}
+	}
+	name := hex.EncodeToString(req.OutputID)
+	<-h.ready
+	if !h.degraded.Load() {
+		path := filepath.Join(h.blobDir, name[:2], name)
+		if writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
+			reply, err := h.node.call(map[string]any{"type": "cache-put", "build": h.build,
+				"actionId": req.ActionID, "outputId": req.OutputID, "size": int64(len(body))})
+			if err != nil || reply["type"] != "cache-put-ok" {
+				h.degrade() // the blob is valid and stays; only the index entry is lost
+			}
+			return response{ID: req.ID, DiskPath: path}
+		}
+		// The shared store is not writable: keep this body private, the build goes on.
+	}
+	dir, err := h.privateDir()
+	if err == nil {
+		path := filepath.Join(dir, name)
+		if err = writeAtomic(dir, path, body); err == nil {
+			return response{ID: req.ID, DiskPath: path}
+		}
+	}
+	return response{ID: req.ID, Err: "put: " + err.Error()}
+}
+
+// writeAtomic writes body to a temp file in tmpDir and renames it to path, so that a reader
+// (or a concurrent writer of the same content) never sees a partial file.
+func writeAtomic(tmpDir, path string, body []byte) error {
+	if err := os.MkdirAll(tmpDir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(tmpDir, filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+			err = os.Rename(f.Name(), path)
+		}
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+func (h *helper) privateDir() (string, error) {
+	h.privMu.Lock()
+	defer h.privMu.Unlock()
+	if h.privDir == "" {
+		dir, err := os.MkdirTemp("", "grid-cacheprog-")
+		if err != nil {
+			return "", err
+		}
+		h.privDir = dir
+	}
+	return h.privDir, nil
+}
+
+func (h *helper) removePrivateDir() {
+	h.privMu.Lock()
+	defer h.privMu.Unlock()
+	if h.privDir != "" {
+		os.RemoveAll(h.privDir)
+	}
+}
+
+// nodeConn multiplexes requests over one node connection: each request gets a fresh id, one
+// reader goroutine hands each reply to the channel waiting for its id.
+type nodeConn struct {
+	conn net.Conn
+	wmu  sync.Mutex // serialises frame writes
+
+	mu      sync.Mutex
+	nextID  int64
+	pending map[int64]chan map[string]any // nil once the connection has failed
+}
+
+var errNodeGone = errors.New("node connection closed")
+
+// call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
+func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
+	ch := make(chan map[string]any, 1)
+	n.mu.Lock()
+	if n.pending == nil {
+		n.mu.Unlock()
+		return nil, errNodeGone
+	}
+	n.nextID++
+	id := n.nextID
+	n.pending[id] = ch
+	n.mu.Unlock()
+
+	msg["id"] = id
+	n.wmu.Lock()
+	err := writeFrame(n.conn, msg)
+	n.wmu.Unlock()
+	if err != nil {
+		n.fail()
+		return nil, err
+	}
+	reply, ok := <-ch
+	if !ok {
+		return nil, errNodeGone
+	}
+	if reply["type"] == "error" {
+		return nil, fmt.Errorf("node: %v: %v", reply["code"], reply["message"])
+	}
+	return reply, nil
+}
+
+func (n *nodeConn) readLoop(r io.Reader) {
+	for {
+		reply, err := readFrame(r)
+		if err != nil {
+			n.fail()
+			return
+		}
+		id, ok := asInt(reply["id"])
+		n.mu.Lock()
+		ch := n.pending[id]
+		delete(n.pending, id)
+		n.mu.Unlock()
+		if !ok || ch == nil {
+			n.fail() // a reply to nothing we asked: the stream cannot be trusted
+			return
+		}
+		ch <- reply
+	}
+}
+
+// fail closes the connection and wakes every waiting caller with an error.
+func (n *nodeConn) fail() {
+	n.mu.Lock()
+	for _, ch := range n.pending {
+		close(ch)
+	}
+	n.pending = nil
+	n.mu.Unlock()
+	n.conn.Close()
+}

@@ -1,0 +1,3 @@
+module grid.local/shim
+
+go 1.24

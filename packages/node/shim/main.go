@@ -1,0 +1,171 @@
+// Command grid-shim is the only native piece of Grid. It is built on first use by the user's own
+// `go` (standard library only, no network) and has two modes:
+//
+//	grid-shim /abs/path/to/tool args...   -toolexec: hand package compiles to the grid node
+//	grid-shim cacheprog                   GOCACHEPROG helper (see cacheprog.go)
+//
+// Toolexec mode runs ~400 times per std build, so it does no work beyond what it needs. A Node
+// process per call would cost ~59 ms; this costs ~2 ms. Every non-compile tool, every `-V=full`
+// probe and every compile we cannot forward is exec'd unchanged (the process is replaced, no
+// fork). A compile is sent to the node over $GRID_SOCKET as one `compile` frame
+// (docs/protocol.md); the reply carries the tool's merged output and exit code, which we replay.
+// Whenever the node is absent or fails, we run the tool here instead: the grid being down must
+// never fail a build, and re-running a compile is always safe.
+//
+// Toolexec mode never prints anything of its own: cmd/go stores a tool's output in GOCACHE and
+// replays it on every later hit (golang/go#27628). Why we fell back goes, at most, as one line to
+// $GRID_FALLBACK_LOG. SIGINT/SIGTERM keep Go's default action (exit at once): the node sees the
+// socket close and kills the compile it was running for us.
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// outputEnv is OUTPUT_ENV of packages/protocol/src/constants.ts: the variables that change what
+// the compiler writes. Only these travel to the node.
+var outputEnv = []string{
+	"GOOS", "GOARCH", "GO386", "GOAMD64", "GOARM", "GOARM64", "GOMIPS", "GOMIPS64", "GOPPC64",
+	"GORISCV64", "GOWASM", "GOEXPERIMENT", "GOFIPS140", "GOCLOBBERDEADHASH", "GOCOMPILEDEBUG",
+	"GOROOT", "GODEBUG",
+}
+
+// fileFlags are compile flags that make it write files besides -o and -asmhdr; such compiles
+// run here, unmodified (shared/DESIGN.md §2). `-d` is matched separately (only as `-d` or `-d=…`,
+// so that `-dynlink` and `-dwarf…` do not match).
+var fileFlags = []string{
+	"-json", "-cpuprofile", "-memprofile", "-blockprofile", "-mutexprofile", "-traceprofile",
+	"-bench", "-linkobj",
+}
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == "cacheprog" {
+		os.Exit(runCacheprog())
+	}
+	if len(os.Args) < 2 {
+		// Run by hand, not by cmd/go: the only case where we explain ourselves.
+		os.Stderr.WriteString("usage: grid-shim /path/to/tool [args...] | grid-shim cacheprog\n")
+		os.Exit(2)
+	}
+	tool, args := os.Args[1], os.Args[2:]
+
+	if !isCompile(tool) || hasFlag(args, "-V") {
+		execTool(tool, args)
+	}
+	if writesExtraFiles(args) {
+		fallback("unsupported-flag", tool, args)
+	}
+	socket := os.Getenv("GRID_SOCKET")
+	if socket == "" {
+		fallback("no-node", tool, args)
+	}
+	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	if err != nil {
+		fallback("node-unreachable", tool, args)
+	}
+	output, code, ok := remoteCompile(conn, tool, args)
+	if !ok {
+		conn.Close()
+		fallback("node-error", tool, args)
+	}
+	os.Stdout.Write(output)
+	if code < 0 || code > 255 {
+		code = 1
+	}
+	os.Exit(int(code))
+}
+
+// isCompile reports whether tool is cmd/compile.
+func isCompile(tool string) bool {
+	return strings.TrimSuffix(filepath.Base(tool), ".exe") == "compile"
+}
+
+// normFlag turns `--flag` into `-flag` (Go's flag package accepts both).
+func normFlag(arg string) string {
+	if strings.HasPrefix(arg, "--") {
+		return arg[1:]
+	}
+	return arg
+}
+
+// hasFlag reports whether any argument starts with prefix.
+func hasFlag(args []string, prefix string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(normFlag(a), prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// writesExtraFiles reports whether this compile would write files the node does not return.
+func writesExtraFiles(args []string) bool {
+	for _, a := range args {
+		a = normFlag(a)
+		if a == "-d" || strings.HasPrefix(a, "-d=") {
+			return true
+		}
+		for _, f := range fileFlags {
+			if strings.HasPrefix(a, f) {
+				return true
+			}
+		}
+	}
+	return os.Getenv("GOSSAFUNC") != "" || os.Getenv("GOSSADIR") != ""
+}
+
+// fallback records why the compile runs here, then runs it.
+func fallback(reason, tool string, args []string) {
+	if path := os.Getenv("GRID_FALLBACK_LOG"); path != "" {
+		// One O_APPEND write per line, so concurrent shims never interleave. Errors are ignored:
+		// the log is a statistic, the compile is what matters.
+		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			f.Write([]byte(reason + "\n"))
+			f.Close()
+		}
+	}
+	execTool(tool, args)
+}
+
+// remoteCompile sends one compile frame and waits, with no timeout (the node owns timeouts), for
+// its reply. ok is false on an error frame, a broken connection or a malformed reply.
+func remoteCompile(conn net.Conn, tool string, args []string) (output []byte, code int64, ok bool) {
+	env := map[string]string{}
+	for _, name := range outputEnv {
+		if v, set := os.LookupEnv(name); set {
+			env[name] = v
+		}
+	}
+	cwd, _ := os.Getwd()
+	if args == nil {
+		args = []string{}
+	}
+	err := writeFrame(conn, map[string]any{
+		"type":       "compile",
+		"id":         1,
+		"build":      os.Getenv("GRID_BUILD"),
+		"tool":       tool,
+		"args":       args,
+		"cwd":        cwd,
+		"env":        env,
+		"importPath": os.Getenv("TOOLEXEC_IMPORTPATH"),
+	})
+	if err != nil {
+		return nil, 0, false
+	}
+	reply, err := readFrame(conn)
+	if err != nil {
+		return nil, 0, false
+	}
+	id, idOK := asInt(reply["id"])
+	code, codeOK := asInt(reply["exitCode"])
+	output, outOK := reply["output"].([]byte)
+	if reply["type"] != "compile-result" || !idOK || id != 1 || !codeOK || !outOK {
+		return nil, 0, false
+	}
+	return output, code, true
+}

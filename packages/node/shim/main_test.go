@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestMsgpackRoundTrip(t *testing.T) {
+	msg := map[string]any{
+		"type":  "compile",
+		"id":    1,
+		"big":   int64(math.MaxInt64),
+		"neg":   int64(math.MinInt64),
+		"small": -5,
+		"ok":    true,
+		"no":    false,
+		"nil":   nil,
+		"bin":   []byte{0, 1, 2, 255},
+		"empty": []byte{},
+		"long":  strings.Repeat("x", 70000),
+		"args":  []string{"-o", "", strings.Repeat("y", 300)},
+		"env":   map[string]string{"GOOS": "linux", "GOARCH": "amd64"},
+		"float": 1.5,
+		"u64":   uint64(math.MaxUint64),
+	}
+	want := map[string]any{
+		"type":  "compile",
+		"id":    int64(1),
+		"big":   int64(math.MaxInt64),
+		"neg":   int64(math.MinInt64),
+		"small": int64(-5),
+		"ok":    true,
+		"no":    false,
+		"nil":   nil,
+		"bin":   []byte{0, 1, 2, 255},
+		"empty": []byte{},
+		"long":  strings.Repeat("x", 70000),
+		"args":  []any{"-o", "", strings.Repeat("y", 300)},
+		"env":   map[string]any{"GOOS": "linux", "GOARCH": "amd64"},
+		"float": 1.5,
+		"u64":   uint64(math.MaxUint64),
+	}
+	b, err := appendValue(nil, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeValue(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm := got.(map[string]any)
+	for k, w := range want {
+		if g := gm[k]; !reflect.DeepEqual(g, w) {
+			t.Errorf("%s: got %.200v (%T), want %.200v (%T)", k, g, g, w, w)
+		}
+	}
+	if len(gm) != len(want) {
+		t.Errorf("got %d keys, want %d", len(gm), len(want))
+	}
+}
+
+func TestMsgpackIntegerWidths(t *testing.T) {
+	for _, v := range []int64{0, 1, 127, 128, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1,
+		-1, -32, -33, -128, -129, -32768, -32769, math.MinInt32, math.MinInt32 - 1, math.MinInt64} {
+		b := appendInt(nil, v)
+		got, err := decodeValue(b)
+		if err != nil || got != any(v) {
+			t.Errorf("%d: got %v, %v (encoded % x)", v, got, err, b)
+		}
+	}
+}
+
+// TestMsgpackDecodeForms feeds hand-written encodings of every form a foreign encoder may use.
+func TestMsgpackDecodeForms(t *testing.T) {
+	hexes := func(s string) []byte {
+		var b []byte
+		for _, f := range strings.Fields(s) {
+			var c byte
+			for _, d := range f {
+				c = c<<4 | byte(strings.IndexRune("0123456789abcdef", d))
+			}
+			b = append(b, c)
+		}
+		return b
+	}
+	cases := []struct {
+		in   string
+		want any
+	}{
+		{"07", int64(7)},
+		{"ff", int64(-1)},
+		{"cc 80", int64(128)},
+		{"cd 01 00", int64(256)},
+		{"ce 00 01 00 00", int64(65536)},
+		{"cf 00 00 00 01 00 00 00 00", int64(1 << 32)},
+		{"d0 80", int64(-128)},
+		{"d0 05", int64(5)},
+		{"d1 ff 7f", int64(-129)},
+		{"d2 ff ff ff fe", int64(-2)},
+		{"d3 ff ff ff ff ff ff ff fd", int64(-3)},
+		{"ca 3f c0 00 00", 1.5},
+		{"cb 40 09 00 00 00 00 00 00", 3.125},
+		{"c0", nil},
+		{"c2", false},
+		{"c3", true},
+		{"a2 68 69", "hi"},
+		{"d9 02 68 69", "hi"},
+		{"da 00 02 68 69", "hi"},
+		{"db 00 00 00 02 68 69", "hi"},
+		{"c4 02 01 02", []byte{1, 2}},
+		{"c5 00 02 01 02", []byte{1, 2}},
+		{"c6 00 00 00 02 01 02", []byte{1, 2}},
+		{"92 01 02", []any{int64(1), int64(2)}},
+		{"dc 00 02 01 02", []any{int64(1), int64(2)}},
+		{"dd 00 00 00 02 01 02", []any{int64(1), int64(2)}},
+		{"81 a1 61 01", map[string]any{"a": int64(1)}},
+		{"de 00 01 a1 61 01", map[string]any{"a": int64(1)}},
+		{"df 00 00 00 01 a1 61 c0", map[string]any{"a": nil}},
+		{"90", []any{}},
+		{"80", map[string]any{}},
+	}
+	for _, c := range cases {
+		got, err := decodeValue(hexes(c.in))
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: got %#v, %v; want %#v", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{
+		"",                                // nothing
+		"cd 01",                           // truncated uint16
+		"a3 61 62",                        // truncated str
+		"c6 ff ff ff ff 00",               // bin longer than the input
+		"dd ff ff ff ff",                  // array longer than the input
+		"df ff ff ff ff",                  // map longer than the input
+		"81 01 02",                        // non-string key
+		"d4 01 00",                        // fixext: unsupported
+		"c1",                              // never used
+		"01 02",                           // trailing bytes
+		strings.Repeat("91 ", 100) + "01", // too deep
+	} {
+		if v, err := decodeValue(hexes(bad)); err == nil {
+			t.Errorf("%q: decoded to %#v, want an error", bad, v)
+		}
+	}
+}
+
+func TestAsInt(t *testing.T) {
+	for _, c := range []struct {
+		in   any
+		want int64
+		ok   bool
+	}{
+		{int64(5), 5, true}, {float64(7), 7, true}, {1.5, 0, false}, {"1", 0, false},
+		{uint64(math.MaxUint64), 0, false}, {nil, 0, false}, {math.Inf(1), 0, false},
+	} {
+		if got, ok := asInt(c.in); got != c.want || ok != c.ok {
+			t.Errorf("asInt(%#v) = %d, %v", c.in, got, ok)
+		}
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	msg := map[string]any{"type": "cache-get", "id": 3, "actionId": make([]byte, 32)}
+	if err := writeFrame(&buf, msg); err != nil {
+		t.Fatal(err)
+	}
+	if n := binary.BigEndian.Uint32(buf.Bytes()); int(n) != buf.Len()-4 {
+		t.Fatalf("length prefix %d for %d bytes", n, buf.Len()-4)
+	}
+	got, err := readFrame(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"type": "cache-get", "id": int64(3), "actionId": make([]byte, 32)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v", got)
+	}
+	if _, err := readFrame(&buf); err != io.EOF {
+		t.Fatalf("at end: %v, want EOF", err)
+	}
+}
+
+func TestFrameCaps(t *testing.T) {
+	// Over the cap: refused from the header alone, before any body is read.
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], maxFrameBytes+1)
+	if _, err := readFrame(bytes.NewReader(hdr[:])); !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("oversized frame: %v", err)
+	}
+	binary.BigEndian.PutUint32(hdr[:], math.MaxUint32)
+	if _, err := readFrame(bytes.NewReader(hdr[:])); !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("4 GiB frame: %v", err)
+	}
+	// Exactly at the cap: accepted. {"b": bin32} costs 1+2+5 bytes besides the data.
+	const data = maxFrameBytes - 8
+	frame := binary.BigEndian.AppendUint32(nil, maxFrameBytes)
+	frame = append(frame, 0x81, 0xa1, 'b', 0xc6)
+	frame = binary.BigEndian.AppendUint32(frame, data)
+	frame = append(frame, make([]byte, data)...)
+	if m, err := readFrame(bytes.NewReader(frame)); err != nil || len(m["b"].([]byte)) != data {
+		t.Fatalf("frame at the cap: %v", err)
+	}
+	// The writer refuses to produce an oversized frame.
+	if _, err := encodeFrame(map[string]any{"b": make([]byte, maxFrameBytes)}); !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("encoding an oversized frame: %v", err)
+	}
+	// Truncated body, non-map frames.
+	if _, err := readFrame(bytes.NewReader([]byte{0, 0, 0, 5, 0x80})); err != io.ErrUnexpectedEOF {
+		t.Fatalf("truncated: %v", err)
+	}
+	for _, b := range [][]byte{{0, 0, 0, 1, 0x01}, {0, 0, 0, 1, 0x90}, {0, 0, 0, 0}} {
+		if m, err := readFrame(bytes.NewReader(b)); err == nil {
+			t.Fatalf("% x: decoded %#v", b, m)
+		}
+	}
+}
+
+func TestDecodeBody(t *testing.T) {
+	data := []byte("hello, \x00 world \xff")
+	enc := base64.StdEncoding.EncodeToString(data)
+	for _, line := range []string{`"` + enc + `"`, `"` + strings.ReplaceAll(enc, "+", `\u002b`) + `"`} {
+		got, err := decodeBody([]byte(line), int64(len(data)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: %q, %v", line, got, err)
+		}
+	}
+	if _, err := decodeBody([]byte(`"`+enc+`"`), int64(len(data)+1)); err == nil {
+		t.Error("size mismatch accepted")
+	}
+	if _, err := decodeBody([]byte(`"@@@@"`), 3); err == nil {
+		t.Error("bad base64 accepted")
+	}
+}
+
+func TestReadLine(t *testing.T) {
+	long := strings.Repeat("z", 3<<20) // longer than the reader's buffer
+	in := "{\"ID\":1}\n\n\"" + long + "\"\r\n\n{\"ID\":2}"
+	r := bufio.NewReaderSize(strings.NewReader(in), 1<<16)
+	for _, want := range []string{`{"ID":1}`, `"` + long + `"`, `{"ID":2}`} {
+		got, err := readLine(r)
+		if err != nil || string(got) != want {
+			t.Fatalf("got %d bytes, %v; want %d bytes", len(got), err, len(want))
+		}
+	}
+	if _, err := readLine(r); err != io.EOF {
+		t.Fatalf("at end: %v", err)
+	}
+}
+
+func TestFlagChecks(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-o", "x.a", "-p", "main", "-dynlink", "-dwarf=false", "a.go"}, false},
+		{[]string{"-json=0,file:///tmp"}, true},
+		{[]string{"-cpuprofile", "/tmp/p"}, true},
+		{[]string{"--memprofile=/tmp/p"}, true},
+		{[]string{"-bench=/tmp/b"}, true},
+		{[]string{"-d", "ssa/check/on"}, true},
+		{[]string{"-d=checkptr"}, true},
+	} {
+		if got := writesExtraFiles(c.args); got != c.want {
+			t.Errorf("writesExtraFiles(%q) = %v", c.args, got)
+		}
+	}
+	if !hasFlag([]string{"-V=full"}, "-V") || hasFlag([]string{"-p", "V"}, "-V") {
+		t.Error("hasFlag -V")
+	}
+	if !isCompile("/go/pkg/tool/linux_amd64/compile") || !isCompile("/go/pkg/tool/windows_amd64/compile.exe") ||
+		isCompile("/go/pkg/tool/linux_amd64/asm") || isCompile("/go/pkg/tool/linux_amd64/compile2") {
+		t.Error("isCompile")
+	}
+}

@@ -1,0 +1,71 @@
+/**
+ * The builds a node is serving. `grid build` opens one with `build-begin` and closes it with
+ * `build-end`; the shim and the cache helper name it in every request (`$GRID_BUILD`), so each
+ * counter lands on the build it belongs to. A build whose control connection closes without
+ * `build-end` is ended then: nothing waits on a requester that is gone.
+ */
+import { randomBytes } from 'node:crypto'
+import type { BuildStats } from '@grid/protocol'
+
+export interface BuildRecord {
+  stats: BuildStats
+  /** hex OutputIDs this build read or wrote: `gc` leaves them alone while it runs. */
+  pinned: Set<string>
+}
+
+export class Builds {
+  private readonly active = new Map<string, BuildRecord>()
+  private readonly listeners = new Set<() => void>()
+  served = 0
+
+  begin (command: string[]): BuildRecord {
+    const id = randomBytes(8).toString('hex')
+    const record: BuildRecord = {
+      stats: {
+        build: id,
+        command,
+        startedAt: Date.now(),
+        endedAt: null,
+        actions: 0,
+        cache: { hits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0 },
+        compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
+      },
+      pinned: new Set()
+    }
+    this.active.set(id, record)
+    return record
+  }
+
+  /** The record for a request's build id; undefined for '' or an unknown (ended) build. */
+  get (id: string): BuildRecord | undefined {
+    return id === '' ? undefined : this.active.get(id)
+  }
+
+  end (id: string): BuildStats | undefined {
+    const record = this.active.get(id)
+    if (record === undefined) return undefined
+    this.active.delete(id)
+    this.served++
+    record.stats.endedAt = Date.now()
+    for (const listener of this.listeners) listener()
+    return record.stats
+  }
+
+  get count (): number { return this.active.size }
+
+  pinnedOutputs (): Set<string> {
+    const all = new Set<string>()
+    for (const record of this.active.values()) for (const h of record.pinned) all.add(h)
+    return all
+  }
+
+  /** Resolves once no build is active. */
+  async idle (): Promise<void> {
+    while (this.active.size > 0) {
+      await new Promise<void>(resolve => {
+        const listener = (): void => { this.listeners.delete(listener); resolve() }
+        this.listeners.add(listener)
+      })
+    }
+  }
+}

@@ -1,0 +1,1 @@
+export { Builds, type BuildRecord } from './builds.js'

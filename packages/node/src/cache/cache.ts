@@ -1,0 +1,375 @@
+/**
+ * The node's content-addressed cache: cmd/go's ActionID → OutputID map in LevelDB, bodies as
+ * blob files named by their sha256.
+ *
+ * Invariants (docs/cache.md explains each):
+ *  1. A blob file's name is the sha256 of its bytes. Writers create it in `blobs/tmp/`, check
+ *     the hash, and rename it into place, so a blob path never holds a partial file; two
+ *     writers of the same blob race harmlessly (both write the same bytes).
+ *  2. An index entry is written only after its blob is in place with the recorded size. An
+ *     entry never names a blob that was not hashed by the writer that put it.
+ *  3. Each entry records the stamp (inode, ctime) of the blob file as it was when checked.
+ *     A `get` whose blob no longer has that stamp (the file was replaced or written to since)
+ *     re-hashes it before serving; a blob that fails the hash is deleted with its entry and the
+ *     lookup is a miss. `verify` re-hashes every blob regardless of stamps.
+ *  4. Only this process opens the LevelDB (LevelDB locks it); every other process asks the
+ *     node over its socket. Blob files may be read by anyone holding a DiskPath.
+ *  5. Each entry records the PeerId of the node that produced it.
+ *  6. `gc` never removes a blob pinned by a running build, and removes a blob only together
+ *     with every entry that names it.
+ */
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { Level } from 'level'
+import { Packr } from 'msgpackr'
+import { GridError, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
+import { logger } from '../log.js'
+import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, ORPHAN_GRACE_MS, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { blobPathFor } from './layout.js'
+
+const log = logger('grid:cache')
+const packr = new Packr({ useRecords: false, mapsAsObjects: true })
+
+export interface CacheInit {
+  /** The cache dir: holds `index/` and `blobs/`. */
+  dir: string
+  /** This node's PeerId: the producer recorded on its own puts. */
+  nodeId: string
+}
+
+export interface CacheHit {
+  outputId: Uint8Array
+  size: number
+  /** When the entry was put, unix ms. */
+  time: number
+  diskPath: string
+}
+
+/** One index row. Short keys: there are tens of thousands of these. */
+interface Entry {
+  /** OutputID */
+  o: Uint8Array
+  /** body size */
+  s: number
+  /** put time, unix ms */
+  t: number
+  /** producer PeerId */
+  p: string
+  /** blob stamp when last hashed or written: inode and ctime in ns, as decimal strings */
+  i: string
+  c: string
+}
+
+/** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
+interface Sub {
+  get: (key: string) => Promise<Uint8Array | undefined>
+  put: (key: string, value: Uint8Array) => Promise<void>
+  del: (key: string) => Promise<void>
+  batch: (ops: Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>) => Promise<void>
+  iterator: () => AsyncIterable<[string, Uint8Array]>
+}
+
+export interface CacheEvents {
+  /** A blob failed its hash and was dropped. */
+  onCorrupt?: (outputHex: string) => void
+}
+
+export class Cache {
+  readonly dir: string
+  readonly blobDir: string
+  readonly nodeId: string
+  private readonly db: Level<string, Uint8Array>
+  private readonly entries: Sub
+  private readonly atimes: Sub
+  private readonly pendingAtimes = new Map<string, number>()
+  private readonly rehashing = new Map<string, Promise<boolean>>()
+  private flushTimer: NodeJS.Timeout | undefined
+  private closed = false
+  events: CacheEvents = {}
+
+  private constructor (init: CacheInit, db: Level<string, Uint8Array>) {
+    this.dir = init.dir
+    this.nodeId = init.nodeId
+    this.blobDir = join(init.dir, BLOB_DIR)
+    this.db = db
+    this.entries = db.sublevel<string, Uint8Array>('e', { valueEncoding: 'view' }) as unknown as Sub
+    this.atimes = db.sublevel<string, Uint8Array>('a', { valueEncoding: 'view' }) as unknown as Sub
+  }
+
+  static async open (init: CacheInit): Promise<Cache> {
+    await mkdir(join(init.dir, BLOB_DIR, TMP_DIR), { recursive: true })
+    const db = new Level<string, Uint8Array>(join(init.dir, INDEX_DIR), { valueEncoding: 'view' })
+    try {
+      await db.open()
+    } catch (err) {
+      const code = (err as { cause?: { code?: string }, code?: string }).cause?.code ?? (err as { code?: string }).code
+      if (code === 'LEVEL_LOCKED') {
+        throw new GridError('GRID_ERR_CACHE_LOCKED', `the cache index in ${init.dir} is held by another process`, {
+          cause: err,
+          hint: 'a grid daemon or another grid build owns this cache: use its socket (--control) or another --cache'
+        })
+      }
+      throw err
+    }
+    const cache = new Cache(init, db)
+    cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
+    cache.flushTimer.unref()
+    return cache
+  }
+
+  blobPath (outputHex: string): string {
+    return blobPathFor(this.blobDir, outputHex)
+  }
+
+  /**
+   * Looks up an ActionID; a hit's blob is checked against its stamp (invariant 3). Returns
+   * 'corrupt' when the entry existed but its blob failed the hash and was dropped.
+   */
+  async get (actionId: Uint8Array): Promise<CacheHit | 'corrupt' | undefined> {
+    const key = hex(actionId)
+    const raw = await this.entries.get(key)
+    if (raw === undefined) return undefined
+    const entry = decodeEntry(raw)
+    if (entry === undefined) {
+      log.warn(`dropping undecodable index entry ${key}`)
+      await this.entries.del(key)
+      return undefined
+    }
+    const outputHex = hex(entry.o)
+    const path = this.blobPath(outputHex)
+    const state = await this.checkBlob(key, entry, path)
+    if (state !== 'ok') return state === 'corrupt' ? 'corrupt' : undefined
+    this.pendingAtimes.set(key, Date.now())
+    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path }
+  }
+
+  /**
+   * Records ActionID → OutputID. The blob must already be in place (invariant 2): the caller
+   * hashed it. Returns the blob path.
+   */
+  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, producer = this.nodeId): Promise<string> {
+    const outputHex = hex(outputId)
+    const path = this.blobPath(outputHex)
+    let st
+    try {
+      st = await stat(path, { bigint: true })
+    } catch (err) {
+      throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} names a blob that is not on disk`, { cause: err })
+    }
+    if (st.size !== BigInt(size)) {
+      throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} says ${size} bytes, the blob has ${st.size}`)
+    }
+    const key = hex(actionId)
+    const entry: Entry = { o: outputId, s: size, t: Date.now(), p: producer, i: st.ino.toString(), c: st.ctimeNs.toString() }
+    await this.entries.put(key, packr.pack(entry))
+    this.pendingAtimes.set(key, entry.t)
+    return path
+  }
+
+  /**
+   * Writes a body into the store (tmp file, hash check, rename) and records it. For callers in
+   * this process (tests, later peers); the Go helper writes blobs itself.
+   */
+  async putBytes (actionId: Uint8Array, body: Uint8Array, producer = this.nodeId): Promise<{ outputId: Uint8Array, diskPath: string }> {
+    const outputId = createHash('sha256').update(body).digest()
+    const path = this.blobPath(hex(outputId))
+    await mkdir(join(path, '..'), { recursive: true })
+    const tmp = join(this.blobDir, TMP_DIR, `${hex(outputId)}.${process.pid}.${Math.random().toString(36).slice(2)}`)
+    const fh = await open(tmp, 'w')
+    try { await fh.writeFile(body) } finally { await fh.close() }
+    const { rename } = await import('node:fs/promises')
+    await rename(tmp, path)
+    await this.put(actionId, outputId, body.length, producer)
+    return { outputId, diskPath: path }
+  }
+
+  /** Entry count, distinct blobs and their bytes (a scan of the index). */
+  async stats (): Promise<CacheStats> {
+    const blobs = new Map<string, number>()
+    let entries = 0
+    for await (const [, raw] of this.entries.iterator()) {
+      const entry = decodeEntry(raw)
+      if (entry === undefined) continue
+      entries++
+      blobs.set(hex(entry.o), entry.s)
+    }
+    let bytes = 0
+    for (const size of blobs.values()) bytes += size
+    return { dir: this.dir, entries, blobs: blobs.size, bytes }
+  }
+
+  /**
+   * Trims the cache to `maxBytes` of blobs, least recently used first, never touching a blob in
+   * `pinned` (hex OutputIDs held by running builds). Also removes stale tmp files and old
+   * orphan blobs.
+   */
+  async gc (maxBytes: number, pinned: ReadonlySet<string> = new Set()): Promise<GcResult> {
+    await this.flushAtimes()
+    const atimes = new Map<string, number>()
+    for await (const [key, raw] of this.atimes.iterator()) atimes.set(key, readTime(raw))
+    const blobs = new Map<string, { size: number, last: number, keys: string[] }>()
+    for await (const [key, raw] of this.entries.iterator()) {
+      const entry = decodeEntry(raw)
+      if (entry === undefined) continue
+      const outputHex = hex(entry.o)
+      const last = atimes.get(key) ?? entry.t
+      const blob = blobs.get(outputHex)
+      if (blob === undefined) blobs.set(outputHex, { size: entry.s, last, keys: [key] })
+      else { blob.last = Math.max(blob.last, last); blob.keys.push(key) }
+    }
+    let total = 0
+    for (const b of blobs.values()) total += b.size
+    const order = [...blobs.entries()].sort((a, b) => a[1].last - b[1].last)
+    let removedEntries = 0
+    let removedBlobs = 0
+    let removedBytes = 0
+    for (const [outputHex, blob] of order) {
+      if (total <= maxBytes) break
+      if (pinned.has(outputHex)) continue
+      await this.entries.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
+      await this.atimes.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
+      await rm(this.blobPath(outputHex), { force: true })
+      total -= blob.size
+      removedEntries += blob.keys.length
+      removedBlobs++
+      removedBytes += blob.size
+    }
+    const orphans = await this.removeOrphans(new Set(blobs.keys()), pinned)
+    removedBlobs += orphans.count
+    removedBytes += orphans.bytes
+    log.info(`gc to ${maxBytes} bytes: removed ${removedEntries} entries, ${removedBlobs} blobs, ${removedBytes} bytes`)
+    return { removedEntries, removedBlobs, removedBytes, stats: await this.stats() }
+  }
+
+  /** Re-hashes every blob file; deletes the corrupt ones and every entry whose blob is gone. */
+  async verify (): Promise<VerifyResult> {
+    let checked = 0
+    let corrupt = 0
+    for (const { name, path } of await this.blobFiles()) {
+      checked++
+      if (await hashFile(path) !== name) {
+        corrupt++
+        log.warn(`verify: blob ${name} does not hash to its name; removed`)
+        await rm(path, { force: true })
+        this.events.onCorrupt?.(name)
+      }
+    }
+    let missing = 0
+    const drop: string[] = []
+    for await (const [key, raw] of this.entries.iterator()) {
+      const entry = decodeEntry(raw)
+      const st = entry === undefined ? undefined : await stat(this.blobPath(hex(entry.o))).catch(() => undefined)
+      if (entry === undefined || st === undefined || st.size !== entry.s) { missing++; drop.push(key) }
+    }
+    await this.entries.batch(drop.map(key => ({ type: 'del' as const, key })))
+    await this.atimes.batch(drop.map(key => ({ type: 'del' as const, key })))
+    return { checked, corrupt, missing, removedEntries: drop.length }
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    clearInterval(this.flushTimer)
+    await this.flushAtimes()
+    await this.db.close()
+  }
+
+  /** Invariant 3: serve a blob only if it still has the stamp of its last check, or re-hashes. */
+  private async checkBlob (key: string, entry: Entry, path: string): Promise<'ok' | 'missing' | 'corrupt'> {
+    const st = await stat(path, { bigint: true }).catch(() => undefined)
+    if (st === undefined || st.size !== BigInt(entry.s)) {
+      log.warn(`blob ${hex(entry.o)} of ${key} is ${st === undefined ? 'missing' : 'of the wrong size'}; dropping the entry`)
+      await this.entries.del(key)
+      return 'missing'
+    }
+    if (st.ino.toString() === entry.i && st.ctimeNs.toString() === entry.c) return 'ok'
+    const outputHex = hex(entry.o)
+    let pending = this.rehashing.get(outputHex)
+    if (pending === undefined) {
+      pending = hashFile(path).then(h => h === outputHex, () => false)
+      this.rehashing.set(outputHex, pending)
+      void pending.finally(() => this.rehashing.delete(outputHex))
+    }
+    if (await pending) {
+      const now = await stat(path, { bigint: true }).catch(() => undefined)
+      if (now !== undefined) await this.entries.put(key, packr.pack({ ...entry, i: now.ino.toString(), c: now.ctimeNs.toString() }))
+      return 'ok'
+    }
+    log.warn(`blob ${outputHex} of ${key} does not hash to its name: corrupt on disk; dropped, the action will be rebuilt`)
+    await rm(path, { force: true })
+    await this.entries.del(key)
+    this.events.onCorrupt?.(outputHex)
+    return 'corrupt'
+  }
+
+  private async flushAtimes (): Promise<void> {
+    if (this.pendingAtimes.size === 0 || this.db.status !== 'open') return
+    const ops = [...this.pendingAtimes].map(([key, t]) => ({ type: 'put' as const, key, value: writeTime(t) }))
+    this.pendingAtimes.clear()
+    await this.atimes.batch(ops).catch((err: Error) => log.warn(`writing access times failed: ${err.message}`))
+  }
+
+  private async blobFiles (): Promise<Array<{ name: string, path: string, dir: string }>> {
+    const out: Array<{ name: string, path: string, dir: string }> = []
+    for (const shard of await readdir(this.blobDir)) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue
+      const dir = join(this.blobDir, shard)
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        if (/^[0-9a-f]{64}$/.test(name)) out.push({ name, path: join(dir, name), dir })
+      }
+    }
+    return out
+  }
+
+  private async removeOrphans (known: ReadonlySet<string>, pinned: ReadonlySet<string>): Promise<{ count: number, bytes: number }> {
+    const now = Date.now()
+    let count = 0
+    let bytes = 0
+    for (const { name, path } of await this.blobFiles()) {
+      if (known.has(name) || pinned.has(name)) continue
+      const st = await stat(path).catch(() => undefined)
+      if (st === undefined || now - st.mtimeMs < ORPHAN_GRACE_MS) continue
+      await unlink(path).catch(() => {})
+      count++
+      bytes += st.size
+    }
+    const tmp = join(this.blobDir, TMP_DIR)
+    for (const name of await readdir(tmp).catch(() => [] as string[])) {
+      const st = await stat(join(tmp, name)).catch(() => undefined)
+      if (st !== undefined && now - st.mtimeMs > STALE_TMP_MS) await unlink(join(tmp, name)).catch(() => {})
+    }
+    return { count, bytes }
+  }
+}
+
+function decodeEntry (raw: Uint8Array): Entry | undefined {
+  try {
+    const e = packr.unpack(raw) as Partial<Entry>
+    if (e.o instanceof Uint8Array && typeof e.s === 'number' && typeof e.t === 'number' && typeof e.p === 'string' &&
+      typeof e.i === 'string' && typeof e.c === 'string') return e as Entry
+  } catch {}
+  return undefined
+}
+
+export function hex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+export async function hashFile (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), hash)
+  return hash.digest('hex')
+}
+
+function writeTime (t: number): Uint8Array {
+  const b = Buffer.allocUnsafe(8)
+  b.writeDoubleBE(t)
+  return b
+}
+
+function readTime (raw: Uint8Array): number {
+  return raw.byteLength === 8 ? Buffer.from(raw.buffer, raw.byteOffset, 8).readDoubleBE(0) : 0
+}

@@ -1,0 +1,23 @@
+/** Cache limits and layout names, with why each has its value. */
+
+/** Sub-directory of the cache dir holding content-addressed blob files. */
+export const BLOB_DIR = 'blobs'
+/** Where writers put partial files before renaming them into place (same filesystem). */
+export const TMP_DIR = 'tmp'
+/** Sub-directory holding the LevelDB index. */
+export const INDEX_DIR = 'index'
+
+/**
+ * Access times are kept in memory and written in one batch this often: a LevelDB write per
+ * `get` would put ~1,000 writes on the critical path of a build for a value only `gc` reads.
+ */
+export const ATIME_FLUSH_MS = 2_000
+
+/** `gc` removes files in tmp/ older than this (a writer that died mid-write). */
+export const STALE_TMP_MS = 60 * 60 * 1000
+
+/**
+ * `gc` removes blob files that no entry names once they are this old. Younger ones may belong
+ * to a put in flight (the helper renames the blob into place before it sends `cache-put`).
+ */
+export const ORPHAN_GRACE_MS = 10 * 60 * 1000

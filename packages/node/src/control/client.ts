@@ -1,0 +1,92 @@
+/**
+ * A client of the node socket, for the CLI and the tests. One connection, many requests in
+ * flight, replies matched by id. Every request has a deadline (its signal, or a default), and a
+ * closed connection fails every pending request with GRID_ERR_NODE_CLOSED.
+ */
+import { createConnection, type Socket } from 'node:net'
+import { encodeFrame, FrameDecoder, GridError, REPLIES, type MessageOf, type Reply, type Request, type RequestType } from '@grid/protocol'
+import { CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './constants.js'
+
+type Pending = { resolve: (reply: Reply) => void, reject: (err: Error) => void }
+type Body<T extends RequestType> = Omit<Extract<Request, { type: T }>, 'id'>
+/** The success reply a request of type T gets. */
+export type ReplyTo<T extends RequestType> = MessageOf<typeof REPLIES[T]> | (T extends 'cache-get' ? MessageOf<'cache-miss'> : never)
+
+export class ControlClient {
+  private readonly socket: Socket
+  private readonly pending = new Map<number, Pending>()
+  private nextId = 1
+  private closedError: Error | undefined
+
+  private constructor (socket: Socket, path: string) {
+    this.socket = socket
+    const decoder = new FrameDecoder({ from: `node at ${path}` })
+    socket.on('data', chunk => {
+      let replies
+      try {
+        replies = decoder.push(chunk)
+      } catch (err) {
+        this.fail(err as Error)
+        socket.destroy()
+        return
+      }
+      for (const reply of replies) {
+        const waiter = this.pending.get(reply.id)
+        this.pending.delete(reply.id)
+        waiter?.resolve(reply as Reply)
+      }
+    })
+    socket.on('error', err => this.fail(err))
+    socket.on('close', () => this.fail(new GridError('GRID_ERR_NODE_CLOSED', `the node at ${path} closed the connection`)))
+  }
+
+  static async connect (path: string, options: { timeoutMs?: number } = {}): Promise<ControlClient> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = createConnection(path)
+      const timer = setTimeout(() => { s.destroy(); reject(unreachable(path)) }, options.timeoutMs ?? CONNECT_TIMEOUT_MS)
+      s.once('connect', () => { clearTimeout(timer); resolve(s) })
+      s.once('error', err => { clearTimeout(timer); reject(unreachable(path, err)) })
+    })
+    return new ControlClient(socket, path)
+  }
+
+  /** Sends a request and resolves with its success reply; an `error` reply rejects with its code. */
+  async request<T extends RequestType> (body: Body<T> & { type: T }, options: { signal?: AbortSignal } = {}): Promise<ReplyTo<T>> {
+    if (this.closedError !== undefined) throw this.closedError
+    const id = this.nextId++
+    const signal = options.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.pending.delete(id)
+        reject(new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
+      }
+      if (signal.aborted) { onAbort(); return }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.pending.set(id, {
+        resolve: r => { signal.removeEventListener('abort', onAbort); resolve(r) },
+        reject: e => { signal.removeEventListener('abort', onAbort); reject(e) }
+      })
+      this.socket.write(encodeFrame({ ...body, id } as unknown as Request))
+    })
+    if (reply.type === 'error') {
+      throw new GridError(reply.code as 'GRID_ERR_INTERNAL', reply.message)
+    }
+    return reply as ReplyTo<T>
+  }
+
+  close (): void {
+    this.socket.end()
+  }
+
+  private fail (err: Error): void {
+    this.closedError ??= err
+    for (const waiter of this.pending.values()) waiter.reject(err)
+    this.pending.clear()
+  }
+}
+
+function unreachable (path: string, cause?: unknown): GridError {
+  return new GridError('GRID_ERR_NODE_UNREACHABLE', `no grid node answers on ${path}`, {
+    cause, transient: true, hint: 'start one with `grid daemon`, or let `grid build` start an embedded node'
+  })
+}

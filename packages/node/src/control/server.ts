@@ -1,0 +1,141 @@
+/**
+ * The node's Unix socket. One listener serves the CLI (control), the shims (compiles) and the
+ * cache helpers (cache get/put): each connection carries frames of the protocol package, and
+ * each request is handed to the node's handler with a signal that aborts when the connection
+ * closes (a shim killed by cmd/go cancels its compile). A connection that sends a bad frame is
+ * closed with the reason logged; every other connection is unaffected.
+ */
+import { chmod, mkdir, unlink } from 'node:fs/promises'
+import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { dirname } from 'node:path'
+import { encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
+import { logger } from '../log.js'
+import { checkSocketPath } from '../paths.js'
+
+const log = logger('grid:control')
+
+export interface RequestContext {
+  /** Aborts when the connection that sent the request closes. */
+  signal: AbortSignal
+  /** Runs when the connection closes (for state tied to a connection, like a build). */
+  onClose: (fn: () => void) => void
+}
+
+export type RequestHandler = (request: Request, context: RequestContext) => Promise<Reply>
+
+export interface ControlServerInit {
+  path: string
+  handler: RequestHandler
+  /** Called for every connection dropped for a bad frame (counted in status). */
+  onBadFrame?: (reason: string) => void
+}
+
+let connections = 0
+
+export class ControlServer {
+  readonly path: string
+  private readonly handler: RequestHandler
+  private readonly onBadFrame: ((reason: string) => void) | undefined
+  private server: Server | undefined
+  private readonly sockets = new Set<Socket>()
+
+  constructor (init: ControlServerInit) {
+    checkSocketPath(init.path)
+    this.path = init.path
+    this.handler = init.handler
+    this.onBadFrame = init.onBadFrame
+  }
+
+  async start (): Promise<void> {
+    await mkdir(dirname(this.path), { recursive: true })
+    await removeStaleSocket(this.path)
+    const server = createServer(socket => this.accept(socket))
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.path, () => { server.off('error', reject); resolve() })
+    })
+    await chmod(this.path, 0o600)
+    this.server = server
+    log.debug(`listening on ${this.path}`)
+  }
+
+  async stop (): Promise<void> {
+    const server = this.server
+    this.server = undefined
+    if (server === undefined) return
+    const closed = new Promise<void>(resolve => server.close(() => resolve()))
+    for (const socket of this.sockets) socket.destroy()
+    await closed
+    await unlink(this.path).catch(() => {})
+  }
+
+  private accept (socket: Socket): void {
+    const name = `connection ${++connections}`
+    this.sockets.add(socket)
+    const abort = new AbortController()
+    const closers: Array<() => void> = []
+    const decoder = new FrameDecoder({ from: name })
+    const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn) }
+    socket.on('data', chunk => {
+      let requests
+      try {
+        requests = decoder.push(chunk)
+      } catch (err) {
+        const reason = `${errorCode(err) ?? 'error'}: ${(err as Error).message}`
+        log.warn(`closing ${name}: ${reason}`)
+        this.onBadFrame?.(reason)
+        socket.destroy()
+        return
+      }
+      for (const message of requests) {
+        if (!isRequestType(message.type)) {
+          const reason = `GRID_ERR_MESSAGE_INVALID: ${name} sent a ${message.type}, which is a reply`
+          log.warn(`closing ${name}: ${reason}`)
+          this.onBadFrame?.(reason)
+          socket.destroy()
+          return
+        }
+        void this.serve(socket, message as Request, context)
+      }
+    })
+    socket.on('error', err => log.debug(`${name}: ${err.message}`))
+    socket.on('close', () => {
+      this.sockets.delete(socket)
+      abort.abort(new GridError('GRID_ERR_CANCELLED', `${name} closed`))
+      for (const fn of closers) fn()
+    })
+  }
+
+  private async serve (socket: Socket, request: Request, context: RequestContext): Promise<void> {
+    let reply: Reply
+    try {
+      reply = await this.handler(request, context)
+    } catch (err) {
+      const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
+      if (code === 'GRID_ERR_INTERNAL') log.error(`${request.type} failed: ${(err as Error).stack ?? String(err)}`)
+      reply = { type: 'error', id: request.id, code, message: (err as Error).message }
+    }
+    if (socket.destroyed) return
+    try {
+      socket.write(encodeFrame(reply))
+    } catch (err) {
+      log.error(`cannot encode ${reply.type}: ${(err as Error).message}`)
+      socket.write(encodeFrame({ type: 'error', id: request.id, code: 'GRID_ERR_INTERNAL', message: (err as Error).message }))
+    }
+  }
+}
+
+/** A socket file nobody answers on is left over from a crash: remove it. One that answers is in use. */
+async function removeStaleSocket (path: string): Promise<void> {
+  const alive = await new Promise<boolean>(resolve => {
+    const probe = createConnection(path)
+    probe.once('connect', () => { probe.destroy(); resolve(true) })
+    probe.once('error', () => resolve(false))
+  })
+  if (alive) {
+    throw new GridError('GRID_ERR_CACHE_LOCKED', `another grid node is already serving ${path}`, {
+      hint: 'use the running node (grid status), or stop it first'
+    })
+  }
+  await unlink(path).catch(() => {})
+}

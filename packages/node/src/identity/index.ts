@@ -1,0 +1,34 @@
+/**
+ * The node's identity: an Ed25519 key kept in the cache dir (mode 0600), so a node keeps its
+ * PeerId across restarts. Its PeerId is the producer recorded on every cache entry it writes.
+ */
+import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { PrivateKey } from '@libp2p/interface'
+
+export const KEY_FILE = 'peer.key'
+
+export interface Identity {
+  privateKey: PrivateKey
+  peerId: string
+}
+
+export async function loadIdentity (cacheDir: string): Promise<Identity> {
+  const path = join(cacheDir, KEY_FILE)
+  let privateKey: PrivateKey
+  try {
+    privateKey = privateKeyFromProtobuf(await readFile(path))
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    privateKey = await generateKeyPair('Ed25519')
+    await mkdir(cacheDir, { recursive: true })
+    // 'wx': if another process wrote a key first, keep theirs.
+    await writeFile(path, privateKeyToProtobuf(privateKey), { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e
+      privateKey = privateKeyFromProtobuf(await readFile(path))
+    })
+  }
+  return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString() }
+}

@@ -1,0 +1,30 @@
+/** Where a node keeps its state, and the defaults the CLI and the daemon share. */
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { ENV, GridError } from '@grid/protocol'
+
+/** `$GRID_CACHE`, else `$XDG_CACHE_HOME/grid`, else `~/.cache/grid`. */
+export function defaultCacheDir (env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env[ENV.cache]
+  if (explicit !== undefined && explicit !== '') return explicit
+  const xdg = env.XDG_CACHE_HOME
+  return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.cache'), 'grid')
+}
+
+/** `$GRID_CONTROL`, else `grid.sock` in the cache dir. */
+export function defaultControlPath (cacheDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env[ENV.control]
+  if (explicit !== undefined && explicit !== '') return explicit
+  return join(cacheDir, 'grid.sock')
+}
+
+/** Linux's sun_path holds 107 bytes plus the terminating NUL (macOS: 103). */
+const MAX_SOCKET_PATH_BYTES = process.platform === 'linux' ? 107 : 103
+
+export function checkSocketPath (path: string): void {
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
+    throw new GridError('GRID_ERR_SOCKET_PATH', `control socket path is ${Buffer.byteLength(path)} bytes, over the ${MAX_SOCKET_PATH_BYTES}-byte limit of Unix sockets: ${path}`, {
+      hint: 'pass a shorter path with --control /tmp/grid-$USER.sock (or set GRID_CONTROL)'
+    })
+  }
+}

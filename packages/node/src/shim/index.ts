@@ -1,0 +1,61 @@
+/**
+ * Builds the Go shim (packages/node/shim: toolexec wrapper and GOCACHEPROG helper in one binary)
+ * with the user's own `go`, once per (shim source, Go version, GOOS/GOARCH), into
+ * `<cacheDir>/shim/<key>/grid-shim`. Concurrent first builds race harmlessly: each builds into
+ * a temp dir and renames it into place.
+ */
+import { createHash } from 'node:crypto'
+import { execFile } from 'node:child_process'
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { GridError } from '@grid/protocol'
+import type { GoToolchain } from '../toolchain/index.js'
+
+/** The Go source, beside dist/ in the installed package. */
+export const SHIM_SOURCE_DIR = fileURLToPath(new URL('../../shim/', import.meta.url))
+export const SHIM_BINARY = process.platform === 'win32' ? 'grid-shim.exe' : 'grid-shim'
+
+async function sourceKey (toolchain: GoToolchain): Promise<string> {
+  const hash = createHash('sha256')
+  hash.update(`${toolchain.version} ${toolchain.goos}/${toolchain.goarch}\n`)
+  const names = (await readdir(SHIM_SOURCE_DIR)).filter(n => (n.endsWith('.go') && !n.endsWith('_test.go')) || n === 'go.mod').sort()
+  for (const name of names) {
+    hash.update(`${name}\n`)
+    hash.update(await readFile(join(SHIM_SOURCE_DIR, name)))
+  }
+  return hash.digest('hex').slice(0, 16)
+}
+
+/** Returns the path of a shim binary built for this toolchain, building it if needed. */
+export async function ensureShim (cacheDir: string, toolchain: GoToolchain, options: { signal?: AbortSignal } = {}): Promise<string> {
+  const dir = join(cacheDir, 'shim', await sourceKey(toolchain))
+  const binary = join(dir, SHIM_BINARY)
+  try {
+    await access(binary)
+    return binary
+  } catch {}
+  await mkdir(join(cacheDir, 'shim'), { recursive: true })
+  const tmp = await mkdtemp(join(cacheDir, 'shim', 'build-'))
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const env: NodeJS.ProcessEnv = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod -buildvcs=false', GOWORK: 'off', GOTOOLCHAIN: 'local', GOPROXY: 'off' }
+      delete env.GOCACHEPROG
+      delete env.GOOS
+      delete env.GOARCH
+      execFile(toolchain.go, ['build', '-trimpath', '-ldflags=-s -w', '-o', join(tmp, SHIM_BINARY), '.'], {
+        cwd: SHIM_SOURCE_DIR, env, signal: options.signal ?? AbortSignal.timeout(120_000)
+      }, (err, _stdout, stderr) => {
+        if (err === null) resolve()
+        else reject(new GridError('GRID_ERR_SHIM_BUILD', `building the shim with ${toolchain.go} (${toolchain.version}) failed: ${stderr.trim() || err.message}`, { cause: err }))
+      })
+    })
+    await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+      // Someone else finished first: theirs is as good as ours.
+      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err
+    })
+  } finally {
+    await rm(tmp, { recursive: true, force: true })
+  }
+  return binary
+}

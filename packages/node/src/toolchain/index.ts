@@ -1,0 +1,59 @@
+/**
+ * The local Go toolchain: which `go` is on PATH, its version, GOROOT. Grid needs Go ≥ 1.24
+ * (GOCACHEPROG); anything else is refused with an error naming what was found.
+ */
+import { execFile } from 'node:child_process'
+import { GridError, MIN_GO_VERSION } from '@grid/protocol'
+
+export interface GoToolchain {
+  /** The `go` command used (as found on PATH, or $GRID_GO). */
+  go: string
+  /** e.g. `go1.26.8` */
+  version: string
+  goroot: string
+  goos: string
+  goarch: string
+}
+
+/** Parses `go1.26.8`, `go1.24rc1`, `go1.25-20250101-RC00 cl/…` into [major, minor]. */
+export function parseGoVersion (version: string): [number, number] | undefined {
+  const m = /^go(\d+)\.(\d+)/.exec(version)
+  return m === null ? undefined : [Number(m[1]), Number(m[2])]
+}
+
+export function checkGoVersion (version: string): void {
+  const v = parseGoVersion(version)
+  const [wantMajor, wantMinor] = MIN_GO_VERSION
+  if (v === undefined || v[0] < wantMajor || (v[0] === wantMajor && v[1] < wantMinor)) {
+    throw new GridError('GRID_ERR_GO_TOO_OLD', `found Go ${version}, grid needs go${wantMajor}.${wantMinor} or newer (for GOCACHEPROG)`, {
+      hint: `install Go ${wantMajor}.${wantMinor}+ (https://go.dev/dl) or put a newer go first on PATH`
+    })
+  }
+}
+
+export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
+  const go = options.go ?? process.env.GRID_GO ?? 'go'
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOOS', 'GOARCH'], {
+      env: options.env ?? process.env, signal: options.signal ?? AbortSignal.timeout(30_000)
+    }, (err, stdout, stderr) => {
+      if (err === null) { resolve(stdout); return }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        reject(new GridError('GRID_ERR_GO_MISSING', `no \`${go}\` command found on PATH`, {
+          cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) and put it on PATH'
+        }))
+        return
+      }
+      // `go env GOVERSION` does not exist before Go 1.16: report what `go version` says.
+      execFile(go, ['version'], (err2, vout) => {
+        const found = err2 === null ? vout.trim() : stderr.trim()
+        reject(new GridError('GRID_ERR_GO_TOO_OLD', `\`${go} env\` failed (found: ${found}); grid needs go${MIN_GO_VERSION.join('.')} or newer`, {
+          cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) or put a newer go first on PATH'
+        }))
+      })
+    })
+  })
+  const [version = '', goroot = '', goos = '', goarch = ''] = out.split('\n').map(s => s.trim())
+  checkGoVersion(version)
+  return { go, version, goroot, goos, goarch }
+}

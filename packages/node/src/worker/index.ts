@@ -1,0 +1,2 @@
+export { LocalPool, type CompileJob, type CompileOutcome, type LocalPoolInit } from './pool.js'
+export { DEFAULT_SLOTS } from './constants.js'

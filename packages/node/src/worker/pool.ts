@@ -1,0 +1,145 @@
+/**
+ * The local compile pool: at most `slots` compiles at once, first come first served. A job
+ * names the compiler, its arguments, directory and the output-affecting environment; the pool
+ * checks the tool is a Go compiler, runs it, and returns its exit code and its stdout and stderr
+ * merged in arrival order (cmd/go merges them too). A job whose signal aborts is killed.
+ */
+import { spawn } from 'node:child_process'
+import { isAbsolute } from 'node:path'
+import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
+import { logger } from '../log.js'
+import { COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
+
+const log = logger('grid:worker')
+
+export interface CompileJob {
+  tool: string
+  args: string[]
+  cwd: string
+  env: Record<string, string>
+}
+
+export interface CompileOutcome {
+  exitCode: number
+  output: Buffer
+  /** Milliseconds spent waiting for a slot, and running. */
+  queuedMs: number
+  runMs: number
+}
+
+export interface LocalPoolInit {
+  slots?: number
+}
+
+/** The node's own environment minus everything Go reads: a compile sees only what cmd/go set. */
+function baseEnv (): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith('GO') && !k.startsWith('GRID_') && k !== 'PWD') env[k] = v
+  }
+  return env
+}
+
+export class LocalPool {
+  readonly slots: number
+  private active = 0
+  private readonly waiting: Array<() => void> = []
+  private readonly base = baseEnv()
+
+  constructor (init: LocalPoolInit = {}) {
+    this.slots = Math.max(1, init.slots ?? DEFAULT_SLOTS)
+  }
+
+  get running (): number { return this.active }
+  get queued (): number { return this.waiting.length }
+
+  async run (job: CompileJob, options: { signal?: AbortSignal } = {}): Promise<CompileOutcome> {
+    this.check(job)
+    const queuedAt = performance.now()
+    await this.acquire(options.signal)
+    const startedAt = performance.now()
+    try {
+      const { exitCode, output } = await this.spawn(job, options.signal)
+      return { exitCode, output, queuedMs: startedAt - queuedAt, runMs: performance.now() - startedAt }
+    } finally {
+      this.release()
+    }
+  }
+
+  private check (job: CompileJob): void {
+    if (!isAbsolute(job.tool) || !COMPILE_TOOL.test(job.tool)) {
+      throw new GridError('GRID_ERR_COMPILE_REFUSED', `not a Go compiler: ${JSON.stringify(job.tool)}`)
+    }
+    if (!isAbsolute(job.cwd)) {
+      throw new GridError('GRID_ERR_COMPILE_REFUSED', `working directory must be absolute: ${JSON.stringify(job.cwd)}`)
+    }
+    for (const name of Object.keys(job.env)) {
+      if (!(OUTPUT_ENV as readonly string[]).includes(name)) {
+        throw new GridError('GRID_ERR_COMPILE_REFUSED', `environment variable ${name} is not one a compile may be given`)
+      }
+    }
+  }
+
+  private async acquire (signal: AbortSignal | undefined): Promise<void> {
+    if (this.active < this.slots) { this.active++; return }
+    await new Promise<void>((resolve, reject) => {
+      const grant = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(grant)
+        if (i >= 0) this.waiting.splice(i, 1)
+        reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
+      }
+      if (signal?.aborted === true) { onAbort(); return }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiting.push(grant)
+    })
+    // the releaser handed its slot over: `active` is unchanged
+  }
+
+  private release (): void {
+    const next = this.waiting.shift()
+    if (next !== undefined) next()
+    else this.active--
+  }
+
+  private async spawn (job: CompileJob, signal: AbortSignal | undefined): Promise<{ exitCode: number, output: Buffer }> {
+    if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
+    return await new Promise((resolve, reject) => {
+      const child = spawn(job.tool, job.args, {
+        cwd: job.cwd,
+        env: { ...this.base, ...job.env, PWD: job.cwd },
+        stdio: ['ignore', 'pipe', 'pipe']
+      })
+      const chunks: Buffer[] = []
+      let bytes = 0
+      const collect = (chunk: Buffer): void => {
+        if (bytes >= MAX_COMPILE_OUTPUT_BYTES) return
+        chunks.push(chunk)
+        bytes += chunk.length
+      }
+      child.stdout.on('data', collect)
+      child.stderr.on('data', collect)
+      let killTimer: NodeJS.Timeout | undefined
+      const onAbort = (): void => {
+        child.kill('SIGTERM')
+        killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS)
+        killTimer.unref()
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      child.on('error', err => {
+        signal?.removeEventListener('abort', onAbort)
+        reject(new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${err.message}`, { cause: err, transient: true }))
+      })
+      child.on('close', (code, sig) => {
+        signal?.removeEventListener('abort', onAbort)
+        clearTimeout(killTimer)
+        if (signal?.aborted === true) {
+          reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled'))
+          return
+        }
+        if (sig !== null) log.warn(`compile of ${job.cwd} killed by ${sig}`)
+        resolve({ exitCode: code ?? 1, output: Buffer.concat(chunks) })
+      })
+    })
+  }
+}

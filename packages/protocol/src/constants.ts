@@ -1,0 +1,42 @@
+/** Limits and names shared by the node, the CLI and (by hand, in Go) the shim. */
+
+/**
+ * Largest frame on the node socket. The biggest legitimate message is a compile's output
+ * (diagnostics; megabytes only for a pathological package); cache bodies never travel in frames
+ * because the helper writes blobs itself. Checked before decoding.
+ */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+/** Largest compile output the node keeps; beyond it the output is cut with a note. */
+export const MAX_COMPILE_OUTPUT_BYTES = 16 * 1024 * 1024
+
+/** cmd/go's ActionID and OutputID are sha256 sums. */
+export const CACHE_ID_BYTES = 32
+
+/**
+ * Environment variables that change what `go tool compile` writes (shared/DESIGN.md §3), plus
+ * GOROOT (the `$GOROOT` rewrite of paths) and GODEBUG. The shim forwards exactly these; the node
+ * strips every other GO* variable of its own before running a compile.
+ */
+export const OUTPUT_ENV = [
+  'GOOS', 'GOARCH', 'GO386', 'GOAMD64', 'GOARM', 'GOARM64', 'GOMIPS', 'GOMIPS64', 'GOPPC64',
+  'GORISCV64', 'GOWASM', 'GOEXPERIMENT', 'GOFIPS140', 'GOCLOBBERDEADHASH', 'GOCOMPILEDEBUG',
+  'GOROOT', 'GODEBUG'
+] as const
+
+/** Oldest Go that has GOCACHEPROG without an experiment flag. */
+export const MIN_GO_VERSION = [1, 24] as const
+
+/** Environment variables through which `grid build` talks to its shim and cache helper. */
+export const ENV = {
+  socket: 'GRID_SOCKET',
+  build: 'GRID_BUILD',
+  fallbackLog: 'GRID_FALLBACK_LOG',
+  control: 'GRID_CONTROL',
+  cache: 'GRID_CACHE'
+} as const
+
+/** Why a compile did not run through the node's pool (written by the shim). */
+export const FALLBACK_REASONS = ['no-node', 'node-unreachable', 'node-error', 'unsupported-flag'] as const
+
+export const GRID_VERSION = '0.1.0'

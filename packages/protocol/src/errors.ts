@@ -1,0 +1,61 @@
+/**
+ * Every failure grid reports has a stable `code` (`GRID_ERR_…`), documented in docs/errors.md
+ * (a test keeps the two in step). Match on `code`, never on `instanceof`: the package may be
+ * installed twice. `transient` marks failures that may succeed if retried elsewhere; `hint` is
+ * the command or change that fixes a user-facing failure.
+ */
+
+export const ERROR_CODES = {
+  GRID_ERR_GO_MISSING: 'no `go` command on PATH',
+  GRID_ERR_GO_TOO_OLD: 'the Go toolchain is older than grid needs (GOCACHEPROG needs Go 1.24)',
+  GRID_ERR_SHIM_BUILD: 'building the toolexec shim with the local Go toolchain failed',
+  GRID_ERR_USAGE: 'unknown command, unknown flag or bad flag value',
+  GRID_ERR_TOOLEXEC_CONFLICT: 'the go arguments already set -toolexec, which grid needs for itself',
+  GRID_ERR_FRAME_TOO_LARGE: 'a frame on the node socket is larger than the cap',
+  GRID_ERR_FRAME_MALFORMED: 'a frame could not be decoded as a msgpack map',
+  GRID_ERR_MESSAGE_INVALID: 'a decoded message has an unknown type or a missing or mistyped field',
+  GRID_ERR_NODE_UNREACHABLE: 'nothing answers on the node\'s control socket',
+  GRID_ERR_NODE_CLOSED: 'the node closed the connection before answering',
+  GRID_ERR_TIMEOUT: 'a request to the node took longer than its deadline',
+  GRID_ERR_CACHE_LOCKED: 'another process holds the cache index open',
+  GRID_ERR_CACHE_CORRUPT: 'a cache blob did not hash to its OutputID; it was dropped',
+  GRID_ERR_CACHE_MISSING_BLOB: 'a cache put named a blob that is not on disk (or has another size)',
+  GRID_ERR_COMPILE_REFUSED: 'a compile request named a tool or directory the node will not run',
+  GRID_ERR_COMPILE_SPAWN: 'the node could not start the compiler',
+  GRID_ERR_CANCELLED: 'the operation was cancelled (its requester went away)',
+  GRID_ERR_SOCKET_PATH: 'the control socket path is too long for a Unix socket',
+  GRID_ERR_INTERNAL: 'a bug in grid: please report it with the log'
+} as const
+
+export type ErrorCode = keyof typeof ERROR_CODES
+
+export interface GridErrorOptions {
+  cause?: unknown
+  hint?: string
+  transient?: boolean
+}
+
+export class GridError extends Error {
+  readonly code: ErrorCode
+  readonly hint: string | undefined
+  readonly transient: boolean
+
+  constructor (code: ErrorCode, message: string, options: GridErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'GridError'
+    this.code = code
+    this.hint = options.hint
+    this.transient = options.transient ?? false
+  }
+}
+
+/** True for any error carrying a grid code, whichever copy of this package created it. */
+export function isGridError (err: unknown): err is GridError {
+  const code = errorCode(err)
+  return err instanceof Error && code !== undefined && Object.hasOwn(ERROR_CODES, code)
+}
+
+export function errorCode (err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}

@@ -1,0 +1,9 @@
+/**
+ * @grid/protocol: what every part of grid agrees on, with no I/O. Message types and their
+ * validation, the frame codec of the node socket, error codes, limits, and size helpers.
+ */
+export * from './constants.js'
+export * from './errors.js'
+export * from './messages.js'
+export * from './frame.js'
+export * from './size.js'

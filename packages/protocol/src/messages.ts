@@ -1,0 +1,185 @@
+/**
+ * The messages on the node's Unix socket, as one discriminated union on `type`.
+ *
+ * Contract (docs/protocol.md): every frame is a msgpack map; `id` is chosen by the requester
+ * and echoed in the one reply each request gets; a reply is the success message named in
+ * `REPLIES` or an `error`. Everything decoded is checked by `validateMessage` against the field
+ * table below before anyone looks at it: unknown types and missing or mistyped fields are
+ * rejected with GRID_ERR_MESSAGE_INVALID, extra fields are ignored (newer senders).
+ */
+import { CACHE_ID_BYTES } from './constants.js'
+import { GridError } from './errors.js'
+
+export interface BuildStats {
+  build: string
+  command: string[]
+  startedAt: number
+  endedAt: number | null
+  /** cmd/go cache lookups (`get`), i.e. actions cmd/go considered. */
+  actions: number
+  cache: { hits: number, misses: number, puts: number, putBytes: number, hitBytes: number, corrupt: number }
+  compiles: {
+    local: number
+    remote: number
+    failed: number
+    running: number
+    /** Compiles that did not go through the node's pool, by reason. */
+    fallbacks: Record<string, number>
+  }
+}
+
+export interface CacheStats {
+  dir: string
+  entries: number
+  blobs: number
+  bytes: number
+}
+
+export interface NodeStatus {
+  version: string
+  nodeId: string
+  pid: number
+  mode: 'daemon' | 'embedded'
+  startedAt: number
+  control: string
+  cacheDir: string
+  slots: number
+  compilesRunning: number
+  buildsServed: number
+  activeBuilds: number
+  cache: CacheStats
+  counters: { hits: number, misses: number, puts: number, compiles: number, corrupt: number, badFrames: number }
+}
+
+export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
+export interface VerifyResult { checked: number, corrupt: number, missing: number, removedEntries: number }
+
+type Id = { id: number }
+
+export type Request =
+  | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string }
+  | Id & { type: 'cache-open', build: string }
+  | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
+  | Id & { type: 'cache-put', build: string, actionId: Uint8Array, outputId: Uint8Array, size: number }
+  | Id & { type: 'status' }
+  | Id & { type: 'build-begin', command: string[], cwd: string }
+  | Id & { type: 'build-progress', build: string }
+  | Id & { type: 'build-end', build: string }
+  | Id & { type: 'cache-stats' }
+  | Id & { type: 'cache-gc', maxBytes: number }
+  | Id & { type: 'cache-verify' }
+  | Id & { type: 'shutdown' }
+
+export type Reply =
+  | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
+  | Id & { type: 'cache-opened', blobDir: string }
+  | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
+  | Id & { type: 'cache-miss' }
+  | Id & { type: 'cache-put-ok', diskPath: string }
+  | Id & { type: 'status-result', status: NodeStatus }
+  | Id & { type: 'build-begun', build: string }
+  | Id & { type: 'build-stats', stats: BuildStats }
+  | Id & { type: 'cache-stats-result', stats: CacheStats }
+  | Id & { type: 'cache-gc-result', result: GcResult }
+  | Id & { type: 'cache-verify-result', result: VerifyResult }
+  | Id & { type: 'ok' }
+  | Id & { type: 'error', code: string, message: string }
+
+export type Message = Request | Reply
+export type MessageType = Message['type']
+export type RequestType = Request['type']
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>
+
+/** The success reply of each request type. */
+export const REPLIES = {
+  compile: 'compile-result',
+  'cache-open': 'cache-opened',
+  'cache-get': 'cache-hit', // or 'cache-miss'
+  'cache-put': 'cache-put-ok',
+  status: 'status-result',
+  'build-begin': 'build-begun',
+  'build-progress': 'build-stats',
+  'build-end': 'build-stats',
+  'cache-stats': 'cache-stats-result',
+  'cache-gc': 'cache-gc-result',
+  'cache-verify': 'cache-verify-result',
+  shutdown: 'ok'
+} as const satisfies Record<RequestType, MessageType>
+
+type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map'
+
+/** Field table: one line per message type; `id` is implied for all. */
+const FIELDS: Record<MessageType, Record<string, Kind>> = {
+  compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str' },
+  'cache-open': { build: 'str' },
+  'cache-get': { build: 'str', actionId: 'id32' },
+  'cache-put': { build: 'str', actionId: 'id32', outputId: 'id32', size: 'uint' },
+  status: {},
+  'build-begin': { command: 'strs', cwd: 'str' },
+  'build-progress': { build: 'str' },
+  'build-end': { build: 'str' },
+  'cache-stats': {},
+  'cache-gc': { maxBytes: 'uint' },
+  'cache-verify': {},
+  shutdown: {},
+  'compile-result': { exitCode: 'int', output: 'bin' },
+  'cache-opened': { blobDir: 'str' },
+  'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
+  'cache-miss': {},
+  'cache-put-ok': { diskPath: 'str' },
+  'status-result': { status: 'map' },
+  'build-begun': { build: 'str' },
+  'build-stats': { stats: 'map' },
+  'cache-stats-result': { stats: 'map' },
+  'cache-gc-result': { result: 'map' },
+  'cache-verify-result': { result: 'map' },
+  ok: {},
+  error: { code: 'str', message: 'str' }
+}
+
+export function isRequestType (type: string): type is RequestType {
+  return Object.hasOwn(REPLIES, type)
+}
+
+function isPlainObject (value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) return false
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
+}
+
+function checkField (value: unknown, kind: Kind): boolean {
+  switch (kind) {
+    case 'str': return typeof value === 'string'
+    case 'uint': return Number.isSafeInteger(value) && (value as number) >= 0
+    case 'int': return Number.isSafeInteger(value)
+    case 'bin': return value instanceof Uint8Array
+    case 'id32': return value instanceof Uint8Array && value.length === CACHE_ID_BYTES
+    case 'strs': return Array.isArray(value) && value.every(v => typeof v === 'string')
+    case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
+    case 'map': return isPlainObject(value)
+  }
+}
+
+/**
+ * Checks a decoded value against the field table and returns it typed. `from` names the sender
+ * in the error (a socket, later a peer).
+ */
+export function validateMessage (value: unknown, from = 'peer'): Message {
+  if (!isPlainObject(value)) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `message from ${from} is not a map`)
+  }
+  const type = value.type
+  if (typeof type !== 'string' || !Object.hasOwn(FIELDS, type)) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `message from ${from} has unknown type ${JSON.stringify(type)?.slice(0, 64)}`)
+  }
+  if (!checkField(value.id, 'uint')) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `${type} message from ${from} has no valid id`)
+  }
+  const fields = FIELDS[type as MessageType]
+  for (const [name, kind] of Object.entries(fields)) {
+    if (!checkField(value[name], kind)) {
+      throw new GridError('GRID_ERR_MESSAGE_INVALID', `${type} message from ${from}: field ${name} must be ${kind}`)
+    }
+  }
+  return value as unknown as Message
+}

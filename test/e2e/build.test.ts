@@ -1,0 +1,122 @@
+// `grid build` / `grid test` end to end, as a user runs them, against plain `go build -trimpath`.
+import assert from 'node:assert/strict'
+import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
+
+describe('grid build of the fixture module', () => {
+  it('is byte-identical to go build -trimpath, and a rebuild after go clean -cache runs zero compiles', async (t) => {
+    const w = await world(t)
+    const ref = join(w.dir, 'ref')
+    const out1 = join(w.dir, 'out1')
+    const out2 = join(w.dir, 'out2')
+    const plain = await goBuild(t, ['-o', ref + '/', './...'])
+    assert.equal(plain.code, 0, plain.stderr)
+
+    await startDaemon(t, w)
+    const cold = await grid(w, ['--json', 'build', '-o', out1 + '/', './...'])
+    assert.equal(cold.code, 0, cold.stderr)
+    const s1 = summary(cold)
+    assert.ok(s1.compiles.local > 10, `cold build compiled ${s1.compiles.local} packages`)
+    assert.deepEqual(s1.compiles.fallbacks, {})
+    assert.deepEqual(await sameFiles(out1, ref), ['alpha', 'beta'])
+    const compilesBefore = (await status(w)).counters.compiles
+
+    await w.freshGoCache() // what `go clean -cache` leaves behind
+    const warm = await grid(w, ['--json', 'build', '-o', out2 + '/', './...'])
+    assert.equal(warm.code, 0, warm.stderr)
+    const s2 = summary(warm)
+    assert.equal(s2.compiles.local, 0, 'warm rebuild compiled nothing')
+    assert.deepEqual(s2.compiles.fallbacks, {})
+    assert.ok(s2.cache.hits > 50, `warm rebuild had ${s2.cache.hits} hits`)
+    assert.equal((await status(w)).counters.compiles, compilesBefore, 'the node ran no compile')
+    await sameFiles(out2, ref)
+  })
+
+  it('grid test passes, and reports cached results the second time', async (t) => {
+    const w = await world(t)
+    const first = await grid(w, ['test', './...'])
+    assert.equal(first.code, 0, first.stderr)
+    assert.match(first.stdout, /^ok\s+example\.com\/gridfixture\/wordfreq\s+[\d.]+s$/m)
+    await w.freshGoCache()
+    const second = await grid(w, ['--json', 'test', './...'])
+    assert.equal(second.code, 0, second.stderr)
+    // with --json, go's stdout moves to stderr and stdout is the summary alone
+    assert.match(second.stderr, /^ok\s+example\.com\/gridfixture\/wordfreq\s+\(cached\)$/m)
+    assert.equal(summary(second).compiles.local, 0)
+  })
+
+  it('a broken package prints the same diagnostics and exit status as go build -trimpath', async (t) => {
+    const w = await world(t)
+    const cwd = join(FIXTURES, 'broken')
+    const out = join(w.dir, 'out')
+    const plain = await goBuild(t, ['-o', out + '/', './...'], cwd)
+    const viaGrid = await grid(w, ['build', '-o', out + '/', './...'], { cwd })
+    assert.equal(plain.code, 1)
+    assert.equal(viaGrid.code, 1)
+    const gridDiagnostics = viaGrid.stderr.split('\n').filter(l => !l.startsWith('grid: ')).join('\n')
+    assert.equal(gridDiagnostics, plain.stderr)
+    assert.match(plain.stderr, /cannot use "forty-two"/)
+  })
+
+  it('with no node at all, the shim compiles locally and the output is identical', async (t) => {
+    const w = await world(t)
+    const { detectGo, ensureShim } = await import('@grid/node')
+    const shim = await ensureShim(w.cacheDir, await detectGo())
+    const ref = join(w.dir, 'ref')
+    const out = join(w.dir, 'out')
+    const fallbackLog = join(w.dir, 'fallbacks')
+    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    const { run } = await import('../helpers/index.js')
+    const r = await run('go', ['build', '-trimpath', `-toolexec=${shim}`, '-o', out + '/', './...'], {
+      cwd: GOMOD,
+      env: { ...w.env, GRID_SOCKET: join(w.dir, 'nobody-here.sock'), GRID_FALLBACK_LOG: fallbackLog, GOCACHEPROG: `${shim} cacheprog` }
+    })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stderr, '', 'the shim and helper print nothing of their own')
+    await sameFiles(out, ref)
+    const { readFile } = await import('node:fs/promises')
+    const reasons = (await readFile(fallbackLog, 'utf8')).trim().split('\n')
+    assert.ok(reasons.length > 10)
+    assert.deepEqual([...new Set(reasons)], ['node-unreachable'])
+  })
+})
+
+describe('grid command line', () => {
+  it('refuses -toolexec in the go arguments with a hint', async (t) => {
+    const w = await world(t)
+    const r = await grid(w, ['--json', 'build', '-toolexec=/bin/true', './...'])
+    assert.equal(r.code, 1)
+    assert.equal(JSON.parse(r.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+  })
+
+  it('rejects unknown global options and commands by name', async (t) => {
+    const w = await world(t)
+    const a = await grid(w, ['--frobnicate', 'build'])
+    assert.equal(a.code, 2)
+    assert.match(a.stderr, /unknown option --frobnicate \(GRID_ERR_USAGE\)/)
+    const b = await grid(w, ['frobnicate'])
+    assert.equal(b.code, 2)
+    assert.match(b.stderr, /unknown command frobnicate/)
+    const c = await grid(w, ['cache', 'gc', '--max-size', 'lots'])
+    assert.equal(c.code, 2)
+    assert.match(c.stderr, /not a size/)
+  })
+
+  it('names the Go it found when it is too old, or missing', async (t) => {
+    const w = await world(t)
+    const bin = join(await tempDir(t), 'bin')
+    await mkdir(bin)
+    const fakeGo = join(bin, 'go')
+    await writeFile(fakeGo, '#!/bin/sh\nif [ "$1" = env ]; then printf "go1.21.5\\n/usr/lib/go\\nlinux\\namd64\\n"; else echo "go version go1.21.5 linux/amd64"; fi\n')
+    await chmod(fakeGo, 0o755)
+    const old = await grid(w, ['--json', 'build', './...'], { env: { ...w.env, GRID_GO: fakeGo } })
+    assert.equal(old.code, 1)
+    const err = JSON.parse(old.stdout).error
+    assert.equal(err.code, 'GRID_ERR_GO_TOO_OLD')
+    assert.match(err.message, /found Go go1\.21\.5, grid needs go1\.24/)
+    const missing = await grid(w, ['--json', 'build', './...'], { env: { ...w.env, GRID_GO: join(bin, 'nope') } })
+    assert.equal(JSON.parse(missing.stdout).error.code, 'GRID_ERR_GO_MISSING')
+  })
+})

@@ -1,0 +1,145 @@
+/**
+ * Shared test helpers: temp dirs with teardown, the CLI as a user runs it, plain `go build`,
+ * daemons as real processes, and byte-for-byte comparison of build outputs.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, readdir, readFile, rm, mkdir } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { TestContext } from 'node:test'
+
+// compiled to test/dist/helpers/: the repo root is three levels up
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+export const GRID_BIN = join(ROOT, 'packages/cli/bin/grid.js')
+export const FIXTURES = join(ROOT, 'test/fixtures')
+export const GOMOD = join(FIXTURES, 'gomod')
+
+type Ctx = Pick<TestContext, 'after'> | { after: (fn: () => unknown) => void }
+
+/** A temp dir removed when the test (or suite) ends. Short, so socket paths fit. */
+export async function tempDir (t: Ctx, prefix = 'g'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `${prefix}-`))
+  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  return dir
+}
+
+export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+
+export interface RunOptions { cwd?: string, env?: NodeJS.ProcessEnv, timeoutMs?: number }
+
+export async function run (cmd: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: options.timeoutMs ?? 15 * 60 * 1000
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString() })
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
+    child.on('error', reject)
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
+  })
+}
+
+/** An isolated world for one test: its own grid cache, control socket and GOCACHE. */
+export interface World {
+  dir: string
+  cacheDir: string
+  control: string
+  env: NodeJS.ProcessEnv
+  /** A fresh, empty GOCACHE (what `go clean -cache` leaves). */
+  freshGoCache: () => Promise<string>
+}
+
+export async function world (t: Ctx): Promise<World> {
+  const dir = await tempDir(t)
+  const cacheDir = join(dir, 'grid')
+  const control = join(dir, 'grid.sock')
+  let n = 0
+  const env: NodeJS.ProcessEnv = { ...process.env, GOCACHE: join(dir, 'gocache-0'), GRID_CACHE: cacheDir, GRID_CONTROL: control }
+  delete env.GOCACHEPROG
+  delete env.DEBUG
+  return {
+    dir,
+    cacheDir,
+    control,
+    env,
+    freshGoCache: async () => {
+      const gocache = join(dir, `gocache-${++n}`)
+      await mkdir(gocache, { recursive: true })
+      env.GOCACHE = gocache
+      return gocache
+    }
+  }
+}
+
+export async function grid (w: World, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  return await run(process.execPath, [GRID_BIN, ...args], { cwd: options.cwd ?? GOMOD, env: options.env ?? w.env, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) })
+}
+
+/** The JSON summary a `grid --json build` prints as its stdout. */
+export function summary (r: RunResult): any {
+  const line = r.stdout.trim().split('\n').at(-1) ?? ''
+  try {
+    return JSON.parse(line)
+  } catch {
+    throw new Error(`no JSON summary on stdout (exit ${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`)
+  }
+}
+
+/** Plain `go build -trimpath` with its own empty GOCACHE: the reference output. */
+export async function goBuild (t: Ctx, args: string[], cwd = GOMOD): Promise<RunResult> {
+  const gocache = await tempDir(t, 'gc')
+  const env: NodeJS.ProcessEnv = { ...process.env, GOCACHE: gocache }
+  delete env.GOCACHEPROG
+  return await run('go', ['build', '-trimpath', ...args], { cwd, env })
+}
+
+/** Asserts two output dirs hold the same files with the same bytes; returns the names. */
+export async function sameFiles (a: string, b: string): Promise<string[]> {
+  const names = (await readdir(a)).sort()
+  const other = (await readdir(b)).sort()
+  if (names.join('\n') !== other.join('\n')) throw new Error(`different files: ${names.join(',')} vs ${other.join(',')}`)
+  if (names.length === 0) throw new Error(`no output files in ${a}`)
+  for (const name of names) {
+    const [x, y] = await Promise.all([readFile(join(a, name)), readFile(join(b, name))])
+    if (!x.equals(y)) throw new Error(`${name} differs between ${a} and ${b} (${x.length} vs ${y.length} bytes)`)
+  }
+  return names
+}
+
+export interface Daemon { child: ChildProcess, stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<void> }
+
+/** Starts `grid daemon` as a real process and waits until it answers `grid status`. */
+export async function startDaemon (t: Ctx, w: World, extra: string[] = []): Promise<Daemon> {
+  const child = spawn(process.execPath, [GRID_BIN, 'daemon', ...extra], { env: w.env, stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+    await exited
+  }
+  t.after(async () => { await kill('SIGKILL') })
+  await waitFor(async () => (await grid(w, ['--json', 'status'])).stdout.includes('"running":true'), 20_000, () => `daemon did not start: ${stderr}`)
+  return { child, stderr: () => stderr, kill }
+}
+
+/** Polls `check` until it returns true, or fails after `timeoutMs`. */
+export async function waitFor (check: () => Promise<boolean> | boolean, timeoutMs: number, what: () => string = () => 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what()}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+export async function status (w: World): Promise<any> {
+  const r = await grid(w, ['--json', 'status'])
+  return JSON.parse(r.stdout)
+}

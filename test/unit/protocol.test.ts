@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { Packr } from 'msgpackr'
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, parseSize, formatBytes, validateMessage, errorCode } from '@grid/protocol'
+
+const raw = new Packr({ useRecords: false })
+function frameOf (value: unknown): Buffer {
+  const body = raw.pack(value)
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(body.length)
+  return Buffer.concat([head, body])
+}
+
+describe('frames', () => {
+  it('round-trips a message split at every byte boundary', () => {
+    const msg = { type: 'cache-get', id: 7, build: 'b1', actionId: new Uint8Array(32).fill(9) } as const
+    const frame = encodeFrame(msg)
+    for (let cut = 0; cut <= frame.length; cut++) {
+      const d = new FrameDecoder()
+      const out = [...d.push(frame.subarray(0, cut)), ...d.push(frame.subarray(cut))]
+      assert.equal(out.length, 1)
+      assert.equal(out[0]?.type, 'cache-get')
+      assert.deepEqual(Buffer.from((out[0] as { actionId: Uint8Array }).actionId), Buffer.alloc(32, 9))
+    }
+  })
+
+  it('decodes several frames from one chunk', () => {
+    const a = encodeFrame({ type: 'status', id: 1 })
+    const b = encodeFrame({ type: 'shutdown', id: 2 })
+    assert.deepEqual(new FrameDecoder().push(Buffer.concat([a, b])).map(m => m.id), [1, 2])
+  })
+
+  it('refuses an oversized length before buffering the body', () => {
+    const head = Buffer.alloc(4)
+    head.writeUInt32BE(MAX_FRAME_BYTES + 1)
+    assert.throws(() => new FrameDecoder().push(head), (err: unknown) => errorCode(err) === 'GRID_ERR_FRAME_TOO_LARGE')
+  })
+
+  it('refuses bytes that are not msgpack', () => {
+    const garbage = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from([0xc1, 0xc1, 0xc1])])
+    assert.throws(() => new FrameDecoder().push(garbage), (err: unknown) => errorCode(err) === 'GRID_ERR_FRAME_MALFORMED')
+  })
+
+  it('refuses unknown types, missing fields and wrong widths', () => {
+    const bad = [
+      [1, 2, 3],
+      { type: 'rm-rf', id: 1 },
+      { type: 'cache-get', id: 1, build: 'x' },
+      { type: 'cache-get', id: 1, build: 'x', actionId: new Uint8Array(31) },
+      { type: 'cache-put', id: 1, build: 'x', actionId: new Uint8Array(32), outputId: new Uint8Array(32), size: -1 },
+      { type: 'compile', id: 1, build: '', tool: '/t', args: ['a', 3], cwd: '/', env: {}, importPath: 'p' },
+      { type: 'compile', id: 1, build: '', tool: '/t', args: [], cwd: '/', env: { A: 1 }, importPath: 'p' },
+      { type: 'status', id: -1 },
+      { type: 'status', id: 1.5 }
+    ]
+    for (const value of bad) {
+      assert.throws(() => new FrameDecoder().push(frameOf(value)), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID', JSON.stringify(value))
+    }
+  })
+
+  it('accepts extra fields from newer senders', () => {
+    const m = validateMessage({ type: 'status', id: 3, future: true })
+    assert.equal(m.type, 'status')
+  })
+
+  it('survives a fuzz loop of random frames without throwing anything but grid errors', () => {
+    let seed = 42
+    const rand = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed }
+    for (let i = 0; i < 2000; i++) {
+      const len = rand() % 64
+      const body = Buffer.alloc(len)
+      for (let j = 0; j < len; j++) body[j] = rand() & 0xff
+      const head = Buffer.alloc(4)
+      head.writeUInt32BE(len)
+      try {
+        new FrameDecoder().push(Buffer.concat([head, body]))
+      } catch (err) {
+        assert.match(String(errorCode(err)), /^GRID_ERR_(FRAME_MALFORMED|MESSAGE_INVALID)$/)
+      }
+    }
+  })
+})
+
+describe('sizes', () => {
+  it('parses units', () => {
+    assert.equal(parseSize('10G'), 10 * 2 ** 30)
+    assert.equal(parseSize('500mb'), 500 * 2 ** 20)
+    assert.equal(parseSize('1.5K'), 1536)
+    assert.equal(parseSize('42'), 42)
+    assert.throws(() => parseSize('ten'), (err: unknown) => errorCode(err) === 'GRID_ERR_USAGE')
+    assert.throws(() => parseSize('5X'), (err: unknown) => errorCode(err) === 'GRID_ERR_USAGE')
+  })
+  it('formats bytes', () => {
+    assert.equal(formatBytes(512), '512 B')
+    assert.equal(formatBytes(1536), '1.5 KiB')
+    assert.equal(formatBytes(3 * 2 ** 30), '3.0 GiB')
+  })
+})
