@@ -68,7 +68,6 @@ function countPackages (go: string, args: string[], signal: AbortSignal): Promis
   })
 }
 
-export interface GoRunResult { exitCode: number, stats: BuildStats, wallMs: number }
 
 export async function runGo (sub: 'build' | 'test', args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const started = performance.now()
@@ -80,6 +79,8 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   const live = process.stderr.isTTY && !options.json
   const stop = new AbortController()
   let exitCode = 1
+  let nodeLost: string | undefined
+  let lastStats: BuildStats | undefined
   try {
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
@@ -105,6 +106,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
       child.stderr?.on('data', (chunk: Buffer) => { clear(); process.stderr.write(chunk) })
       const timer = setInterval(() => {
         session.client.request({ type: 'build-progress', build }).then(r => {
+          lastStats = r.stats
           if (stop.signal.aborted) return
           line = formatProgress(r.stats, total, performance.now() - started)
           process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns ?? 80) - 1)}`)
@@ -120,29 +122,46 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     clear()
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
-    const ended = await session.client.request({ type: 'build-end', build })
-    const stats = ended.stats
-    stats.compiles.fallbacks = await readFallbacks(fallbackLog)
+    // The node may have died during the build: go finished without it, and so do we.
+    const ended = await session.client.request({ type: 'build-end', build }).then(r => r.stats, (err: Error) => {
+      nodeLost = err.message
+      return lastStats ?? emptyStats(build, ['go', ...argv])
+    })
+    ended.compiles.fallbacks = await readFallbacks(fallbackLog)
     const wallMs = Math.round(performance.now() - started)
     if (options.json) {
       output.out(JSON.stringify({
         command: ['go', ...argv],
         exitCode,
         wallMs,
-        actions: stats.actions,
-        cache: stats.cache,
-        compiles: { local: stats.compiles.local, remote: stats.compiles.remote, failed: stats.compiles.failed, fallbacks: stats.compiles.fallbacks },
-        node: session.embedded === undefined ? 'daemon' : 'embedded'
+        actions: ended.actions,
+        cache: ended.cache,
+        compiles: { local: ended.compiles.local, remote: ended.compiles.remote, failed: ended.compiles.failed, fallbacks: ended.compiles.fallbacks },
+        node: session.embedded === undefined ? 'daemon' : 'embedded',
+        ...(nodeLost === undefined ? {} : { nodeLost })
       }))
     } else {
-      output.err(formatSummary(stats, wallMs))
+      if (nodeLost !== undefined) output.err(`grid: the node went away during the build (${nodeLost}); the build went on without it`)
+      output.err(formatSummary(ended, wallMs))
     }
   } finally {
     stop.abort()
     await rm(fallbackLog, { force: true })
-    await session.close()
+    await session.close().catch(() => {})
   }
   return exitCode
+}
+
+function emptyStats (build: string, command: string[]): BuildStats {
+  return {
+    build,
+    command,
+    startedAt: Date.now(),
+    endedAt: Date.now(),
+    actions: 0,
+    cache: { hits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0 },
+    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
+  }
 }
 
 async function readFallbacks (path: string): Promise<Record<string, number>> {

@@ -1,0 +1,139 @@
+// The grid must never fail a build: a node killed mid-build, a corrupt blob, two builds on one
+// node, garbage on the socket. Each compares the output with plain `go build -trimpath`.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { createConnection } from 'node:net'
+import { join } from 'node:path'
+import { before, describe, it } from 'node:test'
+import { Packr } from 'msgpackr'
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from '@grid/protocol'
+import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type World } from '../helpers/index.js'
+
+describe('robustness', () => {
+  let ref = ''
+  before(async () => {
+    const w = await world({ after: () => {} })
+    ref = join(w.dir, 'ref')
+    const plain = await goBuild({ after: () => {} }, ['-o', ref + '/', './...'])
+    assert.equal(plain.code, 0, plain.stderr)
+  })
+
+  it('a node killed in the middle of a build: the build completes with identical output', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w)
+    const out = join(w.dir, 'out')
+    const child = spawn(process.execPath, [GRID_BIN, '--json', 'build', '-o', out + '/', './...'], { cwd: GOMOD, env: w.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (b: Buffer) => { stdout += b.toString() })
+    child.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
+    const done = new Promise<number | null>(resolve => child.on('close', code => resolve(code)))
+    await waitFor(async () => (await status(w)).counters?.compiles >= 5, 120_000, () => 'five compiles on the node')
+    await daemon.kill('SIGKILL')
+    const code = await done
+    assert.equal(code, 0, stderr)
+    const s = JSON.parse(stdout.trim().split('\n').at(-1) as string)
+    assert.match(s.nodeLost, /closed/)
+    assert.ok((s.compiles.fallbacks['node-unreachable'] ?? 0) + (s.compiles.fallbacks['node-error'] ?? 0) > 0, JSON.stringify(s.compiles))
+    await sameFiles(out, ref)
+  })
+
+  it('a blob corrupted on disk is detected by hash, dropped and rebuilt; the output is correct', async (t) => {
+    const w = await world(t)
+    const first = await grid(w, ['--json', 'build', '-o', join(w.dir, 'out1') + '/', './...'])
+    assert.equal(first.code, 0, first.stderr)
+    // Flip a byte in every blob over 100 KiB: the runtime's and other archives the link needs.
+    const blobs = join(w.cacheDir, 'blobs')
+    let corrupted = 0
+    for (const shard of await readdir(blobs)) {
+      if (shard === 'tmp') continue
+      for (const name of await readdir(join(blobs, shard))) {
+        const path = join(blobs, shard, name)
+        if ((await stat(path)).size < 100 * 1024) continue
+        const bytes = await readFile(path)
+        bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] as number) ^ 0x5a
+        await writeFile(path, bytes)
+        corrupted++
+      }
+    }
+    assert.ok(corrupted > 0)
+    await w.freshGoCache()
+    const out = join(w.dir, 'out2')
+    const second = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(second.code, 0, second.stderr)
+    const s = summary(second)
+    assert.ok(s.cache.corrupt > 0, `corrupt blobs reported: ${JSON.stringify(s.cache)}`)
+    assert.ok(s.compiles.local > 0, 'the dropped entries were rebuilt')
+    await sameFiles(out, ref)
+    const log = await readFile(join(w.cacheDir, 'logs', 'grid.log'), 'utf8')
+    assert.match(log, /does not hash to its name/)
+  })
+
+  it('two builds at once on one node are both correct', async (t) => {
+    const w = await world(t)
+    await startDaemon(t, w)
+    const builds = await Promise.all([1, 2].map(async i => {
+      const env = { ...w.env, GOCACHE: join(w.dir, `gocache-parallel-${i}`) }
+      const out = join(w.dir, `out${i}`)
+      return { out, r: await grid(w, ['--json', 'build', '-o', out + '/', './...'], { env }) }
+    }))
+    for (const { out, r } of builds) {
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(summary(r).node, 'daemon')
+      await sameFiles(out, ref)
+    }
+    assert.equal((await status(w)).buildsServed, 2)
+  })
+
+  it('malformed and oversized frames close that connection with a logged reason; the node keeps serving', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w)
+    const oversized = Buffer.alloc(4)
+    oversized.writeUInt32BE(MAX_FRAME_BYTES + 1)
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['random bytes', Buffer.from([0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1]), /GRID_ERR_FRAME_MALFORMED/],
+      ['oversized length', oversized, /GRID_ERR_FRAME_TOO_LARGE/],
+      ['unknown type', rawFrame({ type: 'rm-rf', id: 1, path: '/' }), /GRID_ERR_MESSAGE_INVALID/],
+      ['a reply sent as a request', encodeFrame({ type: 'ok', id: 1 }), /GRID_ERR_MESSAGE_INVALID/]
+    ]
+    for (const [what, bytes, reason] of cases) {
+      const closed = await sendAndWaitClose(w, bytes)
+      assert.ok(closed, `${what}: connection closed by the node`)
+      await waitFor(() => reason.test(daemon.stderr()), 5_000, () => `${what} logged as ${reason}`)
+      const s = await status(w)
+      assert.equal(s.running, true, `${what}: node still serving`)
+    }
+    assert.equal((await status(w)).counters.badFrames, cases.length)
+    // and a good request on a raw socket still gets its reply
+    const reply = await roundTrip(w, encodeFrame({ type: 'cache-stats', id: 9 }))
+    assert.equal(reply.type, 'cache-stats-result')
+  })
+})
+
+function rawFrame (value: unknown): Buffer {
+  const body = new Packr({ useRecords: false }).pack(value)
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(body.length)
+  return Buffer.concat([head, body])
+}
+
+async function sendAndWaitClose (w: World, bytes: Buffer): Promise<boolean> {
+  return await new Promise(resolve => {
+    const socket = createConnection(w.control)
+    const timer = setTimeout(() => { socket.destroy(); resolve(false) }, 5_000)
+    socket.on('connect', () => socket.write(bytes))
+    socket.on('error', () => {})
+    socket.on('close', () => { clearTimeout(timer); resolve(true) })
+  })
+}
+
+async function roundTrip (w: World, bytes: Buffer): Promise<{ type: string }> {
+  return await new Promise((resolve, reject) => {
+    const socket = createConnection(w.control)
+    const decoder = new FrameDecoder()
+    socket.on('connect', () => socket.write(bytes))
+    socket.on('data', chunk => { const [m] = decoder.push(chunk); if (m !== undefined) { socket.destroy(); resolve(m) } })
+    socket.on('error', reject)
+  })
+}
