@@ -47,7 +47,9 @@ export function goArgs (sub: 'build' | 'test', args: string[], shim: string, tri
       hint: 'drop -toolexec from the arguments and GOFLAGS, or run go directly'
     })
   }
-  return [sub, ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args]
+  // `-C dir` must stay the first flag on go's command line.
+  const chdir = args[0] === '-C' ? 2 : (args[0]?.startsWith('-C=') === true ? 1 : 0)
+  return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
 /** `go list` total for the progress line: only for `build`, whose flags `go list` also takes. */
