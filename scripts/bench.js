@@ -183,7 +183,7 @@ function failed (what, r) {
   return new Error(`${what} exited with ${r.signal ?? r.code}:\n${tail}`)
 }
 
-let daemon // { child, cacheDir, ticks: () => number|null, status }
+let daemon // { child, logFile, exited, whenExited, ticks: () => number | null }
 
 async function plainBuild (gocache) {
   const r = await measure('go', ['build', '-trimpath', ...options.target], { env: benchEnv(gocache) })
@@ -225,6 +225,10 @@ async function emptyGridCache (seedDir) {
   return dir
 }
 
+function logTail (file) {
+  try { return readFileSync(file, 'utf8').trim().split('\n').slice(-20).join('\n') } catch { return '(no log)' }
+}
+
 function waitForSocket (path, deadline) {
   return new Promise((resolve, reject) => {
     const attempt = () => {
@@ -232,7 +236,7 @@ function waitForSocket (path, deadline) {
       socket.once('connect', () => { socket.destroy(); resolve() })
       socket.once('error', () => {
         socket.destroy()
-        if (daemon?.exited === true) reject(new Error(`grid daemon exited during start-up (log: ${daemon.logFile})`))
+        if (daemon?.exited === true) reject(new Error(`grid daemon exited during start-up:\n${logTail(daemon.logFile)}`))
         else if (Date.now() > deadline) reject(new Error(`grid daemon did not listen on ${path} within ${DAEMON_START_TIMEOUT_MS} ms`))
         else setTimeout(attempt, 100)
       })
@@ -248,15 +252,14 @@ async function startDaemon (cacheDir) {
     env: benchEnv(join(tmpRoot, 'daemon-gocache')), stdio: ['ignore', 'ignore', fd]
   })
   closeSync(fd)
-  daemon = {
+  const d = {
     child,
-    cacheDir,
     logFile,
     exited: false,
     ticks: () => { const t = procTicks(child.pid); return t === null ? null : t.self + t.children }
   }
-  const exited = new Promise(resolve => child.once('exit', () => { daemon.exited = true; resolve() }))
-  daemon.whenExited = exited
+  d.whenExited = new Promise(resolve => child.once('exit', () => { d.exited = true; resolve() }))
+  daemon = d
   await waitForSocket(socketPath, Date.now() + DAEMON_START_TIMEOUT_MS)
   const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'status'], { env: benchEnv(join(tmpRoot, 'daemon-gocache')) })
   const status = r.code === 0 ? JSON.parse(r.stdout) : undefined
