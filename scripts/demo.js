@@ -4,7 +4,7 @@
 // empty cache, then again after `go clean -cache`, and compare the binaries byte for byte with
 // plain `go build -trimpath`. Everything lives in a temp dir that is removed at the end.
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -13,8 +13,16 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const mod = join(root, 'test/fixtures/gomod')
 const grid = join(root, 'packages/cli/bin/grid.js')
 const dir = mkdtempSync(join(tmpdir(), 'grid-demo-'))
+// The demo stays on this machine: its node's mesh listens on loopback only, without mDNS.
+writeFileSync(join(dir, 'config.json'), JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] }))
 let gocaches = 0
-const env = () => ({ ...process.env, GOCACHE: join(dir, `gocache-${++gocaches}`), GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: join(dir, 'grid.sock') })
+const env = () => ({
+  ...process.env,
+  GOCACHE: join(dir, `gocache-${++gocaches}`),
+  GRID_CACHE: join(dir, 'grid'),
+  GRID_CONTROL: join(dir, 'grid.sock'),
+  GRID_CONFIG: join(dir, 'config.json')
+})
 
 function step (title, cmd, args) {
   process.stderr.write(`\n$ ${title}\n`)

@@ -3,7 +3,7 @@
  * daemons as real processes, and byte-for-byte comparison of build outputs.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm, mkdir } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -60,7 +60,13 @@ export async function world (t: Ctx): Promise<World> {
   const cacheDir = join(dir, 'grid')
   const control = join(dir, 'grid.sock')
   let n = 0
-  const env: NodeJS.ProcessEnv = { ...process.env, GOCACHE: join(dir, 'gocache-0'), GRID_CACHE: cacheDir, GRID_CONTROL: control }
+  // Loopback only, no mDNS: tests never send a packet beyond this machine, and no user config
+  // (or swarm key in ~/.config/grid) leaks in.
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] }))
+  const env: NodeJS.ProcessEnv = {
+    ...process.env, GOCACHE: join(dir, 'gocache-0'), GRID_CACHE: cacheDir, GRID_CONTROL: control, GRID_CONFIG: config, XDG_CONFIG_HOME: join(dir, 'xdg-config')
+  }
   delete env.GOCACHEPROG
   delete env.DEBUG
   return {

@@ -96,3 +96,73 @@ describe('sizes', () => {
     assert.equal(formatBytes(3 * 2 ** 30), '3.0 GiB')
   })
 })
+
+describe('adverts', async () => {
+  const { encodeAdvert, decodeAdvert, MAX_ADVERT_BYTES } = await import('@grid/protocol')
+  const good = {
+    v: 1,
+    peerId: '12D3KooWGRE7oQjg6XR8vkxKpYwMdidLejtAiVM1VQxJey3FcRU4',
+    addrs: ['/ip4/10.0.0.2/tcp/4770/p2p/12D3KooWGRE7oQjg6XR8vkxKpYwMdidLejtAiVM1VQxJey3FcRU4'],
+    version: '0.1.0',
+    toolchains: [{ go: 'go1.26.8', compiler: 'compile version go1.26.8', canary: 'ab'.repeat(32), experiment: '' }],
+    targets: ['*'],
+    slots: { total: 4, free: 3 },
+    load: 0.25,
+    policy: 'idle' as const,
+    accepting: true,
+    seq: 7
+  }
+
+  it('round-trips a valid advert', () => {
+    assert.deepEqual(decodeAdvert(encodeAdvert(good)), good)
+  })
+
+  it('refuses bad fields, naming them', () => {
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ['slots', { slots: { total: 2, free: 3 } }],
+      ['slots', { slots: { total: -1, free: 0 } }],
+      ['policy', { policy: 'sometimes' }],
+      ['toolchains', { toolchains: [{ go: 'go1.26', compiler: 'x', canary: 'not-hex', experiment: '' }] }],
+      ['addrs', { addrs: ['not a multiaddr'] }],
+      ['addrs', { addrs: Array(17).fill('/ip4/1.2.3.4/tcp/1') }],
+      ['targets', { targets: ['linux/amd64; rm -rf /'] }],
+      ['load', { load: Number.NaN }],
+      ['peerId', { peerId: 42 }],
+      ['version 2', { v: 2 }],
+      ['accepting', { accepting: 'yes' }],
+      ['seq', { seq: -1 }]
+    ]
+    for (const [field, change] of cases) {
+      const bytes = new Packr({ useRecords: false }).pack({ ...good, ...change })
+      assert.throws(() => decodeAdvert(bytes, 'peerX'), (err: unknown) => errorCode(err) === 'GRID_ERR_ADVERT_INVALID' && (err as Error).message.includes(field), field)
+    }
+  })
+
+  it('refuses an oversized advert before decoding it', () => {
+    assert.throws(() => decodeAdvert(new Uint8Array(MAX_ADVERT_BYTES + 1)), (err: unknown) => errorCode(err) === 'GRID_ERR_ADVERT_INVALID' && /over the cap/.test((err as Error).message))
+  })
+
+  it('survives a fuzz loop: random bytes and mutated adverts only ever give GRID_ERR_ADVERT_INVALID', () => {
+    let seed = 7
+    const rand = (): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed }
+    const valid = Buffer.from(encodeAdvert(good))
+    let accepted = 0
+    for (let i = 0; i < 5000; i++) {
+      let bytes: Buffer
+      if (i % 2 === 0) {
+        bytes = Buffer.alloc(rand() % 200)
+        for (let j = 0; j < bytes.length; j++) bytes[j] = rand() & 0xff
+      } else {
+        bytes = Buffer.from(valid)
+        for (let k = 0; k < 1 + (rand() % 4); k++) bytes[rand() % bytes.length] = rand() & 0xff
+      }
+      try {
+        decodeAdvert(bytes)
+        accepted++
+      } catch (err) {
+        assert.equal(errorCode(err), 'GRID_ERR_ADVERT_INVALID', String(err))
+      }
+    }
+    assert.ok(accepted < 2500, 'most mutations are refused')
+  })
+})

@@ -7,6 +7,8 @@ import { BUILD_HELP, runGo } from './commands/build.js'
 import { CACHE_HELP, cache } from './commands/cache.js'
 import { DAEMON_HELP, daemon } from './commands/daemon.js'
 import { STATUS_HELP, status } from './commands/status.js'
+import { PEERS_HELP, peers } from './commands/peers.js'
+import { INIT_HELP, init } from './commands/init.js'
 import { parseGlobal, usageError, type GlobalOptions } from './options.js'
 import { createOutput, renderError, type Output } from './output.js'
 
@@ -17,14 +19,17 @@ usage: grid [global options] <command> [arguments]
 commands:
   build [go build args]   go build through the grid (cache + compile pool)
   test [go test args]     go test through the grid (test results cached too)
-  daemon [--slots N]      run a long-lived node on this workstation
-  status                  the node, its cache and what it has served
+  daemon [flags]          run a long-lived node on this workstation, in the office mesh
+  status                  the node, its mesh addresses, its cache and what it has served
+  peers                   the mesh members this node knows (toolchain, slots, load, rtt)
+  init                    create the team's swarm key
   cache stats|gc|verify   inspect, trim or check the cache
   help [command]          help for a command
 
 global options (before the command):
   --control SOCKET   node control socket (env GRID_CONTROL; default <cache>/grid.sock)
   --cache DIR        cache dir (env GRID_CACHE; default $XDG_CACHE_HOME/grid or ~/.cache/grid)
+  --config FILE      config file (env GRID_CONFIG; default ~/.config/grid/config.json)
   --json             machine-readable output on stdout
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --version          print the grid version
@@ -37,7 +42,9 @@ const COMMANDS: Record<string, { run: Command, help: string }> = {
   test: { run: async (a, o, out) => await runGo('test', a, o, out), help: BUILD_HELP },
   daemon: { run: daemon, help: DAEMON_HELP },
   status: { run: status, help: STATUS_HELP },
-  cache: { run: cache, help: CACHE_HELP }
+  cache: { run: cache, help: CACHE_HELP },
+  peers: { run: peers, help: PEERS_HELP },
+  init: { run: init, help: INIT_HELP }
 }
 
 export async function main (argv: string[]): Promise<number> {
@@ -50,8 +57,11 @@ export async function main (argv: string[]): Promise<number> {
     if (command === undefined || command === 'help') {
       const topic = command === 'help' ? rest[0] : undefined
       if (topic !== undefined && COMMANDS[topic] === undefined) throw usageError(`no help for unknown command ${topic}`)
-      output.out(topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help)
-      return command === undefined && !options.help ? 2 : 0
+      const text = topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help
+      // `grid` alone is a usage error: help on stderr, exit 2. Asked for, it is output.
+      if (command === undefined && !options.help) { output.err(text); return 2 }
+      output.out(text)
+      return 0
     }
     const entry = COMMANDS[command]
     if (entry === undefined) throw usageError(`unknown command ${command}`)

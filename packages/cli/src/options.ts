@@ -2,12 +2,15 @@
  * Global options (before the command) and the small flag parser the commands share. Options are
  * checked once, unknown ones rejected by name, and the result frozen.
  */
-import { defaultCacheDir, defaultControlPath } from '@grid/node'
+import { defaultCacheDir, defaultConfigPath, defaultControlPath } from '@grid/node'
 import { GridError } from '@grid/protocol'
 
 export interface GlobalOptions {
   cacheDir: string
   control: string
+  configPath: string
+  /** the config path was given (--config or GRID_CONFIG): it must exist */
+  configExplicit: boolean
   json: boolean
   trimpath: boolean
   help: boolean
@@ -24,6 +27,7 @@ export function usageError (message: string, hint = 'run `grid --help` for usage
 export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.env): Parsed {
   let cache: string | undefined
   let control: string | undefined
+  let config: string | undefined
   let json = false
   let trimpath = true
   let help = false
@@ -42,6 +46,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
     switch (name) {
       case '--cache': cache = value(); break
       case '--control': control = value(); break
+      case '--config': config = value(); break
       case '--json': json = true; break
       case '--no-trimpath': trimpath = false; break
       case '-h': case '--help': help = true; break
@@ -50,7 +55,17 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
     }
   }
   const cacheDir = cache ?? defaultCacheDir(env)
-  const options = Object.freeze({ cacheDir, control: control ?? defaultControlPath(cacheDir, env), json, trimpath, help, version })
+  const configExplicit = config !== undefined || (env.GRID_CONFIG ?? '') !== ''
+  const options = Object.freeze({
+    cacheDir,
+    control: control ?? defaultControlPath(cacheDir, env),
+    configPath: config ?? defaultConfigPath(env),
+    configExplicit,
+    json,
+    trimpath,
+    help,
+    version
+  })
   return { options, command: argv[i], rest: argv.slice(i + 1) }
 }
 
@@ -60,10 +75,13 @@ export function splitFlag (arg: string): [string, string | undefined] {
 }
 
 /** Parses a command's own flags from a fixed table; rejects anything else. */
-export function parseFlags<T extends Record<string, 'bool' | 'string'>> (
+type FlagKind = 'bool' | 'string' | 'list'
+type FlagValue<K extends FlagKind> = K extends 'bool' ? boolean : K extends 'list' ? string[] : string
+
+export function parseFlags<T extends Record<string, FlagKind>> (
   command: string, args: string[], table: T
-): { flags: { [K in keyof T]?: T[K] extends 'bool' ? boolean : string }, positional: string[] } {
-  const flags: Record<string, boolean | string> = {}
+): { flags: { [K in keyof T]?: FlagValue<T[K]> }, positional: string[] } {
+  const flags: Record<string, boolean | string | string[]> = {}
   const positional: string[] = []
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string
@@ -72,12 +90,11 @@ export function parseFlags<T extends Record<string, 'bool' | 'string'>> (
     const key = name.replace(/^--?/, '')
     const kind = table[key]
     if (kind === undefined) throw usageError(`unknown flag ${name} for grid ${command}`, `run \`grid ${command} --help\``)
-    if (kind === 'bool') flags[key] = true
-    else {
-      const v = inline ?? args[++i]
-      if (v === undefined) throw usageError(`${name} needs a value`, `run \`grid ${command} --help\``)
-      flags[key] = v
-    }
+    if (kind === 'bool') { flags[key] = true; continue }
+    const v = inline ?? args[++i]
+    if (v === undefined) throw usageError(`${name} needs a value`, `run \`grid ${command} --help\``)
+    if (kind === 'list') flags[key] = [...(flags[key] as string[] | undefined ?? []), v]
+    else flags[key] = v
   }
   return { flags: flags as never, positional }
 }

@@ -6,6 +6,7 @@
 import { join } from 'node:path'
 import { ControlClient, GridNode, configureLogging, closeLogging } from '@grid/node'
 import { errorCode } from '@grid/protocol'
+import { meshOptions, nodeConfig } from './mesh-options.js'
 import type { GlobalOptions } from './options.js'
 
 export interface Session {
@@ -34,7 +35,15 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
     if (client !== undefined) return { client, embedded: undefined, close: async () => { client.close() } }
     // An embedded node logs to a file: this process's stderr carries the compiler's messages.
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
-    const node = new GridNode({ cacheDir: options.cacheDir, control: options.control, mode: 'embedded' })
+    const config = await nodeConfig(options)
+    const mesh = meshOptions(config)
+    const node = new GridNode({
+      cacheDir: options.cacheDir,
+      control: options.control,
+      mode: 'embedded',
+      ...(config.slots === undefined ? {} : { slots: config.slots }),
+      ...(mesh === undefined ? {} : { mesh })
+    })
     try {
       await node.start()
     } catch (err) {

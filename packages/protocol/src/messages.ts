@@ -49,6 +49,30 @@ export interface NodeStatus {
   activeBuilds: number
   cache: CacheStats
   counters: { hits: number, misses: number, puts: number, compiles: number, corrupt: number, badFrames: number }
+  /** null when the node runs without a mesh */
+  mesh: MeshStatus | null
+}
+
+export interface MeshStatus {
+  peerId: string
+  /** listen addresses with /p2p/<id>, ready for --bootstrap */
+  addrs: string[]
+  /** fingerprint of the swarm key, or 'open' */
+  swarm: string
+  mdns: boolean
+  policy: string
+  peers: number
+}
+
+/** One row of `grid peers`. `advert` is the peer's last advert (see advert.ts). */
+export interface PeerInfo {
+  peerId: string
+  addrs: string[]
+  connected: boolean
+  address: string | null
+  rttMs: number | null
+  lastSeen: number
+  advert: Record<string, unknown>
 }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
@@ -69,6 +93,7 @@ export type Request =
   | Id & { type: 'cache-gc', maxBytes: number }
   | Id & { type: 'cache-verify' }
   | Id & { type: 'shutdown' }
+  | Id & { type: 'peers' }
 
 export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
@@ -83,6 +108,7 @@ export type Reply =
   | Id & { type: 'cache-gc-result', result: GcResult }
   | Id & { type: 'cache-verify-result', result: VerifyResult }
   | Id & { type: 'ok' }
+  | Id & { type: 'peers-result', peers: PeerInfo[] }
   | Id & { type: 'error', code: string, message: string }
 
 export type Message = Request | Reply
@@ -103,10 +129,11 @@ export const REPLIES = {
   'cache-stats': 'cache-stats-result',
   'cache-gc': 'cache-gc-result',
   'cache-verify': 'cache-verify-result',
-  shutdown: 'ok'
+  shutdown: 'ok',
+  peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map'
+type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -122,6 +149,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-gc': { maxBytes: 'uint' },
   'cache-verify': {},
   shutdown: {},
+  peers: {},
   'compile-result': { exitCode: 'int', output: 'bin' },
   'cache-opened': { blobDir: 'str' },
   'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
@@ -134,6 +162,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-gc-result': { result: 'map' },
   'cache-verify-result': { result: 'map' },
   ok: {},
+  'peers-result': { peers: 'maps' },
   error: { code: 'str', message: 'str' }
 }
 
@@ -157,6 +186,7 @@ function checkField (value: unknown, kind: Kind): boolean {
     case 'strs': return Array.isArray(value) && value.every(v => typeof v === 'string')
     case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
     case 'map': return isPlainObject(value)
+    case 'maps': return Array.isArray(value) && value.every(isPlainObject)
   }
 }
 

@@ -38,6 +38,10 @@ function formatStatus (s: NodeStatus): string {
     `slots:   ${s.compilesRunning}/${s.slots} busy`,
     `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
     `served:  ${s.counters.hits} hits, ${s.counters.misses} misses, ${s.counters.puts} puts, ${s.counters.compiles} compiles, ${s.counters.corrupt} corrupt blobs dropped, ${s.counters.badFrames} bad connections`,
+    ...(s.mesh === null
+      ? ['mesh:    off']
+      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}`,
+          ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
 }

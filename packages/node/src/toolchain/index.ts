@@ -57,3 +57,5 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
   checkGoVersion(version)
   return { go, version, goroot, goos, goarch }
 }
+
+export { probeToolchain } from './probe.js'

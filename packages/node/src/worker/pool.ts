@@ -45,6 +45,8 @@ export class LocalPool {
   private active = 0
   private readonly waiting: Array<() => void> = []
   private readonly base = baseEnv()
+  /** Called when a slot is taken or freed (the mesh re-advertises free slots). */
+  onChange: (() => void) | undefined
 
   constructor (init: LocalPoolInit = {}) {
     this.slots = Math.max(1, init.slots ?? DEFAULT_SLOTS)
@@ -81,7 +83,7 @@ export class LocalPool {
   }
 
   private async acquire (signal: AbortSignal | undefined): Promise<void> {
-    if (this.active < this.slots) { this.active++; return }
+    if (this.active < this.slots) { this.active++; this.onChange?.(); return }
     await new Promise<void>((resolve, reject) => {
       const grant = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
       const onAbort = (): void => {
@@ -99,7 +101,7 @@ export class LocalPool {
   private release (): void {
     const next = this.waiting.shift()
     if (next !== undefined) next()
-    else this.active--
+    else { this.active--; this.onChange?.() }
   }
 
   private async spawn (job: CompileJob, signal: AbortSignal | undefined): Promise<{ exitCode: number, output: Buffer }> {

@@ -1,0 +1,35 @@
+/** `grid init`: create the team's swarm key. */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { defaultSwarmKeyPath } from '@grid/node'
+import { GridError, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
+import type { GlobalOptions } from '../options.js'
+import { parseFlags, usageError } from '../options.js'
+import type { Output } from '../output.js'
+
+export const INIT_HELP = `usage: grid [global options] init [--swarm-key FILE] [--force]
+
+Writes a new random swarm key (default ~/.config/grid/swarm.key, mode 0600). Copy the file to
+the same place on every workstation of the team: daemons that hold it form one mesh and refuse
+every node that does not (docs/security.md). Refuses to overwrite an existing key without
+--force (that would lock this machine out of its mesh).`
+
+export async function init (args: string[], options: GlobalOptions, output: Output): Promise<number> {
+  const { flags, positional } = parseFlags('init', args, { 'swarm-key': 'string', force: 'bool' })
+  if (positional.length > 0) throw usageError(`grid init takes no arguments, got ${positional.join(' ')}`)
+  const path = flags['swarm-key'] ?? defaultSwarmKeyPath()
+  const key = generateSwarmKey()
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+  try {
+    await writeFile(path, formatSwarmKey(key), { mode: 0o600, flag: flags.force === true ? 'w' : 'wx' })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new GridError('GRID_ERR_USAGE', `a swarm key already exists at ${path}`, { hint: 'keep it (copy it to the other members), or pass --force to replace it' })
+    }
+    throw err
+  }
+  const fingerprint = swarmFingerprint(key)
+  if (options.json) output.out(JSON.stringify({ path, fingerprint }))
+  else output.out(`wrote swarm key ${fingerprint} to ${path}\ncopy this file to every member, then (re)start their daemons`)
+  return 0
+}

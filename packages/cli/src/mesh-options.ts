@@ -1,0 +1,35 @@
+/**
+ * Turns the config file plus command-line flags into the node's mesh options. Flags win:
+ * `--listen` replaces the configured list, `--bootstrap` adds to it. The swarm key is the
+ * flag's file, else the config's, else `<config dir>/swarm.key` if it exists (where `grid init`
+ * writes it), else none (the open mesh).
+ */
+import { existsSync } from 'node:fs'
+import { checkMultiaddr, checkPolicy, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
+import type { GlobalOptions } from './options.js'
+
+export interface MeshFlags {
+  listen?: string[]
+  bootstrap?: string[]
+  noMdns?: boolean
+  swarmKey?: string
+  acceptRemote?: string
+  noMesh?: boolean
+}
+
+export async function nodeConfig (options: GlobalOptions): Promise<Readonly<NodeConfig>> {
+  return await loadConfig(options.configPath, { explicit: options.configExplicit })
+}
+
+export function meshOptions (config: Readonly<NodeConfig>, flags: MeshFlags = {}): MeshOptions | undefined {
+  if (flags.noMesh === true || !config.mesh) return undefined
+  for (const a of [...(flags.listen ?? []), ...(flags.bootstrap ?? [])]) checkMultiaddr(a, 'command line')
+  const defaultKey = defaultSwarmKeyPath()
+  return {
+    listen: flags.listen !== undefined && flags.listen.length > 0 ? flags.listen : config.listen,
+    bootstrap: [...config.bootstrap, ...(flags.bootstrap ?? [])],
+    mdns: flags.noMdns === true ? false : config.mdns,
+    swarmKeyFile: flags.swarmKey ?? config.swarmKey ?? (existsSync(defaultKey) ? defaultKey : undefined),
+    policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote
+  }
+}

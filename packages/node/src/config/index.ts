@@ -1,0 +1,112 @@
+/**
+ * The node's configuration: defaults, then the config file, then command-line flags (the CLI
+ * merges those). The file is JSON; unknown keys and wrong types are refused by name, and the
+ * result is frozen.
+ *
+ *   { "listen": ["/ip4/0.0.0.0/tcp/4770"], "bootstrap": ["/ip4/10.0.0.5/tcp/4770/p2p/12D3…"],
+ *     "mdns": true, "swarmKey": "/path/to/swarm.key", "acceptRemote": "idle", "slots": 4,
+ *     "mesh": true }
+ */
+import { readFile } from 'node:fs/promises'
+import { homedir } from 'node:os'
+import { join, resolve, dirname } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { GridError, POLICIES, type Policy } from '@grid/protocol'
+import { DEFAULT_PORT } from '../mesh/constants.js'
+
+export interface NodeConfig {
+  /** run the libp2p mesh at all */
+  mesh: boolean
+  listen: string[]
+  bootstrap: string[]
+  mdns: boolean
+  /** path of the swarm key file; undefined: none (the open mesh) */
+  swarmKey: string | undefined
+  acceptRemote: Policy
+  slots: number | undefined
+}
+
+export const DEFAULT_LISTEN = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
+
+/** `$XDG_CONFIG_HOME/grid`, else `~/.config/grid`. */
+export function configDir (env: NodeJS.ProcessEnv = process.env): string {
+  const xdg = env.XDG_CONFIG_HOME
+  return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.config'), 'grid')
+}
+
+/** `$GRID_CONFIG`, else `<config dir>/config.json`. */
+export function defaultConfigPath (env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.GRID_CONFIG
+  return explicit !== undefined && explicit !== '' ? explicit : join(configDir(env), 'config.json')
+}
+
+/** Where `grid init` writes the swarm key, and where a node looks for one by default. */
+export function defaultSwarmKeyPath (env: NodeJS.ProcessEnv = process.env): string {
+  return join(configDir(env), 'swarm.key')
+}
+
+function bad (path: string, message: string): GridError {
+  return new GridError('GRID_ERR_CONFIG', `${path}: ${message}`, { hint: 'fix the file, or point GRID_CONFIG / --config elsewhere' })
+}
+
+function checkAddrs (path: string, key: string, value: unknown): string[] {
+  if (!Array.isArray(value) || !value.every(v => typeof v === 'string')) throw bad(path, `"${key}" must be an array of multiaddr strings`)
+  for (const a of value) checkMultiaddr(a, `${path}: "${key}"`)
+  return value
+}
+
+export function checkMultiaddr (addr: string, where: string): void {
+  try {
+    multiaddr(addr)
+  } catch (err) {
+    throw new GridError('GRID_ERR_CONFIG', `${where}: not a multiaddr: ${addr}`, { cause: err, hint: 'e.g. /ip4/192.168.1.20/tcp/4770' })
+  }
+}
+
+export function checkPolicy (value: unknown, where: string): Policy {
+  if (!(POLICIES as readonly unknown[]).includes(value)) {
+    throw new GridError('GRID_ERR_CONFIG', `${where}: accept-remote must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`)
+  }
+  return value as Policy
+}
+
+/** Reads the config file (a missing default file is fine; a missing explicit one is not). */
+export async function loadConfig (path: string, options: { explicit?: boolean } = {}): Promise<Readonly<NodeConfig>> {
+  const config: NodeConfig = { mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined }
+  let text: string | undefined
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || options.explicit === true) throw bad(path, `cannot read: ${(err as Error).message}`)
+  }
+  if (text !== undefined) {
+    let raw: unknown
+    try { raw = JSON.parse(text) } catch (err) { throw bad(path, `not JSON: ${(err as Error).message}`) }
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad(path, 'must be a JSON object')
+    for (const [key, value] of Object.entries(raw)) {
+      switch (key) {
+        case 'mesh': case 'mdns':
+          if (typeof value !== 'boolean') throw bad(path, `"${key}" must be true or false`)
+          config[key] = value
+          break
+        case 'listen': case 'bootstrap':
+          config[key] = checkAddrs(path, key, value)
+          break
+        case 'swarmKey':
+          if (typeof value !== 'string') throw bad(path, '"swarmKey" must be a path')
+          config.swarmKey = resolve(dirname(path), value)
+          break
+        case 'acceptRemote':
+          config.acceptRemote = checkPolicy(value, path)
+          break
+        case 'slots':
+          if (!Number.isInteger(value) || (value as number) < 1) throw bad(path, '"slots" must be a positive integer')
+          config.slots = value as number
+          break
+        default:
+          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots)`)
+      }
+    }
+  }
+  return Object.freeze(config)
+}

@@ -1,0 +1,49 @@
+/** Mesh timings and limits, with why each has its value. */
+
+/** The port a daemon listens on by default (all interfaces): documented in README and docs/mesh.md. */
+export const DEFAULT_PORT = 4770
+
+/** Gossip topic carrying adverts. Versioned: a new advert format gets a new topic. */
+export const ADVERT_TOPIC = 'grid/adverts/1'
+
+/** Direct request/response: ask a newly connected peer for its advert instead of waiting for gossip. */
+export const ADVERT_PROTOCOL = '/grid/advert/1.0.0'
+
+/**
+ * Adverts are re-sent this often even when nothing changed. With ~1 KiB adverts this is
+ * ~12 KiB per node per minute of payload; it bounds how stale a peer's slots/load can be.
+ */
+export const HEARTBEAT_MS = 5_000
+
+/**
+ * A peer whose adverts stop for this long is dropped from the peer table: four missed
+ * heartbeats, so one lost gossip round never drops a live peer.
+ */
+export const PEER_TIMEOUT_MS = 20_000
+
+/** Redial backoff for known peers and bootstrap addresses: 1 s doubling to 30 s. */
+export const REDIAL_MIN_MS = 1_000
+export const REDIAL_MAX_MS = 30_000
+
+/** A peer that failed the handshake (not a member) is retried this rarely. */
+export const NOT_MEMBER_RETRY_MS = 5 * 60_000
+
+/** Dial and ping deadlines: on a LAN anything slower is as good as down. */
+export const DIAL_TIMEOUT_MS = 5_000
+export const PING_TIMEOUT_MS = 2_000
+
+/**
+ * When mDNS finds a peer, the smaller PeerId dials (both sides dialling at once gives two
+ * connections); the larger one dials only if still unconnected after this grace period.
+ */
+export const DIAL_GRACE_MS = 3_000
+
+/** Over this 1-minute load average per core, an `idle` node stops taking remote work. */
+export const IDLE_LOAD_PER_CORE = 0.5
+
+/** mDNS query interval: discovery latency on a LAN versus multicast chatter. */
+export const MDNS_INTERVAL_MS = 5_000
+
+/** Office meshes are a few dozen peers, often behind one address (one NAT): raise libp2p's per-IP limits. */
+export const INBOUND_CONNECTIONS_PER_SECOND = 100
+export const MAX_CONNECTIONS = 256

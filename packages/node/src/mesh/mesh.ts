@@ -1,0 +1,374 @@
+/**
+ * The mesh: this node's libp2p host, how it finds and keeps the other members, and the table
+ * of what they advertise. No master: every node runs the same loop.
+ *
+ *  - Discovery: mDNS (optional), bootstrap addresses (dialled with backoff, forever), and the
+ *    addresses inside every advert (peer exchange). mDNS finds, it does not connect: the
+ *    smaller PeerId dials, the other after a grace period. Duplicate connections from
+ *    simultaneous dials are closed by one rule both ends apply: keep the connection opened by
+ *    the smaller PeerId.
+ *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged.
+ *  - Adverts: gossiped on ADVERT_TOPIC on change and every HEARTBEAT_MS, also fetched directly
+ *    from each new connection (ADVERT_PROTOCOL) so a new peer is listed at once. Every advert
+ *    is validated; bad ones are dropped and the sender logged. A peer whose adverts stop for
+ *    PEER_TIMEOUT_MS leaves the table.
+ *  - A peer that goes away is redialled with backoff until it leaves the table; bootstrap
+ *    addresses are redialled for as long as the node runs.
+ */
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import { mdns } from '@libp2p/mdns'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { ping, type Ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { lpStream } from '@libp2p/utils'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import {
+  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_BYTES, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
+  type Advert, type Policy, type ToolchainInfo
+} from '@grid/protocol'
+import { logger } from '../log.js'
+import {
+  ADVERT_PROTOCOL, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
+  MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS
+} from './constants.js'
+import { memberNoise, type HandshakeFailure } from './member-noise.js'
+
+const log = logger('grid:mesh')
+
+export interface MeshInit {
+  privateKey: PrivateKey
+  listen: string[]
+  bootstrap: string[]
+  mdns: boolean
+  /** undefined: the open mesh of nodes without a key */
+  swarmKey: Uint8Array | undefined
+  policy: Policy
+  /** What this node can offer right now: read at every advert. */
+  local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
+}
+
+export interface PeerView {
+  peerId: string
+  addrs: string[]
+  connected: boolean
+  /** remote address of the live connection, if any */
+  address: string | undefined
+  rttMs: number | undefined
+  lastSeen: number
+  advert: Advert
+}
+
+interface PeerEntry { advert: Advert, lastSeen: number, rttMs: number | undefined }
+interface DialState { failures: number, nextAttempt: number, notMember: boolean }
+
+type Services = { identify: unknown, ping: Ping, pubsub: GossipSub }
+
+export class Mesh {
+  private readonly init: MeshInit
+  private node: Libp2p<Services> | undefined
+  private readonly peers = new Map<string, PeerEntry>()
+  private readonly dials = new Map<string, DialState>()
+  /** bootstrap address → the PeerId it turned out to be */
+  private readonly bootstrapPeers = new Map<string, string>()
+  private readonly discoveredAt = new Map<string, number>()
+  private readonly dialing = new Set<string>()
+  private seq = 0
+  private timers: NodeJS.Timeout[] = []
+  private publishTimer: NodeJS.Timeout | undefined
+  private readonly stopping = new AbortController()
+  readonly fingerprint: string
+
+  constructor (init: MeshInit) {
+    this.init = init
+    this.fingerprint = swarmFingerprint(init.swarmKey)
+  }
+
+  get peerId (): string { return this.node?.peerId.toString() ?? '' }
+
+  /** This node's listen addresses with /p2p/<id>, ready for --bootstrap. */
+  addrs (): string[] {
+    return this.node?.getMultiaddrs().map(ma => ma.toString()) ?? []
+  }
+
+  async start (): Promise<void> {
+    try {
+      this.node = await this.create(this.init.listen)
+      await this.node.start()
+    } catch (err) {
+      await Promise.resolve(this.node?.stop()).catch(() => {})
+      const code = (err as { code?: string }).code
+      throw new GridError('GRID_ERR_MESH_START', `the mesh could not listen on ${this.init.listen.join(', ')}: ${(err as Error).message}`, {
+        cause: err, hint: code === 'EADDRINUSE' ? 'another grid node uses that port: pass --listen /ip4/0.0.0.0/tcp/0 for a free one' : 'check --listen'
+      })
+    }
+    const node = this.node
+    const pubsub = node.services.pubsub
+    pubsub.topicValidators.set(ADVERT_TOPIC, (from, msg) => this.validateGossip(from, msg) as never)
+    pubsub.addEventListener('message', evt => {
+      if (evt.detail.topic !== ADVERT_TOPIC || evt.detail.type !== 'signed') return
+      this.accept(decodeAdvert(evt.detail.data, evt.detail.from.toString()))
+    })
+    pubsub.addEventListener('subscription-change', () => this.schedulePublish())
+    pubsub.subscribe(ADVERT_TOPIC)
+    await node.handle(ADVERT_PROTOCOL, (stream: Stream) => { void this.serveAdvert(stream) }, { maxInboundStreams: 8 })
+    node.addEventListener('peer:discovery', evt => {
+      const id = evt.detail.id.toString()
+      if (id === this.peerId) return
+      if (!this.discoveredAt.has(id)) log.debug(`discovered ${id} at ${evt.detail.multiaddrs.map(String).join(', ')}`)
+      this.discoveredAt.set(id, this.discoveredAt.get(id) ?? Date.now())
+    })
+    node.addEventListener('connection:open', evt => { this.dedupe(evt.detail) })
+    node.addEventListener('peer:connect', evt => {
+      const id = evt.detail.toString()
+      const state = this.dials.get(id)
+      if (state !== undefined) { state.failures = 0; state.notMember = false }
+      void this.fetchAdvert(evt.detail)
+      this.schedulePublish()
+    })
+    node.addEventListener('peer:disconnect', evt => log.debug(`disconnected from ${evt.detail.toString()}`))
+    this.timers.push(setInterval(() => { void this.heartbeat() }, HEARTBEAT_MS))
+    this.timers.push(setInterval(() => { void this.redial() }, REDIAL_MIN_MS))
+    for (const t of this.timers) t.unref()
+    log.info(`mesh ${node.peerId.toString()} swarm ${this.fingerprint} listening on ${this.addrs().join(' ') || '(nothing)'}${this.init.mdns ? ', mDNS on' : ''}`)
+    void this.redial()
+    this.schedulePublish()
+  }
+
+  async stop (): Promise<void> {
+    this.stopping.abort()
+    for (const t of this.timers) clearInterval(t)
+    clearTimeout(this.publishTimer)
+    await this.node?.stop()
+    this.node = undefined
+  }
+
+  list (): PeerView[] {
+    const node = this.node
+    return [...this.peers.entries()].map(([id, e]) => {
+      const conn = node?.getConnections(peerIdFromString(id))[0]
+      return {
+        peerId: id,
+        addrs: e.advert.addrs,
+        connected: conn !== undefined,
+        address: conn?.remoteAddr.toString(),
+        rttMs: e.rttMs,
+        lastSeen: e.lastSeen,
+        advert: e.advert
+      }
+    }).sort((a, b) => a.peerId.localeCompare(b.peerId))
+  }
+
+  /** Send our advert soon (coalesces bursts of changes). */
+  schedulePublish (): void {
+    if (this.publishTimer !== undefined || this.node === undefined) return
+    this.publishTimer = setTimeout(() => {
+      this.publishTimer = undefined
+      void this.publish()
+    }, 100)
+    this.publishTimer.unref()
+  }
+
+  private async create (listen: string[]): Promise<Libp2p<Services>> {
+    return await createLibp2p({
+      privateKey: this.init.privateKey,
+      start: false,
+      addresses: { listen },
+      transports: [tcp()],
+      connectionEncrypters: [memberNoise(swarmPrologue(this.init.swarmKey), f => this.onHandshakeFailure(f))],
+      streamMuxers: [yamux()],
+      peerDiscovery: this.init.mdns ? [mdns({ interval: MDNS_INTERVAL_MS })] : [],
+      connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, globalSignaturePolicy: 'StrictSign' })
+      }
+    }) as unknown as Libp2p<Services>
+  }
+
+  private advert (): Advert {
+    const local = this.init.local()
+    const policy = this.init.policy
+    const accepting = policy === 'always' || (policy === 'idle' && local.load < IDLE_LOAD_PER_CORE)
+    return {
+      v: ADVERT_VERSION,
+      peerId: this.peerId,
+      addrs: this.addrs().slice(0, 16),
+      version: GRID_VERSION,
+      toolchains: local.toolchains,
+      targets: ['*'],
+      slots: local.slots,
+      load: Math.round(local.load * 100) / 100,
+      policy,
+      accepting,
+      seq: ++this.seq
+    }
+  }
+
+  private async publish (): Promise<void> {
+    const node = this.node
+    if (node === undefined) return
+    try {
+      await node.services.pubsub.publish(ADVERT_TOPIC, encodeAdvert(this.advert()))
+    } catch (err) {
+      log.debug(`publishing the advert failed: ${(err as Error).message}`)
+    }
+  }
+
+  private validateGossip (from: PeerId, msg: { type: string, data: Uint8Array, from?: PeerId }): 'accept' | 'reject' {
+    const sender = msg.type === 'signed' && msg.from !== undefined ? msg.from.toString() : `unsigned message via ${from.toString()}`
+    try {
+      if (msg.type !== 'signed') throw new GridError('GRID_ERR_ADVERT_INVALID', 'unsigned advert')
+      const advert = decodeAdvert(msg.data, sender)
+      if (advert.peerId !== sender) throw new GridError('GRID_ERR_ADVERT_INVALID', `advert names ${advert.peerId} but is signed by ${sender}`)
+      return 'accept'
+    } catch (err) {
+      log.warn(`dropped an advert from ${sender} (relayed by ${from.toString()}): ${(err as Error).message}`)
+      return 'reject'
+    }
+  }
+
+  /** Records a valid advert. Peer exchange: its addresses become dial candidates. */
+  private accept (advert: Advert): void {
+    if (advert.peerId === this.peerId) return
+    const known = this.peers.get(advert.peerId)
+    if (known !== undefined && advert.seq <= known.advert.seq && Date.now() - known.lastSeen < PEER_TIMEOUT_MS) {
+      // an older advert that arrived late: keep the newer one, but it still shows the peer is alive
+      if (advert.seq < known.advert.seq) return
+    }
+    if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
+    this.peers.set(advert.peerId, { advert, lastSeen: Date.now(), rttMs: known?.rttMs })
+    const node = this.node
+    if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
+      const addrs = advert.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+      void node.peerStore.merge(peerIdFromString(advert.peerId), { multiaddrs: addrs }).catch(() => {})
+      this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
+    }
+  }
+
+  private async serveAdvert (stream: Stream): Promise<void> {
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_ADVERT_BYTES })
+      await lp.write(encodeAdvert(this.advert()), { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+      await stream.close()
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }
+
+  private async fetchAdvert (peer: PeerId): Promise<void> {
+    const node = this.node
+    if (node === undefined) return
+    const signal = AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal])
+    try {
+      const stream = await node.dialProtocol(peer, ADVERT_PROTOCOL, { signal })
+      const lp = lpStream(stream, { maxDataLength: MAX_ADVERT_BYTES, maxBufferSize: MAX_ADVERT_BYTES * 2 })
+      const bytes = await lp.read({ signal })
+      await stream.close().catch(() => {})
+      const advert = decodeAdvert(bytes.subarray(), peer.toString())
+      if (advert.peerId !== peer.toString()) throw new GridError('GRID_ERR_ADVERT_INVALID', `advert names ${advert.peerId}`)
+      this.accept(advert)
+    } catch (err) {
+      if (!this.stopping.signal.aborted) log.debug(`advert from ${peer.toString()} not fetched: ${(err as Error).message}`)
+    }
+  }
+
+  /** Both ends keep the connection opened by the smaller PeerId; the oldest if it opened several. */
+  private dedupe (conn: Connection): void {
+    const node = this.node
+    if (node === undefined) return
+    const conns = node.getConnections(conn.remotePeer).filter(c => c.status === 'open')
+    if (conns.length < 2) return
+    const weDial = this.peerId < conn.remotePeer.toString()
+    const preferred = conns.filter(c => c.direction === (weDial ? 'outbound' : 'inbound'))
+    const pool = preferred.length > 0 ? preferred : conns
+    const keep = pool.reduce((a, b) => (a.timeline.open <= b.timeline.open ? a : b))
+    for (const c of conns) {
+      if (c !== keep) {
+        log.debug(`closing duplicate connection to ${conn.remotePeer.toString()} (${c.direction})`)
+        void c.close().catch(() => {})
+      }
+    }
+  }
+
+  private async heartbeat (): Promise<void> {
+    const now = Date.now()
+    for (const [id, entry] of this.peers) {
+      if (now - entry.lastSeen > PEER_TIMEOUT_MS) {
+        this.peers.delete(id)
+        this.discoveredAt.delete(id)
+        log.info(`peer ${id} left (no advert for ${Math.round((now - entry.lastSeen) / 1000)} s)`)
+      }
+    }
+    await this.publish()
+    const node = this.node
+    if (node === undefined) return
+    await Promise.all([...this.peers.keys()].map(async id => {
+      const peer = peerIdFromString(id)
+      if (node.getConnections(peer).length === 0) return
+      try {
+        const rtt = await node.services.ping.ping(peer, { signal: AbortSignal.timeout(PING_TIMEOUT_MS) })
+        const entry = this.peers.get(id)
+        if (entry !== undefined) entry.rttMs = rtt
+      } catch {}
+    }))
+  }
+
+  /** Dials bootstrap addresses and known-but-unconnected peers whose backoff has passed. */
+  private async redial (): Promise<void> {
+    const node = this.node
+    if (node === undefined) return
+    const now = Date.now()
+    const jobs: Array<Promise<void>> = []
+    for (const addr of this.init.bootstrap) {
+      const id = this.bootstrapPeers.get(addr)
+      if (id !== undefined && (id === this.peerId || node.getConnections(peerIdFromString(id)).length > 0)) continue
+      jobs.push(this.tryDial(`bootstrap ${addr}`, () => multiaddr(addr), conn => { this.bootstrapPeers.set(addr, conn.remotePeer.toString()) }))
+    }
+    for (const id of new Set([...this.peers.keys(), ...this.discoveredAt.keys()])) {
+      const peer = peerIdFromString(id)
+      if (node.getConnections(peer).length > 0) continue
+      const since = this.discoveredAt.get(id) ?? now
+      if (this.peerId > id && now - since < DIAL_GRACE_MS) continue // the smaller id dials first
+      jobs.push(this.tryDial(id, () => peer))
+    }
+    await Promise.all(jobs)
+  }
+
+  private async tryDial (key: string, target: () => Multiaddr | PeerId, onConnect?: (conn: Connection) => void): Promise<void> {
+    const node = this.node
+    if (node === undefined || this.dialing.has(key)) return
+    const state = this.dials.get(key) ?? { failures: 0, nextAttempt: 0, notMember: false }
+    this.dials.set(key, state)
+    if (Date.now() < state.nextAttempt) return
+    this.dialing.add(key)
+    try {
+      const conn = await node.dial(target(), { signal: AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal]) })
+      state.failures = 0
+      state.nextAttempt = 0
+      onConnect?.(conn)
+    } catch (err) {
+      state.failures++
+      const backoff = Math.min(REDIAL_MAX_MS, REDIAL_MIN_MS * 2 ** (state.failures - 1))
+      state.nextAttempt = Date.now() + (state.notMember ? NOT_MEMBER_RETRY_MS : backoff)
+      if (!this.stopping.signal.aborted) log.debug(`dial ${key} failed (${state.failures}x, next in ${Math.round((state.nextAttempt - Date.now()) / 1000)} s): ${(err as Error).message}`)
+    } finally {
+      this.dialing.delete(key)
+    }
+  }
+
+  private onHandshakeFailure (f: HandshakeFailure): void {
+    if (this.stopping.signal.aborted) return
+    const who = f.remotePeer ?? f.remoteAddr
+    log.warn(`refused ${f.direction} connection ${f.direction === 'inbound' ? 'from' : 'to'} ${who}: the handshake failed, so it is not a member of swarm ${this.fingerprint} (it has no swarm key or another one) [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
+    if (f.remotePeer !== undefined) {
+      const state = this.dials.get(f.remotePeer) ?? { failures: 0, nextAttempt: 0, notMember: true }
+      state.notMember = true
+      this.dials.set(f.remotePeer, state)
+    }
+  }
+}

@@ -1,0 +1,123 @@
+// The mesh with real daemons on loopback: discovery by bootstrap and peer exchange,
+// membership by swarm key, and a killed peer leaving and rejoining.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { noise } from '@chainsafe/libp2p-noise'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@libp2p/yamux'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { ADVERT_PROTOCOL, PEER_TIMEOUT_MS } from '@grid/node'
+import { formatSwarmKey, swarmPrologue } from '@grid/protocol'
+import { grid, run, startDaemon, status, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+
+interface Member { w: World, d: Daemon, id: string, addr: string }
+
+async function member (t: Parameters<typeof world>[0], extra: string[] = [], w?: World): Promise<Member> {
+  w ??= await world(t)
+  const d = await startDaemon(t, w, extra)
+  const s = await status(w)
+  return { w, d, id: s.nodeId, addr: s.mesh.addrs[0] }
+}
+
+async function peerIds (m: Member): Promise<string[]> {
+  const r = await grid(m.w, ['--json', 'peers'])
+  if (r.code !== 0) return []
+  return (JSON.parse(r.stdout) as Array<{ peerId: string }>).map(p => p.peerId).sort()
+}
+
+async function sees (m: Member, others: Member[]): Promise<boolean> {
+  const ids = await peerIds(m)
+  return others.every(o => ids.includes(o.id)) && ids.length === others.length
+}
+
+describe('mesh', () => {
+  it('4 daemons with bootstrap addresses only all list each other, with toolchain and slots', async (t) => {
+    const goVersion = (await run('go', ['env', 'GOVERSION'])).stdout.trim()
+    const first = await member(t, ['--slots', '2'])
+    const rest = await Promise.all([3, 1, 2].map(async slots => await member(t, ['--slots', String(slots), '--bootstrap', first.addr])))
+    const all = [first, ...rest]
+    for (const m of all) {
+      const others = all.filter(o => o !== m)
+      await waitFor(async () => await sees(m, others), 20_000, () => `${m.id} to list the other three`)
+    }
+    const slotsOf = new Map(all.map((m, i) => [m.id, [2, 3, 1, 2][i]]))
+    for (const m of all) {
+      const list = JSON.parse((await grid(m.w, ['--json', 'peers'])).stdout) as Array<{ peerId: string, advert: any, connected: boolean }>
+      for (const p of list) {
+        assert.equal(p.advert.toolchains[0]?.go, goVersion, 'toolchain advertised')
+        assert.match(p.advert.toolchains[0]?.compiler, /^compile version go/)
+        assert.equal(p.advert.slots.total, slotsOf.get(p.peerId), 'slots advertised')
+        assert.equal(p.connected, true)
+      }
+      const canaries = new Set(list.map(p => p.advert.toolchains[0].canary))
+      assert.equal(canaries.size, 1, 'same toolchain, same canary')
+    }
+  })
+
+  it('nodes with another swarm key or none never join, cannot open a grid stream, and members log why', async (t) => {
+    const keys = await tempDir(t)
+    const key = join(keys, 'team.key')
+    const other = join(keys, 'other.key')
+    await writeFile(key, formatSwarmKey(randomBytes(32)))
+    await writeFile(other, formatSwarmKey(randomBytes(32)))
+    const m1 = await member(t, ['--swarm-key', key])
+    const m2 = await member(t, ['--swarm-key', key, '--bootstrap', m1.addr])
+    const wrongKey = await member(t, ['--swarm-key', other, '--bootstrap', m1.addr, '--bootstrap', m2.addr])
+    const noKey = await member(t, ['--bootstrap', m1.addr, '--bootstrap', m2.addr])
+    await waitFor(async () => (await sees(m1, [m2])) && (await sees(m2, [m1])), 20_000, () => 'the two members to find each other')
+    await waitFor(() => (m1.d.stderr().match(/GRID_ERR_NOT_MEMBER/g) ?? []).length >= 2, 20_000, () => `m1 to log both refusals:\n${m1.d.stderr()}`)
+    assert.match(m1.d.stderr(), /refused inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+.*not a member of swarm [0-9a-f]{16}/)
+    // a few heartbeats later, still nobody else
+    await new Promise(resolve => setTimeout(resolve, 6_000))
+    assert.deepEqual(await peerIds(m1), [m2.id])
+    assert.deepEqual(await peerIds(m2), [m1.id])
+    assert.deepEqual(await peerIds(wrongKey), [])
+    assert.deepEqual(await peerIds(noKey), [])
+
+    // A raw libp2p host with the wrong prologue cannot open the grid protocol on a member.
+    for (const prologue of [swarmPrologue(undefined), swarmPrologue(randomBytes(32))]) {
+      const outsider = await createLibp2p({
+        transports: [tcp()],
+        connectionEncrypters: [noise({ prologueBytes: prologue })],
+        streamMuxers: [yamux()]
+      })
+      t.after(async () => { await outsider.stop() })
+      await assert.rejects(outsider.dialProtocol(multiaddr(m1.addr), ADVERT_PROTOCOL, { signal: AbortSignal.timeout(10_000) }))
+    }
+    // The same host with the team's prologue can (control: the refusal is the key, not the host).
+    const { parseSwarmKey } = await import('@grid/protocol')
+    const { readFile } = await import('node:fs/promises')
+    const insider = await createLibp2p({
+      transports: [tcp()],
+      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(parseSwarmKey(await readFile(key, 'utf8'))) })],
+      streamMuxers: [yamux()]
+    })
+    t.after(async () => { await insider.stop() })
+    const stream = await insider.dialProtocol(multiaddr(m1.addr), ADVERT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+    await stream.close()
+  })
+
+  it('a killed daemon leaves the peer lists within the timeout, and rejoins by itself with the same PeerId', async (t) => {
+    const a = await member(t)
+    const b = await member(t, ['--bootstrap', a.addr])
+    const c = await member(t, ['--bootstrap', a.addr])
+    for (const [m, others] of [[a, [b, c]], [b, [a, c]], [c, [a, b]]] as Array<[Member, Member[]]>) {
+      await waitFor(async () => await sees(m, others), 20_000, () => `${m.id} to list the others`)
+    }
+    await c.d.kill('SIGKILL')
+    const killedAt = Date.now()
+    await waitFor(async () => (await sees(a, [b])) && (await sees(b, [a])), PEER_TIMEOUT_MS + 15_000, () => 'the killed daemon to leave')
+    const leftAfter = Date.now() - killedAt
+    t.diagnostic(`left the peer lists after ${leftAfter} ms (timeout ${PEER_TIMEOUT_MS} ms)`)
+
+    const again = await member(t, ['--bootstrap', a.addr], c.w)
+    assert.equal(again.id, c.id, 'same cache dir, same PeerId')
+    for (const [m, others] of [[a, [b, again]], [b, [a, again]], [again, [a, b]]] as Array<[Member, Member[]]>) {
+      await waitFor(async () => await sees(m, others), 20_000, () => `${m.id} to list the restarted daemon again`)
+    }
+  })
+})
