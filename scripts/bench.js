@@ -26,6 +26,11 @@
  * summary `grid --json build` prints (hits, misses, puts, compiles). Writes JSON (default
  * docs/benchmarks/local.json) and README.md beside it. Every cache lives in a temp dir that is
  * removed at the end; ~/.cache is never touched (XDG_CACHE_HOME points into the temp dir too).
+ *
+ * Every node (daemon and embedded) runs the mesh, as it does by default, but alone: the script
+ * gives it its own config (GRID_CONFIG, XDG_CONFIG_HOME in the temp dir) that listens on an
+ * ephemeral loopback port with mDNS off, so other grid nodes on this machine or LAN (and the
+ * user's own config and swarm key) cannot join in. The numbers are for one machine, no peers.
  * Progress goes to stderr. Node builtins only.
  */
 import { execFileSync, spawn } from 'node:child_process'
@@ -44,6 +49,8 @@ const COLD_TARGET_RATIO = 1.05
 const TINY_PACKAGE = 'internal/goarch'
 const DAEMON_START_TIMEOUT_MS = 30_000
 const DAEMON_STOP_TIMEOUT_MS = 30_000
+/** The node config every grid run gets: the mesh runs, but nothing can find it. */
+const BENCH_CONFIG = { mesh: true, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [] }
 
 const USAGE = `usage: node scripts/bench.js [--rounds N] [--target PKGS] [--noop-runs N] [--out FILE]
 
@@ -142,6 +149,9 @@ function benchEnv (gocache) {
   env.GOTOOLCHAIN = 'local'
   // Anything that would fall back to a default cache dir lands in the temp dir, never ~/.cache.
   env.XDG_CACHE_HOME = join(tmpRoot, 'xdg')
+  // Our own node config, never the user's (nor their swarm key): see BENCH_CONFIG.
+  env.XDG_CONFIG_HOME = join(tmpRoot, 'xdg-config')
+  env.GRID_CONFIG = join(tmpRoot, 'config.json')
   return env
 }
 
@@ -283,7 +293,7 @@ async function stopDaemon () {
 async function goMaxProcs (gocache) {
   const dir = await freshDir('gomaxprocs')
   await writeFile(join(dir, 'main.go'), 'package main\n\nimport (\n\t"fmt"\n\t"runtime"\n)\n\nfunc main() { fmt.Println(runtime.GOMAXPROCS(0)) }\n')
-  const r = await measure('go', ['run', '-trimpath', 'main.go'], { env: { ...benchEnv(gocache), GO111MODULE: 'off' }, cwd: dir })
+  const r = await measure('go', ['run', '-trimpath', 'main.go'], { env: benchEnv(gocache), cwd: dir })
   return r.code === 0 ? Number(r.stdout.trim()) : null
 }
 
@@ -305,7 +315,7 @@ function describe (side, s) {
   return line
 }
 
-/** Runs `fns` in the given order, tagging each sample with its round and position. */
+/** Runs the two sides in the given order, tagging each sample with its round and position. */
 async function pair (caseName, round, entries, samples) {
   for (const [position, [side, fn]] of entries.entries()) {
     const load1 = os.loadavg()[0]
@@ -315,14 +325,16 @@ async function pair (caseName, round, entries, samples) {
   }
 }
 
-const ordered = (plainFirst, plain, grid, gridSide = 'grid') =>
-  plainFirst ? [['plain', plain], [gridSide, grid]] : [[gridSide, grid], ['plain', plain]]
+const ordered = (plainFirst, plain, grid) =>
+  plainFirst ? [['plain', plain], ['grid', grid]] : [['grid', grid], ['plain', plain]]
 
 async function main () {
   tmpRoot = await mkdtemp(join(os.tmpdir(), 'grid-bench-'))
   // Short and outside the cache dir: sun_path holds ~107 bytes.
   socketPath = join('/tmp', `grid-bench-${process.pid}.sock`)
+  await writeFile(join(tmpRoot, 'config.json'), JSON.stringify(BENCH_CONFIG) + '\n')
   const loadBefore = uptime()
+  const gitBefore = gitInfo()
   progress(`temp dir ${tmpRoot}, socket ${socketPath}`)
   progress(`load before: ${loadBefore}`)
   progress(`target: ${options.target.join(' ')}; ${options.rounds} rounds; plain is \`go build -trimpath\` because grid adds -trimpath (like with like)`)
@@ -402,12 +414,14 @@ async function main () {
   progress(`load after: ${loadAfter}`)
   const results = summarize(samples)
   const checks = check(samples)
+  const gitAfter = gitInfo()
+  if (gitBefore?.commit !== gitAfter?.commit) checks.push(`the checkout moved from ${gitBefore?.commit} to ${gitAfter?.commit} during the run`)
   for (const c of checks) progress(`CHECK: ${c}`)
 
   const report = {
     benchmark: 'plain go build vs grid build on one machine (issue 3)',
     date: new Date().toISOString(),
-    git: gitInfo(),
+    git: gitBefore,
     go: tryExec('go', ['version'], { env: benchEnv(join(tmpRoot, 'xdg', 'go-build')) }),
     node: process.version,
     os: { platform: process.platform, release: os.release(), arch: os.arch(), distro: distro() },
@@ -430,6 +444,7 @@ async function main () {
         'rebuild: both sides start from an empty GOCACHE (as after go clean -cache); grid keeps the cache of the cold grid build',
         'noop: both GOCACHEs are those of the rebuild case; grid also keeps its cache',
         `daemon slots: ${daemonStatus?.slots ?? '?'}; go -p is its default (GOMAXPROCS)`,
+        `every node runs the mesh alone (config ${JSON.stringify(BENCH_CONFIG)}): no peers, so every compile is local`,
         'other work on this machine adds noise: see load and each sample\'s load1'
       ]
     },
@@ -591,6 +606,8 @@ and flips every round, so drift in the machine's load falls on both sides.
   shape; the no-op case is measured again with the embedded node (no daemon), which is what a
   fresh machine gets. The daemon is restarted on an empty cache before each cold grid build,
   outside the timing.
+* Every node runs the mesh, as by default, but alone: the script's own config listens on an
+  ephemeral loopback port with mDNS off, so no other grid node can join; every compile is local.
 * "Empty" grid cache means no entries: the shim, built once per Go version on first use, is
   built at setup and copied in, and its one-time cost is reported separately.
 * Wall time runs from spawn to exit, so grid's includes starting the Node CLI.

@@ -113,11 +113,11 @@ describe('lab', { skip: skip ?? false }, () => {
     assert.ok(throttled() > before, 'the cgroup was never throttled')
   })
 
-  it('run passes the exit status through and sets GRID_CACHE/GRID_CONTROL', async () => {
+  it('run passes the exit status through and sets the host\'s GRID_CACHE, GRID_CONTROL, GOCACHE', async () => {
     const h2 = lab.hosts[1] as typeof lab.hosts[0]
-    const r = await lab.run('h2', 'sh', ['-c', 'echo "$GRID_CACHE $GRID_CONTROL"; exit 7'])
+    const r = await lab.run('h2', 'sh', ['-c', 'echo "$GRID_CACHE $GRID_CONTROL $GOCACHE"; exit 7'])
     assert.equal(r.code, 7)
-    assert.equal(r.stdout.trim(), `${h2.cache} ${h2.control}`)
+    assert.equal(r.stdout.trim(), `${h2.cache} ${h2.control} ${h2.gocache}`)
   })
 
   it('down leaves nothing behind, also with daemons running, and is idempotent', async () => {

@@ -38,6 +38,8 @@ export interface LabHost {
   cache: string
   /** the control socket (GRID_CONTROL) */
   control: string
+  /** the host's own GOCACHE (set by `run` and `start`) */
+  gocache: string
   /** the network namespace */
   netns: string
   /** the cgroup-v1 cpu dir holding the host's processes */
@@ -55,7 +57,7 @@ export interface Lab {
   startAll: (args?: string[]) => Promise<void>
   /** SIGTERM, SIGKILL after 5 s */
   stop: (host: string | number) => Promise<void>
-  /** runs CMD in the host's namespace and cgroup, with its GRID_CACHE and GRID_CONTROL */
+  /** runs CMD in the host's namespace and cgroup, with its GRID_CACHE, GRID_CONTROL and GOCACHE */
   run: (host: string | number, cmd: string, args?: string[], options?: { timeoutMs?: number }) => Promise<LabResult>
   /** the daemon's pid, if one runs */
   daemonPid: (host: string | number) => Promise<number | undefined>
@@ -137,7 +139,7 @@ export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
   const hosts: LabHost[] = []
   for (let i = 1; i <= options.hosts; i++) {
     const dir = `/tmp/${prefix}/h${i}`
-    hosts.push({ name: `h${i}`, ip: `10.77.0.${i}`, dir, cache: join(dir, 'cache'), control: join(dir, 'grid.sock'), netns: `${prefix}-h${i}`, cgroup: `/sys/fs/cgroup/cpu/${prefix}-h${i}` })
+    hosts.push({ name: `h${i}`, ip: `10.77.0.${i}`, dir, cache: join(dir, 'cache'), control: join(dir, 'grid.sock'), gocache: join(dir, 'gocache'), netns: `${prefix}-h${i}`, cgroup: `/sys/fs/cgroup/cpu/${prefix}-h${i}` })
   }
   const hostName = (h: string | number): string => typeof h === 'number' ? `h${h}` : h
   const host = (h: string | number): LabHost => {
