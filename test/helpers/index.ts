@@ -61,11 +61,11 @@ export async function world (t: Ctx): Promise<World> {
   const control = join(dir, 'grid.sock')
   let n = 0
   // Loopback only, no mDNS: tests never send a packet beyond this machine, and no user config
-  // (or swarm key in ~/.config/grid) leaks in.
+  // (or swarm key beside it) leaks in. XDG_CONFIG_HOME stays: go reads its own env file there.
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] }))
   const env: NodeJS.ProcessEnv = {
-    ...process.env, GOCACHE: join(dir, 'gocache-0'), GRID_CACHE: cacheDir, GRID_CONTROL: control, GRID_CONFIG: config, XDG_CONFIG_HOME: join(dir, 'xdg-config')
+    ...process.env, GOCACHE: join(dir, 'gocache-0'), GRID_CACHE: cacheDir, GRID_CONTROL: control, GRID_CONFIG: config
   }
   delete env.GOCACHEPROG
   delete env.DEBUG

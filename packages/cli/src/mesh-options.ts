@@ -1,7 +1,7 @@
 /**
  * Turns the config file plus command-line flags into the node's mesh options. Flags win:
  * `--listen` replaces the configured list, `--bootstrap` adds to it. The swarm key is the
- * flag's file, else the config's, else `<config dir>/swarm.key` if it exists (where `grid init`
+ * flag's file, else the config's, else `swarm.key` beside the config file if it exists (where `grid init`
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
@@ -21,10 +21,10 @@ export async function nodeConfig (options: GlobalOptions): Promise<Readonly<Node
   return await loadConfig(options.configPath, { explicit: options.configExplicit })
 }
 
-export function meshOptions (config: Readonly<NodeConfig>, flags: MeshFlags = {}): MeshOptions | undefined {
+export function meshOptions (config: Readonly<NodeConfig>, configPath: string, flags: MeshFlags = {}): MeshOptions | undefined {
   if (flags.noMesh === true || !config.mesh) return undefined
   for (const a of [...(flags.listen ?? []), ...(flags.bootstrap ?? [])]) checkMultiaddr(a, 'command line')
-  const defaultKey = defaultSwarmKeyPath()
+  const defaultKey = defaultSwarmKeyPath(configPath)
   return {
     listen: flags.listen !== undefined && flags.listen.length > 0 ? flags.listen : config.listen,
     bootstrap: [...config.bootstrap, ...(flags.bootstrap ?? [])],

@@ -36,7 +36,7 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
     // An embedded node logs to a file: this process's stderr carries the compiler's messages.
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
-    const mesh = meshOptions(config)
+    const mesh = meshOptions(config, options.configPath)
     const node = new GridNode({
       cacheDir: options.cacheDir,
       control: options.control,

@@ -17,7 +17,8 @@ SIGINT or SIGTERM.
                             added to "bootstrap" in the config file
   --no-mdns                 do not discover peers with mDNS on the LAN
   --swarm-key FILE          talk only to nodes holding this key (default: the config's
-                            "swarmKey", else ~/.config/grid/swarm.key if it exists; see grid init)
+                            "swarmKey", else swarm.key beside the config file, i.e.
+                            ~/.config/grid/swarm.key, if it exists; see grid init)
   --accept-remote POLICY    always | idle | never: whether this node takes compiles from peers
                             (idle: only while the workstation's own load is low; default idle)
   --slots N                 local compile slots (default: the number of cores)
@@ -34,7 +35,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const config = await nodeConfig(options)
   const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
   if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`)
-  const mesh = meshOptions(config, {
+  const mesh = meshOptions(config, options.configPath, {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
     ...(flags['swarm-key'] === undefined ? {} : { swarmKey: flags['swarm-key'] }),

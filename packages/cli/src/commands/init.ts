@@ -9,7 +9,8 @@ import type { Output } from '../output.js'
 
 export const INIT_HELP = `usage: grid [global options] init [--swarm-key FILE] [--force]
 
-Writes a new random swarm key (default ~/.config/grid/swarm.key, mode 0600). Copy the file to
+Writes a new random swarm key (default: swarm.key beside the config file, that is
+~/.config/grid/swarm.key; mode 0600). Copy the file to
 the same place on every workstation of the team: daemons that hold it form one mesh and refuse
 every node that does not (docs/security.md). Refuses to overwrite an existing key without
 --force (that would lock this machine out of its mesh).`
@@ -17,7 +18,7 @@ every node that does not (docs/security.md). Refuses to overwrite an existing ke
 export async function init (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('init', args, { 'swarm-key': 'string', force: 'bool' })
   if (positional.length > 0) throw usageError(`grid init takes no arguments, got ${positional.join(' ')}`)
-  const path = flags['swarm-key'] ?? defaultSwarmKeyPath()
+  const path = flags['swarm-key'] ?? defaultSwarmKeyPath(options.configPath)
   const key = generateSwarmKey()
   await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   try {

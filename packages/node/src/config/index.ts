@@ -40,9 +40,12 @@ export function defaultConfigPath (env: NodeJS.ProcessEnv = process.env): string
   return explicit !== undefined && explicit !== '' ? explicit : join(configDir(env), 'config.json')
 }
 
-/** Where `grid init` writes the swarm key, and where a node looks for one by default. */
-export function defaultSwarmKeyPath (env: NodeJS.ProcessEnv = process.env): string {
-  return join(configDir(env), 'swarm.key')
+/**
+ * Where `grid init` writes the swarm key, and where a node looks for one by default: beside the
+ * config file (so `GRID_CONFIG=/x/config.json` also means `/x/swarm.key`).
+ */
+export function defaultSwarmKeyPath (configPath: string = defaultConfigPath()): string {
+  return join(dirname(configPath), 'swarm.key')
 }
 
 function bad (path: string, message: string): GridError {
