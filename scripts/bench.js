@@ -45,6 +45,8 @@ import { parseArgs } from 'node:util'
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const GRID = join(ROOT, 'packages', 'cli', 'bin', 'grid.js')
 const COLD_TARGET_RATIO = 1.05
+/** Above this 1-minute load per core during a sample, other work is distorting the wall times. */
+const NOISY_LOAD_PER_CORE = 1.5
 /** A package with no dependencies: builds in milliseconds, so setup times the shim build. */
 const TINY_PACKAGE = 'internal/goarch'
 const DAEMON_START_TIMEOUT_MS = 30_000
@@ -525,6 +527,13 @@ function check (samples) {
       if (s.grid.cache.misses !== 0) problems.push(`${name} round ${s.round}: ${s.grid.cache.misses} cache misses with a warm grid cache`)
     }
   }
+  // Our own build keeps the load near the core count; much more than that is someone else's work.
+  const loads = Object.values(samples).flatMap(sides => [...sides.plain, ...sides.grid]).map(s => s.load1)
+  const maxLoad = Math.max(...loads)
+  const cores = os.availableParallelism()
+  if (maxLoad > NOISY_LOAD_PER_CORE * cores) {
+    problems.push(`the machine was busy (1-minute load up to ${maxLoad.toFixed(1)} on ${cores} cores, median ${median(loads).toFixed(1)}): wall-clock ratios are unreliable, CPU ratios less so`)
+  }
   for (const [name, sides] of Object.entries(samples)) {
     for (const s of sides.grid) {
       const fb = Object.values(s.grid.compiles.fallbacks ?? {}).reduce((a, b) => a + b, 0)
@@ -581,15 +590,16 @@ node ${report.node}; ${report.cpu.model} × ${report.cpu.cores} cores, GOMAXPROC
 
 ${renderTable(report)}
 
-* Load before: \`${report.load.before.replace(/^.*load average/, 'load average')}\`; after:
-  \`${report.load.after.replace(/^.*load average/, 'load average')}\`. The machine is shared, so wall
+${report.checks.length === 0 ? '' : `**Checks that failed:** ${report.checks.join('; ')}.\n\n`}* Load before: \`${report.load.before.replace(/^.*load average/, 'load average')}\`; after:
+  \`${report.load.after.replace(/^.*load average/, 'load average')}\`. On a shared machine wall
   times are noisy; the CPU column (whole process tree, plus the daemon's share) is steadier.
-* Samples (s): cold ${samplesOf('cold')}. Rebuild ${samplesOf('rebuild')}.
+* Samples (s): cold ${samplesOf('cold')} (grid/plain by round ${report.results.cold.ratioPerRound.join(', ')}).
+  Rebuild ${samplesOf('rebuild')}.
 * Compiles run by grid: cold ${compilesOf('cold')}; rebuild ${compilesOf('rebuild')} (hits/lookups
   ${hitsOf('rebuild')}); no-op ${compilesOf('noopDaemon')}.
 * One-time shim build on first use: ≈ ${report.setup.shimBuildS} s (${report.setup.firstUseWallS} s for a
   first \`grid build\` of a tiny package on a fresh machine, ${report.setup.withShimWallS} s once the shim exists).
-${report.checks.length === 0 ? '' : `* Checks that failed: ${report.checks.join('; ')}.\n`}
+
 ## What is measured
 
 Each case is a pair, plain then grid or grid then plain; the order alternates within a round

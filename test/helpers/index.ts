@@ -121,8 +121,8 @@ export async function sameFiles (a: string, b: string): Promise<string[]> {
 export interface Daemon { child: ChildProcess, stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<void> }
 
 /** Starts `grid daemon` as a real process and waits until it answers `grid status`. */
-export async function startDaemon (t: Ctx, w: World, extra: string[] = []): Promise<Daemon> {
-  const child = spawn(process.execPath, [GRID_BIN, 'daemon', ...extra], { env: w.env, stdio: ['ignore', 'ignore', 'pipe'] })
+export async function startDaemon (t: Ctx, w: World, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
+  const child = spawn(process.execPath, [GRID_BIN, 'daemon', ...extra], { env: { ...w.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))

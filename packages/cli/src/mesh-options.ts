@@ -5,7 +5,7 @@
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
-import { checkMultiaddr, checkPolicy, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
+import { checkMultiaddr, checkPercent, checkPolicy, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
 import type { GlobalOptions } from './options.js'
 
 export interface MeshFlags {
@@ -15,6 +15,8 @@ export interface MeshFlags {
   swarmKey?: string
   acceptRemote?: string
   noMesh?: boolean
+  trust?: string
+  verify?: string
 }
 
 export async function nodeConfig (options: GlobalOptions): Promise<Readonly<NodeConfig>> {
@@ -30,6 +32,8 @@ export function meshOptions (config: Readonly<NodeConfig>, configPath: string, f
     bootstrap: [...config.bootstrap, ...(flags.bootstrap ?? [])],
     mdns: flags.noMdns === true ? false : config.mdns,
     swarmKeyFile: flags.swarmKey ?? config.swarmKey ?? (existsSync(defaultKey) ? defaultKey : undefined),
-    policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote
+    policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote,
+    trust: flags.trust !== undefined ? checkTrust(flags.trust, '--trust') : config.trust,
+    verifyPercent: flags.verify !== undefined ? checkPercent(flags.verify, '--verify') : config.verify
   }
 }

@@ -36,7 +36,15 @@ export function formatSummary (stats: BuildStats, wallMs: number): string {
   const k = stats.compiles
   const fb = fallbackCount(stats)
   const reasons = Object.entries(k.fallbacks).map(([r, n]) => `${r} ${n}`).join(', ')
-  return `grid: ${stats.actions} actions · cache ${c.hits} hits (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts · ` +
+  const peers = Object.keys(c.peer.byPeer).length
+  const fromPeers = c.peerHits > 0
+    ? ` of which ${c.peerHits} from ${peers} peer${peers === 1 ? '' : 's'} (${formatBytes(c.peer.bytes)}, ${(c.peer.waitMs / 1000).toFixed(1)} s waiting)`
+    : ''
+  const rejected = c.peer.rejected.badHash + c.peer.rejected.badClaim
+  const verify = c.peer.verify
+  const trust = (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
+    (verify.sampled > 0 ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` : '')
+  return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
     `compiles ${k.local} local, ${k.remote} remote, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}` +
     `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
 }

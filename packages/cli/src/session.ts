@@ -42,7 +42,8 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
       control: options.control,
       mode: 'embedded',
       ...(config.slots === undefined ? {} : { slots: config.slots }),
-      ...(mesh === undefined ? {} : { mesh })
+      ...(mesh === undefined ? {} : { mesh }),
+      ...(config.cacheMax === undefined ? {} : { cacheMax: config.cacheMax })
     })
     try {
       await node.start()

@@ -15,12 +15,23 @@ import { logger } from './log.js'
 import { LocalPool } from './worker/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
+import type { PeerCache, Trust } from './peercache/index.js'
+import type { BuildRecord } from './builds/index.js'
 import { detectGo, probeToolchain } from './toolchain/index.js'
 
 const log = logger('grid:node')
 
 /** How long a starting daemon waits for another process to release the cache index. */
 const LOCK_WAIT_MS = 5_000
+
+/**
+ * An embedded node starts its mesh on the first miss; gets wait at most this long for a first
+ * peer, so a build that starts while peers hold everything does not compile the first packages.
+ */
+const MESH_WARMUP_MS = 1_000
+
+/** Trim to this share of --cache-max, so a full cache is not trimmed on every put. */
+const TRIM_TO = 0.9
 
 export interface MeshOptions {
   listen: string[]
@@ -29,6 +40,10 @@ export interface MeshOptions {
   /** path of the swarm key file; undefined: the open mesh */
   swarmKeyFile: string | undefined
   policy: Policy
+  /** whose cache entries to accept: members' ('mesh') or only our own ('self') */
+  trust: Trust
+  /** share (0–100) of peer claims re-checked by a local compile instead of being fetched */
+  verifyPercent: number
 }
 
 export interface GridNodeInit {
@@ -40,6 +55,8 @@ export interface GridNodeInit {
   slots?: number
   /** The libp2p mesh; omitted: this node serves only its own machine. */
   mesh?: MeshOptions
+  /** Trim the cache (least recently used first) when its blobs pass this many bytes. */
+  cacheMax?: number
 }
 
 export class GridNode {
@@ -53,9 +70,13 @@ export class GridNode {
   private _nodeId = ''
   private readonly startedAt = Date.now()
   private readonly stopRequested: { promise: Promise<void>, resolve: () => void }
-  private readonly counters = { hits: 0, misses: 0, puts: 0, compiles: 0, corrupt: 0, badFrames: 0 }
+  private readonly counters = { hits: 0, peerHits: 0, misses: 0, puts: 0, compiles: 0, corrupt: 0, badFrames: 0 }
   private readonly meshOptions: MeshOptions | undefined
   private mesh: Mesh | undefined
+  private peerCache: PeerCache | undefined
+  private meshStartedAt = 0
+  private readonly cacheMax: number | undefined
+  private trimming: Promise<void> | undefined
   private meshStarting: Promise<void> | undefined
   private toolchains: ToolchainInfo[] = []
   private privateKey: PrivateKey | undefined
@@ -65,6 +86,7 @@ export class GridNode {
     this.control = init.control
     this.mode = init.mode ?? 'daemon'
     this.meshOptions = init.mesh
+    this.cacheMax = init.cacheMax
     this.pool = new LocalPool(init.slots === undefined ? {} : { slots: init.slots })
     this.server = new ControlServer({
       path: init.control,
@@ -163,7 +185,25 @@ export class GridNode {
     })
     await mesh.start()
     this.mesh = mesh
+    this.meshStartedAt = Date.now()
     this.pool.onChange = () => mesh.schedulePublish()
+    const { PeerCache } = await import('./peercache/index.js')
+    const libp2p = mesh.libp2p
+    if (libp2p !== undefined) {
+      const peerCache = new PeerCache({
+        libp2p,
+        cache: this.cache,
+        privateKey,
+        selfId: this._nodeId,
+        trust: options.trust,
+        verifyPercent: options.verifyPercent,
+        peers: () => mesh.connectedMembers(),
+        isKnownMember: id => mesh.isKnownMember(id),
+        toolchain: () => this.toolchains[0]?.compiler ?? ''
+      })
+      await peerCache.start()
+      this.peerCache = peerCache
+    }
     // The toolchain probe compiles a canary (~30 ms): adverts go out without it, then with it.
     void detectGo().then(probeToolchain).then(info => {
       this.toolchains = [info]
@@ -173,6 +213,8 @@ export class GridNode {
 
   async stop (): Promise<void> {
     await this.meshStarting?.catch(() => {})
+    await this.peerCache?.stop()
+    this.peerCache = undefined
     await this.mesh?.stop()
     this.mesh = undefined
     await this.server.stop()
@@ -202,6 +244,57 @@ export class GridNode {
     }
   }
 
+  private countHit (build: BuildRecord, outputId: Uint8Array, size: number): void {
+    build.stats.cache.hits++
+    build.stats.cache.hitBytes += size
+    build.pinned.add(hex(outputId))
+  }
+
+  /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
+  private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
+    if (this.meshOptions === undefined) return undefined
+    if (this.mode === 'embedded') {
+      try { await this.ensureMesh() } catch { return undefined }
+      const wait = this.meshStartedAt + MESH_WARMUP_MS - Date.now()
+      if (wait > 0 && (this.mesh?.connectedMembers().length ?? 0) === 0) await this.waitForPeer(wait)
+    }
+    const peerCache = this.peerCache
+    if (peerCache === undefined) return undefined
+    const result = await peerCache.find(actionId, build)
+    if (build !== undefined) build.stats.cache.peer.waitMs += Math.round(result.waitMs * 1000) / 1000
+    if ('miss' in result) return undefined
+    if (build !== undefined) {
+      build.stats.cache.peerHits++
+      build.stats.cache.peer.bytes += result.bytes
+      const per = build.stats.cache.peer.byPeer[result.peer] ?? { hits: 0, bytes: 0 }
+      per.hits++
+      per.bytes += result.bytes
+      build.stats.cache.peer.byPeer[result.peer] = per
+      this.countHit(build, result.hit.outputId, result.hit.size)
+    }
+    this.maybeTrim()
+    return result.hit
+  }
+
+  private async waitForPeer (ms: number): Promise<void> {
+    const deadline = Date.now() + ms
+    while (Date.now() < deadline && (this.mesh?.connectedMembers().length ?? 0) === 0) {
+      await new Promise(resolve => setTimeout(resolve, 25))
+    }
+  }
+
+  /** --cache-max: trim in the background when the blobs pass the limit, one trim at a time. */
+  private maybeTrim (): void {
+    const max = this.cacheMax
+    if (max === undefined || this.trimming !== undefined || this._cache === undefined) return
+    const cache = this._cache
+    this.trimming = (async () => {
+      if (await cache.approxBytes() <= max) return
+      const result = await cache.gc(Math.floor(max * TRIM_TO), this.builds.pinnedOutputs())
+      log.info(`cache over --cache-max: trimmed ${result.removedBytes} bytes (${result.removedEntries} entries)`)
+    })().catch((err: Error) => log.warn(`trimming the cache failed: ${err.message}`)).finally(() => { this.trimming = undefined })
+  }
+
   peers (): PeerInfo[] {
     return (this.mesh?.list() ?? []).map((p: PeerView) => ({
       peerId: p.peerId,
@@ -210,7 +303,8 @@ export class GridNode {
       address: p.address ?? null,
       rttMs: p.rttMs ?? null,
       lastSeen: p.lastSeen,
-      advert: p.advert as unknown as Record<string, unknown>
+      advert: p.advert as unknown as Record<string, unknown>,
+      untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null
     }))
   }
 
@@ -220,27 +314,28 @@ export class GridNode {
     switch (req.type) {
       case 'cache-get': {
         const build = this.builds.get(req.build)
-        const hit = await this.cache.get(req.actionId)
         if (build !== undefined) build.stats.actions++
-        if (hit === undefined || hit === 'corrupt') {
-          this.wantMesh()
-          this.counters.misses++
-          if (build !== undefined) {
-            build.stats.cache.misses++
-            if (hit === 'corrupt') build.stats.cache.corrupt++
-          }
-          return { type: 'cache-miss', id }
+        const local = await this.cache.get(req.actionId)
+        if (local !== undefined && local !== 'corrupt') {
+          this.counters.hits++
+          if (build !== undefined) { build.stats.cache.localHits++; this.countHit(build, local.outputId, local.size) }
+          return { type: 'cache-hit', id, outputId: local.outputId, size: local.size, time: local.time, diskPath: local.diskPath }
         }
-        this.counters.hits++
-        if (build !== undefined) {
-          build.stats.cache.hits++
-          build.stats.cache.hitBytes += hit.size
-          build.pinned.add(hex(hit.outputId))
+        if (local === 'corrupt' && build !== undefined) build.stats.cache.corrupt++
+        const fromPeer = await this.askPeers(req.actionId, build)
+        if (fromPeer !== undefined) {
+          this.counters.hits++
+          this.counters.peerHits++
+          return { type: 'cache-hit', id, outputId: fromPeer.outputId, size: fromPeer.size, time: fromPeer.time, diskPath: fromPeer.diskPath }
         }
-        return { type: 'cache-hit', id, outputId: hit.outputId, size: hit.size, time: hit.time, diskPath: hit.diskPath }
+        this.counters.misses++
+        if (build !== undefined) build.stats.cache.misses++
+        return { type: 'cache-miss', id }
       }
       case 'cache-put': {
         const diskPath = await this.cache.put(req.actionId, req.outputId, req.size)
+        this.peerCache?.checkPut(req.actionId, req.outputId)
+        this.maybeTrim()
         this.counters.puts++
         const build = this.builds.get(req.build)
         if (build !== undefined) {
@@ -280,6 +375,7 @@ export class GridNode {
         const record = this.builds.get(req.build)
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
         const stats = req.type === 'build-end' ? this.builds.end(req.build) ?? record.stats : record.stats
+        if (req.type === 'build-end') this.peerCache?.endBuild(record)
         if (req.type === 'build-end') {
           log.info(`build ${req.build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
         }

@@ -17,7 +17,28 @@ export interface BuildStats {
   endedAt: number | null
   /** cmd/go cache lookups (`get`), i.e. actions cmd/go considered. */
   actions: number
-  cache: { hits: number, misses: number, puts: number, putBytes: number, hitBytes: number, corrupt: number }
+  cache: {
+    /** all hits; localHits + peerHits */
+    hits: number
+    localHits: number
+    /** entries fetched from a peer during this build */
+    peerHits: number
+    misses: number
+    puts: number
+    putBytes: number
+    hitBytes: number
+    /** local blobs that failed their hash and were dropped */
+    corrupt: number
+    peer: {
+      /** body bytes fetched from peers */
+      bytes: number
+      /** time gets spent waiting on peers (lookups and fetches), summed over gets */
+      waitMs: number
+      byPeer: Record<string, { hits: number, bytes: number }>
+      rejected: { badHash: number, badClaim: number }
+      verify: { sampled: number, confirmed: number, mismatched: number }
+    }
+  }
   compiles: {
     local: number
     remote: number
@@ -25,6 +46,21 @@ export interface BuildStats {
     running: number
     /** Compiles that did not go through the node's pool, by reason. */
     fallbacks: Record<string, number>
+  }
+}
+
+export function emptyBuildStats (build: string, command: string[]): BuildStats {
+  return {
+    build,
+    command,
+    startedAt: Date.now(),
+    endedAt: null,
+    actions: 0,
+    cache: {
+      hits: 0, localHits: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
+      peer: { bytes: 0, waitMs: 0, byPeer: {}, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
+    },
+    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
   }
 }
 
@@ -48,7 +84,7 @@ export interface NodeStatus {
   buildsServed: number
   activeBuilds: number
   cache: CacheStats
-  counters: { hits: number, misses: number, puts: number, compiles: number, corrupt: number, badFrames: number }
+  counters: { hits: number, peerHits: number, misses: number, puts: number, compiles: number, corrupt: number, badFrames: number }
   /** null when the node runs without a mesh */
   mesh: MeshStatus | null
 }
@@ -73,6 +109,8 @@ export interface PeerInfo {
   rttMs: number | null
   lastSeen: number
   advert: Record<string, unknown>
+  /** why this node no longer accepts the peer's cache entries, or null */
+  untrusted: string | null
 }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
@@ -133,7 +171,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -170,13 +208,13 @@ export function isRequestType (type: string): type is RequestType {
   return Object.hasOwn(REPLIES, type)
 }
 
-function isPlainObject (value: unknown): value is Record<string, unknown> {
+export function isPlainObject (value: unknown): value is Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) return false
   const proto = Object.getPrototypeOf(value)
   return proto === Object.prototype || proto === null
 }
 
-function checkField (value: unknown, kind: Kind): boolean {
+export function checkField (value: unknown, kind: Kind): boolean {
   switch (kind) {
     case 'str': return typeof value === 'string'
     case 'uint': return Number.isSafeInteger(value) && (value as number) >= 0

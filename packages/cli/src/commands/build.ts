@@ -10,7 +10,7 @@ import { readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
-import { ENV, GridError, type BuildStats } from '@grid/protocol'
+import { ENV, GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -127,7 +127,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     // The node may have died during the build: go finished without it, and so do we.
     const ended = await session.client.request({ type: 'build-end', build }).then(r => r.stats, (err: Error) => {
       nodeLost = err.message
-      return lastStats ?? emptyStats(build, ['go', ...argv])
+      return lastStats ?? emptyBuildStats(build, ['go', ...argv])
     })
     ended.compiles.fallbacks = await readFallbacks(fallbackLog)
     const wallMs = Math.round(performance.now() - started)
@@ -152,18 +152,6 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     await session.close().catch(() => {})
   }
   return exitCode
-}
-
-function emptyStats (build: string, command: string[]): BuildStats {
-  return {
-    build,
-    command,
-    startedAt: Date.now(),
-    endedAt: Date.now(),
-    actions: 0,
-    cache: { hits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0 },
-    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
-  }
 }
 
 async function readFallbacks (path: string): Promise<Record<string, number>> {

@@ -5,6 +5,7 @@ import { meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
+import { parseSize } from '@grid/protocol'
 
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
@@ -22,6 +23,11 @@ SIGINT or SIGTERM.
   --accept-remote POLICY    always | idle | never: whether this node takes compiles from peers
                             (idle: only while the workstation's own load is low; default idle)
   --slots N                 local compile slots (default: the number of cores)
+  --trust mesh|self         cache entries to accept from peers: signed by any member (mesh,
+                            default) or none, only this node's own (self)
+  --verify PERCENT          re-check this share of the entries peers offer by compiling locally
+                            and comparing; a mismatch marks the producer untrusted (default 0)
+  --cache-max SIZE          trim the cache, least recently used first, past SIZE (e.g. 20G)
   --no-mesh                 serve this machine only: no libp2p at all
 
 Peers whose adverts stop for ${PEER_TIMEOUT_MS / 1000} s are dropped; a peer that goes away is
@@ -29,7 +35,8 @@ redialled with backoff, bootstrap addresses for as long as the daemon runs.`
 
 export async function daemon (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('daemon', args, {
-    slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool'
+    slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool',
+    trust: 'string', verify: 'string', 'cache-max': 'string'
   })
   if (positional.length > 0) throw usageError(`grid daemon takes no arguments, got ${positional.join(' ')}`)
   const config = await nodeConfig(options)
@@ -40,16 +47,20 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
     ...(flags['swarm-key'] === undefined ? {} : { swarmKey: flags['swarm-key'] }),
     ...(flags['accept-remote'] === undefined ? {} : { acceptRemote: flags['accept-remote'] }),
+    ...(flags.trust === undefined ? {} : { trust: flags.trust }),
+    ...(flags.verify === undefined ? {} : { verify: flags.verify }),
     noMdns: flags['no-mdns'] === true,
     noMesh: flags['no-mesh'] === true
   })
+  const cacheMax = flags['cache-max'] !== undefined ? parseSize(flags['cache-max']) : config.cacheMax
   configureLogging({ stderr: 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
   const node = new GridNode({
     cacheDir: options.cacheDir,
     control: options.control,
     mode: 'daemon',
     ...(slots === undefined ? {} : { slots }),
-    ...(mesh === undefined ? {} : { mesh })
+    ...(mesh === undefined ? {} : { mesh }),
+    ...(cacheMax === undefined ? {} : { cacheMax })
   })
   await node.start()
   const status = await node.status()

@@ -5,7 +5,7 @@
  * `build-end` is ended then: nothing waits on a requester that is gone.
  */
 import { randomBytes } from 'node:crypto'
-import type { BuildStats } from '@grid/protocol'
+import { emptyBuildStats, type BuildStats } from '@grid/protocol'
 
 export interface BuildRecord {
   stats: BuildStats
@@ -20,18 +20,7 @@ export class Builds {
 
   begin (command: string[]): BuildRecord {
     const id = randomBytes(8).toString('hex')
-    const record: BuildRecord = {
-      stats: {
-        build: id,
-        command,
-        startedAt: Date.now(),
-        endedAt: null,
-        actions: 0,
-        cache: { hits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0 },
-        compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
-      },
-      pinned: new Set()
-    }
+    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set() }
     this.active.set(id, record)
     return record
   }

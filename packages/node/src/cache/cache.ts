@@ -20,8 +20,8 @@
  */
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
 import { Packr } from 'msgpackr'
@@ -46,6 +46,21 @@ export interface CacheHit {
   /** When the entry was put, unix ms. */
   time: number
   diskPath: string
+  /** PeerId of the node that produced the entry */
+  producer: string
+  /** For entries fetched from peers: the producer's signature, its toolchain, who served it. */
+  sig: Uint8Array | undefined
+  toolchain: string | undefined
+  servedBy: string | undefined
+}
+
+/** Provenance of an entry that came from another node. */
+export interface EntryOrigin {
+  producer: string
+  sig: Uint8Array
+  toolchain: string
+  servedBy: string
+  time: number
 }
 
 /** One index row. Short keys: there are tens of thousands of these. */
@@ -61,6 +76,10 @@ interface Entry {
   /** blob stamp when last hashed or written: inode and ctime in ns, as decimal strings */
   i: string
   c: string
+  /** entries from peers: producer's signature, its toolchain, the peer that served it */
+  g?: Uint8Array
+  k?: string
+  b?: string
 }
 
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
@@ -87,6 +106,7 @@ export class Cache {
   private readonly pendingAtimes = new Map<string, number>()
   private readonly rehashing = new Map<string, Promise<boolean>>()
   private flushTimer: NodeJS.Timeout | undefined
+  private approx: number | undefined
   private closed = false
   events: CacheEvents = {}
 
@@ -143,14 +163,14 @@ export class Cache {
     const state = await this.checkBlob(key, entry, path)
     if (state !== 'ok') return state === 'corrupt' ? 'corrupt' : undefined
     this.pendingAtimes.set(key, Date.now())
-    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path }
+    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b }
   }
 
   /**
    * Records ActionID → OutputID. The blob must already be in place (invariant 2): the caller
    * hashed it. Returns the blob path.
    */
-  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, producer = this.nodeId): Promise<string> {
+  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, origin?: EntryOrigin): Promise<string> {
     const outputHex = hex(outputId)
     const path = this.blobPath(outputHex)
     let st
@@ -163,27 +183,55 @@ export class Cache {
       throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} says ${size} bytes, the blob has ${st.size}`)
     }
     const key = hex(actionId)
-    const entry: Entry = { o: outputId, s: size, t: Date.now(), p: producer, i: st.ino.toString(), c: st.ctimeNs.toString() }
+    const entry: Entry = origin === undefined
+      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString() }
+      : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
     await this.entries.put(key, packr.pack(entry))
-    this.pendingAtimes.set(key, entry.t)
+    if (this.approx !== undefined) this.approx += size
+    this.pendingAtimes.set(key, Date.now())
     return path
   }
 
   /**
-   * Writes a body into the store (tmp file, hash check, rename) and records it. For callers in
-   * this process (tests, later peers); the Go helper writes blobs itself.
+   * Writes a body into the store (tmp file, rename: invariant 1) and records it. The body is
+   * hashed here; `expected`, if given, must match or nothing is written. For callers in this
+   * process (bodies fetched from peers, tests); the Go helper writes blobs itself.
    */
-  async putBytes (actionId: Uint8Array, body: Uint8Array, producer = this.nodeId): Promise<{ outputId: Uint8Array, diskPath: string }> {
+  async putBytes (actionId: Uint8Array, body: Uint8Array, origin?: EntryOrigin, expected?: Uint8Array): Promise<{ outputId: Uint8Array, diskPath: string }> {
     const outputId = createHash('sha256').update(body).digest()
+    if (expected !== undefined && !outputId.equals(expected)) {
+      throw new GridError('GRID_ERR_CACHE_CORRUPT', `body hashes to ${hex(outputId)}, not ${hex(expected)}`)
+    }
     const path = this.blobPath(hex(outputId))
-    await mkdir(join(path, '..'), { recursive: true })
+    await mkdir(dirname(path), { recursive: true })
     const tmp = join(this.blobDir, TMP_DIR, `${hex(outputId)}.${process.pid}.${Math.random().toString(36).slice(2)}`)
     const fh = await open(tmp, 'w')
     try { await fh.writeFile(body) } finally { await fh.close() }
-    const { rename } = await import('node:fs/promises')
     await rename(tmp, path)
-    await this.put(actionId, outputId, body.length, producer)
+    await this.put(actionId, outputId, body.length, origin)
     return { outputId, diskPath: path }
+  }
+
+  /**
+   * A blob's bytes for a peer, hashed on the way out: a node never serves a body that does not
+   * hash to its name (a corrupt one is deleted, as on a local get).
+   */
+  async readVerified (outputHex: string): Promise<Buffer | undefined> {
+    const body = await readFile(this.blobPath(outputHex)).catch(() => undefined)
+    if (body === undefined) return undefined
+    if (createHash('sha256').update(body).digest('hex') !== outputHex) {
+      log.warn(`blob ${outputHex} does not hash to its name: corrupt on disk; dropped instead of served`)
+      await rm(this.blobPath(outputHex), { force: true })
+      this.events.onCorrupt?.(outputHex)
+      return undefined
+    }
+    return body
+  }
+
+  /** Approximate bytes of blobs, kept up to date by puts after one scan (for --cache-max). */
+  async approxBytes (): Promise<number> {
+    this.approx ??= (await this.stats()).bytes
+    return this.approx
   }
 
   /** Entry count, distinct blobs and their bytes (a scan of the index). */
@@ -240,6 +288,7 @@ export class Cache {
     const orphans = await this.removeOrphans(new Set(blobs.keys()), pinned)
     removedBlobs += orphans.count
     removedBytes += orphans.bytes
+    this.approx = undefined
     log.info(`gc to ${maxBytes} bytes: removed ${removedEntries} entries, ${removedBlobs} blobs, ${removedBytes} bytes`)
     return { removedEntries, removedBlobs, removedBytes, stats: await this.stats() }
   }
@@ -349,7 +398,7 @@ function decodeEntry (raw: Uint8Array): Entry | undefined {
   try {
     const e = packr.unpack(raw) as Partial<Entry>
     if (e.o instanceof Uint8Array && typeof e.s === 'number' && typeof e.t === 'number' && typeof e.p === 'string' &&
-      typeof e.i === 'string' && typeof e.c === 'string') return e as Entry
+      typeof e.i === 'string' && typeof e.c === 'string' && (e.g === undefined || e.g instanceof Uint8Array)) return e as Entry
   } catch {}
   return undefined
 }

@@ -1,2 +1,2 @@
-export { Cache, type CacheInit, type CacheHit } from './cache.js'
+export { Cache, hex, type CacheInit, type CacheHit, type EntryOrigin } from './cache.js'
 export { blobPathFor } from './layout.js'

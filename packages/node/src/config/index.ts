@@ -5,13 +5,13 @@
  *
  *   { "listen": ["/ip4/0.0.0.0/tcp/4770"], "bootstrap": ["/ip4/10.0.0.5/tcp/4770/p2p/12D3…"],
  *     "mdns": true, "swarmKey": "/path/to/swarm.key", "acceptRemote": "idle", "slots": 4,
- *     "mesh": true }
+ *     "mesh": true, "trust": "mesh", "verify": 1, "cacheMax": "20G" }
  */
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
-import { GridError, POLICIES, type Policy } from '@grid/protocol'
+import { GridError, POLICIES, parseSize, type Policy } from '@grid/protocol'
 import { DEFAULT_PORT } from '../mesh/constants.js'
 
 export interface NodeConfig {
@@ -24,6 +24,12 @@ export interface NodeConfig {
   swarmKey: string | undefined
   acceptRemote: Policy
   slots: number | undefined
+  /** whose cache entries to accept from peers */
+  trust: 'mesh' | 'self'
+  /** share of peer claims re-checked by compiling locally, 0–100 */
+  verify: number
+  /** trim the cache past this many bytes */
+  cacheMax: number | undefined
 }
 
 export const DEFAULT_LISTEN = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
@@ -66,6 +72,17 @@ export function checkMultiaddr (addr: string, where: string): void {
   }
 }
 
+export function checkTrust (value: unknown, where: string): 'mesh' | 'self' {
+  if (value !== 'mesh' && value !== 'self') throw new GridError('GRID_ERR_CONFIG', `${where}: trust must be mesh or self, got ${JSON.stringify(value)}`)
+  return value
+}
+
+export function checkPercent (value: unknown, where: string): number {
+  const n = typeof value === 'string' ? Number(value.replace(/%$/, '')) : value
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 100) throw new GridError('GRID_ERR_CONFIG', `${where}: verify must be a percentage 0–100, got ${JSON.stringify(value)}`)
+  return n
+}
+
 export function checkPolicy (value: unknown, where: string): Policy {
   if (!(POLICIES as readonly unknown[]).includes(value)) {
     throw new GridError('GRID_ERR_CONFIG', `${where}: accept-remote must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`)
@@ -75,7 +92,9 @@ export function checkPolicy (value: unknown, where: string): Policy {
 
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
 export async function loadConfig (path: string, options: { explicit?: boolean } = {}): Promise<Readonly<NodeConfig>> {
-  const config: NodeConfig = { mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined }
+  const config: NodeConfig = {
+    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined
+  }
   let text: string | undefined
   try {
     text = await readFile(path, 'utf8')
@@ -106,8 +125,18 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
           if (!Number.isInteger(value) || (value as number) < 1) throw bad(path, '"slots" must be a positive integer')
           config.slots = value as number
           break
+        case 'trust':
+          config.trust = checkTrust(value, path)
+          break
+        case 'verify':
+          config.verify = checkPercent(value, path)
+          break
+        case 'cacheMax':
+          if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"cacheMax" must be a size like "20G" or a number of bytes')
+          config.cacheMax = typeof value === 'string' ? parseSize(value) : value as number
+          break
         default:
-          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots)`)
+          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax)`)
       }
     }
   }

@@ -76,6 +76,7 @@ export class Mesh {
   private readonly bootstrapPeers = new Map<string, string>()
   private readonly discoveredAt = new Map<string, number>()
   private readonly dialing = new Set<string>()
+  private readonly seen = new Set<string>()
   private seq = 0
   private timers: NodeJS.Timeout[] = []
   private publishTimer: NodeJS.Timeout | undefined
@@ -88,6 +89,21 @@ export class Mesh {
   }
 
   get peerId (): string { return this.node?.peerId.toString() ?? '' }
+
+  /** The libp2p host, for the protocols built on the mesh (the shared cache). */
+  get libp2p (): Libp2p<Services> | undefined { return this.node }
+
+  /** Members in the peer table with a live connection. */
+  connectedMembers (): string[] {
+    const node = this.node
+    if (node === undefined) return []
+    return [...this.peers.keys()].filter(id => node.getConnections(peerIdFromString(id)).length > 0)
+  }
+
+  /** Whether a PeerId has ever advertised as a member of this mesh (since this node started). */
+  isKnownMember (id: string): boolean {
+    return id === this.peerId || this.seen.has(id)
+  }
 
   /** This node's listen addresses with /p2p/<id>, ready for --bootstrap. */
   addrs (): string[] {
@@ -242,6 +258,7 @@ export class Mesh {
     }
     if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
     this.peers.set(advert.peerId, { advert, lastSeen: Date.now(), rttMs: known?.rttMs })
+    this.seen.add(advert.peerId)
     const node = this.node
     if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
       const addrs = advert.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })

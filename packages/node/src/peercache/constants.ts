@@ -1,0 +1,19 @@
+/** Shared-cache protocol name, deadlines and limits, with why each has its value. */
+
+export const CACHE_PROTOCOL = '/grid/cache/1.0.0'
+
+/**
+ * A lookup sits on an action's critical path: cmd/go waits for the answer. On a LAN a round
+ * trip is ~0.1–1 ms; a peer slower than this is treated as not having the entry.
+ */
+export const LOOKUP_TIMEOUT_MS = 250
+
+/** Gets arriving within this window go to each peer as one batched lookup. */
+export const BATCH_WINDOW_MS = 1
+
+/** Fetch deadline: a base plus the size at a pessimistic 20 MB/s. */
+export const FETCH_BASE_MS = 3_000
+export const FETCH_MIN_BYTES_PER_MS = 20_000
+
+/** Our side opens one stream per peer; allow a few inbound ones per connection (restarts, races). */
+export const MAX_INBOUND_STREAMS = 16

@@ -1,0 +1,319 @@
+/**
+ * The office-wide cache. On a local miss the node asks its peers (one batched lookup per peer,
+ * over a persistent stream, with a short deadline: a slow peer is a miss, never a stall), takes
+ * the first claim that is signed by a trusted member, fetches the body from that peer, checks
+ * sha256 = OutputID, stores it locally (so popular entries spread) and serves it to cmd/go.
+ *
+ * Trust (docs/cache.md, "Shared cache"):
+ *  - `trust: 'mesh'` accepts claims signed by any member not marked untrusted; `'self'` asks
+ *    no peer at all.
+ *  - `verifyPercent`: that share of the claims peers offer is not fetched; the get is answered
+ *    with a miss, cmd/go compiles, and its put is compared with the claim. A mismatch marks the
+ *    producer untrusted (its claims are refused from then on) and is logged as an error.
+ *  - A peer that serves bytes that do not hash to the OutputID is marked untrusted too.
+ *
+ * GRID_TEST_FAULT (tests only) makes this node misbehave as a server: `serve-bad-bytes` flips a
+ * byte of every body it serves; `serve-poisoned` answers lookups with a claim for another
+ * entry's output, signed by itself.
+ */
+import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { lpStream } from '@libp2p/utils'
+import {
+  CHUNK_BYTES, GridError, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes, validatePeerCacheMessage,
+  type Claim, type PeerCacheMessage
+} from '@grid/protocol'
+import type { BuildRecord } from '../builds/index.js'
+import { hex, type Cache, type CacheHit } from '../cache/index.js'
+import { logger } from '../log.js'
+import { Channel, packr } from './channel.js'
+import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_INBOUND_STREAMS } from './constants.js'
+
+const log = logger('grid:peercache')
+
+export type Trust = 'mesh' | 'self'
+
+export interface PeerCacheInit {
+  libp2p: Libp2p
+  cache: Cache
+  privateKey: PrivateKey
+  selfId: string
+  trust: Trust
+  verifyPercent: number
+  /** peers to ask: connected members */
+  peers: () => string[]
+  isKnownMember: (id: string) => boolean
+  /** this node's `go tool compile -V=full`, signed into its claims */
+  toolchain: () => string
+}
+
+interface Batch { keys: Uint8Array[], waiters: Array<(claim: Claim | null) => void>, timer: NodeJS.Timeout }
+
+export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number }
+export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'rejected' | 'fetch-failed', waitMs: number }
+
+export class PeerCache {
+  private readonly init: PeerCacheInit
+  private readonly channels = new Map<string, Promise<Channel>>()
+  private readonly batches = new Map<string, Batch>()
+  readonly untrusted = new Map<string, string>()
+  /** ActionID hex → the claim we did not fetch, to compare with cmd/go's put */
+  private readonly sampled = new Map<string, { claim: Claim, peer: string, build: BuildRecord | undefined }>()
+  private readonly fault = process.env.GRID_TEST_FAULT ?? ''
+  private lastServed: Claim | undefined
+  readonly served = { lookups: 0, claims: 0, bodies: 0, bytes: 0 }
+
+  constructor (init: PeerCacheInit) {
+    this.init = init
+  }
+
+  async start (): Promise<void> {
+    await this.init.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, { maxInboundStreams: MAX_INBOUND_STREAMS })
+  }
+
+  async stop (): Promise<void> {
+    for (const ch of this.channels.values()) void ch.then(c => c.close(), () => {})
+    this.channels.clear()
+    await this.init.libp2p.unhandle(CACHE_PROTOCOL).catch(() => {})
+  }
+
+  /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
+  async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
+    const started = performance.now()
+    const waited = (): number => performance.now() - started
+    if (this.init.trust === 'self') return { miss: 'no-peers', waitMs: 0 }
+    const peers = this.init.peers().filter(p => !this.untrusted.has(p))
+    if (peers.length === 0) return { miss: 'no-peers', waitMs: 0 }
+    const found = await this.firstClaim(peers, actionId, build)
+    if (found === undefined) return { miss: 'not-found', waitMs: waited() }
+    const { claim, peer } = found
+    if (this.init.verifyPercent > 0 && Math.random() * 100 < this.init.verifyPercent) {
+      this.sampled.set(hex(actionId), { claim, peer, build })
+      if (build !== undefined) build.stats.cache.peer.verify.sampled++
+      return { miss: 'verify-sample', waitMs: waited() }
+    }
+    try {
+      const body = await this.fetch(peer, claim)
+      const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time: claim.time }, claim.outputId)
+      const hit: CacheHit = {
+        outputId: claim.outputId, size: claim.size, time: claim.time, diskPath: stored.diskPath,
+        producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer
+      }
+      return { hit, peer, bytes: body.length, waitMs: waited() }
+    } catch (err) {
+      if ((err as { code?: string }).code === 'GRID_ERR_CACHE_CORRUPT') {
+        this.distrust(peer, `served bytes for ${hex(claim.outputId).slice(0, 16)}… that do not hash to it`)
+        if (build !== undefined) build.stats.cache.peer.rejected.badHash++
+        return { miss: 'rejected', waitMs: waited() }
+      }
+      log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
+      return { miss: 'fetch-failed', waitMs: waited() }
+    }
+  }
+
+  /** cmd/go put an entry: if we held back a claim for it (--verify), compare. */
+  checkPut (actionId: Uint8Array, outputId: Uint8Array): void {
+    const key = hex(actionId)
+    const sample = this.sampled.get(key)
+    if (sample === undefined) return
+    this.sampled.delete(key)
+    const stats = sample.build?.stats.cache.peer.verify
+    if (Buffer.from(sample.claim.outputId).equals(Buffer.from(outputId))) {
+      if (stats !== undefined) stats.confirmed++
+      return
+    }
+    if (stats !== undefined) stats.mismatched++
+    log.error(`VERIFY FAILED: peer ${sample.claim.producer} claims action ${key.slice(0, 16)}… produces ${hex(sample.claim.outputId).slice(0, 16)}…, ` +
+      `but compiling it here gave ${hex(outputId).slice(0, 16)}… (served by ${sample.peer}). Its entries are no longer accepted.`)
+    this.distrust(sample.claim.producer, `a verified claim did not match a local compile (action ${key.slice(0, 16)}…)`)
+  }
+
+  /** Forget sampled claims of a build that ended. */
+  endBuild (build: BuildRecord): void {
+    for (const [k, v] of this.sampled) if (v.build === build) this.sampled.delete(k)
+  }
+
+  distrust (peer: string, why: string): void {
+    if (!this.untrusted.has(peer)) log.error(`peer ${peer} is now untrusted: ${why}`)
+    this.untrusted.set(peer, why)
+  }
+
+  private async firstClaim (peers: string[], actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ claim: Claim, peer: string } | undefined> {
+    return await new Promise(resolve => {
+      let open = peers.length
+      let done = false
+      const timer = setTimeout(() => finish(undefined), LOOKUP_TIMEOUT_MS)
+      const finish = (result: { claim: Claim, peer: string } | undefined): void => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        resolve(result)
+      }
+      for (const peer of peers) {
+        this.lookup(peer, actionId).then(async claim => {
+          if (claim !== null && !done) {
+            const why = await this.refuse(claim, actionId)
+            if (why === undefined) { finish({ claim, peer }); return }
+            if (build !== undefined) build.stats.cache.peer.rejected.badClaim++
+            log.warn(`refused a claim from ${peer}: ${why}`)
+          }
+          if (--open === 0) finish(undefined)
+        }, () => { if (--open === 0) finish(undefined) })
+      }
+    })
+  }
+
+  /** Why a claim must not be used, or undefined if it may. */
+  private async refuse (claim: Claim, actionId: Uint8Array): Promise<string | undefined> {
+    if (!Buffer.from(claim.actionId).equals(Buffer.from(actionId))) return 'it answers another action'
+    if (this.untrusted.has(claim.producer)) return `its producer ${claim.producer} is untrusted`
+    if (!this.init.isKnownMember(claim.producer)) return `its producer ${claim.producer} is not a member`
+    try {
+      const key = peerIdFromString(claim.producer).publicKey
+      if (key === undefined || !(await key.verify(claimBytes(claim.actionId, claim.outputId, claim.toolchain), claim.sig))) return 'bad signature'
+    } catch {
+      return 'bad signature'
+    }
+    return undefined
+  }
+
+  /** One key of a batched lookup to one peer; null when the peer does not have it or fails. */
+  private async lookup (peer: string, actionId: Uint8Array): Promise<Claim | null> {
+    return await new Promise(resolve => {
+      let batch = this.batches.get(peer)
+      if (batch === undefined) {
+        batch = { keys: [], waiters: [], timer: setTimeout(() => { void this.flush(peer) }, BATCH_WINDOW_MS) }
+        this.batches.set(peer, batch)
+      }
+      batch.keys.push(actionId)
+      batch.waiters.push(resolve)
+      if (batch.keys.length >= 256) { clearTimeout(batch.timer); void this.flush(peer) }
+    })
+  }
+
+  private async flush (peer: string): Promise<void> {
+    const batch = this.batches.get(peer)
+    if (batch === undefined) return
+    this.batches.delete(peer)
+    const answer = (claims: Array<Claim | null>): void => { batch.waiters.forEach((w, i) => w(claims[i] ?? null)) }
+    let channel: Channel
+    try {
+      channel = await this.channel(peer)
+    } catch {
+      answer([])
+      return
+    }
+    const cancel = channel.send({ type: 'lookup', keys: batch.keys }, msg => {
+      clearTimeout(timer)
+      answer(msg instanceof Error || msg.type !== 'found' ? [] : msg.entries)
+      return true
+    })
+    const timer = setTimeout(() => { cancel(); answer([]) }, LOOKUP_TIMEOUT_MS)
+  }
+
+  private async fetch (peer: string, claim: Claim): Promise<Buffer> {
+    const channel = await this.channel(peer)
+    const deadline = FETCH_BASE_MS + claim.size / FETCH_MIN_BYTES_PER_MS
+    return await new Promise((resolve, reject) => {
+      const chunks: Uint8Array[] = []
+      let bytes = 0
+      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId }, msg => {
+        if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
+        if (msg.type === 'chunk') {
+          bytes += msg.data.length
+          if (bytes > claim.size || bytes > MAX_BODY_BYTES) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', `${peer} sent more bytes than the claim says`)); return true }
+          chunks.push(msg.data)
+          if (!msg.last) return false
+          clearTimeout(timer)
+          resolve(Buffer.concat(chunks))
+          return true
+        }
+        clearTimeout(timer)
+        reject(new GridError('GRID_ERR_CACHE_MISSING_BLOB', `${peer} no longer has the body (${msg.type})`, { transient: true }))
+        return true
+      })
+      const timer = setTimeout(() => { cancel(); reject(new GridError('GRID_ERR_TIMEOUT', `fetch from ${peer} took over ${Math.round(deadline)} ms`, { transient: true })) }, deadline)
+    })
+  }
+
+  private async channel (peer: string): Promise<Channel> {
+    let pending = this.channels.get(peer)
+    if (pending !== undefined) {
+      const ch = await pending.catch(() => undefined)
+      if (ch !== undefined && ch.closed === undefined) return ch
+      this.channels.delete(peer)
+    }
+    pending = this.init.libp2p.dialProtocol(peerIdFromString(peer), CACHE_PROTOCOL, { signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS * 4) })
+      .then(stream => new Channel(stream, peer))
+    this.channels.set(peer, pending)
+    pending.catch(() => this.channels.delete(peer))
+    return await pending
+  }
+
+  /** Serves one inbound stream: lookups from our index, bodies verified on the way out. */
+  private async serve (stream: Stream): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    let writing: Promise<void> = Promise.resolve()
+    const reply = (msg: PeerCacheMessage): Promise<void> => {
+      writing = writing.then(async () => { await lp.write(packr.pack(msg)) })
+      return writing
+    }
+    const from = 'peer'
+    try {
+      for (;;) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), from)
+        void this.answer(msg, reply).catch((err: Error) => reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_INTERNAL', message: err.message }))
+      }
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      if (e.code === 'GRID_ERR_MESSAGE_INVALID') log.warn(`closing a cache stream: ${e.message}`)
+      stream.abort(e)
+    }
+  }
+
+  private async answer (msg: PeerCacheMessage, reply: (m: PeerCacheMessage) => Promise<void>): Promise<void> {
+    if (msg.type === 'lookup') {
+      this.served.lookups++
+      const entries = await Promise.all(msg.keys.map(async key => await this.claimFor(key)))
+      await reply({ type: 'found', id: msg.id, entries })
+      return
+    }
+    if (msg.type === 'fetch') {
+      const body = await this.init.cache.readVerified(hex(msg.outputId))
+      if (body === undefined) { await reply({ type: 'gone', id: msg.id }); return }
+      if (this.fault === 'serve-bad-bytes' && body.length > 0) body[body.length >> 1] = (body[body.length >> 1] as number) ^ 0xff
+      this.served.bodies++
+      this.served.bytes += body.length
+      for (let off = 0; off < body.length || off === 0; off += CHUNK_BYTES) {
+        const last = off + CHUNK_BYTES >= body.length
+        await reply({ type: 'chunk', id: msg.id, data: body.subarray(off, off + CHUNK_BYTES), last })
+        if (last) break
+      }
+      return
+    }
+    await reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_MESSAGE_INVALID', message: `${msg.type} is a reply` })
+  }
+
+  private async claimFor (actionId: Uint8Array): Promise<Claim | null> {
+    const hit = await this.init.cache.get(actionId)
+    if (hit === undefined || hit === 'corrupt') return null
+    let claim: Claim
+    if (hit.producer === this.init.selfId || hit.sig === undefined || hit.toolchain === undefined) {
+      if (hit.producer !== this.init.selfId) return null // an unsigned entry of someone else: not ours to vouch for
+      const toolchain = this.init.toolchain()
+      claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: this.init.selfId, toolchain, sig: await this.init.privateKey.sign(claimBytes(actionId, hit.outputId, toolchain)) }
+    } else {
+      claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: hit.producer, toolchain: hit.toolchain, sig: hit.sig }
+    }
+    if (this.fault === 'serve-poisoned') {
+      const previous = this.lastServed
+      this.lastServed = claim
+      if (previous !== undefined && !Buffer.from(previous.outputId).equals(Buffer.from(claim.outputId))) {
+        claim = { ...claim, outputId: previous.outputId, size: previous.size, producer: this.init.selfId, toolchain: this.init.toolchain() }
+        claim.sig = await this.init.privateKey.sign(claimBytes(actionId, claim.outputId, claim.toolchain))
+      }
+    }
+    this.served.claims++
+    return claim
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The shared cache between peers (`/grid/cache/1.0.0`): one persistent stream per pair,
+ * length-prefixed msgpack maps, requests multiplexed by `id`.
+ *
+ *   lookup {id, keys: bin(32)[]}          → found {id, entries: (Claim | null)[]}  (same order)
+ *   fetch  {id, outputId: bin(32)}        → chunk {id, data: bin, last: bool}*     (≤ 1 MiB each)
+ *                                         | gone {id}
+ *   any    → fail {id, code, message}
+ *
+ * A Claim says "ActionID maps to OutputID", signed by the node that produced it. The body is
+ * verified by the receiver (sha256 = OutputID); the mapping is what `--trust` and `--verify`
+ * are about. Every message is checked against the field table below before use.
+ */
+import { CACHE_ID_BYTES } from './constants.js'
+import { GridError } from './errors.js'
+import { checkField, isPlainObject, type Kind } from './messages.js'
+
+/** Keys per lookup: a burst of cmd/go gets is batched, within this bound. */
+export const MAX_LOOKUP_KEYS = 256
+/** Body bytes per chunk: big enough to stream fast, small enough not to stall other replies. */
+export const CHUNK_BYTES = 1024 * 1024
+/** Largest peer-cache message: a chunk plus headroom, or a lookup reply of MAX_LOOKUP_KEYS claims. */
+export const MAX_PEER_MESSAGE_BYTES = CHUNK_BYTES + 64 * 1024
+/** Largest body a node fetches from a peer (cmd/go's biggest objects are tens of MB). */
+export const MAX_BODY_BYTES = 1024 * 1024 * 1024
+
+export interface Claim {
+  actionId: Uint8Array
+  outputId: Uint8Array
+  size: number
+  /** unix ms of the producer's put */
+  time: number
+  /** PeerId of the node that produced the entry */
+  producer: string
+  /** `go tool compile -V=full` of the producer, part of what it signed */
+  toolchain: string
+  /** producer's Ed25519 signature over claimBytes(actionId, outputId, toolchain) */
+  sig: Uint8Array
+}
+
+type Id = { id: number }
+export type PeerCacheMessage =
+  | Id & { type: 'lookup', keys: Uint8Array[] }
+  | Id & { type: 'found', entries: Array<Claim | null> }
+  | Id & { type: 'fetch', outputId: Uint8Array }
+  | Id & { type: 'chunk', data: Uint8Array, last: boolean }
+  | Id & { type: 'gone' }
+  | Id & { type: 'fail', code: string, message: string }
+
+const FIELDS: Record<PeerCacheMessage['type'], Record<string, Kind | 'bool' | 'keys' | 'claims'>> = {
+  lookup: { keys: 'keys' },
+  found: { entries: 'claims' },
+  fetch: { outputId: 'id32' },
+  chunk: { data: 'bin', last: 'bool' },
+  gone: {},
+  fail: { code: 'str', message: 'str' }
+}
+
+const CLAIM: Record<keyof Claim, Kind> = { actionId: 'id32', outputId: 'id32', size: 'uint', time: 'uint', producer: 'str', toolchain: 'str', sig: 'bin' }
+
+function isClaim (v: unknown): v is Claim {
+  if (!isPlainObject(v)) return false
+  for (const [k, kind] of Object.entries(CLAIM)) if (!checkField(v[k], kind)) return false
+  const c = v as unknown as Claim
+  return c.size <= MAX_BODY_BYTES && c.producer.length <= 128 && c.toolchain.length <= 256 && c.sig.length <= 128
+}
+
+export function validatePeerCacheMessage (value: unknown, from: string): PeerCacheMessage {
+  if (!isPlainObject(value) || typeof value.type !== 'string' || !Object.hasOwn(FIELDS, value.type)) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `peer ${from} sent an unknown cache message`)
+  }
+  if (!checkField(value.id, 'uint')) throw new GridError('GRID_ERR_MESSAGE_INVALID', `peer ${from} sent a cache message without a valid id`)
+  for (const [name, kind] of Object.entries(FIELDS[value.type as PeerCacheMessage['type']])) {
+    const v = value[name]
+    const ok = kind === 'bool'
+      ? typeof v === 'boolean'
+      : kind === 'keys'
+        ? Array.isArray(v) && v.length <= MAX_LOOKUP_KEYS && v.every(k => k instanceof Uint8Array && k.length === CACHE_ID_BYTES)
+        : kind === 'claims'
+          ? Array.isArray(v) && v.length <= MAX_LOOKUP_KEYS && v.every(c => c === null || isClaim(c))
+          : checkField(v, kind)
+    if (!ok) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${value.type} from peer ${from}: bad field ${name}`)
+  }
+  return value as unknown as PeerCacheMessage
+}
+
+/** The bytes a producer signs: one labelled line per part, so nothing can be shifted between parts. */
+export function claimBytes (actionId: Uint8Array, outputId: Uint8Array, toolchain: string): Uint8Array {
+  return Buffer.concat([
+    Buffer.from('grid cache claim v1\naction '), Buffer.from(actionId),
+    Buffer.from('\noutput '), Buffer.from(outputId),
+    Buffer.from(`\ntoolchain ${toolchain}\n`)
+  ])
+}

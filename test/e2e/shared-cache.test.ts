@@ -1,0 +1,113 @@
+// One cache for the office: node B, with an empty cache, builds what node A already built,
+// from A's cache, verified by content hash; and lying, poisoning or vanishing peers cost time,
+// never correctness.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { ControlClient } from '@grid/node'
+import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+
+const STDHTTP = join(FIXTURES, 'stdhttp')
+const noop = { after: () => {} }
+
+describe('shared cache', () => {
+  let a: World
+  let aDaemon: Daemon | undefined
+  const refs: Record<string, string> = {}
+
+  /** (Re)starts A on its warm cache, optionally misbehaving; returns its first address. */
+  async function startA (env: NodeJS.ProcessEnv = {}): Promise<string> {
+    await aDaemon?.kill()
+    aDaemon = await startDaemon(noop, a, [], env)
+    return (await status(a)).mesh.addrs[0]
+  }
+
+  async function nodeB (t: Parameters<typeof world>[0], aAddr: string, extra: string[] = []): Promise<{ w: World, d: Daemon }> {
+    const w = await world(t)
+    const d = await startDaemon(t, w, ['--bootstrap', aAddr, ...extra])
+    await waitFor(async () => (await status(w)).mesh.peers === 1, 20_000, () => 'B to see A')
+    return { w, d }
+  }
+
+  before(async () => {
+    a = await world(noop)
+    await startA()
+    for (const [name, cwd, pkgs] of [['gomod', GOMOD, './...'], ['stdhttp', STDHTTP, '.']] as const) {
+      refs[name] = join(a.dir, `ref-${name}`)
+      const plain = await goBuild(noop, ['-o', refs[name] + '/', pkgs], cwd)
+      assert.equal(plain.code, 0, plain.stderr)
+      const r = await grid(a, ['--json', 'build', '-o', join(a.dir, `a-${name}`) + '/', pkgs], { cwd })
+      assert.equal(r.code, 0, r.stderr)
+      await sameFiles(join(a.dir, `a-${name}`), refs[name] as string)
+    }
+  })
+  after(async () => { await aDaemon?.kill() })
+
+  it('B builds the fixture module and net/http from A\'s cache: ≥ 95 % peer hits, no compile, identical binaries', async (t) => {
+    const aAddr = await startA()
+    for (const [name, cwd, pkgs] of [['gomod', GOMOD, './...'], ['stdhttp', STDHTTP, '.']] as const) {
+      const b = await nodeB(t, aAddr) // an empty cache for each tree
+      const out = join(b.w.dir, `out-${name}`)
+      const r = await grid(b.w, ['--json', 'build', '-o', out + '/', pkgs], { cwd })
+      assert.equal(r.code, 0, r.stderr)
+      const s = summary(r)
+      const share = s.cache.peerHits / s.actions
+      t.diagnostic(`${name}: ${s.cache.peerHits}/${s.actions} lookups were peer hits (${(share * 100).toFixed(1)} %), ${s.cache.peer.bytes} bytes`)
+      assert.ok(share >= 0.95, `${name}: peer hits ${s.cache.peerHits} of ${s.actions} lookups`)
+      assert.equal(s.compiles.local, 0, `${name}: B compiled nothing`)
+      assert.deepEqual(s.compiles.fallbacks, {})
+      await sameFiles(out, refs[name] as string)
+      await sameFiles(out, join(a.dir, `a-${name}`))
+      assert.equal((await status(b.w)).counters.compiles, 0)
+    }
+  })
+
+  it('a peer serving bytes that do not hash to the OutputID is rejected and untrusted; B still builds correctly', async (t) => {
+    const aAddr = await startA({ GRID_TEST_FAULT: 'serve-bad-bytes' })
+    const b = await nodeB(t, aAddr)
+    const out = join(b.w.dir, 'out')
+    const r = await grid(b.w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    const s = summary(r)
+    assert.ok(s.cache.peer.rejected.badHash >= 1, JSON.stringify(s.cache.peer))
+    assert.equal(s.cache.peerHits, 0)
+    assert.ok(s.compiles.local > 0, 'B compiled what it could not trust')
+    await sameFiles(out, refs.gomod as string)
+    const peers = JSON.parse((await grid(b.w, ['--json', 'peers'])).stdout)
+    assert.match(peers[0].untrusted, /do not hash/)
+    assert.match(b.d.stderr(), /is now untrusted/)
+  })
+
+  it('a poisoned mapping (valid blob, wrong ActionID) is caught with --verify 100: dropped, producer untrusted, output correct', async (t) => {
+    const aAddr = await startA({ GRID_TEST_FAULT: 'serve-poisoned' })
+    const b = await nodeB(t, aAddr, ['--verify', '100'])
+    const out = join(b.w.dir, 'out')
+    const r = await grid(b.w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    const s = summary(r)
+    assert.ok(s.cache.peer.verify.mismatched >= 1, JSON.stringify(s.cache.peer))
+    assert.equal(s.cache.peerHits, 0, 'nothing from the poisoner was used')
+    await sameFiles(out, refs.gomod as string)
+    assert.match(b.d.stderr(), /VERIFY FAILED: peer 12D3\w+ claims action/)
+    const peers = JSON.parse((await grid(b.w, ['--json', 'peers'])).stdout)
+    assert.match(peers[0].untrusted, /did not match a local compile/)
+  })
+
+  it('the serving peer killed while B is fetching: B completes with correct output', async (t) => {
+    const aAddr = await startA()
+    const b = await nodeB(t, aAddr)
+    const client = await ControlClient.connect(b.w.control)
+    t.after(() => client.close())
+    const out = join(b.w.dir, 'out')
+    const building = grid(b.w, ['--json', 'build', '-o', out + '/', '.'], { cwd: STDHTTP })
+    await waitFor(async () => (await client.request({ type: 'status' })).status.counters.peerHits >= 10, 60_000, () => 'B to fetch from A')
+    await aDaemon?.kill('SIGKILL')
+    aDaemon = undefined
+    const r = await building
+    assert.equal(r.code, 0, r.stderr)
+    const s = summary(r)
+    t.diagnostic(`peer hits before the kill: ${s.cache.peerHits}, compiled after it: ${s.compiles.local}`)
+    assert.ok(s.cache.peerHits >= 10 && s.compiles.local > 0, 'the kill happened in the middle of the build')
+    await sameFiles(out, refs.stdhttp as string)
+  })
+})
