@@ -33,7 +33,7 @@
  * beside it. Progress goes to stderr. Node builtins only.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, statSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import os from 'node:os'
@@ -543,6 +543,22 @@ function gitInfo () {
   } catch { return { commit: null, dirty: null } }
 }
 
+/** Newest mtime (ms) of the compiled packages: a rebuild during the run would mix code. */
+function newestBuild () {
+  let newest = 0
+  const walk = (dir) => {
+    let entries
+    try { entries = readdirSync(dir, { withFileTypes: true }) } catch { return }
+    for (const e of entries) {
+      const p = join(dir, e.name)
+      if (e.isDirectory()) walk(p)
+      else if (e.name.endsWith('.js')) newest = Math.max(newest, statSync(p).mtimeMs)
+    }
+  }
+  for (const pkg of readdirSync(join(ROOT, 'packages'))) walk(join(ROOT, 'packages', pkg, 'dist'))
+  return newest
+}
+
 function versionOf (pkg) {
   try { return JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version } catch { return null }
 }
@@ -555,7 +571,8 @@ function markdown (doc) {
   lines.push(`Grid daemons in the lab office (\`scripts/lab\`, [docs/lab.md](../lab.md)): N hosts on one switch, ${doc.lab.rate} links, CPU quotas adding up to ${doc.lab.totalCores} cores. ` +
     `Produced by \`scripts/bench-mesh.js\`; every sample, the per-host breakdown and the machine are in [\`mesh.json\`](mesh.json).`, '')
   lines.push('## Latest results', '')
-  lines.push(`${doc.date.slice(0, 10)}, ${doc.rounds} round${doc.rounds === 1 ? '' : 's'} per size, commit ${doc.git.commit?.slice(0, 12)}${doc.git.dirty ? ' (with uncommitted changes)' : ''}; ` +
+  lines.push(`${doc.date.slice(0, 10)}, ${doc.rounds} round${doc.rounds === 1 ? '' : 's'} per size, commit ${doc.git.commit?.slice(0, 12)}${doc.git.dirty ? ' (with uncommitted changes)' : ''}` +
+    `${doc.git.rebuiltDuringRun || !doc.git.unchangedDuringRun ? ' (**the tree or build changed during the run**)' : ''}; ` +
     `node ${doc.machine.node}, ${doc.machine.go}; ${doc.machine.cpuModel} × ${doc.machine.cores} cores, kernel ${doc.machine.kernel}; ` +
     `libp2p ${doc.versions.libp2p}, gossipsub ${doc.versions['@libp2p/gossipsub']}. Load average before ${doc.machine.loadBefore.join(' ')}, after ${doc.machine.loadAfter.join(' ')}.`, '')
   lines.push('| hosts | CPU per host | converged (median) | samples | first node lists all (median) | tx per node per min at rest, median / max | rx per node per min, median / max | daemon CPU at rest |')
@@ -636,6 +653,8 @@ async function main () {
 
   const loadBefore = os.loadavg().map(x => Math.round(x * 100) / 100)
   const date = new Date().toISOString()
+  const git = gitInfo()
+  const buildBefore = newestBuild()
   const rounds = []
   try {
     for (const n of SIZES) {
@@ -647,9 +666,11 @@ async function main () {
   const loadAfter = os.loadavg().map(x => Math.round(x * 100) / 100)
   let go = null
   try { go = execFileSync('go', ['version'], { encoding: 'utf8' }).trim() } catch {}
+  const gitEnd = gitInfo()
+  const buildAfter = newestBuild()
   const doc = {
     date,
-    git: gitInfo(),
+    git: { ...git, unchangedDuringRun: gitEnd.commit === git.commit && gitEnd.dirty === git.dirty, builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: buildAfter !== buildBefore },
     machine: {
       node: process.version,
       go,
