@@ -52,6 +52,7 @@ describe('mesh', () => {
         assert.match(p.advert.toolchains[0]?.compiler, /^compile version go/)
         assert.equal(p.advert.slots.total, slotsOf.get(p.peerId), 'slots advertised')
         assert.equal(p.connected, true)
+        assert.equal((p as unknown as { connections: number }).connections, 1, 'one connection per pair of peers')
       }
       const canaries = new Set(list.map(p => p.advert.toolchains[0].canary))
       assert.equal(canaries.size, 1, 'same toolchain, same canary')
@@ -99,6 +100,49 @@ describe('mesh', () => {
     t.after(async () => { await insider.stop() })
     const stream = await insider.dialProtocol(multiaddr(m1.addr), ADVERT_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
     await stream.close()
+  })
+
+  it('bad adverts over real gossip (bad fields, oversized, random bytes, a forged sender) are dropped and logged; nothing crashes', async (t) => {
+    const m = await member(t)
+    const { gossipsub } = await import('@libp2p/gossipsub')
+    const { identify } = await import('@libp2p/identify')
+    const { encodeAdvert } = await import('@grid/protocol')
+    const { ADVERT_TOPIC } = await import('@grid/node')
+    const rogue = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', maxInboundDataLength: 4 * 1024 * 1024 } as never) }
+    })
+    t.after(async () => { await rogue.stop() })
+    const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown> }
+    pubsub.subscribe(ADVERT_TOPIC)
+    await rogue.dial(multiaddr(m.addr))
+    await waitFor(() => pubsub.getSubscribers(ADVERT_TOPIC).length > 0, 10_000, () => 'the member to subscribe')
+    const rogueId = rogue.peerId.toString()
+    const valid = {
+      v: 1, peerId: rogueId, addrs: [], version: '0.1.0', toolchains: [], targets: ['*'],
+      slots: { total: 1, free: 1 }, load: 0, policy: 'never' as const, accepting: false, seq: 1
+    }
+    const { Packr } = await import('msgpackr')
+    const pack = (v: unknown): Uint8Array => new Packr({ useRecords: false }).pack(v)
+    const bad: Array<[string, Uint8Array]> = [
+      ['bad field', pack({ ...valid, slots: { total: 1, free: 9 } })],
+      ['forged sender', encodeAdvert({ ...valid, peerId: m.id })],
+      ['oversized', pack({ ...valid, version: 'x'.repeat(100_000) })],
+      ['random bytes', randomBytes(300)]
+    ]
+    for (const [, data] of bad) await pubsub.publish(ADVERT_TOPIC, data).catch(() => {})
+    await waitFor(() => (m.d.stderr().match(/dropped an advert from/g) ?? []).length >= bad.length, 10_000, () => `the member to log ${bad.length} dropped adverts:\n${m.d.stderr()}`)
+    assert.match(m.d.stderr(), new RegExp(`dropped an advert from ${rogueId}`))
+    assert.match(m.d.stderr(), /advert names \w+ but is signed by/)
+    assert.match(m.d.stderr(), /over the cap/)
+    assert.deepEqual(await peerIds(m), [], 'no bad advert made it into the peer table')
+    assert.equal((await status(m.w)).running, true, 'the member is still serving')
+    // and a valid advert from the same host is accepted: the drops were about the content
+    await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ ...valid, seq: 2 }))
+    await waitFor(async () => (await peerIds(m)).includes(rogueId), 10_000, () => 'the valid advert to be accepted')
   })
 
   it('a killed daemon leaves the peer lists within the timeout, and rejoins by itself with the same PeerId', async (t) => {

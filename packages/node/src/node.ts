@@ -59,6 +59,13 @@ export interface GridNodeInit {
   cacheMax?: number
 }
 
+function percentiles (samples: number[]): { count: number, p50Ms: number, p99Ms: number } {
+  if (samples.length === 0) return { count: 0, p50Ms: 0, p99Ms: 0 }
+  const sorted = [...samples].sort((a, b) => a - b)
+  const at = (q: number): number => Math.round((sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number) * 1000) / 1000
+  return { count: sorted.length, p50Ms: at(0.5), p99Ms: at(0.99) }
+}
+
 export class GridNode {
   readonly cacheDir: string
   readonly control: string
@@ -261,7 +268,10 @@ export class GridNode {
     const peerCache = this.peerCache
     if (peerCache === undefined) return undefined
     const result = await peerCache.find(actionId, build)
-    if (build !== undefined) build.stats.cache.peer.waitMs += Math.round(result.waitMs * 1000) / 1000
+    if (build !== undefined) {
+      build.stats.cache.peer.waitMs += Math.round(result.waitMs * 1000) / 1000
+      if (result.lookupMs !== undefined) build.lookupMs.push(result.lookupMs)
+    }
     if ('miss' in result) return undefined
     if (build !== undefined) {
       build.stats.cache.peerHits++
@@ -300,6 +310,7 @@ export class GridNode {
       peerId: p.peerId,
       addrs: p.addrs,
       connected: p.connected,
+      connections: p.connections,
       address: p.address ?? null,
       rttMs: p.rttMs ?? null,
       lastSeen: p.lastSeen,
@@ -375,6 +386,7 @@ export class GridNode {
         const record = this.builds.get(req.build)
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
         const stats = req.type === 'build-end' ? this.builds.end(req.build) ?? record.stats : record.stats
+        stats.cache.peer.lookups = percentiles(record.lookupMs)
         if (req.type === 'build-end') this.peerCache?.endBuild(record)
         if (req.type === 'build-end') {
           log.info(`build ${req.build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)

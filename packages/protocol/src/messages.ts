@@ -35,6 +35,8 @@ export interface BuildStats {
       /** time gets spent waiting on peers (lookups and fetches), summed over gets */
       waitMs: number
       byPeer: Record<string, { hits: number, bytes: number }>
+      /** lookups that went to peers, and their latency (ask → first usable answer or deadline) */
+      lookups: { count: number, p50Ms: number, p99Ms: number }
       rejected: { badHash: number, badClaim: number }
       verify: { sampled: number, confirmed: number, mismatched: number }
     }
@@ -58,7 +60,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     actions: 0,
     cache: {
       hits: 0, localHits: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
-      peer: { bytes: 0, waitMs: 0, byPeer: {}, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
+      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
   }
@@ -105,6 +107,8 @@ export interface PeerInfo {
   peerId: string
   addrs: string[]
   connected: boolean
+  /** open connections to the peer: 1 when connected (duplicates are closed) */
+  connections: number
   address: string | null
   rttMs: number | null
   lastSeen: number

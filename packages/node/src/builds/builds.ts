@@ -11,6 +11,8 @@ export interface BuildRecord {
   stats: BuildStats
   /** hex OutputIDs this build read or wrote: `gc` leaves them alone while it runs. */
   pinned: Set<string>
+  /** latency of each peer lookup, ms (summarised as percentiles in the stats) */
+  lookupMs: number[]
 }
 
 export class Builds {
@@ -20,7 +22,7 @@ export class Builds {
 
   begin (command: string[]): BuildRecord {
     const id = randomBytes(8).toString('hex')
-    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set() }
+    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set(), lookupMs: [] }
     this.active.set(id, record)
     return record
   }

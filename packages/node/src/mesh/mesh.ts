@@ -55,6 +55,7 @@ export interface PeerView {
   peerId: string
   addrs: string[]
   connected: boolean
+  connections: number
   /** remote address of the live connection, if any */
   address: string | undefined
   rttMs: number | undefined
@@ -165,11 +166,13 @@ export class Mesh {
   list (): PeerView[] {
     const node = this.node
     return [...this.peers.entries()].map(([id, e]) => {
-      const conn = node?.getConnections(peerIdFromString(id))[0]
+      const conns = node?.getConnections(peerIdFromString(id)) ?? []
+      const conn = conns[0]
       return {
         peerId: id,
         addrs: e.advert.addrs,
         connected: conn !== undefined,
+        connections: conns.length,
         address: conn?.remoteAddr.toString(),
         rttMs: e.rttMs,
         lastSeen: e.lastSeen,

@@ -49,8 +49,9 @@ export interface PeerCacheInit {
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Claim | null) => void>, timer: NodeJS.Timeout }
 
-export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number }
-export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'rejected' | 'fetch-failed', waitMs: number }
+/** waitMs: the whole wait (lookup and fetch); lookupMs: the lookup alone, when peers were asked. */
+export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number, lookupMs: number }
+export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'rejected' | 'fetch-failed', waitMs: number, lookupMs?: number }
 
 export class PeerCache {
   private readonly init: PeerCacheInit
@@ -85,12 +86,13 @@ export class PeerCache {
     const peers = this.init.peers().filter(p => !this.untrusted.has(p))
     if (peers.length === 0) return { miss: 'no-peers', waitMs: 0 }
     const found = await this.firstClaim(peers, actionId, build)
-    if (found === undefined) return { miss: 'not-found', waitMs: waited() }
+    const lookupMs = waited()
+    if (found === undefined) return { miss: 'not-found', waitMs: lookupMs, lookupMs }
     const { claim, peer } = found
     if (this.init.verifyPercent > 0 && Math.random() * 100 < this.init.verifyPercent) {
       this.sampled.set(hex(actionId), { claim, peer, build })
       if (build !== undefined) build.stats.cache.peer.verify.sampled++
-      return { miss: 'verify-sample', waitMs: waited() }
+      return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
     try {
       const body = await this.fetch(peer, claim)
@@ -99,15 +101,15 @@ export class PeerCache {
         outputId: claim.outputId, size: claim.size, time: claim.time, diskPath: stored.diskPath,
         producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer
       }
-      return { hit, peer, bytes: body.length, waitMs: waited() }
+      return { hit, peer, bytes: body.length, waitMs: waited(), lookupMs }
     } catch (err) {
       if ((err as { code?: string }).code === 'GRID_ERR_CACHE_CORRUPT') {
         this.distrust(peer, `served bytes for ${hex(claim.outputId).slice(0, 16)}… that do not hash to it`)
         if (build !== undefined) build.stats.cache.peer.rejected.badHash++
-        return { miss: 'rejected', waitMs: waited() }
+        return { miss: 'rejected', waitMs: waited(), lookupMs }
       }
       log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
-      return { miss: 'fetch-failed', waitMs: waited() }
+      return { miss: 'fetch-failed', waitMs: waited(), lookupMs }
     }
   }
 
