@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { describe, it } from 'node:test'
-import { Cache } from '@grid/node'
+import { Cache } from '@grid/node/server'
 import { errorCode } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 

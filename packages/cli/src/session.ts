@@ -4,7 +4,8 @@
  * socket and cache dir, stopped when the command is done and no other build still uses it.
  */
 import { join } from 'node:path'
-import { ControlClient, GridNode, configureLogging, closeLogging } from '@grid/node'
+import { ControlClient, configureLogging, closeLogging } from '@grid/node'
+import type { GridNode } from '@grid/node/server'
 import { errorCode } from '@grid/protocol'
 import { meshOptions, nodeConfig } from './mesh-options.js'
 import type { GlobalOptions } from './options.js'
@@ -37,6 +38,7 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
     const mesh = meshOptions(config, options.configPath)
+    const { GridNode } = await import('@grid/node/server')
     const node = new GridNode({
       cacheDir: options.cacheDir,
       control: options.control,

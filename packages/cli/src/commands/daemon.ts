@@ -1,6 +1,6 @@
 /** `grid daemon`: a long-lived node on the control socket and in the mesh, until SIGINT/SIGTERM. */
 import { join } from 'node:path'
-import { DEFAULT_PORT, GridNode, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
+import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
 import { meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
@@ -54,6 +54,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   })
   const cacheMax = flags['cache-max'] !== undefined ? parseSize(flags['cache-max']) : config.cacheMax
   configureLogging({ stderr: 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
+  const { GridNode } = await import('@grid/node/server')
   const node = new GridNode({
     cacheDir: options.cacheDir,
     control: options.control,

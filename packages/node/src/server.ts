@@ -1,0 +1,9 @@
+/**
+ * @grid/node/server: the grid node (daemon or embedded) and its subsystems, for the process
+ * that runs a node. Loading it opens LevelDB bindings and key material: clients use
+ * `@grid/node` instead.
+ */
+export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
+export { Cache } from './cache/index.js'
+export { LocalPool, DEFAULT_SLOTS } from './worker/index.js'
+export { loadIdentity } from './identity/index.js'
