@@ -3,6 +3,7 @@
  * Benchmark (not a test): the mesh in the lab office (scripts/lab, docs/lab.md). Needs root.
  *
  *   npx tsc --build && sudo node scripts/bench-mesh.js [--rounds 3] [--sizes 4,8] [--out FILE]
+ *   node scripts/bench-mesh.js --render docs/benchmarks/mesh.json   (rewrites mesh.md from the JSON)
  *
  * For each size N, R rounds, each on a fresh lab with a unique prefix (`scripts/lab up N
  * --cpu 2/N --rate 1gbit`: the hosts' quotas add up to 2 cores), always torn down afterwards:
@@ -58,12 +59,14 @@ const { values: opts } = parseArgs({
     'rest-wait': { type: 'string', default: '10' },
     window: { type: 'string', default: '60' },
     timeout: { type: 'string', default: '120' },
+    render: { type: 'string' },
     help: { type: 'boolean', short: 'h' }
   }
 })
 if (opts.help) {
   process.stderr.write('usage: sudo node scripts/bench-mesh.js [--rounds 3] [--sizes 4,8] [--out docs/benchmarks/mesh.json]\n' +
-    '         [--poll-ms 200] [--rest-wait 10] [--window 60] [--timeout 120]\n')
+    '         [--poll-ms 200] [--rest-wait 10] [--window 60] [--timeout 120]\n' +
+    '       node scripts/bench-mesh.js --render FILE.json     # rewrite the .md beside it from the JSON\n')
   process.exit(2)
 }
 const ROUNDS = posInt(opts.rounds, '--rounds')
@@ -73,6 +76,7 @@ const REST_WAIT_S = Number(opts['rest-wait'])
 const WINDOW_S = posInt(opts.window, '--window')
 const TIMEOUT_S = posInt(opts.timeout, '--timeout')
 const OUT = resolve(opts.out)
+const RENDER = opts.render === undefined ? undefined : resolve(opts.render)
 
 function posInt (s, name) {
   const n = Number(s)
@@ -502,7 +506,7 @@ function summarize (rounds, n) {
   const first = rs.map(r => r.firstNodeSeconds ?? null)
   const restHosts = rs.flatMap(r => r.rest?.perHost ?? [])
   const field = (k) => restHosts.map(h => h[k])
-  const phase = (k) => median(rs.map(r => max((r.perHost ?? []).map(h => h[k]))))
+  const phase = (k) => r3(median(rs.map(r => max((r.perHost ?? []).map(h => h[k])))))
   return {
     size: n,
     cpuPerHost: Math.round(TOTAL_CORES / n * 10000) / 10000,
@@ -518,7 +522,7 @@ function summarize (rounds, n) {
       allJoined: phase('allJoined'),
       allConnectedPolled: phase('allConnectedPolled')
     },
-    cpuSecondsToConvergenceMedian: median(rs.flatMap(r => (r.perHost ?? []).map(h => h.cpuSecondsToConvergence))),
+    cpuSecondsToConvergenceMedian: r3(median(rs.flatMap(r => (r.perHost ?? []).map(h => h.cpuSecondsToConvergence)))),
     rest: {
       // over every node of every round
       nodes: restHosts.length,
@@ -530,7 +534,7 @@ function summarize (rounds, n) {
       tcpRetransSegsPerMin: median(field('tcpRetransSegs')),
       udpOutDatagramsPerMin: median(field('udpOutDatagrams')),
       udpInDatagramsPerMin: median(field('udpInDatagrams')),
-      cpuSecondsPerMin: median(field('cpuSeconds'))
+      cpuSecondsPerMin: r3(median(field('cpuSeconds')))
     }
   }
 }
@@ -598,6 +602,12 @@ function markdown (doc) {
     const r = s.rest
     lines.push(`| ${s.size} | ${r.txPacketsPerMin ?? '–'} | ${r.tcpOutSegsPerMin ?? '–'} (${r.tcpRetransSegsPerMin ?? '–'}) | ${k(r.tcpPayloadTxBytesPerMin)} KiB | ${r.udpOutDatagramsPerMin ?? '–'} / ${r.udpInDatagramsPerMin ?? '–'} |`)
   }
+  const small = doc.summary.filter(s => s.rest.tcpOutSegsPerMin > 0 && s.rest.txBytesPerMin.median > 0)
+  if (small.length > 0) {
+    lines.push('', 'Segments are small: ' + small.map(s => `${Math.round(s.rest.tcpPayloadTxBytesPerMin / s.rest.tcpOutSegsPerMin)} B of payload per TCP segment out at N=${s.size}`).join(', ') +
+      ' (pure ACKs included), so Ethernet/IP/TCP headers (66 B a frame with TCP timestamps) are ' +
+      small.map(s => `${Math.round(100 * s.rest.txPacketsPerMin * 66 / s.rest.txBytesPerMin.median)} %`).join(' and ') + ' of the bytes sent.')
+  }
   const withData = doc.summary.filter(s => s.rest.txBytesPerMin.median !== null)
   for (let j = 1; j < withData.length; j++) {
     const a = withData[j - 1]; const b = withData[j]
@@ -639,7 +649,16 @@ function markdown (doc) {
 
 // ---------------------------------------------------------------- main
 
+async function render (file) {
+  const doc = JSON.parse(await readFile(file, 'utf8'))
+  const md = join(dirname(file), basename(file).replace(/\.json$/, '') + '.md')
+  await writeFile(md, markdown({ ...doc, rounds: doc.params.rounds, rounds_: doc.rounds }))
+  say(`wrote ${relative(process.cwd(), md) || md}`)
+  return 0
+}
+
 async function main () {
+  if (RENDER !== undefined) return await render(RENDER)
   if (process.getuid?.() !== 0) { say('needs root (the lab: network namespaces, tc, cgroups)'); process.exit(2) }
   cfgDir = await mkdtemp(join(os.tmpdir(), 'bench-mesh-cfg-'))
   const onSignal = (sig) => {

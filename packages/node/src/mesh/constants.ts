@@ -10,10 +10,15 @@ export const ADVERT_TOPIC = 'grid/adverts/1'
 export const ADVERT_PROTOCOL = '/grid/advert/1.0.0'
 
 /**
- * Adverts are re-sent this often even when nothing changed. With ~1 KiB adverts this is
- * ~12 KiB per node per minute of payload; it bounds how stale a peer's slots/load can be.
+ * Adverts are re-sent this often even when nothing changed; it bounds how stale a peer's
+ * slots and load can be. An advert is ~470 bytes, but gossipsub forwards each one to every
+ * mesh peer: measured at rest (docs/benchmarks/mesh.md), all mesh traffic together was
+ * ~280 KiB/min per node with 4 nodes and ~1 MiB/min with 8.
  */
 export const HEARTBEAT_MS = 5_000
+
+/** Round-trip times are measured every this many heartbeats (each ping opens a stream). */
+export const PING_EVERY_BEATS = 3
 
 /**
  * A peer whose adverts stop for this long is dropped from the peer table: four missed
@@ -24,6 +29,13 @@ export const PEER_TIMEOUT_MS = 20_000
 /** Redial backoff for known peers and bootstrap addresses: 1 s doubling to 30 s. */
 export const REDIAL_MIN_MS = 1_000
 export const REDIAL_MAX_MS = 30_000
+
+/**
+ * A peer that left the table (adverts stopped) is still redialled, with backoff, for this long
+ * after it was last seen: a workstation that rebooted or lost its cable rejoins by itself even
+ * when nobody lists it as a bootstrap address.
+ */
+export const REJOIN_WINDOW_MS = 10 * 60_000
 
 /** A peer that failed the handshake (not a member) is retried this rarely. */
 export const NOT_MEMBER_RETRY_MS = 5 * 60_000

@@ -33,7 +33,7 @@ import {
 import { logger } from '../log.js'
 import {
   ADVERT_PROTOCOL, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
-  MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS
+  MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
 } from './constants.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
 
@@ -77,8 +77,10 @@ export class Mesh {
   private readonly bootstrapPeers = new Map<string, string>()
   private readonly discoveredAt = new Map<string, number>()
   private readonly dialing = new Set<string>()
-  private readonly seen = new Set<string>()
+  /** every member ever seen: when its last advert arrived, and the addresses it advertised */
+  private readonly seen = new Map<string, { last: number, addrs: Multiaddr[] }>()
   private seq = 0
+  private beats = 0
   private timers: NodeJS.Timeout[] = []
   private publishTimer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
@@ -135,8 +137,12 @@ export class Mesh {
     node.addEventListener('peer:discovery', evt => {
       const id = evt.detail.id.toString()
       if (id === this.peerId) return
-      if (!this.discoveredAt.has(id)) log.debug(`discovered ${id} at ${evt.detail.multiaddrs.map(String).join(', ')}`)
-      this.discoveredAt.set(id, this.discoveredAt.get(id) ?? Date.now())
+      if (!this.discoveredAt.has(id)) {
+        log.debug(`discovered ${id} at ${evt.detail.multiaddrs.map(String).join(', ')}`)
+        this.discoveredAt.set(id, Date.now())
+        // the smaller PeerId dials at once; the other waits DIAL_GRACE_MS in the redial loop
+        if (this.peerId < id) void this.tryDial(id, () => evt.detail.id)
+      }
     })
     node.addEventListener('connection:open', evt => { this.dedupe(evt.detail) })
     node.addEventListener('peer:connect', evt => {
@@ -261,11 +267,9 @@ export class Mesh {
     }
     if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
     this.peers.set(advert.peerId, { advert, lastSeen: Date.now(), rttMs: known?.rttMs })
-    this.seen.add(advert.peerId)
+    this.seen.set(advert.peerId, { last: Date.now(), addrs: parseAddrs(advert.addrs) })
     const node = this.node
     if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
-      const addrs = advert.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
-      void node.peerStore.merge(peerIdFromString(advert.peerId), { multiaddrs: addrs }).catch(() => {})
       this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
     }
   }
@@ -326,7 +330,7 @@ export class Mesh {
     }
     await this.publish()
     const node = this.node
-    if (node === undefined) return
+    if (node === undefined || this.beats++ % PING_EVERY_BEATS !== 0) return
     await Promise.all([...this.peers.keys()].map(async id => {
       const peer = peerIdFromString(id)
       if (node.getConnections(peer).length === 0) return
@@ -349,17 +353,21 @@ export class Mesh {
       if (id !== undefined && (id === this.peerId || node.getConnections(peerIdFromString(id)).length > 0)) continue
       jobs.push(this.tryDial(`bootstrap ${addr}`, () => multiaddr(addr), conn => { this.bootstrapPeers.set(addr, conn.remotePeer.toString()) }))
     }
-    for (const id of new Set([...this.peers.keys(), ...this.discoveredAt.keys()])) {
+    const recent = [...this.seen].filter(([, s]) => now - s.last < REJOIN_WINDOW_MS).map(([id]) => id)
+    for (const id of new Set([...this.peers.keys(), ...this.discoveredAt.keys(), ...recent])) {
       const peer = peerIdFromString(id)
       if (node.getConnections(peer).length > 0) continue
       const since = this.discoveredAt.get(id) ?? now
       if (this.peerId > id && now - since < DIAL_GRACE_MS) continue // the smaller id dials first
-      jobs.push(this.tryDial(id, () => peer))
+      // Dial the addresses it advertised (they carry /p2p/<id>) when we have them: they outlive
+      // libp2p's own address book, which forgets a peer that went away.
+      const addrs = this.seen.get(id)?.addrs ?? []
+      jobs.push(this.tryDial(id, () => addrs.length > 0 ? addrs : peer))
     }
     await Promise.all(jobs)
   }
 
-  private async tryDial (key: string, target: () => Multiaddr | PeerId, onConnect?: (conn: Connection) => void): Promise<void> {
+  private async tryDial (key: string, target: () => Multiaddr | Multiaddr[] | PeerId, onConnect?: (conn: Connection) => void): Promise<void> {
     const node = this.node
     if (node === undefined || this.dialing.has(key)) return
     const state = this.dials.get(key) ?? { failures: 0, nextAttempt: 0, notMember: false }
@@ -391,4 +399,8 @@ export class Mesh {
       this.dials.set(f.remotePeer, state)
     }
   }
+}
+
+function parseAddrs (addrs: string[]): Multiaddr[] {
+  return addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
 }
