@@ -357,10 +357,8 @@ async function prefillCacher (targets, serverDir) {
   const server = startBackground(tools.server, serverArgs(serverDir, `127.0.0.1:${port}`), join(tmp, 'prefill-server.log'))
   try {
     for (let k = 0; ; k++) {
-      const r = await run('sh', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { timeoutMs: 5000 }).catch(() => ({ code: 1 }))
-      // dash has no /dev/tcp: fall back to bash
-      const b = r.code === 0 ? r : await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { timeoutMs: 5000 })
-      if (b.code === 0) break
+      const r = await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { timeoutMs: 5000 })
+      if (r.code === 0) break
       if (k > 100) throw new Error(`${SERVER} did not listen on 127.0.0.1:${port}: ${readLog(join(tmp, 'prefill-server.log'))}`)
       await sleep(100)
     }
@@ -547,7 +545,9 @@ async function teardown () {
     say(`tearing down lab ${prefix}`)
     try { execFileSync(LAB, ['--prefix', prefix, 'down'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: baseEnv() }) } catch (err) { say(`down failed: ${err.message}`) }
   }
+  prefix = undefined
   if (tmp !== undefined) await rm(tmp, { recursive: true, force: true })
+  tmp = undefined
 }
 
 async function main () {

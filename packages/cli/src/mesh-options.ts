@@ -5,7 +5,7 @@
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
-import { checkMultiaddr, checkPercent, checkPolicy, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
+import { checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
 import type { GlobalOptions } from './options.js'
 
 export interface MeshFlags {
@@ -17,6 +17,7 @@ export interface MeshFlags {
   noMesh?: boolean
   trust?: string
   verify?: string
+  offload?: string
 }
 
 export async function nodeConfig (options: GlobalOptions): Promise<Readonly<NodeConfig>> {
@@ -34,6 +35,7 @@ export function meshOptions (config: Readonly<NodeConfig>, configPath: string, f
     swarmKeyFile: flags.swarmKey ?? config.swarmKey ?? (existsSync(defaultKey) ? defaultKey : undefined),
     policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote,
     trust: flags.trust !== undefined ? checkTrust(flags.trust, '--trust') : config.trust,
-    verifyPercent: flags.verify !== undefined ? checkPercent(flags.verify, '--verify') : config.verify
+    verifyPercent: flags.verify !== undefined ? checkPercent(flags.verify, '--verify') : config.verify,
+    offload: flags.offload !== undefined ? checkOffload(flags.offload, '--offload') : config.offload
   }
 }

@@ -16,6 +16,9 @@ import { LocalPool } from './worker/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
+import type { Offload, RemoteCompiler, Worker } from './remote/index.js'
+import type { GoToolchain } from './toolchain/index.js'
+import { join } from 'node:path'
 import type { BuildRecord } from './builds/index.js'
 import { detectGo, probeToolchain } from './toolchain/index.js'
 
@@ -44,6 +47,8 @@ export interface MeshOptions {
   trust: Trust
   /** share (0–100) of peer claims re-checked by a local compile instead of being fetched */
   verifyPercent: number
+  /** when to offer compiles to peers */
+  offload: Offload
 }
 
 export interface GridNodeInit {
@@ -77,10 +82,13 @@ export class GridNode {
   private _nodeId = ''
   private readonly startedAt = Date.now()
   private readonly stopRequested: { promise: Promise<void>, resolve: () => void }
-  private readonly counters = { hits: 0, peerHits: 0, misses: 0, puts: 0, compiles: 0, corrupt: 0, badFrames: 0 }
+  private readonly counters = { hits: 0, peerHits: 0, misses: 0, puts: 0, compiles: 0, remoteCompiles: 0, corrupt: 0, badFrames: 0 }
   private readonly meshOptions: MeshOptions | undefined
   private mesh: Mesh | undefined
   private peerCache: PeerCache | undefined
+  private remote: RemoteCompiler | undefined
+  private worker: Worker | undefined
+  private goToolchain: GoToolchain | undefined
   private meshStartedAt = 0
   private readonly cacheMax: number | undefined
   private trimming: Promise<void> | undefined
@@ -212,16 +220,43 @@ export class GridNode {
       this.peerCache = peerCache
     }
     // The toolchain probe compiles a canary (~30 ms): adverts go out without it, then with it.
-    void detectGo().then(probeToolchain).then(info => {
-      this.toolchains = [info]
+    void detectGo().then(async go => {
+      this.goToolchain = go
+      this.toolchains = [await probeToolchain(go)]
       mesh.schedulePublish()
-    }, (err: Error) => log.warn(`no Go toolchain to advertise: ${err.message}`))
+    }).catch((err: Error) => log.warn(`no Go toolchain to advertise: ${err.message}`))
+    const { RemoteCompiler, Worker } = await import('./remote/index.js')
+    if (libp2p !== undefined) {
+      this.worker = new Worker({
+        libp2p,
+        dir: join(this.cacheDir, 'worker'),
+        pool: this.pool,
+        toolchain: () => {
+          const go = this.goToolchain
+          const tc = this.toolchains[0]
+          if (go === undefined || tc === undefined) return undefined
+          return { compiler: tc.compiler, goroot: go.goroot, tool: join(go.goroot, 'pkg', 'tool', `${go.goos}_${go.goarch}`, 'compile') }
+        },
+        accepting: () => mesh.accepting()
+      })
+      await this.worker.start()
+      this.remote = new RemoteCompiler({
+        libp2p,
+        offload: options.offload,
+        peers: () => mesh.list().filter(p => p.connected).map(p => ({ peerId: p.peerId, advert: p.advert })),
+        isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
+        own: () => this.toolchains[0]
+      })
+    }
   }
 
   async stop (): Promise<void> {
     await this.meshStarting?.catch(() => {})
     await this.peerCache?.stop()
     this.peerCache = undefined
+    await this.worker?.stop()
+    this.worker = undefined
+    this.remote = undefined
     await this.mesh?.stop()
     this.mesh = undefined
     await this.server.stop()
@@ -249,6 +284,29 @@ export class GridNode {
         ? null
         : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, peers: this.mesh.list().length }
     }
+  }
+
+  /** Offers a compile to a peer when the policy says so; undefined means: compile locally. */
+  private async tryRemote (req: Extract<Request, { type: 'compile' }>, build: BuildRecord | undefined, signal: AbortSignal): Promise<Buffer | undefined> {
+    const remote = this.remote
+    if (remote === undefined || !remote.wants(this.pool.running >= this.pool.slots)) return undefined
+    const goroot = req.env.GOROOT ?? this.goToolchain?.goroot
+    if (goroot === undefined) return undefined
+    const r = await remote.compile({ args: req.args, cwd: req.cwd, env: req.env, importPath: req.importPath, goroot }, signal)
+    if (build !== undefined) {
+      const c = build.stats.compiles
+      if (r.ok) {
+        c.remote++
+        c.byPeer[r.peer] = (c.byPeer[r.peer] ?? 0) + 1
+        c.remoteTransferMs += Math.round(r.transferMs)
+        c.remoteCompileMs += Math.round(r.compileMs)
+      } else {
+        c.localReasons[r.reason] = (c.localReasons[r.reason] ?? 0) + 1
+      }
+    }
+    if (!r.ok) return undefined
+    this.counters.remoteCompiles++
+    return r.output
   }
 
   private countHit (build: BuildRecord, outputId: Uint8Array, size: number): void {
@@ -363,6 +421,8 @@ export class GridNode {
         const build = this.builds.get(req.build)
         if (build !== undefined) build.stats.compiles.running++
         try {
+          const remote = await this.tryRemote(req, build, ctx.signal)
+          if (remote !== undefined) return { type: 'compile-result', id, exitCode: 0, output: remote }
           const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal })
           this.counters.compiles++
           if (build !== undefined) {
@@ -379,7 +439,8 @@ export class GridNode {
         const record = this.builds.begin(req.command)
         ctx.onClose(() => this.builds.end(record.stats.build))
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
-        return { type: 'build-begun', id, build: record.stats.build }
+        const remoteSlots = this.remote?.wants(true) === true ? this.remote.capacity() : 0
+        return { type: 'build-begun', id, build: record.stats.build, parallelism: this.pool.slots + remoteSlots }
       }
       case 'build-progress':
       case 'build-end': {

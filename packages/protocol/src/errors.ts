@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   GRID_ERR_CONFIG: 'the config file is unreadable, not JSON, or has an unknown or mistyped key',
   GRID_ERR_MESH_START: 'the mesh could not start (for example the listen address is invalid or taken)',
   GRID_ERR_NOT_MEMBER: 'a peer failed the handshake: it does not hold this swarm key',
+  GRID_ERR_TASK_REFUSED: 'a worker refused a remote compile task (bad flag, path, size, toolchain or policy)',
   GRID_ERR_INTERNAL: 'a bug in grid: please report it with the log'
 } as const
 

@@ -48,6 +48,12 @@ export interface BuildStats {
     running: number
     /** Compiles that did not go through the node's pool, by reason. */
     fallbacks: Record<string, number>
+    /** Why compiles that could have gone to a peer ran locally, by reason. */
+    localReasons: Record<string, number>
+    /** Remote compiles per peer, and remote time split into transfer and compile (ms, summed). */
+    byPeer: Record<string, number>
+    remoteTransferMs: number
+    remoteCompileMs: number
   }
 }
 
@@ -62,7 +68,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
       hits: 0, localHits: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
-    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {} }
+    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0 }
   }
 }
 
@@ -86,7 +92,7 @@ export interface NodeStatus {
   buildsServed: number
   activeBuilds: number
   cache: CacheStats
-  counters: { hits: number, peerHits: number, misses: number, puts: number, compiles: number, corrupt: number, badFrames: number }
+  counters: { hits: number, peerHits: number, misses: number, puts: number, compiles: number, remoteCompiles: number, corrupt: number, badFrames: number }
   /** null when the node runs without a mesh */
   mesh: MeshStatus | null
 }
@@ -144,7 +150,7 @@ export type Reply =
   | Id & { type: 'cache-miss' }
   | Id & { type: 'cache-put-ok', diskPath: string }
   | Id & { type: 'status-result', status: NodeStatus }
-  | Id & { type: 'build-begun', build: string }
+  | Id & { type: 'build-begun', build: string, parallelism: number }
   | Id & { type: 'build-stats', stats: BuildStats }
   | Id & { type: 'cache-stats-result', stats: CacheStats }
   | Id & { type: 'cache-gc-result', result: GcResult }
@@ -198,7 +204,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-miss': {},
   'cache-put-ok': { diskPath: 'str' },
   'status-result': { status: 'map' },
-  'build-begun': { build: 'str' },
+  'build-begun': { build: 'str', parallelism: 'uint' },
   'build-stats': { stats: 'map' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },

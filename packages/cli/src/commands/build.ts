@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import { readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
 import { ENV, GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
@@ -86,6 +86,11 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   try {
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
+    // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
+    // throttles local work to its own slots. A -p of the user's own wins.
+    if (begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
+      argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
+    }
     const env = {
       ...process.env,
       [ENV.socket]: options.control,
@@ -138,7 +143,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
         wallMs,
         actions: ended.actions,
         cache: ended.cache,
-        compiles: { local: ended.compiles.local, remote: ended.compiles.remote, failed: ended.compiles.failed, fallbacks: ended.compiles.fallbacks },
+        compiles: ended.compiles,
         node: session.embedded === undefined ? 'daemon' : 'embedded',
         ...(nodeLost === undefined ? {} : { nodeLost })
       }))

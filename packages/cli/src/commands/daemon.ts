@@ -28,6 +28,8 @@ SIGINT or SIGTERM.
   --verify PERCENT          re-check this share of the entries peers offer by compiling locally
                             and comparing; a mismatch marks the producer untrusted (default 0)
   --cache-max SIZE          trim the cache, least recently used first, past SIZE (e.g. 20G)
+  --offload POLICY          never | busy | always: when this node's builds send compiles to
+                            idle peers (busy, default: while every local slot is taken)
   --no-mesh                 serve this machine only: no libp2p at all
 
 Peers whose adverts stop for ${PEER_TIMEOUT_MS / 1000} s are dropped; a peer that goes away is
@@ -36,7 +38,7 @@ redialled with backoff, bootstrap addresses for as long as the daemon runs.`
 export async function daemon (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('daemon', args, {
     slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool',
-    trust: 'string', verify: 'string', 'cache-max': 'string'
+    trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string'
   })
   if (positional.length > 0) throw usageError(`grid daemon takes no arguments, got ${positional.join(' ')}`)
   const config = await nodeConfig(options)
@@ -49,6 +51,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     ...(flags['accept-remote'] === undefined ? {} : { acceptRemote: flags['accept-remote'] }),
     ...(flags.trust === undefined ? {} : { trust: flags.trust }),
     ...(flags.verify === undefined ? {} : { verify: flags.verify }),
+    ...(flags.offload === undefined ? {} : { offload: flags.offload }),
     noMdns: flags['no-mdns'] === true,
     noMesh: flags['no-mesh'] === true
   })

@@ -30,6 +30,8 @@ export interface NodeConfig {
   verify: number
   /** trim the cache past this many bytes */
   cacheMax: number | undefined
+  /** when to offer compiles to peers: never, busy (all local slots taken), always */
+  offload: 'never' | 'busy' | 'always'
 }
 
 export const DEFAULT_LISTEN = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
@@ -77,6 +79,11 @@ export function checkTrust (value: unknown, where: string): 'mesh' | 'self' {
   return value
 }
 
+export function checkOffload (value: unknown, where: string): 'never' | 'busy' | 'always' {
+  if (value !== 'never' && value !== 'busy' && value !== 'always') throw new GridError('GRID_ERR_CONFIG', `${where}: offload must be never, busy or always, got ${JSON.stringify(value)}`)
+  return value
+}
+
 export function checkPercent (value: unknown, where: string): number {
   const n = typeof value === 'string' ? Number(value.replace(/%$/, '')) : value
   if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 100) throw new GridError('GRID_ERR_CONFIG', `${where}: verify must be a percentage 0–100, got ${JSON.stringify(value)}`)
@@ -93,7 +100,7 @@ export function checkPolicy (value: unknown, where: string): Policy {
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
 export async function loadConfig (path: string, options: { explicit?: boolean } = {}): Promise<Readonly<NodeConfig>> {
   const config: NodeConfig = {
-    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined
+    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined, offload: 'busy'
   }
   let text: string | undefined
   try {
@@ -135,8 +142,11 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
           if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"cacheMax" must be a size like "20G" or a number of bytes')
           config.cacheMax = typeof value === 'string' ? parseSize(value) : value as number
           break
+        case 'offload':
+          config.offload = checkOffload(value, path)
+          break
         default:
-          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax)`)
+          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload)`)
       }
     }
   }

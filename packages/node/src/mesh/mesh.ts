@@ -215,10 +215,16 @@ export class Mesh {
     }) as unknown as Libp2p<Services>
   }
 
+  /** Whether this node takes remote work now: its policy, and for `idle` its load. */
+  accepting (): boolean {
+    const policy = this.init.policy
+    return policy === 'always' || (policy === 'idle' && this.init.local().load < IDLE_LOAD_PER_CORE)
+  }
+
   private advert (): Advert {
     const local = this.init.local()
     const policy = this.init.policy
-    const accepting = policy === 'always' || (policy === 'idle' && local.load < IDLE_LOAD_PER_CORE)
+    const accepting = this.accepting()
     return {
       v: ADVERT_VERSION,
       peerId: this.peerId,

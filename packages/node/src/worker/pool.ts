@@ -5,6 +5,7 @@
  * merged in arrival order (cmd/go merges them too). A job whose signal aborts is killed.
  */
 import { spawn } from 'node:child_process'
+import { setPriority } from 'node:os'
 import { isAbsolute } from 'node:path'
 import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
 import { logger } from '../log.js'
@@ -17,6 +18,8 @@ export interface CompileJob {
   args: string[]
   cwd: string
   env: Record<string, string>
+  /** run at this nice level (remote work runs below the workstation's own) */
+  nice?: number
 }
 
 export interface CompileOutcome {
@@ -112,6 +115,9 @@ export class LocalPool {
         env: { ...this.base, ...job.env, PWD: job.cwd },
         stdio: ['ignore', 'pipe', 'pipe']
       })
+      if (job.nice !== undefined && child.pid !== undefined) {
+        try { setPriority(child.pid, job.nice) } catch {}
+      }
       const chunks: Buffer[] = []
       let bytes = 0
       const collect = (chunk: Buffer): void => {

@@ -1,0 +1,26 @@
+/** Remote compile protocol name, limits and deadlines. */
+
+export const COMPILE_PROTOCOL = '/grid/compile/1.0.0'
+
+/** A message on the compile stream: the biggest is a result with a package archive (std's biggest ~13 MB; cmd's ~40 MB). */
+export const MAX_COMPILE_MESSAGE_BYTES = 96 * 1024 * 1024
+
+/** Blobs sent per message while answering a worker's `need`. */
+export const BLOB_BATCH_BYTES = 4 * 1024 * 1024
+
+/**
+ * Deadline of a remote compile: a base for the round trips and transfers plus a generous
+ * multiple of a slow compile (cmd/compile/internal/ssa takes ~10 s on a fast core). Past it the
+ * compile runs locally: cmd/go itself never times out, so grid must.
+ */
+export const REMOTE_BASE_MS = 30_000
+export const REMOTE_PER_INPUT_MB_MS = 2_000
+
+/** Worker-side: how long a task may run before it is killed. */
+export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
+
+/** Worker process priority for remote tasks: below the workstation owner's own work. */
+export const WORKER_NICE = 10
+
+/** A worker's refusal when its slots are full: the requester tries another peer, no penalty. */
+export const BUSY = 'all compile slots are busy'

@@ -1,0 +1,5 @@
+export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type RemoteOutcome } from './remote.js'
+export { Worker } from './worker.js'
+export { parseCompileArgs, relocatedTrimpath } from './parse.js'
+export { exportDataOnly } from './archive.js'
+export { COMPILE_PROTOCOL } from './constants.js'

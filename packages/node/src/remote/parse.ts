@@ -1,0 +1,85 @@
+/**
+ * Reads a compile invocation from cmd/go into the pieces of a task. Only flags on the task
+ * allow-lists (packages/protocol/src/task.ts) are understood; anything else keeps the compile
+ * local, with the flag named as the reason.
+ */
+import { isAbsolute, resolve } from 'node:path'
+import { TASK_BOOL_FLAGS, TASK_INPUT_FLAGS, TASK_VALUE_FLAGS } from '@grid/protocol'
+
+export interface ParsedCompile {
+  flags: string[]
+  trimpath: string
+  inputFlags: Record<string, string>
+  sources: string[]
+  out: string
+  asmhdr: string | undefined
+  importPath: string
+}
+
+const BOOL = new Set<string>(TASK_BOOL_FLAGS)
+const VALUE = new Set<string>(TASK_VALUE_FLAGS)
+const INPUT = new Set<string>(TASK_INPUT_FLAGS)
+
+export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | { unsupported: string } {
+  const flags: string[] = []
+  const inputFlags: Record<string, string> = {}
+  const sources: string[] = []
+  let trimpath = ''
+  let out: string | undefined
+  let asmhdr: string | undefined
+  let importPath = ''
+  const abs = (p: string): string => (isAbsolute(p) ? resolve(p) : resolve(cwd, p))
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    if (!arg.startsWith('-')) {
+      if (!arg.endsWith('.go')) return { unsupported: `argument ${arg}` }
+      sources.push(abs(arg))
+      continue
+    }
+    const norm = arg.startsWith('--') ? arg.slice(1) : arg
+    const eq = norm.indexOf('=')
+    const name = eq < 0 ? norm : norm.slice(0, eq)
+    if (BOOL.has(name) && eq < 0) { flags.push(name); continue }
+    const takesValue = VALUE.has(name) || INPUT.has(name) || name === '-o' || name === '-trimpath' || name === '-asmhdr'
+    if (!takesValue) return { unsupported: `flag ${name}` }
+    const value = eq < 0 ? args[++i] : norm.slice(eq + 1)
+    if (value === undefined) return { unsupported: `flag ${name} without a value` }
+    if (name === '-o') out = abs(value)
+    else if (name === '-asmhdr') asmhdr = abs(value)
+    else if (name === '-trimpath') trimpath = value
+    else if (INPUT.has(name)) inputFlags[name] = abs(value)
+    else {
+      if (name === '-p') importPath = value
+      flags.push(`${name}=${value}`)
+    }
+  }
+  if (out === undefined) return { unsupported: 'no -o' }
+  if (sources.length === 0) return { unsupported: 'no Go files' }
+  return { flags, trimpath, inputFlags, sources, out, asmhdr, importPath }
+}
+
+/**
+ * The relocation recipe (after DESIGN §3, reordered for -trimpath builds). `-trimpath` rules
+ * are tried in order, the first match wins, on whole path elements; a path no rule matches that
+ * lies under the compiler's GOROOT becomes `$GOROOT/…`. The worker has every input at
+ * S+<requester path>, and some paths (cgo's `//line` directives) still name requester paths.
+ * The rules, in order, make every path come out as the requester's compile would write it:
+ *   S+Xi=>Ri          sandboxed paths cmd/go has a rule for
+ *   Xi=>Ri            requester paths cmd/go has a rule for (//line)
+ *   S+G=>$GOROOT      sandboxed paths under the requester's GOROOT G (the default rewrite)
+ *   G=>$GOROOT        requester paths under G
+ *   S+D=>D            every other input directory D: back to the requester's path
+ * The order matters: with G=>$GOROOT before Xi=>Ri, cgo's //line paths in std (runtime/cgo)
+ * came out as $GOROOT/src/runtime/cgo/… instead of runtime/cgo/… (test/unit/remote.test.ts).
+ */
+export function relocatedTrimpath (sandbox: string, original: string, inputDirs: string[], requesterGoroot: string): string {
+  const rules = original === '' ? [] : original.split(';')
+  const dirs = [...new Set(inputDirs)].map(d => `${sandbox}${d}=>${d}`)
+  return [
+    ...rules.map(r => sandbox + r),
+    ...rules,
+    `${sandbox}${requesterGoroot}=>$GOROOT`,
+    `${requesterGoroot}=>$GOROOT`,
+    ...dirs
+  ].join(';')
+}

@@ -1,0 +1,71 @@
+/**
+ * Requester side: turns a compile from cmd/go into a CompileTask plus the bytes of every input,
+ * keyed by sha256. Dependencies travel as export data only. Embedded files and the embedcfg,
+ * the importcfg, symabis and PGO profile travel as inputs; nothing else does.
+ */
+import { createHash } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { OUTPUT_ENV, TASK_VERSION, type CompileTask, type TaskFile } from '@grid/protocol'
+import { exportDataOnly } from './archive.js'
+import type { ParsedCompile } from './parse.js'
+
+export interface PreparedTask {
+  task: CompileTask
+  blobs: Map<string, Buffer>
+  out: string
+  asmhdr: string | undefined
+  inputBytes: number
+}
+
+export async function buildTask (parsed: ParsedCompile, env: Record<string, string>, compiler: string, goroot: string): Promise<PreparedTask | { unsupported: string }> {
+  const blobs = new Map<string, Buffer>()
+  const files = new Map<string, TaskFile>()
+  const add = (path: string, bytes: Buffer): void => {
+    const sha256 = createHash('sha256').update(bytes).digest('hex')
+    blobs.set(sha256, bytes)
+    files.set(path, { path, sha256, size: bytes.length })
+  }
+  for (const src of parsed.sources) add(src, await readFile(src))
+  for (const [flag, path] of Object.entries(parsed.inputFlags)) {
+    const bytes = await readFile(path)
+    add(path, bytes)
+    if (flag === '-importcfg') {
+      for (const line of bytes.toString('utf8').split('\n')) {
+        const m = /^packagefile [^=]+=(.+)$/.exec(line.trim())
+        if (m === null) continue
+        const dep = m[1] as string
+        const data = exportDataOnly(await readFile(dep))
+        if (data === undefined) return { unsupported: `dependency ${dep} is not a Go archive` }
+        add(dep, data)
+      }
+    }
+    if (flag === '-embedcfg') {
+      const cfg = JSON.parse(bytes.toString('utf8')) as { Files?: Record<string, string> }
+      for (const file of Object.values(cfg.Files ?? {})) add(file, await readFile(file))
+    }
+  }
+  const taskEnv: Record<string, string> = {}
+  for (const k of OUTPUT_ENV) if (k !== 'GOROOT' && env[k] !== undefined) taskEnv[k] = env[k] as string
+  let inputBytes = 0
+  for (const f of files.values()) inputBytes += f.size
+  const task: CompileTask = {
+    v: TASK_VERSION,
+    compiler,
+    goroot,
+    env: taskEnv,
+    flags: parsed.flags,
+    trimpath: parsed.trimpath,
+    inputFlags: parsed.inputFlags,
+    sources: parsed.sources,
+    files: [...files.values()],
+    asmhdr: parsed.asmhdr !== undefined,
+    importPath: parsed.importPath
+  }
+  return { task, blobs, out: parsed.out, asmhdr: parsed.asmhdr, inputBytes }
+}
+
+/** Directories of every input: each gets a sandbox => requester rule in the relocation recipe. */
+export function inputDirs (task: CompileTask): string[] {
+  return [...new Set(task.files.map(f => dirname(f.path)))]
+}

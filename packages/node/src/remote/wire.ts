@@ -1,0 +1,34 @@
+/** Messages of the compile stream, length-prefixed msgpack; checked before use. */
+import { Packr } from 'msgpackr'
+import { GridError } from '@grid/protocol'
+
+export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
+
+export type CompileMessage =
+  | { type: 'offer', task: unknown }
+  | { type: 'need', hashes: string[] }
+  | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array }> }
+  | { type: 'done' }
+  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number }
+  | { type: 'fail', code: string, message: string }
+
+export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileMessage {
+  let m: Record<string, unknown>
+  try { m = packr.unpack(bytes) as Record<string, unknown> } catch (err) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `undecodable compile message from ${from}`, { cause: err })
+  }
+  const bad = (): GridError => new GridError('GRID_ERR_MESSAGE_INVALID', `malformed ${String(m?.type)} compile message from ${from}`)
+  if (m === null || typeof m !== 'object') throw bad()
+  switch (m.type) {
+    case 'offer': return m as CompileMessage
+    case 'need': if (Array.isArray(m.hashes) && m.hashes.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return m as CompileMessage; throw bad()
+    case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array)) return m as CompileMessage; throw bad()
+    case 'done': return m as CompileMessage
+    case 'result':
+      if (Number.isSafeInteger(m.exitCode) && m.output instanceof Uint8Array && (m.archive === null || m.archive instanceof Uint8Array) &&
+        (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && typeof m.compileMs === 'number') return m as CompileMessage
+      throw bad()
+    case 'fail': if (typeof m.code === 'string' && typeof m.message === 'string') return m as CompileMessage; throw bad()
+    default: throw bad()
+  }
+}
