@@ -373,7 +373,8 @@ export class GridNode {
       rttMs: p.rttMs ?? null,
       lastSeen: p.lastSeen,
       advert: p.advert as unknown as Record<string, unknown>,
-      untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null
+      untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
+      remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 }
     }))
   }
 

@@ -121,6 +121,8 @@ export interface PeerInfo {
   advert: Record<string, unknown>
   /** why this node no longer accepts the peer's cache entries, or null */
   untrusted: string | null
+  /** remote compiles this node sent it: done, failed (a failed peer is avoided for a while) */
+  remote: { ok: number, failed: number }
 }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }

@@ -22,3 +22,17 @@ export function exportDataOnly (archive: Buffer): Buffer | undefined {
   }
   return undefined
 }
+
+/** A compile output must at least be an archive with export data and a Go object. */
+export function isGoArchive (archive: Buffer): boolean {
+  if (archive.length < MAGIC.length || archive.toString('latin1', 0, MAGIC.length) !== MAGIC) return false
+  let off = MAGIC.length
+  const names: string[] = []
+  while (off + HEADER <= archive.length) {
+    const size = Number(archive.toString('latin1', off + 48, off + 58).trim())
+    if (!Number.isSafeInteger(size) || size < 0 || off + HEADER + size > archive.length) return false
+    names.push(archive.toString('latin1', off, off + 16).trimEnd())
+    off += HEADER + size + (size % 2)
+  }
+  return off === archive.length && names[0] === '__.PKGDEF' && names.includes('_go_.o')
+}

@@ -17,6 +17,7 @@ import { GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
+import { isGoArchive } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
@@ -94,7 +95,8 @@ export class RemoteCompiler {
         // print them exactly as plain go build would.
         return { ok: false, reason: 'remote-diagnostics' }
       }
-      if (result.archive === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no archive`)
+      if (result.archive === null || !isGoArchive(Buffer.from(result.archive))) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned something that is not a Go package archive`)
+      if (signal.aborted) throw new GridError('GRID_ERR_CANCELLED', 'the requester went away')
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
       await writeFile(prepared.out, result.archive)
       if (prepared.asmhdr !== undefined && result.asmhdr !== null) await writeFile(prepared.asmhdr, result.asmhdr)

@@ -20,6 +20,7 @@ import { inputDirs } from './task-builder.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
 const log = logger('grid:worker')
+const FAULT = process.env.GRID_TEST_FAULT ?? ''
 
 export interface WorkerInit {
   libp2p: Libp2p
@@ -73,6 +74,9 @@ export class Worker {
       sandbox = join(this.init.dir, 'tasks', `t-${randomBytes(6).toString('hex')}`)
       const result = await this.run(task, sandbox, signal)
       this.stats.ran++
+      // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
+      if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
+      if (FAULT === 'worker-garbage' && result.type === 'result' && result.archive !== null) result.archive = randomBytes(result.archive.length)
       await send(result)
       await stream.close()
     } catch (err) {

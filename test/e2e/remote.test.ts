@@ -1,0 +1,96 @@
+// Compiles on peers: three daemons on loopback, byte-identical output, and peers that die,
+// hang or lie costing time, never correctness.
+import assert from 'node:assert/strict'
+import { cp, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+
+const STDHTTP = join(FIXTURES, 'stdhttp')
+type Ctx = Parameters<typeof world>[0]
+
+async function addrOf (w: World): Promise<string> {
+  return (await status(w)).mesh.addrs[0]
+}
+
+/** A requester that sends every compile it can to its peers, and workers that take work. */
+async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}]): Promise<{ r: World, workers: Array<{ w: World, d: Daemon }> }> {
+  const workers = []
+  for (const env of workerEnv) {
+    const w = await world(t)
+    const d = await startDaemon(t, w, ['--accept-remote', 'always', '--slots', '2'], env)
+    workers.push({ w, d })
+  }
+  const r = await world(t)
+  const bootstrap = (await Promise.all(workers.map(async ({ w }) => await addrOf(w)))).flatMap(a => ['--bootstrap', a])
+  // --trust self: the workers' caches must not answer for them; this is about compiles.
+  await startDaemon(t, r, ['--offload', 'always', '--trust', 'self', ...bootstrap])
+  await waitFor(async () => {
+    const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ connected: boolean, advert: { toolchains: unknown[] } }>
+    return peers.filter(p => p.connected && p.advert.toolchains.length > 0).length === workers.length
+  }, 20_000, () => 'the requester to see its workers with their toolchains')
+  return { r, workers }
+}
+
+describe('remote compiles', () => {
+  it('3 daemons: ≥ 30 % of compiles run on peers and the binaries are byte-identical to go build -trimpath', async (t) => {
+    const { r } = await cluster(t)
+    for (const [name, cwd, pkgs] of [['stdhttp', STDHTTP, '.'], ['gomod', GOMOD, './...']] as const) {
+      const ref = join(r.dir, `ref-${name}`)
+      const out = join(r.dir, `out-${name}`)
+      const plain = await goBuild(t, ['-o', ref + '/', pkgs], cwd)
+      assert.equal(plain.code, 0, plain.stderr)
+      const res = await grid(r, ['--json', 'build', '-o', out + '/', pkgs], { cwd })
+      assert.equal(res.code, 0, res.stderr)
+      const c = summary(res).compiles
+      const share = c.remote / (c.remote + c.local)
+      t.diagnostic(`${name}: ${c.remote} remote, ${c.local} local (${JSON.stringify(c.localReasons)}); transfer ${c.remoteTransferMs} ms, compile ${c.remoteCompileMs} ms`)
+      if (name === 'stdhttp') assert.ok(share >= 0.3, `${name}: ${c.remote} of ${c.remote + c.local} compiles ran on peers`)
+      await sameFiles(out, ref)
+    }
+  })
+
+  it('a peer killed in the middle of a build, 10 times: every build completes with identical output', async (t) => {
+    const { r, workers } = await cluster(t)
+    const victim = workers[0] as { w: World, d: Daemon }
+    const mod = join(await tempDir(t), 'mod')
+    await cp(GOMOD, mod, { recursive: true })
+    // warm the standard library on both sides, so each round compiles only the module
+    assert.equal((await grid(r, ['build', './...'], { cwd: mod })).code, 0)
+    for (let round = 1; round <= 10; round++) {
+      // change a package most of the module imports: several compiles per round
+      const file = join(mod, 'set', 'round.go')
+      await writeFile(file, `package set\n\n// Round is rewritten by the test.\nconst Round = ${round}\n`)
+      const ref = join(r.dir, `ref-${round}`)
+      const out = join(r.dir, `out-${round}`)
+      assert.equal((await goBuild(t, ['-o', ref + '/', './...'], mod)).code, 0)
+      const building = grid(r, ['--json', 'build', '-o', out + '/', './...'], { cwd: mod })
+      await new Promise(resolve => setTimeout(resolve, 150 + (round * 97) % 600))
+      await victim.d.kill('SIGKILL')
+      const res = await building
+      assert.equal(res.code, 0, `round ${round}: ${res.stderr}`)
+      await sameFiles(out, ref)
+      victim.d = await startDaemon(t, victim.w, ['--accept-remote', 'always', '--slots', '2'])
+    }
+    void readFile
+  })
+
+  it('a peer that hangs and one that returns garbage: the build completes and both are scored down', async (t) => {
+    const { r, workers } = await cluster(t, [{ GRID_TEST_FAULT: 'worker-hang' }, { GRID_TEST_FAULT: 'worker-garbage' }])
+    const ref = join(r.dir, 'ref')
+    const out = join(r.dir, 'out')
+    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(res.code, 0, res.stderr)
+    const c = summary(res).compiles
+    t.diagnostic(`remote ${c.remote}, local ${c.local}, reasons ${JSON.stringify(c.localReasons)}`)
+    assert.ok((c.localReasons['peer-error'] ?? 0) >= 2, 'both bad peers failed at least once')
+    await sameFiles(out, ref)
+    const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ peerId: string, remote: { ok: number, failed: number } }>
+    for (const { w } of workers) {
+      const id = (await status(w)).nodeId
+      const p = peers.find(x => x.peerId === id)
+      assert.ok(p !== undefined && p.remote.failed >= 1 && p.remote.ok === 0, `${id} scored down: ${JSON.stringify(p?.remote)}`)
+    }
+  })
+})

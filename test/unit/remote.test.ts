@@ -1,0 +1,89 @@
+// Remote compile tasks: what a worker refuses, the relocation recipe, export-data stripping.
+import assert from 'node:assert/strict'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
+import { exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
+
+const h = 'ab'.repeat(32)
+function task (change: Partial<CompileTask> = {}): Record<string, unknown> {
+  return {
+    v: TASK_VERSION,
+    compiler: 'compile version go1.26.8',
+    goroot: '/usr/local/go',
+    env: { GOOS: 'linux', GOARCH: 'amd64' },
+    flags: ['-p=example.com/m', '-lang=go1.24', '-complete', '-pack'],
+    trimpath: '/src/m=>example.com/m',
+    inputFlags: { '-importcfg': '/tmp/w/b001/importcfg' },
+    sources: ['/src/m/a.go'],
+    files: [{ path: '/src/m/a.go', sha256: h, size: 10 }, { path: '/tmp/w/b001/importcfg', sha256: h, size: 10 }],
+    asmhdr: false,
+    importPath: 'example.com/m',
+    ...change
+  }
+}
+
+describe('remote tasks', () => {
+  it('accepts a well-formed task', () => {
+    assert.equal(validateTask(task()).importPath, 'example.com/m')
+  })
+
+  it('refuses escaping or relative paths, unknown flags, oversized inputs and bad env, naming the problem', () => {
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['.. in a path', { files: [{ path: '/src/m/../../etc/passwd', sha256: h, size: 1 }], sources: ['/src/m/../../etc/passwd'] }, /clean absolute path/],
+      ['relative path', { files: [{ path: 'src/a.go', sha256: h, size: 1 }], sources: ['src/a.go'] }, /clean absolute path/],
+      ['unknown flag', { flags: ['-cpuprofile=/tmp/x'] }, /flag "-cpuprofile=\/tmp\/x" is not allowed/],
+      ['flag with a path value', { flags: ['-o=/etc/x'] }, /is not allowed/],
+      ['oversized input', { files: [{ path: '/src/m/a.go', sha256: h, size: 1e9 }] }, /size of \/src\/m\/a\.go/],
+      ['too many bytes in all', { files: Array.from({ length: 5 }, (_, i) => ({ path: `/src/m/f${i}.go`, sha256: h, size: 60 * 2 ** 20 })), sources: ['/src/m/f0.go'] }, /inputs total/],
+      ['env outside the list', { env: { LD_PRELOAD: '/x.so' } }, /LD_PRELOAD is not allowed/],
+      ['GOROOT in env', { env: { GOROOT: '/evil' } }, /GOROOT is not allowed/],
+      ['source not carried', { sources: ['/src/m/b.go'] }, /sources must be/],
+      ['input flag not carried', { inputFlags: { '-importcfg': '/elsewhere' } }, /does not carry/],
+      ['unknown input flag', { inputFlags: { '-o': '/src/m/a.go' } }, /input flag -o is not allowed/],
+      ['bad hash', { files: [{ path: '/src/m/a.go', sha256: 'zz', size: 1 }] }, /hash of/]
+    ]
+    for (const [what, change, message] of cases) {
+      assert.throws(() => validateTask(task(change as Partial<CompileTask>), 'peerX'),
+        (err: unknown) => errorCode(err) === 'GRID_ERR_TASK_REFUSED' && message.test((err as Error).message), what)
+    }
+  })
+
+  it('parses cmd/go compile arguments, keeping unknown flags local', () => {
+    const p = parseCompileArgs(['-o', '/w/b1/_pkg_.a', '-trimpath', '/m=>x;/w/b1=>', '-p', 'x', '-lang=go1.24', '-complete', '-importcfg', '/w/b1/importcfg', '-pack', './a.go'], '/m')
+    assert.ok(!('unsupported' in p))
+    assert.deepEqual(p.sources, ['/m/a.go'])
+    assert.deepEqual(p.flags, ['-p=x', '-lang=go1.24', '-complete', '-pack'])
+    assert.deepEqual(p.inputFlags, { '-importcfg': '/w/b1/importcfg' })
+    assert.equal(p.trimpath, '/m=>x;/w/b1=>')
+    assert.deepEqual(parseCompileArgs(['-o', '/x.a', '-json=0,file:///tmp', 'a.go'], '/m'), { unsupported: 'flag -json' })
+  })
+
+  it('builds the relocation rules in the order that keeps -trimpath outputs identical', () => {
+    assert.equal(
+      relocatedTrimpath('/S', '/usr/local/go/src/runtime/cgo=>runtime/cgo;/tmp/w/b003=>', ['/usr/local/go/src/runtime/cgo', '/tmp/w/b003', '/tmp/w/b004'], '/usr/local/go'),
+      '/S/usr/local/go/src/runtime/cgo=>runtime/cgo;/S/tmp/w/b003=>;' +
+      '/usr/local/go/src/runtime/cgo=>runtime/cgo;/tmp/w/b003=>;' +
+      '/S/usr/local/go=>$GOROOT;/usr/local/go=>$GOROOT;' +
+      '/S/usr/local/go/src/runtime/cgo=>/usr/local/go/src/runtime/cgo;/S/tmp/w/b003=>/tmp/w/b003;/S/tmp/w/b004=>/tmp/w/b004')
+  })
+
+  it('strips a package archive to its export data', async (t) => {
+    const { execFile } = await import('node:child_process')
+    const dir = await mkdtemp(join(tmpdir(), 'arch-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const out = join(dir, 'fmt.a')
+    await new Promise<void>((resolve, reject) => execFile('go', ['build', '-trimpath', '-o', out, 'errors'], { env: { ...process.env, GOFLAGS: '' } }, err => err === null ? resolve() : reject(err)))
+    const { readFile } = await import('node:fs/promises')
+    const full = await readFile(out)
+    const stripped = exportDataOnly(full)
+    assert.ok(stripped !== undefined)
+    assert.ok(stripped.length < full.length)
+    assert.ok(stripped.toString('latin1').startsWith('!<arch>\n__.PKGDEF'))
+    assert.ok(!stripped.toString('latin1').includes('_go_.o'))
+    assert.equal(exportDataOnly(Buffer.from('not an archive')), undefined)
+    void readdir
+  })
+})
