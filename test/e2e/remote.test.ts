@@ -1,7 +1,7 @@
 // Compiles on peers: three daemons on loopback, byte-identical output, and peers that die,
 // hang or lie costing time, never correctness.
 import assert from 'node:assert/strict'
-import { cp, readFile, writeFile } from 'node:fs/promises'
+import { cp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
@@ -72,7 +72,6 @@ describe('remote compiles', () => {
       await sameFiles(out, ref)
       victim.d = await startDaemon(t, victim.w, ['--accept-remote', 'always', '--slots', '2'])
     }
-    void readFile
   })
 
   it('a peer that hangs and one that returns garbage: the build completes and both are scored down', async (t) => {

@@ -1,6 +1,6 @@
 // Remote compile tasks: what a worker refuses, the relocation recipe, export-data stripping.
 import assert from 'node:assert/strict'
-import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -76,7 +76,6 @@ describe('remote tasks', () => {
     t.after(async () => { await rm(dir, { recursive: true, force: true }) })
     const out = join(dir, 'fmt.a')
     await new Promise<void>((resolve, reject) => execFile('go', ['build', '-trimpath', '-o', out, 'errors'], { env: { ...process.env, GOFLAGS: '' } }, err => err === null ? resolve() : reject(err)))
-    const { readFile } = await import('node:fs/promises')
     const full = await readFile(out)
     const stripped = exportDataOnly(full)
     assert.ok(stripped !== undefined)
@@ -84,6 +83,5 @@ describe('remote tasks', () => {
     assert.ok(stripped.toString('latin1').startsWith('!<arch>\n__.PKGDEF'))
     assert.ok(!stripped.toString('latin1').includes('_go_.o'))
     assert.equal(exportDataOnly(Buffer.from('not an archive')), undefined)
-    void readdir
   })
 })
