@@ -192,6 +192,7 @@ export class GridNode {
       mdns: options.mdns,
       swarmKey,
       policy: options.policy,
+      peersFile: join(this.cacheDir, 'peers.json'),
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },

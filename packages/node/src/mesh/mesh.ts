@@ -15,6 +15,7 @@
  *  - A peer that goes away is redialled with backoff until it leaves the table; bootstrap
  *    addresses are redialled for as long as the node runs.
  */
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
@@ -49,6 +50,8 @@ export interface MeshInit {
   policy: Policy
   /** What this node can offer right now: read at every advert. */
   local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
+  /** Where the members this node has seen are remembered across restarts (JSON). */
+  peersFile?: string
 }
 
 export interface PeerView {
@@ -81,6 +84,8 @@ export class Mesh {
   private readonly seen = new Map<string, { last: number, addrs: Multiaddr[] }>()
   private seq = 0
   private beats = 0
+  private seenChanged = false
+  private saveTimer: NodeJS.Timeout | undefined
   private timers: NodeJS.Timeout[] = []
   private publishTimer: NodeJS.Timeout | undefined
   private readonly stopping = new AbortController()
@@ -114,6 +119,7 @@ export class Mesh {
   }
 
   async start (): Promise<void> {
+    await this.loadKnownPeers()
     try {
       this.node = await this.create(this.init.listen)
       await this.node.start()
@@ -165,6 +171,7 @@ export class Mesh {
     this.stopping.abort()
     for (const t of this.timers) clearInterval(t)
     clearTimeout(this.publishTimer)
+    clearTimeout(this.saveTimer)
     await this.node?.stop()
     this.node = undefined
   }
@@ -273,7 +280,16 @@ export class Mesh {
     }
     if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
     this.peers.set(advert.peerId, { advert, lastSeen: Date.now(), rttMs: known?.rttMs })
+    const before = this.seen.get(advert.peerId)
     this.seen.set(advert.peerId, { last: Date.now(), addrs: parseAddrs(advert.addrs) })
+    if (before === undefined || before.addrs.join() !== advert.addrs.join()) {
+      // a new member or new addresses: remember them soon (a crash must not forget them)
+      this.seenChanged = true
+      if (this.saveTimer === undefined) {
+        this.saveTimer = setTimeout(() => { this.saveTimer = undefined; void this.saveKnownPeers() }, 500)
+        this.saveTimer.unref()
+      }
+    }
     const node = this.node
     if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
       this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
@@ -335,6 +351,7 @@ export class Mesh {
       }
     }
     await this.publish()
+    await this.saveKnownPeers()
     const node = this.node
     if (node === undefined || this.beats++ % PING_EVERY_BEATS !== 0) return
     await Promise.all([...this.peers.keys()].map(async id => {
@@ -393,6 +410,31 @@ export class Mesh {
     } finally {
       this.dialing.delete(key)
     }
+  }
+
+  /**
+   * Members seen before a restart are redialled at their last addresses for REJOIN_WINDOW_MS
+   * after this start: a workstation that rebooted finds its mesh again by itself.
+   */
+  private async loadKnownPeers (): Promise<void> {
+    if (this.init.peersFile === undefined) return
+    try {
+      const saved = JSON.parse(await readFile(this.init.peersFile, 'utf8')) as Record<string, unknown>
+      for (const [id, addrs] of Object.entries(saved)) {
+        if (!Array.isArray(addrs) || !addrs.every(a => typeof a === 'string')) continue
+        try { peerIdFromString(id) } catch { continue }
+        this.seen.set(id, { last: Date.now(), addrs: parseAddrs(addrs.slice(0, 16)) })
+      }
+    } catch {}
+  }
+
+  private async saveKnownPeers (): Promise<void> {
+    if (this.init.peersFile === undefined || !this.seenChanged) return
+    this.seenChanged = false
+    const out: Record<string, string[]> = {}
+    for (const [id, s] of this.seen) out[id] = s.addrs.map(String)
+    const tmp = `${this.init.peersFile}.${process.pid}.tmp`
+    await writeFile(tmp, JSON.stringify(out)).then(async () => { await rename(tmp, this.init.peersFile as string) }).catch(() => {})
   }
 
   private onHandshakeFailure (f: HandshakeFailure): void {
