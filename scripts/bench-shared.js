@@ -41,7 +41,7 @@
  * stderr. Node builtins only.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
@@ -122,6 +122,7 @@ const loadavg = () => os.loadavg().map(x => Math.round(x * 100) / 100)
 let prefix
 let tmp
 let cfgDir
+let aborted = false
 const children = new Set()
 
 /** The environment of everything this script starts: no one's grid config, no GOCACHEPROG. */
@@ -195,8 +196,16 @@ async function netCounters (i) {
   return { rxBytes, txBytes, rxPackets, txPackets }
 }
 
+/** The host's CFS throttling counters (cgroup-v1 cpu.stat): periods, throttled periods, throttled time. */
+function cgroupThrottle (i) {
+  try {
+    const st = Object.fromEntries(readFileSync(`${CG_CPU}/${prefix}-h${i}/cpu.stat`, 'utf8').trim().split('\n').map(l => { const [k, v] = l.split(' '); return [k, Number(v)] }))
+    return { periods: st.nr_periods ?? null, throttled: st.nr_throttled ?? null, throttledS: st.throttled_time === undefined ? null : st.throttled_time / 1e9 }
+  } catch { return { periods: null, throttled: null, throttledS: null } }
+}
+
 async function snapshot () {
-  return { at: Date.now(), net1: await netCounters(1), cpu1: cgroupCpuSeconds(1), cpu2: cgroupCpuSeconds(2) }
+  return { at: Date.now(), net1: await netCounters(1), cpu1: cgroupCpuSeconds(1), cpu2: cgroupCpuSeconds(2), thr1: cgroupThrottle(1), thr2: cgroupThrottle(2) }
 }
 
 function delta (a, b) {
@@ -207,7 +216,9 @@ function delta (a, b) {
     h1RxPackets: b.net1.rxPackets - a.net1.rxPackets,
     h1TxPackets: b.net1.txPackets - a.net1.txPackets,
     h1CpuS: d(a.cpu1, b.cpu1),
-    h2CpuS: d(a.cpu2, b.cpu2)
+    h2CpuS: d(a.cpu2, b.cpu2),
+    h1Throttle: { periods: d(a.thr1.periods, b.thr1.periods), throttled: d(a.thr1.throttled, b.thr1.throttled), throttledS: d(a.thr1.throttledS, b.thr1.throttledS) },
+    h2Throttle: { periods: d(a.thr2.periods, b.thr2.periods), throttled: d(a.thr2.throttled, b.thr2.throttled), throttledS: d(a.thr2.throttledS, b.thr2.throttledS) }
   }
 }
 
@@ -268,6 +279,7 @@ function parseCacherStats (stderr) {
 
 let tools
 let shimSeed
+let shimSeedHash = ''
 
 async function freshDir (name) {
   const d = join(`/tmp/${prefix}`, 'h1', name)
@@ -310,6 +322,13 @@ async function caseGrid (target) {
     const s = JSON.parse(line)
     sample.summary = s
     sample.gridWallS = r3(s.wallMs / 1000)
+    // The shim seeded from the pre-fill must be the one used: if the tree was rebuilt since,
+    // grid builds a new shim inside the timed build (tens of seconds under the quota).
+    const shimUsed = /-toolexec=\S*\/shim\/([^/]+)\//.exec(s.command?.join(' ') ?? '')?.[1]
+    if (shimUsed !== undefined && shimUsed !== basename(shimSeedHash)) {
+      sample.ok = false
+      sample.error = `grid used shim ${shimUsed}, not the one seeded from the pre-fill (${basename(shimSeedHash)}): the tree changed during the run, and the shim was rebuilt inside the timed build`
+    }
   } catch {
     sample.summary = null
     if (sample.ok) { sample.ok = false; sample.error = `no JSON summary on stdout: ${r.stdout.slice(-500)}` }
@@ -349,6 +368,7 @@ async function prefillGrid (targets) {
   try { summary = JSON.parse(r.stdout.trim().split('\n').reverse().find(l => l.startsWith('{'))) } catch {}
   shimSeed = join(tmp, 'shim-seed')
   await cp(join(cache, 'shim'), shimSeed, { recursive: true })
+  shimSeedHash = readdirSync(shimSeed).filter(d => statSync(join(shimSeed, d)).isDirectory()).sort((a, b) => statSync(join(shimSeed, b)).mtimeMs - statSync(join(shimSeed, a)).mtimeMs)[0] ?? ''
   return { wallS: r3(r.wallS), summary: summary === null ? null : { cache: summary.cache, compiles: summary.compiles, actions: summary.actions }, cacheBytes: duBytes(cache) }
 }
 
@@ -413,6 +433,8 @@ function summarize (t, samples) {
       cacher: plain !== null && cacher ? r2(plain / cacher) : null
     },
     h1CpuS: Object.fromEntries(CASES.map(c => [c, med(c, s => s.h1CpuS)])),
+    h1ThrottledShare: Object.fromEntries(CASES.map(c => [c, med(c, s => s.h1Throttle?.periods ? s.h1Throttle.throttled / s.h1Throttle.periods : null)])),
+    h2ThrottledShare: Object.fromEntries(CASES.map(c => [c, med(c, s => s.h2Throttle?.periods ? s.h2Throttle.throttled / s.h2Throttle.periods : null)])),
     h2CpuS: Object.fromEntries(CASES.map(c => [c, med(c, s => s.h2CpuS)])),
     h1Bytes: Object.fromEntries(CASES.map(c => [c, { rx: med(c, s => s.h1RxBytes), tx: med(c, s => s.h1TxBytes) }])),
     grid: {
@@ -426,6 +448,8 @@ function summarize (t, samples) {
       peerHitShare: gs(s => s.cache.peer.lookups.count > 0 ? s.cache.peerHits / s.cache.peer.lookups.count : null),
       peerBytes: gs(s => s.cache.peer.bytes),
       peerWaitMs: gs(s => s.cache.peer.waitMs),
+      meanWaitPerGetMs: gs(s => s.cache.peer.lookups.count > 0 ? s.cache.peer.waitMs / s.cache.peer.lookups.count : null),
+      gridWallS: gs(s => s.wallMs / 1000),
       compilesLocal: gs(s => s.compiles.local),
       compilesRemote: gs(s => s.compiles.remote),
       rejected: gs(s => s.cache.peer.rejected.badHash + s.cache.peer.rejected.badClaim),
@@ -450,7 +474,9 @@ function markdown (doc) {
     `(the shared cache, [docs/cache.md](../cache.md)), and \`go build -trimpath\` with bradfitz/go-tool-cache's \`go-cacher\` as GOCACHEPROG against its \`${doc.tools.server}\` on h2. ` +
     'Produced by `scripts/bench-shared.js`; every sample (with grid\'s whole summary and go-cacher\'s stats) is in [`shared.json`](shared.json).', '')
   L.push('## Latest results', '')
-  L.push(`${doc.date.slice(0, 10)}, commit ${doc.git.commit?.slice(0, 12)}${doc.git.dirty ? ' (with uncommitted changes)' : ''}; ${doc.machine.go}; node ${doc.machine.node}; ` +
+  const dirty = doc.git.dirtyFiles?.length > 0 ? ` (with uncommitted changes to ${doc.git.dirtyFiles.length <= 3 ? doc.git.dirtyFiles.map(x => `\`${x}\``).join(', ') : `${doc.git.dirtyFiles.length} files`})` : doc.git.dirty ? ' (with uncommitted changes)' : ''
+  const changed = doc.git.rebuiltDuringRun || doc.git.unchangedDuringRun === false ? ' (**the tree or build changed during the run**)' : ''
+  L.push(`${doc.date.slice(0, 10)}, commit ${doc.git.commit?.slice(0, 12)}${dirty}${changed}; ${doc.machine.go}; node ${doc.machine.node}; ` +
     `${doc.machine.cpuModel} × ${doc.machine.cores} cores, kernel ${doc.machine.kernel}; go-tool-cache ${doc.tools.version ?? '?'} (\`go-cacher\` + \`${doc.tools.server}\`). ` +
     'Medians of wall-clock seconds on h1 (0.5 core), from `scripts/lab run` spawn to exit.', '')
   L.push('| target | rounds | plain cold `go build` | `grid build`, warm peer | `go-cacher`, warm server | speedup grid | speedup go-cacher |')
@@ -459,22 +485,23 @@ function markdown (doc) {
     L.push(`| \`${s.target}\` | ${s.rounds} | ${f(s.wallS.plain.median, 1)} s | **${f(s.wallS.grid.median, 1)} s** | ${f(s.wallS.cacher.median, 1)} s | **×${f(s.speedup.grid)}** | ×${f(s.speedup.cacher)} |`)
   }
   L.push('')
-  L.push('Bytes through h1\'s interface (eth0 frames, median per build, MiB) and CPU time of h1 (cgroup, whole host, CPU-s); the plain row is the background (mesh chatter of the daemons on h2–h4 reaching h1; h1 runs no daemon then):', '')
-  L.push('| target | case | h1 rx | h1 tx | h1 CPU | h2 CPU |')
-  L.push('| --- | --- | ---: | ---: | ---: | ---: |')
+  L.push('Bytes through h1\'s interface (eth0 frames, median per build, MiB), CPU time of h1 and h2 (cgroup, whole host, CPU-s) and the share of their active 100 ms periods in which the 0.5-core quota throttled them; the plain row is the background (mesh chatter of the daemons on h2–h4 reaching h1; h1 runs no daemon then):', '')
+  L.push('| target | case | h1 rx | h1 tx | h1 CPU | h1 throttled | h2 CPU | h2 throttled |')
+  L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+  const pct = (x) => x === null || x === undefined ? '–' : `${(x * 100).toFixed(0)} %`
   for (const s of doc.summary) {
     for (const c of CASES) {
-      L.push(`| \`${s.target}\` | ${c === 'cacher' ? 'go-cacher' : c} | ${mib(s.h1Bytes[c].rx)} | ${mib(s.h1Bytes[c].tx)} | ${f(s.h1CpuS[c], 1)} | ${f(s.h2CpuS[c], 1)} |`)
+      L.push(`| \`${s.target}\` | ${c === 'cacher' ? 'go-cacher' : c} | ${mib(s.h1Bytes[c].rx)} | ${mib(s.h1Bytes[c].tx)} | ${f(s.h1CpuS[c], 1)} | ${pct(s.h1ThrottledShare?.[c])} | ${f(s.h2CpuS[c], 1)} | ${pct(s.h2ThrottledShare?.[c])} |`)
     }
   }
   L.push('')
   L.push('The grid builds (medians of the `--json` summaries):', '')
-  L.push('| target | actions | peer lookups | peer hits (share) | misses | peer lookup p50 / p99 (max p99) | time waiting on peers | bytes fetched | compiles local / remote | go-cacher gets / hits / misses |')
+  L.push('| target | actions | peer lookups | peer hits (share) | misses | peer lookup p50 / p99 (max p99) | time waiting on peers, summed (mean per get) | bytes fetched | compiles local / remote | go-cacher gets / hits / misses |')
   L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for (const s of doc.summary) {
     const g = s.grid
     L.push(`| \`${s.target}\` | ${g.actions ?? '–'} | ${g.lookups ?? '–'} | ${g.peerHits ?? '–'} (${g.peerHitShare === null ? '–' : (g.peerHitShare * 100).toFixed(1) + ' %'}) | ${g.misses ?? '–'} | ` +
-      `${f(g.lookupP50Ms)} / ${f(g.lookupP99Ms)} (${f(g.lookupP99MsMax)}) ms | ${f(g.peerWaitMs === null ? null : g.peerWaitMs / 1000)} s | ${mib(g.peerBytes)} MiB | ${g.compilesLocal ?? '–'} / ${g.compilesRemote ?? '–'} | ` +
+      `${f(g.lookupP50Ms)} / ${f(g.lookupP99Ms)} (${f(g.lookupP99MsMax)}) ms | ${f(g.peerWaitMs === null ? null : g.peerWaitMs / 1000)} s (${f(g.meanWaitPerGetMs, 1)} ms) | ${mib(g.peerBytes)} MiB | ${g.compilesLocal ?? '–'} / ${g.compilesRemote ?? '–'} | ` +
       `${s.cacher.gets ?? '–'} / ${s.cacher.hits ?? '–'} / ${s.cacher.misses ?? '–'} |`)
   }
   L.push('')
@@ -494,6 +521,22 @@ function markdown (doc) {
   L.push(`Load: \`${doc.machine.uptimeBefore}\` before, \`${doc.machine.uptimeAfter}\` after.` +
     (doc.machine.otherLabs.length > 0 ? ` Other labs were running on the machine during the run (${doc.machine.otherLabs.join(', ')}).` : ''))
   L.push('')
+  L.push('### Reading the numbers', '')
+  for (const s of doc.summary) {
+    const g = s.grid
+    const facts = []
+    if (s.wallS.grid.median !== null && s.wallS.cacher.median !== null) {
+      facts.push(`grid took ×${f(s.wallS.grid.median / s.wallS.cacher.median)} the wall time of go-cacher while moving ${f(s.h1Bytes.grid.rx / s.h1Bytes.cacher.rx, 3)}× its bytes into h1, ` +
+        `and used ×${f(s.h1CpuS.grid / s.h1CpuS.cacher, 1)} its CPU on h1 and ×${f(s.h2CpuS.grid / s.h2CpuS.cacher, 1)} on the serving host h2`)
+    }
+    if (g.peerWaitMs !== null && s.wallS.grid.median !== null) {
+      facts.push(`cmd/go waited on peers for ${f(g.peerWaitMs / 1000, 1)} s summed over ${g.lookups} gets (${f(g.meanWaitPerGetMs, 1)} ms each on average, lookup and fetch), ` +
+        `${f(g.peerWaitMs / 1000 / s.wallS.grid.median, 1)}× the build's wall time: gets overlap only as far as cmd/go runs actions in parallel`)
+    }
+    if (g.lookupP99MsMax !== null) facts.push(`lookup p99 stayed under the 250 ms lookup deadline (largest p99 of a build ${f(g.lookupP99MsMax, 1)} ms); misses ${g.misses}, compiles ${g.compilesLocal} local / ${g.compilesRemote} remote`)
+    L.push(`* \`${s.target}\`: ${facts.join('; ')}.`)
+  }
+  L.push('')
   L.push('## What is measured', '')
   L.push(`* **The lab.** One lab, \`scripts/lab up ${doc.lab.hosts} --cpu ${doc.lab.cpuPerHost} --rate ${doc.lab.rate}\` with a unique prefix, torn down at the end (also on failure). ` +
     `h2, h3 and h4 run grid daemons (\`${doc.lab.daemonArgs.join(' ')}\`, default listen address, mDNS on, no swarm key); h2's grid cache is warm, h3's and h4's are empty. ` +
@@ -511,7 +554,7 @@ function markdown (doc) {
   L.push('## Caveats', '')
   L.push('* The machine is shared. Other jobs ran on it during the run (see the load above), so wall times are noisy; the hosts\' quotas cap each host at 0.5 core but do not guarantee it.')
   L.push('* All hosts share one disk and page cache: the warm caches on h2 are likely in memory, as they would be on a peer that just built.')
-  L.push('* `go build` of several packages compiles but does not keep results; for `cmd/...` it also links every command, and links are not cached by cmd/go, so every case links them all on h1: that work bounds the speedup of both caches.')
+  L.push('* `go build` of several packages compiles but does not keep results; for `cmd/...` it also links every command (`go build -n cmd/...` lists 153 links), and cmd/go does not cache those links, so every case, warm or not, runs them all on h1: part of the warm builds\' time that no cache removes.')
   L.push('* Links are 1gbit with ~0.1 ms round trips (no netem on this kernel): a fast switched LAN. go-cacher does one or two HTTP round trips per get (its server speaks the two-request protocol); grid batches lookups and asks every connected member.')
   L.push('* `go-cacher` and its server are Go binaries; grid is Node. Both run inside the same quotas.')
   L.push('')
@@ -523,6 +566,14 @@ function markdown (doc) {
   L.push('sudo node scripts/bench-shared.js --server gocached            # the other go-tool-cache server')
   L.push('```')
   L.push('')
+  L.push(`If the working tree may be rebuilt while the benchmark runs (a rebuild changes the code under test, and a changed shim is rebuilt inside a timed grid build), run it from a snapshot of its own` +
+    `${doc.root !== undefined ? ` (the run above ran from \`${doc.root}\`)` : ''}:`, '')
+  L.push('```')
+  L.push('git clone --shared . /tmp/gridsnap && cp -a node_modules /tmp/gridsnap/ && (cd /tmp/gridsnap && npx tsc --build)')
+  L.push('sudo node /tmp/gridsnap/scripts/bench-shared.js --out "$PWD/docs/benchmarks/shared.json"')
+  L.push('```')
+  L.push('')
+  L.push('The script refuses a grid sample whose shim is not the one seeded from the pre-fill, and the JSON records whether the build changed during the run (`git.rebuiltDuringRun`).', '')
   L.push('`TARGET:N` gives one target N rounds. It needs root, what the lab needs (iproute2, cgroup-v1 cpu), Go and network access for `go install` of go-tool-cache ' +
     'the first time. It leaves nothing behind; if it is killed with SIGKILL, remove the lab with `scripts/lab --prefix <prefix> down` (`ip netns list | grep ^bs`).')
   L.push('')
@@ -532,9 +583,25 @@ function markdown (doc) {
 function gitInfo () {
   try {
     const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
-    return { commit, dirty }
-  } catch { return { commit: null, dirty: null } }
+    const dirtyFiles = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean).map(l => l.slice(3))
+    return { commit, dirty: dirtyFiles.length > 0, dirtyFiles }
+  } catch { return { commit: null, dirty: null, dirtyFiles: [] } }
+}
+
+/** Newest mtime (ms) of the compiled packages: a rebuild during the run would mix code. */
+function newestBuild () {
+  let newest = 0
+  const walk = (dir) => {
+    let entries
+    try { entries = readdirSync(dir, { withFileTypes: true }) } catch { return }
+    for (const e of entries) {
+      const p = join(dir, e.name)
+      if (e.isDirectory()) walk(p)
+      else if (e.name.endsWith('.js')) newest = Math.max(newest, statSync(p).mtimeMs)
+    }
+  }
+  for (const pkg of readdirSync(join(ROOT, 'packages'))) walk(join(ROOT, 'packages', pkg, 'dist'))
+  return newest
 }
 
 // ---------------------------------------------------------------- main
@@ -560,6 +627,7 @@ async function main () {
   const onSignal = (sig) => {
     if (tearing) return
     tearing = true
+    aborted = true
     say(`${sig}: tearing down`)
     teardown().finally(() => process.exit(130))
   }
@@ -569,6 +637,7 @@ async function main () {
   const date = new Date().toISOString()
   const uptimeBefore = uptime()
   const git = gitInfo()
+  const buildBefore = newestBuild()
   const go = execFileSync('go', ['version'], { encoding: 'utf8' }).trim()
   const otherLabs = () => { try { return [...new Set(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map(l => l.split(' ')[0].replace(/-(h\d+|sw)$/, '')).filter(p => p !== '' && p !== prefix))] } catch { return [] } }
   const labsBefore = otherLabs()
@@ -598,6 +667,7 @@ async function main () {
       for (let r = 1; r <= t.rounds; r++) {
         const order = r % 2 === 1 ? CASES : [...CASES].reverse()
         for (const c of order) {
+          if (aborted) throw new Error('interrupted')
           say(`${t.target} round ${r}/${t.rounds}: ${c}`)
           let s
           try { s = await RUNNERS[c](t.target) } catch (err) { s = { case: c, ok: false, error: err.message } }
@@ -618,7 +688,8 @@ async function main () {
 
   const doc = {
     date,
-    git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git) },
+    root: ROOT,
+    git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
     machine: {
       node: process.version,
       go,

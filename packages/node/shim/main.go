@@ -67,12 +67,22 @@ func main() {
 	if err != nil {
 		fallback("node-unreachable", tool, args)
 	}
-	output, code, ok := remoteCompile(conn, tool, args)
+	reply, ok := askNode(conn, tool, args)
 	if !ok {
 		conn.Close()
 		fallback("node-error", tool, args)
 	}
-	os.Stdout.Write(output)
+	if reply.runHere {
+		// The node granted a local slot: run the compiler ourselves (no process hop through
+		// the node, output straight to cmd/go), then report so the node frees the slot. The
+		// slot is also freed if we die: the node sees the connection close.
+		code := runTool(tool, args)
+		writeFrame(conn, map[string]any{"type": "compile-done", "id": 2, "build": os.Getenv("GRID_BUILD"), "exitCode": code})
+		conn.Close()
+		os.Exit(code)
+	}
+	os.Stdout.Write(reply.output)
+	code := reply.code
 	if code < 0 || code > 255 {
 		code = 1
 	}
@@ -131,9 +141,16 @@ func fallback(reason, tool string, args []string) {
 	execTool(tool, args)
 }
 
-// remoteCompile sends one compile frame and waits, with no timeout (the node owns timeouts), for
-// its reply. ok is false on an error frame, a broken connection or a malformed reply.
-func remoteCompile(conn net.Conn, tool string, args []string) (output []byte, code int64, ok bool) {
+type nodeReply struct {
+	runHere bool
+	output  []byte
+	code    int64
+}
+
+// askNode sends one compile frame and waits, with no timeout (the node owns timeouts), for
+// its reply: either the compile's result (the node ran it, here or on a peer) or a grant to
+// run it here. ok is false on an error frame, a broken connection or a malformed reply.
+func askNode(conn net.Conn, tool string, args []string) (reply nodeReply, ok bool) {
 	env := map[string]string{}
 	for _, name := range outputEnv {
 		if v, set := os.LookupEnv(name); set {
@@ -153,19 +170,29 @@ func remoteCompile(conn net.Conn, tool string, args []string) (output []byte, co
 		"cwd":        cwd,
 		"env":        env,
 		"importPath": os.Getenv("TOOLEXEC_IMPORTPATH"),
+		"canRunHere": true,
 	})
 	if err != nil {
-		return nil, 0, false
+		return reply, false
 	}
-	reply, err := readFrame(conn)
+	msg, err := readFrame(conn)
 	if err != nil {
-		return nil, 0, false
+		return reply, false
 	}
-	id, idOK := asInt(reply["id"])
-	code, codeOK := asInt(reply["exitCode"])
-	output, outOK := reply["output"].([]byte)
-	if reply["type"] != "compile-result" || !idOK || id != 1 || !codeOK || !outOK {
-		return nil, 0, false
+	id, idOK := asInt(msg["id"])
+	if !idOK || id != 1 {
+		return reply, false
 	}
-	return output, code, true
+	switch msg["type"] {
+	case "compile-here":
+		return nodeReply{runHere: true}, true
+	case "compile-result":
+		code, codeOK := asInt(msg["exitCode"])
+		output, outOK := msg["output"].([]byte)
+		if !codeOK || !outOK {
+			return reply, false
+		}
+		return nodeReply{output: output, code: code}, true
+	}
+	return reply, false
 }

@@ -321,8 +321,9 @@ export class GridNode {
     if (this.meshOptions === undefined) return undefined
     if (this.mode === 'embedded') {
       try { await this.ensureMesh() } catch { return undefined }
+      // Wait for a first peer only when one is expected: a machine alone pays nothing.
       const wait = this.meshStartedAt + MESH_WARMUP_MS - Date.now()
-      if (wait > 0 && (this.mesh?.connectedMembers().length ?? 0) === 0) await this.waitForPeer(wait)
+      if (wait > 0 && this.mesh?.expectsPeers() === true && this.mesh.connectedMembers().length === 0) await this.waitForPeer(wait)
     }
     const peerCache = this.peerCache
     if (peerCache === undefined) return undefined
@@ -422,9 +423,21 @@ export class GridNode {
         this.wantMesh()
         const build = this.builds.get(req.build)
         if (build !== undefined) build.stats.compiles.running++
+        let handedOver = false
         try {
           const remote = await this.tryRemote(req, build, ctx.signal)
           if (remote !== undefined) return { type: 'compile-result', id, exitCode: 0, output: remote }
+          if (req.canRunHere === true) {
+            // The cheap shape (DESIGN §1): the shim runs the compiler itself once it holds one
+            // of our slots; the slot is freed by its compile-done or when it disconnects.
+            const free = await this.pool.lease({ signal: ctx.signal })
+            handedOver = true
+            ctx.release = () => { free(); if (build !== undefined) build.stats.compiles.running-- }
+            ctx.onClose(() => { ctx.release?.(); ctx.release = undefined })
+            this.counters.compiles++
+            if (build !== undefined) build.stats.compiles.local++
+            return { type: 'compile-here', id }
+          }
           const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal })
           this.counters.compiles++
           if (build !== undefined) {
@@ -434,8 +447,15 @@ export class GridNode {
           log.debug(`compiled ${req.importPath} in ${outcome.runMs.toFixed(1)} ms (queued ${outcome.queuedMs.toFixed(1)} ms)`)
           return { type: 'compile-result', id, exitCode: outcome.exitCode, output: outcome.output }
         } finally {
-          if (build !== undefined) build.stats.compiles.running--
+          if (build !== undefined && !handedOver) build.stats.compiles.running--
         }
+      }
+      case 'compile-done': {
+        ctx.release?.()
+        ctx.release = undefined
+        const build = this.builds.get(req.build)
+        if (build !== undefined && req.exitCode !== 0) build.stats.compiles.failed++
+        return { type: 'ok', id }
       }
       case 'build-begin': {
         const record = this.builds.begin(req.command)

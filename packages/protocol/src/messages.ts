@@ -131,7 +131,8 @@ export interface VerifyResult { checked: number, corrupt: number, missing: numbe
 type Id = { id: number }
 
 export type Request =
-  | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string }
+  | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string, canRunHere?: boolean }
+  | Id & { type: 'compile-done', build: string, exitCode: number }
   | Id & { type: 'cache-open', build: string }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   | Id & { type: 'cache-put', build: string, actionId: Uint8Array, outputId: Uint8Array, size: number }
@@ -147,6 +148,8 @@ export type Request =
 
 export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
+  /** run it yourself: a local slot is yours until `compile-done` or the connection closes */
+  | Id & { type: 'compile-here' }
   | Id & { type: 'cache-opened', blobDir: string }
   | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
   | Id & { type: 'cache-miss' }
@@ -168,7 +171,8 @@ export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>
 
 /** The success reply of each request type. */
 export const REPLIES = {
-  compile: 'compile-result',
+  compile: 'compile-result', // or 'compile-here'
+  'compile-done': 'ok',
   'cache-open': 'cache-opened',
   'cache-get': 'cache-hit', // or 'cache-miss'
   'cache-put': 'cache-put-ok',
@@ -183,11 +187,13 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
-  compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str' },
+  compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool' },
+  'compile-done': { build: 'str', exitCode: 'int' },
+  'compile-here': {},
   'cache-open': { build: 'str' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-put': { build: 'str', actionId: 'id32', outputId: 'id32', size: 'uint' },
@@ -237,6 +243,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
     case 'map': return isPlainObject(value)
     case 'maps': return Array.isArray(value) && value.every(isPlainObject)
+    case 'optbool': return value === undefined || typeof value === 'boolean'
   }
 }
 

@@ -19,6 +19,8 @@ export interface RequestContext {
   signal: AbortSignal
   /** Runs when the connection closes (for state tied to a connection, like a build). */
   onClose: (fn: () => void) => void
+  /** Frees the local slot a `compile-here` granted on this connection (set by the node). */
+  release: (() => void) | undefined
 }
 
 export type RequestHandler = (request: Request, context: RequestContext) => Promise<Reply>
@@ -75,7 +77,7 @@ export class ControlServer {
     const abort = new AbortController()
     const closers: Array<() => void> = []
     const decoder = new FrameDecoder({ from: name })
-    const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn) }
+    const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn), release: undefined }
     socket.on('data', chunk => {
       let requests
       try {

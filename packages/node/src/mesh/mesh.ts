@@ -108,6 +108,11 @@ export class Mesh {
     return [...this.peers.keys()].filter(id => node.getConnections(peerIdFromString(id)).length > 0)
   }
 
+  /** Whether peers can be expected soon: bootstrap addresses, or members remembered from before. */
+  expectsPeers (): boolean {
+    return this.init.bootstrap.length > 0 || this.seen.size > 0
+  }
+
   /** Whether a PeerId has ever advertised as a member of this mesh (since this node started). */
   isKnownMember (id: string): boolean {
     return id === this.peerId || this.seen.has(id)

@@ -71,6 +71,20 @@ export class LocalPool {
     }
   }
 
+  /**
+   * Takes a slot for a compile someone else runs (the shim, on this machine). The returned
+   * function frees it; calling it more than once is harmless.
+   */
+  async lease (options: { signal?: AbortSignal } = {}): Promise<() => void> {
+    await this.acquire(options.signal)
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      this.release()
+    }
+  }
+
   private check (job: CompileJob): void {
     if (!isAbsolute(job.tool) || !COMPILE_TOOL.test(job.tool)) {
       throw new GridError('GRID_ERR_COMPILE_REFUSED', `not a Go compiler: ${JSON.stringify(job.tool)}`)
