@@ -6,6 +6,7 @@
  */
 import { loadavg, availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
 import { GRID_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
@@ -320,8 +321,12 @@ export class GridNode {
   private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
     if (this.meshOptions === undefined) return undefined
     if (this.mode === 'embedded') {
+      // Wait for the mesh (and a first peer) only when peers are expected: bootstrap addresses,
+      // or members remembered from earlier builds. A machine alone starts it in the background
+      // and its build never waits on it.
+      const expected = this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json'))
+      if (!expected && this.mesh === undefined) { this.wantMesh(); return undefined }
       try { await this.ensureMesh() } catch { return undefined }
-      // Wait for a first peer only when one is expected: a machine alone pays nothing.
       const wait = this.meshStartedAt + MESH_WARMUP_MS - Date.now()
       if (wait > 0 && this.mesh?.expectsPeers() === true && this.mesh.connectedMembers().length === 0) await this.waitForPeer(wait)
     }
