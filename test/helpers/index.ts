@@ -131,7 +131,11 @@ export async function startDaemon (t: Ctx, w: World, extra: string[] = [], env: 
     await exited
   }
   t.after(async () => { await kill('SIGKILL') })
-  await waitFor(async () => (await grid(w, ['--json', 'status'])).stdout.includes('"running":true'), 20_000, () => `daemon did not start: ${stderr}`)
+  // serving, and (unless started without one) in the mesh: the socket answers before the mesh is up
+  await waitFor(async () => {
+    const out = (await grid(w, ['--json', 'status'])).stdout
+    return out.includes('"running":true') && (extra.includes('--no-mesh') || !out.includes('"mesh":null'))
+  }, 20_000, () => `daemon did not start: ${stderr}`)
   return { child, stderr: () => stderr, kill }
 }
 
