@@ -82,8 +82,10 @@ describe('remote compiles', () => {
     const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(res.code, 0, res.stderr)
     const c = summary(res).compiles
-    t.diagnostic(`remote ${c.remote}, local ${c.local}, reasons ${JSON.stringify(c.localReasons)}`)
-    assert.ok((c.localReasons['peer-error'] ?? 0) >= 2, 'both bad peers failed at least once')
+    t.diagnostic(`remote ${c.remote}, local ${c.local}, reasons ${JSON.stringify(c.localReasons)}, races ${JSON.stringify(c.races)}`)
+    assert.ok((c.localReasons['peer-error'] ?? 0) >= 1, 'the lying peer failed at least once')
+    // the hanging peer's task went overdue and a local copy won the race (not a 30 s deadline)
+    assert.ok(c.races.local >= 1 && c.races.localWon >= 1 && (c.localReasons.raced ?? 0) >= 1, `raced: ${JSON.stringify(c.races)}`)
     await sameFiles(out, ref)
     const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ peerId: string, remote: { ok: number, failed: number } }>
     for (const { w } of workers) {

@@ -14,12 +14,13 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool } from './worker/index.js'
+import { Dispatcher, HISTORY_FILE, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
 import type { Offload, RemoteCompiler, Worker } from './remote/index.js'
 import type { GoToolchain } from './toolchain/index.js'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { BuildRecord } from './builds/index.js'
 import { detectGo, probeToolchain } from './toolchain/index.js'
 
@@ -65,6 +66,11 @@ export interface GridNodeInit {
   cacheMax?: number
 }
 
+/** The .go files on a compile's command line, absolute. */
+function goFiles (args: string[], cwd: string): string[] {
+  return args.filter(a => a.endsWith('.go') && !a.startsWith('-')).map(a => resolve(cwd, a))
+}
+
 function percentiles (samples: number[]): { count: number, p50Ms: number, p99Ms: number } {
   if (samples.length === 0) return { count: 0, p50Ms: 0, p99Ms: 0 }
   const sorted = [...samples].sort((a, b) => a - b)
@@ -78,6 +84,8 @@ export class GridNode {
   readonly mode: 'daemon' | 'embedded'
   readonly builds = new Builds()
   readonly pool: LocalPool
+  private readonly scheduler: Scheduler
+  private readonly dispatcher: Dispatcher
   private readonly server: ControlServer
   private _cache: Cache | undefined
   private _nodeId = ''
@@ -104,6 +112,8 @@ export class GridNode {
     this.meshOptions = init.mesh
     this.cacheMax = init.cacheMax
     this.pool = new LocalPool(init.slots === undefined ? {} : { slots: init.slots })
+    this.scheduler = new Scheduler({ historyFile: join(init.cacheDir, HISTORY_FILE) })
+    this.dispatcher = new Dispatcher({ pool: this.pool, remote: () => this.remote })
     this.server = new ControlServer({
       path: init.control,
       handler: async (req, ctx) => await this.handle(req, ctx),
@@ -129,21 +139,20 @@ export class GridNode {
     this._nodeId = identity.peerId
     this._cache = await this.openCache(identity.peerId)
     this._cache.events.onCorrupt = () => { this.counters.corrupt++ }
+    this.privateKey = identity.privateKey
+    await this.scheduler.start()
     try {
+      // A daemon without its mesh is a failed start, and its socket appears only once the mesh
+      // is up: whoever sees the socket (scripts/lab, `grid status`) sees the whole node. An
+      // embedded node (inside `grid build`) joins the mesh on its first cache miss or compile,
+      // in the background: a no-op build never pays for loading libp2p.
+      if (this.meshOptions !== undefined && this.mode === 'daemon') await this.ensureMesh()
       await this.server.start()
     } catch (err) {
-      await this._cache.close()
-      this._cache = undefined
+      await this.stop()
       throw err
     }
     log.info(`node ${this._nodeId} (${this.mode}) serving ${this.control}, cache ${this.cacheDir}, ${this.pool.slots} slots`)
-    this.privateKey = identity.privateKey
-    // A daemon without its mesh is a failed start. An embedded node (inside `grid build`) joins
-    // the mesh on its first cache miss or compile, in the background: a no-op build never pays
-    // for loading libp2p, and the grid never fails a build.
-    if (this.meshOptions !== undefined && this.mode === 'daemon') {
-      try { await this.ensureMesh() } catch (err) { await this.stop(); throw err }
-    }
   }
 
   /**
@@ -244,7 +253,6 @@ export class GridNode {
       await this.worker.start()
       this.remote = new RemoteCompiler({
         libp2p,
-        offload: options.offload,
         peers: () => mesh.list().filter(p => p.connected).map(p => ({ peerId: p.peerId, advert: p.advert })),
         isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
         own: () => this.toolchains[0]
@@ -262,6 +270,7 @@ export class GridNode {
     await this.mesh?.stop()
     this.mesh = undefined
     await this.server.stop()
+    await this.scheduler.stop()
     await this._cache?.close()
     this._cache = undefined
     log.info('node stopped')
@@ -288,27 +297,55 @@ export class GridNode {
     }
   }
 
-  /** Offers a compile to a peer when the policy says so; undefined means: compile locally. */
-  private async tryRemote (req: Extract<Request, { type: 'compile' }>, build: BuildRecord | undefined, signal: AbortSignal): Promise<Buffer | undefined> {
-    const remote = this.remote
-    if (remote === undefined || !remote.wants(this.pool.running >= this.pool.slots)) return undefined
+  /**
+   * Where a compile runs: the scheduler places it; a remote placement is dispatched (and raced
+   * when overdue). Returns the result when a peer or a local race copy produced it, else why
+   * it runs locally, with the priority it queues at.
+   */
+  private async schedule (req: Extract<Request, { type: 'compile' }>, build: BuildRecord | undefined, signal: AbortSignal): Promise<{ result: Reply & { type: 'compile-result' } } | { reason: LocalReason, priority: number }> {
+    const plan = build?.plan
+    const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
+    const priority = plan?.priority(req.importPath) ?? expectedMs
+    const offload = this.meshOptions?.offload ?? 'never'
+    const placement = place({ offload, mesh: this.remote !== undefined, localFree: this.pool.free, expectedMs })
+    if (placement.where === 'local') return { reason: placement.reason, priority }
     const goroot = req.env.GOROOT ?? this.goToolchain?.goroot
-    if (goroot === undefined) return undefined
-    const r = await remote.compile({ args: req.args, cwd: req.cwd, env: req.env, importPath: req.importPath, goroot }, signal)
-    if (build !== undefined) {
-      const c = build.stats.compiles
-      if (r.ok) {
+    if (goroot === undefined) return { reason: 'toolchain-unknown', priority }
+    const r = await this.dispatcher.compile({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, importPath: req.importPath, goroot }, expectedMs, priority, signal)
+    const c = build?.stats.compiles
+    if (c !== undefined) {
+      if (r.races.local) c.races.local++
+      if (r.races.duplicate) c.races.duplicate++
+    }
+    if (!r.done) return { reason: r.reason, priority }
+    if (r.by === 'local') {
+      this.counters.compiles++
+      this.finished(req.importPath, build, r.runMs)
+      if (c !== undefined) {
+        c.local++
+        c.races.localWon++
+        c.localReasons.raced = (c.localReasons.raced ?? 0) + 1
+        if (r.exitCode !== 0) c.failed++
+      }
+    } else {
+      this.counters.remoteCompiles++
+      this.finished(req.importPath, build, r.compileMs)
+      if (c !== undefined && build !== undefined) {
         c.remote++
+        if (r.duplicate) c.races.duplicateWon++
         c.byPeer[r.peer] = (c.byPeer[r.peer] ?? 0) + 1
         c.remoteTransferMs += Math.round(r.transferMs)
         c.remoteCompileMs += Math.round(r.compileMs)
-      } else {
-        c.localReasons[r.reason] = (c.localReasons[r.reason] ?? 0) + 1
+        build.overheadMs.push(r.overheadMs)
       }
     }
-    if (!r.ok) return undefined
-    this.counters.remoteCompiles++
-    return r.output
+    return { result: { type: 'compile-result', id: req.id, exitCode: r.exitCode, output: r.output } }
+  }
+
+  /** A compile finished: its time goes into the history and the build's critical path. */
+  private finished (importPath: string, build: BuildRecord | undefined, ms: number): void {
+    this.scheduler.record(importPath, ms)
+    build?.durations.set(importPath, (build.durations.get(importPath) ?? 0) + ms)
   }
 
   private countHit (build: BuildRecord, outputId: Uint8Array, size: number): void {
@@ -427,35 +464,42 @@ export class GridNode {
       case 'compile': {
         this.wantMesh()
         const build = this.builds.get(req.build)
-        if (build !== undefined) build.stats.compiles.running++
+        const c = build?.stats.compiles
+        if (c !== undefined) c.running++
         let handedOver = false
         try {
-          const remote = await this.tryRemote(req, build, ctx.signal)
-          if (remote !== undefined) return { type: 'compile-result', id, exitCode: 0, output: remote }
+          const placed = await this.schedule(req, build, ctx.signal)
+          if ('result' in placed) return placed.result
+          if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
           if (req.canRunHere === true) {
             // The cheap shape (DESIGN §1): the shim runs the compiler itself once it holds one
             // of our slots; the slot is freed by its compile-done or when it disconnects.
-            const free = await this.pool.lease({ signal: ctx.signal })
+            const free = await this.pool.lease({ signal: ctx.signal, priority: placed.priority })
+            const grantedAt = performance.now()
             handedOver = true
-            ctx.release = () => { free(); if (build !== undefined) build.stats.compiles.running-- }
+            ctx.release = () => { free(); if (c !== undefined) c.running-- }
+            ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
             ctx.onClose(() => { ctx.release?.(); ctx.release = undefined })
             this.counters.compiles++
-            if (build !== undefined) build.stats.compiles.local++
+            if (c !== undefined) c.local++
             return { type: 'compile-here', id }
           }
-          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal })
+          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal, priority: placed.priority })
           this.counters.compiles++
-          if (build !== undefined) {
-            build.stats.compiles.local++
-            if (outcome.exitCode !== 0) build.stats.compiles.failed++
+          this.finished(req.importPath, build, outcome.runMs)
+          if (c !== undefined) {
+            c.local++
+            if (outcome.exitCode !== 0) c.failed++
           }
           log.debug(`compiled ${req.importPath} in ${outcome.runMs.toFixed(1)} ms (queued ${outcome.queuedMs.toFixed(1)} ms)`)
           return { type: 'compile-result', id, exitCode: outcome.exitCode, output: outcome.output }
         } finally {
-          if (build !== undefined && !handedOver) build.stats.compiles.running--
+          if (c !== undefined && !handedOver) c.running--
         }
       }
       case 'compile-done': {
+        ctx.done?.()
+        ctx.done = undefined
         ctx.release?.()
         ctx.release = undefined
         const build = this.builds.get(req.build)
@@ -466,8 +510,15 @@ export class GridNode {
         const record = this.builds.begin(req.command)
         ctx.onClose(() => this.builds.end(record.stats.build))
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
-        const remoteSlots = this.remote?.wants(true) === true ? this.remote.capacity() : 0
+        const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
         return { type: 'build-begun', id, build: record.stats.build, parallelism: this.pool.slots + remoteSlots }
+      }
+      case 'build-graph': {
+        const record = this.builds.get(req.build)
+        if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
+        record.plan = this.scheduler.plan(req.packages)
+        log.debug(`build ${req.build}: graph of ${record.plan.size} packages`)
+        return { type: 'ok', id }
       }
       case 'build-progress':
       case 'build-end': {
@@ -475,8 +526,11 @@ export class GridNode {
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
         const stats = req.type === 'build-end' ? this.builds.end(req.build) ?? record.stats : record.stats
         stats.cache.peer.lookups = percentiles(record.lookupMs)
-        if (req.type === 'build-end') this.peerCache?.endBuild(record)
+        stats.compiles.overhead = percentiles(record.overheadMs)
+        stats.compiles.criticalPath = record.plan?.criticalPath(record.durations) ?? null
         if (req.type === 'build-end') {
+          this.peerCache?.endBuild(record)
+          void this.scheduler.history.save()
           log.info(`build ${req.build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
         }
         return { type: 'build-stats', id, stats }

@@ -54,6 +54,19 @@ export interface BuildStats {
     byPeer: Record<string, number>
     remoteTransferMs: number
     remoteCompileMs: number
+    /** Per remote task: wall time at the requester beyond the worker's compile time. */
+    overhead: { count: number, p50Ms: number, p99Ms: number }
+    /**
+     * Remote tasks raced because they were overdue: by a local copy (`local`) or a second peer
+     * (`duplicate`); `…Won` counts the races the copy finished first.
+     */
+    races: { local: number, localWon: number, duplicate: number, duplicateWon: number }
+    /**
+     * The longest chain of compiles through the package graph, from this build's own compile
+     * times, and the sum of all of them: totalMs / ms bounds what any number of peers can
+     * give. null without a package graph (`grid test`, or `go list` failed).
+     */
+    criticalPath: { ms: number, totalMs: number } | null
   }
 }
 
@@ -68,7 +81,10 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
       hits: 0, localHits: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
-    compiles: { local: 0, remote: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0 }
+    compiles: {
+      local: 0, remote: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,
+      overhead: { count: 0, p50Ms: 0, p99Ms: 0 }, races: { local: 0, localWon: 0, duplicate: 0, duplicateWon: 0 }, criticalPath: null
+    }
   }
 }
 
@@ -122,13 +138,22 @@ export interface PeerInfo {
   /** why this node no longer accepts the peer's cache entries, or null */
   untrusted: string | null
   /** remote compiles this node sent it: done, failed (a failed peer is avoided for a while) */
-  remote: { ok: number, failed: number }
+  remote: { ok: number, failed: number, speed?: number }
 }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
 export interface VerifyResult { checked: number, corrupt: number, missing: number, removedEntries: number }
 
 type Id = { id: number }
+
+/**
+ * One package of a build's graph (`go list -deps`), sent by `grid build` so the node can order
+ * compiles by remaining critical path: import path, direct imports, bytes of Go source.
+ */
+export interface GraphPackage { p: string, i: string[], b: number }
+
+/** Packages in one `build-graph` message; `cmd/...` has ~700. */
+export const MAX_GRAPH_PACKAGES = 100_000
 
 export type Request =
   | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string, canRunHere?: boolean }
@@ -138,6 +163,7 @@ export type Request =
   | Id & { type: 'cache-put', build: string, actionId: Uint8Array, outputId: Uint8Array, size: number }
   | Id & { type: 'status' }
   | Id & { type: 'build-begin', command: string[], cwd: string }
+  | Id & { type: 'build-graph', build: string, packages: GraphPackage[] }
   | Id & { type: 'build-progress', build: string }
   | Id & { type: 'build-end', build: string }
   | Id & { type: 'cache-stats' }
@@ -178,6 +204,7 @@ export const REPLIES = {
   'cache-put': 'cache-put-ok',
   status: 'status-result',
   'build-begin': 'build-begun',
+  'build-graph': 'ok',
   'build-progress': 'build-stats',
   'build-end': 'build-stats',
   'cache-stats': 'cache-stats-result',
@@ -187,7 +214,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -199,6 +226,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-put': { build: 'str', actionId: 'id32', outputId: 'id32', size: 'uint' },
   status: {},
   'build-begin': { command: 'strs', cwd: 'str' },
+  'build-graph': { build: 'str', packages: 'graph' },
   'build-progress': { build: 'str' },
   'build-end': { build: 'str' },
   'cache-stats': {},
@@ -244,6 +272,8 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'map': return isPlainObject(value)
     case 'maps': return Array.isArray(value) && value.every(isPlainObject)
     case 'optbool': return value === undefined || typeof value === 'boolean'
+    case 'graph': return Array.isArray(value) && value.length <= MAX_GRAPH_PACKAGES && value.every(v =>
+      isPlainObject(v) && typeof v.p === 'string' && checkField(v.i, 'strs') && checkField(v.b, 'uint'))
   }
 }
 

@@ -6,11 +6,11 @@
  * terminal and one summary line (or a JSON object with --json) at the end.
  */
 import { spawn } from 'node:child_process'
-import { readFile, rm } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
-import { ENV, GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
+import { ENV, GridError, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -52,8 +52,12 @@ export function goArgs (sub: 'build' | 'test', args: string[], shim: string, tri
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
-/** `go list` total for the progress line: only for `build`, whose flags `go list` also takes. */
-function countPackages (go: string, args: string[], signal: AbortSignal): Promise<number | undefined> {
+/**
+ * The build's package graph from `go list -deps` (0.1–0.5 s, run beside the build): the node
+ * orders compiles by it and the progress line counts against it. Only for `build`, whose
+ * flags `go list` also takes. undefined if go list fails: the build goes on without it.
+ */
+async function listPackages (go: string, args: string[], signal: AbortSignal): Promise<GraphPackage[] | undefined> {
   const listArgs: string[] = []
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string
@@ -61,15 +65,22 @@ function countPackages (go: string, args: string[], signal: AbortSignal): Promis
     if (a.startsWith('-o=')) continue
     listArgs.push(a)
   }
-  return new Promise(resolve => {
-    const child = spawn(go, ['list', '-e', '-deps', '-f', '{{.ImportPath}}', ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
-    let lines = 0
-    child.stdout.on('data', (b: Buffer) => { for (const c of b) if (c === 10) lines++ })
+  const format = '{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles " "}} {{join .CgoFiles " "}}\t{{join .Imports " "}}'
+  const text = await new Promise<string | undefined>(resolve => {
+    const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
+    const chunks: Buffer[] = []
+    child.stdout.on('data', (b: Buffer) => chunks.push(b))
     child.on('error', () => resolve(undefined))
-    child.on('close', code => resolve(code === 0 ? lines : undefined))
+    child.on('close', code => resolve(code === 0 ? Buffer.concat(chunks).toString('utf8') : undefined))
   })
+  if (text === undefined) return undefined
+  return await Promise.all(text.split('\n').filter(line => line !== '').map(async line => {
+    const [p = '', dir = '', files = '', imports = ''] = line.split('\t')
+    let b = 0
+    for (const f of files.split(' ')) if (f !== '') b += await stat(join(dir, f)).then(s => s.size, () => 0)
+    return { p, i: imports === '' ? [] : imports.split(' '), b }
+  }))
 }
-
 
 export async function runGo (sub: 'build' | 'test', args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const started = performance.now()
@@ -106,10 +117,16 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     let total: number | undefined
+    if (sub === 'build') {
+      void listPackages(toolchain.go, args, stop.signal).then(async packages => {
+        if (packages === undefined || stop.signal.aborted) return
+        total = packages.length
+        await session.client.request({ type: 'build-graph', build, packages })
+      }).catch(() => {})
+    }
     let line = ''
     const clear = (): void => { if (line !== '') { process.stderr.write('\r\x1b[K'); line = '' } }
     if (live) {
-      if (sub === 'build') void countPackages(toolchain.go, args, stop.signal).then(n => { total = n })
       child.stderr?.on('data', (chunk: Buffer) => { clear(); process.stderr.write(chunk) })
       const timer = setInterval(() => {
         session.client.request({ type: 'build-progress', build }).then(r => {

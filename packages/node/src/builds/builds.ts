@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import { emptyBuildStats, type BuildStats } from '@grid/protocol'
+import type { Plan } from '../scheduler/index.js'
 
 export interface BuildRecord {
   stats: BuildStats
@@ -13,6 +14,12 @@ export interface BuildRecord {
   pinned: Set<string>
   /** latency of each peer lookup, ms (summarised as percentiles in the stats) */
   lookupMs: number[]
+  /** per remote task, requester wall time beyond the worker's compile time, ms */
+  overheadMs: number[]
+  /** the package graph, once `grid build` sent it */
+  plan: Plan | undefined
+  /** compile time of each package in this build, ms (for the measured critical path) */
+  durations: Map<string, number>
 }
 
 export class Builds {
@@ -22,7 +29,7 @@ export class Builds {
 
   begin (command: string[]): BuildRecord {
     const id = randomBytes(8).toString('hex')
-    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set(), lookupMs: [] }
+    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set(), lookupMs: [], overheadMs: [], plan: undefined, durations: new Map() }
     this.active.set(id, record)
     return record
   }

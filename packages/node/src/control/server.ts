@@ -21,6 +21,8 @@ export interface RequestContext {
   onClose: (fn: () => void) => void
   /** Frees the local slot a `compile-here` granted on this connection (set by the node). */
   release: (() => void) | undefined
+  /** Records that the compile a `compile-here` granted finished (set by the node). */
+  done: (() => void) | undefined
 }
 
 export type RequestHandler = (request: Request, context: RequestContext) => Promise<Reply>
@@ -77,7 +79,7 @@ export class ControlServer {
     const abort = new AbortController()
     const closers: Array<() => void> = []
     const decoder = new FrameDecoder({ from: name })
-    const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn), release: undefined }
+    const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn), release: undefined, done: undefined }
     socket.on('data', chunk => {
       let requests
       try {

@@ -1,4 +1,5 @@
-export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type RemoteOutcome } from './remote.js'
+export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type Attempt, type Candidate, type RemoteRequest } from './remote.js'
+export type { PreparedTask } from './task-builder.js'
 export { Worker } from './worker.js'
 export { parseCompileArgs, relocatedTrimpath } from './parse.js'
 export { exportDataOnly } from './archive.js'

@@ -1,15 +1,16 @@
 /**
- * Requester side of remote compiles: decides, for each compile the shim hands the node,
- * whether to offer it to a peer, picks the peer, ships the task and writes the outputs where
- * cmd/go expects them. Any failure (refusal, error, timeout, a peer that vanishes) returns a
- * reason and the compile runs locally: a peer costs time, never correctness.
+ * Requester side of remote compiles, the transport half: turns a compile into a task, knows
+ * which peers can take one (best first), and runs one attempt on one peer, returning the
+ * outputs in memory. Whether to ship a compile, and racing overdue attempts, is the scheduler's
+ * (packages/node/src/scheduler); writing the winner's outputs too. Any failure (refusal, error,
+ * timeout, a peer that vanishes) is a reason, never an exception: a peer costs time, never
+ * correctness.
  *
- * Policy (`--offload`): `never`; `busy` (default) offers a compile only while every local slot
- * is taken; `always` offers every compile it can (tests, and machines that should stay cool).
  * Peers are eligible when their advert accepts work, has a free slot, and shows the same
- * compiler and canary as ours; a peer that failed recently is skipped for a while.
+ * compiler, canary and GOEXPERIMENT as ours; a peer that failed recently is skipped for a
+ * while. The fastest first: each peer's speed is a moving average of its attempts' wall time
+ * over their expected compile time.
  */
-import { writeFile } from 'node:fs/promises'
 import type { Libp2p } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
@@ -28,13 +29,11 @@ export const OFFLOAD_POLICIES: readonly Offload[] = ['never', 'busy', 'always']
 
 /** A peer that failed is not offered work for this long. */
 const PENALTY_MS = 30_000
-/** Peers tried for one compile before it runs locally. */
-const MAX_ATTEMPTS = 2
-
+/** Weight of a new sample in a peer's speed (moving average). */
+const SPEED_ALPHA = 0.3
 
 export interface RemoteInit {
   libp2p: Libp2p
-  offload: Offload
   /** connected members with their adverts */
   peers: () => Array<{ peerId: string, advert: Advert }>
   isUntrusted: (peerId: string) => boolean
@@ -42,91 +41,103 @@ export interface RemoteInit {
 }
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
-export type RemoteOutcome =
-  | { ok: true, peer: string, output: Buffer, transferMs: number, compileMs: number }
-  | { ok: false, reason: string }
+
+/** One attempt on one peer. `busy`: refused for lack of a slot (no inputs sent, no penalty). */
+export type Attempt =
+  | { ok: true, peer: string, archive: Uint8Array, asmhdr: Uint8Array | null, transferMs: number, compileMs: number, wallMs: number }
+  | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' }
+
+export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
 export class RemoteCompiler {
   private readonly init: RemoteInit
   private readonly inFlight = new Map<string, number>()
   private readonly penalty = new Map<string, number>()
-  readonly scores = new Map<string, { ok: number, failed: number }>()
+  readonly scores = new Map<string, { ok: number, failed: number, speed: number }>()
 
   constructor (init: RemoteInit) {
     this.init = init
   }
 
-  /** Whether to try a peer for this compile, given how busy the local pool is. */
-  wants (localBusy: boolean): boolean {
-    return this.init.offload === 'always' || (this.init.offload === 'busy' && localBusy)
-  }
-
   /** Free remote slots right now (for sizing go's -p). */
   capacity (): number {
-    return this.eligible().reduce((n, p) => n + p.free, 0)
+    return this.candidates().reduce((n, p) => n + p.free, 0)
   }
 
-  async compile (req: RemoteRequest, signal: AbortSignal): Promise<RemoteOutcome> {
+  /** The task and its inputs, or why this compile cannot be shipped. */
+  async prepare (req: RemoteRequest): Promise<PreparedTask | { reason: 'toolchain-unknown' | 'unsupported-task' }> {
     const own = this.init.own()
-    if (own === undefined) return { ok: false, reason: 'toolchain-unknown' }
-    const candidates = this.eligible()
-    if (candidates.length === 0) return { ok: false, reason: this.init.peers().length === 0 ? 'no-peers' : 'peers-busy' }
+    if (own === undefined) return { reason: 'toolchain-unknown' }
     const parsed = parseCompileArgs(req.args, req.cwd)
-    if ('unsupported' in parsed) return { ok: false, reason: 'unsupported-task' }
+    if ('unsupported' in parsed) return { reason: 'unsupported-task' }
     const prepared = await buildTask(parsed, req.env, own.compiler, req.goroot).catch((err: Error) => ({ unsupported: err.message }))
-    if ('unsupported' in prepared) return { ok: false, reason: 'unsupported-task' }
-    // Adverts lag a little behind a peer's slots: a busy refusal (one round trip, no inputs
-    // sent) moves on to the next candidate without holding it against the peer.
-    for (const { peerId: peer } of candidates.slice(0, MAX_ATTEMPTS)) {
-      const outcome = await this.attempt(peer, req, prepared, signal)
-      if (outcome !== 'busy') return outcome
-    }
-    return { ok: false, reason: 'peers-busy' }
+    if ('unsupported' in prepared) return { reason: 'unsupported-task' }
+    return prepared
   }
 
-  private async attempt (peer: string, req: RemoteRequest, prepared: PreparedTask, signal: AbortSignal): Promise<RemoteOutcome | 'busy'> {
+  /** Why no peer can take a compile now (when `candidates()` is empty). */
+  whyNone (): 'no-peers' | 'no-capable-peer' | 'peers-busy' {
+    const peers = this.init.peers()
+    if (peers.length === 0) return 'no-peers'
+    return peers.some(p => this.capable(p.peerId, p.advert)) ? 'peers-busy' : 'no-capable-peer'
+  }
+
+  /** Peers that could take a compile now, best first: fastest, then most free slots, then least loaded. */
+  candidates (): Candidate[] {
+    return this.init.peers().flatMap(({ peerId, advert }) => {
+      if (!this.capable(peerId, advert)) return []
+      // Our own tasks on it are in its advert too once it re-advertises; bound by its total.
+      const mine = this.inFlight.get(peerId) ?? 0
+      const free = Math.min(advert.slots.total - mine, Math.max(advert.slots.free, advert.slots.total - mine))
+      if (free <= 0 || (advert.slots.free <= 0 && mine === 0)) return []
+      return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1 }]
+    }).sort((a, b) => a.speed - b.speed || b.free - a.free || a.load - b.load)
+  }
+
+  private capable (peerId: string, advert: Advert): boolean {
+    const own = this.init.own()
+    if (own === undefined || !advert.accepting || this.init.isUntrusted(peerId) || (this.penalty.get(peerId) ?? 0) > Date.now()) return false
+    return advert.toolchains.some(t => t.compiler === own.compiler && t.canary === own.canary && t.experiment === own.experiment)
+  }
+
+  /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
+  async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number): Promise<Attempt> {
     this.inFlight.set(peer, (this.inFlight.get(peer) ?? 0) + 1)
-    const score = this.scores.get(peer) ?? { ok: 0, failed: 0 }
+    const score = this.scores.get(peer) ?? { ok: 0, failed: 0, speed: 1 }
     this.scores.set(peer, score)
+    const started = performance.now()
     try {
       const result = await this.run(peer, prepared, signal)
       if (result.exitCode !== 0 || result.output.length > 0) {
         // Diagnostics name sandbox paths that cmd/go cannot shorten: let the local compile
         // print them exactly as plain go build would.
-        return { ok: false, reason: 'remote-diagnostics' }
+        return { ok: false, peer, reason: 'remote-diagnostics' }
       }
       if (result.archive === null || !isGoArchive(Buffer.from(result.archive))) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned something that is not a Go package archive`)
-      if (signal.aborted) throw new GridError('GRID_ERR_CANCELLED', 'the requester went away')
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
-      await writeFile(prepared.out, result.archive)
-      if (prepared.asmhdr !== undefined && result.asmhdr !== null) await writeFile(prepared.asmhdr, result.asmhdr)
+      const wallMs = performance.now() - started
       score.ok++
-      return { ok: true, peer, output: Buffer.alloc(0), transferMs: result.transferMs, compileMs: result.compileMs }
+      score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, wallMs / Math.max(1, expectedMs))) - score.speed)
+      return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
     } catch (err) {
-      if ((err as Error).message.includes(BUSY)) return 'busy'
+      if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
+      if ((err as Error).message.includes(BUSY)) return { ok: false, peer, reason: 'busy' }
       score.failed++
       this.penalty.set(peer, Date.now() + PENALTY_MS)
-      log.info(`remote compile of ${req.importPath} on ${peer} failed (${(err as Error).message}); compiling locally`)
-      return { ok: false, reason: 'peer-error' }
+      log.info(`remote compile of ${prepared.task.importPath} on ${peer} failed (${(err as Error).message}); compiling locally`)
+      return { ok: false, peer, reason: 'peer-error' }
     } finally {
       this.inFlight.set(peer, (this.inFlight.get(peer) ?? 1) - 1)
     }
   }
 
-  /** Peers that could take a compile now, best first (most free slots, then lowest load). */
-  private eligible (): Array<{ peerId: string, free: number, load: number }> {
-    const own = this.init.own()
-    if (own === undefined) return []
-    const now = Date.now()
-    return this.init.peers().flatMap(({ peerId, advert }) => {
-      if (!advert.accepting || this.init.isUntrusted(peerId) || (this.penalty.get(peerId) ?? 0) > now) return []
-      const tc = advert.toolchains.find(t => t.compiler === own.compiler && t.canary === own.canary && t.experiment === own.experiment)
-      if (tc === undefined) return []
-      // Our own tasks on it are in its advert too once it re-advertises; bound by its total.
-      const mine = this.inFlight.get(peerId) ?? 0
-      const free = Math.min(advert.slots.total - mine, Math.max(advert.slots.free, advert.slots.total - mine))
-      return free > 0 && (advert.slots.free > 0 || mine > 0) ? [{ peerId, free, load: advert.load }] : []
-    }).sort((a, b) => b.free - a.free || a.load - b.load)
+  /** A peer that lost a race it was overdue in: scored down and avoided like a failed one. */
+  overdue (peer: string, importPath: string): void {
+    const score = this.scores.get(peer) ?? { ok: 0, failed: 0, speed: 1 }
+    this.scores.set(peer, score)
+    score.failed++
+    this.penalty.set(peer, Date.now() + PENALTY_MS)
+    log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race; avoiding the peer for ${PENALTY_MS / 1000} s`)
   }
 
   private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {

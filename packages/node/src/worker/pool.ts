@@ -1,5 +1,6 @@
 /**
- * The local compile pool: at most `slots` compiles at once, first come first served. A job
+ * The local compile pool: at most `slots` compiles at once; waiting compiles are served by
+ * priority (the scheduler's remaining critical path), first come first served among equals. A job
  * names the compiler, its arguments, directory and the output-affecting environment; the pool
  * checks the tool is a Go compiler, runs it, and returns its exit code and its stdout and stderr
  * merged in arrival order (cmd/go merges them too). A job whose signal aborts is killed.
@@ -34,6 +35,14 @@ export interface LocalPoolInit {
   slots?: number
 }
 
+export interface SlotOptions {
+  signal?: AbortSignal
+  /** higher goes first when compiles wait for a slot; default 0 */
+  priority?: number
+}
+
+interface Waiter { priority: number, grant: () => void }
+
 /** The node's own environment minus everything Go reads: a compile sees only what cmd/go set. */
 function baseEnv (): Record<string, string> {
   const env: Record<string, string> = {}
@@ -46,7 +55,7 @@ function baseEnv (): Record<string, string> {
 export class LocalPool {
   readonly slots: number
   private active = 0
-  private readonly waiting: Array<() => void> = []
+  private readonly waiting: Waiter[] = []
   private readonly base = baseEnv()
   /** Called when a slot is taken or freed (the mesh re-advertises free slots). */
   onChange: (() => void) | undefined
@@ -58,10 +67,13 @@ export class LocalPool {
   get running (): number { return this.active }
   get queued (): number { return this.waiting.length }
 
-  async run (job: CompileJob, options: { signal?: AbortSignal } = {}): Promise<CompileOutcome> {
+  /** Whether a compile asking now would get a slot at once. */
+  get free (): boolean { return this.active < this.slots && this.waiting.length === 0 }
+
+  async run (job: CompileJob, options: SlotOptions = {}): Promise<CompileOutcome> {
     this.check(job)
     const queuedAt = performance.now()
-    await this.acquire(options.signal)
+    await this.acquire(options)
     const startedAt = performance.now()
     try {
       const { exitCode, output } = await this.spawn(job, options.signal)
@@ -75,8 +87,8 @@ export class LocalPool {
    * Takes a slot for a compile someone else runs (the shim, on this machine). The returned
    * function frees it; calling it more than once is harmless.
    */
-  async lease (options: { signal?: AbortSignal } = {}): Promise<() => void> {
-    await this.acquire(options.signal)
+  async lease (options: SlotOptions = {}): Promise<() => void> {
+    await this.acquire(options)
     let held = true
     return () => {
       if (!held) return
@@ -99,25 +111,28 @@ export class LocalPool {
     }
   }
 
-  private async acquire (signal: AbortSignal | undefined): Promise<void> {
+  private async acquire ({ signal, priority = 0 }: SlotOptions): Promise<void> {
+    if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot')
     if (this.active < this.slots) { this.active++; this.onChange?.(); return }
     await new Promise<void>((resolve, reject) => {
-      const grant = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
+      const waiter: Waiter = { priority, grant: () => { signal?.removeEventListener('abort', onAbort); resolve() } }
       const onAbort = (): void => {
-        const i = this.waiting.indexOf(grant)
+        const i = this.waiting.indexOf(waiter)
         if (i >= 0) this.waiting.splice(i, 1)
         reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
       }
-      if (signal?.aborted === true) { onAbort(); return }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.waiting.push(grant)
+      // after every waiter of the same or higher priority: FIFO among equals
+      let at = this.waiting.findIndex(w => w.priority < priority)
+      if (at < 0) at = this.waiting.length
+      this.waiting.splice(at, 0, waiter)
     })
     // the releaser handed its slot over: `active` is unchanged
   }
 
   private release (): void {
     const next = this.waiting.shift()
-    if (next !== undefined) next()
+    if (next !== undefined) next.grant()
     else { this.active--; this.onChange?.() }
   }
 

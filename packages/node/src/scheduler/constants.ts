@@ -1,0 +1,36 @@
+/** Scheduler limits and the cost model, with why each has its value. */
+
+/**
+ * Under `--offload busy`, a compile expected to take less than this stays local: the median std
+ * compile (~29 ms, DESIGN §7) is shorter than shipping its inputs and archive to a peer and
+ * back, so a tiny compile waits for a local slot instead.
+ */
+export const TINY_MS = 40
+
+/**
+ * Cost of a compile nobody has timed yet: a fixed part plus one per byte of Go source
+ * (GoFiles + CgoFiles). A least-squares fit of go1.26 compile times of the standard library on
+ * this project's 2-core machine against source size gave ~8 ms of start-up and ~1 KB of source
+ * per ms (runtime: 2.7 MB, ~3 s). It only ranks packages and spots tiny ones until the history
+ * has real times.
+ */
+export const COST_BASE_MS = 8
+export const COST_BYTES_PER_MS = 1_000
+
+/** Weight of a new sample in a package's duration history (exponential moving average). */
+export const HISTORY_ALPHA = 0.5
+/** Packages remembered; the least recently compiled are forgotten first. */
+export const HISTORY_MAX = 20_000
+/** `<cache>/history.json`: compile durations per import path. */
+export const HISTORY_FILE = 'history.json'
+
+/**
+ * A remote task is overdue past OVERDUE_FACTOR × (expected compile + expected transfer) +
+ * OVERDUE_MARGIN_MS. Then it is raced: by a local copy (which waits for a local slot, in
+ * priority order) and by a second peer if one is free. Equal hosts finish well inside 2×; the
+ * margin covers a new connection and a cold page cache on the peer.
+ */
+export const OVERDUE_FACTOR = 2
+export const OVERDUE_MARGIN_MS = 300
+/** Transfer estimate for the overdue time: ~50 MB/s, half of a 1 Gbit link. */
+export const TRANSFER_BYTES_PER_MS = 50_000

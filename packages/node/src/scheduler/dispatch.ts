@@ -1,0 +1,187 @@
+/**
+ * Execution of a compile the scheduler placed on a peer. The task goes to the best candidate
+ * (a busy refusal moves on to the next, once). If it is overdue (scheduler.ts `overdueMs`), it
+ * is raced: a local copy joins the local queue at the task's priority, and a second peer takes
+ * a speculative duplicate if one has a free slot. The first good result wins and the others
+ * are cancelled; only the winner writes where cmd/go expects the outputs (a local copy writes
+ * beside them and is renamed into place), so a loser can never leave half a file. A local
+ * copy's result is final whatever its exit status: it is exactly what cmd/go would have run.
+ * When every contender has failed, the reason goes back and the compile runs locally.
+ */
+import { randomBytes } from 'node:crypto'
+import { rename, rm, writeFile } from 'node:fs/promises'
+import { logger } from '../log.js'
+import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
+import type { LocalPool } from '../worker/index.js'
+import { overdueMs, type LocalReason } from './scheduler.js'
+
+const log = logger('grid:scheduler')
+
+/** Candidates tried in turn when the first refuses as busy (adverts lag a little behind slots). */
+const MAX_ATTEMPTS = 2
+
+export interface DispatchRequest extends RemoteRequest { tool: string }
+
+export interface Races { local: boolean, duplicate: boolean }
+
+export type DispatchOutcome = (
+  | { done: true, by: 'remote', exitCode: 0, output: Buffer, peer: string, transferMs: number, compileMs: number, overheadMs: number, duplicate: boolean }
+  | { done: true, by: 'local', exitCode: number, output: Buffer, runMs: number }
+  | { done: false, reason: LocalReason }
+) & { races: Races }
+
+type Contender =
+  | Attempt & { duplicate: boolean }
+  | { ok: true, local: true, exitCode: number, output: Buffer, runMs: number, tmp: Outputs }
+  | { ok: false, local: true, reason: 'cancelled' }
+
+type Win = Extract<Contender, { ok: true }>
+
+interface Outputs { out: string, asmhdr: string | undefined }
+
+export interface DispatcherInit {
+  pool: LocalPool
+  remote: () => RemoteCompiler | undefined
+}
+
+export class Dispatcher {
+  private readonly init: DispatcherInit
+
+  constructor (init: DispatcherInit) {
+    this.init = init
+  }
+
+  async compile (req: DispatchRequest, expectedMs: number, priority: number, signal: AbortSignal): Promise<DispatchOutcome> {
+    const races: Races = { local: false, duplicate: false }
+    const remote = this.init.remote()
+    if (remote === undefined) return { done: false, reason: 'no-peers', races }
+    const prepared = await remote.prepare(req)
+    if ('reason' in prepared) return { done: false, reason: prepared.reason, races }
+    const first = remote.candidates()
+    if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
+
+    const race = new AbortController()
+    const cancel = (): void => race.abort()
+    signal.addEventListener('abort', cancel, { once: true })
+    const tried = new Set<string>()
+    const primary = { peer: '' } // the peer the first contender is waiting on
+    const winner = await new Promise<Win | LocalReason>(resolve => {
+      let pending = 0
+      let failure: LocalReason | undefined
+      let settled = false
+      const contend = (p: Promise<Contender>): void => {
+        pending++
+        void p.then(c => {
+          pending--
+          if (settled) return
+          if (c.ok) { settled = true; resolve(c); return }
+          if (!('local' in c)) failure ??= c.reason === 'busy' ? 'peers-busy' : c.reason === 'cancelled' ? 'peer-error' : c.reason
+          if (pending === 0) { settled = true; resolve(failure ?? 'peer-error') }
+        })
+      }
+      contend(this.primary(remote, first.map(c => c.peerId), prepared, expectedMs, race.signal, tried, primary))
+      const timer = setTimeout(() => {
+        if (settled) return
+        log.debug(`${req.importPath} overdue on ${[...tried].join(', ')}: racing`)
+        races.local = true
+        contend(this.localCopy(req, prepared, priority, race.signal))
+        const spare = remote.candidates().find(c => !tried.has(c.peerId))
+        if (spare !== undefined) {
+          races.duplicate = true
+          tried.add(spare.peerId)
+          contend(remote.attempt(spare.peerId, prepared, race.signal, expectedMs).then(a => ({ ...a, duplicate: true })))
+        }
+      }, overdueMs(expectedMs, prepared.inputBytes))
+      race.signal.addEventListener('abort', () => clearTimeout(timer), { once: true })
+    })
+    race.abort() // the losers stop here
+    signal.removeEventListener('abort', cancel)
+    const primaryWon = typeof winner !== 'string' && !('local' in winner) && !winner.duplicate
+    if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath)
+    if (typeof winner === 'string') return { done: false, reason: winner, races }
+    if ('local' in winner) {
+      // a local copy's result is what cmd/go would have got: keep it, failed or not
+      if (winner.exitCode === 0) await this.place(winner.tmp, prepared)
+      else await removeOutputs(winner.tmp)
+      return { done: true, by: 'local', exitCode: winner.exitCode, output: winner.output, runMs: winner.runMs, races }
+    }
+    if (signal.aborted) return { done: false, reason: 'peer-error', races }
+    await this.write(winner.archive, winner.asmhdr, prepared)
+    return {
+      done: true,
+      by: 'remote',
+      exitCode: 0,
+      output: Buffer.alloc(0),
+      peer: winner.peer,
+      transferMs: winner.transferMs,
+      compileMs: winner.compileMs,
+      overheadMs: Math.max(0, winner.wallMs - winner.compileMs),
+      duplicate: winner.duplicate,
+      races
+    }
+  }
+
+  /** The first candidates in turn, moving on only when one refuses as busy. */
+  private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
+    let last: Attempt | undefined
+    for (const peer of peers.slice(0, MAX_ATTEMPTS)) {
+      tried.add(peer)
+      current.peer = peer
+      last = await remote.attempt(peer, prepared, signal, expectedMs)
+      if (last.ok || last.reason !== 'busy') break
+    }
+    current.peer = '' // settled: whatever it was, the attempt has already been scored
+    return { ...(last as Attempt), duplicate: false }
+  }
+
+  /** The same compile in the local pool, writing beside cmd/go's outputs. */
+  private async localCopy (req: DispatchRequest, prepared: PreparedTask, priority: number, signal: AbortSignal): Promise<Contender> {
+    const suffix = `.grid-race-${randomBytes(4).toString('hex')}`
+    const tmp: Outputs = { out: prepared.out + suffix, asmhdr: prepared.asmhdr === undefined ? undefined : prepared.asmhdr + suffix }
+    try {
+      const outcome = await this.init.pool.run({ tool: req.tool, args: withOutputs(req.args, tmp), cwd: req.cwd, env: req.env }, { signal, priority })
+      return { ok: true, local: true, exitCode: outcome.exitCode, output: outcome.output, runMs: outcome.runMs, tmp }
+    } catch {
+      await removeOutputs(tmp)
+      return { ok: false, local: true, reason: 'cancelled' }
+    }
+  }
+
+  private async place (tmp: Outputs, prepared: PreparedTask): Promise<void> {
+    if (tmp.asmhdr !== undefined && prepared.asmhdr !== undefined) await rename(tmp.asmhdr, prepared.asmhdr)
+    await rename(tmp.out, prepared.out)
+  }
+
+  /** A remote winner's outputs, each written beside its place and renamed into it. */
+  private async write (archive: Uint8Array, asmhdr: Uint8Array | null, prepared: PreparedTask): Promise<void> {
+    const suffix = `.grid-${randomBytes(4).toString('hex')}`
+    if (prepared.asmhdr !== undefined && asmhdr !== null) {
+      await writeFile(prepared.asmhdr + suffix, asmhdr)
+      await rename(prepared.asmhdr + suffix, prepared.asmhdr)
+    }
+    await writeFile(prepared.out + suffix, archive)
+    await rename(prepared.out + suffix, prepared.out)
+  }
+}
+
+async function removeOutputs (tmp: Outputs): Promise<void> {
+  await rm(tmp.out, { force: true })
+  if (tmp.asmhdr !== undefined) await rm(tmp.asmhdr, { force: true })
+}
+
+/**
+ * The compile's arguments with `-o` and `-asmhdr` pointing elsewhere. The output does not
+ * depend on where it is written (the worker's sandboxed `-o` shows it byte for byte).
+ */
+export function withOutputs (args: string[], to: { out: string, asmhdr: string | undefined }): string[] {
+  const result: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    const name = (arg.startsWith('--') ? arg.slice(1) : arg).split('=')[0]
+    const target = name === '-o' ? to.out : name === '-asmhdr' ? to.asmhdr : undefined
+    if (target === undefined) { result.push(arg); continue }
+    if (arg.includes('=')) result.push(`${name}=${target}`)
+    else { result.push(name as string, target); i++ }
+  }
+  return result
+}

@@ -1,0 +1,65 @@
+/**
+ * How long each package took to compile, remembered across builds in `<cache>/history.json`
+ * (a moving average per import path). The scheduler ranks compiles by it; a package never
+ * seen is estimated from its source size. A missing or unreadable file is an empty history: it
+ * only costs a worse order.
+ */
+import { randomBytes } from 'node:crypto'
+import { readFile, rename, writeFile } from 'node:fs/promises'
+import { logger } from '../log.js'
+import { HISTORY_ALPHA, HISTORY_MAX } from './constants.js'
+
+const log = logger('grid:scheduler')
+
+export class History {
+  private readonly file: string
+  private readonly ms = new Map<string, number>()
+  private dirty = false
+
+  constructor (file: string) {
+    this.file = file
+  }
+
+  async load (): Promise<void> {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(await readFile(this.file, 'utf8'))
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') log.warn(`ignoring compile history ${this.file}: ${(err as Error).message}`)
+      return
+    }
+    const packages = (parsed as { packages?: unknown })?.packages
+    if (packages === null || typeof packages !== 'object') return
+    for (const [p, ms] of Object.entries(packages)) {
+      if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) this.ms.set(p, ms)
+    }
+  }
+
+  get (importPath: string): number | undefined {
+    return this.ms.get(importPath)
+  }
+
+  record (importPath: string, ms: number): void {
+    if (importPath === '' || !Number.isFinite(ms) || ms < 0) return
+    const old = this.ms.get(importPath)
+    this.ms.delete(importPath) // re-inserted last: Map order is recency order
+    this.ms.set(importPath, old === undefined ? ms : old + HISTORY_ALPHA * (ms - old))
+    if (this.ms.size > HISTORY_MAX) this.ms.delete(this.ms.keys().next().value as string)
+    this.dirty = true
+  }
+
+  /** Writes the history if it changed (temp file + rename: readers never see half a file). */
+  async save (): Promise<void> {
+    if (!this.dirty) return
+    this.dirty = false
+    const packages: Record<string, number> = {}
+    for (const [p, ms] of this.ms) packages[p] = Math.round(ms * 10) / 10
+    const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`
+    try {
+      await writeFile(tmp, JSON.stringify({ v: 1, packages }))
+      await rename(tmp, this.file)
+    } catch (err) {
+      log.warn(`cannot save the compile history: ${(err as Error).message}`)
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The scheduler: planning, apart from execution (as cmd/go keeps planning in action.go and
+ * running in exec.go). For each compile the shim hands the node it says where it should run
+ * and why, and how urgent it is:
+ *
+ *   * expected cost: the package's compile-time history, else an estimate from its source size;
+ *   * priority: the remaining critical path through the build's package graph (`go list -deps`
+ *     from `grid build`), so the local queue and the peers take the long poles first;
+ *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
+ *     (default) ships a compile only when every local slot is taken and it is not tiny;
+ *     `always` ships whatever it can. Every compile that stays local has a reason.
+ *
+ * Execution (the race of a remote task against a local copy or a second peer) is dispatch.ts.
+ */
+import { stat } from 'node:fs/promises'
+import type { GraphPackage } from '@grid/protocol'
+import type { Offload } from '../remote/index.js'
+import { COST_BASE_MS, COST_BYTES_PER_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
+import { History } from './history.js'
+import { Plan } from './plan.js'
+
+/** Why a compile ran locally. Counted per build in `compiles.localReasons`. */
+export type LocalReason =
+  | 'policy' // --offload never
+  | 'local-free' // --offload busy and a local slot was free
+  | 'too-small' // expected to take less than shipping it
+  | 'no-peers' // no connected member (or the mesh is not up yet)
+  | 'no-capable-peer' // members, but none with this compiler, canary and GOEXPERIMENT that takes work
+  | 'peers-busy' // capable peers, all slots taken
+  | 'peer-error' // the peer failed, timed out or returned something unusable
+  | 'unsupported-task' // a flag outside the task allow-list, or inputs that cannot be read
+  | 'remote-diagnostics' // the peer's compile printed or failed: rerun here for go's own messages
+  | 'toolchain-unknown' // this node has not probed its own toolchain yet
+  | 'raced' // the peer was overdue and the local copy finished first
+
+export type Placement = { where: 'local', reason: LocalReason } | { where: 'remote' }
+
+/** Expected compile time from source bytes, for a package without history. */
+export function estimateMs (sourceBytes: number): number {
+  return COST_BASE_MS + sourceBytes / COST_BYTES_PER_MS
+}
+
+/** When a remote task counts as overdue (ms after it was sent). */
+export function overdueMs (expectedMs: number, inputBytes: number): number {
+  return OVERDUE_FACTOR * (expectedMs + inputBytes / TRANSFER_BYTES_PER_MS) + OVERDUE_MARGIN_MS
+}
+
+export interface PlaceInput {
+  offload: Offload
+  /** whether the node can reach peers at all (a mesh with a remote compiler) */
+  mesh: boolean
+  localFree: boolean
+  expectedMs: number
+}
+
+/** Where a compile should run. Pure: the node supplies the facts. */
+export function place (input: PlaceInput): Placement {
+  if (input.offload === 'never') return { where: 'local', reason: 'policy' }
+  if (!input.mesh) return { where: 'local', reason: 'no-peers' }
+  if (input.offload === 'always') return { where: 'remote' }
+  if (input.localFree) return { where: 'local', reason: 'local-free' }
+  if (input.expectedMs < TINY_MS) return { where: 'local', reason: 'too-small' }
+  return { where: 'remote' }
+}
+
+export interface SchedulerInit {
+  historyFile: string
+}
+
+export class Scheduler {
+  readonly history: History
+
+  constructor (init: SchedulerInit) {
+    this.history = new History(init.historyFile)
+  }
+
+  async start (): Promise<void> { await this.history.load() }
+  async stop (): Promise<void> { await this.history.save() }
+
+  /** A build's plan from its package graph, costed by history, else by source size. */
+  plan (packages: GraphPackage[]): Plan {
+    return new Plan(packages, pkg => this.history.get(pkg.p) ?? estimateMs(pkg.b))
+  }
+
+  /**
+   * Expected compile time of one compile: history, else the plan's source size, else the size
+   * of the .go files on its command line (a few stats; only for packages outside the graph).
+   */
+  async expectedMs (importPath: string, plan: Plan | undefined, sources: () => string[]): Promise<number> {
+    const known = this.history.get(importPath)
+    if (known !== undefined) return known
+    const pkg = plan?.package(importPath)
+    if (pkg !== undefined) return estimateMs(pkg.b)
+    let bytes = 0
+    for (const file of sources()) bytes += await stat(file).then(s => s.size, () => 0)
+    return estimateMs(bytes)
+  }
+
+  record (importPath: string, ms: number): void {
+    this.history.record(importPath, ms)
+  }
+}

@@ -1,0 +1,134 @@
+// The scheduler's execution half: a remote task that goes overdue is raced by a local copy
+// (the real compiler) or by a second peer, the first good result is the one written where
+// cmd/go expects it, and a peer that lost a race it was late in is scored down. The peers are
+// stubs whose answers the test releases; the pool and the compiler are real.
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { Dispatcher, LocalPool } from '@grid/node/server'
+
+const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
+const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
+const COMPILE = join(goroot, 'pkg', 'tool', hostTool, 'compile')
+const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' }).trim()
+
+type Answer = { ok: true, peer: string, archive: Uint8Array, asmhdr: null, transferMs: number, compileMs: number, wallMs: number } | { ok: false, peer: string, reason: string }
+
+/** Peers whose attempts wait until the test answers them (or the dispatcher cancels them). */
+function stubRemote (peers: string[], out: string) {
+  const calls: string[] = []
+  const overdue: string[] = []
+  const answers = new Map<string, (a: Answer) => void>()
+  const remote = {
+    prepare: async () => ({ task: { importPath: 'x' }, blobs: new Map(), out, asmhdr: undefined, inputBytes: 0 }),
+    candidates: () => peers.filter(p => !calls.includes(p)).map(peerId => ({ peerId, free: 1, load: 0, speed: 1 })),
+    whyNone: () => 'no-peers',
+    attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
+      calls.push(peer)
+      return await new Promise<Answer>(resolve => {
+        answers.set(peer, resolve)
+        signal.addEventListener('abort', () => resolve({ ok: false, peer, reason: 'cancelled' }), { once: true })
+      })
+    },
+    overdue: (peer: string) => { overdue.push(peer) }
+  }
+  return { remote, calls, overdue, answer: (peer: string, a: Answer) => answers.get(peer)?.(a) }
+}
+
+async function pkgDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'disp-'))
+  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F(n int) int { return n * 3 }\n')
+  return dir
+}
+
+const args = (out: string): string[] => ['-o', out, '-p', 'x', '-buildid', 'abc/abc', '-goversion', goversion, '-pack', 'a.go']
+const request = (dir: string) => ({ tool: COMPILE, args: args(join(dir, '_pkg_.a')), cwd: dir, env: {}, importPath: 'x', goroot })
+const good = (peer: string, bytes: string): Answer => ({ ok: true, peer, archive: Buffer.from(bytes), asmhdr: null, transferMs: 1, compileMs: 2, wallMs: 5 })
+
+async function waitUntil (check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+describe('dispatch', () => {
+  it('a prompt peer wins without a race and its archive is written in place', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['p1', 'p2'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 1_000, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.length === 1)
+    stub.answer('p1', good('p1', 'from p1'))
+    const r = await running
+    assert.ok(r.done && r.by === 'remote' && r.peer === 'p1' && !r.duplicate, JSON.stringify(r))
+    assert.deepEqual(r.races, { local: false, duplicate: false })
+    assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from p1')
+    assert.deepEqual(stub.overdue, [])
+    assert.deepEqual((await readdir(dir)).sort(), ['_pkg_.a', 'a.go'], 'no temp files left')
+  })
+
+  it('an overdue peer is raced by a local copy, which wins; the peer is scored down', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['hangs'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const r = await d.compile(request(dir), 1, 0, new AbortController().signal)
+    assert.ok(r.done && r.by === 'local' && r.exitCode === 0, JSON.stringify(r))
+    assert.deepEqual(r.races, { local: true, duplicate: false })
+    assert.deepEqual(stub.overdue, ['hangs'])
+    // byte for byte what the compiler writes when cmd/go runs it directly
+    const ref = join(dir, 'ref.a')
+    execFileSync(COMPILE, args(ref), { cwd: dir })
+    assert.ok((await readFile(join(dir, '_pkg_.a'))).equals(await readFile(ref)))
+    assert.deepEqual((await readdir(dir)).sort(), ['_pkg_.a', 'a.go', 'ref.a'], 'no temp files left')
+  })
+
+  it('with every local slot taken, a second peer runs a speculative duplicate and its result is kept', async (t) => {
+    const dir = await pkgDir(t)
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease() // the local slot stays busy: the local copy can only queue
+    t.after(release)
+    const stub = stubRemote(['slow', 'spare'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 1, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.includes('spare'))
+    stub.answer('spare', good('spare', 'from spare'))
+    const r = await running
+    assert.ok(r.done && r.by === 'remote' && r.peer === 'spare' && r.duplicate, JSON.stringify(r))
+    assert.deepEqual(r.races, { local: true, duplicate: true })
+    assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from spare')
+    assert.deepEqual(stub.overdue, ['slow'])
+    assert.equal(pool.queued, 0, 'the queued local copy was withdrawn')
+  })
+
+  it('a failing peer before the deadline gives its reason back, and nothing is written', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['bad'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 10_000, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.length === 1)
+    stub.answer('bad', { ok: false, peer: 'bad', reason: 'peer-error' })
+    const r = await running
+    assert.ok(!r.done && r.reason === 'peer-error', JSON.stringify(r))
+    assert.deepEqual(stub.overdue, [], 'a failure is scored by the attempt itself, not again')
+    assert.deepEqual(await readdir(dir), ['a.go'])
+  })
+
+  it('a requester that goes away cancels everything', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['p1'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const abort = new AbortController()
+    const running = d.compile(request(dir), 10_000, 0, abort.signal)
+    await waitUntil(() => stub.calls.length === 1)
+    abort.abort()
+    const r = await running
+    assert.ok(!r.done, JSON.stringify(r))
+    assert.deepEqual(await readdir(dir), ['a.go'])
+  })
+})

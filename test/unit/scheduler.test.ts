@@ -1,0 +1,117 @@
+// The scheduler's planning half: critical paths through a package graph, where a compile is
+// placed and why, the duration history, the local queue's priority order, and the output
+// rewrite a local race copy uses.
+import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { History, LocalPool, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
+
+//   main ─┬─ a ── c (runtime-like, slow)
+//         └─ b ── c
+//   d (unrelated)
+const graph = [
+  { p: 'c', i: [], b: 0 },
+  { p: 'a', i: ['c'], b: 0 },
+  { p: 'b', i: ['c', 'unsafe-not-in-graph'], b: 0 },
+  { p: 'main', i: ['a', 'b'], b: 0 },
+  { p: 'd', i: [], b: 0 }
+]
+const cost: Record<string, number> = { c: 100, a: 10, b: 50, main: 5, d: 7 }
+
+describe('scheduler', () => {
+  it('ranks each package by its remaining critical path', () => {
+    const plan = new Plan(graph, pkg => cost[pkg.p] as number)
+    assert.equal(plan.size, 5)
+    assert.equal(plan.priority('main'), 5)
+    assert.equal(plan.priority('a'), 15)
+    assert.equal(plan.priority('b'), 55)
+    assert.equal(plan.priority('c'), 155) // c + b + main: the longest chain that waits on c
+    assert.equal(plan.priority('d'), 7)
+    assert.equal(plan.priority('not-in-graph'), undefined)
+  })
+
+  it('measures the critical path and total compile time of a finished build', () => {
+    const plan = new Plan(graph, () => 1)
+    const measured = new Map([['c', 100], ['a', 10], ['b', 50], ['main', 5], ['d', 7], ['x [x.test]', 3]])
+    assert.deepEqual(plan.criticalPath(measured), { ms: 155, totalMs: 175 })
+    // packages answered from the cache were not compiled: they weigh nothing
+    assert.deepEqual(plan.criticalPath(new Map([['a', 10], ['main', 5]])), { ms: 15, totalMs: 15 })
+  })
+
+  it('survives an import cycle in a broken graph', () => {
+    const plan = new Plan([{ p: 'x', i: ['y'], b: 0 }, { p: 'y', i: ['x'], b: 0 }], () => 10)
+    assert.ok((plan.priority('x') ?? 0) >= 10 && (plan.priority('y') ?? 0) >= 10)
+  })
+
+  it('places compiles by policy, local capacity and size, always with a reason when local', () => {
+    const big = TINY_MS * 10
+    assert.deepEqual(place({ offload: 'never', mesh: true, localFree: false, expectedMs: big }), { where: 'local', reason: 'policy' })
+    assert.deepEqual(place({ offload: 'busy', mesh: false, localFree: false, expectedMs: big }), { where: 'local', reason: 'no-peers' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big }), { where: 'local', reason: 'local-free' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: false, expectedMs: TINY_MS / 2 }), { where: 'local', reason: 'too-small' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: false, expectedMs: big }), { where: 'remote' })
+    assert.deepEqual(place({ offload: 'always', mesh: true, localFree: true, expectedMs: 1 }), { where: 'remote' })
+  })
+
+  it('estimates unknown packages by source size, and gives big tasks more time before racing them', () => {
+    assert.ok(estimateMs(0) < TINY_MS, 'an empty package is tiny')
+    assert.ok(estimateMs(2_700_000) > 1000, 'runtime-sized source is a long pole')
+    assert.ok(overdueMs(1000, 0) > overdueMs(10, 0))
+    assert.ok(overdueMs(10, 50_000_000) > overdueMs(10, 0), 'inputs take time to send')
+  })
+
+  it('remembers durations as a moving average across restarts, and ignores a corrupt file', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'hist-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const file = join(dir, 'history.json')
+    const h = new History(file)
+    await h.load()
+    h.record('fmt', 100)
+    h.record('fmt', 200)
+    h.record('', 5)
+    h.record('bad', Number.NaN)
+    assert.equal(h.get('fmt'), 150)
+    await h.save()
+    const again = new History(file)
+    await again.load()
+    assert.equal(again.get('fmt'), 150)
+    assert.equal(again.get('bad'), undefined)
+    await writeFile(file, '{not json')
+    const broken = new History(file)
+    await broken.load()
+    assert.equal(broken.get('fmt'), undefined)
+    assert.match(await readFile(file, 'utf8'), /not json/, 'loading never rewrites the file')
+  })
+
+  it('serves waiting compiles by priority, first come first served among equals', async () => {
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease()
+    const order: string[] = []
+    const wait = (name: string, priority: number): Promise<void> => pool.lease({ priority }).then(free => { order.push(name); free() })
+    const all = Promise.all([wait('low', 1), wait('high', 100), wait('mid-1', 50), wait('mid-2', 50)])
+    assert.equal(pool.free, false)
+    release()
+    await all
+    assert.deepEqual(order, ['high', 'mid-1', 'mid-2', 'low'])
+    assert.equal(pool.free, true)
+  })
+
+  it('a cancelled waiter leaves the queue', async () => {
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease()
+    const abort = new AbortController()
+    const waiting = pool.lease({ signal: abort.signal, priority: 10 })
+    abort.abort()
+    await assert.rejects(waiting, (err: { code?: string }) => err.code === 'GRID_ERR_CANCELLED')
+    release()
+    assert.equal(pool.free, true)
+  })
+
+  it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {
+    const args = ['-o', '/w/b1/_pkg_.a', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h', '-pack', 'a.go']
+    assert.deepEqual(withOutputs(args, { out: '/w/b1/_pkg_.a.r', asmhdr: '/w/b1/go_asm.h.r' }),
+      ['-o', '/w/b1/_pkg_.a.r', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h.r', '-pack', 'a.go'])
+  })
+})
