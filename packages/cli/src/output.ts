@@ -45,8 +45,22 @@ export function formatSummary (stats: BuildStats, wallMs: number): string {
   const trust = (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
     (verify.sampled > 0 ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` : '')
   return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
-    `compiles ${k.local} local, ${k.remote} remote, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}` +
+    `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}` +
     `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
+}
+
+/** Why compiles stayed local, most common first (DESIGN §8: never distribute silently). */
+function whyLocal (stats: BuildStats): string {
+  const top = Object.entries(stats.compiles.localReasons).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1])
+  return stats.compiles.local === 0 || top.length === 0 ? '' : ` (${top.map(([r, n]) => `${r} ${n}`).join(', ')})`
+}
+
+function remoteDetail (stats: BuildStats): string {
+  const k = stats.compiles
+  if (k.remote === 0 && k.races.local + k.races.duplicate === 0) return ''
+  const peers = Object.keys(k.byPeer).length
+  const races = k.races.local + k.races.duplicate > 0 ? `, ${k.races.local + k.races.duplicate} raced` : ''
+  return ` (${peers} peer${peers === 1 ? '' : 's'}, overhead p50 ${k.overhead.p50Ms.toFixed(1)} ms${races})`
 }
 
 export function formatProgress (stats: BuildStats, total: number | undefined, elapsedMs: number): string {
