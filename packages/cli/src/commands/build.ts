@@ -31,6 +31,12 @@ With --json, go's own stdout goes to stderr and stdout holds only the summary ob
 
 const TOOLEXEC = /^--?toolexec(=|$)/
 
+/**
+ * The package graph is listed this long after go starts: a no-op build (~0.2–0.5 s) is
+ * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
+ */
+const GRAPH_DELAY_MS = 500
+
 /** Quotes a word for cmd/go's quoted.Split (used on -toolexec and GOCACHEPROG). */
 function quoteForGo (word: string): string {
   if (!/[\s'"]/.test(word)) return word
@@ -118,11 +124,15 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     process.on('SIGTERM', onSignal)
     let total: number | undefined
     if (sub === 'build') {
-      void listPackages(toolchain.go, args, stop.signal).then(async packages => {
-        if (packages === undefined || stop.signal.aborted) return
-        total = packages.length
-        await session.client.request({ type: 'build-graph', build, packages })
-      }).catch(() => {})
+      // Not at once: a no-op build is over before this fires and never pays for go list.
+      const timer = setTimeout(() => {
+        void listPackages(toolchain.go, args, stop.signal).then(async packages => {
+          if (packages === undefined || stop.signal.aborted) return
+          total = packages.length
+          await session.client.request({ type: 'build-graph', build, packages })
+        }).catch(() => {})
+      }, GRAPH_DELAY_MS)
+      stop.signal.addEventListener('abort', () => clearTimeout(timer))
     }
     let line = ''
     const clear = (): void => { if (line !== '') { process.stderr.write('\r\x1b[K'); line = '' } }
