@@ -40,25 +40,21 @@
  * Writes JSON (default docs/benchmarks/shared.json) and shared.md beside it. Progress goes to
  * stderr. Node builtins only.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { execFileSync, spawn } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import * as host from './lib/lab-bench.js'
+import { duBytes, GRID, gitInfo, LAB, loadavg, maxOf, median, newestBuild, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime } from './lib/lab-bench.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
-const LAB = join(ROOT, 'scripts', 'lab')
-const GRID = join(ROOT, 'packages', 'cli', 'bin', 'grid.js')
 const HOSTS = 4
 const CPU = 0.5
 const RATE = '1gbit'
 const DAEMON_ARGS = ['--slots', '1']
 const CACHER_PORT = 31364
 const CACHER_SERVER_IP = '10.77.0.2'
-const CG_CPU = '/sys/fs/cgroup/cpu'
-const CG_ACCT = '/sys/fs/cgroup/cpuacct'
 const GO_TOOL_CACHE = 'github.com/bradfitz/go-tool-cache'
 const CASES = ['plain', 'grid', 'cacher']
 /** The config of the node that pre-fills h2's grid cache outside the lab: nobody can find it. */
@@ -87,35 +83,14 @@ if (opts.help) {
   process.exit(2)
 }
 const ROUNDS = posInt(opts.rounds, '--rounds')
-const TARGETS = opts.targets.split(',').map(s => s.trim()).filter(Boolean).map(s => {
-  const m = /^(.*?)(?::(\d+))?$/.exec(s)
-  return { target: m[1], rounds: m[2] === undefined ? ROUNDS : posInt(m[2], `--targets ${s}`) }
-})
+const TARGETS = parseTargets(opts.targets, ROUNDS)
 if (TARGETS.length === 0) { process.stderr.write('--targets: nothing to build\n'); process.exit(2) }
 if (!['go-cacher-server', 'gocached'].includes(opts.server)) { process.stderr.write(`--server: go-cacher-server or gocached, got ${opts.server}\n`); process.exit(2) }
 const SERVER = opts.server
 const BUILD_TIMEOUT_MS = posInt(opts['build-timeout'], '--build-timeout') * 1000
 const OUT = resolve(opts.out)
 
-function posInt (s, name) {
-  const n = Number(s)
-  if (!Number.isInteger(n) || n < 1) { process.stderr.write(`${name}: expected a positive integer, got ${s}\n`); process.exit(2) }
-  return n
-}
-
 const say = (msg) => process.stderr.write(`bench-shared: ${new Date().toISOString().slice(11, 19)} ${msg}\n`)
-const sleep = (ms) => new Promise(resolve => setTimeout(resolve, ms))
-const median = (xs) => {
-  const s = xs.filter(x => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
-  if (s.length === 0) return null
-  const m = s.length >> 1
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-const maxOf = (xs) => { const s = xs.filter(x => typeof x === 'number' && Number.isFinite(x)); return s.length === 0 ? null : Math.max(...s) }
-const r3 = (x) => x === null || x === undefined ? null : Math.round(x * 1000) / 1000
-const r2 = (x) => x === null || x === undefined ? null : Math.round(x * 100) / 100
-const uptime = () => { try { return execFileSync('uptime', { encoding: 'utf8' }).trim() } catch { return null } }
-const loadavg = () => os.loadavg().map(x => Math.round(x * 100) / 100)
 
 // ---------------------------------------------------------------- processes
 
@@ -157,12 +132,6 @@ async function lab (args, timeoutMs = 120_000) {
   return r
 }
 
-function sh (cmd, args, timeoutMs = 30_000) {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout) => err ? reject(err) : resolve(stdout))
-  })
-}
-
 /** A long-running child (a cache server): spawned in its own group, killed by its pid. */
 function startBackground (cmd, args, logFile, env = baseEnv()) {
   const child = spawn('sh', ['-c', 'exec "$@" >>"$LOGFILE" 2>&1', 'sh', cmd, ...args], { cwd: ROOT, env: { ...env, LOGFILE: logFile }, stdio: 'ignore', detached: true })
@@ -182,27 +151,10 @@ async function stopBackground (child) {
 
 // ---------------------------------------------------------------- host probes
 
-function cgroupCpuSeconds (i) {
-  for (const p of [`${CG_ACCT}/${prefix}-h${i}/cpuacct.usage`, `${CG_CPU}/${prefix}-h${i}/cpuacct.usage`]) {
-    try { return Number(readFileSync(p, 'utf8')) / 1e9 } catch {}
-  }
-  return null
-}
-
-async function netCounters (i) {
-  const out = await sh('ip', ['netns', 'exec', `${prefix}-h${i}`, 'sh', '-c',
-    'd=/sys/class/net/eth0/statistics; echo $(cat $d/rx_bytes) $(cat $d/tx_bytes) $(cat $d/rx_packets) $(cat $d/tx_packets)'])
-  const [rxBytes, txBytes, rxPackets, txPackets] = out.trim().split(/\s+/).map(Number)
-  return { rxBytes, txBytes, rxPackets, txPackets }
-}
-
-/** The host's CFS throttling counters (cgroup-v1 cpu.stat): periods, throttled periods, throttled time. */
-function cgroupThrottle (i) {
-  try {
-    const st = Object.fromEntries(readFileSync(`${CG_CPU}/${prefix}-h${i}/cpu.stat`, 'utf8').trim().split('\n').map(l => { const [k, v] = l.split(' '); return [k, Number(v)] }))
-    return { periods: st.nr_periods ?? null, throttled: st.nr_throttled ?? null, throttledS: st.throttled_time === undefined ? null : st.throttled_time / 1e9 }
-  } catch { return { periods: null, throttled: null, throttledS: null } }
-}
+// scripts/lib/lab-bench.js, for this run's prefix
+const cgroupCpuSeconds = (i) => host.cgroupCpuSeconds(prefix, i)
+const cgroupThrottle = (i) => host.cgroupThrottle(prefix, i)
+const netCounters = (i) => host.netCounters(prefix, i)
 
 async function snapshot () {
   return { at: Date.now(), net1: await netCounters(1), cpu1: cgroupCpuSeconds(1), cpu2: cgroupCpuSeconds(2), thr1: cgroupThrottle(1), thr2: cgroupThrottle(2) }
@@ -397,9 +349,6 @@ async function prefillCacher (targets, serverDir) {
   }
 }
 
-function readLog (p) { try { return readFileSync(p, 'utf8').slice(-2000) } catch { return '' } }
-function duBytes (dir) { try { return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]) } catch { return null } }
-
 async function waitForCacherServer () {
   for (let k = 0; k < 150; k++) {
     const r = await run('ip', ['netns', 'exec', `${prefix}-h1`, 'bash', '-c', `exec 3<>/dev/tcp/${CACHER_SERVER_IP}/${CACHER_PORT}`], { timeoutMs: 5000 })
@@ -580,30 +529,6 @@ function markdown (doc) {
   return L.join('\n')
 }
 
-function gitInfo () {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirtyFiles = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter(Boolean).map(l => l.slice(3))
-    return { commit, dirty: dirtyFiles.length > 0, dirtyFiles }
-  } catch { return { commit: null, dirty: null, dirtyFiles: [] } }
-}
-
-/** Newest mtime (ms) of the compiled packages: a rebuild during the run would mix code. */
-function newestBuild () {
-  let newest = 0
-  const walk = (dir) => {
-    let entries
-    try { entries = readdirSync(dir, { withFileTypes: true }) } catch { return }
-    for (const e of entries) {
-      const p = join(dir, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (e.name.endsWith('.js')) newest = Math.max(newest, statSync(p).mtimeMs)
-    }
-  }
-  for (const pkg of readdirSync(join(ROOT, 'packages'))) walk(join(ROOT, 'packages', pkg, 'dist'))
-  return newest
-}
-
 // ---------------------------------------------------------------- main
 
 async function teardown () {
@@ -639,7 +564,7 @@ async function main () {
   const git = gitInfo()
   const buildBefore = newestBuild()
   const go = execFileSync('go', ['version'], { encoding: 'utf8' }).trim()
-  const otherLabs = () => { try { return [...new Set(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map(l => l.split(' ')[0].replace(/-(h\d+|sw)$/, '')).filter(p => p !== '' && p !== prefix))] } catch { return [] } }
+  const otherLabs = () => host.otherLabs(prefix)
   const labsBefore = otherLabs()
   const samples = []
   let prefill
