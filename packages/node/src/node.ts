@@ -329,7 +329,7 @@ export class GridNode {
       }
     } else {
       this.counters.remoteCompiles++
-      this.finished(req.importPath, build, r.compileMs)
+      this.finished(req.importPath, build, r.compileMs, false)
       if (c !== undefined && build !== undefined) {
         c.remote++
         if (r.duplicate) c.races.duplicateWon++
@@ -343,8 +343,8 @@ export class GridNode {
   }
 
   /** A compile finished: its time goes into the history and the build's critical path. */
-  private finished (importPath: string, build: BuildRecord | undefined, ms: number): void {
-    this.scheduler.record(importPath, ms)
+  private finished (importPath: string, build: BuildRecord | undefined, ms: number, here = true): void {
+    this.scheduler.record(importPath, ms, here ? build?.plan?.package(importPath)?.b : undefined)
     build?.durations.set(importPath, (build.durations.get(importPath) ?? 0) + ms)
   }
 

@@ -20,6 +20,7 @@ import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, RE
 import { parseCompileArgs } from './parse.js'
 import { isGoArchive } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
+import { ExportDataCache } from './export-cache.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
 const log = logger('grid:remote')
@@ -54,6 +55,7 @@ export class RemoteCompiler {
   private readonly inFlight = new Map<string, number>()
   private readonly penalty = new Map<string, number>()
   readonly scores = new Map<string, { ok: number, failed: number, speed: number }>()
+  private readonly exports = new ExportDataCache()
 
   constructor (init: RemoteInit) {
     this.init = init
@@ -70,7 +72,7 @@ export class RemoteCompiler {
     if (own === undefined) return { reason: 'toolchain-unknown' }
     const parsed = parseCompileArgs(req.args, req.cwd)
     if ('unsupported' in parsed) return { reason: 'unsupported-task' }
-    const prepared = await buildTask(parsed, req.env, own.compiler, req.goroot).catch((err: Error) => ({ unsupported: err.message }))
+    const prepared = await buildTask(parsed, req.env, own.compiler, req.goroot, this.exports).catch((err: Error) => ({ unsupported: err.message }))
     if ('unsupported' in prepared) return { reason: 'unsupported-task' }
     return prepared
   }
@@ -144,11 +146,13 @@ export class RemoteCompiler {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS))])
     const started = performance.now()
     const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: deadline })
+    const dialled = performance.now()
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
     try {
       await lp.write(packr.pack({ type: 'offer', task: prepared.task }), { signal: deadline })
       const need = await read()
+      const claimed = performance.now()
       if (need.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${need.message}`, { transient: true })
       if (need.type !== 'need') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${need.type}`)
       let batch: Array<{ sha256: string, data: Uint8Array }> = []
@@ -162,11 +166,15 @@ export class RemoteCompiler {
       }
       if (batch.length > 0) await lp.write(packr.pack({ type: 'blobs', items: batch }), { signal: deadline })
       await lp.write(packr.pack({ type: 'done' }), { signal: deadline })
+      const sent = performance.now()
       const result = await read()
       if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       await stream.close().catch(() => {})
-      return { ...result, transferMs: performance.now() - started - result.compileMs }
+      const now = performance.now()
+      log.debug(`${prepared.task.importPath} on ${peer}: dial ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
+        `${need.hashes.length} inputs sent in ${(sent - claimed).toFixed(1)} ms, done→result ${(now - sent).toFixed(1)} ms of which compile ${result.compileMs.toFixed(1)} ms`)
+      return { ...result, transferMs: now - started - result.compileMs }
     } catch (err) {
       stream.abort(err as Error)
       throw err

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { OUTPUT_ENV, TASK_VERSION, type CompileTask, type TaskFile } from '@grid/protocol'
 import { exportDataOnly } from './archive.js'
+import type { ExportDataCache } from './export-cache.js'
 import type { ParsedCompile } from './parse.js'
 
 export interface PreparedTask {
@@ -18,11 +19,10 @@ export interface PreparedTask {
   inputBytes: number
 }
 
-export async function buildTask (parsed: ParsedCompile, env: Record<string, string>, compiler: string, goroot: string): Promise<PreparedTask | { unsupported: string }> {
+export async function buildTask (parsed: ParsedCompile, env: Record<string, string>, compiler: string, goroot: string, exports?: ExportDataCache): Promise<PreparedTask | { unsupported: string }> {
   const blobs = new Map<string, Buffer>()
   const files = new Map<string, TaskFile>()
-  const add = (path: string, bytes: Buffer): void => {
-    const sha256 = createHash('sha256').update(bytes).digest('hex')
+  const add = (path: string, bytes: Buffer, sha256 = createHash('sha256').update(bytes).digest('hex')): void => {
     blobs.set(sha256, bytes)
     files.set(path, { path, sha256, size: bytes.length })
   }
@@ -35,6 +35,12 @@ export async function buildTask (parsed: ParsedCompile, env: Record<string, stri
         const m = /^packagefile [^=]+=(.+)$/.exec(line.trim())
         if (m === null) continue
         const dep = m[1] as string
+        if (exports !== undefined) {
+          const cached = await exports.get(dep)
+          if (cached === undefined) return { unsupported: `dependency ${dep} is not a Go archive` }
+          add(dep, cached.data, cached.sha256)
+          continue
+        }
         const data = exportDataOnly(await readFile(dep))
         if (data === undefined) return { unsupported: `dependency ${dep} is not a Go archive` }
         add(dep, data)

@@ -17,6 +17,14 @@ export const TINY_MS = 40
 export const COST_BASE_MS = 8
 export const COST_BYTES_PER_MS = 1_000
 
+/**
+ * The size model is scaled by this machine's own compile times (scheduler.ts `scale`): sums
+ * decay by SCALE_DECAY per sample (the last ~20 compiles count most), clamped to a sane range.
+ */
+export const SCALE_DECAY = 0.95
+export const SCALE_MIN = 0.25
+export const SCALE_MAX = 20
+
 /** Weight of a new sample in a package's duration history (exponential moving average). */
 export const HISTORY_ALPHA = 0.5
 /** Packages remembered; the least recently compiled are forgotten first. */

@@ -52,6 +52,7 @@ export class Dispatcher {
   }
 
   async compile (req: DispatchRequest, expectedMs: number, priority: number, signal: AbortSignal): Promise<DispatchOutcome> {
+    const started = performance.now()
     const races: Races = { local: false, duplicate: false }
     const remote = this.init.remote()
     if (remote === undefined) return { done: false, reason: 'no-peers', races }
@@ -115,7 +116,8 @@ export class Dispatcher {
       peer: winner.peer,
       transferMs: winner.transferMs,
       compileMs: winner.compileMs,
-      overheadMs: Math.max(0, winner.wallMs - winner.compileMs),
+      // everything but the compile itself: preparing, shipping, waiting, writing back
+      overheadMs: Math.max(0, performance.now() - started - winner.compileMs),
       duplicate: winner.duplicate,
       races
     }

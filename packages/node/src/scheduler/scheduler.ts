@@ -15,7 +15,7 @@
 import { stat } from 'node:fs/promises'
 import type { GraphPackage } from '@grid/protocol'
 import type { Offload } from '../remote/index.js'
-import { COST_BASE_MS, COST_BYTES_PER_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
+import { COST_BASE_MS, COST_BYTES_PER_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
 import { History } from './history.js'
 import { Plan } from './plan.js'
 
@@ -77,9 +77,25 @@ export class Scheduler {
   async start (): Promise<void> { await this.history.load() }
   async stop (): Promise<void> { await this.history.save() }
 
+  /**
+   * How much slower (or faster) this machine compiles than the size model says: decayed sums of
+   * actual over estimated times of packages timed here, so a slow or busy host (a 0.5-core lab
+   * host is ~5×) ranks, ships and races by its own clock before it has any history.
+   */
+  private scaleSums = { actual: 0, estimated: 0 }
+
+  get scale (): number {
+    const { actual, estimated } = this.scaleSums
+    return estimated === 0 ? 1 : Math.min(SCALE_MAX, Math.max(SCALE_MIN, actual / estimated))
+  }
+
+  private estimate (sourceBytes: number): number {
+    return estimateMs(sourceBytes) * this.scale
+  }
+
   /** A build's plan from its package graph, costed by history, else by source size. */
   plan (packages: GraphPackage[]): Plan {
-    return new Plan(packages, pkg => this.history.get(pkg.p) ?? estimateMs(pkg.b))
+    return new Plan(packages, pkg => this.history.get(pkg.p) ?? this.estimate(pkg.b))
   }
 
   /**
@@ -90,13 +106,17 @@ export class Scheduler {
     const known = this.history.get(importPath)
     if (known !== undefined) return known
     const pkg = plan?.package(importPath)
-    if (pkg !== undefined) return estimateMs(pkg.b)
+    if (pkg !== undefined) return this.estimate(pkg.b)
     let bytes = 0
     for (const file of sources()) bytes += await stat(file).then(s => s.size, () => 0)
-    return estimateMs(bytes)
+    return this.estimate(bytes)
   }
 
-  record (importPath: string, ms: number): void {
+  /** A compile finished here in `ms`; `sourceBytes` (from the plan) calibrates the size model. */
+  record (importPath: string, ms: number, sourceBytes?: number): void {
     this.history.record(importPath, ms)
+    if (sourceBytes === undefined) return
+    this.scaleSums.actual = this.scaleSums.actual * SCALE_DECAY + ms
+    this.scaleSums.estimated = this.scaleSums.estimated * SCALE_DECAY + estimateMs(sourceBytes)
   }
 }

@@ -1,0 +1,70 @@
+/**
+ * Export data of dependency archives, read once. Nearly every task names `runtime`, `sync`,
+ * `errors`… in its importcfg: reading and hashing those archives again for each task was most
+ * of a task's preparation. An archive file that cmd/go hands a compile is never rewritten
+ * (`$WORK/bNNN/_pkg_.a` once its compile is done, or a GOCACHE file named by content), so an
+ * entry is keyed by path, size and mtime and never goes stale. Only the `__.PKGDEF` member is
+ * read from disk when it comes first, as cmd/compile writes it.
+ */
+import { createHash } from 'node:crypto'
+import { open, stat } from 'node:fs/promises'
+import { exportDataOnly } from './archive.js'
+
+/** Bytes of export data kept; std's is ~7.6 MB in all, cmd's a few times that. */
+const MAX_BYTES = 128 * 1024 * 1024
+const MAGIC = '!<arch>\n'
+const HEADER = 60
+
+export interface ExportData { data: Buffer, sha256: string }
+
+export class ExportDataCache {
+  private readonly entries = new Map<string, ExportData>()
+  private bytes = 0
+
+  /** The export data of the archive at `path`, or undefined if it is not a Go archive. */
+  async get (path: string): Promise<ExportData | undefined> {
+    const st = await stat(path)
+    const key = `${path}\0${st.size}\0${st.mtimeMs}`
+    const hit = this.entries.get(key)
+    if (hit !== undefined) {
+      this.entries.delete(key) // Map order is recency order
+      this.entries.set(key, hit)
+      return hit
+    }
+    const data = await readExportData(path, st.size)
+    if (data === undefined) return undefined
+    const entry = { data, sha256: createHash('sha256').update(data).digest('hex') }
+    this.entries.set(key, entry)
+    this.bytes += data.length
+    for (const [k, e] of this.entries) {
+      if (this.bytes <= MAX_BYTES) break
+      this.entries.delete(k)
+      this.bytes -= e.data.length
+    }
+    return entry
+  }
+}
+
+/** Reads just the leading `__.PKGDEF` member; falls back to the whole file otherwise. */
+async function readExportData (path: string, size: number): Promise<Buffer | undefined> {
+  const file = await open(path, 'r')
+  try {
+    const head = Buffer.alloc(Math.min(size, MAGIC.length + HEADER))
+    await file.read(head, 0, head.length, 0)
+    if (head.length === MAGIC.length + HEADER && head.toString('latin1', 0, MAGIC.length) === MAGIC &&
+      head.toString('latin1', MAGIC.length, MAGIC.length + 16).trimEnd().replace(/\/$/, '') === '__.PKGDEF') {
+      const member = Number(head.toString('latin1', MAGIC.length + 48, MAGIC.length + 58).trim())
+      const end = MAGIC.length + HEADER + member + (member % 2)
+      if (Number.isSafeInteger(member) && member >= 0 && end <= size) {
+        const buf = Buffer.alloc(end)
+        await file.read(buf, 0, end, 0)
+        return exportDataOnly(buf)
+      }
+    }
+    const all = Buffer.alloc(size)
+    await file.read(all, 0, size, 0)
+    return exportDataOnly(all)
+  } finally {
+    await file.close()
+  }
+}
