@@ -70,6 +70,11 @@ describe('remote tasks', () => {
       '/S/usr/local/go/src/runtime/cgo=>/usr/local/go/src/runtime/cgo;/S/tmp/w/b003=>/tmp/w/b003;/S/tmp/w/b004=>/tmp/w/b004')
   })
 
+  it('leaves rules with an empty prefix out of the sandboxed rules, where they would match every input', () => {
+    // the compiler skips such a rule; sandboxed (S + "" = S) it would rewrite everything
+    assert.equal(relocatedTrimpath('/S', '=>x;/m=>m', ['/m'], '/g'), '/S/m=>m;=>x;/m=>m;/S/g=>$GOROOT;/g=>$GOROOT;/S/m=>/m')
+  })
+
   it('strips a package archive to its export data', async (t) => {
     const { execFile } = await import('node:child_process')
     const dir = await mkdtemp(join(tmpdir(), 'arch-'))

@@ -8,6 +8,7 @@
  *   requester → offer {task}          worker → need {hashes}  | fail {code, message}
  *   requester → blobs {items}* , done worker → result {exitCode, output, archive, asmhdr} | fail
  */
+import { createHash } from 'node:crypto'
 import { GridError } from './errors.js'
 import { OUTPUT_ENV } from './constants.js'
 
@@ -114,4 +115,259 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
     throw bad('sources must be .go files the task carries', from)
   }
   return t as unknown as CompileTask
+}
+
+// ---------------------------------------------------------------------------------------------
+// The task key (shared/DESIGN.md §5): sha256 over canonical, labelled lines, one per influence
+// on the compile's output. Two tasks with the same key compile to byte-identical outputs, so a
+// worker runs one compile for both. It must not see requester paths that the compiler does not
+// record (cmd/go's `$WORK/bNNN` differs per build, checkouts differ per machine), and it must
+// see everything else:
+//   key          the version of this definition
+//   compiler     `go tool compile -V=full`
+//   env          each output-affecting variable, by name
+//   flag         each flag, in order (`-buildid` is cmd/go's action ID)
+//   asmhdr       whether go_asm.h is written
+//   source       each .go file, in order: the path the compiler records (the task's -trimpath
+//                rules, then $GOROOT) and its sha256
+//   input        each input-file flag; symabis and the PGO profile by sha256
+//   importmap    the importcfg, as the compiler reads it: each importmap old=new,
+//   packagefile  and each import path with the sha256 of its export data as carried
+//   embed        the embedcfg: each pattern with its names, each name with its file's sha256
+//   line         each file name a `//line` or `/*line` directive may name, as recorded
+// Every value is JSON-quoted, so no value can forge a line break. The task's own paths (of the
+// importcfg, export data, embedded files) are not recorded by the compiler and are not keyed.
+// Any new influence on the output must be reported in the key as well.
+// ---------------------------------------------------------------------------------------------
+
+export const TASK_KEY_VERSION = 'grid-task-key/1'
+
+/** Reads the content of one input the key looks into (the importcfg, the embedcfg, sources). */
+export type TaskContentOf = (file: TaskFile) => Uint8Array | string | undefined
+
+const q = (s: string): string => JSON.stringify(s)
+
+/** The key lines an offer determines alone (no file content): a prefix of the task key's lines. */
+function offerKeyLines (task: CompileTask, files: Map<string, TaskFile>): string[] {
+  const lines = [`key ${q(TASK_KEY_VERSION)}`, `compiler ${q(task.compiler)}`]
+  for (const name of Object.keys(task.env).sort()) lines.push(`env ${q(name)} ${q(task.env[name] as string)}`)
+  for (const flag of task.flags) lines.push(`flag ${q(flag)}`)
+  lines.push(`asmhdr ${task.asmhdr ? 'yes' : 'no'}`)
+  for (const src of task.sources) {
+    lines.push(`source ${q(recordedPath(src, task.trimpath, task.goroot).path)} ${carried(files, src, 'source').sha256}`)
+  }
+  for (const flag of Object.keys(task.inputFlags).sort()) {
+    const file = carried(files, task.inputFlags[flag] as string, flag)
+    // the importcfg and embedcfg name requester paths: their meaning is keyed below instead
+    lines.push(flag === '-importcfg' || flag === '-embedcfg' ? `input ${q(flag)}` : `input ${q(flag)} ${file.sha256}`)
+  }
+  return lines
+}
+
+/**
+ * The canonical lines of a task's key, for hashing and for printing when a share is missed.
+ * `contentOf` supplies the importcfg, the embedcfg and every source (for `//line` directives).
+ * Throws GRID_ERR_TASK_REFUSED for a config the compiler would reject or one that names a file
+ * the task does not carry.
+ */
+export function taskKeyLines (task: CompileTask, contentOf: TaskContentOf, from = 'peer'): string[] {
+  const files = filesByPath(task)
+  const lines = offerKeyLines(task, files)
+  const text = (path: string): string => {
+    const file = carried(files, path, 'input')
+    const content = contentOf(file)
+    if (content === undefined) throw new TypeError(`taskKeyLines needs the content of ${path}`)
+    return typeof content === 'string' ? content : Buffer.from(content.buffer, content.byteOffset, content.byteLength).toString('utf8')
+  }
+  const importcfg = task.inputFlags['-importcfg']
+  if (importcfg !== undefined) {
+    const cfg = parseImportcfg(text(importcfg), from)
+    for (const [old, now] of [...cfg.importmap].sort(byKey)) lines.push(`importmap ${q(old)} ${q(now)}`)
+    for (const [pkg, path] of [...cfg.packagefile].sort(byKey)) lines.push(`packagefile ${q(pkg)} ${carriedBy(files, path, 'importcfg', from).sha256}`)
+  }
+  const embedcfg = task.inputFlags['-embedcfg']
+  if (embedcfg !== undefined) {
+    const cfg = parseEmbedcfg(text(embedcfg), from)
+    for (const [pattern, names] of [...cfg.patterns].sort(byKey)) lines.push(`embed pattern ${q(pattern)} ${JSON.stringify(names)}`)
+    for (const [name, path] of [...cfg.files].sort(byKey)) lines.push(`embed file ${q(name)} ${carriedBy(files, path, 'embedcfg', from).sha256}`)
+  }
+  // The compiler applies -trimpath to the file names of line directives too (cgo writes them):
+  // equal source bytes under other rules may record other names.
+  task.sources.forEach((src, i) => {
+    for (const name of lineDirectiveNames(text(src))) {
+      const r = recordedPath(name, task.trimpath, task.goroot)
+      lines.push(`line ${i} ${q(r.path)} ${r.rewritten ? 'rewritten' : 'as-is'}`)
+    }
+  })
+  return lines
+}
+
+/** The task key: sha256 (hex) of taskKeyLines. */
+export function taskKey (task: CompileTask, contentOf: TaskContentOf, from = 'peer'): string {
+  return hashLines(taskKeyLines(task, contentOf, from))
+}
+
+/**
+ * A hash of the part of the key an offer determines alone. Equal task keys imply equal offer
+ * keys, so a worker can tell from an offer whether a task could join a compile it is running.
+ */
+export function taskOfferKey (task: CompileTask): string {
+  return hashLines(offerKeyLines(task, filesByPath(task)))
+}
+
+function hashLines (lines: string[]): string {
+  const h = createHash('sha256')
+  for (const line of lines) h.update(line).update('\n')
+  return h.digest('hex')
+}
+
+const byKey = (a: [string, unknown], b: [string, unknown]): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)
+
+/** The task's files by path; a path carried twice is the later entry, as the worker writes them in order. */
+function filesByPath (task: CompileTask): Map<string, TaskFile> {
+  return new Map(task.files.map(f => [f.path, f]))
+}
+
+function carried (files: Map<string, TaskFile>, path: string, what: string): TaskFile {
+  const file = files.get(path)
+  if (file === undefined) throw new TypeError(`${what} ${path} is not carried by the task (validateTask first)`)
+  return file
+}
+
+function carriedBy (files: Map<string, TaskFile>, path: string, cfg: string, from: string): TaskFile {
+  const file = files.get(path)
+  if (file === undefined) throw bad(`${cfg} names ${path}, which the task does not carry`, from)
+  return file
+}
+
+/**
+ * The path the compiler records for `path` under `-trimpath=<trimpath>` with GOROOT `goroot`
+ * (cmd/internal/objabi.AbsFile): rules `prefix=>replacement` separated by `;`, first match wins,
+ * a prefix matches on whole path elements (ASCII case and `\` vs `/` ignored); an empty
+ * replacement drops the prefix and its separator; an unmatched path under GOROOT becomes
+ * `$GOROOT/…`; an empty result is `??`.
+ */
+export function recordedPath (path: string, trimpath: string, goroot: string): { path: string, rewritten: boolean } {
+  for (const rule of trimpath === '' ? [''] : trimpath.split(';')) {
+    const j = rule.lastIndexOf('=>')
+    const [prefix, replace] = j >= 0 ? [rule.slice(0, j), rule.slice(j + 2)] : [rule, '']
+    if (prefix === '' || !hasPathPrefix(path, prefix)) continue
+    const out = path.length === prefix.length ? replace : replace === '' ? path.slice(prefix.length + 1) : replace + path.slice(prefix.length)
+    return { path: out === '' ? '??' : out, rewritten: true }
+  }
+  if (goroot !== '' && hasPathPrefix(path, goroot)) return { path: '$GOROOT' + path.slice(goroot.length), rewritten: true }
+  return { path: path === '' ? '??' : path, rewritten: false }
+}
+
+function hasPathPrefix (s: string, t: string): boolean {
+  if (t.length > s.length) return false
+  const fold = (c: number): number => (c >= 65 && c <= 90 ? c + 32 : c === 92 ? 47 : c)
+  for (let i = 0; i < t.length; i++) if (fold(s.charCodeAt(i)) !== fold(t.charCodeAt(i))) return false
+  return t.length === s.length || s[t.length] === '/' || s[t.length] === '\\'
+}
+
+/**
+ * Every file name a line directive in `source` may name, in order. Over-approximates: any
+ * `//line ` or `/*line ` counts, even in a string; the name is what precedes the last or the
+ * second-to-last colon of the directive's text (cmd/compile/internal/syntax updateBase).
+ */
+export function lineDirectiveNames (source: string): string[] {
+  const names: string[] = []
+  const re = /\/\/line |\/\*line /g
+  for (let m = re.exec(source); m !== null; m = re.exec(source)) {
+    const start = m.index + 7
+    const end = m[0] === '//line ' ? source.indexOf('\n', start) : source.indexOf('*/', start)
+    // an unterminated /* comment does not compile at all
+    if (end < 0 && m[0] !== '//line ') continue
+    const text = source.slice(start, end < 0 ? source.length : end)
+    const last = text.lastIndexOf(':')
+    if (last < 0) continue
+    names.push(text.slice(0, last))
+    const second = text.lastIndexOf(':', last - 1)
+    if (second >= 0) names.push(text.slice(0, second))
+  }
+  return names
+}
+
+/** An importcfg as the compiler reads it (cmd/compile/internal/base readImportCfg). */
+export interface Importcfg {
+  /** import path → requester path of its export data; the last line for a path wins */
+  packagefile: Map<string, string>
+  importmap: Map<string, string>
+}
+
+/** Go's strings.TrimSpace: unicode.IsSpace, not JavaScript's whitespace. */
+const GO_SPACE = '[\\t\\n\\v\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]'
+const GO_TRIM = new RegExp(`^${GO_SPACE}+|${GO_SPACE}+$`, 'g')
+const goTrimSpace = (s: string): string => s.replace(GO_TRIM, '')
+
+/**
+ * Parses an importcfg exactly as the compiler does: a worker writes its own importcfg from the
+ * result, so no line can mean one thing here and another to the compiler.
+ */
+export function parseImportcfg (text: string, from = 'peer'): Importcfg {
+  const cfg: Importcfg = { packagefile: new Map(), importmap: new Map() }
+  for (const raw of text.split('\n')) {
+    const line = goTrimSpace(raw)
+    if (line === '' || line.startsWith('#')) continue
+    const sp = line.indexOf(' ')
+    const verb = sp < 0 ? line : line.slice(0, sp)
+    const args = sp < 0 ? '' : goTrimSpace(line.slice(sp + 1))
+    const eq = args.indexOf('=')
+    const [before, after] = eq < 0 ? [args, ''] : [args.slice(0, eq), args.slice(eq + 1)]
+    if (verb !== 'packagefile' && verb !== 'importmap') throw bad(`importcfg has an unknown directive ${q(verb.slice(0, 64))}`, from)
+    if (eq < 0 || before === '' || after === '') throw bad(`importcfg has an invalid ${verb} line`, from)
+    cfg[verb].set(before, after)
+  }
+  return cfg
+}
+
+/** The importcfg text for `cfg`, with each export data file at `path(requester path)`. */
+export function formatImportcfg (cfg: Importcfg, path: (p: string) => string = p => p): string {
+  return [
+    '# import config',
+    ...[...cfg.importmap].map(([a, b]) => `importmap ${a}=${b}`),
+    ...[...cfg.packagefile].map(([pkg, file]) => `packagefile ${pkg}=${path(file)}`)
+  ].join('\n') + '\n'
+}
+
+/** An embedcfg (cmd/compile/internal/base readEmbedCfg). */
+export interface Embedcfg {
+  /** pattern → the names it matched, in order */
+  patterns: Map<string, string[]>
+  /** name → requester path of the file */
+  files: Map<string, string>
+}
+
+/**
+ * Parses an embedcfg. Only the exact keys `Patterns` and `Files` are accepted: Go's JSON decoder
+ * matches keys without regard to case, so `files` would reach the compiler unseen by a worker.
+ */
+export function parseEmbedcfg (text: string, from = 'peer'): Embedcfg {
+  let value: unknown
+  try { value = JSON.parse(text) } catch { throw bad('embedcfg is not JSON', from) }
+  const isMap = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
+  if (!isMap(value)) throw bad('embedcfg is not a JSON object', from)
+  const keys = Object.keys(value)
+  if (keys.length !== 2 || !keys.includes('Patterns') || !keys.includes('Files')) throw bad('embedcfg must have exactly the keys Patterns and Files', from)
+  const { Patterns: patterns, Files: files } = value
+  if (!isMap(patterns) || !isMap(files)) throw bad('embedcfg Patterns and Files must be objects', from)
+  const cfg: Embedcfg = { patterns: new Map(), files: new Map() }
+  for (const [pattern, names] of Object.entries(patterns)) {
+    if (!Array.isArray(names) || !names.every(n => typeof n === 'string')) throw bad(`embedcfg pattern ${q(pattern.slice(0, 64))} must list names`, from)
+    cfg.patterns.set(pattern, names as string[])
+  }
+  for (const [name, path] of Object.entries(files)) {
+    if (typeof path !== 'string') throw bad(`embedcfg file ${q(name.slice(0, 64))} must be a path`, from)
+    cfg.files.set(name, path)
+  }
+  return cfg
+}
+
+/** The embedcfg text for `cfg`, with each embedded file at `path(requester path)`. */
+export function formatEmbedcfg (cfg: Embedcfg, path: (p: string) => string = p => p): string {
+  return JSON.stringify({
+    Patterns: Object.fromEntries(cfg.patterns),
+    Files: Object.fromEntries([...cfg.files].map(([name, file]) => [name, path(file)]))
+  })
 }

@@ -71,12 +71,15 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
  *   S+D=>D            every other input directory D: back to the requester's path
  * The order matters: with G=>$GOROOT before Xi=>Ri, cgo's //line paths in std (runtime/cgo)
  * came out as $GOROOT/src/runtime/cgo/… instead of runtime/cgo/… (test/unit/remote.test.ts).
+ * A rule with an empty prefix never matches; sandboxed it would match every input, so it is
+ * left out (the task key, which models the requester's compile, relies on that).
  */
 export function relocatedTrimpath (sandbox: string, original: string, inputDirs: string[], requesterGoroot: string): string {
   const rules = original === '' ? [] : original.split(';')
+  const prefixed = rules.filter(r => (r.includes('=>') ? r.slice(0, r.lastIndexOf('=>')) : r) !== '')
   const dirs = [...new Set(inputDirs)].map(d => `${sandbox}${d}=>${d}`)
   return [
-    ...rules.map(r => sandbox + r),
+    ...prefixed.map(r => sandbox + r),
     ...rules,
     `${sandbox}${requesterGoroot}=>$GOROOT`,
     `${requesterGoroot}=>$GOROOT`,

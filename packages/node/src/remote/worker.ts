@@ -5,13 +5,34 @@
  * them under a per-task sandbox, builds the compile command itself with the relocation recipe,
  * runs it in its pool at low priority with a timeout, and returns the outputs. Nothing is
  * written outside `<cache>/worker/`.
+ *
+ * Identical tasks share one compile. Once a task's inputs are all here the worker computes its
+ * task key (packages/protocol/src/task.ts: the compiler, env, flags, the paths the compiler
+ * records, and the content of every input; not the requester's own paths). A task whose key
+ * matches a compile already running here joins it: it waits for that compile's result, which
+ * is path-independent (the archive is built in a sandbox with relocation), and takes no slot.
+ * The compile belongs to no requester: it runs until it finishes, however many of its
+ * requesters go away, and is cancelled only when every one of them has (STYLE.md). Its sandbox
+ * and slot are released when it ends.
+ *
+ * Slots are checked at offer time, before any input moves. With every slot taken, a task is
+ * still let through if a running compile has its offer key (the part of the key the offer
+ * alone fixes: compiler, env, flags with cmd/go's action ID, recorded source paths and hashes)
+ * and the worker lacks none of its inputs but the importcfg and embedcfg: a true duplicate
+ * lacks only those, since they name requester paths; its sources and export data arrived with
+ * the first requester. Such a task may only join: if its full key matches nothing running once
+ * those two arrive, it is refused as busy, as it would have been at the offer, and the
+ * requester tries another peer. The wire is unchanged.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { copyFile, mkdir, readFile, rename, rm, writeFile, access } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { GridError, errorCode, validateTask, type CompileTask } from '@grid/protocol'
+import {
+  GridError, errorCode, formatEmbedcfg, formatImportcfg, parseEmbedcfg, parseImportcfg, taskKey, taskOfferKey, validateTask,
+  type CompileTask, type Embedcfg, type Importcfg
+} from '@grid/protocol'
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
@@ -21,6 +42,8 @@ import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
 const log = logger('grid:worker')
 const FAULT = process.env.GRID_TEST_FAULT ?? ''
+
+export type CompileResult = Extract<CompileMessage, { type: 'result' }>
 
 export interface WorkerInit {
   libp2p: Libp2p
@@ -33,9 +56,35 @@ export interface WorkerInit {
   accepting: () => boolean
 }
 
+export interface ExecuteOptions {
+  /** the requester, for logs and refusals */
+  peer: string
+  /** the requester went away or its deadline passed: stop waiting (the compile stops once no one waits) */
+  signal: AbortSignal
+  /** admitted with every slot taken: join a running compile or be refused as busy */
+  joinOnly?: boolean
+}
+
+/** The configs of a task, parsed once: the key is computed from them and the sandbox gets them. */
+interface TaskConfigs { importcfg: Importcfg | undefined, embedcfg: Embedcfg | undefined }
+
+/** One compile and the requesters waiting for it. */
+interface Job {
+  key: string
+  offerKey: string
+  importPath: string
+  waiters: number
+  settled: boolean
+  controller: AbortController
+  result: Promise<CompileResult>
+}
+
 export class Worker {
   private readonly init: WorkerInit
-  readonly stats = { ran: 0, refused: 0, failed: 0 }
+  /** compiles running or waiting for a slot, by task key */
+  private readonly jobs = new Map<string, Job>()
+  /** ran: compiles run; shared: tasks that joined a running compile instead */
+  readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
 
   constructor (init: WorkerInit) {
     this.init = init
@@ -52,31 +101,39 @@ export class Worker {
     await this.init.libp2p.unhandle(COMPILE_PROTOCOL).catch(() => {})
   }
 
+  /** The stream adapter: offer → need → blobs, done → result | fail. */
   private async serve (stream: Stream, peer: string): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
     const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
-    const signal = AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS)
-    let sandbox: string | undefined
+    // A requester that resets the stream or loses its connection stops waiting at once.
+    const gone = new AbortController()
+    const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `${peer} went away`)) }
+    stream.addEventListener('close', onClose, { once: true })
+    const signal = AbortSignal.any([AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS), gone.signal])
     try {
       const offer = decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
       if (offer.type !== 'offer') throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`)
       const task = this.check(offer.task, peer)
+      const joinOnly = this.admit(task)
       const need = await this.missing(task)
+      if (joinOnly && !this.onlyConfigs(task, need)) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
       await send({ type: 'need', hashes: need })
       const wanted = new Set(need)
       for (;;) {
         const m = decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
         if (m.type === 'done') break
         if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
-        for (const item of m.items) await this.store(item.sha256, item.data, wanted)
+        for (const item of m.items) {
+          if (!wanted.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that was not asked for (${item.sha256.slice(0, 16)}…)`)
+          await this.putInput(item.sha256, item.data)
+          wanted.delete(item.sha256)
+        }
       }
       if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
-      sandbox = join(this.init.dir, 'tasks', `t-${randomBytes(6).toString('hex')}`)
-      const result = await this.run(task, sandbox, signal)
-      this.stats.ran++
+      const result = await this.execute(task, { peer, signal, joinOnly })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
-      if (FAULT === 'worker-garbage' && result.type === 'result' && result.archive !== null) result.archive = randomBytes(result.archive.length)
+      if (FAULT === 'worker-garbage' && result.archive !== null) result.archive = randomBytes(result.archive.length)
       await send(result)
       await stream.close()
     } catch (err) {
@@ -90,26 +147,44 @@ export class Worker {
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
       await stream.close().catch(() => stream.abort(err as Error))
     } finally {
-      if (sandbox !== undefined) await rm(sandbox, { recursive: true, force: true })
+      stream.removeEventListener('close', onClose)
     }
   }
 
-  /** Everything a task must satisfy before a byte of it is written. */
+  /** Everything a task must satisfy before a byte of it is written (slots aside: `admit`). */
   check (value: unknown, peer: string): CompileTask {
     const task = validateTask(value, peer)
     const own = this.init.toolchain()
     if (own === undefined) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node has not identified its Go toolchain yet')
     if (task.compiler !== own.compiler) throw new GridError('GRID_ERR_TASK_REFUSED', `task needs "${task.compiler}", this node has "${own.compiler}"`)
     if (!this.init.accepting()) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node does not take remote work now (policy)')
-    if (this.init.pool.running >= this.init.pool.slots) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
     return task
+  }
+
+  /**
+   * Whether a checked task may go on: with a free slot it may (false), with every slot taken
+   * only to join a running compile with its offer key (true); otherwise it is refused as busy.
+   */
+  private admit (task: CompileTask): boolean {
+    if (this.init.pool.running < this.init.pool.slots) return false
+    const offerKey = taskOfferKey(task)
+    for (const job of this.jobs.values()) if (job.offerKey === offerKey) return true
+    throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
+  }
+
+  /** Whether the hashes a task lacks are at most those of its importcfg and embedcfg. */
+  private onlyConfigs (task: CompileTask, need: string[]): boolean {
+    const byPath = new Map(task.files.map(f => [f.path, f.sha256]))
+    const configs = new Set([task.inputFlags['-importcfg'], task.inputFlags['-embedcfg']].map(p => (p === undefined ? undefined : byPath.get(p))))
+    return need.every(h => configs.has(h))
   }
 
   private blobPath (sha256: string): string {
     return join(this.init.dir, 'blobs', sha256.slice(0, 2), sha256)
   }
 
-  private async missing (task: CompileTask): Promise<string[]> {
+  /** The hashes of a checked task's inputs that are not in the blob store. */
+  async missing (task: CompileTask): Promise<string[]> {
     const need = new Set<string>()
     for (const f of task.files) {
       try { await access(this.blobPath(f.sha256)) } catch { need.add(f.sha256) }
@@ -117,46 +192,132 @@ export class Worker {
     return [...need]
   }
 
-  private async store (sha256: string, data: Uint8Array, wanted: Set<string>): Promise<void> {
-    if (!wanted.has(sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that was not asked for (${sha256.slice(0, 16)}…)`)
+  /** Adds an input to the blob store, if it hashes to its name. */
+  async putInput (sha256: string, data: Uint8Array): Promise<void> {
     if (createHash('sha256').update(data).digest('hex') !== sha256) throw new GridError('GRID_ERR_TASK_REFUSED', `input ${sha256.slice(0, 16)}… does not hash to its name`)
     const path = this.blobPath(sha256)
     await mkdir(dirname(path), { recursive: true })
     const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
     await writeFile(tmp, data)
     await rename(tmp, path)
-    wanted.delete(sha256)
   }
 
-  /** Materialises the inputs under `sandbox`, builds the command, runs it. */
-  private async run (task: CompileTask, sandbox: string, signal: AbortSignal): Promise<CompileMessage> {
+  /**
+   * Runs a task that `check` accepted and whose inputs are all in the blob store: joins the
+   * compile of an identical task running here, or starts one. The result is the caller's own
+   * copy. Rejects with GRID_ERR_CANCELLED when `signal` aborts first.
+   */
+  async execute (task: CompileTask, options: ExecuteOptions): Promise<CompileResult> {
+    const { key, configs } = await this.keyOf(task, options.peer)
+    let job = this.jobs.get(key)
+    if (job !== undefined) {
+      this.stats.shared++
+      log.debug(`task ${task.importPath} from ${options.peer} joins the running compile ${key.slice(0, 16)}… (${job.waiters} waiting)`)
+    } else {
+      if (options.joinOnly === true && this.init.pool.running >= this.init.pool.slots) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
+      job = this.startJob(task, key, configs)
+    }
+    return { ...await this.wait(job, options.signal) }
+  }
+
+  /** The task key, from the configs and sources in the blob store; refuses configs the compiler would not read. */
+  private async keyOf (task: CompileTask, peer: string): Promise<{ key: string, configs: TaskConfigs }> {
+    const byPath = new Map(task.files.map(f => [f.path, f]))
+    const content = new Map<string, string>()
+    const paths = [...Object.entries(task.inputFlags).filter(([flag]) => flag === '-importcfg' || flag === '-embedcfg').map(([, p]) => p), ...task.sources]
+    for (const path of paths) {
+      const sha = (byPath.get(path) as { sha256: string }).sha256
+      if (!content.has(sha)) content.set(sha, await readFile(this.blobPath(sha), 'utf8'))
+    }
+    const contentOf = (f: { sha256: string }): string | undefined => content.get(f.sha256)
+    const key = taskKey(task, contentOf, peer)
+    const text = (flag: string): string | undefined => {
+      const path = task.inputFlags[flag]
+      return path === undefined ? undefined : content.get((byPath.get(path) as { sha256: string }).sha256)
+    }
+    const importcfg = text('-importcfg')
+    const embedcfg = text('-embedcfg')
+    return {
+      key,
+      configs: {
+        importcfg: importcfg === undefined ? undefined : parseImportcfg(importcfg, peer),
+        embedcfg: embedcfg === undefined ? undefined : parseEmbedcfg(embedcfg, peer)
+      }
+    }
+  }
+
+  /** Starts the compile of `task` for whoever waits on it; the job leaves `jobs` when it ends. */
+  private startJob (task: CompileTask, key: string, configs: TaskConfigs): Job {
+    const controller = new AbortController()
+    const state = { key, offerKey: taskOfferKey(task), importPath: task.importPath, waiters: 0, settled: false, controller }
+    const sandbox = join(this.init.dir, 'tasks', `t-${randomBytes(6).toString('hex')}`)
+    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS)])
+    const result = (async () => {
+      try {
+        const result = await this.run(task, configs, sandbox, signal)
+        this.stats.ran++
+        return result
+      } finally {
+        state.settled = true
+        if (this.jobs.get(key) === state) this.jobs.delete(key)
+        await rm(sandbox, { recursive: true, force: true })
+      }
+    })()
+    result.catch(() => {}) // its waiters see a failure; with none left, nobody needs to
+    const job: Job = Object.assign(state, { result })
+    this.jobs.set(key, job)
+    return job
+  }
+
+  /** Waits for a job's result until `signal` aborts; the last waiter to leave cancels the job. */
+  private async wait (job: Job, signal: AbortSignal): Promise<CompileResult> {
+    job.waiters++
+    try {
+      return await new Promise<CompileResult>((resolve, reject) => {
+        const onAbort = (): void => { reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled: its requester went away or timed out', { cause: signal.reason })) }
+        if (signal.aborted) { onAbort(); return }
+        signal.addEventListener('abort', onAbort, { once: true })
+        job.result.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+      })
+    } finally {
+      job.waiters--
+      if (job.waiters === 0 && !job.settled) {
+        // no one is left to take the result: free the slot, and let nobody join a dying compile
+        if (this.jobs.get(job.key) === job) this.jobs.delete(job.key)
+        job.controller.abort()
+        log.debug(`compile of ${job.importPath} cancelled: every requester went away`)
+      }
+    }
+  }
+
+  /**
+   * Materialises the inputs under `sandbox`, builds the command, runs it. Tasks with equal keys
+   * share what this returns: any new influence on the output must be reported in the task key
+   * as well (taskKeyLines in packages/protocol/src/task.ts).
+   */
+  private async run (task: CompileTask, configs: TaskConfigs, sandbox: string, signal: AbortSignal): Promise<CompileResult> {
     const own = this.init.toolchain()
     if (own === undefined) throw new GridError('GRID_ERR_TASK_REFUSED', 'no toolchain')
     const inSandbox = (p: string): string => join(sandbox, p) // p is a clean absolute path: stays under sandbox
     const carried = new Set(task.files.map(f => f.path))
+    const carriedInSandbox = (cfg: string) => (p: string): string => {
+      if (!carried.has(p)) throw new GridError('GRID_ERR_TASK_REFUSED', `${cfg} names ${p}, which the task does not carry`)
+      return inSandbox(p)
+    }
     for (const f of task.files) {
       const target = inSandbox(f.path)
       await mkdir(dirname(target), { recursive: true })
       await copyFile(this.blobPath(f.sha256), target)
     }
+    // The configs are written from their parse, the one the key was computed from: the compiler
+    // reads nothing the worker did not see.
     const importcfg = task.inputFlags['-importcfg']
-    if (importcfg !== undefined) {
-      const lines = (await readFile(inSandbox(importcfg), 'utf8')).split('\n').map(line => {
-        const m = /^packagefile ([^=]+)=(.+)$/.exec(line.trim())
-        if (m === null) return line
-        if (!carried.has(m[2] as string)) throw new GridError('GRID_ERR_TASK_REFUSED', `importcfg names ${m[2]}, which the task does not carry`)
-        return `packagefile ${m[1]}=${inSandbox(m[2] as string)}`
-      })
-      await writeFile(inSandbox(importcfg), lines.join('\n'))
+    if (importcfg !== undefined && configs.importcfg !== undefined) {
+      await writeFile(inSandbox(importcfg), formatImportcfg(configs.importcfg, carriedInSandbox('importcfg')))
     }
     const embedcfg = task.inputFlags['-embedcfg']
-    if (embedcfg !== undefined) {
-      const cfg = JSON.parse(await readFile(inSandbox(embedcfg), 'utf8')) as { Files?: Record<string, string> }
-      for (const [name, file] of Object.entries(cfg.Files ?? {})) {
-        if (!carried.has(file)) throw new GridError('GRID_ERR_TASK_REFUSED', `embedcfg names ${file}, which the task does not carry`)
-        ;(cfg.Files as Record<string, string>)[name] = inSandbox(file)
-      }
-      await writeFile(inSandbox(embedcfg), JSON.stringify(cfg))
+    if (embedcfg !== undefined && configs.embedcfg !== undefined) {
+      await writeFile(inSandbox(embedcfg), formatEmbedcfg(configs.embedcfg, carriedInSandbox('embedcfg')))
     }
     const outDir = join(sandbox, '_out_')
     await mkdir(outDir, { recursive: true })
