@@ -30,6 +30,8 @@ export const OFFLOAD_POLICIES: readonly Offload[] = ['never', 'busy', 'always']
 
 /** A peer that failed is not offered work for this long. */
 const PENALTY_MS = 30_000
+/** A peer that was overdue and lost the race, for this long. */
+const OVERDUE_PENALTY_MS = 5_000
 /** Weight of a new sample in a peer's speed (moving average). */
 const SPEED_ALPHA = 0.3
 
@@ -133,13 +135,18 @@ export class RemoteCompiler {
     }
   }
 
-  /** A peer that lost a race it was overdue in: scored down and avoided like a failed one. */
-  overdue (peer: string, importPath: string): void {
+  /**
+   * A peer that lost a race it was overdue in: scored down (a failure, and its speed by the time
+   * it took without answering) and set aside briefly. Slow is not broken: a peer that is only
+   * busy gets work again soon, ranked behind faster ones.
+   */
+  overdue (peer: string, importPath: string, elapsedMs: number, expectedMs: number): void {
     const score = this.scores.get(peer) ?? { ok: 0, failed: 0, speed: 1 }
     this.scores.set(peer, score)
     score.failed++
-    this.penalty.set(peer, Date.now() + PENALTY_MS)
-    log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race; avoiding the peer for ${PENALTY_MS / 1000} s`)
+    score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))) - score.speed)
+    this.penalty.set(peer, Math.max(this.penalty.get(peer) ?? 0, Date.now() + OVERDUE_PENALTY_MS))
+    log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race after ${Math.round(elapsedMs)} ms; setting the peer aside for ${OVERDUE_PENALTY_MS / 1000} s`)
   }
 
   private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {

@@ -39,6 +39,6 @@ export const HISTORY_FILE = 'history.json'
  * margin covers a new connection and a cold page cache on the peer.
  */
 export const OVERDUE_FACTOR = 2
-export const OVERDUE_MARGIN_MS = 300
+export const OVERDUE_MARGIN_MS = 500
 /** Transfer estimate for the overdue time: ~50 MB/s, half of a 1 Gbit link. */
 export const TRANSFER_BYTES_PER_MS = 50_000

@@ -98,7 +98,7 @@ export class Dispatcher {
     race.abort() // the losers stop here
     signal.removeEventListener('abort', cancel)
     const primaryWon = typeof winner !== 'string' && !('local' in winner) && !winner.duplicate
-    if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath)
+    if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
     if (typeof winner === 'string') return { done: false, reason: winner, races }
     if ('local' in winner) {
       // a local copy's result is what cmd/go would have got: keep it, failed or not
