@@ -3,90 +3,14 @@
 // checkout, $WORK and dependency paths). The compiler runs once and both get the bytes their own
 // local compile writes; the compile outlives a requester that leaves, and stops when all have.
 import assert from 'node:assert/strict'
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { lpStream, streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
-import { Packr } from 'msgpackr'
-import { errorCode, type CompileTask } from '@grid/protocol'
-import { LocalPool, Worker, buildTask, parseCompileArgs } from '@grid/node/server'
-import { run, tempDir, waitFor } from '../helpers/index.js'
-
-const MODULE: Record<string, string> = {
-  'go.mod': 'module example.com/share\n\ngo 1.24\n',
-  'dep/dep.go': 'package dep\n\n// Pair is generic: its body travels in the export data.\ntype Pair[T any] struct{ A, B T }\n\nfunc Swap[T any](p Pair[T]) Pair[T] { return Pair[T]{p.B, p.A} }\n',
-  'share.go': 'package share\n\nimport "example.com/share/dep"\n\nfunc Flip(a, b int) (int, int) {\n\tp := dep.Swap(dep.Pair[int]{A: a, B: b})\n\treturn p.A, p.B\n}\n'
-}
-
-/** A -toolexec that writes down cmd/go's compile of example.com/share (argv, cwd, env), then runs the tool. */
-const RECORDER = `#!/bin/sh
-case "$1" in
-  */compile) if [ "$TOOLEXEC_IMPORTPATH" = "example.com/share" ] && [ "$2" != "-V=full" ]; then
-    pwd > "$REC.cwd"; printf '%s\\0' "$@" > "$REC.args"; env -0 > "$REC.env"; fi ;;
-esac
-exec "$@"
-`
-
-interface Toolchain { compiler: string, goroot: string, tool: string }
-
-interface Requester {
-  name: string
-  task: CompileTask
-  blobs: Map<string, Buffer>
-  /** what cmd/go's own compile invocation writes on the requester */
-  local: Buffer
-}
-
-/**
- * Builds example.com/share from `<root>/<dir>` with `go build -trimpath` (fresh GOCACHE, its own
- * $WORK), keeps cmd/go's compile invocation of it, turns that into a task as the requester
- * would, and runs the invocation again as is for the reference bytes.
- */
-async function requester (root: string, name: string, dir: string, recorder: string): Promise<Requester & { toolchain: Toolchain }> {
-  const src = join(root, dir)
-  for (const [file, text] of Object.entries(MODULE)) {
-    await mkdir(join(src, file, '..'), { recursive: true })
-    await writeFile(join(src, file), text)
-  }
-  const rec = join(root, `rec-${name}`)
-  const env: NodeJS.ProcessEnv = {
-    ...process.env, REC: rec, GOCACHE: join(root, `gocache-${name}`), GOTMPDIR: join(root, `tmp-${name}`), GOFLAGS: '', GOWORK: 'off', GOPROXY: 'off'
-  }
-  delete env.GOCACHEPROG
-  await mkdir(env.GOTMPDIR as string, { recursive: true })
-  const built = await run('go', ['build', '-trimpath', '-work', '-toolexec', recorder, '.'], { cwd: src, env })
-  assert.equal(built.code, 0, built.stderr)
-  const argv = (await readFile(`${rec}.args`, 'utf8')).split('\0').slice(0, -1)
-  const cwd = (await readFile(`${rec}.cwd`, 'utf8')).trim()
-  const toolEnv = Object.fromEntries((await readFile(`${rec}.env`, 'utf8')).split('\0').filter(kv => kv.includes('=')).map(kv => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
-  const tool = argv[0] as string
-  const compiler = (await run(tool, ['-V=full'])).stdout.trim()
-  const goroot = (await run('go', ['env', 'GOROOT'], { env })).stdout.trim()
-  const parsed = parseCompileArgs(argv.slice(1), cwd)
-  if ('unsupported' in parsed) throw new Error(`cmd/go's compile is not a task: ${parsed.unsupported}`)
-  const prepared = await buildTask(parsed, toolEnv, compiler, goroot)
-  if ('unsupported' in prepared) throw new Error(`cmd/go's compile is not a task: ${prepared.unsupported}`)
-  const again = await run(tool, argv.slice(1), { cwd, env: toolEnv })
-  assert.equal(again.code, 0, again.stderr)
-  return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), toolchain: { compiler, goroot, tool } }
-}
-
-/** A worker with a real pool of one slot, counting the compiles the pool completes. */
-function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void): { worker: Worker, pool: LocalPool, compiles: () => number } {
-  const pool = new LocalPool({ slots: 1 })
-  let compiles = 0
-  const runInPool = pool.run.bind(pool)
-  pool.run = async (...args) => {
-    const outcome = await runInPool(...args)
-    compiles++
-    return outcome
-  }
-  // Only the stream test starts the worker; it hands the protocol handler to the test.
-  const libp2p = { handle: async (_protocol: string, h: (stream: Stream, connection: unknown) => void) => { handle?.(h) }, unhandle: async () => {} }
-  const worker = new Worker({ libp2p: libp2p as never, dir, pool, toolchain: () => toolchain, accepting: () => true })
-  return { worker, pool, compiles: () => compiles }
-}
+import { errorCode } from '@grid/protocol'
+import type { Worker } from '@grid/node/server'
+import { tempDir, waitFor } from '../helpers/index.js'
+import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 async function sendInputs (worker: Worker, r: Requester): Promise<void> {
   for (const sha256 of await worker.missing(r.task)) await worker.putInput(sha256, r.blobs.get(sha256) as Buffer)
@@ -100,8 +24,13 @@ describe('worker: identical tasks share one compile', () => {
   let n = 0
   const workerDir = (): string => join(root, `worker-${++n}`)
 
+  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
+  const teardown: Array<() => unknown> = []
+  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
+  after(async () => { for (const fn of teardown.reverse()) await fn() })
+
   before(async () => {
-    root = await tempDir({ after }, 'share')
+    root = await tempDir(suite, 'share')
     const recorder = join(root, 'rec.sh')
     await writeFile(recorder, RECORDER)
     await chmod(recorder, 0o755)
@@ -181,24 +110,7 @@ describe('worker: identical tasks share one compile', () => {
     let handler: ((stream: Stream, connection: unknown) => void) | undefined
     const { worker, pool, compiles } = workerFor(workerDir(), toolchain, h => { handler = h })
     await worker.start()
-    const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
-    /** A requester's side of /grid/compile/1.0.0, one step at a time. */
-    const open = async (r: Requester, task = r.task): Promise<{ stream: Stream, need: any, finish: () => Promise<any> }> => {
-      const [out, inbound] = await streamPair()
-      ;(handler as (stream: Stream, connection: unknown) => void)(inbound, { remotePeer: { toString: () => r.name } })
-      const lp = lpStream(out)
-      await lp.write(packr.pack({ type: 'offer', task }))
-      const need = packr.unpack((await lp.read()).subarray())
-      return {
-        stream: out,
-        need,
-        finish: async () => {
-          await lp.write(packr.pack({ type: 'blobs', items: (need.hashes as string[]).map(sha256 => ({ sha256, data: r.blobs.get(sha256) })) }))
-          await lp.write(packr.pack({ type: 'done' }))
-          return packr.unpack((await lp.read()).subarray())
-        }
-      }
-    }
+    const open = async (r: Requester, task = r.task) => await openTask(handler as (stream: Stream, connection: unknown) => void, r, task)
     const a = await open(alice)
     assert.equal(a.need.type, 'need')
     // alice is in; now every slot is taken before her compile starts

@@ -1,0 +1,100 @@
+// Adversarial tasks over the compile stream: a worker refuses each with a clear error naming
+// the problem, before it compiles anything, and writes nothing outside its own directory. The
+// worker, its pool and the Go toolchain are real; the requester is this test speaking the
+// protocol (test/helpers/worker.ts).
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { chmod, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import type { Stream } from '@libp2p/interface'
+import { MAX_TASK_FILE_BYTES, type CompileTask } from '@grid/protocol'
+import { tempDir } from '../helpers/index.js'
+import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
+
+/** Every file below `dir`, relative to it. */
+async function tree (dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true })
+  return entries.filter(e => !e.isDirectory()).map(e => join(e.parentPath, e.name).slice(dir.length + 1)).sort()
+}
+
+describe('worker: adversarial tasks', () => {
+  let root: string
+  let good: Requester & { toolchain: Toolchain }
+  let handler: (stream: Stream, connection: unknown) => void
+  let compiles: () => number
+  let workerDir: string
+  let outside: string
+
+  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
+  const teardown: Array<() => unknown> = []
+  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
+  after(async () => { for (const fn of teardown.reverse()) await fn() })
+
+  before(async () => {
+    root = await tempDir(suite, 'refuse')
+    const recorder = join(root, 'rec.sh')
+    await writeFile(recorder, RECORDER)
+    await chmod(recorder, 0o755)
+    good = await requester(root, 'mallory', 'src/share', recorder)
+    workerDir = join(root, 'worker')
+    outside = join(root, 'outside')
+    const w = workerFor(workerDir, good.toolchain, h => { handler = h })
+    compiles = w.compiles
+    await w.worker.start()
+    suite.after(async () => { await w.worker.stop() })
+  })
+
+  /** Offers `task`; if the worker asks for inputs, sends `blobs` (default: the good ones). */
+  async function attempt (task: unknown, blobs?: Map<string, Buffer>): Promise<{ type: string, message?: string }> {
+    const t = await openTask(handler, good, task)
+    if (t.need.type !== 'need') return t.need
+    return await t.finish(blobs)
+  }
+
+  const file = (path: string, data: string): { entry: CompileTask['files'][number], blob: [string, Buffer] } => {
+    const bytes = Buffer.from(data)
+    const sha256 = sha256Of(bytes)
+    return { entry: { path, sha256, size: bytes.length }, blob: [sha256, bytes] }
+  }
+
+  it('refuses each, naming the problem, compiles nothing and writes nothing outside its directory', async () => {
+    const before = await tree(root)
+    const t = good.task
+    const importcfgPath = t.inputFlags['-importcfg'] as string
+    const evilCfg = file(importcfgPath, `packagefile example.com/share/dep=${join(outside, 'secret.a')}\n`)
+    const cases: Array<[string, unknown, RegExp, Map<string, Buffer>?]> = [
+      ['a path with ..', { ...t, files: [...t.files, { path: `${t.sources[0]}/../../../../etc/passwd`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
+      ['a relative path', { ...t, files: [...t.files, { path: 'share.go', sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
+      ['an unknown flag', { ...t, flags: [...t.flags, `-cpuprofile=${join(outside, 'prof')}`] }, /flag "-cpuprofile=.*" is not allowed/],
+      ['an output flag', { ...t, flags: [...t.flags, `-o=${join(outside, 'x.a')}`] }, /flag "-o=.*" is not allowed/],
+      ['an oversized input', { ...t, files: t.files.map((f, i) => (i === 0 ? { ...f, size: MAX_TASK_FILE_BYTES + 1 } : f)) }, /size of .* \(max \d+ bytes\)/],
+      ['a toolchain the worker lacks', { ...t, compiler: 'compile version go1.19.13' }, /task needs "compile version go1.19.13", this node has "compile version go/],
+      ['an environment variable outside the list', { ...t, env: { ...t.env, LD_PRELOAD: join(outside, 'evil.so') } }, /LD_PRELOAD is not allowed/],
+      ['an importcfg naming a file the task does not carry',
+        { ...t, files: t.files.map(f => (f.path === importcfgPath ? evilCfg.entry : f)) },
+        /names .*secret\.a, which the task does not carry/,
+        new Map([...good.blobs, evilCfg.blob])],
+      ['an input that does not hash to its name', t, /does not hash to its name/, new Map([...good.blobs].map(([sha]) => [sha, Buffer.from('not what was promised')]))],
+      ['not a task at all', { v: 1, compiler: 42 }, /refused: compiler/]
+    ]
+    for (const [what, task, message, blobs] of cases) {
+      const reply = await attempt(task, blobs)
+      assert.equal(reply.type, 'fail', `${what}: ${JSON.stringify(reply).slice(0, 200)}`)
+      assert.match(reply.message ?? '', message, what)
+    }
+    assert.equal(compiles(), 0, 'the compiler never ran')
+    const after = await tree(root)
+    const added = after.filter(f => !before.includes(f))
+    assert.deepEqual(added.filter(f => !f.startsWith('worker/blobs/')), [], 'only verified inputs were stored, in the blob store')
+    assert.deepEqual(await readdir(join(workerDir, 'tasks')).catch(() => []), [], 'no sandbox is left behind')
+    // an absolute requester path is re-rooted under the sandbox, never written where it points
+    const reply = await attempt({ ...t })
+    assert.equal(reply.type, 'result')
+    assert.deepEqual((await tree(root)).filter(f => !after.includes(f) && !f.startsWith('worker/blobs/')), [], 'a good task leaves nothing either')
+  })
+})
+
+function sha256Of (bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex')
+}
