@@ -35,17 +35,19 @@ async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}]): Prom
 describe('remote compiles', () => {
   it('3 daemons: ≥ 30 % of compiles run on peers and the binaries are byte-identical to go build -trimpath', async (t) => {
     const { r } = await cluster(t)
-    for (const [name, cwd, pkgs] of [['stdhttp', STDHTTP, '.'], ['gomod', GOMOD, './...']] as const) {
+    // -cover: the compiles of the module's packages carry a -coveragecfg input
+    for (const [name, cwd, pkgs] of [['stdhttp', STDHTTP, ['.']], ['gomod', GOMOD, ['./...']], ['gomod-cover', GOMOD, ['-cover', './...']]] as const) {
       const ref = join(r.dir, `ref-${name}`)
       const out = join(r.dir, `out-${name}`)
-      const plain = await goBuild(t, ['-o', ref + '/', pkgs], cwd)
+      const plain = await goBuild(t, ['-o', ref + '/', ...pkgs], cwd)
       assert.equal(plain.code, 0, plain.stderr)
-      const res = await grid(r, ['--json', 'build', '-o', out + '/', pkgs], { cwd })
+      const res = await grid(r, ['--json', 'build', '-o', out + '/', ...pkgs], { cwd })
       assert.equal(res.code, 0, res.stderr)
       const c = summary(res).compiles
       const share = c.remote / (c.remote + c.local)
       t.diagnostic(`${name}: ${c.remote} remote, ${c.local} local (${JSON.stringify(c.localReasons)}); transfer ${c.remoteTransferMs} ms, compile ${c.remoteCompileMs} ms`)
       if (name === 'stdhttp') assert.ok(share >= 0.3, `${name}: ${c.remote} of ${c.remote + c.local} compiles ran on peers`)
+      if (name === 'gomod-cover') assert.equal(c.localReasons['unsupported-task'] ?? 0, 0, 'coverage compiles are tasks like any other')
       await sameFiles(out, ref)
     }
   })

@@ -26,7 +26,7 @@ export const TASK_BOOL_FLAGS = [
 /** Compile flags a task may carry with a plain value (never a path). */
 export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-D', '-installsuffix', '-spectre', '-buildmode'] as const
 /** Compile flags whose value is an input file (shipped in the task). */
-export const TASK_INPUT_FLAGS = ['-importcfg', '-embedcfg', '-symabis', '-pgoprofile'] as const
+export const TASK_INPUT_FLAGS = ['-importcfg', '-embedcfg', '-symabis', '-pgoprofile', '-coveragecfg'] as const
 
 export interface TaskFile {
   /** absolute path on the requester: the worker recreates it under its sandbox */
@@ -130,7 +130,7 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
 //   asmhdr       whether go_asm.h is written
 //   source       each .go file, in order: the path the compiler records (the task's -trimpath
 //                rules, then $GOROOT) and its sha256
-//   input        each input-file flag; symabis and the PGO profile by sha256
+//   input        each input-file flag; symabis, the PGO profile and the coverage config by sha256
 //   importmap    the importcfg, as the compiler reads it: each importmap old=new,
 //   packagefile  and each import path with the sha256 of its export data as carried
 //   embed        the embedcfg: each pattern with its names, each name with its file's sha256
