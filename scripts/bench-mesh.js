@@ -34,13 +34,14 @@
  * beside it. Progress goes to stderr. Node builtins only.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process'
-import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { gitInfo, newestBuild } from './lib/lab-bench.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const LAB = join(ROOT, 'scripts', 'lab')
@@ -539,29 +540,6 @@ function summarize (rounds, n) {
   }
 }
 
-function gitInfo () {
-  try {
-    const commit = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
-    return { commit, dirty }
-  } catch { return { commit: null, dirty: null } }
-}
-
-/** Newest mtime (ms) of the compiled packages: a rebuild during the run would mix code. */
-function newestBuild () {
-  let newest = 0
-  const walk = (dir) => {
-    let entries
-    try { entries = readdirSync(dir, { withFileTypes: true }) } catch { return }
-    for (const e of entries) {
-      const p = join(dir, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (e.name.endsWith('.js')) newest = Math.max(newest, statSync(p).mtimeMs)
-    }
-  }
-  for (const pkg of readdirSync(join(ROOT, 'packages'))) walk(join(ROOT, 'packages', pkg, 'dist'))
-  return newest
-}
 
 function versionOf (pkg) {
   try { return JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')).version } catch { return null }
