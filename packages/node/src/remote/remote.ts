@@ -30,8 +30,11 @@ export const OFFLOAD_POLICIES: readonly Offload[] = ['never', 'busy', 'always']
 
 /** A peer that failed is not offered work for this long. */
 const PENALTY_MS = 30_000
-/** A peer that was overdue and lost the race, for this long. */
-const OVERDUE_PENALTY_MS = 5_000
+/** Races lost in a row (no success between) before a late peer is set aside like a failed one. */
+const OVERDUE_STREAK = 3
+
+/** How a peer did on our compiles: `late` counts races lost in a row, reset by a success. */
+interface Score { ok: number, failed: number, speed: number, late: number }
 /** Weight of a new sample in a peer's speed (moving average). */
 const SPEED_ALPHA = 0.3
 
@@ -56,7 +59,7 @@ export class RemoteCompiler {
   private readonly init: RemoteInit
   private readonly inFlight = new Map<string, number>()
   private readonly penalty = new Map<string, number>()
-  readonly scores = new Map<string, { ok: number, failed: number, speed: number }>()
+  readonly scores = new Map<string, Score>()
   private readonly exports = new ExportDataCache()
 
   constructor (init: RemoteInit) {
@@ -107,8 +110,7 @@ export class RemoteCompiler {
   /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
   async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number): Promise<Attempt> {
     this.inFlight.set(peer, (this.inFlight.get(peer) ?? 0) + 1)
-    const score = this.scores.get(peer) ?? { ok: 0, failed: 0, speed: 1 }
-    this.scores.set(peer, score)
+    const score = this.score(peer)
     const started = performance.now()
     try {
       const result = await this.run(peer, prepared, signal)
@@ -121,6 +123,7 @@ export class RemoteCompiler {
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
       const wallMs = performance.now() - started
       score.ok++
+      score.late = 0
       score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, wallMs / Math.max(1, expectedMs))) - score.speed)
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
     } catch (err) {
@@ -137,16 +140,24 @@ export class RemoteCompiler {
 
   /**
    * A peer that lost a race it was overdue in: scored down (a failure, and its speed by the time
-   * it took without answering) and set aside briefly. Slow is not broken: a peer that is only
-   * busy gets work again soon, ranked behind faster ones.
+   * it took without answering), so faster peers come first. Slow is not broken: it is set aside
+   * only after OVERDUE_STREAK such losses in a row (a peer that stalls), like a failed one.
    */
   overdue (peer: string, importPath: string, elapsedMs: number, expectedMs: number): void {
-    const score = this.scores.get(peer) ?? { ok: 0, failed: 0, speed: 1 }
-    this.scores.set(peer, score)
+    const score = this.score(peer)
     score.failed++
+    score.late++
     score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))) - score.speed)
-    this.penalty.set(peer, Math.max(this.penalty.get(peer) ?? 0, Date.now() + OVERDUE_PENALTY_MS))
-    log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race after ${Math.round(elapsedMs)} ms; setting the peer aside for ${OVERDUE_PENALTY_MS / 1000} s`)
+    const stalls = score.late >= OVERDUE_STREAK
+    if (stalls) this.penalty.set(peer, Date.now() + PENALTY_MS)
+    log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race after ${Math.round(elapsedMs)} ms` +
+      (stalls ? `; ${score.late} in a row: avoiding the peer for ${PENALTY_MS / 1000} s` : ''))
+  }
+
+  private score (peer: string): Score {
+    let score = this.scores.get(peer)
+    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0 }; this.scores.set(peer, score) }
+    return score
   }
 
   private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {
