@@ -25,7 +25,12 @@ describe('shared cache', () => {
   async function nodeB (t: Parameters<typeof world>[0], aAddr: string, extra: string[] = []): Promise<{ w: World, d: Daemon }> {
     const w = await world(t)
     const d = await startDaemon(t, w, ['--bootstrap', aAddr, ...extra])
-    await waitFor(async () => (await status(w)).mesh.peers === 1, 20_000, () => 'B to see A')
+    // A, connected (B may also learn of other members from A: only A matters here)
+    const aId = (await status(a)).nodeId as string
+    await waitFor(async () => {
+      const peers = JSON.parse((await grid(w, ['--json', 'peers'])).stdout) as Array<{ peerId: string, connected: boolean }>
+      return peers.some(p => p.peerId === aId && p.connected)
+    }, 20_000, () => 'B to see A')
     return { w, d }
   }
 
