@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import { readFile, rm, stat } from 'node:fs/promises'
-import { availableParallelism, tmpdir } from 'node:os'
+import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
 import { ENV, GridError, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
@@ -36,6 +36,8 @@ const TOOLEXEC = /^--?toolexec(=|$)/
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
 const GRAPH_DELAY_MS = 500
+/** `go list` runs at this nice level: ~0.4 CPU-s for std, which the compiles need more. */
+const GRAPH_NICE = 10
 
 /** Quotes a word for cmd/go's quoted.Split (used on -toolexec and GOCACHEPROG). */
 function quoteForGo (word: string): string {
@@ -74,6 +76,8 @@ async function listPackages (go: string, args: string[], signal: AbortSignal): P
   const format = '{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles " "}} {{join .CgoFiles " "}}\t{{join .Imports " "}}'
   const text = await new Promise<string | undefined>(resolve => {
     const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
+    // Below the build's own work: on a busy machine the plan arrives later, the build is not slowed.
+    if (child.pid !== undefined) { try { setPriority(child.pid, GRAPH_NICE) } catch {} }
     const chunks: Buffer[] = []
     child.stdout.on('data', (b: Buffer) => chunks.push(b))
     child.on('error', () => resolve(undefined))

@@ -8,6 +8,14 @@
 export const TINY_MS = 40
 
 /**
+ * Under `--offload busy`, a compile goes to a free peer even while a local slot is free when
+ * that peer's speed (wall time of its compiles, transfer included, over this host's expected
+ * time) is below this: the requester's own slot is slowed by everything else it runs (go,
+ * links, cgo, the node), and an idle peer can be the faster place for a long compile.
+ */
+export const FASTER_PEER = 0.8
+
+/**
  * Cost of a compile nobody has timed yet: a fixed part plus one per byte of Go source
  * (GoFiles + CgoFiles). A least-squares fit of go1.26 compile times of the standard library on
  * this project's 2-core machine against source size gave ~8 ms of start-up and ~1 KB of source

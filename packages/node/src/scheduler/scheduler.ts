@@ -15,7 +15,7 @@
 import { stat } from 'node:fs/promises'
 import type { GraphPackage } from '@grid/protocol'
 import type { Offload } from '../remote/index.js'
-import { COST_BASE_MS, COST_BYTES_PER_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
+import { COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
 import { History } from './history.js'
 import { Plan } from './plan.js'
 
@@ -51,6 +51,11 @@ export interface PlaceInput {
   mesh: boolean
   localFree: boolean
   expectedMs: number
+  /**
+   * The best free peer's speed: its compiles' wall time (transfer included) over this host's
+   * expected time for them; undefined when no peer has a free slot.
+   */
+  peerSpeed?: number | undefined
 }
 
 /** Where a compile should run. Pure: the node supplies the facts. */
@@ -58,8 +63,10 @@ export function place (input: PlaceInput): Placement {
   if (input.offload === 'never') return { where: 'local', reason: 'policy' }
   if (!input.mesh) return { where: 'local', reason: 'no-peers' }
   if (input.offload === 'always') return { where: 'remote' }
-  if (input.localFree) return { where: 'local', reason: 'local-free' }
-  if (input.expectedMs < TINY_MS) return { where: 'local', reason: 'too-small' }
+  if (input.expectedMs < TINY_MS) return { where: 'local', reason: input.localFree ? 'local-free' : 'too-small' }
+  // A free local slot wins unless a free peer has been clearly faster than this host: a
+  // requester busy linking, running cgo and shipping work compiles slower than an idle peer.
+  if (input.localFree && !(input.peerSpeed !== undefined && input.peerSpeed < FASTER_PEER)) return { where: 'local', reason: 'local-free' }
   return { where: 'remote' }
 }
 
