@@ -73,9 +73,11 @@ func main() {
 		fallback("node-error", tool, args)
 	}
 	if reply.runHere {
-		// The node granted a local slot: run the compiler ourselves (no process hop through
-		// the node, output straight to cmd/go), then report so the node frees the slot. The
-		// slot is also freed if we die: the node sees the connection close.
+		// The node granted a local slot: become the compiler (no process hop through the node,
+		// output straight to cmd/go). The connection stays open in it and closes when it exits,
+		// which frees the slot on the node; no fork, no wait, no compile-done.
+		execHolding(tool, args, conn)
+		// Without exec(2): run it as a child, then report so the node frees the slot.
 		code := runTool(tool, args)
 		writeFrame(conn, map[string]any{"type": "compile-done", "id": 2, "build": os.Getenv("GRID_BUILD"), "exitCode": code})
 		conn.Close()

@@ -479,7 +479,8 @@ export class GridNode {
             handedOver = true
             ctx.release = () => { free(); if (c !== undefined) c.running-- }
             ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
-            ctx.onClose(() => { ctx.release?.(); ctx.release = undefined })
+            // The shim became the compiler, holding this connection: it closes when the compile ends.
+            ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
             this.counters.compiles++
             if (c !== undefined) c.local++
             return { type: 'compile-here', id }

@@ -44,6 +44,10 @@ export interface BuildStats {
   compiles: {
     local: number
     remote: number
+    /**
+     * Compiles that exited non-zero among those the node ran or raced itself; a compile the
+     * shim became (compile-here) reports its exit status to cmd/go alone.
+     */
     failed: number
     running: number
     /** Compiles that did not go through the node's pool, by reason. */
