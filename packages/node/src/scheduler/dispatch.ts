@@ -64,6 +64,7 @@ export class Dispatcher {
     const race = new AbortController()
     const cancel = (): void => race.abort()
     signal.addEventListener('abort', cancel, { once: true })
+    if (signal.aborted) race.abort()
     const tried = new Set<string>()
     const primary = { peer: '' } // the peer the first contender is waiting on
     const winner = await new Promise<Win | LocalReason>(resolve => {
