@@ -41,7 +41,7 @@ import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { gitInfo, newestBuild } from './lib/lab-bench.js'
+import { gitInfo, newestBuild, machineInfo } from './lib/lab-bench.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const LAB = join(ROOT, 'scripts', 'lab')
@@ -668,15 +668,7 @@ async function main () {
   const doc = {
     date,
     git: { ...git, unchangedDuringRun: gitEnd.commit === git.commit && gitEnd.dirty === git.dirty, builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: buildAfter !== buildBefore },
-    machine: {
-      node: process.version,
-      go,
-      cpuModel: os.cpus()[0]?.model ?? null,
-      cores: os.cpus().length,
-      kernel: os.release(),
-      loadBefore,
-      loadAfter
-    },
+    machine: machineInfo(go, { loadBefore, loadAfter }),
     versions: Object.fromEntries(['libp2p', '@libp2p/gossipsub', '@libp2p/mdns', '@libp2p/yamux', '@chainsafe/libp2p-noise', '@libp2p/tcp'].map(p => [p, versionOf(p)])),
     lab: { totalCores: TOTAL_CORES, cpuPerHost: 'totalCores / N', cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', daemonArgs: DAEMON_ARGS, mdns: true, swarmKey: null },
     params: { rounds: ROUNDS, sizes: SIZES, pollMs: POLL_MS, restWaitSeconds: REST_WAIT_S, windowSeconds: WINDOW_S, timeoutSeconds: TIMEOUT_S },

@@ -45,8 +45,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import {
   cgroupCpuSeconds, cgroupThrottle, gitInfo, GRID, LAB, LabRun, loadavg, maxOf, median, netCounters,
-  newestBuild, otherLabs, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime
-} from './lib/lab-bench.js'
+  newestBuild, otherLabs, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime, machineInfo } from './lib/lab-bench.js'
 
 const HOSTS = 4
 const CPU = 0.5
@@ -658,16 +657,7 @@ async function main () {
     date,
     root: ROOT,
     git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
-    machine: {
-      node: process.version,
-      go,
-      cpuModel: os.cpus()[0]?.model ?? null,
-      cores: os.cpus().length,
-      kernel: os.release(),
-      uptimeBefore,
-      uptimeAfter: uptime(),
-      otherLabs: [...new Set([...labsBefore, ...otherLabs(prefix)])]
-    },
+    machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs(prefix)])] }),
     lab: { prefix, hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', requester: 'h1', requesterArgs: REQUESTER_ARGS, helperArgs: HELPER_ARGS, mdns: true, swarmKey: null },
     params: { rounds: ROUNDS, targets: TARGETS, helpers: HELPERS, cases: CASES, cwd: CWD, buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000, peerTimeoutSeconds: PEER_TIMEOUT_MS / 1000, goal: GOAL },
     setup: { shim: shim?.hash ?? null, shimWallS: shim?.wallS ?? null },

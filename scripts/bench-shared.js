@@ -43,11 +43,10 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import * as host from './lib/lab-bench.js'
-import { duBytes, GRID, gitInfo, LAB, loadavg, maxOf, median, newestBuild, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime } from './lib/lab-bench.js'
+import { duBytes, GRID, gitInfo, LAB, loadavg, maxOf, median, newestBuild, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime, machineInfo } from './lib/lab-bench.js'
 
 const HOSTS = 4
 const CPU = 0.5
@@ -615,16 +614,7 @@ async function main () {
     date,
     root: ROOT,
     git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
-    machine: {
-      node: process.version,
-      go,
-      cpuModel: os.cpus()[0]?.model ?? null,
-      cores: os.cpus().length,
-      kernel: os.release(),
-      uptimeBefore,
-      uptimeAfter: uptime(),
-      otherLabs: [...new Set([...labsBefore, ...otherLabs()])]
-    },
+    machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs()])] }),
     lab: { hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', daemonArgs: DAEMON_ARGS, mdns: true, swarmKey: null, warmHost: 'h2', emptyPeers: ['h3', 'h4'], freshHost: 'h1' },
     tools: { module: GO_TOOL_CACHE, version: tools?.version ?? null, client: 'go-cacher', server: SERVER, serverAddress: `${CACHER_SERVER_IP}:${CACHER_PORT}` },
     params: { rounds: ROUNDS, targets: TARGETS, cases: CASES, buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000 },

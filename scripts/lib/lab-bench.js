@@ -240,3 +240,8 @@ export class LabRun {
     this.tmp = undefined
   }
 }
+
+/** What a benchmark record says about the machine; `extra` adds the script's own fields (load, labs). */
+export function machineInfo (go, extra = {}) {
+  return { node: process.version, go, cpuModel: os.cpus()[0]?.model ?? null, cores: os.cpus().length, kernel: os.release(), ...extra }
+}
