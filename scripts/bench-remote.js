@@ -412,7 +412,7 @@ function markdown (doc) {
   const changed = doc.git.rebuiltDuringRun || doc.git.unchangedDuringRun === false ? ' (**the tree or build changed during the run**)' : ''
   L.push(`${doc.date.slice(0, 10)}, commit ${doc.git.commit?.slice(0, 12)}${dirty}${changed}; ${doc.machine.go}; node ${doc.machine.node}; ` +
     `${doc.machine.cpuModel} × ${doc.machine.cores} cores, kernel ${doc.machine.kernel}` +
-    `${doc.params.cwd !== ROOT ? `; builds run in \`${relative(ROOT, doc.params.cwd) || '.'}\`` : ''}. ` +
+    `${doc.params.cwd !== '.' ? `; builds run in \`${doc.params.cwd}\`` : ''}. ` +
     'Medians of wall-clock seconds on h1 (from `scripts/lab run` spawn to exit) and the speedup against plain `go build`.', '')
   const ks = doc.params.helpers
   L.push(`| target | rounds | plain \`go build\` | ${ks.map(k => `grid, ${k} helper${k === 1 ? '' : 's'}`).join(' | ')} | bound: compile time / critical path |`)
@@ -655,11 +655,10 @@ async function main () {
 
   const doc = {
     date,
-    root: ROOT,
     git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
     machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs(prefix)])] }),
     lab: { prefix, hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', requester: 'h1', requesterArgs: REQUESTER_ARGS, helperArgs: HELPER_ARGS, mdns: true, swarmKey: null },
-    params: { rounds: ROUNDS, targets: TARGETS, helpers: HELPERS, cases: CASES, cwd: CWD, buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000, peerTimeoutSeconds: PEER_TIMEOUT_MS / 1000, goal: GOAL },
+    params: { rounds: ROUNDS, targets: TARGETS, helpers: HELPERS, cases: CASES, cwd: relative(ROOT, CWD) || '.', buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000, peerTimeoutSeconds: PEER_TIMEOUT_MS / 1000, goal: GOAL },
     setup: { shim: shim?.hash ?? null, shimWallS: shim?.wallS ?? null },
     summary: TARGETS.map(t => summarize(t, samples.filter(s => s.target === t.target), HELPERS)),
     samples

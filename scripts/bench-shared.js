@@ -612,7 +612,6 @@ async function main () {
 
   const doc = {
     date,
-    root: ROOT,
     git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
     machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs()])] }),
     lab: { hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', daemonArgs: DAEMON_ARGS, mdns: true, swarmKey: null, warmHost: 'h2', emptyPeers: ['h3', 'h4'], freshHost: 'h1' },
