@@ -307,7 +307,7 @@ export class GridNode {
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = plan?.priority(req.importPath) ?? expectedMs
     const offload = this.meshOptions?.offload ?? 'busy' // no mesh: placed locally as no-peers
-    const placement = place({ offload, mesh: this.remote !== undefined, localFree: this.pool.free, expectedMs, peerSpeed: this.remote?.candidates()[0]?.speed })
+    const placement = place({ offload, mesh: this.remote !== undefined, localFree: this.pool.free, expectedMs, peerSpeed: () => this.remote?.candidates()[0]?.speed })
     if (placement.where === 'local') return { reason: placement.reason, priority }
     const goroot = req.env.GOROOT ?? this.goToolchain?.goroot
     if (goroot === undefined) return { reason: 'toolchain-unknown', priority }

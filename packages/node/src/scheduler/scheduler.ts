@@ -53,9 +53,9 @@ export interface PlaceInput {
   expectedMs: number
   /**
    * The best free peer's speed: its compiles' wall time (transfer included) over this host's
-   * expected time for them; undefined when no peer has a free slot.
+   * expected time for them; undefined when no peer has a free slot. Asked only when it decides.
    */
-  peerSpeed?: number | undefined
+  peerSpeed?: () => number | undefined
 }
 
 /** Where a compile should run. Pure: the node supplies the facts. */
@@ -66,7 +66,10 @@ export function place (input: PlaceInput): Placement {
   if (input.expectedMs < TINY_MS) return { where: 'local', reason: input.localFree ? 'local-free' : 'too-small' }
   // A free local slot wins unless a free peer has been clearly faster than this host: a
   // requester busy linking, running cgo and shipping work compiles slower than an idle peer.
-  if (input.localFree && !(input.peerSpeed !== undefined && input.peerSpeed < FASTER_PEER)) return { where: 'local', reason: 'local-free' }
+  if (input.localFree) {
+    const speed = input.peerSpeed?.()
+    if (speed === undefined || speed >= FASTER_PEER) return { where: 'local', reason: 'local-free' }
+  }
   return { where: 'remote' }
 }
 
