@@ -38,6 +38,11 @@ interface Score { ok: number, failed: number, speed: number, late: number }
 /** Weight of a new sample in a peer's speed (moving average). */
 const SPEED_ALPHA = 0.3
 
+/** A peer's speed moves toward elapsed / expected (clamped: one wild sample cannot dominate). */
+function addSpeedSample (score: Score, elapsedMs: number, expectedMs: number): void {
+  score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))) - score.speed)
+}
+
 export interface RemoteInit {
   libp2p: Libp2p
   /** connected members with their adverts */
@@ -124,7 +129,7 @@ export class RemoteCompiler {
       const wallMs = performance.now() - started
       score.ok++
       score.late = 0
-      score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, wallMs / Math.max(1, expectedMs))) - score.speed)
+      addSpeedSample(score, wallMs, expectedMs)
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
@@ -147,7 +152,7 @@ export class RemoteCompiler {
     const score = this.score(peer)
     score.failed++
     score.late++
-    score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))) - score.speed)
+    addSpeedSample(score, elapsedMs, expectedMs)
     const stalls = score.late >= OVERDUE_STREAK
     if (stalls) this.penalty.set(peer, Date.now() + PENALTY_MS)
     log.info(`remote compile of ${importPath} on ${peer} was overdue and lost its race after ${Math.round(elapsedMs)} ms` +
@@ -190,7 +195,7 @@ export class RemoteCompiler {
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       await stream.close().catch(() => {})
       const now = performance.now()
-      log.debug(`${prepared.task.importPath} on ${peer}: dial ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
+      if (log.debugEnabled) log.debug(`${prepared.task.importPath} on ${peer}: dial ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
         `${need.hashes.length} inputs sent in ${(sent - claimed).toFixed(1)} ms, done→result ${(now - sent).toFixed(1)} ms of which compile ${result.compileMs.toFixed(1)} ms`)
       return { ...result, transferMs: now - started - result.compileMs }
     } catch (err) {

@@ -347,7 +347,7 @@ export class Worker {
       asmhdr: outcome.exitCode === 0 && task.asmhdr ? read('go_asm.h') : null,
       compileMs
     }
-    log.debug(`task ${task.importPath}: ${task.files.length} inputs laid out in ${(t1 - t0).toFixed(1)} ms, command ${(started - t1).toFixed(1)} ms, ` +
+    if (log.debugEnabled) log.debug(`task ${task.importPath}: ${task.files.length} inputs laid out in ${(t1 - t0).toFixed(1)} ms, command ${(started - t1).toFixed(1)} ms, ` +
       `queued ${outcome.queuedMs.toFixed(1)} ms, compile ${outcome.runMs.toFixed(1)} ms, outputs read ${(performance.now() - started - compileMs).toFixed(1)} ms`)
     return result
   }

@@ -7,8 +7,9 @@
  *   * priority: the remaining critical path through the build's package graph (`go list -deps`
  *     from `grid build`), so the local queue and the peers take the long poles first;
  *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
- *     (default) ships a compile only when every local slot is taken and it is not tiny;
- *     `always` ships whatever it can. Every compile that stays local has a reason.
+ *     (default) ships a compile that is not tiny when every local slot is taken, or when a free
+ *     peer has been clearly faster than this host; `always` ships whatever it can. Every
+ *     compile that stays local has a reason.
  *
  * Execution (the race of a remote task against a local copy or a second peer) is dispatch.ts.
  */
