@@ -6,7 +6,8 @@ package main
 // Bodies never travel to the node. A put is decoded, hashed and written here, straight into the
 // node's content-addressed store (<blobDir>/<hex[0:2]>/<hex>, via a temp file in <blobDir>/tmp
 // and a rename, which is safe for concurrent writers of the same hash); the node only gets
-// (ActionID, OutputID, size). A get asks the node, which answers with a local file path.
+// (ActionID, OutputID, size), and cmd/go does not wait for that. A get asks the node, which
+// answers with a local file path. No request waits on the node longer than callTimeout.
 //
 // Requests are served concurrently (cmd/go keeps many in flight) over one multiplexed node
 // connection. If the node is absent at start (standalone) or fails later (degraded), every get
@@ -59,6 +60,7 @@ type helper struct {
 
 	outMu    sync.Mutex     // serialises writes to stdout
 	inFlight sync.WaitGroup // get/put requests being served
+	indexing sync.WaitGroup // index entries of finished puts on their way to the node
 
 	ready    chan struct{} // closed once open has finished, whatever its outcome
 	node     *nodeConn     // nil when standalone
@@ -166,6 +168,7 @@ func (h *helper) serve(in io.Reader) {
 			}()
 		case "close":
 			h.inFlight.Wait()
+			h.indexing.Wait()
 			h.reply(response{ID: req.ID})
 		default:
 			h.reply(response{ID: req.ID, Err: "unknown command " + req.Command})
@@ -270,11 +273,7 @@ func (h *helper) put(req request, body []byte) response {
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
 		if writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
-			reply, err := h.node.call(map[string]any{"type": "cache-put", "build": h.build,
-				"actionId": req.ActionID, "outputId": req.OutputID, "size": int64(len(body))})
-			if err != nil || reply["type"] != "cache-put-ok" {
-				h.degrade() // the blob is valid and stays; only the index entry is lost
-			}
+			h.index(req.ActionID, req.OutputID, int64(len(body)))
 			return response{ID: req.ID, DiskPath: path}
 		}
 		// The shared store is not writable: keep this body private, the build goes on.
@@ -287,6 +286,20 @@ func (h *helper) put(req request, body []byte) response {
 		}
 	}
 	return response{ID: req.ID, Err: "put: " + err.Error()}
+}
+
+// index tells the node about a blob now in place, without holding up cmd/go: the body is
+// already where DiskPath says, and only a later lookup needs the entry. close waits for these.
+func (h *helper) index(actionID, outputID []byte, size int64) {
+	h.indexing.Add(1)
+	go func() {
+		defer h.indexing.Done()
+		reply, err := h.node.call(map[string]any{"type": "cache-put", "build": h.build,
+			"actionId": actionID, "outputId": outputID, "size": size})
+		if err != nil || reply["type"] != "cache-put-ok" {
+			h.degrade() // the blob is valid and stays; only the index entry is lost
+		}
+	}()
 }
 
 // writeAtomic writes body to a temp file in tmpDir and renames it to path, so that a reader
@@ -346,7 +359,15 @@ type nodeConn struct {
 	pending map[int64]chan map[string]any // nil once the connection has failed
 }
 
-var errNodeGone = errors.New("node connection closed")
+var (
+	errNodeGone    = errors.New("node connection closed")
+	errNodeStalled = errors.New("node did not answer in time")
+)
+
+// callTimeout bounds one request to the node. A healthy node answers a lookup in well under a
+// second even when it fetches the body from a peer (peercache/constants.ts bounds those);
+// after this long the helper gives up on the node and the build goes on without the cache.
+var callTimeout = 60 * time.Second
 
 // call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
 func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
@@ -369,7 +390,16 @@ func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
 		n.fail()
 		return nil, err
 	}
-	reply, ok := <-ch
+	timer := time.NewTimer(callTimeout)
+	defer timer.Stop()
+	var reply map[string]any
+	var ok bool
+	select {
+	case reply, ok = <-ch:
+	case <-timer.C:
+		n.fail() // a node that stops answering must not stall the build
+		return nil, errNodeStalled
+	}
 	if !ok {
 		return nil, errNodeGone
 	}

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"io"
 	"math"
+	"net"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMsgpackRoundTrip(t *testing.T) {
@@ -279,5 +282,41 @@ func TestFlagChecks(t *testing.T) {
 	if !isCompile("/go/pkg/tool/linux_amd64/compile") || !isCompile("/go/pkg/tool/windows_amd64/compile.exe") ||
 		isCompile("/go/pkg/tool/linux_amd64/asm") || isCompile("/go/pkg/tool/linux_amd64/compile2") {
 		t.Error("isCompile")
+	}
+}
+
+// A node that takes a request and never answers must not hold up cmd/go: the call gives up
+// after callTimeout, fails the connection, and later calls fail at once.
+func TestCallToStalledNode(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c) // read everything, answer nothing
+		}
+	}()
+	conn, err := net.Dial("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := callTimeout
+	callTimeout = 100 * time.Millisecond
+	defer func() { callTimeout = old }()
+	n := &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
+	go n.readLoop(bufio.NewReader(conn))
+	started := time.Now()
+	if _, err := n.call(map[string]any{"type": "cache-get"}); err != errNodeStalled {
+		t.Fatalf("call to a stalled node: got %v, want errNodeStalled", err)
+	}
+	if waited := time.Since(started); waited > 5*time.Second {
+		t.Fatalf("call waited %v", waited)
+	}
+	if _, err := n.call(map[string]any{"type": "cache-get"}); err != errNodeGone {
+		t.Fatalf("call after the stall: got %v, want errNodeGone", err)
 	}
 }

@@ -105,6 +105,7 @@ export class Cache {
   private readonly entries: Sub
   private readonly atimes: Sub
   private readonly pendingAtimes = new Map<string, number>()
+  private readonly pendingEntries: Array<{ key: string, value: Uint8Array, resolve: () => void, reject: (err: unknown) => void }> = []
   private readonly rehashing = new Map<string, Promise<boolean>>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
@@ -179,7 +180,9 @@ export class Cache {
     const path = this.blobPath(outputHex)
     let st
     try {
-      st = await stat(path, { bigint: true })
+      // Synchronous: the inode is in the page cache (the helper just wrote it), and a put per
+      // compile output makes the thread-pool hop cost more than the stat.
+      st = statSync(path, { bigint: true })
     } catch (err) {
       throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} names a blob that is not on disk`, { cause: err })
     }
@@ -190,7 +193,7 @@ export class Cache {
     const entry: Entry = origin === undefined
       ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString() }
       : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
-    await this.entries.put(key, packr.pack(entry))
+    await this.writeEntry(key, packr.pack(entry))
     if (this.approx !== undefined) this.approx += size
     this.pendingAtimes.set(key, Date.now())
     return path
@@ -326,6 +329,7 @@ export class Cache {
     if (this.closed) return
     this.closed = true
     clearInterval(this.flushTimer)
+    await this.flushEntries()
     await this.flushAtimes()
     await this.db.close()
   }
@@ -356,6 +360,28 @@ export class Cache {
     await this.entries.del(key)
     this.events.onCorrupt?.(outputHex)
     return 'corrupt'
+  }
+
+  /**
+   * Queues an index write; writes queued in the same turn of the event loop go to LevelDB as
+   * one batch (a cold build puts an entry per action, many at once).
+   */
+  private async writeEntry (key: string, value: Uint8Array): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.pendingEntries.push({ key, value, resolve, reject })
+      if (this.pendingEntries.length === 1) setImmediate(() => { void this.flushEntries() })
+    })
+  }
+
+  private async flushEntries (): Promise<void> {
+    const writes = this.pendingEntries.splice(0)
+    if (writes.length === 0) return
+    try {
+      await this.entries.batch(writes.map(w => ({ type: 'put' as const, key: w.key, value: w.value })))
+      for (const w of writes) w.resolve()
+    } catch (err) {
+      for (const w of writes) w.reject(err)
+    }
   }
 
   private async flushAtimes (): Promise<void> {

@@ -120,6 +120,12 @@ export class ControlServer {
       reply = { type: 'error', id: request.id, code, message: (err as Error).message }
     }
     if (socket.destroyed) return
+    // Replies finished in the same turn of the event loop leave in one write: the cache helper
+    // keeps many requests in flight on one connection.
+    if (socket.writableCorked === 0) {
+      socket.cork()
+      setImmediate(() => socket.uncork())
+    }
     try {
       socket.write(encodeFrame(reply))
     } catch (err) {
