@@ -1,11 +1,11 @@
 // Remote compile tasks: what a worker refuses, the relocation recipe, export-data stripping.
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
-import { exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
+import { Sandboxes, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
 
 const h = 'ab'.repeat(32)
 function task (change: Partial<CompileTask> = {}): Record<string, unknown> {
@@ -88,5 +88,34 @@ describe('remote tasks', () => {
     assert.ok(stripped.toString('latin1').startsWith('!<arch>\n__.PKGDEF'))
     assert.ok(!stripped.toString('latin1').includes('_go_.o'))
     assert.equal(exportDataOnly(Buffer.from('not an archive')), undefined)
+  })
+})
+
+describe('worker sandboxes', () => {
+  it('are reused with their directories, but hold no file of an earlier task', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'grid-sandbox-'))
+    try {
+      const blob = join(dir, 'blob')
+      await writeFile(blob, 'package a\n')
+      const boxes = new Sandboxes(join(dir, 'tasks'))
+      const first = boxes.acquire()
+      const second = boxes.acquire()
+      assert.notEqual(first.root, second.root, 'tasks running at once get their own sandbox')
+      first.link(blob, first.at('/src/m/a.go'))
+      first.write(first.at('/tmp/w/b001/importcfg'), 'packagefile x=/y\n')
+      const out = first.output(join(first.root, '_out_', '_pkg_.a'))
+      await writeFile(out, 'archive') // what the compiler writes
+      boxes.release(first)
+      const again = boxes.acquire()
+      assert.equal(again.root, first.root, 'a released sandbox is handed out again')
+      assert.deepEqual(await readdir(again.at('/src/m')), [], 'its files are gone')
+      assert.deepEqual(await readdir(join(again.root, '_out_')), [])
+      assert.ok((await stat(again.at('/tmp/w/b001'))).isDirectory(), 'its directories stay')
+      assert.equal(await readFile(blob, 'utf8'), 'package a\n', 'the blob a link pointed at is untouched')
+      await boxes.reset()
+      await assert.rejects(stat(join(dir, 'tasks')), 'reset removes every sandbox')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })

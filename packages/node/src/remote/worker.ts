@@ -25,8 +25,8 @@
  * requester tries another peer. The wire is unchanged.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { mkdir, rm } from 'node:fs/promises'
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
@@ -38,6 +38,7 @@ import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { relocatedTrimpath } from './parse.js'
+import { Sandboxes, type Sandbox } from './sandbox.js'
 import { inputDirs } from './task-builder.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
@@ -84,14 +85,17 @@ export class Worker {
   private readonly init: WorkerInit
   /** compiles running or waiting for a slot, by task key */
   private readonly jobs = new Map<string, Job>()
+  private readonly sandboxes: Sandboxes
   /** ran: compiles run; shared: tasks that joined a running compile instead */
   readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
 
   constructor (init: WorkerInit) {
     this.init = init
+    this.sandboxes = new Sandboxes(join(init.dir, 'tasks'))
   }
 
   async start (): Promise<void> {
+    await this.sandboxes.reset()
     await mkdir(join(this.init.dir, 'blobs'), { recursive: true })
     await this.init.libp2p.handle(COMPILE_PROTOCOL, (stream: Stream, connection: { remotePeer: { toString: () => string } }) => {
       void this.serve(stream, connection.remotePeer.toString())
@@ -250,9 +254,9 @@ export class Worker {
   private startJob (task: CompileTask, key: string, configs: TaskConfigs): Job {
     const controller = new AbortController()
     const state = { key, offerKey: taskOfferKey(task), importPath: task.importPath, waiters: 0, settled: false, controller }
-    const sandbox = join(this.init.dir, 'tasks', `t-${randomBytes(6).toString('hex')}`)
     const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS)])
     const result = (async () => {
+      const sandbox = this.sandboxes.acquire()
       try {
         const result = await this.run(task, configs, sandbox, signal)
         this.stats.ran++
@@ -260,7 +264,7 @@ export class Worker {
       } finally {
         state.settled = true
         if (this.jobs.get(key) === state) this.jobs.delete(key)
-        await rm(sandbox, { recursive: true, force: true })
+        this.sandboxes.release(sandbox)
       }
     })()
     result.catch(() => {}) // its waiters see a failure; with none left, nobody needs to
@@ -295,10 +299,10 @@ export class Worker {
    * share what this returns: any new influence on the output must be reported in the task key
    * as well (taskKeyLines in packages/protocol/src/task.ts).
    */
-  private async run (task: CompileTask, configs: TaskConfigs, sandbox: string, signal: AbortSignal): Promise<CompileResult> {
+  private async run (task: CompileTask, configs: TaskConfigs, sandbox: Sandbox, signal: AbortSignal): Promise<CompileResult> {
     const own = this.init.toolchain()
     if (own === undefined) throw new GridError('GRID_ERR_TASK_REFUSED', 'no toolchain')
-    const inSandbox = (p: string): string => join(sandbox, p) // p is a clean absolute path: stays under sandbox
+    const inSandbox = (p: string): string => sandbox.at(p) // p is a clean absolute path: stays under the sandbox
     const carried = new Set(task.files.map(f => f.path))
     const carriedInSandbox = (cfg: string) => (p: string): string => {
       if (!carried.has(p)) throw new GridError('GRID_ERR_TASK_REFUSED', `${cfg} names ${p}, which the task does not carry`)
@@ -308,56 +312,46 @@ export class Worker {
     // reads nothing the worker did not see. Every other input is a hard link to the blob store
     // (one syscall, no copy; the compiler only reads it). Synchronous on purpose: a few dozen
     // cheap syscalls in a row cost far less than an event-loop turn each on a busy machine.
+    // The sandbox's directories usually exist already (sandbox.ts).
     const t0 = performance.now()
     const configText = new Map<string, string>()
     const importcfg = task.inputFlags['-importcfg']
     if (importcfg !== undefined && configs.importcfg !== undefined) configText.set(importcfg, formatImportcfg(configs.importcfg, carriedInSandbox('importcfg')))
     const embedcfg = task.inputFlags['-embedcfg']
     if (embedcfg !== undefined && configs.embedcfg !== undefined) configText.set(embedcfg, formatEmbedcfg(configs.embedcfg, carriedInSandbox('embedcfg')))
-    const made = new Set<string>()
     for (const f of task.files) {
       const target = inSandbox(f.path)
-      const dir = dirname(target)
-      if (!made.has(dir)) { mkdirSync(dir, { recursive: true }); made.add(dir) }
       const text = configText.get(f.path)
-      if (text !== undefined) writeFileSync(target, text)
-      else linkOrCopy(this.blobPath(f.sha256), target)
+      if (text !== undefined) sandbox.write(target, text)
+      else sandbox.link(this.blobPath(f.sha256), target)
     }
     const t1 = performance.now()
-    const outDir = join(sandbox, '_out_')
-    mkdirSync(outDir, { recursive: true })
+    const outDir = join(sandbox.root, '_out_')
+    const archivePath = sandbox.output(join(outDir, '_pkg_.a'))
+    const asmhdrPath = task.asmhdr ? sandbox.output(join(outDir, 'go_asm.h')) : undefined
     const args = [
       ...task.flags,
-      '-o', join(outDir, '_pkg_.a'),
-      '-trimpath', relocatedTrimpath(sandbox, task.trimpath, inputDirs(task), task.goroot),
+      '-o', archivePath,
+      '-trimpath', relocatedTrimpath(sandbox.root, task.trimpath, inputDirs(task), task.goroot),
       ...Object.entries(task.inputFlags).map(([flag, path]) => `${flag}=${inSandbox(path)}`),
-      ...(task.asmhdr ? ['-asmhdr', join(outDir, 'go_asm.h')] : []),
+      ...(asmhdrPath !== undefined ? ['-asmhdr', asmhdrPath] : []),
       ...task.sources.map(inSandbox)
     ]
     log.debug(`task ${task.importPath}: ${own.tool} ${args.join(' ')}`)
     const started = performance.now()
-    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE }, { signal })
+    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE }, { signal })
     const compileMs = performance.now() - started
-    const read = (name: string): Buffer | null => { try { return readFileSync(join(outDir, name)) } catch { return null } }
+    const read = (path: string | undefined): Buffer | null => { try { return path === undefined ? null : readFileSync(path) } catch { return null } }
     const result: CompileResult = {
       type: 'result',
       exitCode: outcome.exitCode,
       output: outcome.output,
-      archive: outcome.exitCode === 0 ? read('_pkg_.a') : null,
-      asmhdr: outcome.exitCode === 0 && task.asmhdr ? read('go_asm.h') : null,
+      archive: outcome.exitCode === 0 ? read(archivePath) : null,
+      asmhdr: outcome.exitCode === 0 ? read(asmhdrPath) : null,
       compileMs
     }
     if (log.debugEnabled) log.debug(`task ${task.importPath}: ${task.files.length} inputs laid out in ${(t1 - t0).toFixed(1)} ms, command ${(started - t1).toFixed(1)} ms, ` +
       `queued ${outcome.queuedMs.toFixed(1)} ms, compile ${outcome.runMs.toFixed(1)} ms, outputs read ${(performance.now() - started - compileMs).toFixed(1)} ms`)
     return result
-  }
-}
-
-/** A hard link to the blob, or a copy where links cannot be made (another file system). */
-function linkOrCopy (blob: string, target: string): void {
-  try {
-    linkSync(blob, target)
-  } catch {
-    copyFileSync(blob, target)
   }
 }

@@ -1,0 +1,109 @@
+/**
+ * The worker's task sandboxes, under `<worker>/tasks/`, reused from one task to the next.
+ *
+ * A task's inputs keep their requester's absolute paths under the sandbox root (the relocation
+ * recipe maps them back), so making a fresh sandbox costs a mkdir per path level, 5–8 deep, and
+ * removing it as much again, before the result could leave. On a busy machine that was the
+ * largest part of a remote compile's overhead (about 10 ms of every task). So a sandbox is
+ * never removed: when its task ends, every file the task put there (inputs, configs, the
+ * compiler's outputs) is unlinked, synchronously, and its directories stay for the next task.
+ *
+ * What the compiler can read does not change: it opens only the files on its command line and
+ * in the importcfg/embedcfg the worker writes, all of which the task carries, and an emptied
+ * sandbox holds no files. A sandbox that cannot be emptied is removed instead, and never reused.
+ */
+import { copyFileSync, linkSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { logger } from '../log.js'
+
+const log = logger('grid:worker')
+
+export class Sandbox {
+  readonly root: string
+  private readonly dirs = new Set<string>()
+  private readonly files = new Set<string>()
+
+  constructor (root: string) {
+    this.root = root
+  }
+
+  /** `path` (a clean absolute path) re-rooted under the sandbox. */
+  at (path: string): string {
+    return join(this.root, path)
+  }
+
+  /** Hard-links `blob` at `target` (a copy across file systems). */
+  link (blob: string, target: string): void {
+    this.prepare(target)
+    try {
+      linkSync(blob, target)
+    } catch {
+      copyFileSync(blob, target)
+    }
+  }
+
+  write (target: string, text: string): void {
+    this.prepare(target)
+    writeFileSync(target, text)
+  }
+
+  /** Makes the directory for a file the compiler will write, and forgets the file at release. */
+  output (target: string): string {
+    this.prepare(target)
+    return target
+  }
+
+  private prepare (target: string): void {
+    const dir = dirname(target)
+    if (!this.dirs.has(dir)) { mkdirSync(dir, { recursive: true }); this.dirs.add(dir) }
+    this.files.add(target)
+    unlinkQuiet(target) // nothing from an earlier task may stand in for this one's file
+  }
+
+  /** Unlinks every file this task put here; false if one would not go. */
+  empty (): boolean {
+    try {
+      for (const f of this.files) unlinkQuiet(f)
+      this.files.clear()
+      return true
+    } catch (err) {
+      log.warn(`cannot empty sandbox ${this.root}: ${(err as Error).message}`)
+      return false
+    }
+  }
+}
+
+export class Sandboxes {
+  private readonly dir: string
+  private readonly idle: Sandbox[] = []
+  private made = 0
+
+  constructor (dir: string) {
+    this.dir = dir
+  }
+
+  /** Drops whatever an earlier run of the node left (it may have stopped mid-task). */
+  async reset (): Promise<void> {
+    this.idle.length = 0
+    await rm(this.dir, { recursive: true, force: true })
+  }
+
+  acquire (): Sandbox {
+    return this.idle.pop() ?? new Sandbox(join(this.dir, `s${this.made++}`))
+  }
+
+  /** Takes back a sandbox whose task has ended. */
+  release (box: Sandbox): void {
+    if (box.empty()) this.idle.push(box)
+    else void rm(box.root, { recursive: true, force: true }).catch(() => {})
+  }
+}
+
+function unlinkQuiet (path: string): void {
+  try {
+    unlinkSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+}
