@@ -57,6 +57,7 @@ export class Dispatcher {
     const remote = this.init.remote()
     if (remote === undefined) return { done: false, reason: 'no-peers', races }
     const prepared = await remote.prepare(req)
+    const preparedAt = performance.now()
     if ('reason' in prepared) return { done: false, reason: prepared.reason, races }
     const first = remote.candidates()
     if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
@@ -108,7 +109,10 @@ export class Dispatcher {
       return { done: true, by: 'local', exitCode: winner.exitCode, output: winner.output, runMs: winner.runMs, races }
     }
     if (signal.aborted) return { done: false, reason: 'peer-error', races }
+    const wonAt = performance.now()
     await this.write(winner.archive, winner.asmhdr, prepared)
+    if (log.debugEnabled) log.debug(`${req.importPath}: prepared in ${(preparedAt - started).toFixed(1)} ms, remote ${(wonAt - preparedAt).toFixed(1)} ms ` +
+      `(attempt ${winner.wallMs.toFixed(1)} ms), written in ${(performance.now() - wonAt).toFixed(1)} ms`)
     return {
       done: true,
       by: 'remote',
