@@ -91,20 +91,28 @@ export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stre
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 
-/** A requester's side of /grid/compile/1.0.0 against `handler`, one step at a time. */
-export async function openTask (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown): Promise<{ stream: Stream, need: any, finish: (blobs?: Map<string, Buffer>) => Promise<any> }> {
+/** One offer's answer, and the rest of that task (inputs, done, the reply). */
+export interface OpenedTask { need: any, finish: (blobs?: Map<string, Buffer>) => Promise<any> }
+
+/**
+ * A requester's side of /grid/compile/1.0.0 against `handler`, one step at a time. `offer`
+ * sends the next task on the same stream once the last one is answered.
+ */
+export async function openTask (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown): Promise<OpenedTask & { stream: Stream, offer: (task: unknown, who: Pick<Requester, 'blobs'>) => Promise<OpenedTask> }> {
   const [out, inbound] = await streamPair()
   handler(inbound, { remotePeer: { toString: () => r.name } })
   const lp = lpStream(out)
-  await lp.write(packr.pack({ type: 'offer', task }))
-  const need = packr.unpack((await lp.read()).subarray())
-  return {
-    stream: out,
-    need,
-    finish: async (blobs = r.blobs) => {
-      await lp.write(packr.pack({ type: 'blobs', items: (need.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
-      await lp.write(packr.pack({ type: 'done' }))
-      return packr.unpack((await lp.read()).subarray())
+  const offer = async (t: unknown, who: Pick<Requester, 'blobs'>): Promise<OpenedTask> => {
+    await lp.write(packr.pack({ type: 'offer', task: t }))
+    const need = packr.unpack((await lp.read()).subarray())
+    return {
+      need,
+      finish: async (blobs = who.blobs) => {
+        await lp.write(packr.pack({ type: 'blobs', items: (need.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
+        await lp.write(packr.pack({ type: 'done' }))
+        return packr.unpack((await lp.read()).subarray())
+      }
     }
   }
+  return { stream: out, offer, ...await offer(task, r) }
 }

@@ -138,4 +138,26 @@ describe('worker: identical tasks share one compile', () => {
     assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 1, failed: 1 })
     await worker.stop()
   })
+
+  it('over the stream: one stream carries task after task, in a reused sandbox, each result its own', async () => {
+    let handler: ((stream: Stream, connection: unknown) => void) | undefined
+    const { worker, pool, compiles } = workerFor(workerDir(), toolchain, h => { handler = h })
+    await worker.start()
+    const a = await openTask(handler as (stream: Stream, connection: unknown) => void, alice, alice.task)
+    const ra = await a.finish()
+    assert.ok(ra.type === 'result' && Buffer.from(ra.archive).equals(alice.local), JSON.stringify(ra).slice(0, 200))
+    // a refused offer leaves the stream between tasks too
+    const release = await pool.lease()
+    const busy = await a.offer({ ...bob.task, flags: bob.task.flags.map(f => (f.startsWith('-lang=') ? '-lang=go1.23' : f)) }, bob)
+    assert.equal(busy.need.type, 'fail')
+    release()
+    const b = await a.offer(bob.task, bob)
+    assert.equal(b.need.type, 'need', 'the stream takes the next offer')
+    const rb = await b.finish()
+    assert.ok(rb.type === 'result' && Buffer.from(rb.archive).equals(bob.local), 'the second task, laid out where the first was, gets the bytes of its own compile')
+    assert.equal(compiles(), 2)
+    assert.deepEqual(worker.stats, { ran: 2, shared: 0, refused: 1, failed: 0 })
+    await a.stream.close()
+    await worker.stop()
+  })
 })

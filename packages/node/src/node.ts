@@ -266,6 +266,7 @@ export class GridNode {
     this.peerCache = undefined
     await this.worker?.stop()
     this.worker = undefined
+    this.remote?.close()
     this.remote = undefined
     await this.mesh?.stop()
     this.mesh = undefined

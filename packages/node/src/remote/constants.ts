@@ -22,5 +22,11 @@ export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
 /** Worker process priority for remote tasks: below the workstation owner's own work. */
 export const WORKER_NICE = 10
 
+/** A worker ends a compile stream after this long without an offer on it. */
+export const STREAM_IDLE_MS = 30_000
+
+/** Streams a requester keeps open to one peer between tasks (more are closed). */
+export const MAX_IDLE_STREAMS = 4
+
 /** A worker's refusal when its slots are full: the requester tries another peer, no penalty. */
 export const BUSY = 'all compile slots are busy'

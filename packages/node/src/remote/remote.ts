@@ -11,12 +11,12 @@
  * while. The fastest first: each peer's speed is a moving average of its attempts' wall time
  * over their expected compile time.
  */
-import type { Libp2p } from '@libp2p/interface'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
 import { isGoArchive } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
@@ -60,12 +60,17 @@ export type Attempt =
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
+/** A compile stream to one peer, with its framing (which may hold bytes already read). */
+interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
+
 export class RemoteCompiler {
   private readonly init: RemoteInit
   private readonly inFlight = new Map<string, number>()
   private readonly penalty = new Map<string, number>()
   readonly scores = new Map<string, Score>()
   private readonly exports = new ExportDataCache()
+  /** Compile streams kept open between tasks, per peer. */
+  private readonly idle = new Map<string, Channel[]>()
 
   constructor (init: RemoteInit) {
     this.init = init
@@ -165,18 +170,39 @@ export class RemoteCompiler {
     return score
   }
 
+  /** Runs the task; a kept stream that turns out dead before any answer costs one fresh dial. */
   private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS))])
+    const kept = this.takeIdle(peer)
+    if (kept !== undefined) {
+      try {
+        return await this.runOn(kept, peer, prepared, deadline, performance.now())
+      } catch (err) {
+        if (!(err instanceof StaleStream) || deadline.aborted) throw err
+        log.debug(`kept stream to ${peer} was closed: dialling`)
+      }
+    }
     const started = performance.now()
     const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: deadline })
-    const dialled = performance.now()
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
+    return await this.runOn({ stream, lp, reused: false }, peer, prepared, deadline, started)
+  }
+
+  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {
+    const { stream, lp } = channel
+    const dialled = performance.now()
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
+    let answered = false
+    let keep = false
     try {
       await lp.write(packr.pack({ type: 'offer', task: prepared.task }), { signal: deadline })
       const need = await read()
+      answered = true
       const claimed = performance.now()
-      if (need.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${need.message}`, { transient: true })
+      if (need.type === 'fail') {
+        keep = need.message === BUSY // a refused offer leaves the stream between tasks
+        throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${need.message}`, { transient: true })
+      }
       if (need.type !== 'need') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${need.type}`)
       let batch: Array<{ sha256: string, data: Uint8Array }> = []
       let bytes = 0
@@ -193,14 +219,49 @@ export class RemoteCompiler {
       const result = await read()
       if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
-      await stream.close().catch(() => {})
+      keep = true
       const now = performance.now()
-      if (log.debugEnabled) log.debug(`${prepared.task.importPath} on ${peer}: dial ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
+      if (log.debugEnabled) log.debug(`${prepared.task.importPath} on ${peer}: ${channel.reused ? 'kept stream' : 'dial'} ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
         `${need.hashes.length} inputs sent in ${(sent - claimed).toFixed(1)} ms, done→result ${(now - sent).toFixed(1)} ms of which compile ${result.compileMs.toFixed(1)} ms`)
       return { ...result, transferMs: now - started - result.compileMs }
     } catch (err) {
-      stream.abort(err as Error)
+      if (deadline.aborted) keep = false
+      if (channel.reused && !answered && !deadline.aborted) throw new StaleStream(err as Error)
       throw err
+    } finally {
+      if (keep) this.keepIdle(peer, channel)
+      else stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream dropped'))
     }
+  }
+
+  /** A kept stream to `peer` that still looks open, if there is one. */
+  private takeIdle (peer: string): Channel | undefined {
+    const kept = this.idle.get(peer)
+    while (kept !== undefined && kept.length > 0) {
+      const channel = kept.pop() as Channel
+      if (channel.stream.status === 'open' && channel.stream.remoteWriteStatus === 'writable') return { ...channel, reused: true }
+      channel.stream.abort(new GridError('GRID_ERR_CANCELLED', 'stale compile stream'))
+    }
+    return undefined
+  }
+
+  private keepIdle (peer: string, channel: Channel): void {
+    let kept = this.idle.get(peer)
+    if (kept === undefined) { kept = []; this.idle.set(peer, kept) }
+    if (kept.length < MAX_IDLE_STREAMS) kept.push(channel)
+    else void channel.stream.close().catch(() => {})
+  }
+
+  /** Closes every kept stream (the node is stopping). */
+  close (): void {
+    for (const kept of this.idle.values()) for (const c of kept) void c.stream.close().catch(() => {})
+    this.idle.clear()
+  }
+}
+
+/** A kept stream failed before the peer answered anything: it was closed while idle. */
+class StaleStream extends Error {
+  constructor (cause: Error) {
+    super(`kept stream failed: ${cause.message}`, { cause })
   }
 }

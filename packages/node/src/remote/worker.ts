@@ -36,7 +36,7 @@ import {
 } from '@grid/protocol'
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { relocatedTrimpath } from './parse.js'
 import { Sandboxes, type Sandbox } from './sandbox.js'
 import { inputDirs } from './task-builder.js'
@@ -106,7 +106,12 @@ export class Worker {
     await this.init.libp2p.unhandle(COMPILE_PROTOCOL).catch(() => {})
   }
 
-  /** The stream adapter: offer → need → blobs, done → result | fail. */
+  /**
+   * The stream adapter: offer → need → blobs, done → result | fail, then the next offer on the
+   * same stream. A requester keeps a stream for its next task to this worker (no dial, no
+   * protocol negotiation); the stream ends when the requester closes it, after STREAM_IDLE_MS
+   * without an offer, or after a failure that leaves it mid-task.
+   */
   private async serve (stream: Stream, peer: string): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
     const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
@@ -114,18 +119,44 @@ export class Worker {
     const gone = new AbortController()
     const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `${peer} went away`)) }
     stream.addEventListener('close', onClose, { once: true })
-    const signal = AbortSignal.any([AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS), gone.signal])
     try {
-      const offer = decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
-      if (offer.type !== 'offer') throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`)
+      for (;;) {
+        let first: Uint8Array
+        try {
+          first = (await lp.read({ signal: AbortSignal.any([AbortSignal.timeout(STREAM_IDLE_MS), gone.signal]) })).subarray()
+        } catch {
+          break // closed by the requester, gone, or idle
+        }
+        if (!await this.task(first, lp.read.bind(lp), send, peer, gone.signal)) break
+      }
+    } finally {
+      stream.removeEventListener('close', onClose)
+      await stream.close().catch(() => stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream closed')))
+    }
+  }
+
+  /**
+   * One task, from its offer (`first`) to its result or failure. Returns whether the stream is
+   * between tasks again and may carry the next one: after a result, or a refusal of the offer
+   * itself (the requester sends nothing more for it); not after a failure mid-task.
+   */
+  private async task (first: Uint8Array, readRaw: (options: { signal: AbortSignal }) => Promise<{ subarray: () => Uint8Array }>,
+    send: (m: CompileMessage) => Promise<void>, peer: string, gone: AbortSignal): Promise<boolean> {
+    const signal = AbortSignal.any([AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS), gone])
+    const read = async (): Promise<CompileMessage> => decodeCompileMessage((await readRaw({ signal })).subarray(), peer)
+    let between = true // nothing more of this task is on its way from the requester
+    try {
+      const offer = decodeCompileMessage(first, peer)
+      if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
       const task = this.check(offer.task, peer)
       const joinOnly = this.admit(task)
       const need = await this.missing(task)
       if (joinOnly && !this.onlyConfigs(task, need)) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
       await send({ type: 'need', hashes: need })
+      between = false
       const wanted = new Set(need)
       for (;;) {
-        const m = decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
+        const m = await read()
         if (m.type === 'done') break
         if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
         for (const item of m.items) {
@@ -134,13 +165,14 @@ export class Worker {
           wanted.delete(item.sha256)
         }
       }
+      between = true
       if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       const result = await this.execute(task, { peer, signal, joinOnly })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
       if (FAULT === 'worker-garbage' && result.archive !== null) result.archive = randomBytes(result.archive.length)
       await send(result)
-      await stream.close()
+      return true
     } catch (err) {
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
       if (code === 'GRID_ERR_TASK_REFUSED') {
@@ -150,9 +182,7 @@ export class Worker {
         else log.warn(`refused a task from ${peer}: ${(err as Error).message}`)
       } else { this.stats.failed++; log.debug(`task from ${peer} failed: ${(err as Error).message}`) }
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
-      await stream.close().catch(() => stream.abort(err as Error))
-    } finally {
-      stream.removeEventListener('close', onClose)
+      return between && !signal.aborted && code !== 'GRID_ERR_MESSAGE_INVALID'
     }
   }
 
