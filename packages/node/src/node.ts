@@ -513,7 +513,7 @@ export class GridNode {
         ctx.onClose(() => this.builds.end(record.stats.build))
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
-        return { type: 'build-begun', id, build: record.stats.build, parallelism: this.pool.slots + remoteSlots }
+        return { type: 'build-begun', id, build: record.stats.build, parallelism: this.pool.slots + remoteSlots, remoteSlots }
       }
       case 'build-graph': {
         const record = this.builds.get(req.build)

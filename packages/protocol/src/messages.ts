@@ -185,7 +185,7 @@ export type Reply =
   | Id & { type: 'cache-miss' }
   | Id & { type: 'cache-put-ok', diskPath: string }
   | Id & { type: 'status-result', status: NodeStatus }
-  | Id & { type: 'build-begun', build: string, parallelism: number }
+  | Id & { type: 'build-begun', build: string, parallelism: number, remoteSlots: number }
   | Id & { type: 'build-stats', stats: BuildStats }
   | Id & { type: 'cache-stats-result', stats: CacheStats }
   | Id & { type: 'cache-gc-result', result: GcResult }
@@ -244,7 +244,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-miss': {},
   'cache-put-ok': { diskPath: 'str' },
   'status-result': { status: 'map' },
-  'build-begun': { build: 'str', parallelism: 'uint' },
+  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint' },
   'build-stats': { stats: 'map' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },

@@ -107,10 +107,9 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   try {
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
-    const remoteSlots = begun.parallelism > availableParallelism()
     // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
     // throttles local work to its own slots. A -p of the user's own wins.
-    if (remoteSlots && !args.some(a => /^--?p(=|$)/.test(a))) {
+    if (begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
     const env = {
@@ -130,7 +129,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     let total: number | undefined
     // The graph ranks compiles for placement and gives the progress line its total. With no
     // peer to place on and nobody watching, it would only take CPU from the compiles.
-    if (sub === 'build' && (remoteSlots || live)) {
+    if (sub === 'build' && (begun.remoteSlots > 0 || live)) {
       // Not at once: a no-op build is over before this fires and never pays for go list.
       const timer = setTimeout(() => {
         void listPackages(toolchain.go, args, stop.signal).then(async packages => {
