@@ -19,7 +19,7 @@
  *            `--slots 1 --trust self` (the requester, default `--offload busy`); the other
  *            hosts run nothing. Outside the timing, h1's `grid --json peers` is polled until it
  *            lists K connected peers whose advert names a toolchain. Then
- *            `grid --json build T` with an empty GOCACHE; every daemon is stopped afterwards.
+ *            `grid --json --graph build T` with an empty GOCACHE; every daemon is stopped afterwards.
  *
  * `--trust self` keeps the shared cache out of it: h1 takes no cache entries from peers (it
  * does not even ask), so every package is compiled, locally or on a helper.
@@ -260,7 +260,8 @@ async function caseGrid (target, k) {
       : await lab.waitForPeers(1, k, { timeoutMs: PEER_TIMEOUT_MS, accept: advertsToolchain })
     await sleep(1000) // let the daemons' start-up work settle before the clock starts
     gocache = await freshDir('gocache-grid')
-    const { sample, r } = await timed(label, ['env', `GOCACHE=${gocache}`, process.execPath, GRID, '--json', 'build', ...target.split(' ')])
+    // --graph: grid-0 has no peer, and the bound comes from its critical path
+    const { sample, r } = await timed(label, ['env', `GOCACHE=${gocache}`, process.execPath, GRID, '--json', '--graph', 'build', ...target.split(' ')])
     sample.helpers = k
     sample.secondsToReady = ready.seconds
     sample.peersBefore = ready.list.map(peerBrief)
@@ -489,7 +490,7 @@ function markdown (doc) {
   L.push('* **Cases**, each on h1 with `scripts/lab run h1 -- …` (h1\'s namespace and cgroup), the order reversed every round:')
   L.push('  * *plain*: `go build -trimpath T`, empty `GOCACHE`, no daemon anywhere.')
   L.push(`  * *grid-K*: h1 and the helpers h2…h(K+1) get empty grid caches (only the shim, a one-time build per Go version, is copied in); the helpers run \`grid daemon ${doc.lab.helperArgs.join(' ')}\`, h1 runs \`grid daemon ${doc.lab.requesterArgs.join(' ')}\` (offload \`busy\`: a compile goes to a helper when h1's one slot is taken); the other hosts run nothing. ` +
-    'Outside the timing, h1\'s `grid --json peers` is polled until it lists K connected peers whose advert names a toolchain ("ready after" above), then one more second. Then `grid --json build T` with an empty `GOCACHE`; every daemon is stopped afterwards.')
+    'Outside the timing, h1\'s `grid --json peers` is polled until it lists K connected peers whose advert names a toolchain ("ready after" above), then one more second. Then `grid --json --graph build T` with an empty `GOCACHE`; every daemon is stopped afterwards.')
   L.push('* `--trust self` keeps the shared cache out of it: h1 takes no entries from the helpers\' caches (and does not ask), so every package is compiled in every case.')
   L.push('* **The bound** comes from grid-0 of the same run, where every compile is local: `compiles.criticalPath` in grid\'s summary is the longest chain through the package graph of the measured per-package compile times (`ms`) and their sum (`totalMs`). ' +
     'No schedule beats sum / critical path, and K helpers with one slot each add at most K slots to h1\'s one: min(K + 1, sum / critical path).')

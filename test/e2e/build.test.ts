@@ -15,10 +15,13 @@ describe('grid build of the fixture module', () => {
     assert.equal(plain.code, 0, plain.stderr)
 
     await startDaemon(t, w)
-    const cold = await grid(w, ['--json', 'build', '-o', out1 + '/', './...'])
+    // --graph: no peer here, so the graph is listed only when asked for
+    const cold = await grid(w, ['--json', '--graph', 'build', '-o', out1 + '/', './...'])
     assert.equal(cold.code, 0, cold.stderr)
     const s1 = summary(cold)
     assert.ok(s1.compiles.local > 10, `cold build compiled ${s1.compiles.local} packages`)
+    const cp = s1.compiles.criticalPath
+    assert.ok(cp.ms > 0 && cp.totalMs >= cp.ms, `the critical path through the listed graph: ${JSON.stringify(cp)}`)
     assert.deepEqual(s1.compiles.fallbacks, {})
     assert.deepEqual(await sameFiles(out1, ref), ['alpha', 'beta'])
     const compilesBefore = (await status(w)).counters.compiles

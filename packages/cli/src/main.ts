@@ -32,6 +32,8 @@ global options (before the command):
   --config FILE      config file (env GRID_CONFIG; default ~/.config/grid/config.json)
   --json             machine-readable output on stdout
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
+  --graph            list the package graph even when no peer can take compiles, so the
+                     summary reports the build's critical path (costs ~0.4-1.4 CPU-s on std)
   --version          print the grid version
   -h, --help         this help`
 

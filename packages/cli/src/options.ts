@@ -13,6 +13,8 @@ export interface GlobalOptions {
   configExplicit: boolean
   json: boolean
   trimpath: boolean
+  /** list the package graph even with no peer to place compiles on (for the critical path) */
+  graph: boolean
   help: boolean
   version: boolean
 }
@@ -30,6 +32,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
   let config: string | undefined
   let json = false
   let trimpath = true
+  let graph = false
   let help = false
   let version = false
   let i = 0
@@ -49,6 +52,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
       case '--config': config = value(); break
       case '--json': json = true; break
       case '--no-trimpath': trimpath = false; break
+      case '--graph': graph = true; break
       case '-h': case '--help': help = true; break
       case '--version': version = true; break
       default: throw usageError(`unknown option ${name}`)
@@ -63,6 +67,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
     configExplicit,
     json,
     trimpath,
+    graph,
     help,
     version
   })

@@ -127,9 +127,10 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     let total: number | undefined
-    // The graph ranks compiles for placement and gives the progress line its total. With no
-    // peer to place on and nobody watching, it would only take CPU from the compiles.
-    if (sub === 'build' && (begun.remoteSlots > 0 || live)) {
+    // The graph ranks compiles for placement, gives the progress line its total and the summary
+    // its critical path. With no peer to place on and nobody watching, it would only take CPU
+    // from the compiles, unless asked for (--graph).
+    if (sub === 'build' && (begun.remoteSlots > 0 || live || options.graph)) {
       // Not at once: a no-op build is over before this fires and never pays for go list.
       const timer = setTimeout(() => {
         void listPackages(toolchain.go, args, stop.signal).then(async packages => {
