@@ -56,6 +56,8 @@ export class Dispatcher {
     const races: Races = { local: false, duplicate: false }
     const remote = this.init.remote()
     if (remote === undefined) return { done: false, reason: 'no-peers', races }
+    // Preparing reads and hashes every input: not for a compile no peer could take.
+    if (remote.candidates().length === 0) return { done: false, reason: remote.whyNone(), races }
     const prepared = await remote.prepare(req)
     const preparedAt = performance.now()
     if ('reason' in prepared) return { done: false, reason: prepared.reason, races }
