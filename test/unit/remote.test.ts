@@ -112,6 +112,14 @@ describe('worker sandboxes', () => {
       assert.deepEqual(await readdir(join(again.root, '_out_')), [])
       assert.ok((await stat(again.at('/tmp/w/b001'))).isDirectory(), 'its directories stay')
       assert.equal(await readFile(blob, 'utf8'), 'package a\n', 'the blob a link pointed at is untouched')
+      // a later task may need a file where an earlier one had a directory, and the other way
+      again.write(again.at('/src/m'), 'a file now')
+      assert.equal(await readFile(again.at('/src/m'), 'utf8'), 'a file now')
+      boxes.release(again)
+      const third = boxes.acquire()
+      third.link(blob, third.at('/src/m/a.go'))
+      assert.equal(await readFile(third.at('/src/m/a.go'), 'utf8'), 'package a\n')
+      boxes.release(third)
       await boxes.reset()
       await assert.rejects(stat(join(dir, 'tasks')), 'reset removes every sandbox')
     } finally {

@@ -12,9 +12,9 @@
  * in the importcfg/embedcfg the worker writes, all of which the task carries, and an emptied
  * sandbox holds no files. A sandbox that cannot be emptied is removed instead, and never reused.
  */
-import { copyFileSync, linkSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, linkSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { dirname, join, sep } from 'node:path'
 import { logger } from '../log.js'
 
 const log = logger('grid:worker')
@@ -58,7 +58,19 @@ export class Sandbox {
     const dir = dirname(target)
     if (!this.dirs.has(dir)) { mkdirSync(dir, { recursive: true }); this.dirs.add(dir) }
     this.files.add(target)
-    unlinkQuiet(target) // nothing from an earlier task may stand in for this one's file
+    // Nothing from an earlier task may stand in for this one's file: not a file, and not a
+    // directory an earlier task needed at this path (emptied, but still there).
+    try {
+      unlinkSync(target)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EISDIR' || code === 'EPERM') {
+        rmSync(target, { recursive: true, force: true })
+        for (const d of this.dirs) if (d === target || d.startsWith(target + sep)) this.dirs.delete(d)
+      } else if (code !== 'ENOENT') {
+        throw err
+      }
+    }
   }
 
   /** Unlinks every file this task put here; false if one would not go. */
