@@ -106,6 +106,8 @@ export class Cache {
   private readonly atimes: Sub
   private readonly pendingAtimes = new Map<string, number>()
   private readonly pendingEntries: Array<{ key: string, value: Uint8Array, resolve: () => void, reject: (err: unknown) => void }> = []
+  /** The batch of index writes on its way to LevelDB, if any (close waits for it). */
+  private entriesWriting: Promise<void> = Promise.resolve()
   private readonly rehashing = new Map<string, Promise<boolean>>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
@@ -330,6 +332,7 @@ export class Cache {
     this.closed = true
     clearInterval(this.flushTimer)
     await this.flushEntries()
+    await this.entriesWriting
     await this.flushAtimes()
     await this.db.close()
   }
@@ -376,8 +379,10 @@ export class Cache {
   private async flushEntries (): Promise<void> {
     const writes = this.pendingEntries.splice(0)
     if (writes.length === 0) return
+    const written = this.entries.batch(writes.map(w => ({ type: 'put' as const, key: w.key, value: w.value })))
+    this.entriesWriting = written.then(() => {}, () => {})
     try {
-      await this.entries.batch(writes.map(w => ({ type: 'put' as const, key: w.key, value: w.value })))
+      await written
       for (const w of writes) w.resolve()
     } catch (err) {
       for (const w of writes) w.reject(err)

@@ -114,7 +114,6 @@ export class Worker {
    */
   private async serve (stream: Stream, peer: string): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
-    const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
     // A requester that resets the stream or loses its connection stops waiting at once.
     const gone = new AbortController()
     const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `${peer} went away`)) }
@@ -127,7 +126,7 @@ export class Worker {
         } catch {
           break // closed by the requester, gone, or idle
         }
-        if (!await this.task(first, lp.read.bind(lp), send, peer, gone.signal)) break
+        if (!await this.task(first, lp, peer, gone.signal)) break
       }
     } finally {
       stream.removeEventListener('close', onClose)
@@ -140,10 +139,10 @@ export class Worker {
    * between tasks again and may carry the next one: after a result, or a refusal of the offer
    * itself (the requester sends nothing more for it); not after a failure mid-task.
    */
-  private async task (first: Uint8Array, readRaw: (options: { signal: AbortSignal }) => Promise<{ subarray: () => Uint8Array }>,
-    send: (m: CompileMessage) => Promise<void>, peer: string, gone: AbortSignal): Promise<boolean> {
+  private async task (first: Uint8Array, lp: ReturnType<typeof lpStream>, peer: string, gone: AbortSignal): Promise<boolean> {
     const signal = AbortSignal.any([AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS), gone])
-    const read = async (): Promise<CompileMessage> => decodeCompileMessage((await readRaw({ signal })).subarray(), peer)
+    const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
+    const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
     let between = true // nothing more of this task is on its way from the requester
     try {
       const offer = decodeCompileMessage(first, peer)
