@@ -45,6 +45,13 @@ async function sees (m: Member, others: Member[]): Promise<boolean> {
   return others.every(o => ids.includes(o.id)) && ids.length === others.length
 }
 
+/** Every peer m lists is connected over exactly one connection (duplicate dials have settled). */
+async function settled (m: Member): Promise<boolean> {
+  const r = await grid(m.w, ['--json', 'peers'])
+  if (r.code !== 0) return false
+  return (JSON.parse(r.stdout) as Array<{ connected: boolean, connections: number }>).every(p => p.connected && p.connections === 1)
+}
+
 describe('mesh', () => {
   it('4 daemons with bootstrap addresses only all list each other, with toolchain and slots', async (t) => {
     const goVersion = (await run('go', ['env', 'GOVERSION'])).stdout.trim()
@@ -54,6 +61,8 @@ describe('mesh', () => {
     for (const m of all) {
       const others = all.filter(o => o !== m)
       await waitFor(async () => await sees(m, others), 20_000, () => `${m.id} to list the other three`)
+      // peer exchange may dial a pair twice; libp2p closes the extra connection a moment later
+      await waitFor(async () => await settled(m), 20_000, () => `${m.id}'s connections to settle`)
     }
     const slotsOf = new Map(all.map((m, i) => [m.id, [2, 3, 1, 2][i]]))
     for (const m of all) {
