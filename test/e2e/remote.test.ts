@@ -13,8 +13,11 @@ async function addrOf (w: World): Promise<string> {
   return (await status(w)).mesh.addrs[0]
 }
 
-/** A requester that sends every compile it can to its peers, and workers that take work. */
-async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}]): Promise<{ r: World, workers: Array<{ w: World, d: Daemon }> }> {
+/**
+ * Workers that take work, and a requester that by default sends every compile it can to them
+ * (`requesterArgs` replace that policy).
+ */
+async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}], requesterArgs = ['--offload', 'always']): Promise<{ r: World, workers: Array<{ w: World, d: Daemon }> }> {
   const workers = []
   for (const env of workerEnv) {
     const w = await world(t)
@@ -24,7 +27,7 @@ async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}]): Prom
   const r = await world(t)
   const bootstrap = (await Promise.all(workers.map(async ({ w }) => await addrOf(w)))).flatMap(a => ['--bootstrap', a])
   // --trust self: the workers' caches must not answer for them; this is about compiles.
-  await startDaemon(t, r, ['--offload', 'always', '--trust', 'self', ...bootstrap])
+  await startDaemon(t, r, [...requesterArgs, '--trust', 'self', ...bootstrap])
   await waitFor(async () => {
     const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ connected: boolean, advert: { toolchains: unknown[] } }>
     return peers.filter(p => p.connected && p.advert.toolchains.length > 0).length === workers.length
@@ -50,6 +53,24 @@ describe('remote compiles', () => {
       if (name === 'gomod-cover') assert.equal(c.localReasons['unsupported-task'] ?? 0, 0, 'coverage compiles are tasks like any other')
       await sameFiles(out, ref)
     }
+  })
+
+  it('default policy: compiles waiting for the one local slot go to peers as they free up, byte-identical', async (t) => {
+    const { r } = await cluster(t, [{}, {}], ['--slots', '1'])
+    const ref = join(r.dir, 'ref')
+    const out = join(r.dir, 'out')
+    assert.equal((await goBuild(t, ['-o', ref + '/', '.'], STDHTTP)).code, 0)
+    const res = await grid(r, ['--json', 'build', '-o', out + '/', '.'], { cwd: STDHTTP })
+    assert.equal(res.code, 0, res.stderr)
+    const s = summary(res)
+    const c = s.compiles
+    t.diagnostic(`${c.remote} remote (${c.fromBacklog} from the backlog), ${c.local} local (${JSON.stringify(c.localReasons)})`)
+    // go -p: the one local slot, the workers' 4 free slots, and 4 more waiting in the backlog
+    const p = s.command.indexOf('-p')
+    assert.equal(p >= 0 ? s.command[p + 1] : undefined, '9', `go's -p in ${s.command.join(' ')}`)
+    assert.ok(c.remote > 0 && c.fromBacklog > 0, `peers took compiles from the backlog: ${JSON.stringify(c)}`)
+    assert.ok(c.fromBacklog <= c.remote)
+    await sameFiles(out, ref)
   })
 
   it('a peer killed in the middle of a build, 10 times: every build completes with identical output', async (t) => {

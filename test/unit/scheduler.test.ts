@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { History, LocalPool, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
+import { Backlog, History, LocalPool, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
 
 //   main ─┬─ a ── c (runtime-like, slow)
 //         └─ b ── c
@@ -111,6 +111,29 @@ describe('scheduler', () => {
     await assert.rejects(waiting, (err: { code?: string }) => err.code === 'GRID_ERR_CANCELLED')
     release()
     assert.equal(pool.free, true)
+  })
+
+  it('hands backlogged compiles to freed peer slots most urgent first, and forgets one that got its local slot', async () => {
+    const backlog = new Backlog()
+    const taken: string[] = []
+    const local = new AbortController()
+    const wait = (name: string, priority: number, signal = new AbortController().signal): void => {
+      void backlog.wait(priority, signal).then(() => taken.push(name))
+    }
+    wait('low', 1)
+    wait('high', 100)
+    wait('mid-1', 50, local.signal)
+    wait('mid-2', 50)
+    assert.equal(backlog.size, 4)
+    local.abort() // mid-1 got a local slot first: no peer may take it now
+    assert.equal(backlog.size, 3)
+    assert.equal(backlog.take(2), 2)
+    await new Promise(resolve => setImmediate(resolve))
+    assert.deepEqual(taken, ['high', 'mid-2'])
+    assert.equal(backlog.take(5), 1)
+    assert.equal(backlog.take(1), 0)
+    await new Promise(resolve => setImmediate(resolve))
+    assert.deepEqual(taken, ['high', 'mid-2', 'low'])
   })
 
   it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {

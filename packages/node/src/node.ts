@@ -14,7 +14,7 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool } from './worker/index.js'
-import { Dispatcher, HISTORY_FILE, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -25,6 +25,13 @@ import type { BuildRecord } from './builds/index.js'
 import { detectGo, probeToolchain } from './toolchain/index.js'
 
 const log = logger('grid:node')
+
+type CompileRequest = Extract<Request, { type: 'compile' }>
+type CompileResult = Reply & { type: 'compile-result' }
+/** A compile placed here: why, and where it queues. */
+interface Placed { reason: LocalReason, priority: number, expectedMs: number }
+/** What scheduling a compile gave: its result (a peer or a race copy ran it), or a local placement. */
+type Scheduled = { result: CompileResult } | Placed
 
 /** How long a starting daemon waits for another process to release the cache index. */
 const LOCK_WAIT_MS = 5_000
@@ -86,6 +93,7 @@ export class GridNode {
   readonly pool: LocalPool
   private readonly scheduler: Scheduler
   private readonly dispatcher: Dispatcher
+  private readonly backlog = new Backlog()
   private readonly server: ControlServer
   private _cache: Cache | undefined
   private _nodeId = ''
@@ -203,6 +211,7 @@ export class GridNode {
       swarmKey,
       policy: options.policy,
       peersFile: join(this.cacheDir, 'peers.json'),
+      onAdvert: () => { this.steal() },
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },
@@ -257,6 +266,7 @@ export class GridNode {
         isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
         own: () => this.toolchains[0]
       })
+      this.remote.onSlotFreed = () => { this.steal() }
     }
   }
 
@@ -303,22 +313,34 @@ export class GridNode {
    * when overdue). Returns the result when a peer or a local race copy produced it, else why
    * it runs locally, with the priority it queues at.
    */
-  private async schedule (req: Extract<Request, { type: 'compile' }>, build: BuildRecord | undefined, signal: AbortSignal): Promise<{ result: Reply & { type: 'compile-result' } } | { reason: LocalReason, priority: number }> {
+  private async schedule (req: CompileRequest, build: BuildRecord | undefined, signal: AbortSignal): Promise<Scheduled> {
     const plan = build?.plan
+    const offload = this.meshOptions?.offload ?? 'busy' // no mesh: placed locally as no-peers
+    const remote = this.remote
+    if (offload === 'never' || remote === undefined || !remote.anyCapable()) {
+      // Nowhere to ship it: its expected cost (a few stats of its sources) would only order the
+      // local queue, which go's -p keeps short. History or nothing.
+      const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
+      return { reason: offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers', priority: plan?.priority(req.importPath) ?? expectedMs, expectedMs }
+    }
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = plan?.priority(req.importPath) ?? expectedMs
-    const offload = this.meshOptions?.offload ?? 'busy' // no mesh: placed locally as no-peers
-    const placement = place({ offload, mesh: this.remote !== undefined, localFree: this.pool.free, expectedMs, peerSpeed: () => this.remote?.candidates()[0]?.speed })
-    if (placement.where === 'local') return { reason: placement.reason, priority }
+    const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerSpeed: () => remote.candidates()[0]?.speed })
+    if (placement.where === 'local') return { reason: placement.reason, priority, expectedMs }
+    return await this.offload(req, build, expectedMs, priority, signal)
+  }
+
+  /** Dispatches a compile to peers; the result, or why it runs locally after all. */
+  private async offload (req: CompileRequest, build: BuildRecord | undefined, expectedMs: number, priority: number, signal: AbortSignal, fromBacklog = false): Promise<Scheduled> {
     const goroot = req.env.GOROOT ?? this.goToolchain?.goroot
-    if (goroot === undefined) return { reason: 'toolchain-unknown', priority }
+    if (goroot === undefined) return { reason: 'toolchain-unknown', priority, expectedMs }
     const r = await this.dispatcher.compile({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, importPath: req.importPath, goroot }, expectedMs, priority, signal)
     const c = build?.stats.compiles
     if (c !== undefined) {
       if (r.races.local) c.races.local++
       if (r.races.duplicate) c.races.duplicate++
     }
-    if (!r.done) return { reason: r.reason, priority }
+    if (!r.done) return { reason: r.reason, priority, expectedMs }
     if (r.by === 'local') {
       this.counters.compiles++
       this.finished(req.importPath, build, r.runMs)
@@ -333,6 +355,7 @@ export class GridNode {
       this.finished(req.importPath, build, r.compileMs, false)
       if (c !== undefined && build !== undefined) {
         c.remote++
+        if (fromBacklog) c.fromBacklog++
         if (r.duplicate) c.races.duplicateWon++
         c.byPeer[r.peer] = (c.byPeer[r.peer] ?? 0) + 1
         c.remoteTransferMs += Math.round(r.transferMs)
@@ -341,6 +364,39 @@ export class GridNode {
       }
     }
     return { result: { type: 'compile-result', id: req.id, exitCode: r.exitCode, output: r.output } }
+  }
+
+  /**
+   * A local slot for a compile placed here. One that stayed only because every peer was busy
+   * waits in the backlog as well: if a peer frees up first, it goes there instead (and back
+   * to waiting should that fail).
+   */
+  private async localSlot (req: CompileRequest, build: BuildRecord | undefined, placed: Placed, signal: AbortSignal): Promise<{ result: CompileResult } | { free: () => void, reason: LocalReason }> {
+    let reason = placed.reason
+    for (;;) {
+      if (reason !== 'peers-busy' || this.pool.free || this.remote === undefined) {
+        return { free: await this.pool.lease({ signal, priority: placed.priority }), reason }
+      }
+      const waiting = new AbortController()
+      const leased = this.pool.lease({ signal: AbortSignal.any([signal, waiting.signal]), priority: placed.priority })
+      const stolen = this.backlog.wait(placed.priority, AbortSignal.any([signal, waiting.signal]))
+      queueMicrotask(() => { this.steal() })
+      const first = await Promise.race([leased.then(free => ({ free })), stolen.then(() => undefined)])
+      waiting.abort()
+      if (first !== undefined) return { free: first.free, reason }
+      leased.then(free => { free() }, () => {}) // granted in the same turn, or cancelled: not ours
+      const r = await this.offload(req, build, placed.expectedMs, placed.priority, signal, true)
+      if ('result' in r) return r
+      reason = r.reason
+    }
+  }
+
+  /** Peer slots are free: the most urgent compiles of the backlog go to them. */
+  private steal (): void {
+    const remote = this.remote
+    if (remote === undefined || this.backlog.size === 0) return
+    const free = remote.capacity() - this.dispatcher.preparing
+    if (free > 0) this.backlog.take(free)
   }
 
   /** A compile finished: its time goes into the history and the build's critical path. */
@@ -471,14 +527,15 @@ export class GridNode {
         try {
           const placed = await this.schedule(req, build, ctx.signal)
           if ('result' in placed) return placed.result
-          if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
           if (req.canRunHere === true) {
             // The cheap shape (DESIGN §1): the shim runs the compiler itself once it holds one
             // of our slots; the slot is freed by its compile-done or when it disconnects.
-            const free = await this.pool.lease({ signal: ctx.signal, priority: placed.priority })
+            const slot = await this.localSlot(req, build, placed, ctx.signal)
+            if ('result' in slot) return slot.result
             const grantedAt = performance.now()
             handedOver = true
-            ctx.release = () => { free(); if (c !== undefined) c.running-- }
+            if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
+            ctx.release = () => { slot.free(); if (c !== undefined) c.running-- }
             ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
             // The shim became the compiler, holding this connection: it closes when the compile ends.
             ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
@@ -486,6 +543,7 @@ export class GridNode {
             if (c !== undefined) c.local++
             return { type: 'compile-here', id }
           }
+          if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
           const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal, priority: placed.priority })
           this.counters.compiles++
           this.finished(req.importPath, build, outcome.runMs)
@@ -513,7 +571,9 @@ export class GridNode {
         ctx.onClose(() => this.builds.end(record.stats.build))
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
-        return { type: 'build-begun', id, build: record.stats.build, parallelism: this.pool.slots + remoteSlots, remoteSlots }
+        // a few compiles beyond the slots wait in the backlog, ready for the next free peer
+        const parallelism = this.pool.slots + remoteSlots + Math.min(remoteSlots, BACKLOG_DEPTH)
+        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots }
       }
       case 'build-graph': {
         const record = this.builds.get(req.build)

@@ -45,6 +45,11 @@ export interface BuildStats {
     local: number
     remote: number
     /**
+     * Of the remote compiles, those first placed here because every peer was busy, that a peer
+     * took while they waited for the local slot (the node's backlog).
+     */
+    fromBacklog: number
+    /**
      * Compiles that exited non-zero among those the node ran or raced itself; a compile the
      * shim became (compile-here) reports its exit status to cmd/go alone.
      */
@@ -86,7 +91,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
-      local: 0, remote: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,
+      local: 0, remote: 0, fromBacklog: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,
       overhead: { count: 0, p50Ms: 0, p99Ms: 0 }, races: { local: 0, localWon: 0, duplicate: 0, duplicateWon: 0 }, criticalPath: null
     }
   }

@@ -52,6 +52,8 @@ export interface MeshInit {
   local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
   /** Where the members this node has seen are remembered across restarts (JSON). */
   peersFile?: string
+  /** Called after each valid advert from a member (its free slots may have changed). */
+  onAdvert?: () => void
 }
 
 export interface PeerView {
@@ -299,6 +301,7 @@ export class Mesh {
     if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
       this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
     }
+    this.init.onAdvert?.()
   }
 
   private async serveAdvert (stream: Stream): Promise<void> {

@@ -71,6 +71,8 @@ export class RemoteCompiler {
   private readonly exports = new ExportDataCache()
   /** Compile streams kept open between tasks, per peer. */
   private readonly idle = new Map<string, Channel[]>()
+  /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
+  onSlotFreed: (() => void) | undefined
 
   constructor (init: RemoteInit) {
     this.init = init
@@ -92,11 +94,16 @@ export class RemoteCompiler {
     return prepared
   }
 
+  /** Whether any connected member could take our compiles (free slots or not). */
+  anyCapable (): boolean {
+    return this.init.peers().some(p => this.capable(p.peerId, p.advert))
+  }
+
   /** Why no peer can take a compile now (when `candidates()` is empty). */
   whyNone (): 'no-peers' | 'no-capable-peer' | 'peers-busy' {
     const peers = this.init.peers()
     if (peers.length === 0) return 'no-peers'
-    return peers.some(p => this.capable(p.peerId, p.advert)) ? 'peers-busy' : 'no-capable-peer'
+    return this.anyCapable() ? 'peers-busy' : 'no-capable-peer'
   }
 
   /** Peers that could take a compile now, best first: fastest, then most free slots, then least loaded. */
@@ -145,6 +152,7 @@ export class RemoteCompiler {
       return { ok: false, peer, reason: 'peer-error' }
     } finally {
       this.inFlight.set(peer, (this.inFlight.get(peer) ?? 1) - 1)
+      this.onSlotFreed?.()
     }
   }
 

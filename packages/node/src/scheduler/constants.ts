@@ -16,6 +16,13 @@ export const TINY_MS = 40
 export const FASTER_PEER = 0.8
 
 /**
+ * cmd/go's -p is the local slots plus the peers' free slots plus up to this many more: compiles
+ * that wait in the backlog (backlog.ts), so a peer that finishes a task finds the next one
+ * already at the node. A few hide the round trip; more would only keep go busier on this host.
+ */
+export const BACKLOG_DEPTH = 4
+
+/**
  * Cost of a compile nobody has timed yet: a fixed part plus one per byte of Go source
  * (GoFiles + CgoFiles). A least-squares fit of go1.26 compile times of the standard library on
  * this project's 2-core machine against source size gave ~8 ms of start-up and ~1 KB of source

@@ -46,6 +46,8 @@ export interface DispatcherInit {
 
 export class Dispatcher {
   private readonly init: DispatcherInit
+  /** Compiles between choosing to go remote and their first attempt: slots they will take. */
+  preparing = 0
 
   constructor (init: DispatcherInit) {
     this.init = init
@@ -58,7 +60,13 @@ export class Dispatcher {
     if (remote === undefined) return { done: false, reason: 'no-peers', races }
     // Preparing reads and hashes every input: not for a compile no peer could take.
     if (remote.candidates().length === 0) return { done: false, reason: remote.whyNone(), races }
-    const prepared = await remote.prepare(req)
+    this.preparing++
+    let prepared: Awaited<ReturnType<RemoteCompiler['prepare']>>
+    try {
+      prepared = await remote.prepare(req)
+    } finally {
+      this.preparing-- // its first attempt (below, in this same turn) now counts as the peer's
+    }
     const preparedAt = performance.now()
     if ('reason' in prepared) return { done: false, reason: prepared.reason, races }
     const first = remote.candidates()

@@ -1,0 +1,49 @@
+/**
+ * Compiles waiting for a local slot that a peer could still take. The scheduler places a
+ * compile once, when the shim hands it over; one placed locally because every peer was busy
+ * would otherwise wait for the local slot even after a peer frees up. Each such compile waits
+ * here too, by priority (the remaining critical path), and when a peer slot frees the most
+ * urgent one is taken off to that peer. cmd/go's -p keeps a few more compiles in flight than
+ * there are slots (node.ts `parallelism`), so a peer that finishes finds its next task waiting
+ * here instead of a round trip through cmd/go and the shim away.
+ */
+
+interface Entry { priority: number, take: () => void }
+
+export class Backlog {
+  private readonly entries: Entry[] = []
+
+  get size (): number { return this.entries.length }
+
+  /**
+   * Waits until `take` is called for this compile (a peer slot for it) or `signal` aborts (it
+   * got its local slot, or was cancelled): the promise then never settles, and the entry is gone.
+   */
+  async wait (priority: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return await new Promise<void>(() => {})
+    await new Promise<void>(resolve => {
+      const entry: Entry = { priority, take: () => { signal.removeEventListener('abort', drop); resolve() } }
+      const drop = (): void => {
+        const i = this.entries.indexOf(entry)
+        if (i >= 0) this.entries.splice(i, 1)
+      }
+      signal.addEventListener('abort', drop, { once: true })
+      // after every entry of the same or higher priority: first come first served among equals
+      let at = this.entries.findIndex(e => e.priority < priority)
+      if (at < 0) at = this.entries.length
+      this.entries.splice(at, 0, entry)
+    })
+  }
+
+  /** Takes up to `n` of the most urgent compiles off to peers; returns how many it took. */
+  take (n: number): number {
+    let taken = 0
+    while (taken < n) {
+      const entry = this.entries.shift()
+      if (entry === undefined) break
+      entry.take()
+      taken++
+    }
+    return taken
+  }
+}
