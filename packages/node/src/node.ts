@@ -221,7 +221,7 @@ export class GridNode {
     await mesh.start()
     this.mesh = mesh
     this.meshStartedAt = Date.now()
-    this.pool.onChange = () => mesh.schedulePublish()
+    this.pool.onChange = () => mesh.schedulePublish('slots')
     const { PeerCache } = await import('./peercache/index.js')
     const libp2p = mesh.libp2p
     if (libp2p !== undefined) {

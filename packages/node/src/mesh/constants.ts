@@ -17,6 +17,22 @@ export const ADVERT_PROTOCOL = '/grid/advert/1.0.0'
  */
 export const HEARTBEAT_MS = 5_000
 
+/**
+ * A change worth telling at once (a new connection, a new toolchain) is advertised after this,
+ * coalescing a burst of such changes into one advert.
+ */
+export const ADVERT_SOON_MS = 100
+
+/**
+ * A change of free slots is advertised after this. Slots change with every compile (up to
+ * ~10 times a second per node in a build), and every advert is signed, verified by each
+ * member and forwarded by gossip: advertising each change cost a saturated requester a tenth
+ * of its node's time in the lab. A requester does not need them for its own tasks (it counts
+ * what it has in flight on each peer); they show other requesters' load, and a refusal as
+ * busy covers the lag.
+ */
+export const ADVERT_SLOTS_MS = 1_000
+
 /** Round-trip times are measured every this many heartbeats (each ping opens a stream). */
 export const PING_EVERY_BEATS = 3
 

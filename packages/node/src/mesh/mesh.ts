@@ -8,10 +8,10 @@
  *    simultaneous dials are closed by one rule both ends apply: keep the connection opened by
  *    the smaller PeerId.
  *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged.
- *  - Adverts: gossiped on ADVERT_TOPIC on change and every HEARTBEAT_MS, also fetched directly
- *    from each new connection (ADVERT_PROTOCOL) so a new peer is listed at once. Every advert
- *    is validated; bad ones are dropped and the sender logged. A peer whose adverts stop for
- *    PEER_TIMEOUT_MS leaves the table.
+ *  - Adverts: gossiped on ADVERT_TOPIC on change (slot changes at most once a second) and
+ *    every HEARTBEAT_MS, also fetched directly from each new connection (ADVERT_PROTOCOL) so a
+ *    new peer is listed at once. Every advert is validated; bad ones are dropped and the
+ *    sender logged. A peer whose adverts stop for PEER_TIMEOUT_MS leaves the table.
  *  - A peer that goes away is redialled with backoff until it leaves the table; bootstrap
  *    addresses are redialled for as long as the node runs.
  */
@@ -33,7 +33,7 @@ import {
 } from '@grid/protocol'
 import { logger } from '../log.js'
 import {
-  ADVERT_PROTOCOL, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
+  ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
   MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
 } from './constants.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
@@ -90,6 +90,7 @@ export class Mesh {
   private saveTimer: NodeJS.Timeout | undefined
   private timers: NodeJS.Timeout[] = []
   private publishTimer: NodeJS.Timeout | undefined
+  private publishDue = 0
   private readonly stopping = new AbortController()
   readonly fingerprint: string
 
@@ -201,13 +202,22 @@ export class Mesh {
     }).sort((a, b) => a.peerId.localeCompare(b.peerId))
   }
 
-  /** Send our advert soon (coalesces bursts of changes). */
-  schedulePublish (): void {
-    if (this.publishTimer !== undefined || this.node === undefined) return
+  /**
+   * Send our advert soon, coalescing bursts of changes: within ADVERT_SOON_MS, or within
+   * ADVERT_SLOTS_MS when only our free slots changed (`slots`).
+   */
+  schedulePublish (why: 'soon' | 'slots' = 'soon'): void {
+    if (this.node === undefined) return
+    const due = Date.now() + (why === 'slots' ? ADVERT_SLOTS_MS : ADVERT_SOON_MS)
+    if (this.publishTimer !== undefined) {
+      if (this.publishDue <= due) return
+      clearTimeout(this.publishTimer) // something more urgent: bring it forward
+    }
+    this.publishDue = due
     this.publishTimer = setTimeout(() => {
       this.publishTimer = undefined
       void this.publish()
-    }, 100)
+    }, due - Date.now())
     this.publishTimer.unref()
   }
 
