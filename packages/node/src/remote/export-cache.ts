@@ -4,10 +4,11 @@
  * of a task's preparation. An archive file that cmd/go hands a compile is never rewritten
  * (`$WORK/bNNN/_pkg_.a` once its compile is done, or a GOCACHE file named by content), so an
  * entry is keyed by path, size and mtime and never goes stale. Only the `__.PKGDEF` member is
- * read from disk when it comes first, as cmd/compile writes it.
+ * read from disk when it comes first, as cmd/compile writes it. Reads are synchronous, like the
+ * task builder's (task-builder.ts says why).
  */
 import { createHash } from 'node:crypto'
-import { open, stat } from 'node:fs/promises'
+import { closeSync, openSync, readSync, statSync } from 'node:fs'
 import { exportDataOnly } from './archive.js'
 
 /** Bytes of export data kept; std's is ~7.6 MB in all, cmd's a few times that. */
@@ -22,8 +23,8 @@ export class ExportDataCache {
   private bytes = 0
 
   /** The export data of the archive at `path`, or undefined if it is not a Go archive. */
-  async get (path: string): Promise<ExportData | undefined> {
-    const st = await stat(path)
+  get (path: string): ExportData | undefined {
+    const st = statSync(path)
     const key = `${path}\0${st.size}\0${st.mtimeMs}`
     const hit = this.entries.get(key)
     if (hit !== undefined) {
@@ -31,7 +32,7 @@ export class ExportDataCache {
       this.entries.set(key, hit)
       return hit
     }
-    const data = await readExportData(path, st.size)
+    const data = readExportData(path, st.size)
     if (data === undefined) return undefined
     const entry = { data, sha256: createHash('sha256').update(data).digest('hex') }
     this.entries.set(key, entry)
@@ -46,25 +47,25 @@ export class ExportDataCache {
 }
 
 /** Reads just the leading `__.PKGDEF` member; falls back to the whole file otherwise. */
-async function readExportData (path: string, size: number): Promise<Buffer | undefined> {
-  const file = await open(path, 'r')
+function readExportData (path: string, size: number): Buffer | undefined {
+  const fd = openSync(path, 'r')
   try {
     const head = Buffer.alloc(Math.min(size, MAGIC.length + HEADER))
-    await file.read(head, 0, head.length, 0)
+    readSync(fd, head, 0, head.length, 0)
     if (head.length === MAGIC.length + HEADER && head.toString('latin1', 0, MAGIC.length) === MAGIC &&
       head.toString('latin1', MAGIC.length, MAGIC.length + 16).trimEnd().replace(/\/$/, '') === '__.PKGDEF') {
       const member = Number(head.toString('latin1', MAGIC.length + 48, MAGIC.length + 58).trim())
       const end = MAGIC.length + HEADER + member + (member % 2)
       if (Number.isSafeInteger(member) && member >= 0 && end <= size) {
         const buf = Buffer.alloc(end)
-        await file.read(buf, 0, end, 0)
+        readSync(fd, buf, 0, end, 0)
         return exportDataOnly(buf)
       }
     }
     const all = Buffer.alloc(size)
-    await file.read(all, 0, size, 0)
+    readSync(fd, all, 0, size, 0)
     return exportDataOnly(all)
   } finally {
-    await file.close()
+    closeSync(fd)
   }
 }

@@ -9,7 +9,8 @@
  * When every contender has failed, the reason goes back and the compile runs locally.
  */
 import { randomBytes } from 'node:crypto'
-import { rename, rm, writeFile } from 'node:fs/promises'
+import { renameSync, writeFileSync } from 'node:fs'
+import { rename, rm } from 'node:fs/promises'
 import { logger } from '../log.js'
 import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
 import type { LocalPool } from '../worker/index.js'
@@ -120,7 +121,7 @@ export class Dispatcher {
     }
     if (signal.aborted) return { done: false, reason: 'peer-error', races }
     const wonAt = performance.now()
-    await this.write(winner.archive, winner.asmhdr, prepared)
+    this.write(winner.archive, winner.asmhdr, prepared)
     if (log.debugEnabled) log.debug(`${req.importPath}: prepared in ${(preparedAt - started).toFixed(1)} ms, remote ${(wonAt - preparedAt).toFixed(1)} ms ` +
       `(attempt ${winner.wallMs.toFixed(1)} ms), written in ${(performance.now() - wonAt).toFixed(1)} ms`)
     return {
@@ -169,15 +170,19 @@ export class Dispatcher {
     await rename(tmp.out, prepared.out)
   }
 
-  /** A remote winner's outputs, each written beside its place and renamed into it. */
-  private async write (archive: Uint8Array, asmhdr: Uint8Array | null, prepared: PreparedTask): Promise<void> {
+  /**
+   * A remote winner's outputs, each written beside its place and renamed into it. Synchronous,
+   * like reading the inputs (remote/task-builder.ts): one archive into the page cache costs
+   * less than four trips through the thread pool on a busy requester.
+   */
+  private write (archive: Uint8Array, asmhdr: Uint8Array | null, prepared: PreparedTask): void {
     const suffix = `.grid-${randomBytes(4).toString('hex')}`
     if (prepared.asmhdr !== undefined && asmhdr !== null) {
-      await writeFile(prepared.asmhdr + suffix, asmhdr)
-      await rename(prepared.asmhdr + suffix, prepared.asmhdr)
+      writeFileSync(prepared.asmhdr + suffix, asmhdr)
+      renameSync(prepared.asmhdr + suffix, prepared.asmhdr)
     }
-    await writeFile(prepared.out + suffix, archive)
-    await rename(prepared.out + suffix, prepared.out)
+    writeFileSync(prepared.out + suffix, archive)
+    renameSync(prepared.out + suffix, prepared.out)
   }
 }
 
