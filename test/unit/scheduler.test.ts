@@ -53,10 +53,11 @@ describe('scheduler', () => {
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: false, expectedMs: TINY_MS / 2 }), { where: 'local', reason: 'too-small' })
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: false, expectedMs: big }), { where: 'remote' })
     assert.deepEqual(place({ offload: 'always', mesh: true, localFree: true, expectedMs: 1 }), { where: 'remote' })
-    // a free peer that has been clearly faster than this host takes long compiles even now
-    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerSpeed: () => 0.5 }), { where: 'remote' })
-    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerSpeed: () => 1 }), { where: 'local', reason: 'local-free' })
-    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: TINY_MS / 2, peerSpeed: () => 0.5 }), { where: 'local', reason: 'local-free' })
+    // a free peer predicted to be clearly faster for this compile takes it even now
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => big / 2 }), { where: 'remote' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => big }), { where: 'local', reason: 'local-free' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => undefined }), { where: 'local', reason: 'local-free' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: TINY_MS / 2, peerMs: () => 1 }), { where: 'local', reason: 'local-free' })
   })
 
   it('estimates unknown packages by source size, and gives big tasks more time before racing them', () => {

@@ -325,7 +325,7 @@ export class GridNode {
     }
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = plan?.priority(req.importPath) ?? expectedMs
-    const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerSpeed: () => remote.candidates()[0]?.speed })
+    const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerMs: () => remote.predictMs(expectedMs) })
     if (placement.where === 'local') return { reason: placement.reason, priority, expectedMs }
     return await this.offload(req, build, expectedMs, priority, signal)
   }

@@ -33,8 +33,13 @@ const PENALTY_MS = 30_000
 /** Races lost in a row (no success between) before a late peer is set aside like a failed one. */
 const OVERDUE_STREAK = 3
 
-/** How a peer did on our compiles: `late` counts races lost in a row, reset by a success. */
-interface Score { ok: number, failed: number, speed: number, late: number }
+/**
+ * How a peer did on our compiles: `late` counts races lost in a row, reset by a success.
+ * `ratio` (its compile time over our expected time) and `extraMs` (wall time beyond its
+ * compile: shipping, its sandbox, the way back) predict a task's wall time there; both are
+ * moving averages over successes, undefined before the first.
+ */
+interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined }
 /** Weight of a new sample in a peer's speed (moving average). */
 const SPEED_ALPHA = 0.3
 
@@ -59,6 +64,11 @@ export type Attempt =
   | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' }
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
+
+/** Moves a moving average toward a sample (the first sample is taken as it is). */
+function toward (average: number | undefined, sample: number): number {
+  return average === undefined ? sample : average + SPEED_ALPHA * (sample - average)
+}
 
 /** A compile stream to one peer, with its framing (which may hold bytes already read). */
 interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
@@ -92,6 +102,22 @@ export class RemoteCompiler {
     const prepared = await buildTask(parsed, req.env, own.compiler, req.goroot, this.exports).catch((err: Error) => ({ unsupported: err.message }))
     if ('unsupported' in prepared) return { reason: 'unsupported-task' }
     return prepared
+  }
+
+  /**
+   * The shortest wall time a free peer is predicted to take for a compile we expect to take
+   * `expectedMs` here: its compile ratio times that, plus its usual time beyond the compile.
+   * Undefined when no free peer has finished one of our tasks yet.
+   */
+  predictMs (expectedMs: number): number | undefined {
+    let best: number | undefined
+    for (const c of this.candidates()) {
+      const score = this.scores.get(c.peerId)
+      if (score?.ratio === undefined || score.extraMs === undefined) continue
+      const ms = expectedMs * score.ratio + score.extraMs
+      if (best === undefined || ms < best) best = ms
+    }
+    return best
   }
 
   /** Whether any connected member could take our compiles (free slots or not). */
@@ -142,6 +168,8 @@ export class RemoteCompiler {
       score.ok++
       score.late = 0
       addSpeedSample(score, wallMs, expectedMs)
+      score.ratio = toward(score.ratio, result.compileMs / Math.max(1, expectedMs))
+      score.extraMs = toward(score.extraMs, Math.max(0, wallMs - result.compileMs))
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
@@ -174,7 +202,7 @@ export class RemoteCompiler {
 
   private score (peer: string): Score {
     let score = this.scores.get(peer)
-    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0 }; this.scores.set(peer, score) }
+    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined }; this.scores.set(peer, score) }
     return score
   }
 

@@ -9,9 +9,10 @@ export const TINY_MS = 40
 
 /**
  * Under `--offload busy`, a compile goes to a free peer even while a local slot is free when
- * that peer's speed (wall time of its compiles, transfer included, over this host's expected
- * time) is below this: the requester's own slot is slowed by everything else it runs (go,
- * links, cgo, the node), and an idle peer can be the faster place for a long compile.
+ * its predicted wall time there (the peer's compile time over ours, times this compile's
+ * expected time, plus the peer's usual overhead) is below this share of its expected time
+ * here: the requester's own slot is slowed by everything else it runs (go, links, cgo, the
+ * node), and an idle peer can be the faster place for a long compile.
  */
 export const FASTER_PEER = 0.8
 

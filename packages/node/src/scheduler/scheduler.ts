@@ -8,7 +8,7 @@
  *     from `grid build`), so the local queue and the peers take the long poles first;
  *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
  *     (default) ships a compile that is not tiny when every local slot is taken, or when a free
- *     peer has been clearly faster than this host; `always` ships whatever it can. Every
+ *     peer is predicted to be clearly faster for it; `always` ships whatever it can. Every
  *     compile that stays local has a reason.
  *
  * Execution (the race of a remote task against a local copy or a second peer) is dispatch.ts.
@@ -53,10 +53,11 @@ export interface PlaceInput {
   localFree: boolean
   expectedMs: number
   /**
-   * The best free peer's speed: its compiles' wall time (transfer included) over this host's
-   * expected time for them; undefined when no peer has a free slot. Asked only when it decides.
+   * The wall time (transfer included) this compile is predicted to take on the best free
+   * peer, from how that peer did on earlier tasks; undefined when no free peer has a record.
+   * Asked only when it decides.
    */
-  peerSpeed?: () => number | undefined
+  peerMs?: () => number | undefined
 }
 
 /** Where a compile should run. Pure: the node supplies the facts. */
@@ -65,11 +66,12 @@ export function place (input: PlaceInput): Placement {
   if (!input.mesh) return { where: 'local', reason: 'no-peers' }
   if (input.offload === 'always') return { where: 'remote' }
   if (input.expectedMs < TINY_MS) return { where: 'local', reason: input.localFree ? 'local-free' : 'too-small' }
-  // A free local slot wins unless a free peer has been clearly faster than this host: a
-  // requester busy linking, running cgo and shipping work compiles slower than an idle peer.
+  // A free local slot wins unless a free peer is predicted to be clearly faster for this
+  // compile: a requester busy linking, running cgo and shipping work compiles slower than an
+  // idle peer, and on a long pole that outweighs the trip.
   if (input.localFree) {
-    const speed = input.peerSpeed?.()
-    if (speed === undefined || speed >= FASTER_PEER) return { where: 'local', reason: 'local-free' }
+    const peerMs = input.peerMs?.()
+    if (peerMs === undefined || peerMs >= FASTER_PEER * input.expectedMs) return { where: 'local', reason: 'local-free' }
   }
   return { where: 'remote' }
 }
