@@ -10,6 +10,7 @@ import { lpStream, streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { Packr } from 'msgpackr'
 import type { CompileTask } from '@grid/protocol'
+import { DEFAULT_TASK_MEMORY } from '@grid/node'
 import { LocalPool, Worker, buildTask, parseCompileArgs } from '@grid/node/server'
 import { run } from './index.js'
 
@@ -84,7 +85,7 @@ export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stre
   }
   // Only the stream test starts the worker; it hands the protocol handler to the test.
   const libp2p = { handle: async (_protocol: string, h: (stream: Stream, connection: unknown) => void) => { handle?.(h) }, unhandle: async () => {} }
-  const worker = new Worker({ libp2p: libp2p as never, dir, pool, toolchain: () => toolchain, accepting: () => true })
+  const worker = new Worker({ libp2p: libp2p as never, dir, pool, memoryBytes: DEFAULT_TASK_MEMORY, toolchain: () => toolchain, accepting: () => true })
   return { worker, pool, compiles: () => compiles }
 }
 

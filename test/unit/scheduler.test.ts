@@ -6,6 +6,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { execFileSync } from 'node:child_process'
+import { DEFAULT_TASK_MEMORY } from '@grid/node'
 import { Backlog, History, LocalPool, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
 
 //   main ─┬─ a ── c (runtime-like, slow)
@@ -135,6 +137,21 @@ describe('scheduler', () => {
     assert.equal(backlog.take(1), 0)
     await new Promise(resolve => setImmediate(resolve))
     assert.deepEqual(taken, ['high', 'mid-2', 'low'])
+  })
+
+  it('caps a compile\'s address space when asked: below what the Go runtime maps it fails, under the default it passes', async (t) => {
+    if (process.platform === 'win32') { t.skip('ulimit is Unix'); return }
+    const dir = await mkdtemp(join(tmpdir(), 'grid-cap-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    await writeFile(join(dir, 'x.go'), 'package x\n\nfunc F() int { return 1 }\n')
+    const tool = join(execFileSync('go', ['env', 'GOTOOLDIR'], { encoding: 'utf8' }).trim(), 'compile')
+    const pool = new LocalPool({ slots: 1 })
+    const job = (memoryBytes: number): Parameters<LocalPool['run']>[0] => ({ tool, args: ['-o', join(dir, 'x.a'), '-p', 'x', 'x.go'], cwd: dir, env: {}, memoryBytes })
+    const starved = await pool.run(job(256 * 1024 ** 2))
+    assert.notEqual(starved.exitCode, 0, 'a compile with 256 MiB of address space cannot even start its runtime')
+    const capped = await pool.run(job(DEFAULT_TASK_MEMORY))
+    assert.equal(capped.exitCode, 0, capped.output.toString())
+    assert.ok((await readFile(join(dir, 'x.a'))).length > 0)
   })
 
   it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {

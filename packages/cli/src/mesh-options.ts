@@ -5,7 +5,8 @@
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
-import { checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
+import { parseSize } from '@grid/protocol'
+import { checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTaskMemory, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
 import type { GlobalOptions } from './options.js'
 
 export interface MeshFlags {
@@ -18,6 +19,7 @@ export interface MeshFlags {
   trust?: string
   verify?: string
   offload?: string
+  taskMemory?: string
 }
 
 export async function nodeConfig (options: GlobalOptions): Promise<Readonly<NodeConfig>> {
@@ -36,6 +38,7 @@ export function meshOptions (config: Readonly<NodeConfig>, configPath: string, f
     policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote,
     trust: flags.trust !== undefined ? checkTrust(flags.trust, '--trust') : config.trust,
     verifyPercent: flags.verify !== undefined ? checkPercent(flags.verify, '--verify') : config.verify,
-    offload: flags.offload !== undefined ? checkOffload(flags.offload, '--offload') : config.offload
+    offload: flags.offload !== undefined ? checkOffload(flags.offload, '--offload') : config.offload,
+    taskMemory: flags.taskMemory !== undefined ? checkTaskMemory(parseSize(flags.taskMemory), '--task-memory') : config.taskMemory
   }
 }

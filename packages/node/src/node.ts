@@ -58,6 +58,8 @@ export interface MeshOptions {
   verifyPercent: number
   /** when to offer compiles to peers */
   offload: Offload
+  /** address space a peer's compile may use here (bytes) */
+  taskMemory: number
 }
 
 export interface GridNodeInit {
@@ -251,6 +253,7 @@ export class GridNode {
         libp2p,
         dir: join(this.cacheDir, 'worker'),
         pool: this.pool,
+        memoryBytes: options.taskMemory,
         toolchain: () => {
           const go = this.goToolchain
           const tc = this.toolchains[0]

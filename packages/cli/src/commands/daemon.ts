@@ -30,6 +30,8 @@ SIGINT or SIGTERM.
   --cache-max SIZE          trim the cache, least recently used first, past SIZE (e.g. 20G)
   --offload POLICY          never | busy | always: when this node's builds send compiles to
                             idle peers (busy, default: while every local slot is taken)
+  --task-memory SIZE        address space a peer's compile may use here (ulimit -v; default
+                            4G, at least 1G)
   --no-mesh                 serve this machine only: no libp2p at all
 
 Peers whose adverts stop for ${PEER_TIMEOUT_MS / 1000} s are dropped; a peer that goes away is
@@ -38,7 +40,7 @@ redialled with backoff, bootstrap addresses for as long as the daemon runs.`
 export async function daemon (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('daemon', args, {
     slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool',
-    trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string'
+    trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string', 'task-memory': 'string'
   })
   if (positional.length > 0) throw usageError(`grid daemon takes no arguments, got ${positional.join(' ')}`)
   const config = await nodeConfig(options)
@@ -52,6 +54,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     ...(flags.trust === undefined ? {} : { trust: flags.trust }),
     ...(flags.verify === undefined ? {} : { verify: flags.verify }),
     ...(flags.offload === undefined ? {} : { offload: flags.offload }),
+    ...(flags['task-memory'] === undefined ? {} : { taskMemory: flags['task-memory'] }),
     noMdns: flags['no-mdns'] === true,
     noMesh: flags['no-mesh'] === true
   })

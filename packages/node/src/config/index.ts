@@ -32,7 +32,18 @@ export interface NodeConfig {
   cacheMax: number | undefined
   /** when to offer compiles to peers: never, busy (all local slots taken), always */
   offload: 'never' | 'busy' | 'always'
+  /** address space a peer's compile may use on this node (bytes) */
+  taskMemory: number
 }
+
+/**
+ * Default of `taskMemory`: a compile of a peer's task may map this much address space
+ * (`ulimit -v`). The Go runtime maps ~0.6 GiB before it compiles anything (1 GiB is the
+ * smallest power of two a trivial compile passes under); `runtime`, among the largest std
+ * packages, compiles under 2 GiB. 4 GiB leaves room for big generated packages and stops a
+ * pathological task long before it takes the workstation's memory.
+ */
+export const DEFAULT_TASK_MEMORY = 4 * 1024 ** 3
 
 export const DEFAULT_LISTEN = [`/ip4/0.0.0.0/tcp/${DEFAULT_PORT}`]
 
@@ -97,10 +108,18 @@ export function checkPolicy (value: unknown, where: string): Policy {
   return value as Policy
 }
 
+/** A task memory limit: at least 1 GiB, below which no compile can start. */
+export function checkTaskMemory (bytes: number, where: string): number {
+  if (!Number.isSafeInteger(bytes) || bytes < 1024 ** 3) {
+    throw new GridError('GRID_ERR_CONFIG', `${where}: task memory must be at least 1G (the Go runtime alone maps ~0.6 GiB), got ${bytes} bytes`)
+  }
+  return bytes
+}
+
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
 export async function loadConfig (path: string, options: { explicit?: boolean } = {}): Promise<Readonly<NodeConfig>> {
   const config: NodeConfig = {
-    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined, offload: 'busy'
+    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined, offload: 'busy', taskMemory: DEFAULT_TASK_MEMORY
   }
   let text: string | undefined
   try {
@@ -145,8 +164,12 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
         case 'offload':
           config.offload = checkOffload(value, path)
           break
+        case 'taskMemory':
+          if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"taskMemory" must be a size like "4G" or a number of bytes')
+          config.taskMemory = checkTaskMemory(typeof value === 'string' ? parseSize(value) : value as number, path)
+          break
         default:
-          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload)`)
+          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory)`)
       }
     }
   }

@@ -52,6 +52,8 @@ export interface WorkerInit {
   /** `<cache>/worker`: blob store and sandboxes */
   dir: string
   pool: LocalPool
+  /** address space each task's compile may use (`ulimit -v`) */
+  memoryBytes: number
   /** this node's toolchain, once probed */
   toolchain: () => { compiler: string, goroot: string, tool: string } | undefined
   /** whether the node takes remote work now (its --accept-remote policy and load) */
@@ -368,7 +370,7 @@ export class Worker {
     ]
     log.debug(`task ${task.importPath}: ${own.tool} ${args.join(' ')}`)
     const started = performance.now()
-    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE }, { signal })
+    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE, memoryBytes: this.init.memoryBytes }, { signal })
     const compileMs = performance.now() - started
     const read = (path: string | undefined): Buffer | null => { try { return path === undefined ? null : readFileSync(path) } catch { return null } }
     const result: CompileResult = {

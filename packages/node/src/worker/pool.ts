@@ -21,6 +21,8 @@ export interface CompileJob {
   env: Record<string, string>
   /** run at this nice level (remote work runs below the workstation's own) */
   nice?: number
+  /** cap on the compile's address space in bytes (`ulimit -v`; Unix only) */
+  memoryBytes?: number
 }
 
 export interface CompileOutcome {
@@ -139,7 +141,13 @@ export class LocalPool {
   private async spawn (job: CompileJob, signal: AbortSignal | undefined): Promise<{ exitCode: number, output: Buffer }> {
     if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
     return await new Promise((resolve, reject) => {
-      const child = spawn(job.tool, job.args, {
+      // A memory cap goes through the shell's ulimit (Node cannot set rlimits on a child): sh
+      // sets it and execs the compiler, which keeps sh's pid.
+      const capped = job.memoryBytes !== undefined && process.platform !== 'win32'
+      const [file, argv] = capped
+        ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...job.args]]
+        : [job.tool, job.args]
+      const child = spawn(file, argv, {
         cwd: job.cwd,
         env: { ...this.base, ...job.env, PWD: job.cwd },
         stdio: ['ignore', 'pipe', 'pipe']

@@ -1,0 +1,26 @@
+// The node's config file: defaults, sizes, and a clear error for a bad value.
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { DEFAULT_TASK_MEMORY, loadConfig } from '@grid/node'
+
+describe('config', () => {
+  it('reads taskMemory as a size, defaults it, and refuses one no compile could start under', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'grid-config-'))
+    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const file = join(dir, 'config.json')
+    assert.equal((await loadConfig(file)).taskMemory, DEFAULT_TASK_MEMORY) // no file: the defaults
+    await writeFile(file, JSON.stringify({ taskMemory: '8G', cacheMax: '20G' }))
+    const config = await loadConfig(file)
+    assert.equal(config.taskMemory, 8 * 1024 ** 3)
+    assert.equal(config.cacheMax, 20 * 1024 ** 3)
+    await writeFile(file, JSON.stringify({ taskMemory: '100M' }))
+    await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+      err.code === 'GRID_ERR_CONFIG' && err.message.includes('at least 1G'))
+    await writeFile(file, JSON.stringify({ taskMemry: '8G' }))
+    await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+      err.code === 'GRID_ERR_CONFIG' && err.message.includes('unknown key "taskMemry"') && err.message.includes('taskMemory'))
+  })
+})
