@@ -238,6 +238,7 @@ function gridFacts (s) {
     goPSet: p >= 0,
     local: num(c.local),
     remote: num(c.remote),
+    fromBacklog: num(c.fromBacklog),
     failed: num(c.failed),
     fallbacks: isObject(c.fallbacks) ? c.fallbacks : null,
     localReasons: isObject(c.localReasons) ? c.localReasons : null,
@@ -339,6 +340,7 @@ function summarize (t, samples, helpers) {
       goPSet: g.some(x => x.goPSet),
       compilesLocal: gs(x => x.local),
       compilesRemote: gs(x => x.remote),
+      compilesFromBacklog: gs(x => x.fromBacklog ?? null),
       remoteShare: gs(x => x.local !== null && x.remote !== null && x.local + x.remote > 0 ? x.remote / (x.local + x.remote) : null),
       failed: gs(x => x.failed),
       localReasons: sumCounts(g.map(x => x.localReasons)),
@@ -440,20 +442,20 @@ function markdown (doc) {
   }
   L.push('The grid builds (medians of the `--json` summaries; local reasons and remote compiles by host summed over the rounds). ' +
     'The bound with K helpers is min(K + 1, compile time / critical path); overhead is per remote task, wall time at h1 minus the helper\'s compile time:', '')
-  L.push('| target | case | speedup (vs grid-0) | bound | go -p | compiles local / remote (remote share) | remote by host | overhead p50 / p99 (max p99) | remote transfer / compile, summed | why local | ready after |')
+  L.push('| target | case | speedup (vs grid-0) | bound | go -p | compiles local / remote (remote share; from the backlog) | remote by host | overhead p50 / p99 (max p99) | remote transfer / compile, summed | why local | ready after |')
   L.push('| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |')
   for (const s of doc.summary) {
     for (const k of ks) {
       const c = s.cases[`grid-${k}`]
       L.push(`| \`${s.target}\` | grid-${k} | ×${f(c.speedup)} (×${f(c.speedupVsGrid0)}) | ×${f(c.bound)} | ${c.goP ?? '–'}${c.goP !== null && !c.goPSet ? ' (go\'s default)' : ''} | ` +
-        `${c.compilesLocal ?? '–'} / ${c.compilesRemote ?? '–'} (${c.remoteShare === null ? '–' : (c.remoteShare * 100).toFixed(0) + ' %'}) | ${counts(c.remoteByHost)} | ` +
+        `${c.compilesLocal ?? '–'} / ${c.compilesRemote ?? '–'} (${c.remoteShare === null ? '–' : (c.remoteShare * 100).toFixed(0) + ' %'}${c.compilesFromBacklog > 0 ? `; ${c.compilesFromBacklog}` : ''}) | ${counts(c.remoteByHost)} | ` +
         `${f(c.overheadP50Ms, 1)} / ${f(c.overheadP99Ms, 1)} (${f(c.overheadP99MsMax, 1)}) ms | ${f(c.remoteTransferMs === null ? null : c.remoteTransferMs / 1000, 1)} / ${f(c.remoteCompileMs === null ? null : c.remoteCompileMs / 1000, 1)} s | ` +
         `${counts(c.localReasons)}${Object.keys(c.fallbacks).length > 0 ? `; fallbacks: ${counts(c.fallbacks)}` : ''}${raced(c.races)} | ${f(c.secondsToReady, 1)} s |`)
     }
   }
   L.push('')
   L.push('Why local: the node\'s reasons for each compile that stayed on h1 (`compiles.localReasons`, [docs/remote.md](../remote.md)): `local-free`, h1\'s slot was free (`--offload busy` keeps the compile then); ' +
-    '`too-small`, expected to take less than shipping it (by the package\'s duration history, which lives in the grid cache and so starts empty in every case here, else by its source size); `peers-busy`, `no-peers`, `peer-error` and the others as named.', '')
+    '`too-small`, expected to take less than shipping it (by the package\'s duration history, which lives in the grid cache and so starts empty in every case here, else by its source size); `peers-busy`, `no-peers`, `peer-error` and the others as named. From the backlog: remote compiles first placed on h1 because every helper was busy, that a helper took while they waited for h1\'s slot (`compiles.fromBacklog`).', '')
   const notes = []
   for (const s of doc.summary) {
     for (const k of ks.filter(k => k > 0)) {
