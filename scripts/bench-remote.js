@@ -117,6 +117,12 @@ const HOST_NUMBERS = range(1, HOSTS)
 const isObject = (x) => typeof x === 'object' && x !== null && !Array.isArray(x)
 const num = (x) => typeof x === 'number' && Number.isFinite(x) ? x : null
 
+/** A grid summary with the shim's path (in the lab's temp dir) in go's command shown as <shim>. */
+function withoutLabPaths (summary) {
+  if (!Array.isArray(summary?.command)) return summary
+  return { ...summary, command: summary.command.map(a => typeof a === 'string' && a.startsWith('-toolexec=') ? '-toolexec=<shim>' : a) }
+}
+
 // ---------------------------------------------------------------- setup: the shim
 
 /** The shim seed: `<cache>/shim` of a node that built a tiny package (a one-time cost per Go version). */
@@ -271,7 +277,7 @@ async function caseGrid (target, k) {
     sample.secondsToReady = ready.seconds
     sample.peersBefore = ready.list.map(peerBrief)
     try {
-      sample.summary = JSON.parse(r.stdout.trim().split('\n').reverse().find(l => l.startsWith('{')))
+      sample.summary = withoutLabPaths(JSON.parse(r.stdout.trim().split('\n').reverse().find(l => l.startsWith('{'))))
     } catch {
       sample.summary = null
       if (sample.ok) { sample.ok = false; sample.error = `no JSON summary on stdout: ${r.stdout.slice(-500)}` }
@@ -615,6 +621,7 @@ async function write (doc) {
 /** --rerender: the summary, .md and .svg again from the samples already in --out. */
 async function rerender () {
   const doc = JSON.parse(readFileSync(OUT, 'utf8'))
+  for (const sample of doc.samples) sample.summary = withoutLabPaths(sample.summary)
   for (const s of doc.samples) if (s.summary !== undefined) s.grid = gridFacts(s.summary)
   doc.summary = doc.params.targets.map(t => summarize(t, doc.samples.filter(s => s.target === t.target), doc.params.helpers))
   await write(doc)
