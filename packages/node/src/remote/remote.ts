@@ -40,12 +40,17 @@ const OVERDUE_STREAK = 3
  * moving averages over successes, undefined before the first.
  */
 interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined }
-/** Weight of a new sample in a peer's speed (moving average). */
+/** Weight of a new sample in a peer's moving averages (speed, ratio, extraMs). */
 const SPEED_ALPHA = 0.3
+
+/** Moves a moving average toward a sample (the first sample is taken as it is). */
+function toward (average: number | undefined, sample: number): number {
+  return average === undefined ? sample : average + SPEED_ALPHA * (sample - average)
+}
 
 /** A peer's speed moves toward elapsed / expected (clamped: one wild sample cannot dominate). */
 function addSpeedSample (score: Score, elapsedMs: number, expectedMs: number): void {
-  score.speed += SPEED_ALPHA * (Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))) - score.speed)
+  score.speed = toward(score.speed, Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))))
 }
 
 export interface RemoteInit {
@@ -64,11 +69,6 @@ export type Attempt =
   | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' }
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
-
-/** Moves a moving average toward a sample (the first sample is taken as it is). */
-function toward (average: number | undefined, sample: number): number {
-  return average === undefined ? sample : average + SPEED_ALPHA * (sample - average)
-}
 
 /** A compile stream to one peer, with its framing (which may hold bytes already read). */
 interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
