@@ -13,4 +13,5 @@ export { Backlog, Plan, History, place, estimateMs, overdueMs, TINY_MS } from '.
 export { Dispatcher, withOutputs } from './scheduler/dispatch.js'
 export { Worker, type CompileResult } from './remote/worker.js'
 export { Sandboxes } from './remote/sandbox.js'
+export { windowUpdatesAtHalf } from './mesh/yamux-window.js'
 export { buildTask } from './remote/task-builder.js'

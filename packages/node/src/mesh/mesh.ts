@@ -37,6 +37,7 @@ import {
   MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
 } from './constants.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
+import { windowUpdatesAtHalf } from './yamux-window.js'
 
 const log = logger('grid:mesh')
 
@@ -222,6 +223,7 @@ export class Mesh {
   }
 
   private async create (listen: string[]): Promise<Libp2p<Services>> {
+    windowUpdatesAtHalf() // a window update per half window used, not per frame (yamux-window.ts)
     return await createLibp2p({
       privateKey: this.init.privateKey,
       start: false,
