@@ -249,8 +249,9 @@ export class RemoteCompiler {
         bytes += data.length
         if (bytes >= BLOB_BATCH_BYTES) { await lp.write(packr.pack({ type: 'blobs', items: batch }), { signal: deadline }); batch = []; bytes = 0 }
       }
-      if (batch.length > 0) await lp.write(packr.pack({ type: 'blobs', items: batch }), { signal: deadline })
-      await lp.write(packr.pack({ type: 'done' }), { signal: deadline })
+      // the last inputs and `done` leave in one write: one frame, not two
+      const done = packr.pack({ type: 'done' })
+      await lp.writeV(batch.length > 0 ? [packr.pack({ type: 'blobs', items: batch }), done] : [done], { signal: deadline })
       const sent = performance.now()
       const result = await read()
       if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
