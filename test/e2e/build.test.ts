@@ -1,6 +1,6 @@
 // `grid build` / `grid test` end to end, as a user runs them, against plain `go build -trimpath`.
 import assert from 'node:assert/strict'
-import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
@@ -35,6 +35,18 @@ describe('grid build of the fixture module', () => {
     assert.ok(s2.cache.hits > 50, `warm rebuild had ${s2.cache.hits} hits`)
     assert.equal((await status(w)).counters.compiles, compilesBefore, 'the node ran no compile')
     await sameFiles(out2, ref)
+  })
+
+  it('takes -debug-trace and -json as go build does: the trace is whole and the graph is still listed', async (t) => {
+    const w = await world(t)
+    const trace = join(w.dir, 'trace.json')
+    // go list runs beside the build for the graph (--graph): it must not write the same trace,
+    // and its -f cannot be combined with -json
+    const r = await grid(w, ['--json', '--graph', 'build', '-json', `-debug-trace=${trace}`, '-o', join(w.dir, 'out') + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.ok(summary(r).compiles.criticalPath !== null, 'the package graph was listed')
+    const events = JSON.parse(await readFile(trace, 'utf8')) as Array<{ name: string }>
+    assert.ok(events.some(e => e.name === 'Executing action (build example.com/gridfixture/wordfreq)'), 'the trace has the build actions')
   })
 
   it('grid test passes, and reports cached results the second time', async (t) => {

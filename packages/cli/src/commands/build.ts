@@ -60,19 +60,33 @@ export function goArgs (sub: 'build' | 'test', args: string[], shim: string, tri
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
+/** Build flags that name a file go writes, with their value: `go list` must not write it too. */
+const WRITES_FILE = new Set(['-o', '-debug-trace', '-debug-actiongraph', '-debug-runtime-trace'])
+
+/**
+ * The build's arguments as `go list` takes them: without the flags that write files (running
+ * beside the build, go list would write the same trace or binary) and without `-json`, which
+ * for `go list` conflicts with `-f`.
+ */
+export function listFlags (args: string[]): string[] {
+  const kept: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string
+    const name = (a.startsWith('--') ? a.slice(1) : a).split('=')[0] as string
+    if (name === '-json' || (WRITES_FILE.has(name) && a.includes('='))) continue
+    if (WRITES_FILE.has(name)) { i++; continue }
+    kept.push(a)
+  }
+  return kept
+}
+
 /**
  * The build's package graph from `go list -deps` (0.1–0.5 s, run beside the build): the node
  * orders compiles by it and the progress line counts against it. Only for `build`, whose
  * flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
 async function listPackages (go: string, args: string[], signal: AbortSignal): Promise<GraphPackage[] | undefined> {
-  const listArgs: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string
-    if (a === '-o') { i++; continue }
-    if (a.startsWith('-o=')) continue
-    listArgs.push(a)
-  }
+  const listArgs = listFlags(args)
   const format = '{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles " "}} {{join .CgoFiles " "}}\t{{join .Imports " "}}'
   const text = await new Promise<string | undefined>(resolve => {
     const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
