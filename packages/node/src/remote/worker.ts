@@ -149,25 +149,24 @@ export class Worker {
     try {
       const offer = decodeCompileMessage(first, peer)
       if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
+      if (offer.eager === true) between = false // its inputs and `done` are on their way
       const task = this.check(offer.task, peer)
+      if (offer.eager === true) {
+        // inputs sent with the offer: any of the task's, none twice (checked like any input)
+        await this.receiveInputs(read, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs')
+        between = true
+      }
       const joinOnly = this.admit(task)
       const need = await this.missing(task)
       if (joinOnly && !this.onlyConfigs(task, need)) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
-      await send({ type: 'need', hashes: need })
-      between = false
-      const wanted = new Set(need)
-      for (;;) {
-        const m = await read()
-        if (m.type === 'done') break
-        if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
-        for (const item of m.items) {
-          if (!wanted.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that was not asked for (${item.sha256.slice(0, 16)}…)`)
-          await this.putInput(item.sha256, item.data)
-          wanted.delete(item.sha256)
-        }
+      if (offer.eager !== true || need.length > 0) {
+        await send({ type: 'need', hashes: need })
+        between = false
+        const wanted = new Set(need)
+        await this.receiveInputs(read, wanted, 'was not asked for')
+        between = true
+        if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
-      between = true
-      if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       const result = await this.execute(task, { peer, signal, joinOnly })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
@@ -184,6 +183,23 @@ export class Worker {
       } else { this.stats.failed++; log.debug(`task from ${peer} failed: ${(err as Error).message}`) }
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
       return between && !signal.aborted && code !== 'GRID_ERR_MESSAGE_INVALID'
+    }
+  }
+
+  /**
+   * Reads `blobs` messages up to `done`, storing each input; every one must be in `allowed`, and
+   * leaves it (so none comes twice). An input already in the store is not written again.
+   */
+  private async receiveInputs (read: () => Promise<CompileMessage>, allowed: Set<string>, notAllowed: string): Promise<void> {
+    for (;;) {
+      const m = await read()
+      if (m.type === 'done') return
+      if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
+      for (const item of m.items) {
+        if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
+        allowed.delete(item.sha256)
+        if (!existsSync(this.blobPath(item.sha256))) await this.putInput(item.sha256, item.data)
+      }
     }
   }
 
