@@ -1,10 +1,11 @@
 /**
  * The worker: runs compile tasks for peers. It never executes a command line it was sent: it
  * validates the typed task (flags from an allow-list, clean absolute paths, size caps, its own
- * toolchain), receives only the inputs it lacks (by sha256, checked on arrival), materialises
- * them under a per-task sandbox, builds the compile command itself with the relocation recipe,
- * runs it in its pool at low priority with a timeout, and returns the outputs. Nothing is
- * written outside `<cache>/worker/`.
+ * toolchain), receives the inputs it lacks (asked for by sha256, or sent with an eager offer
+ * when they are the task's own; each checked on arrival), materialises them under a per-task
+ * sandbox, builds the compile command itself with the relocation recipe, runs it in its pool at
+ * low priority with a timeout, and returns the outputs. Nothing is written outside
+ * `<cache>/worker/`.
  *
  * Identical tasks share one compile. Once a task's inputs are all here the worker computes its
  * task key (packages/protocol/src/task.ts: the compiler, env, flags, the paths the compiler
@@ -15,7 +16,9 @@
  * requesters go away, and is cancelled only when every one of them has (STYLE.md). Its sandbox
  * and slot are released when it ends.
  *
- * Slots are checked at offer time, before any input moves. With every slot taken, a task is
+ * Slots are checked at offer time, before any input the worker asks for moves (an eager offer's
+ * inputs come with it and are stored either way: content-addressed, within the task's caps, and
+ * what that requester's next task here needs). With every slot taken, a task is
  * still let through if a running compile has its offer key (the part of the key the offer
  * alone fixes: compiler, env, flags with cmd/go's action ID, recorded source paths and hashes)
  * and the worker lacks none of its inputs but the importcfg and embedcfg: a true duplicate
