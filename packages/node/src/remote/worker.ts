@@ -156,7 +156,7 @@ export class Worker {
       const task = this.check(offer.task, peer)
       if (offer.eager === true) {
         // inputs sent with the offer: any of the task's, none twice (checked like any input)
-        await this.receiveInputs(read, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs')
+        await this.receiveInputs(read, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
         between = true
       }
       const joinOnly = this.admit(task)
