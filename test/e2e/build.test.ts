@@ -38,15 +38,19 @@ describe('grid build of the fixture module', () => {
   })
 
   it('takes -debug-trace and -json as go build does: the trace is whole and the graph is still listed', async (t) => {
-    const w = await world(t)
-    const trace = join(w.dir, 'trace.json')
     // go list runs beside the build for the graph (--graph): it must not write the same trace,
-    // and its -f cannot be combined with -json
-    const r = await grid(w, ['--json', '--graph', 'build', '-json', `-debug-trace=${trace}`, '-o', join(w.dir, 'out') + '/', './...'])
+    // and its -f cannot be combined with -json. Each from empty caches, so that go list runs.
+    const traced = await world(t)
+    const trace = join(traced.dir, 'trace.json')
+    const r = await grid(traced, ['--json', '--graph', 'build', `-debug-trace=${trace}`, '-o', join(traced.dir, 'out') + '/', './...'])
     assert.equal(r.code, 0, r.stderr)
     assert.ok(summary(r).compiles.criticalPath !== null, 'the package graph was listed')
     const events = JSON.parse(await readFile(trace, 'utf8')) as Array<{ name: string }>
     assert.ok(events.some(e => e.name === 'Executing action (build example.com/gridfixture/wordfreq)'), 'the trace has the build actions')
+    const json = await world(t)
+    const j = await grid(json, ['--json', '--graph', 'build', '-json', '-o', join(json.dir, 'out') + '/', './...'])
+    assert.equal(j.code, 0, j.stderr)
+    assert.ok(summary(j).compiles.criticalPath !== null, 'the package graph was listed with -json')
   })
 
   it('grid test passes, and reports cached results the second time', async (t) => {
