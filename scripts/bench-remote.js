@@ -623,8 +623,10 @@ async function write (doc) {
 /** --rerender: the summary, .md and .svg again from the samples already in --out. */
 async function rerender () {
   const doc = JSON.parse(readFileSync(OUT, 'utf8'))
-  for (const sample of doc.samples) sample.summary = withoutLabPaths(sample.summary)
-  for (const s of doc.samples) if (s.summary !== undefined) s.grid = gridFacts(s.summary)
+  for (const s of doc.samples) {
+    s.summary = withoutLabPaths(s.summary)
+    if (s.summary !== undefined) s.grid = gridFacts(s.summary)
+  }
   doc.summary = doc.params.targets.map(t => summarize(t, doc.samples.filter(s => s.target === t.target), doc.params.helpers))
   await write(doc)
   return 0

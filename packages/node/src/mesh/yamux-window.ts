@@ -57,10 +57,10 @@ export function windowUpdatesAtHalf (): boolean {
     if (flags === 0 && rtt > -1 && now - this.epochStart <= rtt * 4) {
       this.recvWindow = Math.min(this.recvWindow * 2, this.maxStreamWindowSize)
     }
-    if (this.recvWindowCapacity >= this.recvWindow && flags === 0) return
-    // the one change: an update without flags waits until half the window is used
-    if (flags === 0 && this.recvWindow - this.recvWindowCapacity < this.recvWindow / 2) return
     const delta = this.recvWindow - this.recvWindowCapacity
+    // the one change: an update without flags waits until half the window is used (js-yamux
+    // waited only for any of it to be used)
+    if (flags === 0 && delta < this.recvWindow / 2) return
     this.recvWindowCapacity = this.recvWindow
     this.epochStart = now
     this.sendFrame({ type: WINDOW_UPDATE, flag: flags, streamID: this.streamId, length: delta })
