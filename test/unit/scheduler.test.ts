@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { execFileSync } from 'node:child_process'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
-import { Backlog, History, LocalPool, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
+import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
 
 //   main ─┬─ a ── c (runtime-like, slow)
 //         └─ b ── c
@@ -59,6 +59,10 @@ describe('scheduler', () => {
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => big / 2 }), { where: 'remote' })
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => big }), { where: 'local', reason: 'local-free' })
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: big, peerMs: () => undefined }), { where: 'local', reason: 'local-free' })
+    // a long pole goes to a free peer unless that peer is predicted to be clearly slower
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: LONG_POLE_MS, peerMs: () => undefined }), { where: 'remote' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: LONG_POLE_MS, peerMs: () => LONG_POLE_MS }), { where: 'remote' })
+    assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: LONG_POLE_MS, peerMs: () => 2 * LONG_POLE_MS }), { where: 'local', reason: 'local-free' })
     assert.deepEqual(place({ offload: 'busy', mesh: true, localFree: true, expectedMs: TINY_MS / 2, peerMs: () => 1 }), { where: 'local', reason: 'local-free' })
   })
 

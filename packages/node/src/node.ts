@@ -14,7 +14,7 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool } from './worker/index.js'
-import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, LONG_POLE_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -329,6 +329,11 @@ export class GridNode {
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = plan?.priority(req.importPath) ?? expectedMs
     const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerMs: () => remote.predictMs(expectedMs) })
+    if (expectedMs >= LONG_POLE_MS && log.debugEnabled) {
+      const peerMs = remote.predictMs(expectedMs)
+      log.debug(`long pole ${req.importPath}: expected ${Math.round(expectedMs)} ms here, ${peerMs === undefined ? 'no peer timed' : `${Math.round(peerMs)} ms on the best free peer`}, ` +
+        `local slot ${this.pool.free ? 'free' : 'taken'}: ${placement.where === 'local' ? `local (${placement.reason})` : 'remote'}`)
+    }
     if (placement.where === 'local') return { reason: placement.reason, priority, expectedMs }
     return await this.offload(req, build, expectedMs, priority, signal)
   }

@@ -17,6 +17,19 @@ export const TINY_MS = 40
 export const FASTER_PEER = 0.8
 
 /**
+ * Under `--offload busy`, a compile expected to take at least this long is a long pole: while
+ * a local slot is free it still goes to a free peer unless that peer is predicted to be clearly
+ * slower (over 1 / FASTER_PEER × its expected time here); a peer not yet timed is presumed as
+ * fast as this host. The requester's own slot shares its CPU with go, links, cgo and the node:
+ * in the lab its compiles took 66 % longer while it shipped work
+ * (docs/benchmarks/remote-timeline.md), and a trip costs under a tenth of a compile this long.
+ * A peer's record is learnt mostly from small compiles, where its start-up dominates, so it is
+ * trusted here only to keep long poles off a clearly slower peer. A peer that turns out slow on
+ * the pole itself is raced when overdue.
+ */
+export const LONG_POLE_MS = 1_000
+
+/**
  * cmd/go's -p is the local slots plus the peers' free slots plus up to this many more: compiles
  * that wait in the backlog (backlog.ts), so a peer that finishes a task finds the next one
  * already at the node. A few hide the round trip; more would only keep go busier on this host.

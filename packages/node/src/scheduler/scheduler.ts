@@ -8,7 +8,8 @@
  *     from `grid build`), so the local queue and the peers take the long poles first;
  *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
  *     (default) ships a compile that is not tiny when every local slot is taken, or when a free
- *     peer is predicted to be clearly faster for it; `always` ships whatever it can. Every
+ *     peer is predicted to be clearly faster for it (a long pole: not clearly slower);
+ *     `always` ships whatever it can. Every
  *     compile that stays local has a reason.
  *
  * Execution (the race of a remote task against a local copy or a second peer) is dispatch.ts.
@@ -16,7 +17,7 @@
 import { stat } from 'node:fs/promises'
 import type { GraphPackage } from '@grid/protocol'
 import type { Offload } from '../remote/index.js'
-import { COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
+import { COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, LONG_POLE_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
 import { History } from './history.js'
 import { Plan } from './plan.js'
 
@@ -68,10 +69,14 @@ export function place (input: PlaceInput): Placement {
   if (input.expectedMs < TINY_MS) return { where: 'local', reason: input.localFree ? 'local-free' : 'too-small' }
   // A free local slot wins unless a free peer is predicted to be clearly faster for this
   // compile: a requester busy linking, running cgo and shipping work compiles slower than an
-  // idle peer, and on a long pole that outweighs the trip.
+  // idle peer, and on a long pole that outweighs the trip. So a long pole (LONG_POLE_MS) goes
+  // to a free peer unless that peer is predicted to be clearly slower.
   if (input.localFree) {
     const peerMs = input.peerMs?.()
-    if (peerMs === undefined || peerMs >= FASTER_PEER * input.expectedMs) return { where: 'local', reason: 'local-free' }
+    const ship = input.expectedMs >= LONG_POLE_MS
+      ? peerMs === undefined || peerMs * FASTER_PEER < input.expectedMs
+      : peerMs !== undefined && peerMs < FASTER_PEER * input.expectedMs
+    if (!ship) return { where: 'local', reason: 'local-free' }
   }
   return { where: 'remote' }
 }
