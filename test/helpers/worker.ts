@@ -96,7 +96,7 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: fal
 export interface OpenedTask { need: any, finish: (blobs?: Map<string, Buffer>) => Promise<any> }
 
 /**
- * A requester's side of /grid/compile/1.0.0 against `handler`, one step at a time. `offer`
+ * A requester's side of /grid/compile/1.1.0 against `handler`, one step at a time. `offer`
  * sends the next task on the same stream once the last one is answered.
  */
 export async function openTask (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown): Promise<OpenedTask & { stream: Stream, offer: (task: unknown, who: Pick<Requester, 'blobs'>) => Promise<OpenedTask> }> {
@@ -116,4 +116,27 @@ export async function openTask (handler: (stream: Stream, connection: unknown) =
     }
   }
   return { stream: out, offer, ...await offer(task, r) }
+}
+
+/**
+ * An eager offer on a fresh stream: the task, the inputs `sent` (by hash, from `r.blobs`, or
+ * given) and `done` in one write. `need` is the worker's first answer (a result, a need or a
+ * fail); `finish` answers a need as `openTask`'s does.
+ */
+export async function openEager (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown, sent: Array<string | { sha256: string, data: Buffer }>): Promise<OpenedTask & { stream: Stream }> {
+  const [out, inbound] = await streamPair()
+  handler(inbound, { remotePeer: { toString: () => r.name } })
+  const lp = lpStream(out)
+  const items = sent.map(i => typeof i === 'string' ? { sha256: i, data: r.blobs.get(i) } : i)
+  await lp.writeV([packr.pack({ type: 'offer', task, eager: true }), ...(items.length > 0 ? [packr.pack({ type: 'blobs', items })] : []), packr.pack({ type: 'done' })])
+  const first = packr.unpack((await lp.read()).subarray())
+  return {
+    stream: out,
+    need: first,
+    finish: async (blobs = r.blobs) => {
+      await lp.write(packr.pack({ type: 'blobs', items: (first.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
+      await lp.write(packr.pack({ type: 'done' }))
+      return packr.unpack((await lp.read()).subarray())
+    }
+  }
 }

@@ -4,9 +4,13 @@
  * trimpath rules); the worker validates it, materialises the inputs in a sandbox and builds
  * the compile command itself (shared/DESIGN.md §3).
  *
- * Contract on `/grid/compile/1.0.0`, one stream per task:
+ * Contract on `/grid/compile/1.1.0`, tasks one after another on a stream:
  *   requester → offer {task}          worker → need {hashes}  | fail {code, message}
  *   requester → blobs {items}* , done worker → result {exitCode, output, archive, asmhdr} | fail
+ * or, eager (the inputs the requester expects the worker to lack come with the offer):
+ *   requester → offer {task, eager}, blobs {items}*, done
+ *                                     worker → result | fail, or need {hashes} as above if it
+ *                                              still lacks some
  */
 import { createHash } from 'node:crypto'
 import { GridError } from './errors.js'

@@ -1,12 +1,22 @@
 /** Remote compile protocol name, limits and deadlines. */
 
-export const COMPILE_PROTOCOL = '/grid/compile/1.0.0'
+export const COMPILE_PROTOCOL = '/grid/compile/1.1.0'
 
 /** A message on the compile stream: the biggest is a result with a package archive (std's biggest ~13 MB; cmd's ~40 MB). */
 export const MAX_COMPILE_MESSAGE_BYTES = 96 * 1024 * 1024
 
 /** Blobs sent per message while answering a worker's `need`. */
 export const BLOB_BATCH_BYTES = 4 * 1024 * 1024
+
+/**
+ * A task whose inputs not yet known to be at the peer come to at most this many bytes sends them
+ * with its offer (`eager`), saving the round trip of `need`; a bigger one asks first. A guess that
+ * is wrong costs at most these bytes, or the round trip it meant to save.
+ */
+export const EAGER_INPUT_BYTES = 1024 * 1024
+
+/** Input hashes remembered per peer as held there (then forgotten and learnt again). */
+export const MAX_KNOWN_INPUTS = 100_000
 
 /**
  * Deadline of a remote compile: a base for the round trips and transfers plus a generous

@@ -16,7 +16,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
 import { isGoArchive } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
@@ -81,6 +81,8 @@ export class RemoteCompiler {
   private readonly exports = new ExportDataCache()
   /** Compile streams kept open between tasks, per peer. */
   private readonly idle = new Map<string, Channel[]>()
+  /** Per peer, the input hashes it holds as far as we know: it had them or we sent them. */
+  private readonly held = new Map<string, Set<string>>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
   onSlotFreed: (() => void) | undefined
 
@@ -230,36 +232,44 @@ export class RemoteCompiler {
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
     let answered = false
     let keep = false
+    const held = this.heldBy(peer)
+    const fresh = [...prepared.blobs].filter(([sha256]) => !held.has(sha256))
+    const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
     try {
-      await lp.write(packr.pack({ type: 'offer', task: prepared.task }), { signal: deadline })
-      const need = await read()
+      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}) })
+      if (eager) await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), deadline, offer)
+      else await lp.write(offer, { signal: deadline })
+      let reply = await read()
       answered = true
       const claimed = performance.now()
-      if (need.type === 'fail') {
-        keep = need.message === BUSY // a refused offer leaves the stream between tasks
-        throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${need.message}`, { transient: true })
+      const asked = reply.type === 'need' ? reply.hashes.length : undefined
+      if (reply.type === 'fail') {
+        keep = reply.message === BUSY // a refused offer leaves the stream between tasks
+        throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${reply.message}`, { transient: true })
       }
-      if (need.type !== 'need') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${need.type}`)
-      let batch: Array<{ sha256: string, data: Uint8Array }> = []
-      let bytes = 0
-      for (const sha256 of need.hashes) {
-        const data = prepared.blobs.get(sha256)
-        if (data === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for an input the task does not have`)
-        batch.push({ sha256, data })
-        bytes += data.length
-        if (bytes >= BLOB_BATCH_BYTES) { await lp.write(packr.pack({ type: 'blobs', items: batch }), { signal: deadline }); batch = []; bytes = 0 }
-      }
-      // the last inputs and `done` leave in one write: one frame, not two
-      const done = packr.pack({ type: 'done' })
-      await lp.writeV(batch.length > 0 ? [packr.pack({ type: 'blobs', items: batch }), done] : [done], { signal: deadline })
+      if (reply.type === 'need') {
+        const items = reply.hashes.map(sha256 => {
+          const data = prepared.blobs.get(sha256)
+          if (data === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for an input the task does not have`)
+          return { sha256, data }
+        })
+        await this.sendInputs(lp, items, deadline)
+        reply = await read()
+      } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
-      const result = await read()
+      const result = reply
       if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       keep = true
+      this.remember(held, prepared.blobs.keys())
       const now = performance.now()
-      if (log.debugEnabled) log.debug(`${prepared.task.importPath} on ${peer}: ${channel.reused ? 'kept stream' : 'dial'} ${(dialled - started).toFixed(1)} ms, offer→need ${(claimed - dialled).toFixed(1)} ms, ` +
-        `${need.hashes.length} inputs sent in ${(sent - claimed).toFixed(1)} ms, done→result ${(now - sent).toFixed(1)} ms of which compile ${result.compileMs.toFixed(1)} ms`)
+      if (log.debugEnabled) {
+        const phases = asked === undefined
+          ? `offer→result ${(now - dialled).toFixed(1)} ms`
+          : `offer→need ${(claimed - dialled).toFixed(1)} ms, ${asked} inputs sent in ${(sent - claimed).toFixed(1)} ms, done→result ${(now - sent).toFixed(1)} ms`
+        log.debug(`${prepared.task.importPath} on ${peer}: ${channel.reused ? 'kept stream' : 'dial'} ${(dialled - started).toFixed(1)} ms, ` +
+          `${eager ? `${fresh.length} inputs with the offer, ` : ''}${phases} of which compile ${result.compileMs.toFixed(1)} ms`)
+      }
       return { ...result, transferMs: now - started - result.compileMs }
     } catch (err) {
       if (deadline.aborted) keep = false
@@ -269,6 +279,39 @@ export class RemoteCompiler {
       if (keep) this.keepIdle(peer, channel)
       else stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream dropped'))
     }
+  }
+
+  /**
+   * Sends inputs in batches of BLOB_BATCH_BYTES, then `done`; the last batch and `done` leave in
+   * one write (one frame, not two), behind `first` when given (an eager offer).
+   */
+  private async sendInputs (lp: Channel['lp'], items: Array<{ sha256: string, data: Uint8Array }>, signal: AbortSignal, first?: Uint8Array): Promise<void> {
+    let batch: typeof items = []
+    let bytes = 0
+    const head: Uint8Array[] = first === undefined ? [] : [first]
+    for (const item of items) {
+      batch.push(item)
+      bytes += item.data.length
+      if (bytes >= BLOB_BATCH_BYTES) {
+        await lp.writeV([...head.splice(0), packr.pack({ type: 'blobs', items: batch })], { signal })
+        batch = []
+        bytes = 0
+      }
+    }
+    const tail = batch.length > 0 ? [packr.pack({ type: 'blobs', items: batch })] : []
+    await lp.writeV([...head, ...tail, packr.pack({ type: 'done' })], { signal })
+  }
+
+  private heldBy (peer: string): Set<string> {
+    let held = this.held.get(peer)
+    if (held === undefined) { held = new Set(); this.held.set(peer, held) }
+    return held
+  }
+
+  /** After a result the peer holds every input of the task. */
+  private remember (held: Set<string>, hashes: Iterable<string>): void {
+    if (held.size > MAX_KNOWN_INPUTS) held.clear()
+    for (const h of hashes) held.add(h)
   }
 
   /** A kept stream to `peer` that still looks open, if there is one. */

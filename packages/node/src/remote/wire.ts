@@ -5,7 +5,11 @@ import { GridError } from '@grid/protocol'
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 
 export type CompileMessage =
-  | { type: 'offer', task: unknown }
+  /**
+   * `eager`: the inputs the requester expects the worker to lack follow the offer at once, as
+   * `blobs`… and `done`; the worker answers `need` only if it still lacks some.
+   */
+  | { type: 'offer', task: unknown, eager?: boolean }
   | { type: 'need', hashes: string[] }
   | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array }> }
   | { type: 'done' }
@@ -20,7 +24,7 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
   const bad = (): GridError => new GridError('GRID_ERR_MESSAGE_INVALID', `malformed ${String(m?.type)} compile message from ${from}`)
   if (m === null || typeof m !== 'object') throw bad()
   switch (m.type) {
-    case 'offer': return m as CompileMessage
+    case 'offer': if (m.eager === undefined || typeof m.eager === 'boolean') return m as CompileMessage; throw bad()
     case 'need': if (Array.isArray(m.hashes) && m.hashes.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return m as CompileMessage; throw bad()
     case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array)) return m as CompileMessage; throw bad()
     case 'done': return m as CompileMessage

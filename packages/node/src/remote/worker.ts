@@ -1,10 +1,11 @@
 /**
  * The worker: runs compile tasks for peers. It never executes a command line it was sent: it
  * validates the typed task (flags from an allow-list, clean absolute paths, size caps, its own
- * toolchain), receives only the inputs it lacks (by sha256, checked on arrival), materialises
- * them under a per-task sandbox, builds the compile command itself with the relocation recipe,
- * runs it in its pool at low priority with a timeout, and returns the outputs. Nothing is
- * written outside `<cache>/worker/`.
+ * toolchain), receives the inputs it lacks (asked for by sha256, or sent with an eager offer
+ * when they are the task's own; each checked on arrival), materialises them under a per-task
+ * sandbox, builds the compile command itself with the relocation recipe, runs it in its pool at
+ * low priority with a timeout, and returns the outputs. Nothing is written outside
+ * `<cache>/worker/`.
  *
  * Identical tasks share one compile. Once a task's inputs are all here the worker computes its
  * task key (packages/protocol/src/task.ts: the compiler, env, flags, the paths the compiler
@@ -15,7 +16,9 @@
  * requesters go away, and is cancelled only when every one of them has (STYLE.md). Its sandbox
  * and slot are released when it ends.
  *
- * Slots are checked at offer time, before any input moves. With every slot taken, a task is
+ * Slots are checked at offer time, before any input the worker asks for moves (an eager offer's
+ * inputs come with it and are stored either way: content-addressed, within the task's caps, and
+ * what that requester's next task here needs). With every slot taken, a task is
  * still let through if a running compile has its offer key (the part of the key the offer
  * alone fixes: compiler, env, flags with cmd/go's action ID, recorded source paths and hashes)
  * and the worker lacks none of its inputs but the importcfg and embedcfg: a true duplicate
@@ -149,25 +152,24 @@ export class Worker {
     try {
       const offer = decodeCompileMessage(first, peer)
       if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
+      if (offer.eager === true) between = false // its inputs and `done` are on their way
       const task = this.check(offer.task, peer)
+      if (offer.eager === true) {
+        // inputs sent with the offer: any of the task's, none twice (checked like any input)
+        await this.receiveInputs(read, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
+        between = true
+      }
       const joinOnly = this.admit(task)
       const need = await this.missing(task)
       if (joinOnly && !this.onlyConfigs(task, need)) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
-      await send({ type: 'need', hashes: need })
-      between = false
-      const wanted = new Set(need)
-      for (;;) {
-        const m = await read()
-        if (m.type === 'done') break
-        if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
-        for (const item of m.items) {
-          if (!wanted.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that was not asked for (${item.sha256.slice(0, 16)}…)`)
-          await this.putInput(item.sha256, item.data)
-          wanted.delete(item.sha256)
-        }
+      if (offer.eager !== true || need.length > 0) {
+        await send({ type: 'need', hashes: need })
+        between = false
+        const wanted = new Set(need)
+        await this.receiveInputs(read, wanted, 'was not asked for')
+        between = true
+        if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
-      between = true
-      if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       const result = await this.execute(task, { peer, signal, joinOnly })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
@@ -184,6 +186,23 @@ export class Worker {
       } else { this.stats.failed++; log.debug(`task from ${peer} failed: ${(err as Error).message}`) }
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
       return between && !signal.aborted && code !== 'GRID_ERR_MESSAGE_INVALID'
+    }
+  }
+
+  /**
+   * Reads `blobs` messages up to `done`, storing each input; every one must be in `allowed`, and
+   * leaves it (so none comes twice). An input already in the store is not written again.
+   */
+  private async receiveInputs (read: () => Promise<CompileMessage>, allowed: Set<string>, notAllowed: string): Promise<void> {
+    for (;;) {
+      const m = await read()
+      if (m.type === 'done') return
+      if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
+      for (const item of m.items) {
+        if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
+        allowed.delete(item.sha256)
+        if (!existsSync(this.blobPath(item.sha256))) await this.putInput(item.sha256, item.data)
+      }
     }
   }
 

@@ -1,0 +1,65 @@
+// Eager offers on the compile stream: the inputs come with the offer, and the worker answers
+// with the result at once, or asks only for what it still lacks, or refuses an input that is not
+// the task's. The worker, its pool and the Go toolchain are real; the requester is this test
+// speaking the protocol (test/helpers/worker.ts).
+import assert from 'node:assert/strict'
+import { chmod, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import type { Stream } from '@libp2p/interface'
+import { tempDir } from '../helpers/index.js'
+import { RECORDER, openEager, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
+
+describe('worker: eager offers', () => {
+  let r: Requester & { toolchain: Toolchain }
+  let handler: (stream: Stream, connection: unknown) => void
+  let compiles: () => number
+
+  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
+  const teardown: Array<() => unknown> = []
+  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
+  after(async () => { for (const fn of teardown.reverse()) await fn() })
+
+  before(async () => {
+    const root = await tempDir(suite, 'eager')
+    const recorder = join(root, 'rec.sh')
+    await writeFile(recorder, RECORDER)
+    await chmod(recorder, 0o755)
+    r = await requester(root, 'alice', 'src/share', recorder)
+    const w = workerFor(join(root, 'worker'), r.toolchain, h => { handler = h })
+    compiles = w.compiles
+    await w.worker.start()
+    suite.after(async () => { await w.worker.stop() })
+  })
+
+  it('with every input missing there, some of them, or none: asks only for what it lacks, and the archive is cmd/go\'s', async () => {
+    const all = [...r.blobs.keys()]
+    assert.ok(all.length >= 3, `the task has ${all.length} inputs`)
+    // all but the first: the worker lacks just that one and says so
+    const partial = await openEager(handler, r, r.task, all.slice(1))
+    assert.equal(partial.need.type, 'need', JSON.stringify(partial.need).slice(0, 200))
+    assert.deepEqual(partial.need.hashes, [all[0]])
+    const first = await partial.finish()
+    assert.equal(first.type, 'result', JSON.stringify(first).slice(0, 200))
+    assert.equal(first.exitCode, 0)
+    assert.ok(Buffer.from(first.archive).equals(r.local), 'the archive is byte-identical to cmd/go\'s')
+
+    // now it holds them all: an eager offer with nothing behind it is answered with the result
+    const none = await openEager(handler, r, r.task, [])
+    assert.equal(none.need.type, 'result', JSON.stringify(none.need).slice(0, 200))
+    assert.ok(Buffer.from(none.need.archive).equals(r.local))
+    // and inputs it already holds, sent again, are taken without a question
+    const again = await openEager(handler, r, r.task, all)
+    assert.equal(again.need.type, 'result')
+    assert.equal(compiles(), 3)
+  })
+
+  it('refuses an input sent with the offer that is not one of the task\'s, and compiles nothing', async () => {
+    const before = compiles()
+    const stranger = Buffer.from('package evil\n')
+    const t = await openEager(handler, r, r.task, [{ sha256: 'ab'.repeat(32), data: stranger }])
+    assert.equal(t.need.type, 'fail')
+    assert.match(t.need.message, /sent an input that is not one of the task's inputs/)
+    assert.equal(compiles(), before)
+  })
+})
