@@ -19,7 +19,7 @@ export const FASTER_PEER = 0.8
 /**
  * Under `--offload busy`, a compile expected to take at least this long is a long pole: while
  * a local slot is free it still goes to a free peer unless that peer is predicted to be clearly
- * slower (over 1 / FASTER_PEER × its expected time here); a peer not yet timed is presumed as
+ * slower (1 / FASTER_PEER × its expected time here or more); a peer not yet timed is presumed as
  * fast as this host. The requester's own slot shares its CPU with go, links, cgo and the node:
  * in the lab its compiles took 66 % longer while it shipped work
  * (docs/benchmarks/remote-timeline.md), and a trip costs under a tenth of a compile this long.
