@@ -265,7 +265,7 @@ export class GridNode {
       await this.worker.start()
       this.remote = new RemoteCompiler({
         libp2p,
-        peers: () => mesh.list().filter(p => p.connected).map(p => ({ peerId: p.peerId, advert: p.advert })),
+        peers: () => mesh.connectedAdverts(),
         isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
         own: () => this.toolchains[0]
       })

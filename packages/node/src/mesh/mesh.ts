@@ -69,7 +69,8 @@ export interface PeerView {
   advert: Advert
 }
 
-interface PeerEntry { advert: Advert, lastSeen: number, rttMs: number | undefined }
+/** `id`: the advert's PeerId, parsed once (the scheduler asks who is connected for every compile). */
+interface PeerEntry { id: PeerId, advert: Advert, lastSeen: number, rttMs: number | undefined }
 interface DialState { failures: number, nextAttempt: number, notMember: boolean }
 
 type Services = { identify: unknown, ping: Ping, pubsub: GossipSub }
@@ -107,9 +108,19 @@ export class Mesh {
 
   /** Members in the peer table with a live connection. */
   connectedMembers (): string[] {
+    return this.connectedAdverts().map(p => p.peerId)
+  }
+
+  /**
+   * Members with a live connection and their adverts: what the scheduler asks for every compile,
+   * so without the addresses and the order that `list()` adds.
+   */
+  connectedAdverts (): Array<{ peerId: string, advert: Advert }> {
     const node = this.node
-    if (node === undefined) return []
-    return [...this.peers.keys()].filter(id => node.getConnections(peerIdFromString(id)).length > 0)
+    const connected: Array<{ peerId: string, advert: Advert }> = []
+    if (node === undefined) return connected
+    for (const [peerId, e] of this.peers) if (node.getConnections(e.id).length > 0) connected.push({ peerId, advert: e.advert })
+    return connected
   }
 
   /** Whether peers can be expected soon: bootstrap addresses, or members remembered from before. */
@@ -188,7 +199,7 @@ export class Mesh {
   list (): PeerView[] {
     const node = this.node
     return [...this.peers.entries()].map(([id, e]) => {
-      const conns = node?.getConnections(peerIdFromString(id)) ?? []
+      const conns = node?.getConnections(e.id) ?? []
       const conn = conns[0]
       return {
         peerId: id,
@@ -298,7 +309,8 @@ export class Mesh {
       if (advert.seq < known.advert.seq) return
     }
     if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
-    this.peers.set(advert.peerId, { advert, lastSeen: Date.now(), rttMs: known?.rttMs })
+    const id = known?.id ?? peerIdFromString(advert.peerId)
+    this.peers.set(advert.peerId, { id, advert, lastSeen: Date.now(), rttMs: known?.rttMs })
     const before = this.seen.get(advert.peerId)
     this.seen.set(advert.peerId, { last: Date.now(), addrs: parseAddrs(advert.addrs) })
     if (before === undefined || before.addrs.join() !== advert.addrs.join()) {
@@ -310,7 +322,7 @@ export class Mesh {
       }
     }
     const node = this.node
-    if (node !== undefined && node.getConnections(peerIdFromString(advert.peerId)).length === 0) {
+    if (node !== undefined && node.getConnections(id).length === 0) {
       this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
     }
     this.init.onAdvert?.()
@@ -374,8 +386,7 @@ export class Mesh {
     await this.saveKnownPeers()
     const node = this.node
     if (node === undefined || this.beats++ % PING_EVERY_BEATS !== 0) return
-    await Promise.all([...this.peers.keys()].map(async id => {
-      const peer = peerIdFromString(id)
+    await Promise.all([...this.peers].map(async ([id, { id: peer }]) => {
       if (node.getConnections(peer).length === 0) return
       try {
         const rtt = await node.services.ping.ping(peer, { signal: AbortSignal.timeout(PING_TIMEOUT_MS) })
