@@ -9,8 +9,7 @@
  *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
  *     (default) ships a compile that is not tiny when every local slot is taken, or when a free
  *     peer is predicted to be clearly faster for it (a long pole: not clearly slower);
- *     `always` ships whatever it can. Every
- *     compile that stays local has a reason.
+ *     `always` ships whatever it can. Every compile that stays local has a reason.
  *
  * Execution (the race of a remote task against a local copy or a second peer) is dispatch.ts.
  */
