@@ -106,14 +106,7 @@ export async function openTask (handler: (stream: Stream, connection: unknown) =
   const offer = async (t: unknown, who: Pick<Requester, 'blobs'>): Promise<OpenedTask> => {
     await lp.write(packr.pack({ type: 'offer', task: t }))
     const need = packr.unpack((await lp.read()).subarray())
-    return {
-      need,
-      finish: async (blobs = who.blobs) => {
-        await lp.write(packr.pack({ type: 'blobs', items: (need.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
-        await lp.write(packr.pack({ type: 'done' }))
-        return packr.unpack((await lp.read()).subarray())
-      }
-    }
+    return { need, finish: async (blobs = who.blobs) => await answerNeed(lp, need, blobs) }
   }
   return { stream: out, offer, ...await offer(task, r) }
 }
@@ -130,13 +123,12 @@ export async function openEager (handler: (stream: Stream, connection: unknown) 
   const items = sent.map(i => typeof i === 'string' ? { sha256: i, data: r.blobs.get(i) } : i)
   await lp.writeV([packr.pack({ type: 'offer', task, eager: true }), ...(items.length > 0 ? [packr.pack({ type: 'blobs', items })] : []), packr.pack({ type: 'done' })])
   const first = packr.unpack((await lp.read()).subarray())
-  return {
-    stream: out,
-    need: first,
-    finish: async (blobs = r.blobs) => {
-      await lp.write(packr.pack({ type: 'blobs', items: (first.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
-      await lp.write(packr.pack({ type: 'done' }))
-      return packr.unpack((await lp.read()).subarray())
-    }
-  }
+  return { stream: out, need: first, finish: async (blobs = r.blobs) => await answerNeed(lp, first, blobs) }
+}
+
+/** Sends the inputs a `need` asked for, then `done`, and returns the worker's reply. */
+async function answerNeed (lp: ReturnType<typeof lpStream>, need: any, blobs: Map<string, Buffer>): Promise<any> {
+  await lp.write(packr.pack({ type: 'blobs', items: (need.hashes as string[]).map(sha256 => ({ sha256, data: blobs.get(sha256) })) }))
+  await lp.write(packr.pack({ type: 'done' }))
+  return packr.unpack((await lp.read()).subarray())
 }
