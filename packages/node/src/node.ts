@@ -213,7 +213,7 @@ export class GridNode {
       swarmKey,
       policy: options.policy,
       peersFile: join(this.cacheDir, 'peers.json'),
-      onAdvert: () => { this.steal() },
+      onAdvert: peerId => { this.remote?.advertised(peerId); this.steal() },
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },

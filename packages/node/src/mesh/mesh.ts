@@ -53,8 +53,8 @@ export interface MeshInit {
   local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
   /** Where the members this node has seen are remembered across restarts (JSON). */
   peersFile?: string
-  /** Called after each valid advert from a member (its free slots may have changed). */
-  onAdvert?: () => void
+  /** Called after each valid advert from a member, with its PeerId (its free slots may have changed). */
+  onAdvert?: (peerId: string) => void
 }
 
 export interface PeerView {
@@ -325,7 +325,7 @@ export class Mesh {
     if (node !== undefined && node.getConnections(id).length === 0) {
       this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
     }
-    this.init.onAdvert?.()
+    this.init.onAdvert?.(advert.peerId)
   }
 
   private async serveAdvert (stream: Stream): Promise<void> {

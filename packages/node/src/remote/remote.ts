@@ -6,9 +6,9 @@
  * timeout, a peer that vanishes) is a reason, never an exception: a peer costs time, never
  * correctness.
  *
- * Peers are eligible when their advert accepts work, has a free slot, and shows the same
- * compiler, canary and GOEXPERIMENT as ours; a peer that failed recently is skipped for a
- * while. The fastest first: each peer's speed is a moving average of its attempts' wall time
+ * Peers are eligible when their advert accepts work, has a slot free for us (peer-slots.ts),
+ * and shows the same compiler, canary and GOEXPERIMENT as ours; a peer that failed recently is
+ * skipped for a while. The fastest first: each peer's speed is a moving average of its attempts' wall time
  * over their expected compile time.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
@@ -21,6 +21,7 @@ import { parseCompileArgs } from './parse.js'
 import { isGoArchive } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
 import { ExportDataCache } from './export-cache.js'
+import { PeerSlots } from './peer-slots.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
 const log = logger('grid:remote')
@@ -75,7 +76,7 @@ interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boo
 
 export class RemoteCompiler {
   private readonly init: RemoteInit
-  private readonly inFlight = new Map<string, number>()
+  private readonly slots = new PeerSlots()
   private readonly penalty = new Map<string, number>()
   readonly scores = new Map<string, Score>()
   private readonly exports = new ExportDataCache()
@@ -88,6 +89,11 @@ export class RemoteCompiler {
 
   constructor (init: RemoteInit) {
     this.init = init
+  }
+
+  /** An advert from `peer` arrived (the mesh calls this): its busy slots count our tasks there now. */
+  advertised (peer: string): void {
+    this.slots.advertised(peer)
   }
 
   /** Free remote slots right now (for sizing go's -p). */
@@ -138,10 +144,8 @@ export class RemoteCompiler {
   candidates (): Candidate[] {
     return this.init.peers().flatMap(({ peerId, advert }) => {
       if (!this.capable(peerId, advert)) return []
-      // Our own tasks on it are in its advert too once it re-advertises; bound by its total.
-      const mine = this.inFlight.get(peerId) ?? 0
-      const free = Math.min(advert.slots.total - mine, Math.max(advert.slots.free, advert.slots.total - mine))
-      if (free <= 0 || (advert.slots.free <= 0 && mine === 0)) return []
+      const free = this.slots.free(peerId, advert.slots)
+      if (free <= 0) return []
       return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1 }]
     }).sort((a, b) => a.speed - b.speed || b.free - a.free || a.load - b.load)
   }
@@ -154,7 +158,7 @@ export class RemoteCompiler {
 
   /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
   async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number): Promise<Attempt> {
-    this.inFlight.set(peer, (this.inFlight.get(peer) ?? 0) + 1)
+    this.slots.started(peer)
     const score = this.score(peer)
     const started = performance.now()
     try {
@@ -181,7 +185,7 @@ export class RemoteCompiler {
       log.info(`remote compile of ${prepared.task.importPath} on ${peer} failed (${(err as Error).message}); compiling locally`)
       return { ok: false, peer, reason: 'peer-error' }
     } finally {
-      this.inFlight.set(peer, (this.inFlight.get(peer) ?? 1) - 1)
+      this.slots.ended(peer)
       this.onSlotFreed?.()
     }
   }

@@ -1,0 +1,68 @@
+/**
+ * How many slots of each peer are free for our next task, from its last advert and our own
+ * tasks there.
+ *
+ * A peer re-advertises its free slots at most once a second (ADVERT_SLOTS_MS), so its last
+ * advert often counts a task of ours that has already ended. Taking such an advert's "no slot
+ * free" at its word, once we have nothing there, leaves the peer idle until it advertises
+ * again: in the lab (cold std, three 1-slot helpers) that idled a helper for about a second
+ * after one task in eight, ~28 s of helper time per build. So the busy slots of an advert are
+ * split into ours and other requesters': ours are the tasks we had on the peer when the advert
+ * arrived, and only the others' are taken from the advert. Our own are counted live.
+ *
+ * An advert published just before one of our tasks ended can be read just after we saw the
+ * result (gossip is validated on its own path): tasks that ended less than ADVERT_LAG_MS
+ * before an advert arrived still count as ours in it.
+ *
+ * The rest is bounded by the peer's total. An estimate that is too high costs a refusal as
+ * busy (no penalty); one that is too low leaves a slot idle until the next advert.
+ */
+
+/** A task of ours that ended this recently may still be counted busy in an advert that arrives. */
+export const ADVERT_LAG_MS = 100
+
+interface Seen { mine: number, endedAt: number, mineBeforeEnd: number, mineInAdvert: number }
+
+export class PeerSlots {
+  private readonly peers = new Map<string, Seen>()
+  private readonly now: () => number
+
+  constructor (now: () => number = () => performance.now()) {
+    this.now = now
+  }
+
+  /** Our tasks on `peer` now. */
+  mine (peer: string): number {
+    return this.peers.get(peer)?.mine ?? 0
+  }
+
+  started (peer: string): void {
+    this.seen(peer).mine++
+  }
+
+  ended (peer: string): void {
+    const s = this.seen(peer)
+    s.mineBeforeEnd = s.mine
+    s.endedAt = this.now()
+    s.mine = Math.max(0, s.mine - 1)
+  }
+
+  /** An advert from `peer` arrived: the busy slots it shows include the tasks we have there now. */
+  advertised (peer: string): void {
+    const s = this.seen(peer)
+    s.mineInAdvert = this.now() - s.endedAt < ADVERT_LAG_MS ? Math.max(s.mine, s.mineBeforeEnd) : s.mine
+  }
+
+  /** Slots of `peer` free for our next task, given its last advert's slots. */
+  free (peer: string, slots: { total: number, free: number }): number {
+    const s = this.peers.get(peer)
+    const others = Math.max(0, slots.total - slots.free - (s?.mineInAdvert ?? 0))
+    return Math.max(0, slots.total - others - (s?.mine ?? 0))
+  }
+
+  private seen (peer: string): Seen {
+    let s = this.peers.get(peer)
+    if (s === undefined) { s = { mine: 0, endedAt: -Infinity, mineBeforeEnd: 0, mineInAdvert: 0 }; this.peers.set(peer, s) }
+    return s
+  }
+}

@@ -1,0 +1,67 @@
+// A peer's free slots for our next task: its last advert, corrected for our own tasks there
+// (an advert can lag a second behind them).
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { ADVERT_LAG_MS, PeerSlots } from '@grid/node/server'
+
+const ONE = { total: 1, free: 1 }
+const ONE_BUSY = { total: 1, free: 0 }
+
+describe('PeerSlots', () => {
+  it('a busy slot in an advert that arrived while our task ran is free again once the task ends', () => {
+    let now = 0
+    const slots = new PeerSlots(() => now)
+    slots.advertised('p') // joined: idle
+    assert.equal(slots.free('p', ONE), 1)
+    slots.started('p')
+    assert.equal(slots.free('p', ONE), 0, 'our task holds the only slot')
+    now = 500
+    slots.advertised('p') // the advert shows our task
+    assert.equal(slots.free('p', ONE_BUSY), 0)
+    now = 800
+    slots.ended('p')
+    assert.equal(slots.free('p', ONE_BUSY), 1, 'the advert is a second old, the slot was ours')
+  })
+
+  it('a slot another requester holds stays taken', () => {
+    let now = 0
+    const slots = new PeerSlots(() => now)
+    slots.advertised('p') // busy with someone else's task: we have none there
+    assert.equal(slots.free('p', ONE_BUSY), 0)
+    assert.equal(slots.free('p', { total: 4, free: 1 }), 1)
+    slots.started('p')
+    assert.equal(slots.free('p', { total: 4, free: 1 }), 0, 'three are theirs, one ours')
+    now = 10_000
+    slots.ended('p')
+    assert.equal(slots.free('p', { total: 4, free: 1 }), 1)
+  })
+
+  it('an advert read just after our task ended still counts that task as ours', () => {
+    let now = 0
+    const slots = new PeerSlots(() => now)
+    slots.started('p')
+    now = 300
+    slots.ended('p')
+    now = 300 + ADVERT_LAG_MS / 2
+    slots.advertised('p') // published while the task ran, validated after its result
+    assert.equal(slots.free('p', ONE_BUSY), 1)
+    now = 300 + ADVERT_LAG_MS * 3
+    slots.advertised('p') // a later advert that still shows the slot busy: not ours
+    assert.equal(slots.free('p', ONE_BUSY), 0)
+  })
+
+  it('never more than the total, never below zero', () => {
+    const slots = new PeerSlots(() => 0)
+    slots.started('p')
+    slots.started('p')
+    slots.advertised('p') // two of ours in flight, the advert made before either arrived
+    assert.equal(slots.free('p', { total: 2, free: 2 }), 0)
+    slots.ended('p')
+    assert.equal(slots.free('p', { total: 2, free: 2 }), 1)
+    slots.ended('p')
+    slots.ended('p') // an extra end is harmless
+    assert.equal(slots.mine('p'), 0)
+    assert.equal(slots.free('p', { total: 2, free: 2 }), 2)
+    assert.equal(slots.free('unknown', { total: 3, free: 1 }), 1, 'a peer we never used: its advert as it stands')
+  })
+})
