@@ -50,6 +50,17 @@ describe('PeerSlots', () => {
     assert.equal(slots.free('p', ONE_BUSY), 0)
   })
 
+  it('a refusal as busy held no slot: an advert just after it is taken at its word', () => {
+    let now = 0
+    const slots = new PeerSlots(() => now)
+    slots.started('p')
+    now = 20
+    slots.ended('p', false) // refused: the peer's slot is someone else's
+    now = 40
+    slots.advertised('p')
+    assert.equal(slots.free('p', ONE_BUSY), 0)
+  })
+
   it('never more than the total, never below zero', () => {
     const slots = new PeerSlots(() => 0)
     slots.started('p')

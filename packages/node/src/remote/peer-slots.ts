@@ -40,10 +40,13 @@ export class PeerSlots {
     this.seen(peer).mine++
   }
 
-  ended (peer: string): void {
+  /** One of our tasks on `peer` ended; `hadSlot`: it had a slot there (false: refused as busy). */
+  ended (peer: string, hadSlot = true): void {
     const s = this.seen(peer)
-    s.mineBeforeEnd = s.mine
-    s.endedAt = this.now()
+    if (hadSlot) {
+      s.mineBeforeEnd = s.mine
+      s.endedAt = this.now()
+    }
     s.mine = Math.max(0, s.mine - 1)
   }
 

@@ -8,8 +8,8 @@
  *
  * Peers are eligible when their advert accepts work, has a slot free for us (peer-slots.ts),
  * and shows the same compiler, canary and GOEXPERIMENT as ours; a peer that failed recently is
- * skipped for a while. The fastest first: each peer's speed is a moving average of its attempts' wall time
- * over their expected compile time.
+ * skipped for a while. The fastest first: each peer's speed is a moving average of its
+ * attempts' wall time over their expected compile time.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -159,6 +159,7 @@ export class RemoteCompiler {
   /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
   async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number): Promise<Attempt> {
     this.slots.started(peer)
+    let hadSlot = true // a refusal as busy never held a slot there
     const score = this.score(peer)
     const started = performance.now()
     try {
@@ -179,13 +180,16 @@ export class RemoteCompiler {
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
-      if ((err as Error).message.includes(BUSY)) return { ok: false, peer, reason: 'busy' }
+      if ((err as Error).message.includes(BUSY)) {
+        hadSlot = false
+        return { ok: false, peer, reason: 'busy' }
+      }
       score.failed++
       this.penalty.set(peer, Date.now() + PENALTY_MS)
       log.info(`remote compile of ${prepared.task.importPath} on ${peer} failed (${(err as Error).message}); compiling locally`)
       return { ok: false, peer, reason: 'peer-error' }
     } finally {
-      this.slots.ended(peer)
+      this.slots.ended(peer, hadSlot)
       this.onSlotFreed?.()
     }
   }
