@@ -17,10 +17,37 @@ export const GOMOD = join(FIXTURES, 'gomod')
 
 type Ctx = Pick<TestContext, 'after'> | { after: (fn: () => unknown) => void }
 
+const deferred = new WeakMap<object, Array<() => unknown>>()
+
+/**
+ * Runs fn when the test (or suite) ends, the last registered first, and every one even when an
+ * earlier one throws: a daemon is killed before its directory is removed. node:test's own
+ * `after` hooks run in the order they were added and stop at the first that fails, so a failed
+ * `rm` of a directory a daemon still wrote to skipped that daemon's kill, and the test file
+ * never exited.
+ */
+export function defer (t: Ctx, fn: () => unknown): void {
+  let stack = deferred.get(t)
+  if (stack === undefined) {
+    const fns: Array<() => unknown> = []
+    deferred.set(t, fns)
+    t.after(async () => {
+      const errors: unknown[] = []
+      for (const f of fns.reverse()) {
+        try { await f() } catch (err) { errors.push(err) }
+      }
+      if (errors.length === 1) throw errors[0]
+      if (errors.length > 1) throw new AggregateError(errors, `${errors.length} clean-ups failed`)
+    })
+    stack = fns
+  }
+  stack.push(fn)
+}
+
 /** A temp dir removed when the test (or suite) ends. Short, so socket paths fit. */
 export async function tempDir (t: Ctx, prefix = 'g'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`))
-  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  defer(t, async () => { await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }) })
   return dir
 }
 
@@ -130,7 +157,7 @@ export async function startDaemon (t: Ctx, w: World, extra: string[] = [], env: 
     if (child.exitCode === null && child.signalCode === null) child.kill(signal)
     await exited
   }
-  t.after(async () => { await kill('SIGKILL') })
+  defer(t, async () => { await kill('SIGKILL') })
   // serving, and (unless started without one) in the mesh: the socket answers before the mesh is up
   await waitFor(async () => {
     const out = (await grid(w, ['--json', 'status'])).stdout

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process'
 import { access, constants, readFile } from 'node:fs/promises'
 import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { defer } from './index.js'
 
 // compiled to test/dist/helpers/: the repo root is three levels up
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
@@ -115,7 +116,7 @@ export async function labAvailable (): Promise<string | undefined> {
 
 let made = 0
 
-/** `scripts/lab up` with a unique prefix; `scripts/lab down` runs in t.after. */
+/** `scripts/lab up` with a unique prefix; `scripts/lab down` runs when the test ends. */
 export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
   const prefix = options.prefix ?? `gt${process.pid.toString(36)}${(made++).toString(36)}${Math.random().toString(36).slice(2, 5)}`
   const lab = async (args: string[], timeoutMs?: number): Promise<LabResult> => await exec(LAB_SCRIPT, ['--prefix', prefix, ...args], timeoutMs)
@@ -129,7 +130,7 @@ export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
     isDown = true
     await must(['down'])
   }
-  t.after(async () => { if (!isDown) await down() })
+  defer(t, async () => { if (!isDown) await down() })
 
   const up = ['up', String(options.hosts)]
   if (options.cpu !== undefined) up.push('--cpu', String(options.cpu))

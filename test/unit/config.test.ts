@@ -1,15 +1,14 @@
 // The node's config file: defaults, sizes, and a clear error for a bad value.
 import assert from 'node:assert/strict'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { DEFAULT_TASK_MEMORY, loadConfig } from '@grid/node'
+import { tempDir } from '../helpers/index.js'
 
 describe('config', () => {
   it('reads taskMemory as a size, defaults it, and refuses one no compile could start under', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'grid-config-'))
-    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const dir = await tempDir(t, 'grid-config')
     const file = join(dir, 'config.json')
     assert.equal((await loadConfig(file)).taskMemory, DEFAULT_TASK_MEMORY) // no file: the defaults
     await writeFile(file, JSON.stringify({ taskMemory: '8G', cacheMax: '20G' }))

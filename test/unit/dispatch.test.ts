@@ -4,11 +4,11 @@
 // stubs whose answers the test releases; the pool and the compiler are real.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { Dispatcher, LocalPool } from '@grid/node/server'
+import { tempDir } from '../helpers/index.js'
 
 const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
 const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
@@ -39,8 +39,7 @@ function stubRemote (peers: string[], out: string) {
 }
 
 async function pkgDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'disp-'))
-  t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+  const dir = await tempDir(t, 'disp')
   await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F(n int) int { return n * 3 }\n')
   return dir
 }

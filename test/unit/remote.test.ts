@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
 import { Sandboxes, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
+import { tempDir } from '../helpers/index.js'
 
 const h = 'ab'.repeat(32)
 function task (change: Partial<CompileTask> = {}): Record<string, unknown> {
@@ -77,8 +78,7 @@ describe('remote tasks', () => {
 
   it('strips a package archive to its export data', async (t) => {
     const { execFile } = await import('node:child_process')
-    const dir = await mkdtemp(join(tmpdir(), 'arch-'))
-    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const dir = await tempDir(t, 'arch')
     const out = join(dir, 'fmt.a')
     await new Promise<void>((resolve, reject) => execFile('go', ['build', '-trimpath', '-o', out, 'errors'], { env: { ...process.env, GOFLAGS: '' } }, err => err === null ? resolve() : reject(err)))
     const full = await readFile(out)

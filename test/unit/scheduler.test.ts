@@ -2,13 +2,13 @@
 // placed and why, the duration history, the local queue's priority order, and the output
 // rewrite a local race copy uses.
 import assert from 'node:assert/strict'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { execFileSync } from 'node:child_process'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
 import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
+import { tempDir } from '../helpers/index.js'
 
 //   main ─┬─ a ── c (runtime-like, slow)
 //         └─ b ── c
@@ -74,8 +74,7 @@ describe('scheduler', () => {
   })
 
   it('remembers durations as a moving average across restarts, and ignores a corrupt file', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'hist-'))
-    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const dir = await tempDir(t, 'hist')
     const file = join(dir, 'history.json')
     const h = new History(file)
     await h.load()
@@ -145,8 +144,7 @@ describe('scheduler', () => {
 
   it('caps a compile\'s address space when asked: below what the Go runtime maps it fails, under the default it passes', async (t) => {
     if (process.platform === 'win32') { t.skip('ulimit is Unix'); return }
-    const dir = await mkdtemp(join(tmpdir(), 'grid-cap-'))
-    t.after(async () => { await rm(dir, { recursive: true, force: true }) })
+    const dir = await tempDir(t, 'grid-cap')
     await writeFile(join(dir, 'x.go'), 'package x\n\nfunc F() int { return 1 }\n')
     const tool = join(execFileSync('go', ['env', 'GOTOOLDIR'], { encoding: 'utf8' }).trim(), 'compile')
     const pool = new LocalPool({ slots: 1 })
