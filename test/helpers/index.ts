@@ -147,12 +147,20 @@ export async function sameFiles (a: string, b: string): Promise<string[]> {
 
 export interface Daemon { child: ChildProcess, stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<void> }
 
+/**
+ * Daemons still running. The test command runs with --test-force-exit, so a test file whose
+ * tests are done exits even if something was left running; whatever is, dies with it.
+ */
+const daemons = new Set<ChildProcess>()
+process.on('exit', () => { for (const child of daemons) child.kill('SIGKILL') })
+
 /** Starts `grid daemon` as a real process and waits until it answers `grid status`. */
 export async function startDaemon (t: Ctx, w: World, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Daemon> {
   const child = spawn(process.execPath, [GRID_BIN, 'daemon', ...extra], { env: { ...w.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
-  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  daemons.add(child)
+  const exited = new Promise<void>(resolve => child.once('exit', () => { daemons.delete(child); resolve() }))
   const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal)
     await exited
