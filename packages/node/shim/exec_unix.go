@@ -5,16 +5,32 @@ package main
 import (
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 )
 
-// execTool replaces this process with tool (same arguments and environment; cmd/go always
-// passes the tool's absolute path). It returns only if exec fails, which then fails this tool
-// invocation; cmd/go does not cache failed actions, so the one line of explanation is never
-// replayed later.
+// execTool replaces this process with tool (same arguments and environment). It returns only if
+// exec fails, which then fails this tool invocation; cmd/go does not cache failed actions, so
+// the one line of explanation is never replayed later.
+//
+// Go's tools come as absolute paths, but the C compiler comes as $CC gives it, usually a bare
+// `gcc`: cmd/go runs `<toolexec> gcc -### -x c -c -` to identify it, and a bare name is looked up
+// in PATH, as exec.Command would. Were that probe to fail, cmd/go would put the error text
+// into every cgo action ID in place of the compiler's identity, and a cgo package built with
+// one gcc would be a cache hit for another.
 func execTool(tool string, args []string) {
-	err := syscall.Exec(tool, append([]string{tool}, args...), os.Environ())
+	path := tool
+	if !strings.Contains(tool, "/") {
+		found, err := exec.LookPath(tool)
+		if err != nil {
+			os.Stderr.WriteString("grid-shim: exec " + tool + ": " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		path = found
+	}
+	err := syscall.Exec(path, append([]string{tool}, args...), os.Environ())
 	os.Stderr.WriteString("grid-shim: exec " + tool + ": " + err.Error() + "\n")
 	os.Exit(1)
 }
