@@ -79,20 +79,26 @@ describe('grid build of the fixture module', () => {
     assert.match(plain.stderr, /cannot use "forty-two"/)
   })
 
-  it('a cgo package\'s action ID names the C compiler, as with plain go build (the shim runs `gcc -###` from PATH)', async (t) => {
-    // cmd/go identifies $CC by running `<toolexec> gcc -### -x c -c -`; if that fails it hashes
-    // the error instead, and cgo entries built with one gcc would serve another.
+  it('cmd/go hashes the same inputs into every action ID as under plain go build, the C compiler\'s identity included', async (t) => {
+    // Cache keys are cmd/go's own action IDs, so grid must not change what goes into them.
+    // cmd/go identifies $CC by running `<toolexec> gcc -### -x c -c -` (gcc as a bare name, to
+    // be found in PATH); a shim that failed it made cmd/go hash the error in place of the
+    // compiler's version, and cgo entries built with one gcc would serve another.
     const w = await world(t)
-    const ccLines = (stderr: string): string[] => [...new Set(stderr.split('\n').filter(l => l.includes('CC ID')).map(l => l.replace(/^HASH\[[^\]]*\]: /, '')))].sort()
+    const hashInputs = (stderr: string): string[] => stderr.split('\n').filter(l => l.startsWith('HASH[') && !l.startsWith('HASH[moduleIndex]')).sort()
     const plainCache = await tempDir(t, 'gc')
     const { run } = await import('../helpers/index.js')
-    const plain = await run('go', ['build', '-trimpath', './cgocalc'], { cwd: GOMOD, env: { ...w.env, GOCACHE: plainCache, GODEBUG: 'gocachehash=1' } })
+    const plain = await run('go', ['build', '-trimpath', './...'], { cwd: GOMOD, env: { ...w.env, GOCACHE: plainCache, GODEBUG: 'gocachehash=1' } })
     assert.equal(plain.code, 0, plain.stderr)
-    const viaGrid = await grid(w, ['build', './cgocalc'], { env: { ...w.env, GODEBUG: 'gocachehash=1' } })
+    const viaGrid = await grid(w, ['build', './...'], { env: { ...w.env, GODEBUG: 'gocachehash=1' } })
     assert.equal(viaGrid.code, 0, viaGrid.stderr)
-    const expected = ccLines(plain.stderr)
-    assert.ok(expected.length > 0 && expected.every(l => l.includes('CC ID=')), `plain go hashed the C compiler: ${expected.join('\n')}`)
-    assert.deepEqual(ccLines(viaGrid.stderr), expected)
+    const expected = hashInputs(plain.stderr)
+    const cc = expected.filter(l => l.includes('CC ID'))
+    assert.ok(cc.length > 0 && cc.every(l => l.includes('CC ID=')), `plain go hashed the C compiler's identity: ${cc.join('\n')}`)
+    const got = hashInputs(viaGrid.stderr)
+    assert.deepEqual(got.filter(l => l.includes('CC ID')), cc, 'the C compiler lines')
+    assert.equal(got.length, expected.length)
+    assert.deepEqual(got, expected)
   })
 
   it('with no node at all, the shim compiles locally and the output is identical', async (t) => {
