@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { DEFAULT_TASK_MEMORY, loadConfig } from '@grid/node'
+import { DEFAULT_TASK_MEMORY, checkMultiaddr, loadConfig } from '@grid/node'
 import { tempDir } from '../helpers/index.js'
 
 describe('config', () => {
@@ -21,5 +21,17 @@ describe('config', () => {
     await writeFile(file, JSON.stringify({ taskMemry: '8G' }))
     await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('unknown key "taskMemry"') && err.message.includes('taskMemory'))
+  })
+
+  it('takes listen and bootstrap addresses that parse as multiaddrs and names the one that does not', async (t) => {
+    const dir = await tempDir(t, 'grid-config')
+    const file = join(dir, 'config.json')
+    const good = ['/ip4/10.0.0.5/tcp/4770']
+    await writeFile(file, JSON.stringify({ listen: ['/ip4/0.0.0.0/tcp/4770'], bootstrap: good }))
+    assert.deepEqual((await loadConfig(file)).bootstrap, good)
+    await writeFile(file, JSON.stringify({ bootstrap: [...good, '10.0.0.6:4770'] }))
+    await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+      err.code === 'GRID_ERR_CONFIG' && err.message.includes('"bootstrap": not a multiaddr: 10.0.0.6:4770'))
+    await assert.rejects(checkMultiaddr('/ip4/999.0.0.1/tcp/1', 'command line'), /command line: not a multiaddr/)
   })
 })

@@ -26,9 +26,9 @@ export async function nodeConfig (options: GlobalOptions): Promise<Readonly<Node
   return await loadConfig(options.configPath, { explicit: options.configExplicit })
 }
 
-export function meshOptions (config: Readonly<NodeConfig>, configPath: string, flags: MeshFlags = {}): MeshOptions | undefined {
+export async function meshOptions (config: Readonly<NodeConfig>, configPath: string, flags: MeshFlags = {}): Promise<MeshOptions | undefined> {
   if (flags.noMesh === true || !config.mesh) return undefined
-  for (const a of [...(flags.listen ?? []), ...(flags.bootstrap ?? [])]) checkMultiaddr(a, 'command line')
+  for (const a of [...(flags.listen ?? []), ...(flags.bootstrap ?? [])]) await checkMultiaddr(a, 'command line')
   const defaultKey = defaultSwarmKeyPath(configPath)
   return {
     listen: flags.listen !== undefined && flags.listen.length > 0 ? flags.listen : config.listen,

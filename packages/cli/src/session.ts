@@ -37,7 +37,7 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
     // An embedded node logs to a file: this process's stderr carries the compiler's messages.
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
-    const mesh = meshOptions(config, options.configPath)
+    const mesh = await meshOptions(config, options.configPath)
     const { GridNode } = await import('@grid/node/server')
     const node = new GridNode({
       cacheDir: options.cacheDir,

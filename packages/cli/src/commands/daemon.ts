@@ -46,7 +46,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const config = await nodeConfig(options)
   const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
   if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`)
-  const mesh = meshOptions(config, options.configPath, {
+  const mesh = await meshOptions(config, options.configPath, {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
     ...(flags['swarm-key'] === undefined ? {} : { swarmKey: flags['swarm-key'] }),

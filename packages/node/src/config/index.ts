@@ -10,7 +10,6 @@
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
-import { multiaddr } from '@multiformats/multiaddr'
 import { GridError, POLICIES, parseSize, type Policy } from '@grid/protocol'
 import { DEFAULT_PORT } from '../mesh/constants.js'
 
@@ -71,13 +70,18 @@ function bad (path: string, message: string): GridError {
   return new GridError('GRID_ERR_CONFIG', `${path}: ${message}`, { hint: 'fix the file, or point GRID_CONFIG / --config elsewhere' })
 }
 
-function checkAddrs (path: string, key: string, value: unknown): string[] {
+async function checkAddrs (path: string, key: string, value: unknown): Promise<string[]> {
   if (!Array.isArray(value) || !value.every(v => typeof v === 'string')) throw bad(path, `"${key}" must be an array of multiaddr strings`)
-  for (const a of value) checkMultiaddr(a, `${path}: "${key}"`)
+  for (const a of value) await checkMultiaddr(a, `${path}: "${key}"`)
   return value
 }
 
-export function checkMultiaddr (addr: string, where: string): void {
+/**
+ * The multiaddr parser is loaded on first use: it takes ~35 ms to load, and most `grid`
+ * commands (a build against a running daemon) never parse an address.
+ */
+export async function checkMultiaddr (addr: string, where: string): Promise<void> {
+  const { multiaddr } = await import('@multiformats/multiaddr')
   try {
     multiaddr(addr)
   } catch (err) {
@@ -138,7 +142,7 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
           config[key] = value
           break
         case 'listen': case 'bootstrap':
-          config[key] = checkAddrs(path, key, value)
+          config[key] = await checkAddrs(path, key, value)
           break
         case 'swarmKey':
           if (typeof value !== 'string') throw bad(path, '"swarmKey" must be a path')
