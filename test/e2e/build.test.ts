@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
+import { FIXTURES, GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
 
 describe('grid build of the fixture module', () => {
   it('is byte-identical to go build -trimpath, and a rebuild after go clean -cache runs zero compiles', async (t) => {
@@ -87,7 +87,6 @@ describe('grid build of the fixture module', () => {
     const w = await world(t)
     const hashInputs = (stderr: string): string[] => stderr.split('\n').filter(l => l.startsWith('HASH[') && !l.startsWith('HASH[moduleIndex]')).sort()
     const plainCache = await tempDir(t, 'gc')
-    const { run } = await import('../helpers/index.js')
     const plain = await run('go', ['build', '-trimpath', './...'], { cwd: GOMOD, env: { ...w.env, GOCACHE: plainCache, GODEBUG: 'gocachehash=1' } })
     assert.equal(plain.code, 0, plain.stderr)
     const viaGrid = await grid(w, ['build', './...'], { env: { ...w.env, GODEBUG: 'gocachehash=1' } })
@@ -109,7 +108,6 @@ describe('grid build of the fixture module', () => {
     const out = join(w.dir, 'out')
     const fallbackLog = join(w.dir, 'fallbacks')
     assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
-    const { run } = await import('../helpers/index.js')
     const r = await run('go', ['build', '-trimpath', `-toolexec=${shim}`, '-o', out + '/', './...'], {
       cwd: GOMOD,
       env: { ...w.env, GRID_SOCKET: join(w.dir, 'nobody-here.sock'), GRID_FALLBACK_LOG: fallbackLog, GOCACHEPROG: `${shim} cacheprog` }
