@@ -143,6 +143,24 @@ describe('grid command line', () => {
     assert.match(c.stderr, /not a size/)
   })
 
+  it('grid build --help is grid\'s help; later -h flags are go\'s; peers with no node says so', async (t) => {
+    const w = await world(t)
+    for (const flag of ['-h', '-help', '--help']) {
+      const r = await grid(w, ['build', flag])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, /^usage: grid \[global options\] build/)
+      assert.match(r.stdout, /go help build/)
+    }
+    // not first, -h is go's: go prints its own usage and exits 2, as it does without grid
+    const passed = await grid(w, ['build', '-v', '-h'])
+    assert.equal(passed.code, 2)
+    assert.doesNotMatch(passed.stdout, /usage: grid/)
+    assert.match(passed.stderr, /^usage: go build/m)
+    const p = await grid(w, ['--json', 'peers'])
+    assert.equal(p.code, 1)
+    assert.equal(JSON.parse(p.stdout).error.code, 'GRID_ERR_NODE_UNREACHABLE')
+  })
+
   it('names the Go it found when it is too old, or missing', async (t) => {
     const w = await world(t)
     const bin = join(await tempDir(t), 'bin')

@@ -37,6 +37,8 @@ global options (before the command):
   --version          print the grid version
   -h, --help         this help`
 
+const HELP_FLAGS = ['-h', '-help', '--help']
+
 type Command = (args: string[], options: GlobalOptions, output: Output) => Promise<number>
 
 const COMMANDS: Record<string, { run: Command, help: string }> = {
@@ -67,8 +69,12 @@ export async function main (argv: string[]): Promise<number> {
     }
     const entry = COMMANDS[command]
     if (entry === undefined) throw usageError(`unknown command ${command}`)
-    // `grid build --help` is go's flag space; only `grid <cmd> --help` for grid's own commands.
-    if (options.help || ((command !== 'build' && command !== 'test') && (rest.includes('--help') || rest.includes('-h')))) {
+    // After build and test the flags are go's, so only a leading -h, -help or --help asks for
+    // grid's help (go would print its usage and exit 2); `go test ./... -args -h` passes through.
+    const asksHelp = command === 'build' || command === 'test'
+      ? HELP_FLAGS.includes(rest[0] ?? '')
+      : rest.includes('--help') || rest.includes('-h')
+    if (options.help || asksHelp) {
       output.out(entry.help)
       return 0
     }

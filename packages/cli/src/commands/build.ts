@@ -27,7 +27,10 @@ messages are those of \`go build -trimpath\`.
 lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
 
 If no node answers on the control socket, an embedded node runs for the length of the build.
-With --json, go's own stdout goes to stderr and stdout holds only the summary object.`
+With --json, go's own stdout goes to stderr and stdout holds only the summary object.
+
+Flags after the command are go's: \`go help build\`, \`go help test\` and \`go help testflag\`
+describe them. Grid's own options go before the command (\`grid --help\`).`
 
 const TOOLEXEC = /^--?toolexec(=|$)/
 

@@ -1,5 +1,5 @@
 /** `grid peers`: the members this node knows, from their adverts. */
-import type { PeerInfo } from '@grid/protocol'
+import { GridError, type PeerInfo } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
@@ -18,7 +18,7 @@ export async function peers (args: string[], options: GlobalOptions, output: Out
   if (positional.length > 0) throw usageError(`grid peers takes no arguments, got ${positional.join(' ')}`)
   const client = await connectNode(options)
   if (client === undefined) {
-    throw usageError(`no node answers on ${options.control}`, 'start one with `grid daemon`')
+    throw new GridError('GRID_ERR_NODE_UNREACHABLE', `no node answers on ${options.control}`, { hint: 'start one with `grid daemon`' })
   }
   try {
     const { peers: list } = await client.request({ type: 'peers' })
