@@ -55,6 +55,29 @@ describe('remote compiles', () => {
     }
   })
 
+  it('-race, -pgo and a cross-compile run on peers too, byte-identical', async (t) => {
+    const { r } = await cluster(t)
+    const pgo = join(FIXTURES, 'pgo', 'cpu.pprof')
+    // GOARCH=arm64 leaves out cgocalc (cgo is off when cross-compiling) and beta with it
+    const cases = [
+      { name: 'race', args: ['-race', './...'], env: {} },
+      { name: 'pgo-arm64', args: [`-pgo=${pgo}`, './cmd/alpha', './wordfreq'], env: { GOARCH: 'arm64' } }
+    ]
+    for (const { name, args, env } of cases) {
+      const ref = join(r.dir, `ref-${name}`)
+      const out = join(r.dir, `out-${name}`)
+      const plain = await goBuild(t, ['-o', ref + '/', ...args], GOMOD, env)
+      assert.equal(plain.code, 0, plain.stderr)
+      const res = await grid(r, ['--json', 'build', '-o', out + '/', ...args], { env: { ...r.env, ...env } })
+      assert.equal(res.code, 0, res.stderr)
+      const c = summary(res).compiles
+      t.diagnostic(`${name}: ${c.remote} remote, ${c.local} local (${JSON.stringify(c.localReasons)})`)
+      assert.ok(c.remote > 0, `${name}: no compile ran on a peer: ${JSON.stringify(c.localReasons)}`)
+      assert.equal(c.localReasons['unsupported-task'] ?? 0, 0, `${name}: every compile is a task`)
+      await sameFiles(out, ref)
+    }
+  })
+
   it('default policy: compiles waiting for the one local slot go to peers as they free up, byte-identical', async (t) => {
     const { r } = await cluster(t, [{}, {}], ['--slots', '1'])
     const ref = join(r.dir, 'ref')

@@ -125,9 +125,9 @@ export function summary (r: RunResult): any {
 }
 
 /** Plain `go build -trimpath` with its own empty GOCACHE: the reference output. */
-export async function goBuild (t: Ctx, args: string[], cwd = GOMOD): Promise<RunResult> {
+export async function goBuild (t: Ctx, args: string[], cwd = GOMOD, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const gocache = await tempDir(t, 'gc')
-  const env: NodeJS.ProcessEnv = { ...process.env, GOCACHE: gocache }
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GOCACHE: gocache }
   delete env.GOCACHEPROG
   return await run('go', ['build', '-trimpath', ...args], { cwd, env })
 }
