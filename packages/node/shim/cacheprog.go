@@ -128,6 +128,9 @@ func (h *helper) degrade() {
 // serve reads requests until EOF. Gets and puts run in their own goroutines; close waits for
 // them, answers, and we keep reading until cmd/go closes our stdin.
 func (h *helper) serve(in io.Reader) {
+	if f, ok := in.(*os.File); ok {
+		growPipe(f)
+	}
 	r := bufio.NewReaderSize(in, 1<<20)
 	for {
 		line, err := readLine(r)
@@ -151,19 +154,24 @@ func (h *helper) serve(in io.Reader) {
 				h.reply(response{ID: req.ID, Err: "negative BodySize"})
 				continue
 			}
+			var line []byte
 			if req.BodySize > 0 {
-				line, err := readLine(r)
-				if err != nil {
+				if line, err = readBodyLine(r, req.BodySize); err != nil {
 					return
 				}
-				if body, err = decodeBody(line, req.BodySize); err != nil {
-					h.reply(response{ID: req.ID, Err: err.Error()})
-					continue
-				}
 			}
+			// Decoding and hashing happen off this loop: cmd/go holds its one write lock for
+			// the whole of a put, so every other get and put waits until we have read it.
 			h.inFlight.Add(1)
 			go func() {
 				defer h.inFlight.Done()
+				if line != nil {
+					var err error
+					if body, err = decodeBody(line, req.BodySize); err != nil {
+						h.reply(response{ID: req.ID, Err: err.Error()})
+						return
+					}
+				}
 				h.reply(h.put(req, body))
 			}()
 		case "close":
@@ -196,6 +204,37 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 		}
 	}
 }
+
+// readBodyLine returns the line holding a put body of size bytes, without its line ending, in
+// a slice of its own. cmd/go writes it as a JSON string of standard base64, so its length is
+// known: the slice is allocated once at that size and the line copied into it from the reader's
+// buffer, with no growing. Blank lines before it are skipped, as readLine skips them. A line of
+// another length is still read to its newline, no further, and decodeBody reports it.
+func readBodyLine(r *bufio.Reader, size int64) ([]byte, error) {
+	want := base64.StdEncoding.EncodedLen(int(min(size, maxBodySize))) + len(`""`+"\n")
+	line := make([]byte, 0, want)
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil && (err != io.EOF || len(line) == 0) {
+			return nil, err
+		}
+		if line = bytes.TrimRight(line, "\r\n"); len(line) > 0 {
+			return line, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		// cmd/go ends the request's JSON with a newline and then writes one more: skip blank lines
+	}
+}
+
+// maxBodySize caps what readBodyLine allocates up front for a put's BodySize; cmd/go writes no
+// file this large, and a longer line still reads whole.
+const maxBodySize = 1 << 30
 
 // decodeBody decodes a put body: a JSON string of standard base64. The usual form (no escapes)
 // is decoded directly; anything else goes through encoding/json.

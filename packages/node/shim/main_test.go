@@ -244,6 +244,38 @@ func TestDecodeBody(t *testing.T) {
 	}
 }
 
+func TestReadBodyLine(t *testing.T) {
+	body := bytes.Repeat([]byte("grid\x00\xff"), 300_000) // base64 longer than the reader's buffer
+	enc := `"` + base64.StdEncoding.EncodeToString(body) + `"`
+	// as cmd/go writes a put: request, newline, blank line, body line; then a short body line
+	// that must not swallow the request after it
+	in := "{\"ID\":1}\n\n" + enc + "\n" + `"Z3JpZA=="` + "\n{\"ID\":3}\n"
+	r := bufio.NewReaderSize(strings.NewReader(in), 1<<16)
+	if line, err := readLine(r); err != nil || string(line) != `{"ID":1}` {
+		t.Fatalf("request: %q, %v", line, err)
+	}
+	line, err := readBodyLine(r, int64(len(body)))
+	if err != nil || string(line) != enc {
+		t.Fatalf("body line: %d bytes, %v; want %d", len(line), err, len(enc))
+	}
+	if got, err := decodeBody(line, int64(len(body))); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("decoded: %d bytes, %v", len(got), err)
+	}
+	line, err = readBodyLine(r, 1000)
+	if err != nil || string(line) != `"Z3JpZA=="` {
+		t.Fatalf("short body line: %q, %v", line, err)
+	}
+	if _, err := decodeBody(line, 1000); err == nil {
+		t.Fatal("short body accepted")
+	}
+	if line, err := readLine(r); err != nil || string(line) != `{"ID":3}` {
+		t.Fatalf("the request after a short body: %q, %v", line, err)
+	}
+	if _, err := readBodyLine(r, 10); err != io.EOF {
+		t.Fatalf("at end: %v", err)
+	}
+}
+
 func TestReadLine(t *testing.T) {
 	long := strings.Repeat("z", 3<<20) // longer than the reader's buffer
 	in := "{\"ID\":1}\n\n\"" + long + "\"\r\n\n{\"ID\":2}"
