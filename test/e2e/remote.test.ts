@@ -94,6 +94,11 @@ describe('remote compiles', () => {
     assert.ok(c.remote > 0 && c.fromBacklog > 0, `peers took compiles from the backlog: ${JSON.stringify(c)}`)
     assert.ok(c.fromBacklog <= c.remote)
     await sameFiles(out, ref)
+    // go test's -p also bounds the test binaries run at once: grid test leaves it to go
+    const tested = await grid(r, ['--json', 'test', './set'])
+    assert.equal(tested.code, 0, tested.stderr)
+    const command = summary(tested).command
+    assert.ok(!command.includes('-p'), `grid test added -p: ${command.join(' ')}`)
   })
 
   it('a peer killed in the middle of a build, 10 times: every build completes with identical output', async (t) => {

@@ -26,6 +26,10 @@ messages are those of \`go build -trimpath\`.
 -trimpath is on by default because it makes cache entries independent of where the source
 lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
 
+With peers that can take compiles, grid build raises go's -p so that enough compiles are in
+flight for them (the node still runs at most its own slots here). grid test does not: go test's
+-p also bounds how many test binaries run at once, so it stays go's default unless you set it.
+
 If no node answers on the control socket, an embedded node runs for the length of the build.
 With --json, go's own stdout goes to stderr and stdout holds only the summary object.
 
@@ -125,8 +129,10 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
     // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
-    // throttles local work to its own slots. A -p of the user's own wins.
-    if (begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
+    // throttles local work to its own slots. A -p of the user's own wins. Not for go test:
+    // there -p also bounds how many test binaries run at once on this machine, and tests that
+    // pass under go test must not fail under grid test for want of CPU.
+    if (sub === 'build' && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
     const env = {
