@@ -141,6 +141,12 @@ describe('grid command line', () => {
     const c = await grid(w, ['cache', 'gc', '--max-size', 'lots'])
     assert.equal(c.code, 2)
     assert.match(c.stderr, /not a size/)
+    // a bad flag value is a usage error, though the same check on the config file is not
+    for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M']]) {
+      const d = await grid(w, ['daemon', flag as string, value as string])
+      assert.equal(d.code, 2, `${flag} ${value}: ${d.stderr}`)
+      assert.match(d.stderr, new RegExp(`^grid: ${flag}:? .*\\(GRID_ERR_USAGE\\)`, 'm'))
+    }
   })
 
   it('grid build --help is grid\'s help; later -h flags are go\'s; peers with no node says so', async (t) => {

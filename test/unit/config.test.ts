@@ -18,6 +18,12 @@ describe('config', () => {
     await writeFile(file, JSON.stringify({ taskMemory: '100M' }))
     await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('at least 1G'))
+    // a bad value in the file is the file's error, and names the key
+    for (const [key, value] of [['taskMemory', 'lots'], ['cacheMax', '10Q'], ['offload', 'sometimes'], ['acceptRemote', 'maybe'], ['trust', 'all'], ['verify', 120]] as const) {
+      await writeFile(file, JSON.stringify({ [key]: value }))
+      await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+        err.code === 'GRID_ERR_CONFIG' && err.message.startsWith(`${file}: "${key}" must be`), `${key}: ${JSON.stringify(value)}`)
+    }
     await writeFile(file, JSON.stringify({ taskMemry: '8G' }))
     await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('unknown key "taskMemry"') && err.message.includes('taskMemory'))

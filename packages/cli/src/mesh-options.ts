@@ -5,7 +5,7 @@
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
-import { parseSize } from '@grid/protocol'
+import { GridError, errorCode, parseSize } from '@grid/protocol'
 import { checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTaskMemory, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
 import type { GlobalOptions } from './options.js'
 
@@ -28,17 +28,32 @@ export async function nodeConfig (options: GlobalOptions): Promise<Readonly<Node
 
 export async function meshOptions (config: Readonly<NodeConfig>, configPath: string, flags: MeshFlags = {}): Promise<MeshOptions | undefined> {
   if (flags.noMesh === true || !config.mesh) return undefined
-  for (const a of [...(flags.listen ?? []), ...(flags.bootstrap ?? [])]) await checkMultiaddr(a, 'command line')
+  for (const a of flags.listen ?? []) await flagValue(async () => { await checkMultiaddr(a, '--listen') })
+  for (const a of flags.bootstrap ?? []) await flagValue(async () => { await checkMultiaddr(a, '--bootstrap') })
   const defaultKey = defaultSwarmKeyPath(configPath)
+  const { acceptRemote, trust, verify, offload, taskMemory } = flags
   return {
     listen: flags.listen !== undefined && flags.listen.length > 0 ? flags.listen : config.listen,
     bootstrap: [...config.bootstrap, ...(flags.bootstrap ?? [])],
     mdns: flags.noMdns === true ? false : config.mdns,
     swarmKeyFile: flags.swarmKey ?? config.swarmKey ?? (existsSync(defaultKey) ? defaultKey : undefined),
-    policy: flags.acceptRemote !== undefined ? checkPolicy(flags.acceptRemote, '--accept-remote') : config.acceptRemote,
-    trust: flags.trust !== undefined ? checkTrust(flags.trust, '--trust') : config.trust,
-    verifyPercent: flags.verify !== undefined ? checkPercent(flags.verify, '--verify') : config.verify,
-    offload: flags.offload !== undefined ? checkOffload(flags.offload, '--offload') : config.offload,
-    taskMemory: flags.taskMemory !== undefined ? checkTaskMemory(parseSize(flags.taskMemory), '--task-memory') : config.taskMemory
+    policy: acceptRemote !== undefined ? await flagValue(() => checkPolicy(acceptRemote, '--accept-remote')) : config.acceptRemote,
+    trust: trust !== undefined ? await flagValue(() => checkTrust(trust, '--trust')) : config.trust,
+    verifyPercent: verify !== undefined ? await flagValue(() => checkPercent(verify, '--verify')) : config.verify,
+    offload: offload !== undefined ? await flagValue(() => checkOffload(offload, '--offload')) : config.offload,
+    taskMemory: taskMemory !== undefined ? await flagValue(() => checkTaskMemory(parseSize(taskMemory), '--task-memory')) : config.taskMemory
+  }
+}
+
+/**
+ * Runs a check of a command-line value. The checks are the config file's, where a bad value is
+ * GRID_ERR_CONFIG; on the command line it is a usage error (exit 2), as for any other flag.
+ */
+async function flagValue<T> (check: () => T | Promise<T>): Promise<T> {
+  try {
+    return await check()
+  } catch (err) {
+    if (errorCode(err) !== 'GRID_ERR_CONFIG') throw err
+    throw new GridError('GRID_ERR_USAGE', (err as Error).message, { cause: err, hint: (err as GridError).hint ?? 'run `grid daemon --help` for the values' })
   }
 }

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
-import { GridError, POLICIES, parseSize, type Policy } from '@grid/protocol'
+import { GridError, POLICIES, errorCode, parseSize, type Policy } from '@grid/protocol'
 import { DEFAULT_PORT } from '../mesh/constants.js'
 
 export interface NodeConfig {
@@ -66,8 +66,10 @@ export function defaultSwarmKeyPath (configPath: string = defaultConfigPath()): 
   return join(dirname(configPath), 'swarm.key')
 }
 
+const FILE_HINT = 'fix the file, or point GRID_CONFIG / --config elsewhere'
+
 function bad (path: string, message: string): GridError {
-  return new GridError('GRID_ERR_CONFIG', `${path}: ${message}`, { hint: 'fix the file, or point GRID_CONFIG / --config elsewhere' })
+  return new GridError('GRID_ERR_CONFIG', `${path}: ${message}`, { hint: FILE_HINT })
 }
 
 async function checkAddrs (path: string, key: string, value: unknown): Promise<string[]> {
@@ -90,24 +92,24 @@ export async function checkMultiaddr (addr: string, where: string): Promise<void
 }
 
 export function checkTrust (value: unknown, where: string): 'mesh' | 'self' {
-  if (value !== 'mesh' && value !== 'self') throw new GridError('GRID_ERR_CONFIG', `${where}: trust must be mesh or self, got ${JSON.stringify(value)}`)
+  if (value !== 'mesh' && value !== 'self') throw new GridError('GRID_ERR_CONFIG', `${where} must be mesh or self, got ${JSON.stringify(value)}`)
   return value
 }
 
 export function checkOffload (value: unknown, where: string): 'never' | 'busy' | 'always' {
-  if (value !== 'never' && value !== 'busy' && value !== 'always') throw new GridError('GRID_ERR_CONFIG', `${where}: offload must be never, busy or always, got ${JSON.stringify(value)}`)
+  if (value !== 'never' && value !== 'busy' && value !== 'always') throw new GridError('GRID_ERR_CONFIG', `${where} must be never, busy or always, got ${JSON.stringify(value)}`)
   return value
 }
 
 export function checkPercent (value: unknown, where: string): number {
   const n = typeof value === 'string' ? Number(value.replace(/%$/, '')) : value
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 100) throw new GridError('GRID_ERR_CONFIG', `${where}: verify must be a percentage 0–100, got ${JSON.stringify(value)}`)
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 100) throw new GridError('GRID_ERR_CONFIG', `${where} must be a percentage 0–100, got ${JSON.stringify(value)}`)
   return n
 }
 
 export function checkPolicy (value: unknown, where: string): Policy {
   if (!(POLICIES as readonly unknown[]).includes(value)) {
-    throw new GridError('GRID_ERR_CONFIG', `${where}: accept-remote must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`)
+    throw new GridError('GRID_ERR_CONFIG', `${where} must be one of ${POLICIES.join(', ')}, got ${JSON.stringify(value)}`)
   }
   return value as Policy
 }
@@ -115,9 +117,23 @@ export function checkPolicy (value: unknown, where: string): Policy {
 /** A task memory limit: at least 1 GiB, below which no compile can start. */
 export function checkTaskMemory (bytes: number, where: string): number {
   if (!Number.isSafeInteger(bytes) || bytes < 1024 ** 3) {
-    throw new GridError('GRID_ERR_CONFIG', `${where}: task memory must be at least 1G (the Go runtime alone maps ~0.6 GiB), got ${bytes} bytes`)
+    throw new GridError('GRID_ERR_CONFIG', `${where} must be at least 1G (the Go runtime alone maps ~0.6 GiB), got ${bytes} bytes`)
   }
   return bytes
+}
+
+/** How a check names a key of the config file: `/path/config.json: "offload"`. */
+function inFile (path: string, key: string): string {
+  return `${path}: "${key}"`
+}
+
+/** A size in the config file; a bad one is the file's error, naming the key. */
+function sizeIn (path: string, key: string, value: string): number {
+  try {
+    return parseSize(value)
+  } catch (err) {
+    throw bad(path, `"${key}" must be a size like "20G" or a number of bytes, got ${JSON.stringify(value)}`)
+  }
 }
 
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
@@ -135,46 +151,54 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
     let raw: unknown
     try { raw = JSON.parse(text) } catch (err) { throw bad(path, `not JSON: ${(err as Error).message}`) }
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw bad(path, 'must be a JSON object')
-    for (const [key, value] of Object.entries(raw)) {
-      switch (key) {
-        case 'mesh': case 'mdns':
-          if (typeof value !== 'boolean') throw bad(path, `"${key}" must be true or false`)
-          config[key] = value
-          break
-        case 'listen': case 'bootstrap':
-          config[key] = await checkAddrs(path, key, value)
-          break
-        case 'swarmKey':
-          if (typeof value !== 'string') throw bad(path, '"swarmKey" must be a path')
-          config.swarmKey = resolve(dirname(path), value)
-          break
-        case 'acceptRemote':
-          config.acceptRemote = checkPolicy(value, path)
-          break
-        case 'slots':
-          if (!Number.isInteger(value) || (value as number) < 1) throw bad(path, '"slots" must be a positive integer')
-          config.slots = value as number
-          break
-        case 'trust':
-          config.trust = checkTrust(value, path)
-          break
-        case 'verify':
-          config.verify = checkPercent(value, path)
-          break
-        case 'cacheMax':
-          if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"cacheMax" must be a size like "20G" or a number of bytes')
-          config.cacheMax = typeof value === 'string' ? parseSize(value) : value as number
-          break
-        case 'offload':
-          config.offload = checkOffload(value, path)
-          break
-        case 'taskMemory':
-          if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"taskMemory" must be a size like "4G" or a number of bytes')
-          config.taskMemory = checkTaskMemory(typeof value === 'string' ? parseSize(value) : value as number, path)
-          break
-        default:
-          throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory)`)
+    try {
+      for (const [key, value] of Object.entries(raw)) {
+        switch (key) {
+          case 'mesh': case 'mdns':
+            if (typeof value !== 'boolean') throw bad(path, `"${key}" must be true or false`)
+            config[key] = value
+            break
+          case 'listen': case 'bootstrap':
+            config[key] = await checkAddrs(path, key, value)
+            break
+          case 'swarmKey':
+            if (typeof value !== 'string') throw bad(path, '"swarmKey" must be a path')
+            config.swarmKey = resolve(dirname(path), value)
+            break
+          case 'acceptRemote':
+            config.acceptRemote = checkPolicy(value, inFile(path, key))
+            break
+          case 'slots':
+            if (!Number.isInteger(value) || (value as number) < 1) throw bad(path, '"slots" must be a positive integer')
+            config.slots = value as number
+            break
+          case 'trust':
+            config.trust = checkTrust(value, inFile(path, key))
+            break
+          case 'verify':
+            config.verify = checkPercent(value, inFile(path, key))
+            break
+          case 'cacheMax':
+            if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"cacheMax" must be a size like "20G" or a number of bytes')
+            config.cacheMax = typeof value === 'string' ? sizeIn(path, key, value) : value as number
+            break
+          case 'offload':
+            config.offload = checkOffload(value, inFile(path, key))
+            break
+          case 'taskMemory':
+            if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"taskMemory" must be a size like "4G" or a number of bytes')
+            config.taskMemory = checkTaskMemory(typeof value === 'string' ? sizeIn(path, key, value) : value as number, inFile(path, key))
+            break
+          default:
+            throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory)`)
+        }
       }
+    } catch (err) {
+      // the value checks are shared with the command line: add the file's hint here
+      if (errorCode(err) === 'GRID_ERR_CONFIG' && (err as GridError).hint === undefined) {
+        throw new GridError('GRID_ERR_CONFIG', (err as Error).message, { cause: err, hint: FILE_HINT })
+      }
+      throw err
     }
   }
   return Object.freeze(config)
