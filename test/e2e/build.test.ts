@@ -162,7 +162,7 @@ describe('grid command line', () => {
     assert.equal(passed.code, 2)
     assert.doesNotMatch(passed.stdout, /usage: grid/)
     assert.match(passed.stderr, /^usage: go build/m)
-    const p = await grid(w, ['--json', 'peers'])
+    const p = await grid(w, ['peers', '--json']) // --json after the command, as people type it
     assert.equal(p.code, 1)
     assert.equal(JSON.parse(p.stdout).error.code, 'GRID_ERR_NODE_UNREACHABLE')
   })

@@ -29,8 +29,10 @@ commands:
 global options (before the command):
   --control SOCKET   node control socket (env GRID_CONTROL; default <cache>/grid.sock)
   --cache DIR        cache dir (env GRID_CACHE; default $XDG_CACHE_HOME/grid or ~/.cache/grid)
-  --config FILE      config file (env GRID_CONFIG; default ~/.config/grid/config.json)
-  --json             machine-readable output on stdout
+  --config FILE      config file (env GRID_CONFIG; default $XDG_CONFIG_HOME/grid/config.json,
+                     else ~/.config/grid/config.json)
+  --json             machine-readable output on stdout (also accepted after status, peers,
+                     cache and init)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            list the package graph even when no peer can take compiles, so the
                      summary reports the build's critical path (costs ~0.4-1.4 CPU-s on std)
@@ -55,7 +57,15 @@ export async function main (argv: string[]): Promise<number> {
   const jsonGuess = argv.includes('--json')
   let output = createOutput(jsonGuess)
   try {
-    const { options, command, rest } = parseGlobal(argv)
+    const parsed = parseGlobal(argv)
+    const { command } = parsed
+    let { options, rest } = parsed
+    // --json is global, but `grid peers --json` is what people type: after grid's own commands
+    // it means the same. After build and test every argument is go's.
+    if (command !== 'build' && command !== 'test' && rest.includes('--json')) {
+      rest = rest.filter(a => a !== '--json')
+      options = { ...options, json: true }
+    }
     output = createOutput(options.json)
     if (options.version) { output.out(options.json ? JSON.stringify({ version: GRID_VERSION }) : `grid ${GRID_VERSION}`); return 0 }
     if (command === undefined || command === 'help') {
