@@ -127,13 +127,13 @@ function inFile (path: string, key: string): string {
   return `${path}: "${key}"`
 }
 
-/** A size in the config file; a bad one is the file's error, naming the key. */
-function sizeIn (path: string, key: string, value: string): number {
+/** A size in the config file, "20G" or a number of bytes; a bad one is the file's error. */
+function sizeIn (path: string, key: string, value: unknown): number {
+  if (Number.isSafeInteger(value)) return value as number
   try {
-    return parseSize(value)
-  } catch (err) {
-    throw bad(path, `"${key}" must be a size like "20G" or a number of bytes, got ${JSON.stringify(value)}`)
-  }
+    if (typeof value === 'string') return parseSize(value)
+  } catch {}
+  throw bad(path, `"${key}" must be a size like "20G" or a number of bytes, got ${JSON.stringify(value)}`)
 }
 
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
@@ -179,15 +179,13 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
             config.verify = checkPercent(value, inFile(path, key))
             break
           case 'cacheMax':
-            if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"cacheMax" must be a size like "20G" or a number of bytes')
-            config.cacheMax = typeof value === 'string' ? sizeIn(path, key, value) : value as number
+            config.cacheMax = sizeIn(path, key, value)
             break
           case 'offload':
             config.offload = checkOffload(value, inFile(path, key))
             break
           case 'taskMemory':
-            if (typeof value !== 'string' && !Number.isSafeInteger(value)) throw bad(path, '"taskMemory" must be a size like "4G" or a number of bytes')
-            config.taskMemory = checkTaskMemory(typeof value === 'string' ? sizeIn(path, key, value) : value as number, inFile(path, key))
+            config.taskMemory = checkTaskMemory(sizeIn(path, key, value), inFile(path, key))
             break
           default:
             throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory)`)
