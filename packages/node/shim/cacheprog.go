@@ -232,9 +232,9 @@ func readBodyLine(r *bufio.Reader, size int64) ([]byte, error) {
 	}
 }
 
-// maxBodySize caps what readBodyLine allocates up front for a put's BodySize; cmd/go writes no
-// file this large, and a longer line still reads whole.
-const maxBodySize = 1 << 30
+// maxBodySize caps what readBodyLine allocates up front for a put's BodySize, so that a wrong
+// BodySize cannot make it reserve gigabytes; a longer line still reads whole, growing as before.
+const maxBodySize = 64 << 20
 
 // decodeBody decodes a put body: a JSON string of standard base64. The usual form (no escapes)
 // is decoded directly; anything else goes through encoding/json.
