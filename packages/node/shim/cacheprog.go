@@ -311,7 +311,7 @@ func (h *helper) put(req request, body []byte) response {
 	<-h.ready
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
-		if writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
+		if holds(path, body) || writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
 			h.index(req.ActionID, req.OutputID, int64(len(body)))
 			return response{ID: req.ID, DiskPath: path}
 		}
@@ -339,6 +339,28 @@ func (h *helper) index(actionID, outputID []byte, size int64) {
 			h.degrade() // the blob is valid and stays; only the index entry is lost
 		}
 	}()
+}
+
+// holds reports whether the file at path already has exactly these bytes. A put of a body the
+// store has (many actions share one output, such as the empty one) then leaves the file alone:
+// renaming a copy over it would give it a new inode, and every index entry naming it would
+// then fail its stamp check (cache.ts, invariant 3) and be hashed again. The bytes are
+// compared, not just the size, so that an entry still names only bytes its writer checked.
+func holds(path string, body []byte) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != int64(len(body)) {
+		return false
+	}
+	have := make([]byte, len(body)+1) // one more: a file that grew since the stat shows it
+	n, err := io.ReadFull(f, have)
+	if n == 0 {
+		return len(body) == 0 && err == io.EOF
+	}
+	return err == io.ErrUnexpectedEOF && n == len(body) && bytes.Equal(have[:n], body)
 }
 
 // writeAtomic writes body to a temp file in tmpDir and renames it to path, so that a reader
