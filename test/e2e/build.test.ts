@@ -35,6 +35,20 @@ describe('grid build of the fixture module', () => {
     assert.ok(s2.cache.hits > 50, `warm rebuild had ${s2.cache.hits} hits`)
     assert.equal((await status(w)).counters.compiles, compilesBefore, 'the node ran no compile')
     await sameFiles(out2, ref)
+    assert.equal(s2.cache.recalled, 0, 'another command (-o differs): nothing recalled')
+
+    // The same command again: the node hands the helper what it looked up last time, and the
+    // helper answers those gets itself. The counts are the same as if the node had.
+    await w.freshGoCache()
+    const hitsBefore = (await status(w)).counters.hits
+    const again = await grid(w, ['--json', 'build', '-o', out2 + '/', './...'])
+    assert.equal(again.code, 0, again.stderr)
+    const s3 = summary(again)
+    assert.equal(s3.compiles.local, 0)
+    assert.equal(s3.cache.recalled, s3.cache.hits, `every hit recalled: ${JSON.stringify(s3.cache)}`)
+    assert.ok(s3.cache.hits > 50 && s3.cache.hits === s3.actions, `every lookup hit: ${s3.actions} lookups`)
+    assert.equal((await status(w)).counters.hits - hitsBefore, s3.cache.hits, "the node's counters")
+    await sameFiles(out2, ref)
   })
 
   it('takes -debug-trace and -json as go build does: the trace is whole and the graph is still listed', async (t) => {

@@ -41,7 +41,10 @@ describe('robustness', () => {
 
   it('a blob corrupted on disk is detected by hash, dropped and rebuilt; the output is correct', async (t) => {
     const w = await world(t)
-    const first = await grid(w, ['--json', 'build', '-o', join(w.dir, 'out1') + '/', './...'])
+    // The same command twice: the second build's helper gets the entries recalled, and must
+    // still notice that their blobs changed.
+    const out = join(w.dir, 'out')
+    const first = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(first.code, 0, first.stderr)
     // Flip a byte in every blob over 100 KiB: the runtime's and other archives the link needs.
     const blobs = join(w.cacheDir, 'blobs')
@@ -59,11 +62,11 @@ describe('robustness', () => {
     }
     assert.ok(corrupted > 0)
     await w.freshGoCache()
-    const out = join(w.dir, 'out2')
     const second = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(second.code, 0, second.stderr)
     const s = summary(second)
     assert.ok(s.cache.corrupt > 0, `corrupt blobs reported: ${JSON.stringify(s.cache)}`)
+    assert.ok(s.cache.recalled > 0, `the untouched entries were recalled: ${JSON.stringify(s.cache)}`)
     assert.ok(s.compiles.local > 0, 'the dropped entries were rebuilt')
     await sameFiles(out, ref)
     const log = await readFile(join(w.cacheDir, 'logs', 'grid.log'), 'utf8')

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { describe, it } from 'node:test'
-import { Cache } from '@grid/node/server'
-import { errorCode } from '@grid/protocol'
+import { Cache, MAX_RECALL_LISTS } from '@grid/node/server'
+import { errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
@@ -25,6 +25,47 @@ describe('cache', () => {
     assert.deepEqual(await readFile(hit.diskPath), body)
     assert.equal(await cache.get(id()), undefined)
     assert.deepEqual(await cache.stats(), { dir, entries: 1, blobs: 1, bytes: body.length })
+  })
+
+  it('recalls the entries a remembered list names, packed with their blob stamps', async (t) => {
+    const dir = await tempDir(t)
+    let cache = await Cache.open({ dir, nodeId: 'p' })
+    const bodies = [randomBytes(100), randomBytes(200)]
+    const actions = [id(), id()]
+    const puts = await Promise.all(bodies.map(async (b, i) => await cache.putBytes(actions[i] as Uint8Array, b)))
+    const unknown = id() // looked up, never put: not recalled
+    await cache.remember('k', [...actions, unknown].map(a => Buffer.from(a).toString('hex')))
+    await cache.close() // the list outlives the node
+    cache = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => cache.close())
+    assert.equal((await cache.recall('other')).packed.length, 0)
+    const { packed, entries } = await cache.recall('k')
+    assert.equal(packed.length, 2 * RECALL_RECORD_BYTES)
+    assert.equal(entries.size, 2)
+    for (let i = 0; i < 2; i++) {
+      const r = packed.subarray(i * RECALL_RECORD_BYTES, (i + 1) * RECALL_RECORD_BYTES)
+      assert.deepEqual(r.subarray(0, 32), Buffer.from(actions[i] as Uint8Array))
+      assert.deepEqual(r.subarray(32, 64), Buffer.from(puts[i]?.outputId as Uint8Array))
+      assert.equal(r.readBigUInt64BE(64), BigInt(bodies[i]?.length as number))
+      const st = await stat(puts[i]?.diskPath as string, { bigint: true })
+      assert.equal(r.readBigUInt64BE(80), st.ino, 'the inode the helper compares')
+      assert.equal(r.readBigUInt64BE(88), st.ctimeNs, 'the ctime the helper compares')
+    }
+  })
+
+  it('keeps the newest recall lists only', async (t) => {
+    const cache = await Cache.open({ dir: await tempDir(t), nodeId: 'p' })
+    t.after(() => cache.close())
+    const action = id()
+    await cache.putBytes(action, randomBytes(10))
+    const a = Buffer.from(action).toString('hex')
+    for (let i = 0; i <= MAX_RECALL_LISTS; i++) {
+      await cache.remember(`k${i}`, [a])
+      await new Promise(resolve => setTimeout(resolve, 2)) // lists are ordered by their ms
+    }
+    assert.equal((await cache.recall('k0')).entries.size, 0, 'the oldest list was forgotten')
+    assert.equal((await cache.recall('k1')).entries.size, 1)
+    assert.equal((await cache.recall(`k${MAX_RECALL_LISTS}`)).entries.size, 1)
   })
 
   it('refuses a put whose blob is not on disk', async (t) => {

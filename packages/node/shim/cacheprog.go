@@ -7,7 +7,8 @@ package main
 // node's content-addressed store (<blobDir>/<hex[0:2]>/<hex>, via a temp file in <blobDir>/tmp
 // and a rename, which is safe for concurrent writers of the same hash); the node only gets
 // (ActionID, OutputID, size), and cmd/go does not wait for that. A get asks the node, which
-// answers with a local file path. No request waits on the node longer than callTimeout.
+// answers with a local file path, unless the node handed the helper that entry at cache-open
+// (recall.go). No request waits on the node longer than callTimeout.
 //
 // Requests are served concurrently (cmd/go keeps many in flight) over one multiplexed node
 // connection. If the node is absent at start (standalone) or fails later (degraded), every get
@@ -69,6 +70,9 @@ type helper struct {
 
 	privMu  sync.Mutex
 	privDir string // private temp dir for bodies when degraded; created on first use
+
+	recalled     map[string]recalledEntry // by ActionID, from cache-opened; read-only once ready
+	recalledHits recalledHits
 }
 
 func runCacheprog() int {
@@ -102,6 +106,7 @@ func (h *helper) open(socket string) {
 	}
 	id, _ := asInt(reply["id"])
 	dir, _ := reply["blobDir"].(string)
+	recalled, _ := reply["recalled"].([]byte)
 	if err != nil || reply["type"] != "cache-opened" || id != 1 || dir == "" {
 		conn.Close()
 		return
@@ -112,6 +117,7 @@ func (h *helper) open(socket string) {
 	}
 	conn.SetDeadline(time.Time{})
 	h.blobDir = dir
+	h.recalled = parseRecalled(recalled)
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(r)
 	h.degraded.Store(false)
@@ -176,6 +182,7 @@ func (h *helper) serve(in io.Reader) {
 			}()
 		case "close":
 			h.inFlight.Wait()
+			h.reportRecalled()
 			h.indexing.Wait()
 			h.reply(response{ID: req.ID})
 		default:
@@ -277,6 +284,15 @@ func (h *helper) get(req request) response {
 	if h.degraded.Load() {
 		return miss
 	}
+	if res, ok := h.getRecalled(req); ok {
+		return res
+	}
+	return h.lookup(req)
+}
+
+// lookup asks the node for an entry.
+func (h *helper) lookup(req request) response {
+	miss := response{ID: req.ID, Miss: true}
 	reply, err := h.node.call(map[string]any{"type": "cache-get", "build": h.build, "actionId": req.ActionID})
 	if err != nil {
 		h.degrade()

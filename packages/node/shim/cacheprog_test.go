@@ -1,10 +1,124 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 )
+
+// recallRecord packs one record as the node does (cache.ts, recall).
+func recallRecord(actionID, outputID []byte, size, timeMs int64, ino, ctime uint64) []byte {
+	r := make([]byte, 0, recallRecordBytes)
+	r = append(r, actionID...)
+	r = append(r, outputID...)
+	r = binary.BigEndian.AppendUint64(r, uint64(size))
+	r = binary.BigEndian.AppendUint64(r, uint64(timeMs))
+	r = binary.BigEndian.AppendUint64(r, ino)
+	return binary.BigEndian.AppendUint64(r, ctime)
+}
+
+// A get for a recalled entry is answered by the helper while the blob keeps its stamp, and
+// reported to the node at close; once the blob is rewritten the get goes to the node.
+func TestRecalledGets(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("blob stamps are read on Linux only")
+	}
+	dir := t.TempDir()
+	body := []byte("an archive")
+	out := sha256.Sum256(body)
+	name := hex.EncodeToString(out[:])
+	path := filepath.Join(dir, name[:2], name)
+	if err := writeAtomic(filepath.Join(dir, "tmp"), path, body); err != nil {
+		t.Fatal(err)
+	}
+	size, ino, ctime, ok := blobStamp(path)
+	if !ok || size != int64(len(body)) {
+		t.Fatalf("blobStamp: %d %v", size, ok)
+	}
+	action := bytes.Repeat([]byte{7}, idBytes)
+	records := recallRecord(action, out[:], size, 1700000000000, ino, ctime)
+	if parseRecalled(records[:50]) != nil {
+		t.Fatal("a partial record must yield nothing")
+	}
+
+	// A node that answers every request: "ok" to cache-recalled (counting its ActionIDs), a
+	// miss to cache-get.
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reported := make(chan []byte, 4)
+	gets := make(chan struct{}, 4)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		for {
+			msg, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			id, _ := asInt(msg["id"])
+			switch msg["type"] {
+			case "cache-recalled":
+				ids, _ := msg["actionIds"].([]byte)
+				reported <- ids
+				writeFrame(c, map[string]any{"type": "ok", "id": id})
+			default:
+				gets <- struct{}{}
+				writeFrame(c, map[string]any{"type": "cache-miss", "id": id})
+			}
+		}
+	}()
+	conn, err := net.Dial("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, recalled: parseRecalled(records)}
+	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
+	go h.node.readLoop(bufio.NewReader(conn))
+	close(h.ready)
+
+	res := h.get(request{ID: 1, Command: "get", ActionID: action})
+	if res.Miss || res.DiskPath != path || !bytes.Equal(res.OutputID, out[:]) || res.Size != size || res.Time.UnixMilli() != 1700000000000 {
+		t.Fatalf("recalled get: %+v", res)
+	}
+	if len(gets) != 0 {
+		t.Fatal("a recalled get went to the node")
+	}
+	h.reportRecalled()
+	h.indexing.Wait()
+	if ids := <-reported; !bytes.Equal(ids, action) {
+		t.Fatalf("reported %x, want %x", ids, action)
+	}
+
+	// Rewritten in place (same bytes, new ctime): the helper no longer trusts its record.
+	// File times tick with the kernel's coarse clock: let it move on first.
+	time.Sleep(20 * time.Millisecond)
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ctime2, _ := blobStamp(path); ctime2 == ctime {
+		t.Skip("this filesystem did not move ctime")
+	}
+	if res := h.get(request{ID: 2, Command: "get", ActionID: action}); !res.Miss {
+		t.Fatalf("get after the blob changed: %+v, want the node's answer (a miss)", res)
+	}
+	if len(gets) != 1 {
+		t.Fatal("the get after the change did not go to the node")
+	}
+}
 
 // A put of bytes the store already holds leaves the file, and so its stamp, alone.
 func TestHolds(t *testing.T) {

@@ -419,6 +419,44 @@ export class GridNode {
     build.pinned.add(hex(outputId))
   }
 
+  /**
+   * The entries the last build of this command looked up (docs/cache.md, "Recall"), packed for
+   * the cache helper, and pinned by this build. Empty for an unknown build or on any failure:
+   * recall only saves round trips.
+   */
+  private async recall (buildId: string): Promise<Uint8Array> {
+    const build = this.builds.get(buildId)
+    if (build === undefined) return new Uint8Array(0)
+    try {
+      const { packed, entries } = await this.cache.recall(build.recallKey)
+      for (const [actionHex, e] of entries) {
+        build.recalled.set(actionHex, e)
+        build.pinned.add(hex(e.outputId))
+      }
+      if (entries.size > 0) log.debug(`build ${buildId}: recalled ${entries.size} entries`)
+      return packed
+    } catch (err) {
+      log.warn(`recalling entries for build ${buildId} failed: ${(err as Error).message}`)
+      return new Uint8Array(0)
+    }
+  }
+
+  /** Hits the cache helper served from recalled entries: counted as the node's own gets are. */
+  private countRecalled (build: BuildRecord, actionIds: Uint8Array): void {
+    for (let at = 0; at + 32 <= actionIds.length; at += 32) {
+      const actionHex = hex(actionIds.subarray(at, at + 32))
+      const e = build.recalled.get(actionHex)
+      if (e === undefined) continue // not one we handed out: nothing to count
+      build.stats.actions++
+      build.looked.add(actionHex)
+      this.counters.hits++
+      build.stats.cache.localHits++
+      build.stats.cache.recalled++
+      this.countHit(build, e.outputId, e.size)
+      this.cache.touch(actionHex)
+    }
+  }
+
   /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
   private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
     if (this.meshOptions === undefined) return undefined
@@ -493,7 +531,7 @@ export class GridNode {
     switch (req.type) {
       case 'cache-get': {
         const build = this.builds.get(req.build)
-        if (build !== undefined) build.stats.actions++
+        if (build !== undefined) { build.stats.actions++; build.looked.add(hex(req.actionId)) }
         const local = await this.cache.get(req.actionId)
         if (local !== undefined && local !== 'corrupt') {
           this.counters.hits++
@@ -518,6 +556,9 @@ export class GridNode {
         this.counters.puts++
         const build = this.builds.get(req.build)
         if (build !== undefined) {
+          // cmd/go also puts entries it did not look up first (a link's output, under a subkey),
+          // and looks them up next time
+          build.looked.add(hex(req.actionId))
           build.stats.cache.puts++
           build.stats.cache.putBytes += req.size
           build.pinned.add(hex(req.outputId))
@@ -525,7 +566,12 @@ export class GridNode {
         return { type: 'cache-put-ok', id, diskPath }
       }
       case 'cache-open':
-        return { type: 'cache-opened', id, blobDir: this.cache.blobDir }
+        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled: await this.recall(req.build) }
+      case 'cache-recalled': {
+        const build = this.builds.get(req.build)
+        if (build !== undefined) this.countRecalled(build, req.actionIds)
+        return { type: 'ok', id }
+      }
       case 'compile': {
         this.wantMesh()
         const build = this.builds.get(req.build)
@@ -575,7 +621,7 @@ export class GridNode {
         return { type: 'ok', id }
       }
       case 'build-begin': {
-        const record = this.builds.begin(req.command)
+        const record = this.builds.begin(req.command, req.cwd)
         ctx.onClose(() => this.builds.end(record.stats.build))
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
@@ -601,6 +647,9 @@ export class GridNode {
         if (req.type === 'build-end') {
           this.peerCache?.endBuild(record)
           void this.scheduler.history.save()
+          if (record.looked.size > 0) {
+            this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${req.build}'s lookups failed: ${err.message}`))
+          }
           log.info(`build ${req.build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
         }
         return { type: 'build-stats', id, stats }

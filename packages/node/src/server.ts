@@ -5,6 +5,7 @@
  */
 export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
 export { Cache } from './cache/index.js'
+export { MAX_RECALL_LISTS } from './cache/constants.js'
 export { LocalPool, DEFAULT_SLOTS } from './worker/index.js'
 export { loadIdentity } from './identity/index.js'
 export { exportDataOnly } from './remote/archive.js'

@@ -14,6 +14,21 @@ export const MAX_COMPILE_OUTPUT_BYTES = 16 * 1024 * 1024
 export const CACHE_ID_BYTES = 32
 
 /**
+ * Recall (docs/cache.md): the node remembers which ActionIDs a build looked up, and when the
+ * same command runs again in the same directory it hands the cache helper those entries at
+ * `cache-open`, so that a hit costs the helper a stat instead of a round trip to the node.
+ * At most this many are remembered per command (`std` is ~1,100 actions, `cmd/...` ~2,000).
+ */
+export const MAX_RECALL = 100_000
+
+/**
+ * One recalled entry in `cache-opened.recalled`, fixed size, big-endian: ActionID (32),
+ * OutputID (32), body size (u64), put time in unix ms (u64), and the blob's stamp when last
+ * checked: inode (u64) and ctime in ns (u64). 100,000 of them are 9.6 MB, well under a frame.
+ */
+export const RECALL_RECORD_BYTES = 96
+
+/**
  * Environment variables that change what `go tool compile` writes (shared/DESIGN.md §3), plus
  * GOROOT (the `$GOROOT` rewrite of paths) and GODEBUG. The shim forwards exactly these; the node
  * strips every other GO* variable of its own before running a compile.

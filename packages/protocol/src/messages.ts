@@ -7,7 +7,7 @@
  * table below before anyone looks at it: unknown types and missing or mistyped fields are
  * rejected with GRID_ERR_MESSAGE_INVALID, extra fields are ignored (newer senders).
  */
-import { CACHE_ID_BYTES } from './constants.js'
+import { CACHE_ID_BYTES, MAX_RECALL } from './constants.js'
 import { GridError } from './errors.js'
 
 export interface BuildStats {
@@ -21,6 +21,11 @@ export interface BuildStats {
     /** all hits; localHits + peerHits */
     hits: number
     localHits: number
+    /**
+     * Of the local hits, those the cache helper answered itself from the entries the node
+     * recalled at the build's start (the actions the last build of the same command looked up).
+     */
+    recalled: number
     /** entries fetched from a peer during this build */
     peerHits: number
     misses: number
@@ -87,7 +92,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     endedAt: null,
     actions: 0,
     cache: {
-      hits: 0, localHits: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
+      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
@@ -170,6 +175,8 @@ export type Request =
   | Id & { type: 'cache-open', build: string }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   | Id & { type: 'cache-put', build: string, actionId: Uint8Array, outputId: Uint8Array, size: number }
+  /** ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled` */
+  | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array }
   | Id & { type: 'status' }
   | Id & { type: 'build-begin', command: string[], cwd: string }
   | Id & { type: 'build-graph', build: string, packages: GraphPackage[] }
@@ -185,7 +192,8 @@ export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
   /** run it yourself: a local slot is yours until `compile-done` or the connection closes */
   | Id & { type: 'compile-here' }
-  | Id & { type: 'cache-opened', blobDir: string }
+  /** `recalled`: RECALL_RECORD_BYTES per entry, see RECALL_RECORD_BYTES */
+  | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array }
   | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
   | Id & { type: 'cache-miss' }
   | Id & { type: 'cache-put-ok', diskPath: string }
@@ -211,6 +219,7 @@ export const REPLIES = {
   'cache-open': 'cache-opened',
   'cache-get': 'cache-hit', // or 'cache-miss'
   'cache-put': 'cache-put-ok',
+  'cache-recalled': 'ok',
   status: 'status-result',
   'build-begin': 'build-begun',
   'build-graph': 'ok',
@@ -223,7 +232,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -233,6 +242,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-open': { build: 'str' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-put': { build: 'str', actionId: 'id32', outputId: 'id32', size: 'uint' },
+  'cache-recalled': { build: 'str', actionIds: 'ids32' },
   status: {},
   'build-begin': { command: 'strs', cwd: 'str' },
   'build-graph': { build: 'str', packages: 'graph' },
@@ -244,7 +254,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   shutdown: {},
   peers: {},
   'compile-result': { exitCode: 'int', output: 'bin' },
-  'cache-opened': { blobDir: 'str' },
+  'cache-opened': { blobDir: 'str', recalled: 'bin' },
   'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
   'cache-miss': {},
   'cache-put-ok': { diskPath: 'str' },
@@ -276,6 +286,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'int': return Number.isSafeInteger(value)
     case 'bin': return value instanceof Uint8Array
     case 'id32': return value instanceof Uint8Array && value.length === CACHE_ID_BYTES
+    case 'ids32': return value instanceof Uint8Array && value.length % CACHE_ID_BYTES === 0 && value.length <= MAX_RECALL * CACHE_ID_BYTES
     case 'strs': return Array.isArray(value) && value.every(v => typeof v === 'string')
     case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
     case 'map': return isPlainObject(value)

@@ -4,7 +4,7 @@
  * counter lands on the build it belongs to. A build whose control connection closes without
  * `build-end` is ended then: nothing waits on a requester that is gone.
  */
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { Plan } from '../scheduler/index.js'
 
@@ -20,6 +20,12 @@ export interface BuildRecord {
   plan: Plan | undefined
   /** compile time of each package in this build, ms (for the measured critical path) */
   durations: Map<string, number>
+  /** names this build's command in its directory: the key of its recall list (docs/cache.md) */
+  recallKey: string
+  /** hex ActionIDs this build looked up or put: its recall list when it ends */
+  looked: Set<string>
+  /** entries handed to its cache helpers at `cache-open`, by hex ActionID */
+  recalled: Map<string, { outputId: Uint8Array, size: number }>
 }
 
 export class Builds {
@@ -27,9 +33,20 @@ export class Builds {
   private readonly listeners = new Set<() => void>()
   served = 0
 
-  begin (command: string[]): BuildRecord {
+  begin (command: string[], cwd: string): BuildRecord {
     const id = randomBytes(8).toString('hex')
-    const record: BuildRecord = { stats: emptyBuildStats(id, command), pinned: new Set(), lookupMs: [], overheadMs: [], plan: undefined, durations: new Map() }
+    const recallKey = createHash('sha256').update(JSON.stringify([cwd, command])).digest('hex').slice(0, 32)
+    const record: BuildRecord = {
+      stats: emptyBuildStats(id, command),
+      pinned: new Set(),
+      lookupMs: [],
+      overheadMs: [],
+      plan: undefined,
+      durations: new Map(),
+      recallKey,
+      looked: new Set(),
+      recalled: new Map()
+    }
     this.active.set(id, record)
     return record
   }

@@ -17,6 +17,9 @@
  *  5. Each entry records the PeerId of the node that produced it.
  *  6. `gc` never removes a blob pinned by a running build, and removes a blob only together
  *     with every entry that names it.
+ *  7. Recall lists (which ActionIDs a command looked up last time) are hints only: a recalled
+ *     entry is served by the helper only if its blob still has the entry's size and stamp (3);
+ *     anything else is asked of the node. Entries recalled for a build are pinned by it (6).
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
@@ -25,9 +28,9 @@ import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
 import { Packr } from 'msgpackr'
-import { GridError, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
+import { CACHE_ID_BYTES, GridError, MAX_RECALL, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
-import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, ORPHAN_GRACE_MS, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
 const log = logger('grid:cache')
@@ -52,6 +55,12 @@ export interface CacheHit {
   sig: Uint8Array | undefined
   toolchain: string | undefined
   servedBy: string | undefined
+}
+
+/** What `recall` found: the entries packed for the helper, and each by hex ActionID. */
+export interface Recalled {
+  packed: Buffer
+  entries: Map<string, { outputId: Uint8Array, size: number }>
 }
 
 /** Provenance of an entry that came from another node. */
@@ -104,10 +113,16 @@ export class Cache {
   private readonly db: Level<string, Uint8Array>
   private readonly entries: Sub
   private readonly atimes: Sub
+  /** recall key → the ActionIDs (32 bytes each) its last build looked up */
+  private readonly recallLists: Sub
+  /** recall key → when its list was written (for keeping the newest MAX_RECALL_LISTS) */
+  private readonly recallTimes: Sub
   private readonly pendingAtimes = new Map<string, number>()
   private readonly pendingEntries: Array<{ key: string, value: Uint8Array, resolve: () => void, reject: (err: unknown) => void }> = []
   /** The batch of index writes on its way to LevelDB, if any (close waits for it). */
   private entriesWriting: Promise<void> = Promise.resolve()
+  /** Recall lists being written (close waits for them). */
+  private readonly remembering = new Set<Promise<void>>()
   private readonly rehashing = new Map<string, Promise<boolean>>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
@@ -121,6 +136,8 @@ export class Cache {
     this.db = db
     this.entries = db.sublevel<string, Uint8Array>('e', { valueEncoding: 'view' }) as unknown as Sub
     this.atimes = db.sublevel<string, Uint8Array>('a', { valueEncoding: 'view' }) as unknown as Sub
+    this.recallLists = db.sublevel<string, Uint8Array>('r', { valueEncoding: 'view' }) as unknown as Sub
+    this.recallTimes = db.sublevel<string, Uint8Array>('rt', { valueEncoding: 'view' }) as unknown as Sub
   }
 
   static async open (init: CacheInit): Promise<Cache> {
@@ -171,6 +188,71 @@ export class Cache {
     if (state !== 'ok') return state === 'corrupt' ? 'corrupt' : undefined
     this.pendingAtimes.set(key, Date.now())
     return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b }
+  }
+
+  /** Notes a hit served without `get` (a recalled entry): for `gc`'s least-recently-used order. */
+  touch (actionHex: string): void {
+    this.pendingAtimes.set(actionHex, Date.now())
+  }
+
+  /**
+   * The entries still in the index for the ActionIDs remembered under `key` (invariant 7),
+   * packed as RECALL_RECORD_BYTES records for the helper. Blobs are not stat'ed here: the helper
+   * checks each one's stamp when cmd/go asks for it.
+   */
+  async recall (key: string): Promise<Recalled> {
+    const list = await this.recallLists.get(key)
+    const entries = new Map<string, { outputId: Uint8Array, size: number }>()
+    if (list === undefined) return { packed: Buffer.alloc(0), entries }
+    const count = Math.min(Math.floor(list.length / CACHE_ID_BYTES), MAX_RECALL)
+    const packed = Buffer.alloc(count * RECALL_RECORD_BYTES)
+    let n = 0
+    for (let i = 0; i < count; i++) {
+      const actionId = list.subarray(i * CACHE_ID_BYTES, (i + 1) * CACHE_ID_BYTES)
+      const actionHex = hex(actionId)
+      const raw = this.entries.getSync(actionHex)
+      const entry = raw === undefined ? undefined : decodeEntry(raw)
+      if (entry === undefined || entries.has(actionHex)) continue
+      let ino, ctime
+      try { ino = BigInt(entry.i); ctime = BigInt(entry.c) } catch { continue }
+      const at = n++ * RECALL_RECORD_BYTES
+      packed.set(actionId, at)
+      packed.set(entry.o, at + 32)
+      packed.writeBigUInt64BE(BigInt(entry.s), at + 64)
+      packed.writeBigUInt64BE(BigInt(entry.t), at + 72)
+      packed.writeBigUInt64BE(BigInt.asUintN(64, ino), at + 80)
+      packed.writeBigUInt64BE(BigInt.asUintN(64, ctime), at + 88)
+      entries.set(actionHex, { outputId: entry.o, size: entry.s })
+    }
+    return { packed: packed.subarray(0, n * RECALL_RECORD_BYTES), entries }
+  }
+
+  /**
+   * Remembers the ActionIDs (hex) a build looked up under `key`, replacing the last list, and
+   * forgets the oldest lists beyond MAX_RECALL_LISTS.
+   */
+  async remember (key: string, actionHexes: Iterable<string>): Promise<void> {
+    const ids: Buffer[] = []
+    for (const h of actionHexes) {
+      if (ids.length === MAX_RECALL) break
+      ids.push(Buffer.from(h, 'hex'))
+    }
+    if (this.closed) return
+    const writing = this.writeRecall(key, Buffer.concat(ids))
+    this.remembering.add(writing)
+    try { await writing } finally { this.remembering.delete(writing) }
+  }
+
+  private async writeRecall (key: string, list: Buffer): Promise<void> {
+    await this.recallLists.put(key, list)
+    await this.recallTimes.put(key, writeTime(Date.now()))
+    const times: Array<[string, number]> = []
+    for await (const [k, raw] of this.recallTimes.iterator()) times.push([k, readTime(raw)])
+    if (times.length <= MAX_RECALL_LISTS) return
+    times.sort((a, b) => a[1] - b[1])
+    const old = times.slice(0, times.length - MAX_RECALL_LISTS).map(([k]) => k)
+    await this.recallLists.batch(old.map(k => ({ type: 'del' as const, key: k })))
+    await this.recallTimes.batch(old.map(k => ({ type: 'del' as const, key: k })))
   }
 
   /**
@@ -333,6 +415,7 @@ export class Cache {
     clearInterval(this.flushTimer)
     await this.flushEntries()
     await this.entriesWriting
+    await Promise.allSettled(this.remembering)
     await this.flushAtimes()
     await this.db.close()
   }

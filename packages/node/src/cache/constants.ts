@@ -21,3 +21,9 @@ export const STALE_TMP_MS = 60 * 60 * 1000
  * to a put in flight (the helper renames the blob into place before it sends `cache-put`).
  */
 export const ORPHAN_GRACE_MS = 10 * 60 * 1000
+
+/**
+ * Recall lists kept (one per command and directory that ran a build, docs/cache.md): the
+ * newest this many. A list of `std` is 34 KB.
+ */
+export const MAX_RECALL_LISTS = 256
