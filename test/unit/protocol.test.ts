@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
-import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, parseSize, formatBytes, validateMessage, errorCode } from '@grid/protocol'
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, MAX_RECALL, parseSize, formatBytes, validateMessage, errorCode } from '@grid/protocol'
 
 const raw = new Packr({ useRecords: false })
 function frameOf (value: unknown): Buffer {
@@ -48,6 +48,8 @@ describe('frames', () => {
       { type: 'cache-get', id: 1, build: 'x' },
       { type: 'cache-get', id: 1, build: 'x', actionId: new Uint8Array(31) },
       { type: 'cache-put', id: 1, build: 'x', actionId: new Uint8Array(32), outputId: new Uint8Array(32), size: -1 },
+      { type: 'cache-recalled', id: 1, build: 'x', actionIds: new Uint8Array(33) },
+      { type: 'cache-recalled', id: 1, build: 'x', actionIds: new Uint8Array((MAX_RECALL + 1) * 32) },
       { type: 'compile', id: 1, build: '', tool: '/t', args: ['a', 3], cwd: '/', env: {}, importPath: 'p' },
       { type: 'compile', id: 1, build: '', tool: '/t', args: [], cwd: '/', env: { A: 1 }, importPath: 'p' },
       { type: 'status', id: -1 },
@@ -56,6 +58,11 @@ describe('frames', () => {
     for (const value of bad) {
       assert.throws(() => new FrameDecoder().push(frameOf(value)), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID', JSON.stringify(value))
     }
+  })
+
+  it('takes a whole number of ActionIDs in cache-recalled', () => {
+    const m = validateMessage({ type: 'cache-recalled', id: 2, build: 'b', actionIds: new Uint8Array(64) })
+    assert.equal(m.type, 'cache-recalled')
   })
 
   it('accepts extra fields from newer senders', () => {
