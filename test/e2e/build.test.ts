@@ -1,6 +1,8 @@
 // `grid build` / `grid test` end to end, as a user runs them, against plain `go build -trimpath`.
 import assert from 'node:assert/strict'
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
@@ -49,6 +51,27 @@ describe('grid build of the fixture module', () => {
     assert.ok(s3.cache.hits > 50 && s3.cache.hits === s3.actions, `every lookup hit: ${s3.actions} lookups`)
     assert.equal((await status(w)).counters.hits - hitsBefore, s3.cache.hits, "the node's counters")
     await sameFiles(out2, ref)
+  })
+
+  it('go build -o x.a of a package installs a copy: the blob it came from stays in the store', async (t) => {
+    // cmd/go installs a file it got from the cache by renaming it, unless it lies under GOCACHE:
+    // the helper hands blobs out through a link there.
+    const w = await world(t)
+    const ref = join(w.dir, 'ref.a')
+    const plain = await goBuild(t, ['-o', ref, './wordfreq'])
+    assert.equal(plain.code, 0, plain.stderr)
+    const out = join(w.dir, 'x.a')
+    for (let i = 0; i < 3; i++) {
+      await rm(out, { force: true })
+      await w.freshGoCache()
+      const r = await grid(w, ['--json', 'build', '-o', out, './wordfreq'])
+      assert.equal(r.code, 0, r.stderr)
+      const s = summary(r)
+      if (i > 0) assert.deepEqual([s.cache.misses, s.compiles.local], [0, 0], `build ${i + 1}: ${JSON.stringify(s.cache)}`)
+      assert.deepEqual(await readFile(out), await readFile(ref), 'the archive is go build -trimpath\'s')
+      const name = createHash('sha256').update(await readFile(out)).digest('hex')
+      assert.ok(existsSync(join(w.cacheDir, 'blobs', name.slice(0, 2), name)), `build ${i + 1}: its blob is still in the store`)
+    }
   })
 
   it('takes -debug-trace and -json as go build does: the trace is whole and the graph is still listed', async (t) => {

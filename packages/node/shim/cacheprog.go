@@ -66,6 +66,7 @@ type helper struct {
 	ready    chan struct{} // closed once open has finished, whatever its outcome
 	node     *nodeConn     // nil when standalone
 	blobDir  string
+	diskDir  string      // blobDir as cmd/go is given it: through a link in GOCACHE (linkStore)
 	degraded atomic.Bool // set when there is no usable node: gets miss, puts go private
 
 	privMu  sync.Mutex
@@ -117,6 +118,7 @@ func (h *helper) open(socket string) {
 	}
 	conn.SetDeadline(time.Time{})
 	h.blobDir = dir
+	h.diskDir = linkStore(os.Getenv("GRID_GOCACHE"), dir)
 	h.recalled = parseRecalled(recalled)
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(r)
@@ -307,8 +309,9 @@ func (h *helper) lookup(req request) response {
 		ms, timeOK := asInt(reply["time"])
 		path, _ := reply["diskPath"].(string)
 		if len(out) == idBytes && sizeOK && size >= 0 && timeOK && path != "" {
+			// The node's path is the blob's own; cmd/go gets it through diskDir.
 			t := time.UnixMilli(ms)
-			return response{ID: req.ID, OutputID: out, Size: size, Time: &t, DiskPath: path}
+			return response{ID: req.ID, OutputID: out, Size: size, Time: &t, DiskPath: h.diskPath(hex.EncodeToString(out))}
 		}
 	}
 	h.degrade() // a reply we do not understand: the node is not one we can trust
@@ -329,7 +332,7 @@ func (h *helper) put(req request, body []byte) response {
 		path := filepath.Join(h.blobDir, name[:2], name)
 		if holds(path, body) || writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
 			h.index(req.ActionID, req.OutputID, int64(len(body)))
-			return response{ID: req.ID, DiskPath: path}
+			return response{ID: req.ID, DiskPath: h.diskPath(name)}
 		}
 		// The shared store is not writable: keep this body private, the build goes on.
 	}
@@ -355,6 +358,40 @@ func (h *helper) index(actionID, outputID []byte, size int64) {
 			h.degrade() // the blob is valid and stays; only the index entry is lost
 		}
 	}()
+}
+
+// diskPath is the path cmd/go gets for the blob of an OutputID (hex).
+func (h *helper) diskPath(name string) string {
+	return filepath.Join(h.diskDir, name[:2], name)
+}
+
+// linkStore returns the directory through which cmd/go should see the blob store: a symlink
+// <GOCACHE>/grid-<hash of blobDir> to it, or blobDir itself if there is no GOCACHE to link
+// from or the link cannot be made. cmd/go installs a file it got from the cache (`go build -o
+// x.a` of a package) by a chmod and a rename of that path, unless the path lies under GOCACHE,
+// where it copies (moveOrCopyFile in cmd/go/internal/work). A blob handed out as it is would
+// leave the store under the feet of any other build reading it. `go clean -cache` removes only
+// GOCACHE's two-hex-digit dirs, and removes a symlink, never what it points to.
+func linkStore(gocache, blobDir string) string {
+	if gocache == "" || !filepath.IsAbs(gocache) {
+		return blobDir
+	}
+	sum := sha256.Sum256([]byte(blobDir))
+	link := filepath.Join(gocache, "grid-"+hex.EncodeToString(sum[:8]))
+	if target, err := os.Readlink(link); err == nil && target == blobDir {
+		return link
+	}
+	// Made under another name and renamed into place: concurrent helpers race harmlessly.
+	tmp := fmt.Sprintf("%s.%d.tmp", link, os.Getpid())
+	os.Remove(tmp)
+	if err := os.Symlink(blobDir, tmp); err != nil {
+		return blobDir
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		os.Remove(tmp)
+		return blobDir
+	}
+	return link
 }
 
 // holds reports whether the file at path already has exactly these bytes. A put of a body the

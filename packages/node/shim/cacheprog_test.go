@@ -85,7 +85,7 @@ func TestRecalledGets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, recalled: parseRecalled(records)}
+	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir, recalled: parseRecalled(records)}
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(bufio.NewReader(conn))
 	close(h.ready)
@@ -144,5 +144,32 @@ func TestHolds(t *testing.T) {
 		if got := holds(path, []byte(c.body)); got != c.want {
 			t.Errorf("file %q, body %q: holds %v, want %v", c.file, c.body, got, c.want)
 		}
+	}
+}
+
+// cmd/go sees the store through a symlink in GOCACHE, made once and found again after.
+func TestLinkStore(t *testing.T) {
+	store, gocache := t.TempDir(), t.TempDir()
+	if got := linkStore("", store); got != store {
+		t.Errorf("no GOCACHE: %q", got)
+	}
+	if got := linkStore("relative/dir", store); got != store {
+		t.Errorf("a relative GOCACHE: %q", got)
+	}
+	link := linkStore(gocache, store)
+	if filepath.Dir(link) != gocache {
+		t.Fatalf("link %q is not in GOCACHE", link)
+	}
+	if target, err := os.Readlink(link); err != nil || target != store {
+		t.Fatalf("link points to %q (%v)", target, err)
+	}
+	if again := linkStore(gocache, store); again != link {
+		t.Errorf("second call: %q, want %q", again, link)
+	}
+	if other := linkStore(gocache, t.TempDir()); other == link {
+		t.Error("another store got the same link")
+	}
+	if got := linkStore(filepath.Join(gocache, "missing"), store); got != store {
+		t.Errorf("a GOCACHE that does not exist: %q", got)
 	}
 }

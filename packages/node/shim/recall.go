@@ -71,13 +71,12 @@ func (h *helper) getRecalled(req request) (response, bool) {
 		return response{}, false
 	}
 	name := hex.EncodeToString(e.outputID)
-	path := filepath.Join(h.blobDir, name[:2], name)
-	if size, ino, ctime, ok := blobStamp(path); !ok || size != e.size || ino != e.ino || ctime != e.ctimeNs {
+	if size, ino, ctime, ok := blobStamp(filepath.Join(h.blobDir, name[:2], name)); !ok || size != e.size || ino != e.ino || ctime != e.ctimeNs {
 		return response{}, false
 	}
 	h.noteRecalled(req.ActionID)
 	t := time.UnixMilli(e.timeMs)
-	return response{ID: req.ID, OutputID: e.outputID, Size: e.size, Time: &t, DiskPath: path}, true
+	return response{ID: req.ID, OutputID: e.outputID, Size: e.size, Time: &t, DiskPath: h.diskPath(name)}, true
 }
 
 func (h *helper) noteRecalled(actionID []byte) {

@@ -48,7 +48,9 @@ export const ENV = {
   build: 'GRID_BUILD',
   fallbackLog: 'GRID_FALLBACK_LOG',
   control: 'GRID_CONTROL',
-  cache: 'GRID_CACHE'
+  cache: 'GRID_CACHE',
+  /** cmd/go's GOCACHE as `go env` reports it, for the cache helper (docs/cache.md) */
+  gocache: 'GRID_GOCACHE'
 } as const
 
 /** Why a compile did not run through the node's pool (written by the shim). */

@@ -140,6 +140,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
       [ENV.socket]: options.control,
       [ENV.build]: build,
       [ENV.fallbackLog]: fallbackLog,
+      [ENV.gocache]: toolchain.gocache,
       GOCACHEPROG: `${quoteForGo(shim)} cacheprog`
     }
     const child = spawn(toolchain.go, argv, {

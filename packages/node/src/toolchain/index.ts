@@ -13,6 +13,8 @@ export interface GoToolchain {
   goroot: string
   goos: string
   goarch: string
+  /** cmd/go's build cache dir (`go env GOCACHE`); the cache helper links the grid's blobs into it */
+  gocache: string
 }
 
 /** Parses `go1.26.8`, `go1.24rc1`, `go1.25-20250101-RC00 cl/…` into [major, minor]. */
@@ -34,7 +36,7 @@ export function checkGoVersion (version: string): void {
 export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
   const go = options.go ?? process.env.GRID_GO ?? 'go'
   const out = await new Promise<string>((resolve, reject) => {
-    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOOS', 'GOARCH'], {
+    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOOS', 'GOARCH', 'GOCACHE'], {
       env: options.env ?? process.env, signal: options.signal ?? AbortSignal.timeout(30_000)
     }, (err, stdout, stderr) => {
       if (err === null) { resolve(stdout); return }
@@ -53,9 +55,9 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
       })
     })
   })
-  const [version = '', goroot = '', goos = '', goarch = ''] = out.split('\n').map(s => s.trim())
+  const [version = '', goroot = '', goos = '', goarch = '', gocache = ''] = out.split('\n').map(s => s.trim())
   checkGoVersion(version)
-  return { go, version, goroot, goos, goarch }
+  return { go, version, goroot, goos, goarch, gocache }
 }
 
 export { probeToolchain } from './probe.js'
