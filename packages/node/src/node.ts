@@ -7,7 +7,7 @@
 import { loadavg, availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { GRID_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { ControlServer, type RequestContext } from './control/index.js'
@@ -421,12 +421,11 @@ export class GridNode {
 
   /**
    * The entries the last build of this command looked up (docs/cache.md, "Recall"), packed for
-   * the cache helper, and pinned by this build. Empty for an unknown build or on any failure:
-   * recall only saves round trips.
+   * the cache helper, and pinned by this build. Looked up when the build begins; empty on any
+   * failure: recall only saves round trips.
    */
-  private async recall (buildId: string): Promise<Uint8Array> {
-    const build = this.builds.get(buildId)
-    if (build === undefined) return new Uint8Array(0)
+  private async recall (build: BuildRecord): Promise<Uint8Array> {
+    const buildId = build.stats.build
     try {
       const { packed, entries } = await this.cache.recall(build.recallKey)
       for (const [actionHex, e] of entries) {
@@ -443,8 +442,8 @@ export class GridNode {
 
   /** Hits the cache helper served from recalled entries: counted as the node's own gets are. */
   private countRecalled (build: BuildRecord, actionIds: Uint8Array): void {
-    for (let at = 0; at + 32 <= actionIds.length; at += 32) {
-      const actionHex = hex(actionIds.subarray(at, at + 32))
+    for (let at = 0; at + CACHE_ID_BYTES <= actionIds.length; at += CACHE_ID_BYTES) {
+      const actionHex = hex(actionIds.subarray(at, at + CACHE_ID_BYTES))
       const e = build.recalled.get(actionHex)
       if (e === undefined) continue // not one we handed out: nothing to count
       build.stats.actions++
@@ -566,7 +565,7 @@ export class GridNode {
         return { type: 'cache-put-ok', id, diskPath }
       }
       case 'cache-open':
-        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled: await this.recall(req.build) }
+        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled: await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0)) }
       case 'cache-recalled': {
         const build = this.builds.get(req.build)
         if (build !== undefined) this.countRecalled(build, req.actionIds)
@@ -623,6 +622,8 @@ export class GridNode {
       case 'build-begin': {
         const record = this.builds.begin(req.command, req.cwd)
         ctx.onClose(() => this.builds.end(record.stats.build))
+        // ready by the time go starts its cache helper, which asks for it at its first lookup
+        record.recalling = this.recall(record)
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
         // a few compiles beyond the slots wait in the backlog, ready for the next free peer

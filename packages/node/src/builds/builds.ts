@@ -26,6 +26,8 @@ export interface BuildRecord {
   looked: Set<string>
   /** entries handed to its cache helpers at `cache-open`, by hex ActionID */
   recalled: Map<string, { outputId: Uint8Array, size: number }>
+  /** the same entries packed for `cache-opened`, looked up once the build begins */
+  recalling: Promise<Uint8Array> | undefined
 }
 
 export class Builds {
@@ -45,7 +47,8 @@ export class Builds {
       durations: new Map(),
       recallKey,
       looked: new Set(),
-      recalled: new Map()
+      recalled: new Map(),
+      recalling: undefined
     }
     this.active.set(id, record)
     return record

@@ -27,3 +27,6 @@ export const ORPHAN_GRACE_MS = 10 * 60 * 1000
  * newest this many. A list of `std` is 34 KB.
  */
 export const MAX_RECALL_LISTS = 256
+
+/** Entries `recall` looks up between two turns of the event loop (~20 ms of work). */
+export const RECALL_SLICE = 1024
