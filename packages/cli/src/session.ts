@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path'
 import { ControlClient, configureLogging, closeLogging } from '@grid/node'
-import type { GridNode } from '@grid/node/server'
+import type { GridNode } from '@grid/node/embed'
 import { errorCode } from '@grid/protocol'
 import { meshOptions, nodeConfig } from './mesh-options.js'
 import type { GlobalOptions } from './options.js'
@@ -38,7 +38,7 @@ export async function openSession (options: GlobalOptions): Promise<Session> {
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
     const mesh = await meshOptions(config, options.configPath)
-    const { GridNode } = await import('@grid/node/server')
+    const { GridNode } = await import('@grid/node/embed')
     const node = new GridNode({
       cacheDir: options.cacheDir,
       control: options.control,

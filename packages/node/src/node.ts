@@ -113,7 +113,7 @@ export class GridNode {
   private trimming: Promise<void> | undefined
   private meshStarting: Promise<void> | undefined
   private toolchains: ToolchainInfo[] = []
-  private privateKey: PrivateKey | undefined
+  private privateKey: (() => Promise<PrivateKey>) | undefined
 
   constructor (init: GridNodeInit) {
     this.cacheDir = init.cacheDir
@@ -185,7 +185,9 @@ export class GridNode {
   /** Starts the mesh once (if configured); later calls join the same start. */
   async ensureMesh (): Promise<void> {
     if (this.meshOptions === undefined || this.privateKey === undefined) return
-    this.meshStarting ??= this.startMesh(this.privateKey, this.meshOptions)
+    const meshOptions = this.meshOptions
+    const privateKey = this.privateKey
+    this.meshStarting ??= privateKey().then(async key => { await this.startMesh(key, meshOptions) })
     await this.meshStarting
   }
 

@@ -1,42 +1,99 @@
 /**
  * The node's identity: an Ed25519 key kept in the cache dir (mode 0600), so a node keeps its
  * PeerId across restarts. Its PeerId is the producer recorded on every cache entry it writes.
+ *
+ * Beside the key, `peer.id` holds its PeerId with the sha256 of the key file it was derived
+ * from. A node needs its PeerId at once (the cache records it) but the key only for the mesh,
+ * and libp2p's key code takes ~85 ms to load: an embedded node in a no-op `grid build` never
+ * joins the mesh, so it reads the PeerId from `peer.id` and leaves the key for later. A
+ * `peer.id` that does not name the key file's hash is ignored and rewritten; when the key is
+ * loaded, the PeerId derived from it must be the one the node has been using.
  */
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { GridError } from '@grid/protocol'
 import type { PrivateKey } from '@libp2p/interface'
 
 export const KEY_FILE = 'peer.key'
+export const ID_FILE = 'peer.id'
 
 export interface Identity {
-  privateKey: PrivateKey
   peerId: string
+  /** The key, loaded on first call (the mesh needs it; nothing else does). */
+  privateKey: () => Promise<PrivateKey>
 }
 
 export async function loadIdentity (cacheDir: string): Promise<Identity> {
-  const path = join(cacheDir, KEY_FILE)
-  let privateKey: PrivateKey
-  try {
-    privateKey = privateKeyFromProtobuf(await readFile(path))
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-    privateKey = await generateKeyPair('Ed25519')
-    await mkdir(cacheDir, { recursive: true })
-    // Written whole to a temp file, then linked into place: link never replaces an existing
-    // file, so when two processes start at once both end up with the key that got there first,
-    // and nobody ever reads a half-written one.
-    const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
-    await writeFile(tmp, privateKeyToProtobuf(privateKey), { mode: 0o600 })
-    try {
-      await link(tmp, path)
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
-      privateKey = privateKeyFromProtobuf(await readFile(path))
-    } finally {
-      await unlink(tmp).catch(() => {})
+  const keyBytes = await readFile(join(cacheDir, KEY_FILE)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined
+    throw err
+  })
+  if (keyBytes !== undefined) {
+    const [sum, peerId] = (await readFile(join(cacheDir, ID_FILE), 'utf8').catch(() => '')).trim().split(' ')
+    if (peerId !== undefined && peerId !== '' && sum === sha256(keyBytes)) {
+      let loaded: Promise<PrivateKey> | undefined
+      return { peerId, privateKey: async () => await (loaded ??= checkedKey(keyBytes, peerId)) }
     }
   }
-  return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString() }
+  const { privateKey, bytes } = keyBytes === undefined ? await createKey(cacheDir) : { privateKey: await decodeKey(keyBytes), bytes: keyBytes }
+  const peerId = await peerIdOf(privateKey)
+  await writeIdFile(cacheDir, bytes, peerId).catch(() => {}) // only a shortcut for next time
+  return { peerId, privateKey: async () => privateKey }
+}
+
+async function checkedKey (keyBytes: Uint8Array, peerId: string): Promise<PrivateKey> {
+  const privateKey = await decodeKey(keyBytes)
+  const derived = await peerIdOf(privateKey)
+  if (derived !== peerId) {
+    throw new GridError('GRID_ERR_MESH_START', `${ID_FILE} names ${peerId}, but ${KEY_FILE} is the key of ${derived}`, {
+      hint: `remove ${ID_FILE} from the cache dir; the node writes it again from the key`
+    })
+  }
+  return privateKey
+}
+
+async function decodeKey (bytes: Uint8Array): Promise<PrivateKey> {
+  const { privateKeyFromProtobuf } = await import('@libp2p/crypto/keys')
+  return privateKeyFromProtobuf(bytes)
+}
+
+async function peerIdOf (privateKey: PrivateKey): Promise<string> {
+  const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
+  return peerIdFromPrivateKey(privateKey).toString()
+}
+
+/** A new key, unless another process wrote one first: then that one. */
+async function createKey (cacheDir: string): Promise<{ privateKey: PrivateKey, bytes: Uint8Array }> {
+  const { generateKeyPair, privateKeyToProtobuf } = await import('@libp2p/crypto/keys')
+  const path = join(cacheDir, KEY_FILE)
+  const privateKey = await generateKeyPair('Ed25519')
+  const bytes = privateKeyToProtobuf(privateKey)
+  await mkdir(cacheDir, { recursive: true })
+  // Written whole to a temp file, then linked into place: link never replaces an existing
+  // file, so when two processes start at once both end up with the key that got there first,
+  // and nobody ever reads a half-written one.
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
+  await writeFile(tmp, bytes, { mode: 0o600 })
+  try {
+    await link(tmp, path)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+    const theirs = await readFile(path)
+    return { privateKey: await decodeKey(theirs), bytes: theirs }
+  } finally {
+    await unlink(tmp).catch(() => {})
+  }
+  return { privateKey, bytes }
+}
+
+async function writeIdFile (cacheDir: string, keyBytes: Uint8Array, peerId: string): Promise<void> {
+  const path = join(cacheDir, ID_FILE)
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
+  await writeFile(tmp, `${sha256(keyBytes)} ${peerId}\n`)
+  await rename(tmp, path)
+}
+
+function sha256 (bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex')
 }
