@@ -118,7 +118,7 @@ func (h *helper) open(socket string) {
 	}
 	conn.SetDeadline(time.Time{})
 	h.blobDir = dir
-	h.diskDir = linkStore(os.Getenv("GRID_GOCACHE"), dir)
+	h.diskDir = linkStore(goCacheDir(), dir)
 	h.recalled = parseRecalled(recalled)
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(r)
@@ -363,6 +363,15 @@ func (h *helper) index(actionID, outputID []byte, size int64) {
 // diskPath is the path cmd/go gets for the blob of an OutputID (hex).
 func (h *helper) diskPath(name string) string {
 	return filepath.Join(h.diskDir, name[:2], name)
+}
+
+// goCacheDir is the GOCACHE of the cmd/go that started this helper: its own environment's, or
+// else what `go env` told grid build (which also sees a GOCACHE set with `go env -w`).
+func goCacheDir() string {
+	if dir := os.Getenv("GOCACHE"); dir != "" {
+		return dir
+	}
+	return os.Getenv("GRID_GOCACHE")
 }
 
 // linkStore returns the directory through which cmd/go should see the blob store: a symlink
