@@ -2,7 +2,7 @@
 // node, garbage on the socket. Each compares the output with plain `go build -trimpath`.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
@@ -62,6 +62,7 @@ describe('robustness', () => {
     }
     assert.ok(corrupted > 0)
     await w.freshGoCache()
+    await rm(out, { recursive: true }) // so that the binaries are linked again, from what the build gets
     const second = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(second.code, 0, second.stderr)
     const s = summary(second)
