@@ -58,13 +58,13 @@ describe('grid build of the fixture module', () => {
     // the helper hands blobs out through a link there.
     const w = await world(t)
     const ref = join(w.dir, 'ref.a')
-    const plain = await goBuild(t, ['-o', ref, './wordfreq'])
+    const plain = await goBuild(t, ['-o', ref, './asmsum']) // no imports: quick
     assert.equal(plain.code, 0, plain.stderr)
     const out = join(w.dir, 'x.a')
     for (let i = 0; i < 3; i++) {
       await rm(out, { force: true })
       await w.freshGoCache()
-      const r = await grid(w, ['--json', 'build', '-o', out, './wordfreq'])
+      const r = await grid(w, ['--json', 'build', '-o', out, './asmsum'])
       assert.equal(r.code, 0, r.stderr)
       const s = summary(r)
       if (i > 0) assert.deepEqual([s.cache.misses, s.compiles.local], [0, 0], `build ${i + 1}: ${JSON.stringify(s.cache)}`)
