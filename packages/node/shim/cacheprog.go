@@ -307,9 +307,9 @@ func (h *helper) lookup(req request) response {
 		out, _ := reply["outputId"].([]byte)
 		size, sizeOK := asInt(reply["size"])
 		ms, timeOK := asInt(reply["time"])
-		path, _ := reply["diskPath"].(string)
-		if len(out) == idBytes && sizeOK && size >= 0 && timeOK && path != "" {
-			// The node's path is the blob's own; cmd/go gets it through diskDir.
+		if len(out) == idBytes && sizeOK && size >= 0 && timeOK {
+			// The blob's path follows from its OutputID; cmd/go gets it through diskDir, not
+			// as the node's diskPath names it.
 			t := time.UnixMilli(ms)
 			return response{ID: req.ID, OutputID: out, Size: size, Time: &t, DiskPath: h.diskPath(hex.EncodeToString(out))}
 		}

@@ -430,10 +430,8 @@ export class GridNode {
     const buildId = build.stats.build
     try {
       const { packed, entries } = await this.cache.recall(build.recallKey)
-      for (const [actionHex, e] of entries) {
-        build.recalled.set(actionHex, e)
-        build.pinned.add(hex(e.outputId))
-      }
+      build.recalled = entries
+      for (const e of entries.values()) build.pinned.add(hex(e.outputId))
       if (entries.size > 0) log.debug(`build ${buildId}: recalled ${entries.size} entries`)
       return packed
     } catch (err) {
