@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -93,7 +92,7 @@ func (h *helper) open(socket string) {
 	if socket == "" {
 		return
 	}
-	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	conn, err := dialNode(socket, 2*time.Second)
 	if err != nil {
 		return
 	}
@@ -474,7 +473,7 @@ func (h *helper) removePrivateDir() {
 // nodeConn multiplexes requests over one node connection: each request gets a fresh id, one
 // reader goroutine hands each reply to the channel waiting for its id.
 type nodeConn struct {
-	conn net.Conn
+	conn nodeSocket
 	wmu  sync.Mutex // serialises frame writes
 
 	mu      sync.Mutex

@@ -2,10 +2,7 @@
 
 package main
 
-import (
-	"net"
-	"os"
-)
+import "os"
 
 // execTool runs tool with the same arguments, environment and standard streams, then exits with
 // its exit code: without exec(2) (Windows) a child process is the closest equivalent.
@@ -14,4 +11,4 @@ func execTool(tool string, args []string) {
 }
 
 // execHolding cannot replace the process here: the caller runs the tool as a child instead.
-func execHolding(tool string, args []string, conn net.Conn) {}
+func execHolding(tool string, args []string, conn nodeSocket) {}

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -36,20 +35,17 @@ func execTool(tool string, args []string) {
 }
 
 // execHolding replaces this process with tool like execTool, keeping conn open across the exec
-// (a duplicate of its descriptor without close-on-exec): the node holds the compile's slot for
+// (its descriptor made inheritable): the node holds the compile's slot for
 // as long as the connection lives, that is, until the compiler exits. It returns only if conn
 // has no descriptor to keep; if exec itself fails, the process exits as execTool's does.
-func execHolding(tool string, args []string, conn net.Conn) {
-	uc, ok := conn.(*net.UnixConn)
+func execHolding(tool string, args []string, conn nodeSocket) {
+	f, ok := conn.(*os.File)
 	if !ok {
 		return
 	}
-	f, err := uc.File() // a dup, close-on-exec like every descriptor Go opens
-	if err != nil {
-		return
-	}
+	// Fd puts the descriptor back in blocking mode, which the compiler never notices: it does
+	// not touch it, the node sees it close when the compiler exits.
 	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_SETFD, 0); errno != 0 {
-		f.Close()
 		return
 	}
 	execTool(tool, args)

@@ -9,7 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
+
+// nodeSocket is a connection to the node: an *os.File on Unix (dial_unix.go), a net.Conn elsewhere.
+type nodeSocket interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+}
 
 // maxFrameBytes is MAX_FRAME_BYTES of packages/protocol/src/constants.ts.
 const maxFrameBytes = 64 << 20

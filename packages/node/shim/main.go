@@ -19,7 +19,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +62,7 @@ func main() {
 	if socket == "" {
 		fallback("no-node", tool, args)
 	}
-	conn, err := net.DialTimeout("unix", socket, 2*time.Second)
+	conn, err := dialNode(socket, 2*time.Second)
 	if err != nil {
 		fallback("node-unreachable", tool, args)
 	}
@@ -152,7 +151,7 @@ type nodeReply struct {
 // askNode sends one compile frame and waits, with no timeout (the node owns timeouts), for
 // its reply: either the compile's result (the node ran it, here or on a peer) or a grant to
 // run it here. ok is false on an error frame, a broken connection or a malformed reply.
-func askNode(conn net.Conn, tool string, args []string) (reply nodeReply, ok bool) {
+func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, ok bool) {
 	env := map[string]string{}
 	for _, name := range outputEnv {
 		if v, set := os.LookupEnv(name); set {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -332,7 +333,7 @@ func TestCallToStalledNode(t *testing.T) {
 			io.Copy(io.Discard, c) // read everything, answer nothing
 		}
 	}()
-	conn, err := net.Dial("unix", filepath.Join(dir, "s"))
+	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,5 +351,51 @@ func TestCallToStalledNode(t *testing.T) {
 	}
 	if _, err := n.call(map[string]any{"type": "cache-get"}); err != errNodeGone {
 		t.Fatalf("call after the stall: got %v, want errNodeGone", err)
+	}
+}
+
+// dialNode's connection (a plain descriptor, not a net.Conn) must honour deadlines, which bound
+// the cache helper's handshake, and must fail at once when nothing listens.
+func TestDialNode(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := dialNode(filepath.Join(dir, "absent"), time.Second); err == nil {
+		t.Fatal("dialNode to a missing socket succeeded")
+	}
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		b := make([]byte, 5)
+		io.ReadFull(c, b)
+		got <- b
+		io.Copy(io.Discard, c) // then answer nothing
+	}()
+	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "hello" {
+		t.Fatalf("the listener read %q", b)
+	}
+	if err := conn.SetDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatalf("SetDeadline: %v", err)
+	}
+	started := time.Now()
+	if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: got %v, want a timeout", err)
+	}
+	if waited := time.Since(started); waited > 5*time.Second {
+		t.Fatalf("read waited %v", waited)
 	}
 }
