@@ -173,3 +173,32 @@ func TestLinkStore(t *testing.T) {
 		t.Errorf("a GOCACHE that does not exist: %q", got)
 	}
 }
+
+// writeAtomic remembers the directories it made; one removed since (by hand, by a gc) is made
+// again rather than failing every later put into it.
+func TestWriteAtomicRemadeDirs(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	for i, body := range []string{"first", "second"} {
+		sum := sha256.Sum256([]byte(body))
+		name := hex.EncodeToString(sum[:])
+		path := filepath.Join(dir, name[:2], name)
+		if err := writeAtomic(tmp, path, []byte(body)); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+		if got, err := os.ReadFile(path); err != nil || string(got) != body {
+			t.Fatalf("put %d: read back %q, %v", i, got, err)
+		}
+		if err := os.RemoveAll(tmp); err != nil { // gone before the next put
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := sha256.Sum256([]byte("first"))
+	name := hex.EncodeToString(sum[:])
+	if err := writeAtomic(tmp, filepath.Join(dir, name[:2], name), []byte("first")); err != nil {
+		t.Fatalf("put into a removed shard: %v", err)
+	}
+}
