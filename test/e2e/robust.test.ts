@@ -2,12 +2,14 @@
 // node, garbage on the socket. Each compares the output with plain `go build -trimpath`.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
-import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from '@grid/protocol'
+import { ControlClient } from '@grid/node'
+import { encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES } from '@grid/protocol'
 import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type World } from '../helpers/index.js'
 
 describe('robustness', () => {
@@ -112,6 +114,37 @@ describe('robustness', () => {
     // and a good request on a raw socket still gets its reply
     const reply = await roundTrip(w, encodeFrame({ type: 'cache-stats', id: 9 }))
     assert.equal(reply.type, 'cache-stats-result')
+  })
+
+  it('an index batch that names a missing blob stores the rest, and the node says which', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w)
+    const client = await ControlClient.connect(w.control)
+    t.after(() => client.close())
+    const { blobDir } = await client.request({ type: 'cache-open', build: 'none' })
+    const body = Buffer.from('an archive')
+    const outputId = createHash('sha256').update(body).digest()
+    await mkdir(join(blobDir, outputId.toString('hex').slice(0, 2)), { recursive: true })
+    await writeFile(join(blobDir, outputId.toString('hex').slice(0, 2), outputId.toString('hex')), body)
+    const record = (action: number, output: Buffer, size: number): Buffer => {
+      const r = Buffer.alloc(INDEX_RECORD_BYTES)
+      r.fill(action, 0, 32)
+      output.copy(r, 32)
+      r.writeBigUInt64BE(BigInt(size), 64)
+      return r
+    }
+    const missing = createHash('sha256').update('never written').digest()
+    const entries = Buffer.concat([record(1, outputId, body.length), record(2, missing, 13), record(3, outputId, body.length + 1)])
+    const reply = await client.request({ type: 'cache-index', build: 'none', entries })
+    assert.equal(reply.stored, 1)
+    await waitFor(() => (daemon.stderr().match(/not stored/g) ?? []).length === 2, 5_000, () => 'the two bad entries logged')
+    const hit = await client.request({ type: 'cache-get', build: 'none', actionId: Buffer.alloc(32, 1) })
+    assert.equal(hit.type, 'cache-hit')
+    assert.deepEqual(Buffer.from((hit as { outputId: Uint8Array }).outputId), outputId)
+    for (const action of [2, 3]) {
+      const miss = await client.request({ type: 'cache-get', build: 'none', actionId: Buffer.alloc(32, action) })
+      assert.equal(miss.type, 'cache-miss', `entry ${action} was not stored`)
+    }
   })
 })
 

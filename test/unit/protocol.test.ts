@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
-import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, MAX_RECALL, parseSize, formatBytes, validateMessage, errorCode } from '@grid/protocol'
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, MAX_RECALL, MAX_INDEX_BATCH, parseSize, formatBytes, validateMessage, errorCode } from '@grid/protocol'
 
 const raw = new Packr({ useRecords: false })
 function frameOf (value: unknown): Buffer {
@@ -47,7 +47,9 @@ describe('frames', () => {
       { type: 'rm-rf', id: 1 },
       { type: 'cache-get', id: 1, build: 'x' },
       { type: 'cache-get', id: 1, build: 'x', actionId: new Uint8Array(31) },
-      { type: 'cache-put', id: 1, build: 'x', actionId: new Uint8Array(32), outputId: new Uint8Array(32), size: -1 },
+      { type: 'cache-index', id: 1, build: 'x', entries: new Uint8Array(0) },
+      { type: 'cache-index', id: 1, build: 'x', entries: new Uint8Array(73) },
+      { type: 'cache-index', id: 1, build: 'x', entries: new Uint8Array((MAX_INDEX_BATCH + 1) * 72) },
       { type: 'cache-recalled', id: 1, build: 'x', actionIds: new Uint8Array(33) },
       { type: 'cache-recalled', id: 1, build: 'x', actionIds: new Uint8Array((MAX_RECALL + 1) * 32) },
       { type: 'compile', id: 1, build: '', tool: '/t', args: ['a', 3], cwd: '/', env: {}, importPath: 'p' },
@@ -63,6 +65,13 @@ describe('frames', () => {
   it('takes a whole number of ActionIDs in cache-recalled', () => {
     const m = validateMessage({ type: 'cache-recalled', id: 2, build: 'b', actionIds: new Uint8Array(64) })
     assert.equal(m.type, 'cache-recalled')
+  })
+
+  it('takes whole index records in cache-index, up to a full batch', () => {
+    for (const n of [1, MAX_INDEX_BATCH]) {
+      const m = validateMessage({ type: 'cache-index', id: 3, build: 'b', entries: new Uint8Array(n * 72) })
+      assert.equal(m.type, 'cache-index')
+    }
   })
 
   it('accepts extra fields from newer senders', () => {

@@ -20,6 +20,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,9 @@ type helper struct {
 	outMu    sync.Mutex     // serialises writes to stdout
 	inFlight sync.WaitGroup // get/put requests being served
 	indexing sync.WaitGroup // index entries of finished puts on their way to the node
+
+	idxMu      sync.Mutex
+	idxPending []byte // index records not yet sent (indexRecordBytes each)
 
 	ready    chan struct{} // closed once open has finished, whatever its outcome
 	node     *nodeConn     // nil when standalone
@@ -185,6 +189,7 @@ func (h *helper) serve(in io.Reader) {
 		case "close":
 			h.inFlight.Wait()
 			h.reportRecalled()
+			h.flushIndex()
 			h.indexing.Wait()
 			h.reply(response{ID: req.ID})
 		default:
@@ -346,16 +351,53 @@ func (h *helper) put(req request, body []byte) response {
 	return response{ID: req.ID, Err: "put: " + err.Error()}
 }
 
-// index tells the node about a blob now in place, without holding up cmd/go: the body is
-// already where DiskPath says, and only a later lookup needs the entry. close waits for these.
+// indexRecordBytes and maxIndexBatch are INDEX_RECORD_BYTES and MAX_INDEX_BATCH of
+// packages/protocol/src/constants.ts: ActionID, OutputID, size (u64, big-endian) per entry.
+const (
+	indexRecordBytes = 2*idBytes + 8
+	maxIndexBatch    = 4096
+)
+
+// indexDelay is how long an index entry waits for others to share its message to the node. The
+// blob is in place already: only a later lookup needs the entry, and close sends what is left.
+// A cold std build puts ~1,450 entries, a few hundred of them in its first second.
+var indexDelay = 5 * time.Millisecond
+
+// index tells the node about a blob now in place, without holding up cmd/go: entries go out
+// together in one cache-index (flushIndex) once indexDelay has passed since the first of them
+// or a batch is full.
 func (h *helper) index(actionID, outputID []byte, size int64) {
-	h.indexing.Add(1)
+	h.idxMu.Lock()
+	first := len(h.idxPending) == 0
+	h.idxPending = append(h.idxPending, actionID...)
+	h.idxPending = append(h.idxPending, outputID...)
+	h.idxPending = binary.BigEndian.AppendUint64(h.idxPending, uint64(size))
+	full := len(h.idxPending) >= maxIndexBatch*indexRecordBytes
+	h.idxMu.Unlock()
+	if full {
+		h.flushIndex()
+	} else if first {
+		time.AfterFunc(indexDelay, h.flushIndex)
+	}
+}
+
+// flushIndex sends the pending index entries, if any. close waits for the node's answer.
+func (h *helper) flushIndex() {
+	h.idxMu.Lock()
+	batch := h.idxPending
+	h.idxPending = nil
+	if len(batch) > 0 {
+		h.indexing.Add(1) // under the lock: close's Wait comes after its own flush
+	}
+	h.idxMu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
 	go func() {
 		defer h.indexing.Done()
-		reply, err := h.node.call(map[string]any{"type": "cache-put", "build": h.build,
-			"actionId": actionID, "outputId": outputID, "size": size})
-		if err != nil || reply["type"] != "cache-put-ok" {
-			h.degrade() // the blob is valid and stays; only the index entry is lost
+		reply, err := h.node.call(map[string]any{"type": "cache-index", "build": h.build, "entries": batch})
+		if err != nil || reply["type"] != "cache-indexed" {
+			h.degrade() // the blobs are valid and stay; only their index entries are lost
 		}
 	}()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -200,5 +201,76 @@ func TestWriteAtomicRemadeDirs(t *testing.T) {
 	name := hex.EncodeToString(sum[:])
 	if err := writeAtomic(tmp, filepath.Join(dir, name[:2], name), []byte("first")); err != nil {
 		t.Fatalf("put into a removed shard: %v", err)
+	}
+}
+
+// Puts that come together reach the node as one cache-index of fixed records, sent once
+// indexDelay has passed; what is still pending at close is sent before close is answered.
+func TestIndexBatches(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	batches := make(chan []byte, 8)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		for {
+			msg, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			id, _ := asInt(msg["id"])
+			entries, _ := msg["entries"].([]byte)
+			if msg["type"] == "cache-index" {
+				batches <- entries
+			}
+			writeFrame(c, map[string]any{"type": "cache-indexed", "id": id, "stored": len(entries) / indexRecordBytes})
+		}
+	}()
+	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir}
+	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
+	go h.node.readLoop(bufio.NewReader(conn))
+	close(h.ready)
+
+	put := func(i int) []byte {
+		body := []byte(strings.Repeat("x", i))
+		sum := sha256.Sum256(body)
+		action := bytes.Repeat([]byte{byte(i)}, idBytes)
+		if res := h.put(request{ID: int64(i), ActionID: action, OutputID: sum[:]}, body); res.Err != "" {
+			t.Fatalf("put %d: %s", i, res.Err)
+		}
+		return binary.BigEndian.AppendUint64(append(append([]byte(nil), action...), sum[:]...), uint64(len(body)))
+	}
+	old := indexDelay
+	indexDelay = 500 * time.Millisecond // the three puts come well within it, even on a busy machine
+	defer func() { indexDelay = old }()
+	var want []byte
+	for i := 1; i <= 3; i++ {
+		want = append(want, put(i)...)
+	}
+	select {
+	case got := <-batches:
+		if !bytes.Equal(got, want) {
+			t.Fatalf("first batch: %d bytes, want the 3 puts' %d", len(got), len(want))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no cache-index within 5 s of the puts")
+	}
+
+	last := put(4)
+	h.flushIndex() // as close does
+	h.indexing.Wait()
+	if got := <-batches; !bytes.Equal(got, last) {
+		t.Fatalf("batch at close: %x, want %x", got, last)
 	}
 }

@@ -7,7 +7,7 @@
 import { loadavg, availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { ControlServer, type RequestContext } from './control/index.js'
@@ -440,6 +440,41 @@ export class GridNode {
     }
   }
 
+  /**
+   * Index entries for blobs the cache helper has put in place (INDEX_RECORD_BYTES each). All of
+   * a batch go to LevelDB together; an entry whose blob is not there as described is logged and
+   * skipped, the rest are stored. Returns how many were.
+   */
+  private async index (records: Uint8Array, build: BuildRecord | undefined): Promise<number> {
+    const view = new DataView(records.buffer, records.byteOffset, records.byteLength)
+    const puts: Array<Promise<boolean>> = []
+    for (let at = 0; at + INDEX_RECORD_BYTES <= records.length; at += INDEX_RECORD_BYTES) {
+      const actionId = records.slice(at, at + CACHE_ID_BYTES)
+      const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)
+      const size = Number(view.getBigUint64(at + 2 * CACHE_ID_BYTES))
+      puts.push(this.cache.put(actionId, outputId, size).then(() => {
+        this.peerCache?.checkPut(actionId, outputId)
+        this.counters.puts++
+        if (build !== undefined) {
+          // cmd/go also puts entries it did not look up first (a link's output, under a subkey),
+          // and looks them up next time
+          build.looked.add(hex(actionId))
+          build.stats.cache.puts++
+          build.stats.cache.putBytes += size
+          build.pinned.add(hex(outputId))
+        }
+        return true
+      }, (err: Error) => {
+        log.warn(`index entry ${hex(actionId)} not stored: ${err.message}`)
+        return false
+      }))
+    }
+    const stored = (await Promise.all(puts)).filter(Boolean).length
+    if (log.debugEnabled) log.debug(`indexed ${stored} of ${puts.length} entries`)
+    this.maybeTrim()
+    return stored
+  }
+
   /** Hits the cache helper served from recalled entries: counted as the node's own gets are. */
   private countRecalled (build: BuildRecord, actionIds: Uint8Array): void {
     for (let at = 0; at + CACHE_ID_BYTES <= actionIds.length; at += CACHE_ID_BYTES) {
@@ -548,22 +583,8 @@ export class GridNode {
         if (build !== undefined) build.stats.cache.misses++
         return { type: 'cache-miss', id }
       }
-      case 'cache-put': {
-        const diskPath = await this.cache.put(req.actionId, req.outputId, req.size)
-        this.peerCache?.checkPut(req.actionId, req.outputId)
-        this.maybeTrim()
-        this.counters.puts++
-        const build = this.builds.get(req.build)
-        if (build !== undefined) {
-          // cmd/go also puts entries it did not look up first (a link's output, under a subkey),
-          // and looks them up next time
-          build.looked.add(hex(req.actionId))
-          build.stats.cache.puts++
-          build.stats.cache.putBytes += req.size
-          build.pinned.add(hex(req.outputId))
-        }
-        return { type: 'cache-put-ok', id, diskPath }
-      }
+      case 'cache-index':
+        return { type: 'cache-indexed', id, stored: await this.index(req.entries, this.builds.get(req.build)) }
       case 'cache-open':
         return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled: await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0)) }
       case 'cache-recalled': {

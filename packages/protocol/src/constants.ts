@@ -29,6 +29,14 @@ export const MAX_RECALL = 100_000
 export const RECALL_RECORD_BYTES = 96
 
 /**
+ * One index entry in `cache-index.entries`, fixed size, big-endian: ActionID (32), OutputID (32),
+ * body size (u64). The cache helper sends the entries of the puts it has written in batches of
+ * at most MAX_INDEX_BATCH (4096 are 288 KiB).
+ */
+export const INDEX_RECORD_BYTES = 72
+export const MAX_INDEX_BATCH = 4096
+
+/**
  * Environment variables that change what `go tool compile` writes (shared/DESIGN.md §3), plus
  * GOROOT (the `$GOROOT` rewrite of paths) and GODEBUG. The shim forwards exactly these; the node
  * strips every other GO* variable of its own before running a compile.

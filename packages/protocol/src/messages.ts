@@ -7,7 +7,7 @@
  * table below before anyone looks at it: unknown types and missing or mistyped fields are
  * rejected with GRID_ERR_MESSAGE_INVALID, extra fields are ignored (newer senders).
  */
-import { CACHE_ID_BYTES, MAX_RECALL } from './constants.js'
+import { CACHE_ID_BYTES, INDEX_RECORD_BYTES, MAX_INDEX_BATCH, MAX_RECALL } from './constants.js'
 import { GridError } from './errors.js'
 
 export interface BuildStats {
@@ -174,7 +174,8 @@ export type Request =
   | Id & { type: 'compile-done', build: string, exitCode: number }
   | Id & { type: 'cache-open', build: string }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
-  | Id & { type: 'cache-put', build: string, actionId: Uint8Array, outputId: Uint8Array, size: number }
+  /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
+  | Id & { type: 'cache-index', build: string, entries: Uint8Array }
   /** ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled` */
   | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array }
   | Id & { type: 'status' }
@@ -196,7 +197,8 @@ export type Reply =
   | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array }
   | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
   | Id & { type: 'cache-miss' }
-  | Id & { type: 'cache-put-ok', diskPath: string }
+  /** how many of the entries were stored (the others named no valid blob, and were logged) */
+  | Id & { type: 'cache-indexed', stored: number }
   | Id & { type: 'status-result', status: NodeStatus }
   | Id & { type: 'build-begun', build: string, parallelism: number, remoteSlots: number }
   | Id & { type: 'build-stats', stats: BuildStats }
@@ -218,7 +220,7 @@ export const REPLIES = {
   'compile-done': 'ok',
   'cache-open': 'cache-opened',
   'cache-get': 'cache-hit', // or 'cache-miss'
-  'cache-put': 'cache-put-ok',
+  'cache-index': 'cache-indexed',
   'cache-recalled': 'ok',
   status: 'status-result',
   'build-begin': 'build-begun',
@@ -232,7 +234,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -241,7 +243,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'compile-here': {},
   'cache-open': { build: 'str' },
   'cache-get': { build: 'str', actionId: 'id32' },
-  'cache-put': { build: 'str', actionId: 'id32', outputId: 'id32', size: 'uint' },
+  'cache-index': { build: 'str', entries: 'index' },
   'cache-recalled': { build: 'str', actionIds: 'ids32' },
   status: {},
   'build-begin': { command: 'strs', cwd: 'str' },
@@ -257,7 +259,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-opened': { blobDir: 'str', recalled: 'bin' },
   'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
   'cache-miss': {},
-  'cache-put-ok': { diskPath: 'str' },
+  'cache-indexed': { stored: 'uint' },
   'status-result': { status: 'map' },
   'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint' },
   'build-stats': { stats: 'map' },
@@ -287,6 +289,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'bin': return value instanceof Uint8Array
     case 'id32': return value instanceof Uint8Array && value.length === CACHE_ID_BYTES
     case 'ids32': return value instanceof Uint8Array && value.length % CACHE_ID_BYTES === 0 && value.length <= MAX_RECALL * CACHE_ID_BYTES
+    case 'index': return value instanceof Uint8Array && value.length > 0 && value.length % INDEX_RECORD_BYTES === 0 && value.length <= MAX_INDEX_BATCH * INDEX_RECORD_BYTES
     case 'strs': return Array.isArray(value) && value.every(v => typeof v === 'string')
     case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
     case 'map': return isPlainObject(value)

@@ -18,7 +18,8 @@ export const STALE_TMP_MS = 60 * 60 * 1000
 
 /**
  * `gc` removes blob files that no entry names once they are this old. Younger ones may belong
- * to a put in flight (the helper renames the blob into place before it sends `cache-put`).
+ * to a put in flight (the helper renames the blob into place before it sends its index entry,
+ * in a `cache-index` batch).
  */
 export const ORPHAN_GRACE_MS = 10 * 60 * 1000
 
