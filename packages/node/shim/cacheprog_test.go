@@ -52,44 +52,18 @@ func TestRecalledGets(t *testing.T) {
 
 	// A node that answers every request: "ok" to cache-recalled (counting its ActionIDs), a
 	// miss to cache-get.
-	l, err := net.Listen("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	reported := make(chan []byte, 4)
 	gets := make(chan struct{}, 4)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		r := bufio.NewReader(c)
-		for {
-			msg, err := readFrame(r)
-			if err != nil {
-				return
-			}
-			id, _ := asInt(msg["id"])
-			switch msg["type"] {
-			case "cache-recalled":
-				ids, _ := msg["actionIds"].([]byte)
-				reported <- ids
-				writeFrame(c, map[string]any{"type": "ok", "id": id})
-			default:
-				gets <- struct{}{}
-				writeFrame(c, map[string]any{"type": "cache-miss", "id": id})
-			}
-		}
-	}()
-	conn, err := net.Dial("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir, recalled: parseRecalled(records)}
-	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
-	go h.node.readLoop(bufio.NewReader(conn))
-	close(h.ready)
+	connectFakeNode(t, h, func(msg map[string]any) map[string]any {
+		if msg["type"] == "cache-recalled" {
+			ids, _ := msg["actionIds"].([]byte)
+			reported <- ids
+			return map[string]any{"type": "ok"}
+		}
+		gets <- struct{}{}
+		return map[string]any{"type": "cache-miss"}
+	})
 
 	res := h.get(request{ID: 1, Command: "get", ActionID: action})
 	if res.Miss || res.DiskPath != path || !bytes.Equal(res.OutputID, out[:]) || res.Size != size || res.Time.UnixMilli() != 1700000000000 {
@@ -208,39 +182,15 @@ func TestWriteAtomicRemadeDirs(t *testing.T) {
 // indexDelay has passed; what is still pending at close is sent before close is answered.
 func TestIndexBatches(t *testing.T) {
 	dir := t.TempDir()
-	l, err := net.Listen("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	batches := make(chan []byte, 8)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		r := bufio.NewReader(c)
-		for {
-			msg, err := readFrame(r)
-			if err != nil {
-				return
-			}
-			id, _ := asInt(msg["id"])
-			entries, _ := msg["entries"].([]byte)
-			if msg["type"] == "cache-index" {
-				batches <- entries
-			}
-			writeFrame(c, map[string]any{"type": "cache-indexed", "id": id, "stored": len(entries) / indexRecordBytes})
-		}
-	}()
-	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir}
-	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
-	go h.node.readLoop(bufio.NewReader(conn))
-	close(h.ready)
+	connectFakeNode(t, h, func(msg map[string]any) map[string]any {
+		entries, _ := msg["entries"].([]byte)
+		if msg["type"] == "cache-index" {
+			batches <- entries
+		}
+		return map[string]any{"type": "cache-indexed", "stored": len(entries) / indexRecordBytes}
+	})
 
 	put := func(i int) []byte {
 		body := []byte(strings.Repeat("x", i))
@@ -273,4 +223,39 @@ func TestIndexBatches(t *testing.T) {
 	if got := <-batches; !bytes.Equal(got, last) {
 		t.Fatalf("batch at close: %x, want %x", got, last)
 	}
+}
+
+// connectFakeNode connects h to a node that answers each request with what answer returns (its
+// id filled in), and marks h ready.
+func connectFakeNode(t *testing.T, h *helper, answer func(msg map[string]any) map[string]any) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		for {
+			msg, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			reply := answer(msg)
+			reply["id"] = msg["id"]
+			writeFrame(c, reply)
+		}
+	}()
+	conn, err := dialNode(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
+	go h.node.readLoop(bufio.NewReader(conn))
+	close(h.ready)
 }
