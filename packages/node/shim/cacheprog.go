@@ -480,6 +480,7 @@ func writeAtomic(tmpDir, path string, body []byte) error {
 	return err
 }
 
+// writeAtomicIn is one attempt of writeAtomic.
 func writeAtomicIn(tmpDir, path string, body []byte) error {
 	if err := ensureDir(tmpDir); err != nil {
 		return err

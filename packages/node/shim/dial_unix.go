@@ -9,9 +9,9 @@ import (
 )
 
 // dialNode connects to the node's Unix socket with plain system calls rather than the net
-// package: importing net costs every shim process ~90 page faults and one more thread at start,
-// about a third of the shim's own cost on the path that only execs the tool, ~400 times per std
-// build. The connection is an *os.File on a non-blocking descriptor, so reads and writes park
+// package: importing net cost every shim process ~90 page faults and two more threads at start,
+// about a quarter of its own cost even on the path that only execs the tool, ~400 times per std
+// build (docs/benchmarks/cold.md). The connection is an *os.File on a non-blocking descriptor, so reads and writes park
 // in Go's poller and deadlines work as they do on a net.Conn.
 //
 // The send timeout bounds connect(2) itself: on Linux it waits for room in the node's accept

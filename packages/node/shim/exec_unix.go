@@ -35,9 +35,9 @@ func execTool(tool string, args []string) {
 }
 
 // execHolding replaces this process with tool like execTool, keeping conn open across the exec
-// (its descriptor made inheritable): the node holds the compile's slot for
-// as long as the connection lives, that is, until the compiler exits. It returns only if conn
-// has no descriptor to keep; if exec itself fails, the process exits as execTool's does.
+// (its descriptor made inheritable): the node holds the compile's slot for as long as the
+// connection lives, that is, until the compiler exits. It returns only if conn has no
+// descriptor to keep; if exec itself fails, the process exits as execTool's does.
 func execHolding(tool string, args []string, conn nodeSocket) {
 	f, ok := conn.(*os.File)
 	if !ok {

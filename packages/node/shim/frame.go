@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// nodeSocket is a connection to the node: an *os.File on Unix (dial_unix.go), a net.Conn elsewhere.
+// nodeSocket is a connection to the node: an *os.File on Unix (dial_unix.go), a net.Conn
+// elsewhere.
 type nodeSocket interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
