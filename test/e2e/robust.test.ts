@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
-import { encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES } from '@grid/protocol'
+import { encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
 import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type World } from '../helpers/index.js'
 
 describe('robustness', () => {
@@ -114,6 +114,20 @@ describe('robustness', () => {
     // and a good request on a raw socket still gets its reply
     const reply = await roundTrip(w, encodeFrame({ type: 'cache-stats', id: 9 }))
     assert.equal(reply.type, 'cache-stats-result')
+  })
+
+  it('a node names its protocol version to grid build, and refuses an older grid\'s messages with a logged reason', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w)
+    const client = await ControlClient.connect(w.control)
+    t.after(() => client.close())
+    const begun = await client.request({ type: 'build-begin', command: ['go', 'build', './...'], cwd: w.dir })
+    assert.equal(begun.protocol, PROTOCOL_VERSION)
+    // what the cache helper of protocol 1 sent for each put
+    const old = rawFrame({ type: 'cache-put', id: 1, build: begun.build, actionId: Buffer.alloc(32), outputId: Buffer.alloc(32), size: 0 })
+    assert.ok(await sendAndWaitClose(w, old), 'connection closed by the node')
+    await waitFor(() => /unknown type "cache-put"/.test(daemon.stderr()), 5_000, () => 'the refused message logged')
+    assert.equal((await status(w)).running, true)
   })
 
   it('an index batch that names a missing blob stores the rest, and the node says which', async (t) => {

@@ -67,6 +67,13 @@ describe('frames', () => {
     assert.equal(m.type, 'cache-recalled')
   })
 
+  it('takes build-begun with or without the node\'s protocol version (nodes of version 1 send none)', () => {
+    const begun = { type: 'build-begun', id: 1, build: 'b', parallelism: 2, remoteSlots: 0 }
+    assert.equal(validateMessage(begun).type, 'build-begun')
+    assert.equal(validateMessage({ ...begun, protocol: 2 }).type, 'build-begun')
+    assert.throws(() => validateMessage({ ...begun, protocol: 'two' }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID')
+  })
+
   it('takes whole index records in cache-index, up to a full batch', () => {
     for (const n of [1, MAX_INDEX_BATCH]) {
       const m = validateMessage({ type: 'cache-index', id: 3, build: 'b', entries: new Uint8Array(n * 72) })

@@ -7,7 +7,7 @@
 import { loadavg, availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { ControlServer, type RequestContext } from './control/index.js'
@@ -649,7 +649,7 @@ export class GridNode {
         const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
         // a few compiles beyond the slots wait in the backlog, ready for the next free peer
         const parallelism = this.pool.slots + remoteSlots + Math.min(remoteSlots, BACKLOG_DEPTH)
-        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots }
+        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, protocol: PROTOCOL_VERSION }
       }
       case 'build-graph': {
         const record = this.builds.get(req.build)

@@ -10,6 +10,14 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024
 /** Largest compile output the node keeps; beyond it the output is cut with a note. */
 export const MAX_COMPILE_OUTPUT_BYTES = 16 * 1024 * 1024
 
+/**
+ * The version of the messages on the node socket, bumped whenever one changes shape. A daemon
+ * started by an older grid keeps running after an upgrade; `grid build` compares this with the
+ * node's (in `build-begun`) and warns when they differ, since the cache helper and shim it runs
+ * are its own version's. 1: until `cache-put` became `cache-index`; 2: since.
+ */
+export const PROTOCOL_VERSION = 2
+
 /** cmd/go's ActionID and OutputID are sha256 sums. */
 export const CACHE_ID_BYTES = 32
 

@@ -200,7 +200,8 @@ export type Reply =
   /** how many of the entries were stored (the others named no valid blob, and were logged) */
   | Id & { type: 'cache-indexed', stored: number }
   | Id & { type: 'status-result', status: NodeStatus }
-  | Id & { type: 'build-begun', build: string, parallelism: number, remoteSlots: number }
+  /** `protocol`: the node's PROTOCOL_VERSION (absent from nodes of version 1) */
+  | Id & { type: 'build-begun', build: string, parallelism: number, remoteSlots: number, protocol?: number }
   | Id & { type: 'build-stats', stats: BuildStats }
   | Id & { type: 'cache-stats-result', stats: CacheStats }
   | Id & { type: 'cache-gc-result', result: GcResult }
@@ -234,7 +235,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'graph'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -261,7 +262,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-miss': {},
   'cache-indexed': { stored: 'uint' },
   'status-result': { status: 'map' },
-  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint' },
+  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint' },
   'build-stats': { stats: 'map' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },
@@ -295,6 +296,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'map': return isPlainObject(value)
     case 'maps': return Array.isArray(value) && value.every(isPlainObject)
     case 'optbool': return value === undefined || typeof value === 'boolean'
+    case 'optuint': return value === undefined || checkField(value, 'uint')
     case 'graph': return Array.isArray(value) && value.length <= MAX_GRAPH_PACKAGES && value.every(v =>
       isPlainObject(v) && typeof v.p === 'string' && checkField(v.i, 'strs') && checkField(v.b, 'uint'))
   }

@@ -10,7 +10,7 @@ import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
-import { ENV, GridError, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -128,6 +128,13 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   try {
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
+    if ((begun.protocol ?? 1) !== PROTOCOL_VERSION) {
+      // A daemon started before grid was upgraded: the helper and shim of this build speak
+      // another version, and the node may refuse what they send. The build still completes.
+      output.err(`grid: warning: the node at ${options.control} speaks protocol ${begun.protocol ?? 1}, this grid ${PROTOCOL_VERSION}: ` +
+        'it was started by another version of grid, and this build may get no cache from it')
+      output.err('  hint: restart the daemon (stop it, then run `grid daemon` again)')
+    }
     // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
     // throttles local work to its own slots. A -p of the user's own wins. Not for go test:
     // there -p also bounds how many test binaries run at once on this machine, and tests that
