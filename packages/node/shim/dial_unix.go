@@ -15,7 +15,8 @@ import (
 // in Go's poller and deadlines work as they do on a net.Conn.
 //
 // The send timeout bounds connect(2) itself: on Linux it waits for room in the node's accept
-// backlog for at most that long.
+// backlog for at most that long. It is left set: the descriptor is non-blocking from then on,
+// where it has no effect.
 func dialNode(path string, timeout time.Duration) (nodeSocket, error) {
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
@@ -32,10 +33,6 @@ func dialNode(path string, timeout time.Duration) (nodeSocket, error) {
 				break
 			}
 		}
-	}
-	if err == nil {
-		var none syscall.Timeval
-		err = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &none)
 	}
 	if err == nil {
 		err = syscall.SetNonblock(fd, true)

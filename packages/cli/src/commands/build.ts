@@ -128,10 +128,11 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   try {
     const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
     const build = begun.build
-    if ((begun.protocol ?? 1) !== PROTOCOL_VERSION) {
+    const nodeProtocol = begun.protocol ?? 1 // nodes of version 1 did not say
+    if (nodeProtocol !== PROTOCOL_VERSION) {
       // A daemon started before grid was upgraded: the helper and shim of this build speak
       // another version, and the node may refuse what they send. The build still completes.
-      output.err(`grid: warning: the node at ${options.control} speaks protocol ${begun.protocol ?? 1}, this grid ${PROTOCOL_VERSION}: ` +
+      output.err(`grid: warning: the node at ${options.control} speaks protocol ${nodeProtocol}, this grid ${PROTOCOL_VERSION}: ` +
         'it was started by another version of grid, and this build may get no cache from it')
       output.err('  hint: restart the daemon (stop it, then run `grid daemon` again)')
     }
