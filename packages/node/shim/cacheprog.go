@@ -137,8 +137,9 @@ func (h *helper) degrade() {
 	}
 }
 
-// serve reads requests until EOF. Gets and puts run in their own goroutines; close waits for
-// them, answers, and we keep reading until cmd/go closes our stdin.
+// serve reads requests until EOF. Gets and puts run in their own goroutines (but for gets of
+// recalled entries, served here); close waits for them, answers, and we keep reading until
+// cmd/go closes our stdin.
 func (h *helper) serve(in io.Reader) {
 	if f, ok := in.(*os.File); ok {
 		growPipe(f)
@@ -155,6 +156,12 @@ func (h *helper) serve(in io.Reader) {
 		}
 		switch req.Command {
 		case "get":
+			// A recalled hit is answered on this loop: a stat and a reply cost less than waking
+			// a goroutine, which the Go scheduler may well start on another thread.
+			if res, ok := h.getRecalledNow(req); ok {
+				h.reply(res)
+				continue
+			}
 			h.inFlight.Add(1)
 			go func() {
 				defer h.inFlight.Done()

@@ -55,6 +55,9 @@ func TestRecalledGets(t *testing.T) {
 	reported := make(chan []byte, 4)
 	gets := make(chan struct{}, 4)
 	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir, recalled: parseRecalled(records)}
+	if _, ok := h.getRecalledNow(request{ID: 1, Command: "get", ActionID: action}); ok {
+		t.Fatal("the serve loop answered a get before open had finished")
+	}
 	connectFakeNode(t, h, func(msg map[string]any) map[string]any {
 		if msg["type"] == "cache-recalled" {
 			ids, _ := msg["actionIds"].([]byte)
@@ -65,7 +68,16 @@ func TestRecalledGets(t *testing.T) {
 		return map[string]any{"type": "cache-miss"}
 	})
 
-	res := h.get(request{ID: 1, Command: "get", ActionID: action})
+	if _, ok := h.getRecalledNow(request{ID: 1, Command: "get", ActionID: bytes.Repeat([]byte{8}, idBytes)}); ok {
+		t.Fatal("the serve loop answered a get for an entry it was not handed")
+	}
+	res, ok := h.getRecalledNow(request{ID: 1, Command: "get", ActionID: action})
+	if !ok {
+		t.Fatal("the serve loop did not answer a get for a recalled entry")
+	}
+	if again := h.get(request{ID: 1, Command: "get", ActionID: action}); again.Miss || again.DiskPath != res.DiskPath {
+		t.Fatalf("get answered %+v, the serve loop %+v", again, res)
+	}
 	if res.Miss || res.DiskPath != path || !bytes.Equal(res.OutputID, out[:]) || res.Size != size || res.Time.UnixMilli() != 1700000000000 {
 		t.Fatalf("recalled get: %+v", res)
 	}
@@ -74,8 +86,8 @@ func TestRecalledGets(t *testing.T) {
 	}
 	h.reportRecalled()
 	h.indexing.Wait()
-	if ids := <-reported; !bytes.Equal(ids, action) {
-		t.Fatalf("reported %x, want %x", ids, action)
+	if ids := <-reported; !bytes.Equal(ids, bytes.Repeat(action, 2)) {
+		t.Fatalf("reported %x, want %x twice", ids, action)
 	}
 
 	// Rewritten in place (same bytes, new ctime): the helper no longer trusts its record.

@@ -79,6 +79,20 @@ func (h *helper) getRecalled(req request) (response, bool) {
 	return response{ID: req.ID, OutputID: e.outputID, Size: e.size, Time: &t, DiskPath: h.diskPath(name)}, true
 }
 
+// getRecalledNow is getRecalled for the serve loop, which must not wait: before open has
+// finished, or once the node is given up, it reports false and the get takes the usual way.
+func (h *helper) getRecalledNow(req request) (response, bool) {
+	select {
+	case <-h.ready:
+	default:
+		return response{}, false
+	}
+	if len(req.ActionID) != idBytes || h.degraded.Load() {
+		return response{}, false
+	}
+	return h.getRecalled(req)
+}
+
 func (h *helper) noteRecalled(actionID []byte) {
 	r := &h.recalledHits
 	r.mu.Lock()
