@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
@@ -218,5 +218,7 @@ describe('grid command line', () => {
     assert.match(err.message, /found Go go1\.21\.5, grid needs go1\.24/)
     const missing = await grid(w, ['--json', 'build', './...'], { env: { ...w.env, GRID_GO: join(bin, 'nope') } })
     assert.equal(JSON.parse(missing.stdout).error.code, 'GRID_ERR_GO_MISSING')
+    // no node was started (nor a cache made) for builds that could not run
+    assert.deepEqual(await readdir(w.cacheDir).catch(() => []), [])
   })
 })

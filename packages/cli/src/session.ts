@@ -30,10 +30,15 @@ export async function connectNode (options: GlobalOptions): Promise<ControlClien
 const STARTUP_RETRIES = 20
 const STARTUP_RETRY_MS = 150
 
-export async function openSession (options: GlobalOptions): Promise<Session> {
+/**
+ * `beforeEmbedding`, when given, must resolve before an embedded node is started: `grid build`
+ * passes its search for go, so that it starts no node when it will not build.
+ */
+export async function openSession (options: GlobalOptions, beforeEmbedding?: Promise<unknown>): Promise<Session> {
   for (let attempt = 0; ; attempt++) {
     const client = await connectNode(options)
     if (client !== undefined) return { client, embedded: undefined, close: async () => { client.close() } }
+    await beforeEmbedding
     // An embedded node logs to a file: this process's stderr carries the compiler's messages.
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process'
 import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { detectGo, ensureShim } from '@grid/node'
+import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
 import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
@@ -113,12 +113,27 @@ async function listPackages (go: string, args: string[], signal: AbortSignal): P
   }))
 }
 
+/** The user's go and the shim built for it. */
+async function findGo (cacheDir: string): Promise<{ toolchain: GoToolchain, shim: string }> {
+  const toolchain = await detectGo()
+  return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
+}
+
 export async function runGo (sub: 'build' | 'test', args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const started = performance.now()
-  const toolchain = await detectGo()
-  const shim = await ensureShim(options.cacheDir, toolchain)
+  // Finding go (and its shim) and reaching a daemon do not wait for each other: overlapped,
+  // they take `go env`'s few milliseconds off every build. No embedded node starts before go
+  // is found, and a missing go is the error reported.
+  const finding = findGo(options.cacheDir)
+  const [found, opened] = await Promise.allSettled([finding, openSession(options, finding)])
+  if (found.status === 'rejected') {
+    if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
+    throw found.reason
+  }
+  if (opened.status === 'rejected') throw opened.reason
+  const { toolchain, shim } = found.value
+  const session = opened.value
   const argv = goArgs(sub, args, shim, options.trimpath)
-  const session = await openSession(options)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
   const live = process.stderr.isTTY && !options.json
   const stop = new AbortController()
