@@ -4,7 +4,7 @@
  * every field after; anything unexpected is refused with GRID_ERR_ADVERT_INVALID naming the
  * field, and the mesh drops the message and logs the sender.
  */
-import { Packr } from 'msgpackr'
+import { Packr } from './msgpack.js'
 import { GridError } from './errors.js'
 
 export const ADVERT_VERSION = 1

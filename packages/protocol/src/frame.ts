@@ -3,7 +3,7 @@
  * The length is checked against the cap before a byte of the body is buffered, so an oversized
  * frame costs four bytes of memory, not the size it claims.
  */
-import { Packr } from 'msgpackr'
+import { Packr } from './msgpack.js'
 import { MAX_FRAME_BYTES } from './constants.js'
 import { GridError } from './errors.js'
 import { validateMessage, type Message } from './messages.js'

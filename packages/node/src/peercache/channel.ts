@@ -5,8 +5,7 @@
  */
 import type { Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
-import { Packr } from 'msgpackr'
-import { GridError, MAX_PEER_MESSAGE_BYTES, validatePeerCacheMessage, type PeerCacheMessage } from '@grid/protocol'
+import { GridError, MAX_PEER_MESSAGE_BYTES, Packr, validatePeerCacheMessage, type PeerCacheMessage } from '@grid/protocol'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 

@@ -1,6 +1,5 @@
 /** Messages of the compile stream, length-prefixed msgpack; checked before use. */
-import { Packr } from 'msgpackr'
-import { GridError } from '@grid/protocol'
+import { GridError, Packr } from '@grid/protocol'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 
