@@ -1,7 +1,7 @@
 /**
  * @grid/protocol: what every part of grid agrees on, with no I/O. Message types and their
- * validation, the frame codec of the node socket, error codes, limits, size helpers, and the
- * remote compile task with its key.
+ * validation, the frame codec of the node socket, error codes, limits, size helpers, the
+ * remote compile task with its key, and the msgpack codec every part of grid uses.
  */
 export * from './constants.js'
 export * from './errors.js'
