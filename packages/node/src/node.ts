@@ -113,6 +113,9 @@ export class GridNode {
   private trimming: Promise<void> | undefined
   private meshStarting: Promise<void> | undefined
   private toolchains: ToolchainInfo[] = []
+  /** The toolchain probe, running in the background once the mesh is up; stop cancels it. */
+  private probing: Promise<void> | undefined
+  private readonly probeAbort = new AbortController()
   private privateKey: (() => Promise<PrivateKey>) | undefined
 
   constructor (init: GridNodeInit) {
@@ -244,11 +247,12 @@ export class GridNode {
       this.peerCache = peerCache
     }
     // The toolchain probe compiles a canary (~30 ms): adverts go out without it, then with it.
-    void detectGo().then(async go => {
+    const signal = this.probeAbort.signal
+    this.probing = detectGo({ signal }).then(async go => {
       this.goToolchain = go
-      this.toolchains = [await probeToolchain(go)]
+      this.toolchains = [await probeToolchain(go, signal)]
       mesh.schedulePublish()
-    }).catch((err: Error) => log.warn(`no Go toolchain to advertise: ${err.message}`))
+    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
     const { RemoteCompiler, Worker } = await import('./remote/index.js')
     if (libp2p !== undefined) {
       this.worker = new Worker({
@@ -277,6 +281,10 @@ export class GridNode {
 
   async stop (): Promise<void> {
     await this.meshStarting?.catch(() => {})
+    // A node stopped soon after its mesh started (an embedded node's short build) must not
+    // leave the probe's canary dir behind: cancelled, it removes it before it settles.
+    this.probeAbort.abort()
+    await this.probing
     await this.peerCache?.stop()
     this.peerCache = undefined
     await this.worker?.stop()

@@ -33,13 +33,17 @@ export function checkGoVersion (version: string): void {
   }
 }
 
+/** `go env` gets this long, whatever signal the caller also gives. */
+const GO_ENV_TIMEOUT_MS = 30_000
+
 export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
   const go = options.go ?? process.env.GRID_GO ?? 'go'
   const out = await new Promise<string>((resolve, reject) => {
     execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOOS', 'GOARCH', 'GOCACHE'], {
-      env: options.env ?? process.env, signal: options.signal ?? AbortSignal.timeout(30_000)
+      env: options.env ?? process.env, signal: AbortSignal.any([AbortSignal.timeout(GO_ENV_TIMEOUT_MS), ...(options.signal === undefined ? [] : [options.signal])])
     }, (err, stdout, stderr) => {
       if (err === null) { resolve(stdout); return }
+      if (options.signal?.aborted === true) { reject(err); return } // cancelled: says nothing about go
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         reject(new GridError('GRID_ERR_GO_MISSING', `no \`${go}\` command found on PATH`, {
           cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) and put it on PATH'

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { isAbsolute, join } from 'node:path'
 import type { ToolchainInfo } from '@grid/protocol'
 import type { GoToolchain } from './index.js'
 
@@ -29,27 +29,37 @@ func Sum(xs []int) (n int) {
 /** Fixed target and settings: the canary must not depend on where it runs. */
 const CANARY_ENV = { GOOS: 'linux', GOARCH: 'amd64', GOAMD64: 'v1', GOEXPERIMENT: '' }
 
-async function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Promise<string> {
+/** Each command of the probe gets this long. Resolves with its whole stdout. */
+const PROBE_COMMAND_TIMEOUT_MS = 60_000
+
+async function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal | undefined, cwd?: string): Promise<string> {
   return await new Promise((resolve, reject) => {
-    execFile(cmd, args, { env, cwd, signal: AbortSignal.timeout(60_000) }, (err, stdout, stderr) => {
-      if (err === null) resolve(stdout.trim())
+    execFile(cmd, args, { env, cwd, signal: AbortSignal.any([AbortSignal.timeout(PROBE_COMMAND_TIMEOUT_MS), ...(signal === undefined ? [] : [signal])]) }, (err, stdout, stderr) => {
+      if (err === null) resolve(stdout)
       else reject(new Error(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`))
     })
   })
 }
 
-export async function probeToolchain (toolchain: GoToolchain): Promise<ToolchainInfo> {
+/**
+ * Probes `toolchain`. Cancelled through `signal`, it stops its commands and still removes its
+ * temp dir before it rejects.
+ */
+export async function probeToolchain (toolchain: GoToolchain, signal?: AbortSignal): Promise<ToolchainInfo> {
   const env: NodeJS.ProcessEnv = { ...process.env }
   delete env.GOCACHEPROG
-  const [compiler, experiment] = await Promise.all([
-    run(toolchain.go, ['tool', 'compile', '-V=full'], env),
-    run(toolchain.go, ['env', 'GOEXPERIMENT'], env)
-  ])
+  // The compiler is run itself, not through `go tool`: a cancelled probe then stops at once,
+  // with no grandchild left holding its output open.
+  const [experiment = '', toolDir = ''] = (await run(toolchain.go, ['env', 'GOEXPERIMENT', 'GOTOOLDIR'], env, signal)).split('\n').map(s => s.trim())
+  if (!isAbsolute(toolDir)) throw new Error(`${toolchain.go} env GOTOOLDIR: ${JSON.stringify(toolDir)} is not an absolute path`)
+  const compile = join(toolDir, 'compile')
+  const compiler = (await run(compile, ['-V=full'], env, signal)).trim()
+  signal?.throwIfAborted()
   const dir = await mkdtemp(join(tmpdir(), 'grid-canary-'))
   try {
     await writeFile(join(dir, 'canary.go'), CANARY_SOURCE)
-    await run(toolchain.go, ['tool', 'compile', '-p', 'canary', '-trimpath', `${dir}=>`, '-lang=go1.21', '-pack', '-o', join(dir, 'canary.a'), join(dir, 'canary.go')],
-      { ...env, ...CANARY_ENV }, dir)
+    await run(compile, ['-p', 'canary', '-trimpath', `${dir}=>`, '-lang=go1.21', '-pack', '-o', join(dir, 'canary.a'), join(dir, 'canary.go')],
+      { ...env, ...CANARY_ENV }, signal, dir)
     const canary = createHash('sha256').update(await readFile(join(dir, 'canary.a'))).digest('hex')
     return { go: toolchain.version, compiler, canary, experiment }
   } finally {
