@@ -52,7 +52,7 @@ export async function probeToolchain (toolchain: GoToolchain, signal?: AbortSign
   // with no grandchild left holding its output open.
   const [experiment = '', toolDir = ''] = (await run(toolchain.go, ['env', 'GOEXPERIMENT', 'GOTOOLDIR'], env, signal)).split('\n').map(s => s.trim())
   if (!isAbsolute(toolDir)) throw new Error(`${toolchain.go} env GOTOOLDIR: ${JSON.stringify(toolDir)} is not an absolute path`)
-  const compile = join(toolDir, 'compile')
+  const compile = join(toolDir, process.platform === 'win32' ? 'compile.exe' : 'compile')
   const compiler = (await run(compile, ['-V=full'], env, signal)).trim()
   signal?.throwIfAborted()
   const dir = await mkdtemp(join(tmpdir(), 'grid-canary-'))
