@@ -8,9 +8,13 @@ import { ControlClient } from '@grid/node'
 import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
-const noop = { after: () => {} }
 
 describe('shared cache', () => {
+  // `after` called inside `before` would run when the hook ends: node A's world, its daemons and
+  // the reference builds' GOCACHEs belong to the suite, and go when it ends.
+  const teardown: Array<() => unknown> = []
+  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
+  after(async () => { for (const fn of teardown.reverse()) await fn() })
   let a: World
   let aDaemon: Daemon | undefined
   const refs: Record<string, string> = {}
@@ -18,7 +22,7 @@ describe('shared cache', () => {
   /** (Re)starts A on its warm cache, optionally misbehaving; returns its first address. */
   async function startA (env: NodeJS.ProcessEnv = {}): Promise<string> {
     await aDaemon?.kill()
-    aDaemon = await startDaemon(noop, a, [], env)
+    aDaemon = await startDaemon(suite, a, [], env)
     return (await status(a)).mesh.addrs[0]
   }
 
@@ -35,18 +39,17 @@ describe('shared cache', () => {
   }
 
   before(async () => {
-    a = await world(noop)
+    a = await world(suite)
     await startA()
     for (const [name, cwd, pkgs] of [['gomod', GOMOD, './...'], ['stdhttp', STDHTTP, '.']] as const) {
       refs[name] = join(a.dir, `ref-${name}`)
-      const plain = await goBuild(noop, ['-o', refs[name] + '/', pkgs], cwd)
+      const plain = await goBuild(suite, ['-o', refs[name] + '/', pkgs], cwd)
       assert.equal(plain.code, 0, plain.stderr)
       const r = await grid(a, ['--json', 'build', '-o', join(a.dir, `a-${name}`) + '/', pkgs], { cwd })
       assert.equal(r.code, 0, r.stderr)
       await sameFiles(join(a.dir, `a-${name}`), refs[name] as string)
     }
   })
-  after(async () => { await aDaemon?.kill() })
 
   it('B builds the fixture module and net/http from A\'s cache: ≥ 95 % peer hits, no compile, identical binaries', async (t) => {
     const aAddr = await startA()
