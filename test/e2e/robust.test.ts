@@ -6,18 +6,14 @@ import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
 import { encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type World } from '../helpers/index.js'
+import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 describe('robustness', () => {
-  // `after` called inside `before` would run when the hook ends: the reference build belongs to
-  // the suite, and goes when it ends.
-  const teardown: Array<() => unknown> = []
-  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
-  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  const suite = suiteContext()
   let ref = ''
   before(async () => {
     const w = await world(suite)

@@ -3,18 +3,14 @@
 // never correctness.
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import { ControlClient } from '@grid/node'
-import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 
 describe('shared cache', () => {
-  // `after` called inside `before` would run when the hook ends: node A's world, its daemons and
-  // the reference builds' GOCACHEs belong to the suite, and go when it ends.
-  const teardown: Array<() => unknown> = []
-  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
-  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  const suite = suiteContext()
   let a: World
   let aDaemon: Daemon | undefined
   const refs: Record<string, string> = {}

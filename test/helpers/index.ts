@@ -7,7 +7,7 @@ import { mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { TestContext } from 'node:test'
+import { after, type TestContext } from 'node:test'
 
 // compiled to test/dist/helpers/: the repo root is three levels up
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
@@ -42,6 +42,17 @@ export function defer (t: Ctx, fn: () => unknown): void {
     stack = fns
   }
   stack.push(fn)
+}
+
+/**
+ * A context for what a suite's `before` makes, cleaned up (the last registered first) when the
+ * suite ends: node:test's `after` called inside `before` would run when that hook ends. Call
+ * it in the `describe` body.
+ */
+export function suiteContext (): Ctx {
+  const teardown: Array<() => unknown> = []
+  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  return { after: (fn: () => unknown) => { teardown.push(fn) } }
 }
 
 /** A temp dir removed when the test (or suite) ends. Short, so socket paths fit. */

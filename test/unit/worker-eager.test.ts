@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict'
 import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
-import { tempDir } from '../helpers/index.js'
+import { suiteContext, tempDir } from '../helpers/index.js'
 import { RECORDER, openEager, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 describe('worker: eager offers', () => {
@@ -15,10 +15,7 @@ describe('worker: eager offers', () => {
   let handler: (stream: Stream, connection: unknown) => void
   let compiles: () => number
 
-  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
-  const teardown: Array<() => unknown> = []
-  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
-  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  const suite = suiteContext()
 
   before(async () => {
     const root = await tempDir(suite, 'eager')

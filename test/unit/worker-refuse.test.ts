@@ -6,10 +6,10 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { chmod, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { MAX_TASK_FILE_BYTES, type CompileTask } from '@grid/protocol'
-import { tempDir } from '../helpers/index.js'
+import { suiteContext, tempDir } from '../helpers/index.js'
 import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 /** Every file below `dir`, relative to it. */
@@ -26,10 +26,7 @@ describe('worker: adversarial tasks', () => {
   let workerDir: string
   let outside: string
 
-  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
-  const teardown: Array<() => unknown> = []
-  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
-  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  const suite = suiteContext()
 
   before(async () => {
     root = await tempDir(suite, 'refuse')

@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict'
 import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { errorCode } from '@grid/protocol'
 import type { Worker } from '@grid/node/server'
-import { tempDir, waitFor } from '../helpers/index.js'
+import { suiteContext, tempDir, waitFor } from '../helpers/index.js'
 import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 async function sendInputs (worker: Worker, r: Requester): Promise<void> {
@@ -24,10 +24,7 @@ describe('worker: identical tasks share one compile', () => {
   let n = 0
   const workerDir = (): string => join(root, `worker-${++n}`)
 
-  // `after` called inside `before` would run when the hook ends: the suite's teardown is here
-  const teardown: Array<() => unknown> = []
-  const suite = { after: (fn: () => unknown) => { teardown.push(fn) } }
-  after(async () => { for (const fn of teardown.reverse()) await fn() })
+  const suite = suiteContext()
 
   before(async () => {
     root = await tempDir(suite, 'share')
