@@ -10,6 +10,9 @@
  * first, …) so that drift in machine load falls on both sides:
  *   cold     `go build -trimpath T` with an empty GOCACHE vs `grid build T` with an empty grid
  *            cache and an empty GOCACHE. Result: ratio of medians grid/plain, target ≤ 1.05.
+ *            A third side, `grid --toolexec auto build T` (no peers, so no -toolexec: only the
+ *            cache goes through grid), shows what leaving out the shim would give; the three
+ *            sides' order rotates every round.
  *   rebuild  after `go clean -cache`: plain with an empty GOCACHE (so cold again) vs grid with
  *            an empty GOCACHE and the grid cache warm from the cold grid build. Result: ratio.
  *   no-op    plain with a warm GOCACHE vs grid with a warm GOCACHE and warm grid cache.
@@ -212,9 +215,9 @@ async function plainBuild (gocache) {
 }
 
 /** `grid build` against whatever answers on the socket (the daemon), or an embedded node. */
-async function gridBuild (gocache, cacheDir, { target = options.target } = {}) {
+async function gridBuild (gocache, cacheDir, { target = options.target, toolexec = 'always' } = {}) {
   const daemonBefore = daemon?.ticks() ?? null
-  const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'build', ...target], { env: benchEnv(gocache) })
+  const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--toolexec', toolexec, '--json', 'build', ...target], { env: benchEnv(gocache) })
   const daemonAfter = daemon?.ticks() ?? null
   if (r.code !== 0) throw failed('grid build', r)
   let summary
@@ -235,6 +238,7 @@ async function gridBuild (gocache, cacheDir, { target = options.target } = {}) {
     daemonCpuS: daemon === undefined ? undefined : sec(daemonCpuMs),
     grid: {
       node: summary.node,
+      toolexec: summary.toolexec,
       cliWallS: sec(summary.wallMs),
       actions: summary.actions,
       cache: summary.cache,
@@ -343,6 +347,9 @@ async function pair (caseName, round, entries, samples) {
 const ordered = (plainFirst, plain, grid) =>
   plainFirst ? [['plain', plain], ['grid', grid]] : [['grid', grid], ['plain', plain]]
 
+/** The entries turned round by round − 1: over as many rounds as sides, each side runs in each place once. */
+const rotated = (round, entries) => entries.map((_, i) => entries[(i + round - 1) % entries.length])
+
 async function main () {
   tmpRoot = await mkdtemp(join(os.tmpdir(), 'grid-bench-'))
   // Short and outside the cache dir: sun_path holds ~107 bytes.
@@ -368,7 +375,7 @@ async function main () {
   progress(`setup: first use ${setup.firstUseWallS} s, with the shim already built ${setup.withShimWallS} s (shim build ≈ ${setup.shimBuildS} s, once per Go version)`)
 
   const samples = {
-    cold: { plain: [], grid: [] },
+    cold: { plain: [], grid: [], gridAuto: [] },
     rebuild: { plain: [], grid: [] },
     noopDaemon: { plain: [], grid: [] },
     noopEmbedded: { plain: [], grid: [] }
@@ -380,22 +387,26 @@ async function main () {
   for (let round = 1; round <= options.rounds; round++) {
     const plainFirst = round % 2 === 1
 
-    // 1. cold
-    await pair('cold', round, ordered(plainFirst,
-      async () => {
+    // 1. cold: plain, grid, and grid with --toolexec auto (which, with no peers, leaves -toolexec
+    //    out). Whichever grid side runs last leaves the daemon and its warm cache to the rebuild
+    //    case: the same entries either way, since action IDs do not depend on -toolexec.
+    const coldGrid = toolexec => async () => {
+      await stopDaemon()
+      await rm(gridCacheDir, { recursive: true, force: true })
+      await cp(join(seedDir, 'shim'), join(gridCacheDir, 'shim'), { recursive: true })
+      const status = await startDaemon(gridCacheDir)
+      daemonStatus ??= status
+      const gocache = await freshDir('gocache')
+      try { return await gridBuild(gocache, gridCacheDir, { toolexec }) } finally { await rm(gocache, { recursive: true, force: true }) }
+    }
+    await pair('cold', round, rotated(round, [
+      ['plain', async () => {
         const gocache = await freshDir('gocache')
         try { return await plainBuild(gocache) } finally { await rm(gocache, { recursive: true, force: true }) }
-      },
-      async () => {
-        await stopDaemon()
-        await rm(gridCacheDir, { recursive: true, force: true })
-        await cp(join(seedDir, 'shim'), join(gridCacheDir, 'shim'), { recursive: true })
-        const status = await startDaemon(gridCacheDir)
-        daemonStatus ??= status
-        const gocache = await freshDir('gocache')
-        try { return await gridBuild(gocache, gridCacheDir) } finally { await rm(gocache, { recursive: true, force: true }) }
-      }
-    ), samples)
+      }],
+      ['grid', coldGrid('always')],
+      ['gridAuto', coldGrid('auto')]
+    ]), samples)
 
     // 2. rebuild after `go clean -cache`: an empty GOCACHE on both sides; grid keeps its cache.
     //    Both GOCACHEs are kept, warm, for the no-op case.
@@ -494,8 +505,8 @@ function busyness (samples, cores) {
 function side (xs, key) { return median(xs.map(s => s[key])) }
 
 function summarize (samples, load) {
-  const ratioCase = (name, description, target) => {
-    const { plain, grid } = samples[name]
+  const ratioCase = (name, description, target, gridSide = 'grid') => {
+    const { plain, [gridSide]: grid } = samples[name]
     const plainS = side(plain, 'wallS')
     const gridS = side(grid, 'wallS')
     const plainCpu = side(plain, 'cpuS')
@@ -535,6 +546,9 @@ function summarize (samples, load) {
   }
   return {
     cold: ratioCase('cold', 'empty GOCACHE; grid: empty grid cache too (daemon)', COLD_TARGET_RATIO),
+    ...((samples.cold.gridAuto?.length ?? 0) === 0
+      ? {}
+      : { coldAuto: ratioCase('cold', 'as cold, grid with --toolexec auto: no peers, so no -toolexec (only the cache goes through grid)', undefined, 'gridAuto') }),
     rebuild: ratioCase('rebuild', 'after go clean -cache: empty GOCACHE; grid: warm grid cache (daemon)'),
     noopDaemon: addedCase('noopDaemon', 'warm GOCACHE; grid: warm grid cache, daemon'),
     noopEmbedded: addedCase('noopEmbedded', 'warm GOCACHE; grid: warm grid cache, embedded node (no daemon)')
@@ -552,6 +566,10 @@ function check (report, load) {
   for (const s of samples.cold.grid) {
     if (s.grid.cache.hits !== 0) problems.push(`cold round ${s.round}: ${s.grid.cache.hits} cache hits in an empty grid cache`)
     if (compiles(s) === 0) problems.push(`cold round ${s.round}: no compiles went through the node`)
+  }
+  for (const s of samples.cold.gridAuto ?? []) {
+    if (s.grid.cache.hits !== 0) problems.push(`cold --toolexec auto round ${s.round}: ${s.grid.cache.hits} cache hits in an empty grid cache`)
+    if (s.grid.toolexec !== false || compiles(s) !== 0) problems.push(`cold --toolexec auto round ${s.round}: the build ran through the shim`)
   }
   for (const name of ['rebuild', 'noopDaemon', 'noopEmbedded']) {
     for (const s of samples[name].grid) {
@@ -592,6 +610,7 @@ function renderTable (report) {
     '| case | plain `go build -trimpath` | `grid build` | result | CPU plain → grid |',
     '| --- | ---: | ---: | --- | --- |',
     `| cold (empty GOCACHE, empty grid cache) | ${f(r.cold.plainMedianS)} s | ${f(r.cold.gridMedianS)} s | **×${r.cold.ratio.toFixed(3)}** (target ≤ ${COLD_TARGET_RATIO}: ${r.cold.meetsTarget === null ? 'not judged, machine busy' : r.cold.meetsTarget ? 'met' : 'missed'}) | ${f(r.cold.plainCpuMedianS)} → ${f(r.cold.gridCpuMedianS)} s (×${f(r.cold.cpuRatio)}) |`,
+    ...(r.coldAuto === undefined ? [] : [`| cold, \`grid --toolexec auto\` (no peers: no shim) | ${f(r.coldAuto.plainMedianS)} s | ${f(r.coldAuto.gridMedianS)} s | ×${r.coldAuto.ratio.toFixed(3)} | ${f(r.coldAuto.plainCpuMedianS)} → ${f(r.coldAuto.gridCpuMedianS)} s (×${f(r.coldAuto.cpuRatio)}) |`]),
     `| rebuild after \`go clean -cache\` (grid cache warm) | ${f(r.rebuild.plainMedianS)} s | ${f(r.rebuild.gridMedianS)} s | **×${r.rebuild.ratio.toFixed(3)}** | ${f(r.rebuild.plainCpuMedianS)} → ${f(r.rebuild.gridCpuMedianS)} s (×${f(r.rebuild.cpuRatio)}) |`,
     `| no-op (all warm), daemon | ${f(r.noopDaemon.plainMedianS)} s | ${f(r.noopDaemon.gridMedianS)} s | **+${r.noopDaemon.addedMs} ms** | ${f(r.noopDaemon.plainCpuMedianS)} → ${f(r.noopDaemon.gridCpuMedianS)} s |`,
     `| no-op (all warm), embedded node | ${f(r.noopEmbedded.plainMedianS)} s | ${f(r.noopEmbedded.gridMedianS)} s | **+${r.noopEmbedded.addedMs} ms** | ${f(r.noopEmbedded.plainCpuMedianS)} → ${f(r.noopEmbedded.gridCpuMedianS)} s |`
@@ -600,7 +619,8 @@ function renderTable (report) {
 }
 
 function renderReadme (report, out) {
-  const samplesOf = name => ['plain', 'grid'].map(s => `${s} ${report.samples[name][s].map(x => x.wallS.toFixed(2)).join(', ')}`).join('; ')
+  const samplesOf = name => ['plain', 'grid', 'gridAuto'].filter(s => (report.samples[name][s]?.length ?? 0) > 0)
+    .map(s => `${s === 'gridAuto' ? 'grid --toolexec auto' : s} ${report.samples[name][s].map(x => x.wallS.toFixed(2)).join(', ')}`).join('; ')
   const compilesOf = name => report.samples[name].grid.map(s => `${s.grid.compiles.local + s.grid.compiles.remote}`).join(', ')
   const hitsOf = name => report.samples[name].grid.map(s => `${s.grid.cache.hits}/${s.grid.cache.hits + s.grid.cache.misses}`).join(', ')
   const git = report.git === null ? 'no git' : `${report.git.commit.slice(0, 12)}${report.git.dirty ? ' (with uncommitted changes)' : ''}`
@@ -624,7 +644,7 @@ ${renderTable(report)}
 ${report.checks.length === 0 ? '' : `**Warnings:** ${report.checks.join('; ')}.\n\n`}* Load before: \`${report.load.before.replace(/^.*load average/, 'load average')}\`; after:
   \`${report.load.after.replace(/^.*load average/, 'load average')}\`. On a shared machine wall
   times are noisy; the CPU column (whole process tree, plus the daemon's share) is steadier.
-* Samples (s): cold ${samplesOf('cold')} (grid/plain by round ${report.results.cold.ratioPerRound.join(', ')}).
+* Samples (s): cold ${samplesOf('cold')} (grid/plain by round ${report.results.cold.ratioPerRound.join(', ')}${report.results.coldAuto === undefined ? '' : `; --toolexec auto/plain ${report.results.coldAuto.ratioPerRound.join(', ')}`}).
   Rebuild ${samplesOf('rebuild')}.
 * Compiles run by grid: cold ${compilesOf('cold')}; rebuild ${compilesOf('rebuild')} (hits/lookups
   ${hitsOf('rebuild')}); no-op ${compilesOf('noopDaemon')}.
@@ -634,11 +654,14 @@ ${report.checks.length === 0 ? '' : `**Warnings:** ${report.checks.join('; ')}.\
 ## What is measured
 
 Each case is a pair, plain then grid or grid then plain; the order alternates within a round
-and flips every round, so drift in the machine's load falls on both sides.
+and flips every round, so drift in the machine's load falls on both sides. The cold case has a
+third side, \`grid --toolexec auto build\`: with no peer to take a compile it runs go without
+\`-toolexec\`, so only the cache goes through grid; the three sides take turns in each place.
 
 | case | plain | grid | result |
 | --- | --- | --- | --- |
 | cold | empty GOCACHE | empty GOCACHE, empty grid cache | ratio of medians grid/plain, target ≤ ${COLD_TARGET_RATIO} |
+| cold, \`--toolexec auto\` | (the same plain samples) | as cold, without \`-toolexec\` | ratio |
 | rebuild after \`go clean -cache\` | empty GOCACHE (cold again) | empty GOCACHE, grid cache warm from the cold grid build | ratio |
 | no-op | warm GOCACHE | warm GOCACHE, warm grid cache | added ms, median(grid) − median(plain) |
 

@@ -53,6 +53,33 @@ describe('grid build of the fixture module', () => {
     await sameFiles(out2, ref)
   })
 
+  it('--toolexec auto with no peer: go runs its own tools, the output is identical and the cache is the same', async (t) => {
+    const w = await world(t)
+    const ref = join(w.dir, 'ref')
+    const out1 = join(w.dir, 'out1')
+    const out2 = join(w.dir, 'out2')
+    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    await startDaemon(t, w)
+    const direct = await grid(w, ['--json', '--toolexec', 'auto', 'build', '-o', out1 + '/', './...'])
+    assert.equal(direct.code, 0, direct.stderr)
+    const s1 = summary(direct)
+    assert.equal(s1.toolexec, false)
+    assert.ok(!s1.command.some((a: string) => a.startsWith('-toolexec')), s1.command.join(' '))
+    assert.ok(s1.cache.puts > 50 && s1.cache.hits === 0, `go stored its outputs in the grid cache: ${JSON.stringify(s1.cache)}`)
+    assert.equal((await status(w)).counters.compiles, 0, 'no compile went through the node')
+    assert.deepEqual(await sameFiles(out1, ref), ['alpha', 'beta'])
+
+    // Action IDs do not depend on -toolexec: a build through the shim finds everything.
+    await w.freshGoCache()
+    const shimmed = await grid(w, ['--json', 'build', '-o', out2 + '/', './...'], { env: { ...w.env, GRID_TOOLEXEC: 'always' } })
+    assert.equal(shimmed.code, 0, shimmed.stderr)
+    const s2 = summary(shimmed)
+    assert.equal(s2.toolexec, true)
+    assert.equal(s2.compiles.local, 0, `nothing to compile: ${JSON.stringify(s2.compiles)}`)
+    assert.ok(s2.cache.hits > 50, `${s2.cache.hits} hits`)
+    await sameFiles(out2, ref)
+  })
+
   it('go build -o x.a of a package installs a copy: the blob it came from stays in the store', async (t) => {
     // cmd/go installs a file it got from the cache by renaming it, unless it lies under GOCACHE:
     // the helper hands blobs out through a link there.
@@ -172,6 +199,9 @@ describe('grid command line', () => {
     const a = await grid(w, ['--frobnicate', 'build'])
     assert.equal(a.code, 2)
     assert.match(a.stderr, /unknown option --frobnicate \(GRID_ERR_USAGE\)/)
+    const bad = await grid(w, ['--toolexec', 'sometimes', 'build', './...'])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /--toolexec must be always or auto, not "sometimes" \(GRID_ERR_USAGE\)/)
     const b = await grid(w, ['frobnicate'])
     assert.equal(b.code, 2)
     assert.match(b.stderr, /unknown command frobnicate/)

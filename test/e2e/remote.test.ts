@@ -83,11 +83,14 @@ describe('remote compiles', () => {
     const ref = join(r.dir, 'ref')
     const out = join(r.dir, 'out')
     assert.equal((await goBuild(t, ['-o', ref + '/', '.'], STDHTTP)).code, 0)
-    const res = await grid(r, ['--json', 'build', '-o', out + '/', '.'], { cwd: STDHTTP })
+    // --toolexec auto keeps the shim: peers can take compiles
+    const res = await grid(r, ['--json', '--toolexec', 'auto', 'build', '-o', out + '/', '.'], { cwd: STDHTTP })
     assert.equal(res.code, 0, res.stderr)
     const s = summary(res)
     const c = s.compiles
     t.diagnostic(`${c.remote} remote (${c.fromBacklog} from the backlog), ${c.local} local (${JSON.stringify(c.localReasons)})`)
+    assert.equal(s.toolexec, true)
+    assert.ok(s.command.some((a: string) => a.startsWith('-toolexec=')), s.command.join(' '))
     // go -p: the one local slot, the workers' 4 free slots, and 4 more waiting in the backlog
     const p = s.command.indexOf('-p')
     assert.equal(p >= 0 ? s.command[p + 1] : undefined, '9', `go's -p in ${s.command.join(' ')}`)

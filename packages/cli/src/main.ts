@@ -36,6 +36,9 @@ global options (before the command):
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            list the package graph even when no peer can take compiles, so the
                      summary reports the build's critical path (costs ~0.4-1.4 CPU-s on std)
+  --toolexec MODE    always (default): every compile goes through the node; auto: only when a
+                     peer can take compiles at the build's start, else go runs its tools itself
+                     and only the cache goes through grid (env GRID_TOOLEXEC)
   --version          print the grid version
   -h, --help         this help`
 

@@ -15,9 +15,18 @@ export interface GlobalOptions {
   trimpath: boolean
   /** list the package graph even with no peer to place compiles on (for the critical path) */
   graph: boolean
+  /**
+   * `always`: every build runs with -toolexec=<shim>, so every compile goes through the node.
+   * `auto`: only when, at the build's start, a peer could take a compile; otherwise go runs its
+   * tools itself and only the cache goes through grid.
+   */
+  toolexec: ToolexecMode
   help: boolean
   version: boolean
 }
+
+export type ToolexecMode = 'always' | 'auto'
+const TOOLEXEC_MODES: readonly ToolexecMode[] = ['always', 'auto']
 
 export interface Parsed { options: Readonly<GlobalOptions>, command: string | undefined, rest: string[] }
 
@@ -33,6 +42,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
   let json = false
   let trimpath = true
   let graph = false
+  let toolexec: string | undefined
   let help = false
   let version = false
   let i = 0
@@ -53,12 +63,17 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
       case '--json': json = true; break
       case '--no-trimpath': trimpath = false; break
       case '--graph': graph = true; break
+      case '--toolexec': toolexec = value(); break
       case '-h': case '--help': help = true; break
       case '--version': version = true; break
       default: throw usageError(`unknown option ${name}`)
     }
   }
   const cacheDir = cache ?? defaultCacheDir(env)
+  const mode = toolexec ?? (env.GRID_TOOLEXEC === '' ? undefined : env.GRID_TOOLEXEC) ?? 'always'
+  if (!(TOOLEXEC_MODES as readonly string[]).includes(mode)) {
+    throw usageError(`${toolexec === undefined ? 'GRID_TOOLEXEC' : '--toolexec'} must be always or auto, not ${JSON.stringify(mode)}`)
+  }
   const configExplicit = config !== undefined || (env.GRID_CONFIG ?? '') !== ''
   const options = Object.freeze({
     cacheDir,
@@ -68,6 +83,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
     json,
     trimpath,
     graph,
+    toolexec: mode as ToolexecMode,
     help,
     version
   })

@@ -31,7 +31,8 @@ export function fallbackCount (stats: BuildStats): number {
   return Object.values(stats.compiles.fallbacks).reduce((a, b) => a + b, 0)
 }
 
-export function formatSummary (stats: BuildStats, wallMs: number): string {
+/** `viaShim` false: the build ran without -toolexec (--toolexec auto), so go ran every compile itself. */
+export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true): string {
   const c = stats.cache
   const k = stats.compiles
   const fb = fallbackCount(stats)
@@ -45,7 +46,9 @@ export function formatSummary (stats: BuildStats, wallMs: number): string {
   const trust = (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
     (verify.sampled > 0 ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` : '')
   return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
-    `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}` +
+    (viaShim
+      ? `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}`
+      : 'compiles run by go (no peer could take one; --toolexec auto)') +
     `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
 }
 
@@ -63,8 +66,11 @@ function remoteDetail (stats: BuildStats): string {
   return ` (${peers} peer${peers === 1 ? '' : 's'}, overhead p50 ${k.overhead.p50Ms.toFixed(1)} ms${races})`
 }
 
-export function formatProgress (stats: BuildStats, total: number | undefined, elapsedMs: number): string {
+export function formatProgress (stats: BuildStats, total: number | undefined, elapsedMs: number, viaShim = true): string {
+  const seconds = `${(elapsedMs / 1000).toFixed(0)} s`
+  // Without the shim the node sees no compiles: what it sees is go's cache lookups and stores.
+  if (!viaShim) return `grid: ${stats.cache.hits} cache hits · ${stats.cache.puts} outputs stored · ${seconds}`
   const done = stats.compiles.local + stats.compiles.remote
   const of = total === undefined ? '' : `/${total}`
-  return `grid: ${done}${of} packages compiled · ${stats.cache.hits} cache hits · ${stats.compiles.running} compiling · ${(elapsedMs / 1000).toFixed(0)} s`
+  return `grid: ${done}${of} packages compiled · ${stats.cache.hits} cache hits · ${stats.compiles.running} compiling · ${seconds}`
 }

@@ -23,6 +23,10 @@ Runs \`go build\` (or \`go test\`) with every argument passed through unchanged,
 grid node; every cmd/go cache entry is stored in the grid cache. Exit status and compiler
 messages are those of \`go build -trimpath\`.
 
+With grid --toolexec auto, -toolexec is added only when a peer can take compiles as the build
+starts; otherwise go runs every tool itself (a little faster on a machine alone) and only the
+cache goes through grid.
+
 -trimpath is on by default because it makes cache entries independent of where the source
 lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
 
@@ -158,6 +162,11 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     if (sub === 'build' && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
+    // --toolexec auto: with no peer to send a compile to, the shim would only hand each tool
+    // back to this machine, at a Go process's start per invocation (docs/benchmarks/cold.md).
+    // Action IDs do not depend on -toolexec, so the cache is the same either way.
+    const viaShim = options.toolexec === 'always' || begun.remoteSlots > 0
+    if (!viaShim) argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 1)
     const env = {
       ...process.env,
       [ENV.socket]: options.control,
@@ -196,7 +205,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
         session.client.request({ type: 'build-progress', build }).then(r => {
           lastStats = r.stats
           if (stop.signal.aborted) return
-          line = formatProgress(r.stats, total, performance.now() - started)
+          line = formatProgress(r.stats, total, performance.now() - started, viaShim)
           process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns ?? 80) - 1)}`)
         }, () => {})
       }, 250)
@@ -225,12 +234,13 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
         actions: ended.actions,
         cache: ended.cache,
         compiles: ended.compiles,
+        toolexec: viaShim,
         node: session.embedded === undefined ? 'daemon' : 'embedded',
         ...(nodeLost === undefined ? {} : { nodeLost })
       }))
     } else {
       if (nodeLost !== undefined) output.err(`grid: the node went away during the build (${nodeLost}); the build went on without it`)
-      output.err(formatSummary(ended, wallMs))
+      output.err(formatSummary(ended, wallMs, viaShim))
     }
   } finally {
     stop.abort()
