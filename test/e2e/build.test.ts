@@ -192,6 +192,10 @@ describe('grid command line', () => {
     const r = await grid(w, ['--json', 'build', '-toolexec=/bin/true', './...'])
     assert.equal(r.code, 1)
     assert.equal(JSON.parse(r.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+    // grid's own option after the command is go's flag: the hint says where grid's goes
+    const misplaced = await grid(w, ['build', '--toolexec', 'auto', './...'])
+    assert.equal(misplaced.code, 1)
+    assert.match(misplaced.stderr, /hint: grid's own --toolexec goes before the command: grid --toolexec auto build/)
   })
 
   it('rejects unknown global options and commands by name', async (t) => {

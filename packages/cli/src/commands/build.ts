@@ -62,8 +62,14 @@ export function goArgs (sub: 'build' | 'test', args: string[], shim: string, tri
   const conflict = args.find(a => TOOLEXEC.test(a)) ?? (TOOLEXEC.test(process.env.GOFLAGS ?? '') ? 'GOFLAGS' : undefined) ??
     ((process.env.GOFLAGS ?? '').split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
   if (conflict !== undefined) {
+    // `grid build --toolexec auto`: grid's own option, given where go's flags go
+    const at = args.indexOf(conflict)
+    const mode = conflict.includes('=') ? conflict.slice(conflict.indexOf('=') + 1) : args[at + 1]
+    const misplaced = conflict !== 'GOFLAGS' && (mode === 'auto' || mode === 'always')
     throw new GridError('GRID_ERR_TOOLEXEC_CONFLICT', `grid sets -toolexec itself; ${conflict === 'GOFLAGS' ? 'GOFLAGS has' : 'the arguments have'} one already`, {
-      hint: 'drop -toolexec from the arguments and GOFLAGS, or run go directly'
+      hint: misplaced
+        ? `grid's own --toolexec goes before the command: grid --toolexec ${mode} ${sub} …`
+        : 'drop -toolexec from the arguments and GOFLAGS, or run go directly'
     })
   }
   // `-C dir` must stay the first flag on go's command line.
