@@ -71,6 +71,8 @@ describe('frames', () => {
     const begun = { type: 'build-begun', id: 1, build: 'b', parallelism: 2, remoteSlots: 0 }
     assert.equal(validateMessage(begun).type, 'build-begun')
     assert.equal(validateMessage({ ...begun, protocol: 2 }).type, 'build-begun')
+    assert.equal(validateMessage({ ...begun, protocol: 2, offload: true }).type, 'build-begun')
+    assert.throws(() => validateMessage({ ...begun, offload: 'yes' }), /offload/)
     assert.throws(() => validateMessage({ ...begun, protocol: 'two' }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID')
   })
 

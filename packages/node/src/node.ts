@@ -654,10 +654,12 @@ export class GridNode {
         // ready by the time go starts its cache helper, which asks for it at its first lookup
         record.recalling = this.recall(record)
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
-        const remoteSlots = this.remote !== undefined && this.meshOptions?.offload !== 'never' ? this.remote.capacity() : 0
+        const remote = this.meshOptions?.offload === 'never' ? undefined : this.remote
+        const remoteSlots = remote?.capacity() ?? 0
         // a few compiles beyond the slots wait in the backlog, ready for the next free peer
         const parallelism = this.pool.slots + remoteSlots + Math.min(remoteSlots, BACKLOG_DEPTH)
-        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, protocol: PROTOCOL_VERSION }
+        const offload = remoteSlots > 0 || (remote?.anyCapable() ?? false)
+        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
       }
       case 'build-graph': {
         const record = this.builds.get(req.build)

@@ -201,7 +201,11 @@ export type Reply =
   | Id & { type: 'cache-indexed', stored: number }
   | Id & { type: 'status-result', status: NodeStatus }
   /** `protocol`: the node's PROTOCOL_VERSION (absent from nodes of version 1) */
-  | Id & { type: 'build-begun', build: string, parallelism: number, remoteSlots: number, protocol?: number }
+  | Id & {
+    type: 'build-begun', build: string, parallelism: number, remoteSlots: number, protocol?: number
+    /** a connected peer could take this node's compiles (its toolchain, its policy), free now or not */
+    offload?: boolean
+  }
   | Id & { type: 'build-stats', stats: BuildStats }
   | Id & { type: 'cache-stats-result', stats: CacheStats }
   | Id & { type: 'cache-gc-result', result: GcResult }
@@ -262,7 +266,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-miss': {},
   'cache-indexed': { stored: 'uint' },
   'status-result': { status: 'map' },
-  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint' },
+  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint', offload: 'optbool' },
   'build-stats': { stats: 'map' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },

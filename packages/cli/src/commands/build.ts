@@ -168,10 +168,11 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     if (sub === 'build' && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
-    // --toolexec auto: with no peer to send a compile to, the shim would only hand each tool
-    // back to this machine, at a Go process's start per invocation (docs/benchmarks/cold.md).
-    // Action IDs do not depend on -toolexec, so the cache is the same either way.
-    const viaShim = options.toolexec === 'always' || begun.remoteSlots > 0
+    // --toolexec auto: with no peer that could take a compile (busy ones count: they free up
+    // during the build), the shim would only hand each tool back to this machine, at a Go
+    // process's start per invocation (docs/benchmarks/cold.md). Action IDs do not depend on
+    // -toolexec, so the cache is the same either way.
+    const viaShim = options.toolexec === 'always' || begun.remoteSlots > 0 || begun.offload === true
     if (!viaShim) argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 1)
     const env = {
       ...process.env,
