@@ -24,8 +24,8 @@ grid node; every cmd/go cache entry is stored in the grid cache. Exit status and
 messages are those of \`go build -trimpath\`.
 
 With grid --toolexec auto, -toolexec is added only when a peer can take compiles as the build
-starts; otherwise go runs every tool itself (a little faster on a machine alone) and only the
-cache goes through grid.
+starts; otherwise go runs every tool itself (no shim process per tool) and only the cache goes
+through grid.
 
 -trimpath is on by default because it makes cache entries independent of where the source
 lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
