@@ -213,7 +213,9 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
           lastStats = r.stats
           if (stop.signal.aborted) return
           line = formatProgress(r.stats, total, performance.now() - started, viaShim)
-          process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns ?? 80) - 1)}`)
+          // a terminal that reports no width (0, as some ptys do) gets 80 columns
+          const columns = (process.stderr.columns ?? 0) > 0 ? process.stderr.columns : 80
+          process.stderr.write(`\r\x1b[K${line.slice(0, columns - 1)}`)
         }, () => {})
       }, 250)
       stop.signal.addEventListener('abort', () => { clearInterval(timer) })
