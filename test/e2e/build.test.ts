@@ -68,6 +68,10 @@ describe('grid build of the fixture module', () => {
     assert.ok(s1.cache.puts > 50 && s1.cache.hits === 0, `go stored its outputs in the grid cache: ${JSON.stringify(s1.cache)}`)
     assert.equal((await status(w)).counters.compiles, 0, 'no compile went through the node')
     assert.deepEqual(await sameFiles(out1, ref), ['alpha', 'beta'])
+    // without --json the summary line says who compiled
+    const line = await grid(w, ['--toolexec', 'auto', 'build', './...'])
+    assert.equal(line.code, 0, line.stderr)
+    assert.match(line.stderr, /^grid: .* · compiles left to go \(--toolexec auto: no peer could take one\) · /m)
 
     // Action IDs do not depend on -toolexec: a build through the shim finds everything.
     await w.freshGoCache()

@@ -48,7 +48,7 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
   return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
     (viaShim
       ? `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}`
-      : 'compiles run by go (no peer could take one; --toolexec auto)') +
+      : 'compiles left to go (--toolexec auto: no peer could take one)') +
     `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
 }
 
