@@ -658,7 +658,7 @@ export class GridNode {
         const remoteSlots = remote?.capacity() ?? 0
         // a few compiles beyond the slots wait in the backlog, ready for the next free peer
         const parallelism = this.pool.slots + remoteSlots + Math.min(remoteSlots, BACKLOG_DEPTH)
-        const offload = remoteSlots > 0 || (remote?.anyCapable() ?? false)
+        const offload = remote?.anyCapable() ?? false // every free remote slot is a capable peer's
         return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
       }
       case 'build-graph': {
