@@ -317,7 +317,7 @@ export class GridNode {
       counters: { ...this.counters },
       mesh: this.mesh === undefined || this.meshOptions === undefined
         ? null
-        : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, peers: this.mesh.list().length }
+        : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, peers: this.mesh.list().length, ...(this.worker === undefined ? {} : { worker: { ...this.worker.stats } }) }
     }
   }
 

@@ -136,6 +136,11 @@ export interface MeshStatus {
   mdns: boolean
   policy: string
   peers: number
+  /**
+   * Compile tasks peers sent this node: run here, joined to an identical one already running,
+   * refused (busy, or not acceptable: docs/remote.md), failed. Absent when no worker runs.
+   */
+  worker?: { ran: number, shared: number, refused: number, failed: number }
 }
 
 /** One row of `grid peers`. `advert` is the peer's last advert (see advert.ts). */

@@ -4,7 +4,8 @@ import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
-import { formatCache, withLocalCache } from './status.js'
+import { formatCache } from '../format.js'
+import { withLocalCache } from './status.js'
 
 export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
 

@@ -1,17 +1,17 @@
 /** `grid peers`: the members this node knows, from their adverts. */
-import { GridError, type PeerInfo } from '@grid/protocol'
+import { GridError } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
+import { formatPeers } from '../format.js'
 import { connectNode } from '../session.js'
 
 export const PEERS_HELP = `usage: grid [global options] peers
 
 Lists the peers the running node knows: PeerId, address, Go toolchain, compile slots (free/total),
-load, round-trip time, when its last advert arrived, and its policy for remote work.
+load, round-trip time, when its last advert arrived, its policy for remote work, and the compiles
+this node sent it (with those that failed).
 With --json, an array of the same (each with the peer's full advert).`
-
-interface Toolchain { go?: string, compiler?: string }
 
 export async function peers (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('peers', args, {})
@@ -27,24 +27,4 @@ export async function peers (args: string[], options: GlobalOptions, output: Out
     client.close()
   }
   return 0
-}
-
-function formatPeers (list: PeerInfo[]): string {
-  if (list.length === 0) return 'no peers (yet): check `grid status` for this node\'s addresses and the log for refused connections'
-  const rows = list.map(p => {
-    const a = p.advert as { toolchains?: Toolchain[], slots?: { free: number, total: number }, load?: number, policy?: string, accepting?: boolean }
-    return [
-      p.peerId,
-      p.addrs[0] ?? '-',
-      (a.toolchains ?? []).map(t => t.go ?? '?').join(',') || '-',
-      a.slots === undefined ? '-' : `${a.slots.free}/${a.slots.total}`,
-      a.load === undefined ? '-' : a.load.toFixed(2),
-      p.rttMs === null ? (p.connected ? '?' : 'disconnected') : `${p.rttMs.toFixed(1)} ms`,
-      `${Math.round((Date.now() - p.lastSeen) / 1000)} s ago`,
-      `${a.policy ?? '?'}${a.accepting === true ? '' : ' (busy)'}`
-    ]
-  })
-  const head = ['PEER', 'ADDRESS', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY']
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
-  return [head, ...rows].map(r => r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()).join('\n')
 }

@@ -1,15 +1,17 @@
 /** `grid status`: the node (if one runs), its cache and what it has served. */
 import type { Cache } from '@grid/node/server'
-import { formatBytes, type CacheStats, type NodeStatus } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
+import { formatCache, formatStatus } from '../format.js'
 import { connectNode } from '../session.js'
 
 export const STATUS_HELP = `usage: grid [global options] status
 
-Shows the node answering on the control socket (id, mode, slots, builds served) and its cache
-(entries, bytes). With no node running, shows the cache on disk.`
+Shows the node answering on the control socket (id, mode, slots, builds served, what it served
+them: hits, those from peers, compiles here and on peers), its mesh (swarm, peers, policy, the
+compile tasks peers sent it, its addresses) and its cache (entries, bytes). With no node
+running, shows the cache on disk.`
 
 export async function status (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('status', args, {})
@@ -29,25 +31,6 @@ export async function status (args: string[], options: GlobalOptions, output: Ou
     client.close()
   }
   return 0
-}
-
-function formatStatus (s: NodeStatus): string {
-  return [
-    `node:    ${s.nodeId} (${s.mode}, grid ${s.version}, pid ${s.pid}, up ${Math.round((Date.now() - s.startedAt) / 1000)} s)`,
-    `control: ${s.control}`,
-    `slots:   ${s.compilesRunning}/${s.slots} busy`,
-    `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
-    `served:  ${s.counters.hits} hits, ${s.counters.misses} misses, ${s.counters.puts} puts, ${s.counters.compiles} compiles, ${s.counters.corrupt} corrupt blobs dropped, ${s.counters.badFrames} bad connections`,
-    ...(s.mesh === null
-      ? ['mesh:    off']
-      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}`,
-          ...s.mesh.addrs.map(a => `  ${a}`)]),
-    formatCache(s.cache)
-  ].join('\n')
-}
-
-export function formatCache (c: CacheStats): string {
-  return `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
 }
 
 /** Opens the cache in this process (no node runs, so nobody else holds it). */

@@ -1,0 +1,67 @@
+/**
+ * The human-readable renderings of the node's state (`grid status`, `grid peers`, the cache
+ * commands). Pure functions of what the node reports; `--json` prints the reports instead.
+ */
+import { formatBytes, type CacheStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
+
+interface Toolchain { go?: string, compiler?: string }
+
+export function formatStatus (s: NodeStatus, now = Date.now()): string {
+  const c = s.counters
+  const w = s.mesh?.worker
+  return [
+    `node:    ${s.nodeId} (${s.mode}, grid ${s.version}, pid ${s.pid}, up ${Math.round((now - s.startedAt) / 1000)} s)`,
+    `control: ${s.control}`,
+    `slots:   ${s.compilesRunning}/${s.slots} busy`,
+    `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
+    `served:  ${c.hits} hits (${c.peerHits} from peers), ${c.misses} misses, ${c.puts} puts; ` +
+      `compiles for its builds ${c.compiles} here, ${c.remoteCompiles} on peers; ${c.corrupt} corrupt blobs dropped, ${c.badFrames} bad connections`,
+    ...(s.mesh === null
+      ? ['mesh:    off']
+      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}`,
+          ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed`]),
+          ...s.mesh.addrs.map(a => `  ${a}`)]),
+    formatCache(s.cache)
+  ].join('\n')
+}
+
+export function formatCache (c: CacheStats): string {
+  return `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
+}
+
+export function formatPeers (list: PeerInfo[], now = Date.now()): string {
+  if (list.length === 0) return 'no peers (yet): check `grid status` for this node\'s addresses and the log for refused connections'
+  const rows = list.map(p => {
+    const a = p.advert as { toolchains?: Toolchain[], slots?: { free: number, total: number }, load?: number, policy?: string, accepting?: boolean }
+    return [
+      p.peerId,
+      peerAddress(p),
+      (a.toolchains ?? []).map(t => t.go ?? '?').join(',') || '-',
+      a.slots === undefined ? '-' : `${a.slots.free}/${a.slots.total}`,
+      a.load === undefined ? '-' : a.load.toFixed(2),
+      p.rttMs === null ? (p.connected ? '?' : 'disconnected') : `${p.rttMs.toFixed(1)} ms`,
+      `${Math.round((now - p.lastSeen) / 1000)} s ago`,
+      `${a.policy ?? '?'}${a.accepting === true ? '' : ' (busy)'}`,
+      p.remote.failed === 0 ? `${p.remote.ok}` : `${p.remote.ok} (${p.remote.failed} failed)`
+    ]
+  })
+  const head = ['PEER', 'ADDRESS', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY', 'SENT']
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
+  const table = [head, ...rows].map(r => r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd())
+  // a peer caught lying about the cache: its claims are refused from then on (docs/cache.md)
+  const untrusted = list.filter(p => p.untrusted !== null).map(p => `untrusted: ${p.peerId}: ${p.untrusted as string}`)
+  return [...table, ...(untrusted.length === 0 ? [] : ['', ...untrusted])].join('\n')
+}
+
+/**
+ * The address to show for a peer: the listen address on the host this node reaches it at
+ * (the open connection's IP), else its first one that is not loopback. A peer lists its
+ * loopback address too, which names this machine, not the peer's.
+ */
+export function peerAddress (p: Pick<PeerInfo, 'addrs' | 'address'>): string {
+  const host = (a: string): string | undefined => /^\/(?:ip4|ip6|dns4|dns6|dns)\/([^/]+)/.exec(a)?.[1]
+  const via = p.address === null ? undefined : host(p.address)
+  const loopback = (a: string): boolean => { const h = host(a); return h !== undefined && (h.startsWith('127.') || h === '::1' || h === 'localhost') }
+  return (via === undefined ? undefined : p.addrs.find(a => host(a) === via)) ??
+    p.address ?? p.addrs.find(a => !loopback(a)) ?? p.addrs[0] ?? '-'
+}

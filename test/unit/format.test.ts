@@ -1,0 +1,93 @@
+// The text of `grid peers` and `grid status`: what a developer reads when checking the office mesh.
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { formatPeers, formatStatus, peerAddress } from '@grid/cli/format'
+import type { NodeStatus, PeerInfo } from '@grid/protocol'
+
+const ID = '12D3KooWAkayn13m9K2JAbwqFhG2pB5Xn51zm7MY8YphKArGrf23'
+const listen = (ip: string): string => `/ip4/${ip}/tcp/4770/p2p/${ID}`
+
+function peer (over: Partial<PeerInfo> = {}): PeerInfo {
+  return {
+    peerId: ID,
+    addrs: [listen('127.0.0.1'), listen('10.0.0.7'), listen('192.168.1.7')],
+    connected: true,
+    connections: 1,
+    address: `/ip4/192.168.1.7/tcp/51622/p2p/${ID}`,
+    rttMs: 1.5,
+    lastSeen: 1_000_000,
+    advert: { toolchains: [{ go: 'go1.26.8' }], slots: { free: 1, total: 2 }, load: 0.5, policy: 'idle', accepting: true },
+    untrusted: null,
+    remote: { ok: 12, failed: 0 },
+    ...over
+  }
+}
+
+describe('peerAddress', () => {
+  it('shows the listen address on the host the connection reaches, not the loopback one a peer lists first', () => {
+    assert.equal(peerAddress(peer()), listen('192.168.1.7'))
+  })
+
+  it('falls back to the connection, then to the first address that is not loopback', () => {
+    assert.equal(peerAddress(peer({ addrs: [listen('127.0.0.1')] })), `/ip4/192.168.1.7/tcp/51622/p2p/${ID}`)
+    assert.equal(peerAddress(peer({ address: null })), listen('10.0.0.7'))
+    assert.equal(peerAddress(peer({ address: null, addrs: [listen('127.0.0.1')] })), listen('127.0.0.1'))
+    assert.equal(peerAddress(peer({ address: null, addrs: [] })), '-')
+  })
+})
+
+describe('formatPeers', () => {
+  it('has one row per peer with the compiles sent to it, and says when it failed some', () => {
+    const text = formatPeers([peer(), peer({ peerId: 'other', connected: false, rttMs: null, remote: { ok: 3, failed: 2 } })], 1_004_000)
+    const [head, first, second] = text.split('\n')
+    assert.match(head ?? '', /^PEER\s+ADDRESS\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+SENT$/)
+    assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+12$`))
+    assert.match(second ?? '', /\sdisconnected\s.*\s3 \(2 failed\)$/)
+  })
+
+  it('names the peers whose cache entries are refused, and why, below the table', () => {
+    const text = formatPeers([peer({ untrusted: 'served bytes that do not hash to their OutputID' }), peer({ peerId: 'other' })])
+    const lines = text.split('\n')
+    assert.equal(lines.length, 5)
+    assert.equal(lines[3], '')
+    assert.equal(lines[4], `untrusted: ${ID}: served bytes that do not hash to their OutputID`)
+    assert.doesNotMatch(formatPeers([peer()]), /untrusted/)
+  })
+
+  it('says how to look further when there are no peers', () => {
+    assert.match(formatPeers([]), /^no peers \(yet\): check `grid status`/)
+  })
+})
+
+describe('formatStatus', () => {
+  const status: NodeStatus = {
+    version: '0.1.0',
+    nodeId: ID,
+    pid: 42,
+    mode: 'daemon',
+    startedAt: 1_000_000,
+    control: '/run/grid.sock',
+    cacheDir: '/var/cache/grid',
+    slots: 2,
+    compilesRunning: 1,
+    buildsServed: 3,
+    activeBuilds: 1,
+    cache: { dir: '/var/cache/grid', entries: 10, blobs: 8, bytes: 4096 },
+    counters: { hits: 7, peerHits: 2, misses: 5, puts: 9, compiles: 4, remoteCompiles: 6, corrupt: 0, badFrames: 1 },
+    mesh: { peerId: ID, addrs: [listen('10.0.0.7')], swarm: 'open', mdns: true, policy: 'idle', peers: 2, worker: { ran: 11, shared: 1, refused: 3, failed: 0 } }
+  }
+
+  it('counts hits from peers and compiles on peers beside the local ones, and what this node did for peers', () => {
+    const text = formatStatus(status, 1_010_000)
+    assert.match(text, /^node: +\S+ \(daemon, grid 0\.1\.0, pid 42, up 10 s\)$/m)
+    assert.match(text, /^served: +7 hits \(2 from peers\), 5 misses, 9 puts; compiles for its builds 4 here, 6 on peers; 0 corrupt blobs dropped, 1 bad connections$/m)
+    assert.match(text, /^ +tasks from peers: 11 compiled, 1 joined an identical running one, 3 refused \(busy or not acceptable\), 0 failed$/m)
+    assert.match(text, /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid$/m)
+  })
+
+  it('leaves out the peers lines when the node runs no mesh, or no worker', () => {
+    assert.match(formatStatus({ ...status, mesh: null }), /^mesh: +off$/m)
+    const { worker: _, ...noWorker } = status.mesh as NonNullable<NodeStatus['mesh']>
+    assert.doesNotMatch(formatStatus({ ...status, mesh: noWorker }), /tasks from peers/)
+  })
+})
