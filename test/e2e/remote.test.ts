@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { cp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 type Ctx = Parameters<typeof world>[0]
@@ -38,19 +38,29 @@ async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}], reque
 describe('remote compiles', () => {
   it('3 daemons: ≥ 30 % of compiles run on peers and the binaries are byte-identical to go build -trimpath', async (t) => {
     const { r } = await cluster(t)
-    // -cover: the compiles of the module's packages carry a -coveragecfg input
-    for (const [name, cwd, pkgs] of [['stdhttp', STDHTTP, ['.']], ['gomod', GOMOD, ['./...']], ['gomod-cover', GOMOD, ['-cover', './...']]] as const) {
+    // -cover: the compiles of the module's packages carry a -coveragecfg input. moddep last:
+    // by then its standard packages are cached, and what compiles is its own package and the
+    // two of its dependency, whose sources (an embedded file among them) are in the module cache.
+    const cases = [
+      { name: 'stdhttp', cwd: STDHTTP, pkgs: ['.'], env: {} },
+      { name: 'gomod', cwd: GOMOD, pkgs: ['./...'], env: {} },
+      { name: 'gomod-cover', cwd: GOMOD, pkgs: ['-cover', './...'], env: {} },
+      // each build with a module cache of its own: -trimpath leaves no trace of where it is
+      { name: 'moddep', cwd: MODDEP, pkgs: ['.'], env: await moduleProxyEnv(t), gridEnv: await moduleProxyEnv(t) }
+    ]
+    for (const { name, cwd, pkgs, env, gridEnv } of cases) {
       const ref = join(r.dir, `ref-${name}`)
       const out = join(r.dir, `out-${name}`)
-      const plain = await goBuild(t, ['-o', ref + '/', ...pkgs], cwd)
+      const plain = await goBuild(t, ['-o', ref + '/', ...pkgs], cwd, env)
       assert.equal(plain.code, 0, plain.stderr)
-      const res = await grid(r, ['--json', 'build', '-o', out + '/', ...pkgs], { cwd })
+      const res = await grid(r, ['--json', 'build', '-o', out + '/', ...pkgs], { cwd, env: { ...r.env, ...(gridEnv ?? env) } })
       assert.equal(res.code, 0, res.stderr)
       const c = summary(res).compiles
       const share = c.remote / (c.remote + c.local)
       t.diagnostic(`${name}: ${c.remote} remote, ${c.local} local (${JSON.stringify(c.localReasons)}); transfer ${c.remoteTransferMs} ms, compile ${c.remoteCompileMs} ms`)
       if (name === 'stdhttp') assert.ok(share >= 0.3, `${name}: ${c.remote} of ${c.remote + c.local} compiles ran on peers`)
       if (name === 'gomod-cover') assert.equal(c.localReasons['unsupported-task'] ?? 0, 0, 'coverage compiles are tasks like any other')
+      if (name === 'moddep') assert.ok(c.remote > 0 && c.remote + c.local <= 3, `moddep: its own three packages, some on peers: ${JSON.stringify(c)}`)
       await sameFiles(out, ref)
     }
   })

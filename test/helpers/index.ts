@@ -14,6 +14,8 @@ export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const GRID_BIN = join(ROOT, 'packages/cli/bin/grid.js')
 export const FIXTURES = join(ROOT, 'test/fixtures')
 export const GOMOD = join(FIXTURES, 'gomod')
+/** A module with a dependency from the module cache, which moduleProxyEnv serves. */
+export const MODDEP = join(FIXTURES, 'moddep')
 
 type Ctx = Pick<TestContext, 'after'> | { after: (fn: () => unknown) => void }
 
@@ -141,6 +143,14 @@ export async function goBuild (t: Ctx, args: string[], cwd = GOMOD, extraEnv: No
   const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GOCACHE: gocache }
   delete env.GOCACHEPROG
   return await run('go', ['build', '-trimpath', ...args], { cwd, env })
+}
+
+/**
+ * What MODDEP needs to build offline: its dependency comes from test/fixtures/goproxy into a
+ * module cache of this test's own (writable, so that the temp dir can be removed).
+ */
+export async function moduleProxyEnv (t: Ctx): Promise<NodeJS.ProcessEnv> {
+  return { GOPROXY: `file://${join(FIXTURES, 'goproxy')}`, GONOSUMDB: 'example.com', GOFLAGS: '-modcacherw', GOMODCACHE: await tempDir(t, 'modcache') }
 }
 
 /** Asserts two output dirs hold the same files with the same bytes; returns the names. */
