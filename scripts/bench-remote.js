@@ -38,7 +38,7 @@
  * beside it. Progress goes to stderr. Node builtins only.
  */
 import { execFileSync } from 'node:child_process'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { cp, mkdir, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
@@ -85,6 +85,8 @@ if (opts.help) {
                    as a slower CPU would, not 50 ms as with the kernel's 100; docs/lab.md)
   --cwd DIR        where the builds run (default the repo root); a relative pattern such as ./...
                    needs the module's directory. A single main package writes its binary there.
+                   A module's dependencies are downloaded first (go mod download), outside the lab.
+                   scripts/realworld/gopls is a real one: --targets golang.org/x/tools/gopls
   --out FILE       the JSON; the .md and .svg are written beside it
   --build-timeout  seconds before one build is killed (default 1800)
   --peer-timeout   seconds to wait for h1 to see its helpers (default 90)
@@ -527,6 +529,7 @@ function markdown (doc) {
   L.push('sudo node scripts/bench-remote.js --targets std,cmd/...            # 1 round each, 0 to 3 helpers')
   L.push('sudo node scripts/bench-remote.js --rounds 3 --targets std --out /tmp/remote.json')
   L.push('sudo node scripts/bench-remote.js --cwd test/fixtures/gomod --targets ./... --helpers 0,1 --out /tmp/remote.json   # a quick look')
+  L.push('sudo node scripts/bench-remote.js --cwd scripts/realworld/gopls --targets golang.org/x/tools/gopls --helpers 0,3 --out docs/benchmarks/remote-gopls.json   # a real module: gopls and its ~40 modules (their first download needs the Go module proxy)')
   L.push('```')
   L.push('')
   L.push('If the working tree may be rebuilt while it runs, run it from a snapshot of its own (`git clone --shared . /tmp/gridsnap && cp -a node_modules /tmp/gridsnap/ && (cd /tmp/gridsnap && npx tsc --build)`, then `sudo node /tmp/gridsnap/scripts/bench-remote.js --out "$PWD/docs/benchmarks/remote.json"`); ' +
@@ -646,6 +649,12 @@ async function main () {
   try {
     say('building the shim outside the lab')
     shim = await seedShim()
+    if (existsSync(join(CWD, 'go.mod'))) {
+      // the lab's hosts have no network: the module's dependencies must be in the module cache
+      say(`go mod download in ${relative(ROOT, CWD) || '.'}`)
+      const r = await lab.run('go', ['mod', 'download'], { cwd: CWD, timeoutMs: 900_000 })
+      if (r.code !== 0) throw new Error(`go mod download in ${CWD} failed (${r.code}): ${r.stderr.slice(-2000)}`)
+    }
     say(`shim ${shim.hash} (${shim.wallS} s); lab ${prefix}: up ${HOSTS} --cpu ${CPU} --period ${PERIOD_MS} --rate ${RATE}`)
     await lab.lab(['up', String(HOSTS), '--cpu', String(CPU), '--period', String(PERIOD_MS), '--rate', RATE])
     for (const t of TARGETS) {
