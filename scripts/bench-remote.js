@@ -529,7 +529,7 @@ function markdown (doc) {
   L.push('sudo node scripts/bench-remote.js --targets std,cmd/...            # 1 round each, 0 to 3 helpers')
   L.push('sudo node scripts/bench-remote.js --rounds 3 --targets std --out /tmp/remote.json')
   L.push('sudo node scripts/bench-remote.js --cwd test/fixtures/gomod --targets ./... --helpers 0,1 --out /tmp/remote.json   # a quick look')
-  L.push('sudo node scripts/bench-remote.js --cwd scripts/realworld/gopls --targets golang.org/x/tools/gopls --helpers 0,3 --out docs/benchmarks/remote-gopls.json   # a real module: gopls and its ~40 modules (their first download needs the Go module proxy)')
+  L.push('sudo node scripts/bench-remote.js --cwd scripts/realworld/gopls --targets golang.org/x/tools/gopls --out docs/benchmarks/remote-gopls.json   # a real module: gopls, 486 packages from 23 modules (their first download needs the Go module proxy)')
   L.push('```')
   L.push('')
   L.push('If the working tree may be rebuilt while it runs, run it from a snapshot of its own (`git clone --shared . /tmp/gridsnap && cp -a node_modules /tmp/gridsnap/ && (cd /tmp/gridsnap && npx tsc --build)`, then `sudo node /tmp/gridsnap/scripts/bench-remote.js --out "$PWD/docs/benchmarks/remote.json"`); ' +
