@@ -11,6 +11,7 @@ import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, Gri
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { ControlServer, type RequestContext } from './control/index.js'
+import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool } from './worker/index.js'
@@ -209,6 +210,7 @@ export class GridNode {
       swarmKey = parseSwarmKey(text, options.swarmKeyFile)
     }
     const cores = availableParallelism()
+    growHeapForMesh()
     const { Mesh } = await import('./mesh/index.js')
     const mesh = new Mesh({
       privateKey,
