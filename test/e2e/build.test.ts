@@ -13,7 +13,7 @@ describe('grid build of the fixture module', () => {
     const ref = join(w.dir, 'ref')
     const out1 = join(w.dir, 'out1')
     const out2 = join(w.dir, 'out2')
-    const plain = await goBuild(t, ['-o', ref + '/', './...'])
+    const plain = await goBuild(['-o', ref + '/', './...'])
     assert.equal(plain.code, 0, plain.stderr)
 
     await startDaemon(t, w)
@@ -58,7 +58,7 @@ describe('grid build of the fixture module', () => {
     const ref = join(w.dir, 'ref')
     const out1 = join(w.dir, 'out1')
     const out2 = join(w.dir, 'out2')
-    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
     await startDaemon(t, w)
     const direct = await grid(w, ['--json', '--toolexec', 'auto', 'build', '-o', out1 + '/', './...'])
     assert.equal(direct.code, 0, direct.stderr)
@@ -89,7 +89,7 @@ describe('grid build of the fixture module', () => {
     // the helper hands blobs out through a link there.
     const w = await world(t)
     const ref = join(w.dir, 'ref.a')
-    const plain = await goBuild(t, ['-o', ref, './asmsum']) // no imports: quick
+    const plain = await goBuild(['-o', ref, './asmsum']) // no imports: quick
     assert.equal(plain.code, 0, plain.stderr)
     const out = join(w.dir, 'x.a')
     for (let i = 0; i < 3; i++) {
@@ -138,7 +138,7 @@ describe('grid build of the fixture module', () => {
     const w = await world(t)
     const cwd = join(FIXTURES, 'broken')
     const out = join(w.dir, 'out')
-    const plain = await goBuild(t, ['-o', out + '/', './...'], cwd)
+    const plain = await goBuild(['-o', out + '/', './...'], cwd)
     const viaGrid = await grid(w, ['build', '-o', out + '/', './...'], { cwd })
     assert.equal(plain.code, 1)
     assert.equal(viaGrid.code, 1)
@@ -175,7 +175,7 @@ describe('grid build of the fixture module', () => {
     const ref = join(w.dir, 'ref')
     const out = join(w.dir, 'out')
     const fallbackLog = join(w.dir, 'fallbacks')
-    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
     const r = await run('go', ['build', '-trimpath', `-toolexec=${shim}`, '-o', out + '/', './...'], {
       cwd: GOMOD,
       env: { ...w.env, GRID_SOCKET: join(w.dir, 'nobody-here.sock'), GRID_FALLBACK_LOG: fallbackLog, GOCACHEPROG: `${shim} cacheprog` }

@@ -54,7 +54,7 @@ describe('remote compiles', () => {
     for (const { name, cwd, pkgs, env, gridEnv } of cases) {
       const ref = join(r.dir, `ref-${name}`)
       const out = join(r.dir, `out-${name}`)
-      const plain = await goBuild(t, ['-o', ref + '/', ...pkgs], cwd, env)
+      const plain = await goBuild(['-o', ref + '/', ...pkgs], cwd, env)
       assert.equal(plain.code, 0, plain.stderr)
       const res = await grid(r, ['--json', 'build', '-o', out + '/', ...pkgs], { cwd, env: { ...r.env, ...(gridEnv ?? env) } })
       assert.equal(res.code, 0, res.stderr)
@@ -79,7 +79,7 @@ describe('remote compiles', () => {
     for (const { name, args, env } of cases) {
       const ref = join(r.dir, `ref-${name}`)
       const out = join(r.dir, `out-${name}`)
-      const plain = await goBuild(t, ['-o', ref + '/', ...args], GOMOD, env)
+      const plain = await goBuild(['-o', ref + '/', ...args], GOMOD, env)
       assert.equal(plain.code, 0, plain.stderr)
       const res = await grid(r, ['--json', 'build', '-o', out + '/', ...args], { env: { ...r.env, ...env } })
       assert.equal(res.code, 0, res.stderr)
@@ -95,7 +95,7 @@ describe('remote compiles', () => {
     const { r } = await cluster(t, [{}, {}], ['--slots', '1'])
     const ref = join(r.dir, 'ref')
     const out = join(r.dir, 'out')
-    assert.equal((await goBuild(t, ['-o', ref + '/', '.'], STDHTTP)).code, 0)
+    assert.equal((await goBuild(['-o', ref + '/', '.'], STDHTTP)).code, 0)
     // --toolexec auto keeps the shim: peers can take compiles
     const res = await grid(r, ['--json', '--toolexec', 'auto', 'build', '-o', out + '/', '.'], { cwd: STDHTTP })
     assert.equal(res.code, 0, res.stderr)
@@ -130,7 +130,7 @@ describe('remote compiles', () => {
       await writeFile(file, `package set\n\n// Round is rewritten by the test.\nconst Round = ${round}\n`)
       const ref = join(r.dir, `ref-${round}`)
       const out = join(r.dir, `out-${round}`)
-      assert.equal((await goBuild(t, ['-o', ref + '/', './...'], mod)).code, 0)
+      assert.equal((await goBuild(['-o', ref + '/', './...'], mod)).code, 0)
       const building = grid(r, ['--json', 'build', '-o', out + '/', './...'], { cwd: mod })
       await new Promise(resolve => setTimeout(resolve, 150 + (round * 97) % 600))
       await victim.d.kill('SIGKILL')
@@ -145,7 +145,7 @@ describe('remote compiles', () => {
     const { r, workers } = await cluster(t, [{ GRID_TEST_FAULT: 'worker-hang' }, { GRID_TEST_FAULT: 'worker-garbage' }])
     const ref = join(r.dir, 'ref')
     const out = join(r.dir, 'out')
-    assert.equal((await goBuild(t, ['-o', ref + '/', './...'])).code, 0)
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
     const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(res.code, 0, res.stderr)
     const c = summary(res).compiles

@@ -18,7 +18,7 @@ describe('robustness', () => {
   before(async () => {
     const w = await world(suite)
     ref = join(w.dir, 'ref')
-    const plain = await goBuild(suite, ['-o', ref + '/', './...'])
+    const plain = await goBuild(['-o', ref + '/', './...'])
     assert.equal(plain.code, 0, plain.stderr)
   })
 

@@ -39,7 +39,7 @@ describe('shared cache', () => {
     await startA()
     for (const [name, cwd, pkgs] of [['gomod', GOMOD, './...'], ['stdhttp', STDHTTP, '.']] as const) {
       refs[name] = join(a.dir, `ref-${name}`)
-      const plain = await goBuild(suite, ['-o', refs[name] + '/', pkgs], cwd)
+      const plain = await goBuild(['-o', refs[name] + '/', pkgs], cwd)
       assert.equal(plain.code, 0, plain.stderr)
       const r = await grid(a, ['--json', 'build', '-o', join(a.dir, `a-${name}`) + '/', pkgs], { cwd })
       assert.equal(r.code, 0, r.stderr)

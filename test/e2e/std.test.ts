@@ -9,7 +9,7 @@ it('net/http and its deps from an empty cache: byte-identical to go build -trimp
   const cwd = join(FIXTURES, 'stdhttp')
   const ref = join(w.dir, 'ref')
   const out = join(w.dir, 'out')
-  const plain = await goBuild(t, ['-o', ref + '/', '.'], cwd)
+  const plain = await goBuild(['-o', ref + '/', '.'], cwd)
   assert.equal(plain.code, 0, plain.stderr)
   const r = await grid(w, ['--json', 'build', '-o', out + '/', '.'], { cwd })
   assert.equal(r.code, 0, r.stderr)

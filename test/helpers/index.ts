@@ -3,6 +3,7 @@
  * daemons as real processes, and byte-for-byte comparison of build outputs.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -137,10 +138,26 @@ export function summary (r: RunResult): any {
   }
 }
 
-/** Plain `go build -trimpath` with its own empty GOCACHE: the reference output. */
-export async function goBuild (t: Ctx, args: string[], cwd = GOMOD, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-  const gocache = await tempDir(t, 'gc')
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GOCACHE: gocache }
+let referenceCache: string | undefined
+
+/**
+ * Plain go's own build cache for the reference builds, one per test process (each test file
+ * runs in a process of its own), removed when it exits. go's cache does not change what go
+ * build writes, and a fresh one per reference build compiled the standard library again every
+ * time (ten times in the peer-killed test alone). Grid's builds never use it.
+ */
+function referenceGocache (): string {
+  if (referenceCache === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'gc-ref-'))
+    process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+    referenceCache = dir
+  }
+  return referenceCache
+}
+
+/** Plain `go build -trimpath`: the reference output. */
+export async function goBuild (args: string[], cwd = GOMOD, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GOCACHE: referenceGocache() }
   delete env.GOCACHEPROG
   return await run('go', ['build', '-trimpath', ...args], { cwd, env })
 }
