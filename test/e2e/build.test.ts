@@ -22,6 +22,10 @@ describe('grid build of the fixture module', () => {
     assert.equal(cold.code, 0, cold.stderr)
     const s1 = summary(cold)
     assert.ok(s1.compiles.local > 10, `cold build compiled ${s1.compiles.local} packages`)
+    // No peer to ask: the node handed the helper its absent filter, and the helper answered
+    // every miss itself. The node counts them all the same.
+    assert.ok(s1.cache.misses > 10 && s1.cache.absent === s1.cache.misses, `misses answered by the helper: ${JSON.stringify(s1.cache)}`)
+    assert.equal((await status(w)).counters.misses, s1.cache.misses, "the node's counters")
     const cp = s1.compiles.criticalPath
     assert.ok(cp.ms > 0 && cp.totalMs >= cp.ms, `the critical path through the listed graph: ${JSON.stringify(cp)}`)
     assert.deepEqual(s1.compiles.fallbacks, {})

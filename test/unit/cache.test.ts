@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { describe, it } from 'node:test'
-import { Cache, MAX_RECALL_LISTS } from '@grid/node/server'
-import { errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
+import { AbsentFilter, Cache, MAX_RECALL_LISTS } from '@grid/node/server'
+import { ABSENT_PROBES, errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
@@ -51,6 +51,54 @@ describe('cache', () => {
       assert.equal(r.readBigUInt64BE(80), st.ino, 'the inode the helper compares')
       assert.equal(r.readBigUInt64BE(88), st.ctimeNs, 'the ctime the helper compares')
     }
+  })
+
+  it('sets the absent filter\'s bits as docs/protocol.md lays them out (the helper reads them so)', () => {
+    // ActionID bytes 0..31: probe i is the big-endian word at byte 4i, modulo 65,536 bits (the
+    // smallest filter). The same vector is in the shim's absent_test.go.
+    const filter = new AbsentFilter(0)
+    assert.equal(filter.bits.length, 8192)
+    const action = Uint8Array.from({ length: 32 }, (_, i) => i)
+    assert.equal(filter.mayHold(action), false)
+    filter.add(action)
+    const set = [...filter.bits.entries()].filter(([, b]) => b !== 0)
+    assert.deepEqual(set, [[64, 8], [192, 128], [321, 8], [449, 128], [578, 8], [706, 128]])
+    assert.equal(set.length, ABSENT_PROBES)
+    assert.equal(filter.mayHold(action), true)
+    // random ActionIDs: few false "maybe"s in a filter with one entry in
+    const maybe = Array.from({ length: 1000 }, id).filter(a => filter.mayHold(a)).length
+    assert.ok(maybe === 0, `${maybe} of 1000 unknown ActionIDs passed a filter holding one`)
+  })
+
+  it('hands out an absent filter that holds every entry, old and new, and rules out others', async (t) => {
+    const dir = await tempDir(t)
+    let cache = await Cache.open({ dir, nodeId: 'p' })
+    const before = [id(), id(), id()]
+    for (const a of before) await cache.putBytes(a, randomBytes(50))
+    await cache.close()
+    cache = await Cache.open({ dir, nodeId: 'p' }) // the filter is filled from a scan of the index
+    t.after(() => cache.close())
+    let bits = cache.absentFilter()
+    for (let i = 0; bits === undefined && i < 100; i++) {
+      await new Promise(resolve => setTimeout(resolve, 10))
+      bits = cache.absentFilter()
+    }
+    assert.ok(bits !== undefined, 'no absent filter 1 s after opening')
+    // read as the helper does (absent.go), not through AbsentFilter
+    const mask = bits.length * 8 - 1
+    const mayHold = (a: Uint8Array): boolean => {
+      const v = new DataView(a.buffer, a.byteOffset, 32)
+      for (let i = 0; i < ABSENT_PROBES; i++) {
+        const bit = (v.getUint32(4 * i) & mask) >>> 0
+        if (((bits[bit >>> 3] ?? 0) & (1 << (bit & 7))) === 0) return false
+      }
+      return true
+    }
+    const after = [id(), id()]
+    for (const a of after) await cache.putBytes(a, randomBytes(60))
+    for (const a of [...before, ...after]) assert.ok(mayHold(a), 'an entry of the index is ruled out')
+    const unknown = Array.from({ length: 1000 }, id).filter(mayHold).length
+    assert.ok(unknown < 10, `${unknown} of 1000 unknown ActionIDs passed the filter`)
   })
 
   it('keeps the newest recall lists only', async (t) => {

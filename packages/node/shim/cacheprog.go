@@ -77,7 +77,8 @@ type helper struct {
 	privDir string // private temp dir for bodies when degraded; created on first use
 
 	recalled     map[string]recalledEntry // by ActionID, from cache-opened; read-only once ready
-	recalledHits recalledHits
+	recalledHits recalledHits             // hits served from recalled, and misses from absent
+	absent       *absentFilter            // from cache-opened (absent.go); nil: ask the node
 }
 
 func runCacheprog() int {
@@ -112,6 +113,7 @@ func (h *helper) open(socket string) {
 	id, _ := asInt(reply["id"])
 	dir, _ := reply["blobDir"].(string)
 	recalled, _ := reply["recalled"].([]byte)
+	absent, _ := reply["absent"].([]byte)
 	if err != nil || reply["type"] != "cache-opened" || id != 1 || dir == "" {
 		conn.Close()
 		return
@@ -124,6 +126,7 @@ func (h *helper) open(socket string) {
 	h.blobDir = dir
 	h.diskDir = linkStore(goCacheDir(), dir)
 	h.recalled = parseRecalled(recalled)
+	h.absent = parseAbsent(absent)
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(r)
 	h.degraded.Store(false)
@@ -138,7 +141,7 @@ func (h *helper) degrade() {
 }
 
 // serve reads requests until EOF. Gets and puts run in their own goroutines (but for gets of
-// recalled entries, served here); close waits for them, answers, and we keep reading until
+// recalled entries and of entries the node's filter rules out, served here); close waits for them, answers, and we keep reading until
 // cmd/go closes our stdin.
 func (h *helper) serve(in io.Reader) {
 	if f, ok := in.(*os.File); ok {
@@ -159,6 +162,10 @@ func (h *helper) serve(in io.Reader) {
 			// A recalled hit is answered on this loop: a stat and a reply cost less than waking
 			// a goroutine, which the Go scheduler may well start on another thread.
 			if res, ok := h.getRecalledNow(req); ok {
+				h.reply(res)
+				continue
+			}
+			if res, ok := h.getAbsent(req); ok {
 				h.reply(res)
 				continue
 			}
@@ -301,6 +308,9 @@ func (h *helper) get(req request) response {
 	if res, ok := h.getRecalled(req); ok {
 		return res
 	}
+	if res, ok := h.getAbsent(req); ok {
+		return res
+	}
 	return h.lookup(req)
 }
 
@@ -343,6 +353,9 @@ func (h *helper) put(req request, body []byte) response {
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
 		if holds(path, body) || writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
+			if h.absent != nil {
+				h.absent.add(req.ActionID) // before cmd/go hears of the put, and may get it
+			}
 			h.index(req.ActionID, req.OutputID, int64(len(body)))
 			return response{ID: req.ID, DiskPath: h.diskPath(name)}
 		}

@@ -57,10 +57,12 @@ func parseRecalled(b []byte) map[string]recalledEntry {
 	return m
 }
 
-// recalledHits collects the ActionIDs served from recalled entries until they are reported.
+// recalledHits collects the ActionIDs served from recalled entries, and the number of misses
+// served from the node's absent filter (absent.go), until they are reported.
 type recalledHits struct {
 	mu      sync.Mutex
 	pending []byte // ActionIDs, idBytes each
+	misses  int
 	timer   *time.Timer
 }
 
@@ -98,7 +100,20 @@ func (h *helper) noteRecalled(actionID []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.pending = append(r.pending, actionID...)
-	if len(r.pending) >= recallBatch*idBytes {
+	h.scheduleReportLocked()
+}
+
+func (h *helper) noteAbsent() {
+	r := &h.recalledHits
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.misses++
+	h.scheduleReportLocked()
+}
+
+func (h *helper) scheduleReportLocked() {
+	r := &h.recalledHits
+	if len(r.pending) >= recallBatch*idBytes || r.misses >= recallBatch {
 		h.reportRecalledLocked()
 	} else if r.timer == nil {
 		r.timer = time.AfterFunc(recallDelay, h.reportRecalled)
@@ -111,23 +126,23 @@ func (h *helper) reportRecalled() {
 	h.reportRecalledLocked()
 }
 
-// reportRecalledLocked sends the pending ActionIDs to the node, without holding up cmd/go;
-// close waits for it (h.indexing).
+// reportRecalledLocked sends the pending ActionIDs and misses to the node, without holding up
+// cmd/go; close waits for it (h.indexing).
 func (h *helper) reportRecalledLocked() {
 	r := &h.recalledHits
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
 	}
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && r.misses == 0 {
 		return
 	}
-	ids := r.pending
-	r.pending = nil
+	ids, misses := r.pending, r.misses
+	r.pending, r.misses = nil, 0
 	h.indexing.Add(1)
 	go func() {
 		defer h.indexing.Done()
-		reply, err := h.node.call(map[string]any{"type": "cache-recalled", "build": h.build, "actionIds": ids})
+		reply, err := h.node.call(map[string]any{"type": "cache-recalled", "build": h.build, "actionIds": ids, "misses": misses})
 		if err != nil || reply["type"] != "ok" {
 			h.degrade() // the hits were served; only the node's counts of them are lost
 		}

@@ -501,6 +501,28 @@ export class GridNode {
     }
   }
 
+  /** Misses the cache helper served from the absent filter: counted as the node's own misses are. */
+  private countAbsent (build: BuildRecord | undefined, misses: number): void {
+    this.counters.misses += misses
+    if (build === undefined) return
+    build.stats.actions += misses
+    build.stats.cache.misses += misses
+    build.stats.cache.absent += misses
+  }
+
+  /**
+   * Whether a miss in our own index is the answer to a lookup (askPeers would ask no one), so
+   * that the cache helper may be handed the absent filter. A peer that turns up later in the
+   * build is not asked about what the helper answers itself: a compile done here, not a wrong
+   * answer.
+   */
+  private missesAreFinal (): boolean {
+    if (this.meshOptions === undefined) return true
+    // an embedded node that expects peers waits for one on its first miss (askPeers)
+    if (this.mode === 'embedded' && (this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json')))) return false
+    return this.peerCache === undefined || !this.peerCache.mayAsk()
+  }
+
   /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
   private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
     if (this.meshOptions === undefined) return undefined
@@ -595,11 +617,15 @@ export class GridNode {
       }
       case 'cache-index':
         return { type: 'cache-indexed', id, stored: await this.index(req.entries, this.builds.get(req.build)) }
-      case 'cache-open':
-        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled: await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0)) }
+      case 'cache-open': {
+        const recalled = await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0))
+        const absent = this.missesAreFinal() ? this.cache.absentFilter() : undefined
+        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled, ...(absent === undefined ? {} : { absent }) }
+      }
       case 'cache-recalled': {
         const build = this.builds.get(req.build)
         if (build !== undefined) this.countRecalled(build, req.actionIds)
+        this.countAbsent(build, req.misses ?? 0)
         return { type: 'ok', id }
       }
       case 'compile': {

@@ -4,7 +4,7 @@
  * `@grid/node` instead.
  */
 export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
-export { Cache } from './cache/index.js'
+export { Cache, AbsentFilter } from './cache/index.js'
 export { MAX_RECALL_LISTS } from './cache/constants.js'
 export { LocalPool, DEFAULT_SLOTS } from './worker/index.js'
 export { loadIdentity } from './identity/index.js'

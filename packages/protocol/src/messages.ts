@@ -29,6 +29,11 @@ export interface BuildStats {
     /** entries fetched from a peer during this build */
     peerHits: number
     misses: number
+    /**
+     * Of the misses, those the cache helper answered itself: the node's absent filter said its
+     * index lacked them, and it had no peer to ask (docs/cache.md, "Absent entries").
+     */
+    absent: number
     puts: number
     putBytes: number
     hitBytes: number
@@ -92,7 +97,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     endedAt: null,
     actions: 0,
     cache: {
-      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
+      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
@@ -181,8 +186,11 @@ export type Request =
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
   | Id & { type: 'cache-index', build: string, entries: Uint8Array }
-  /** ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled` */
-  | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array }
+  /**
+   * ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled`, and
+   * how many gets it answered as misses from `cache-opened.absent`
+   */
+  | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array, misses?: number }
   | Id & { type: 'status' }
   | Id & { type: 'build-begin', command: string[], cwd: string }
   | Id & { type: 'build-graph', build: string, packages: GraphPackage[] }
@@ -198,8 +206,11 @@ export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
   /** run it yourself: a local slot is yours until `compile-done` or the connection closes */
   | Id & { type: 'compile-here' }
-  /** `recalled`: RECALL_RECORD_BYTES per entry, see RECALL_RECORD_BYTES */
-  | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array }
+  /**
+   * `recalled`: RECALL_RECORD_BYTES per entry, see RECALL_RECORD_BYTES; `absent`: a filter of
+   * the index's ActionIDs, see ABSENT_PROBES (absent when a miss here is not final)
+   */
+  | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array, absent?: Uint8Array }
   | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
   | Id & { type: 'cache-miss' }
   /** how many of the entries were stored (the others named no valid blob, and were logged) */
@@ -244,7 +255,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
+export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -254,7 +265,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-open': { build: 'str' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },
-  'cache-recalled': { build: 'str', actionIds: 'ids32' },
+  'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint' },
   status: {},
   'build-begin': { command: 'strs', cwd: 'str' },
   'build-graph': { build: 'str', packages: 'graph' },
@@ -266,7 +277,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   shutdown: {},
   peers: {},
   'compile-result': { exitCode: 'int', output: 'bin' },
-  'cache-opened': { blobDir: 'str', recalled: 'bin' },
+  'cache-opened': { blobDir: 'str', recalled: 'bin', absent: 'optbin' },
   'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
   'cache-miss': {},
   'cache-indexed': { stored: 'uint' },
@@ -297,6 +308,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'uint': return Number.isSafeInteger(value) && (value as number) >= 0
     case 'int': return Number.isSafeInteger(value)
     case 'bin': return value instanceof Uint8Array
+    case 'optbin': return value === undefined || value instanceof Uint8Array
     case 'id32': return value instanceof Uint8Array && value.length === CACHE_ID_BYTES
     case 'ids32': return value instanceof Uint8Array && value.length % CACHE_ID_BYTES === 0 && value.length <= MAX_RECALL * CACHE_ID_BYTES
     case 'index': return value instanceof Uint8Array && value.length > 0 && value.length % INDEX_RECORD_BYTES === 0 && value.length <= MAX_INDEX_BATCH * INDEX_RECORD_BYTES

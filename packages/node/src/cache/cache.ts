@@ -20,6 +20,8 @@
  *  7. Recall lists (which ActionIDs a command looked up last time) are hints only: a recalled
  *     entry is served by the helper only if its blob still has the entry's size and stamp (3);
  *     anything else is asked of the node. Entries recalled for a build are pinned by it (6).
+ *  8. The absent filter holds every ActionID in the index (and maybe others): a key is added
+ *     to it before its entry is written, and bits are never cleared (absent.ts).
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
@@ -29,6 +31,7 @@ import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
 import { CACHE_ID_BYTES, GridError, MAX_RECALL, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
+import { AbsentFilter } from './absent.js'
 import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
@@ -98,6 +101,7 @@ interface Sub {
   del: (key: string) => Promise<void>
   batch: (ops: Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>) => Promise<void>
   iterator: () => AsyncIterable<[string, Uint8Array]>
+  keys: () => AsyncIterable<string>
 }
 
 export interface CacheEvents {
@@ -125,6 +129,10 @@ export class Cache {
   private readonly rehashing = new Map<string, Promise<boolean>>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
+  /** The absent filter once a scan of the index has filled it (invariant 8) */
+  private absent: AbsentFilter | undefined
+  /** While a scan fills a new filter: the keys written meanwhile, added when it is done */
+  private absentLate: Uint8Array[] | undefined
   private closed = false
   events: CacheEvents = {}
 
@@ -157,6 +165,7 @@ export class Cache {
     const cache = new Cache(init, db)
     cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
     cache.flushTimer.unref()
+    void cache.fillAbsent()
     return cache
   }
 
@@ -187,6 +196,14 @@ export class Cache {
     if (state !== 'ok') return state === 'corrupt' ? 'corrupt' : undefined
     this.pendingAtimes.set(key, Date.now())
     return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b }
+  }
+
+  /**
+   * The absent filter for the cache helper (invariant 8), or undefined until the first scan of
+   * the index has filled it. The caller may send it as it is: bits set later only widen it.
+   */
+  absentFilter (): Uint8Array | undefined {
+    return this.absent?.bits
   }
 
   /** Notes a hit served without `get` (a recalled entry): for `gc`'s least-recently-used order. */
@@ -454,6 +471,7 @@ export class Cache {
    * one batch (a cold build puts an entry per action, many at once).
    */
   private async writeEntry (key: string, value: Uint8Array): Promise<void> {
+    this.noteAbsent(Buffer.from(key, 'hex'))
     await new Promise<void>((resolve, reject) => {
       this.pendingEntries.push({ key, value, resolve, reject })
       if (this.pendingEntries.length === 1) setImmediate(() => { void this.flushEntries() })
@@ -470,6 +488,37 @@ export class Cache {
       for (const w of writes) w.resolve()
     } catch (err) {
       for (const w of writes) w.reject(err)
+    }
+  }
+
+  /** A key is about to be written: into the filter first (invariant 8). */
+  private noteAbsent (actionId: Uint8Array): void {
+    const absent = this.absent
+    absent?.add(actionId)
+    this.absentLate?.push(actionId)
+    if (absent?.crowded === true && this.absentLate === undefined) void this.fillAbsent()
+  }
+
+  /**
+   * Fills a new absent filter from a scan of the index, sized for twice the entries found, and
+   * puts it in place of the old one. Keys written during the scan are added to both. On
+   * failure the old filter stays (or none: the helper then asks the node about every miss).
+   */
+  private async fillAbsent (): Promise<void> {
+    if (this.absentLate !== undefined) return
+    const late: Uint8Array[] = []
+    this.absentLate = late
+    try {
+      const keys: string[] = []
+      for await (const key of this.entries.keys()) keys.push(key)
+      const next = new AbsentFilter(2 * keys.length)
+      for (const key of keys) next.add(Buffer.from(key, 'hex'))
+      for (const id of late) next.add(id)
+      this.absent = next
+    } catch (err) {
+      if (!this.closed) log.warn(`scanning the index for the absent filter failed: ${(err as Error).message}`)
+    } finally {
+      this.absentLate = undefined
     }
   }
 

@@ -79,7 +79,12 @@ export class PeerCache {
   }
 
   /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
-  async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
+  /** Whether find would ask any peer now. */
+  mayAsk (): boolean {
+    return this.init.trust !== 'self' && this.init.peers().some(p => !this.untrusted.has(p))
+  }
+
+    async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
     const started = performance.now()
     const waited = (): number => performance.now() - started
     if (this.init.trust === 'self') return { miss: 'no-peers', waitMs: 0 }
