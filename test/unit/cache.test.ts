@@ -9,6 +9,17 @@ import { tempDir } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
 
+/** Reads an absent filter as the helper does (absent.go), not through AbsentFilter. */
+function mayHoldIn (bits: Uint8Array, actionId: Uint8Array): boolean {
+  const mask = bits.length * 8 - 1
+  const v = new DataView(actionId.buffer, actionId.byteOffset, 32)
+  for (let i = 0; i < ABSENT_PROBES; i++) {
+    const bit = (v.getUint32(4 * i) & mask) >>> 0
+    if (((bits[bit >>> 3] ?? 0) & (1 << (bit & 7))) === 0) return false
+  }
+  return true
+}
+
 describe('cache', () => {
   it('stores a body by content hash and serves it with its producer', async (t) => {
     const dir = await tempDir(t)
@@ -84,21 +95,38 @@ describe('cache', () => {
       bits = cache.absentFilter()
     }
     assert.ok(bits !== undefined, 'no absent filter 1 s after opening')
-    // read as the helper does (absent.go), not through AbsentFilter
-    const mask = bits.length * 8 - 1
-    const mayHold = (a: Uint8Array): boolean => {
-      const v = new DataView(a.buffer, a.byteOffset, 32)
-      for (let i = 0; i < ABSENT_PROBES; i++) {
-        const bit = (v.getUint32(4 * i) & mask) >>> 0
-        if (((bits[bit >>> 3] ?? 0) & (1 << (bit & 7))) === 0) return false
-      }
-      return true
-    }
+    const filter = bits
+    const mayHold = (a: Uint8Array): boolean => mayHoldIn(filter, a)
     const after = [id(), id()]
     for (const a of after) await cache.putBytes(a, randomBytes(60))
     for (const a of [...before, ...after]) assert.ok(mayHold(a), 'an entry of the index is ruled out')
     const unknown = Array.from({ length: 1000 }, id).filter(mayHold).length
     assert.ok(unknown < 10, `${unknown} of 1000 unknown ActionIDs passed the filter`)
+  })
+
+  it('fills a larger absent filter when the index outgrows it, losing no entry on the way', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => cache.close())
+    const body = randomBytes(10)
+    const first = id()
+    const { outputId } = await cache.putBytes(first, body)
+    const small = cache.absentFilter()?.length
+    assert.equal(small, 8192)
+    // entries naming one blob: only index writes, in batches, while the filter is refilled
+    const actions = [first, ...Array.from({ length: 9000 }, id)]
+    await Promise.all(actions.slice(1).map(async a => await cache.put(a, outputId, body.length)))
+    let bits = cache.absentFilter()
+    for (let i = 0; (bits?.length ?? 0) <= 8192 && i < 200; i++) {
+      await new Promise(resolve => setTimeout(resolve, 10))
+      bits = cache.absentFilter()
+    }
+    assert.ok(bits !== undefined && bits.length > 8192, `the filter did not grow: ${bits?.length} bytes`)
+    const filter = bits
+    const held = actions.filter(a => mayHoldIn(filter, a)).length
+    assert.equal(held, actions.length, 'entries of the index ruled out by the larger filter')
+    const unknown = Array.from({ length: 1000 }, id).filter(a => mayHoldIn(filter, a)).length
+    assert.ok(unknown < 20, `${unknown} of 1000 unknown ActionIDs passed the larger filter`)
   })
 
   it('keeps the newest recall lists only', async (t) => {

@@ -133,6 +133,8 @@ export class Cache {
   private absent: AbsentFilter | undefined
   /** While a scan fills a new filter: the keys written meanwhile, added when it is done */
   private absentLate: Uint8Array[] | undefined
+  /** Keys of the index batches being written (between pendingEntries and LevelDB) */
+  private readonly writingKeys = new Set<string>()
   private closed = false
   events: CacheEvents = {}
 
@@ -481,6 +483,7 @@ export class Cache {
   private async flushEntries (): Promise<void> {
     const writes = this.pendingEntries.splice(0)
     if (writes.length === 0) return
+    for (const w of writes) this.writingKeys.add(w.key)
     const written = this.entries.batch(writes.map(w => ({ type: 'put' as const, key: w.key, value: w.value })))
     this.entriesWriting = written.then(() => {}, () => {})
     try {
@@ -488,30 +491,36 @@ export class Cache {
       for (const w of writes) w.resolve()
     } catch (err) {
       for (const w of writes) w.reject(err)
+    } finally {
+      for (const w of writes) this.writingKeys.delete(w.key)
     }
   }
 
   /** A key is about to be written: into the filter first (invariant 8). */
   private noteAbsent (actionId: Uint8Array): void {
-    const absent = this.absent
-    absent?.add(actionId)
+    // a refill started here takes its list of late keys at once: this one must go in it too
+    if (this.absent?.crowded === true && this.absentLate === undefined) void this.fillAbsent()
+    this.absent?.add(actionId)
     this.absentLate?.push(actionId)
-    if (absent?.crowded === true && this.absentLate === undefined) void this.fillAbsent()
   }
 
   /**
-   * Fills a new absent filter from a scan of the index, sized for twice the entries found, and
-   * puts it in place of the old one. Keys written during the scan are added to both. On
-   * failure the old filter stays (or none: the helper then asks the node about every miss).
+   * Fills a new absent filter from a scan of the index, sized for twice the entries found and
+   * those written meanwhile, and puts it in place of the old one. Keys written during the scan,
+   * and those on their way to LevelDB as it starts (which the scan may not see), are added to
+   * both. On failure the old filter stays (or none: the helper then asks the node about every
+   * miss).
    */
   private async fillAbsent (): Promise<void> {
     if (this.absentLate !== undefined) return
     const late: Uint8Array[] = []
     this.absentLate = late
+    for (const w of this.pendingEntries) late.push(Buffer.from(w.key, 'hex'))
+    for (const key of this.writingKeys) late.push(Buffer.from(key, 'hex'))
     try {
       const keys: string[] = []
       for await (const key of this.entries.keys()) keys.push(key)
-      const next = new AbsentFilter(2 * keys.length)
+      const next = new AbsentFilter(2 * (keys.length + late.length)) // late ones may be new
       for (const key of keys) next.add(Buffer.from(key, 'hex'))
       for (const id of late) next.add(id)
       this.absent = next

@@ -78,13 +78,13 @@ export class PeerCache {
     await this.init.libp2p.unhandle(CACHE_PROTOCOL).catch(() => {})
   }
 
-  /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
   /** Whether find would ask any peer now. */
   mayAsk (): boolean {
     return this.init.trust !== 'self' && this.init.peers().some(p => !this.untrusted.has(p))
   }
 
-    async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
+  /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
+  async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
     const started = performance.now()
     const waited = (): number => performance.now() - started
     if (this.init.trust === 'self') return { miss: 'no-peers', waitMs: 0 }
