@@ -91,6 +91,10 @@ describe('robustness', () => {
       await sameFiles(out, ref)
     }
     assert.equal((await status(w)).buildsServed, 2)
+    // A helper that opens while another build runs asks the node about every miss: the other
+    // build's puts are entries it can use (docs/cache.md, "Absent entries").
+    const absent = builds.map(({ r }) => summary(r).cache.absent)
+    assert.ok(absent.includes(0), `misses each build's helper answered itself: ${absent.join(', ')}`)
   })
 
   it('malformed and oversized frames close that connection with a logged reason; the node keeps serving', async (t) => {

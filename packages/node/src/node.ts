@@ -511,16 +511,20 @@ export class GridNode {
   }
 
   /**
-   * Whether a miss in our own index is the answer to a lookup (askPeers would ask no one), so
-   * that the cache helper may be handed the absent filter. A peer that turns up later in the
-   * build is not asked about what the helper answers itself: a compile done here, not a wrong
-   * answer.
+   * The absent filter for a cache helper that opens now, if it may have one: a miss in our own
+   * index must be the answer to a lookup (askPeers would ask no one), and no other build may be
+   * running, whose puts this one could use (a filter does not learn of entries added after it
+   * is handed out). What the helper then answers itself costs at worst a compile done again:
+   * an entry put by a build that starts later, or held by a peer that turns up later.
    */
-  private missesAreFinal (): boolean {
-    if (this.meshOptions === undefined) return true
-    // an embedded node that expects peers waits for one on its first miss (askPeers)
-    if (this.mode === 'embedded' && (this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json')))) return false
-    return this.peerCache === undefined || !this.peerCache.mayAsk()
+  private absentFilterForHelper (): Uint8Array | undefined {
+    if (this.builds.count > 1) return undefined
+    if (this.meshOptions !== undefined) {
+      // an embedded node that expects peers waits for one on its first miss (askPeers)
+      if (this.mode === 'embedded' && (this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json')))) return undefined
+      if (this.peerCache?.mayAsk() === true) return undefined
+    }
+    return this.cache.absentFilter()
   }
 
   /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
@@ -619,7 +623,7 @@ export class GridNode {
         return { type: 'cache-indexed', id, stored: await this.index(req.entries, this.builds.get(req.build)) }
       case 'cache-open': {
         const recalled = await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0))
-        const absent = this.missesAreFinal() ? this.cache.absentFilter() : undefined
+        const absent = this.absentFilterForHelper()
         return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled, ...(absent === undefined ? {} : { absent }) }
       }
       case 'cache-recalled': {
