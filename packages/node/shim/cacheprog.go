@@ -141,8 +141,8 @@ func (h *helper) degrade() {
 }
 
 // serve reads requests until EOF. Gets and puts run in their own goroutines (but for gets of
-// recalled entries and of entries the node's filter rules out, served here); close waits for them, answers, and we keep reading until
-// cmd/go closes our stdin.
+// recalled entries and of entries the node's absent filter rules out, served here); close
+// waits for them, answers, and we keep reading until cmd/go closes our stdin.
 func (h *helper) serve(in io.Reader) {
 	if f, ok := in.(*os.File); ok {
 		growPipe(f)
