@@ -1,11 +1,12 @@
 package main
 
 // Absent entries (docs/cache.md): at cache-open a node whose misses are final (no peer it
-// would ask) hands the helper a Bloom filter of the ActionIDs in its index. A get whose
-// ActionID is not in the filter, nor among this helper's own puts, is a miss the node would
-// give too, and is answered here without a round trip. A cold build asks ~700 such gets, most
-// of them one at a time while cmd/go loads packages. The node learns how many there were
-// with the recalled hits' reports (recall.go), so its counts stay as if it had answered them.
+// would ask) and that runs no other build hands the helper a Bloom filter of the ActionIDs in
+// its index. A get whose ActionID is not in the filter, nor among this helper's own puts, is a
+// miss the node would give too, and is answered here without a round trip. A cold std build
+// asks ~700 such gets, half of them one at a time while cmd/go loads packages. The node learns
+// how many there were with the recalled hits' reports (recall.go), so its counts stay as if it
+// had answered them.
 //
 // The filter can only say "maybe there" wrongly: the node sets bits and never clears them in
 // a filter it has handed out, and entries added to its index after cache-open (another
