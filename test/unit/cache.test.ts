@@ -20,6 +20,17 @@ function mayHoldIn (bits: Uint8Array, actionId: Uint8Array): boolean {
   return true
 }
 
+/** The cache's absent filter once it has one of at least `minBytes` (it is filled in the background). */
+async function absentOf (cache: Cache, minBytes = 1): Promise<Uint8Array> {
+  for (let i = 0; i < 200; i++) {
+    const bits = cache.absentFilter()
+    if (bits !== undefined && bits.length >= minBytes) return bits
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  const bits = cache.absentFilter()
+  assert.fail(`no absent filter of ${minBytes} bytes or more within 2 s: ${bits?.length ?? 'none'}`)
+}
+
 describe('cache', () => {
   it('stores a body by content hash and serves it with its producer', async (t) => {
     const dir = await tempDir(t)
@@ -89,13 +100,7 @@ describe('cache', () => {
     await cache.close()
     cache = await Cache.open({ dir, nodeId: 'p' }) // the filter is filled from a scan of the index
     t.after(() => cache.close())
-    let bits = cache.absentFilter()
-    for (let i = 0; bits === undefined && i < 100; i++) {
-      await new Promise(resolve => setTimeout(resolve, 10))
-      bits = cache.absentFilter()
-    }
-    assert.ok(bits !== undefined, 'no absent filter 1 s after opening')
-    const filter = bits
+    const filter = await absentOf(cache)
     const mayHold = (a: Uint8Array): boolean => mayHoldIn(filter, a)
     const after = [id(), id()]
     for (const a of after) await cache.putBytes(a, randomBytes(60))
@@ -111,18 +116,11 @@ describe('cache', () => {
     const body = randomBytes(10)
     const first = id()
     const { outputId } = await cache.putBytes(first, body)
-    const small = cache.absentFilter()?.length
-    assert.equal(small, 8192)
+    assert.equal((await absentOf(cache)).length, 8192)
     // entries naming one blob: only index writes, in batches, while the filter is refilled
     const actions = [first, ...Array.from({ length: 9000 }, id)]
     await Promise.all(actions.slice(1).map(async a => await cache.put(a, outputId, body.length)))
-    let bits = cache.absentFilter()
-    for (let i = 0; (bits?.length ?? 0) <= 8192 && i < 200; i++) {
-      await new Promise(resolve => setTimeout(resolve, 10))
-      bits = cache.absentFilter()
-    }
-    assert.ok(bits !== undefined && bits.length > 8192, `the filter did not grow: ${bits?.length} bytes`)
-    const filter = bits
+    const filter = await absentOf(cache, 8193) // a larger one
     const held = actions.filter(a => mayHoldIn(filter, a)).length
     assert.equal(held, actions.length, 'entries of the index ruled out by the larger filter')
     const unknown = Array.from({ length: 1000 }, id).filter(a => mayHoldIn(filter, a)).length
