@@ -37,13 +37,14 @@ export const MAX_RECALL = 100_000
 export const RECALL_RECORD_BYTES = 96
 
 /**
- * Absent entries (docs/cache.md): a node whose misses are final (no peer it would ask) hands the
- * cache helper at `cache-open` a Bloom filter of the ActionIDs in its index, so that a get the
- * node would answer with a miss costs the helper no round trip. Bit j of the filter is bit
- * j % 8 of byte j / 8; its size in bits is a power of two, 64 or more. An ActionID sets
- * ABSENT_PROBES bits: probe i is its big-endian uint32 at byte 4i, modulo the size in bits
- * (ActionIDs are sha256 sums, so these are uniform already). The filter grows with the index,
- * ABSENT_BITS_PER_ENTRY bits per entry; it is at most MAX_ABSENT_BYTES (8 M entries).
+ * Absent entries (docs/cache.md): a node whose misses are final (no peer it would ask) and that
+ * runs no other build hands the cache helper at `cache-open` a Bloom filter of the ActionIDs in
+ * its index, so that a get the node would answer with a miss costs the helper no round trip.
+ * Bit j of the filter is bit j % 8 of byte j / 8; its size in bits is a power of two, 64 or
+ * more. An ActionID sets ABSENT_PROBES bits: probe i is its big-endian uint32 at byte 4i,
+ * modulo the size in bits (ActionIDs are sha256 sums, so these are uniform already). The
+ * filter grows with the index, ABSENT_BITS_PER_ENTRY bits per entry; it is at most
+ * MAX_ABSENT_BYTES (8 M entries).
  */
 export const ABSENT_PROBES = 6
 export const ABSENT_BITS_PER_ENTRY = 16
