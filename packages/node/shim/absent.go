@@ -76,12 +76,7 @@ func (f *absentFilter) add(actionID []byte) {
 // getAbsent answers a get whose ActionID the node's filter rules out, or reports false. It
 // does not wait: before open has finished, or once the node is given up, it reports false.
 func (h *helper) getAbsent(req request) (response, bool) {
-	select {
-	case <-h.ready:
-	default:
-		return response{}, false
-	}
-	if h.absent == nil || h.degraded.Load() || len(req.ActionID) != idBytes || h.absent.mayHold(req.ActionID) {
+	if !h.usableNow() || h.absent == nil || len(req.ActionID) != idBytes || h.absent.mayHold(req.ActionID) {
 		return response{}, false
 	}
 	h.noteAbsent()

@@ -84,15 +84,20 @@ func (h *helper) getRecalled(req request) (response, bool) {
 // getRecalledNow is getRecalled for the serve loop, which must not wait: before open has
 // finished, or once the node is given up, it reports false and the get takes the usual way.
 func (h *helper) getRecalledNow(req request) (response, bool) {
-	select {
-	case <-h.ready:
-	default:
-		return response{}, false
-	}
-	if h.degraded.Load() {
+	if !h.usableNow() {
 		return response{}, false
 	}
 	return h.getRecalled(req) // an ActionID of the wrong length is in no record: get reports it
+}
+
+// usableNow reports, without waiting, whether open has finished with a node to use.
+func (h *helper) usableNow() bool {
+	select {
+	case <-h.ready:
+		return !h.degraded.Load()
+	default:
+		return false
+	}
 }
 
 func (h *helper) noteRecalled(actionID []byte) {

@@ -521,21 +521,24 @@ export class GridNode {
     if (this.builds.count > 1) return undefined
     if (this.meshOptions !== undefined) {
       // an embedded node that expects peers waits for one on its first miss (askPeers)
-      if (this.mode === 'embedded' && (this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json')))) return undefined
+      if (this.mode === 'embedded' && this.peersExpected()) return undefined
       if (this.peerCache?.mayAsk() === true) return undefined
     }
     return this.cache.absentFilter()
+  }
+
+  /** Whether this node should expect peers: bootstrap addresses, or members remembered from earlier builds. */
+  private peersExpected (): boolean {
+    return (this.meshOptions?.bootstrap.length ?? 0) > 0 || existsSync(join(this.cacheDir, 'peers.json'))
   }
 
   /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
   private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
     if (this.meshOptions === undefined) return undefined
     if (this.mode === 'embedded') {
-      // Wait for the mesh (and a first peer) only when peers are expected: bootstrap addresses,
-      // or members remembered from earlier builds. A machine alone starts it in the background
-      // and its build never waits on it.
-      const expected = this.meshOptions.bootstrap.length > 0 || existsSync(join(this.cacheDir, 'peers.json'))
-      if (!expected && this.mesh === undefined) { this.wantMesh(); return undefined }
+      // Wait for the mesh (and a first peer) only when peers are expected. A machine alone
+      // starts it in the background and its build never waits on it.
+      if (!this.peersExpected() && this.mesh === undefined) { this.wantMesh(); return undefined }
       try { await this.ensureMesh() } catch { return undefined }
       const wait = this.meshStartedAt + MESH_WARMUP_MS - Date.now()
       if (wait > 0 && this.mesh?.expectsPeers() === true && this.mesh.connectedMembers().length === 0) await this.waitForPeer(wait)

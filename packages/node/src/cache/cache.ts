@@ -297,6 +297,7 @@ export class Cache {
     const entry: Entry = origin === undefined
       ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString() }
       : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
+    this.noteAbsent(actionId)
     await this.writeEntry(key, packr.pack(entry))
     if (this.approx !== undefined) this.approx += size
     this.pendingAtimes.set(key, Date.now())
@@ -473,7 +474,6 @@ export class Cache {
    * one batch (a cold build puts an entry per action, many at once).
    */
   private async writeEntry (key: string, value: Uint8Array): Promise<void> {
-    this.noteAbsent(Buffer.from(key, 'hex'))
     await new Promise<void>((resolve, reject) => {
       this.pendingEntries.push({ key, value, resolve, reject })
       if (this.pendingEntries.length === 1) setImmediate(() => { void this.flushEntries() })
