@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs'
 import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { FIXTURES, GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, tempDir, world } from '../helpers/index.js'
+import { FIXTURES, GOMOD, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult } from '../helpers/index.js'
 
 describe('grid build of the fixture module', () => {
   it('is byte-identical to go build -trimpath, and a rebuild after go clean -cache runs zero compiles', async (t) => {
@@ -138,6 +138,54 @@ describe('grid build of the fixture module', () => {
     assert.equal(summary(second).compiles.local, 0)
   })
 
+  it('grid install, run and vet are go install, run and vet: the same binaries, program output, exit status and diagnostics', async (t) => {
+    const w = await world(t)
+    // A module of our own: a program whose exit status we choose and a package vet objects to.
+    const mod = join(w.dir, 'mod')
+    await mkdir(join(mod, 'cmd', 'echo'), { recursive: true })
+    await mkdir(join(mod, 'lint'), { recursive: true })
+    await writeFile(join(mod, 'go.mod'), 'module example.com/gocommands\n\ngo 1.24\n')
+    await writeFile(join(mod, 'cmd', 'echo', 'main.go'), [
+      'package main', '', 'import (', '\t"fmt"', '\t"os"', '\t"strings"', ')', '',
+      'func main() {', '\tfmt.Println(strings.Join(os.Args[1:], " "))', '\tif len(os.Args) > 1 && os.Args[1] == "fail" {', '\t\tos.Exit(3)', '\t}', '}', ''
+    ].join('\n'))
+    await writeFile(join(mod, 'lint', 'lint.go'), 'package lint\n\nimport "fmt"\n\nfunc Say() { fmt.Printf("%d\\n", "not a number") }\n')
+    const plainEnv = { ...w.env, GOCACHE: referenceGocache() }
+    const plain = async (args: string[], env: NodeJS.ProcessEnv = plainEnv): Promise<RunResult> => await run('go', args, { cwd: mod, env })
+
+    const gridBin = join(w.dir, 'gridbin')
+    const plainBin = join(w.dir, 'plainbin')
+    const installed = await grid(w, ['--json', 'install', './cmd/...'], { cwd: mod, env: { ...w.env, GOBIN: gridBin } })
+    assert.equal(installed.code, 0, installed.stderr)
+    assert.ok(summary(installed).compiles.local > 0, 'the install compiled through the node')
+    assert.equal((await plain(['install', '-trimpath', './cmd/...'], { ...plainEnv, GOBIN: plainBin })).code, 0)
+    assert.deepEqual(await sameFiles(gridBin, plainBin), ['echo'])
+
+    // grid run: the program's stdout is the user's; its failure is go run's (exit status 1)
+    const ran = await grid(w, ['run', './cmd/echo', 'one', 'two'], { cwd: mod })
+    assert.equal(ran.code, 0, ran.stderr)
+    assert.equal(ran.stdout, 'one two\n')
+    const failed = await grid(w, ['run', './cmd/echo', 'fail'], { cwd: mod })
+    const plainFailed = await plain(['run', '-trimpath', './cmd/echo', 'fail'])
+    assert.equal(plainFailed.code, 1)
+    assert.equal(failed.code, plainFailed.code)
+    assert.equal(failed.stdout, plainFailed.stdout)
+    assert.equal(failed.stderr.split('\n').filter(l => !l.startsWith('grid: ')).join('\n'), plainFailed.stderr)
+
+    // grid vet: go vet's diagnostics and exit status, and the vet result is cached like a build's
+    const vetted = await grid(w, ['vet', './...'], { cwd: mod })
+    const plainVetted = await plain(['vet', '-trimpath', './...'])
+    assert.equal(plainVetted.code, 1)
+    assert.match(plainVetted.stderr, /Printf format %d has arg "not a number" of wrong type string/)
+    assert.equal(vetted.code, plainVetted.code)
+    assert.equal(vetted.stderr.split('\n').filter(l => !l.startsWith('grid: ')).join('\n'), plainVetted.stderr)
+    await w.freshGoCache()
+    const clean = await grid(w, ['--json', 'vet', './cmd/...'], { cwd: mod })
+    assert.equal(clean.code, 0, clean.stderr)
+    const s = summary(clean)
+    assert.ok(s.cache.hits > 0 && s.compiles.local === 0, `after go clean -cache, vet came from the grid cache: ${JSON.stringify(s.cache)}`)
+  })
+
   it('a broken package prints the same diagnostics and exit status as go build -trimpath', async (t) => {
     const w = await world(t)
     const cwd = join(FIXTURES, 'broken')
@@ -235,6 +283,11 @@ describe('grid command line', () => {
       assert.equal(r.code, 0, r.stderr)
       assert.match(r.stdout, /^usage: grid \[global options\] build/)
       assert.match(r.stdout, /go help build/)
+    }
+    for (const sub of ['install', 'run', 'vet']) {
+      const r = await grid(w, [sub, '--help'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, new RegExp(`^ +grid \\[global options\\] ${sub} `, 'm'))
     }
     // not first, -h is go's: go prints its own usage and exits 2, as it does without grid
     const passed = await grid(w, ['build', '-v', '-h'])

@@ -146,7 +146,7 @@ let referenceCache: string | undefined
  * build writes, and a fresh one per reference build compiled the standard library again every
  * time (ten times in the peer-killed test alone). Grid's builds never use it.
  */
-function referenceGocache (): string {
+export function referenceGocache (): string {
   if (referenceCache === undefined) {
     const dir = mkdtempSync(join(tmpdir(), 'gc-ref-'))
     process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })

@@ -3,7 +3,7 @@
  * one module per command, and renders errors (code, message, hint). Returns the exit code.
  */
 import { GRID_VERSION } from '@grid/protocol'
-import { BUILD_HELP, runGo } from './commands/build.js'
+import { BUILD_HELP, GO_COMMANDS, isGoCommand, runGo, type GoCommand } from './commands/build.js'
 import { CACHE_HELP, cache } from './commands/cache.js'
 import { DAEMON_HELP, daemon } from './commands/daemon.js'
 import { STATUS_HELP, status } from './commands/status.js'
@@ -18,7 +18,10 @@ usage: grid [global options] <command> [arguments]
 
 commands:
   build [go build args]   go build through the grid (cache + compile pool)
+  install [go args]       go install through the grid
+  run [go args]           go run through the grid (the build; the program runs here)
   test [go test args]     go test through the grid (test results cached too)
+  vet [go vet args]       go vet through the grid (vet results cached too)
   daemon [flags]          run a long-lived node on this workstation, in the office mesh
   status                  the node, its mesh addresses, its cache and what it has served
   peers                   the mesh members this node knows (toolchain, slots, load, rtt)
@@ -34,8 +37,9 @@ global options (before the command):
   --json             machine-readable output on stdout (also accepted after status, peers,
                      cache and init)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
-  --graph            list the package graph even when no peer can take compiles, so the
-                     summary reports the build's critical path (costs ~0.4-1.4 CPU-s on std)
+  --graph            build, install: list the package graph even when no peer can take
+                     compiles, so the summary reports the build's critical path (costs
+                     ~0.4-1.4 CPU-s on std)
   --toolexec MODE    always (default): every compile goes through the node; auto: only when a
                      peer can take compiles at the build's start, else go runs its tools itself
                      and only the cache goes through grid (env GRID_TOOLEXEC)
@@ -47,8 +51,10 @@ const HELP_FLAGS = ['-h', '-help', '--help']
 type Command = (args: string[], options: GlobalOptions, output: Output) => Promise<number>
 
 const COMMANDS: Record<string, { run: Command, help: string }> = {
-  build: { run: async (a, o, out) => await runGo('build', a, o, out), help: BUILD_HELP },
-  test: { run: async (a, o, out) => await runGo('test', a, o, out), help: BUILD_HELP },
+  ...Object.fromEntries((Object.keys(GO_COMMANDS) as GoCommand[]).map(sub => [sub, {
+    run: async (a: string[], o: GlobalOptions, out: Output) => await runGo(sub, a, o, out),
+    help: BUILD_HELP
+  }])),
   daemon: { run: daemon, help: DAEMON_HELP },
   status: { run: status, help: STATUS_HELP },
   cache: { run: cache, help: CACHE_HELP },
@@ -64,8 +70,8 @@ export async function main (argv: string[]): Promise<number> {
     const { command } = parsed
     let { options, rest } = parsed
     // --json is global, but `grid peers --json` is what people type: after grid's own commands
-    // it means the same. After build and test every argument is go's.
-    if (command !== 'build' && command !== 'test' && rest.includes('--json')) {
+    // it means the same. After build, test and the other go commands every argument is go's.
+    if (!isGoCommand(command) && rest.includes('--json')) {
       rest = rest.filter(a => a !== '--json')
       options = { ...options, json: true }
     }
@@ -82,9 +88,9 @@ export async function main (argv: string[]): Promise<number> {
     }
     const entry = COMMANDS[command]
     if (entry === undefined) throw usageError(`unknown command ${command}`)
-    // After build and test the flags are go's, so only a leading -h, -help or --help asks for
+    // After the go commands the flags are go's, so only a leading -h, -help or --help asks for
     // grid's help (go would print its usage and exit 2); `go test ./... -args -h` passes through.
-    const asksHelp = command === 'build' || command === 'test'
+    const asksHelp = isGoCommand(command)
       ? HELP_FLAGS.includes(rest[0] ?? '')
       : rest.includes('--help') || rest.includes('-h')
     if (options.help || asksHelp) {

@@ -1,9 +1,9 @@
 /**
- * `grid build` and `grid test`: run `go build` / `go test` with every argument unchanged, plus
- * `-trimpath` (so cache entries cross machines), `-toolexec=<shim>` and
- * `GOCACHEPROG=<shim> cacheprog`, against the node found or embedded by `openSession`.
- * Go's exit status and diagnostics pass through untouched; grid adds a progress line on a
- * terminal and one summary line (or a JSON object with --json) at the end.
+ * `grid build`, `grid install`, `grid run`, `grid test` and `grid vet`: run the go command of
+ * that name with every argument unchanged, plus `-trimpath` (so cache entries cross machines),
+ * `-toolexec=<shim>` and `GOCACHEPROG=<shim> cacheprog`, against the node found or embedded by
+ * `openSession`. Go's exit status and diagnostics pass through untouched; grid adds a progress
+ * line on a terminal and one summary line (or a JSON object with --json) at the end.
  */
 import { spawn } from 'node:child_process'
 import { readFile, rm, stat } from 'node:fs/promises'
@@ -15,13 +15,39 @@ import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
 
-export const BUILD_HELP = `usage: grid [global options] build [go build flags] [packages]
-       grid [global options] test [go test flags] [packages] [test binary flags]
+/**
+ * The go commands grid runs, and what grid adds to each beyond the shim and the cache helper.
+ * `raiseP`: with peers that can take compiles, go's -p goes up so that enough compiles are in
+ * flight for them. Not for test (its -p also bounds how many test binaries run at once here)
+ * nor vet (its vet processes run here, not on peers). `graph`: the package graph is listed
+ * with `go list -deps` and the same arguments, which for run would take the program's own
+ * arguments as packages. `progress`: the live line on a terminal; under run the program owns
+ * the terminal.
+ */
+export const GO_COMMANDS = {
+  build: { raiseP: true, graph: true, progress: true },
+  install: { raiseP: true, graph: true, progress: true },
+  run: { raiseP: true, graph: false, progress: false },
+  test: { raiseP: false, graph: false, progress: true },
+  vet: { raiseP: false, graph: false, progress: true }
+} as const
 
-Runs \`go build\` (or \`go test\`) with every argument passed through unchanged, adding
--trimpath, -toolexec=<grid shim> and GOCACHEPROG=<grid cache helper>. Compiles go through the
-grid node; every cmd/go cache entry is stored in the grid cache. Exit status and compiler
-messages are those of \`go build -trimpath\`.
+export type GoCommand = keyof typeof GO_COMMANDS
+
+export function isGoCommand (name: string | undefined): name is GoCommand {
+  return name !== undefined && Object.hasOwn(GO_COMMANDS, name)
+}
+
+export const BUILD_HELP = `usage: grid [global options] build [go build flags] [packages]
+       grid [global options] install [go build flags] [packages]
+       grid [global options] run [go build flags] package [arguments]
+       grid [global options] test [go test flags] [packages] [test binary flags]
+       grid [global options] vet [go vet flags] [packages]
+
+Runs \`go build\` (or install, run, test, vet) with every argument passed through unchanged,
+adding -trimpath, -toolexec=<grid shim> and GOCACHEPROG=<grid cache helper>. Compiles go
+through the grid node; every cmd/go cache entry is stored in the grid cache. Exit status and
+compiler messages are those of \`go build -trimpath\` (and so on).
 
 With grid --toolexec auto, -toolexec is added only when a peer can take compiles as the build
 starts; otherwise go runs every tool itself (no shim process per tool) and only the cache goes
@@ -30,15 +56,19 @@ through grid.
 -trimpath is on by default because it makes cache entries independent of where the source
 lives, so they can be shared across machines. To build without it: grid --no-trimpath build …
 
-With peers that can take compiles, grid build raises go's -p so that enough compiles are in
-flight for them (the node still runs at most its own slots here). grid test does not: go test's
--p also bounds how many test binaries run at once, so it stays go's default unless you set it.
+With peers that can take compiles, grid build, install and run raise go's -p so that enough
+compiles are in flight for them (the node still runs at most its own slots here). grid test and
+grid vet do not: go test's -p also bounds how many test binaries run at once, and go vet's how
+many vet processes, all on this machine; they stay go's default unless you set -p.
 
 If no node answers on the control socket, an embedded node runs for the length of the build.
-With --json, go's own stdout goes to stderr and stdout holds only the summary object.
+With --json, go's own stdout goes to stderr and stdout holds only the summary object (under
+grid run, that includes the program's stdout). grid run shows no progress line: the program
+has the terminal.
 
-Flags after the command are go's: \`go help build\`, \`go help test\` and \`go help testflag\`
-describe them. Grid's own options go before the command (\`grid --help\`).`
+Flags after the command are go's: \`go help build\`, \`go help install\`, \`go help run\`,
+\`go help test\`, \`go help testflag\` and \`go help vet\` describe them. Grid's own options go
+before the command (\`grid --help\`).`
 
 const TOOLEXEC = /^--?toolexec(=|$)/
 
@@ -58,7 +88,7 @@ function quoteForGo (word: string): string {
   throw new GridError('GRID_ERR_USAGE', `path contains both quote characters, which cmd/go cannot take: ${word}`)
 }
 
-export function goArgs (sub: 'build' | 'test', args: string[], shim: string, trimpath: boolean): string[] {
+export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean): string[] {
   const conflict = args.find(a => TOOLEXEC.test(a)) ?? (TOOLEXEC.test(process.env.GOFLAGS ?? '') ? 'GOFLAGS' : undefined) ??
     ((process.env.GOFLAGS ?? '').split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
   if (conflict !== undefined) {
@@ -99,8 +129,8 @@ export function listFlags (args: string[]): string[] {
 
 /**
  * The build's package graph from `go list -deps` (0.1–0.5 s, run beside the build): the node
- * orders compiles by it and the progress line counts against it. Only for `build`, whose
- * flags `go list` also takes. undefined if go list fails: the build goes on without it.
+ * orders compiles by it and the progress line counts against it. Only for build and install,
+ * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
 async function listPackages (go: string, args: string[], signal: AbortSignal): Promise<GraphPackage[] | undefined> {
   const listArgs = listFlags(args)
@@ -129,7 +159,7 @@ async function findGo (cacheDir: string): Promise<{ toolchain: GoToolchain, shim
   return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
 }
 
-export async function runGo (sub: 'build' | 'test', args: string[], options: GlobalOptions, output: Output): Promise<number> {
+export async function runGo (sub: GoCommand, args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const started = performance.now()
   // Finding go (and its shim) and reaching a daemon do not wait for each other: overlapped,
   // they take `go env`'s few milliseconds off every build. No embedded node starts before go
@@ -145,7 +175,8 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
   const session = opened.value
   const argv = goArgs(sub, args, shim, options.trimpath)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
-  const live = process.stderr.isTTY && !options.json
+  const shape = GO_COMMANDS[sub]
+  const live = process.stderr.isTTY && !options.json && shape.progress
   const stop = new AbortController()
   let exitCode = 1
   let nodeLost: string | undefined
@@ -164,8 +195,8 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
     // throttles local work to its own slots. A -p of the user's own wins. Not for go test:
     // there -p also bounds how many test binaries run at once on this machine, and tests that
-    // pass under go test must not fail under grid test for want of CPU.
-    if (sub === 'build' && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
+    // pass under go test must not fail under grid test for want of CPU (GO_COMMANDS).
+    if (shape.raiseP && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
     // --toolexec auto: with no peer that could take a compile (busy ones count: they free up
@@ -193,7 +224,7 @@ export async function runGo (sub: 'build' | 'test', args: string[], options: Glo
     // The graph ranks compiles for placement, gives the progress line its total and the summary
     // its critical path. With no peer to place on and nobody watching, it would only take CPU
     // from the compiles, unless asked for (--graph).
-    if (sub === 'build' && (begun.remoteSlots > 0 || live || options.graph)) {
+    if (shape.graph && (begun.remoteSlots > 0 || live || options.graph)) {
       // Not at once: a no-op build is over before this fires and never pays for go list.
       const timer = setTimeout(() => {
         void listPackages(toolchain.go, args, stop.signal).then(async packages => {
