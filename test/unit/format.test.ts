@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { formatPeers, formatStatus, peerAddress } from '@grid/cli/format'
-import type { NodeStatus, PeerInfo } from '@grid/protocol'
+import { emptyBuildStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
 
 const ID = '12D3KooWAkayn13m9K2JAbwqFhG2pB5Xn51zm7MY8YphKArGrf23'
 const listen = (ip: string): string => `/ip4/${ip}/tcp/4770/p2p/${ID}`
@@ -83,6 +83,19 @@ describe('formatStatus', () => {
     assert.match(text, /^served: +7 hits \(2 from peers\), 5 misses, 9 puts; compiles for its builds 4 here, 6 on peers; 0 corrupt blobs dropped, 1 bad connections$/m)
     assert.match(text, /^ +tasks from peers: 11 compiled, 1 joined an identical running one, 3 refused \(busy or not acceptable\), 0 failed$/m)
     assert.match(text, /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid$/m)
+  })
+
+  it('shows the build that ended last: its command, cache and compiles (a build under grid env has no summary of its own)', () => {
+    assert.doesNotMatch(formatStatus(status), /last:/)
+    const last = emptyBuildStats('b1', ['go', 'build', './...'])
+    last.endedAt = 1_004_000
+    last.actions = 20
+    last.cache.hits = 12
+    last.cache.misses = 8
+    last.compiles.local = 5
+    last.compiles.remote = 3
+    const text = formatStatus({ ...status, lastBuild: last }, 1_010_000)
+    assert.match(text, /^builds: +3 served, 1 running\n +last: go build \.\/\.\.\.: 20 actions, 12 hits, 8 misses, 5 compiles here, 3 on peers \(ended 6 s ago\)$/m)
   })
 
   it('leaves out the peers lines when the node runs no mesh, or no worker', () => {

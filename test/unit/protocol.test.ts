@@ -76,6 +76,19 @@ describe('frames', () => {
     assert.throws(() => validateMessage({ ...begun, protocol: 'two' }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID')
   })
 
+  it('takes cache-open with or without the go command of a helper under grid env, and names its build in cache-opened', () => {
+    const open = { type: 'cache-open', id: 1, build: '' }
+    assert.equal(validateMessage(open).type, 'cache-open')
+    assert.equal(validateMessage({ ...open, command: ['go', 'build', './...'], cwd: '/src', goPid: 4242 }).type, 'cache-open')
+    assert.throws(() => validateMessage({ ...open, command: 'go build' }), /command/)
+    assert.throws(() => validateMessage({ ...open, command: ['go', 1] }), /command/)
+    assert.throws(() => validateMessage({ ...open, cwd: 7 }), /cwd/)
+    assert.throws(() => validateMessage({ ...open, goPid: -1 }), /goPid/)
+    const opened = { type: 'cache-opened', id: 1, blobDir: '/b', recalled: new Uint8Array(0) }
+    assert.equal(validateMessage({ ...opened, build: 'b1' }).type, 'cache-opened')
+    assert.throws(() => validateMessage({ ...opened, build: 1 }), /build/)
+  })
+
   it('takes whole index records in cache-index, up to a full batch', () => {
     for (const n of [1, MAX_INDEX_BATCH]) {
       const m = validateMessage({ type: 'cache-index', id: 3, build: 'b', entries: new Uint8Array(n * 72) })

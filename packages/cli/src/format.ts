@@ -2,7 +2,7 @@
  * The human-readable renderings of the node's state (`grid status`, `grid peers`, the cache
  * commands). Pure functions of what the node reports; `--json` prints the reports instead.
  */
-import { formatBytes, type CacheStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
+import { formatBytes, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
 
 interface Toolchain { go?: string, compiler?: string }
 
@@ -14,6 +14,7 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
     `control: ${s.control}`,
     `slots:   ${s.compilesRunning}/${s.slots} busy`,
     `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
+    ...(s.lastBuild == null ? [] : [`  last: ${formatLastBuild(s.lastBuild, now)}`]),
     `served:  ${c.hits} hits (${c.peerHits} from peers), ${c.misses} misses, ${c.puts} puts; ` +
       `compiles for its builds ${c.compiles} here, ${c.remoteCompiles} on peers; ${c.corrupt} corrupt blobs dropped, ${c.badFrames} bad connections`,
     ...(s.mesh === null
@@ -23,6 +24,13 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
+}
+
+/** One line for the build that ended last: what ran, what the cache and the compiles did, when. */
+function formatLastBuild (b: BuildStats, now: number): string {
+  const ago = Math.max(0, Math.round((now - (b.endedAt ?? now)) / 1000))
+  return `${b.command.join(' ')}: ${b.actions} actions, ${b.cache.hits} hits, ${b.cache.misses} misses, ` +
+    `${b.compiles.local} compiles here, ${b.compiles.remote} on peers (ended ${ago} s ago)`
 }
 
 export function formatCache (c: CacheStats): string {

@@ -13,7 +13,8 @@ package main
 // Requests are served concurrently (cmd/go keeps many in flight) over one multiplexed node
 // connection. If the node is absent at start (standalone) or fails later (degraded), every get
 // misses and every put goes to a private temp dir removed on exit: the build goes on as if
-// there were no cache. Nothing is ever printed to stderr.
+// there were no cache. Under `grid env` (GRID_WITHOUT_NODE=gocache) it uses GOCACHE in cmd/go's
+// own format instead, as go would without grid (gostore.go). Nothing is ever printed to stderr.
 
 import (
 	"bufio"
@@ -76,6 +77,8 @@ type helper struct {
 	privMu  sync.Mutex
 	privDir string // private temp dir for bodies when degraded; created on first use
 
+	alone *goStore // GOCACHE in cmd/go's own format, in place of privDir and misses (gostore.go)
+
 	recalled     map[string]recalledEntry // by ActionID, from cache-opened; read-only once ready
 	recalledHits recalledHits             // hits served from recalled, and misses from absent
 	absent       *absentFilter            // from cache-opened (absent.go); nil: ask the node
@@ -83,6 +86,7 @@ type helper struct {
 
 func runCacheprog() int {
 	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{})}
+	h.alone = goStoreFor(os.Getenv("GRID_WITHOUT_NODE"), goCacheDir())
 	h.reply(response{KnownCommands: []string{"get", "put", "close"}})
 	// cmd/go plans the build before its first request: connect meanwhile.
 	go h.open(os.Getenv("GRID_SOCKET"))
@@ -106,12 +110,23 @@ func (h *helper) open(socket string) {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(conn)
 	var reply map[string]any
-	err = writeFrame(conn, map[string]any{"type": "cache-open", "id": 1, "build": h.build})
+	open := map[string]any{"type": "cache-open", "id": 1, "build": h.build}
+	if h.build == "" {
+		// Under `grid env`, no grid build named us: the node opens a build for this go command.
+		if command := parentCommand(); command != nil {
+			cwd, _ := os.Getwd()
+			open["command"], open["cwd"], open["goPid"] = command, cwd, os.Getppid()
+		}
+	}
+	err = writeFrame(conn, open)
 	if err == nil {
 		reply, err = readFrame(r)
 	}
 	id, _ := asInt(reply["id"])
 	dir, _ := reply["blobDir"].(string)
+	if build, ok := reply["build"].(string); ok && h.build == "" {
+		h.build = build // read by other goroutines only once ready is closed
+	}
 	recalled, _ := reply["recalled"].([]byte)
 	absent, _ := reply["absent"].([]byte)
 	if err != nil || reply["type"] != "cache-opened" || id != 1 || dir == "" {
@@ -303,6 +318,9 @@ func (h *helper) get(req request) response {
 	miss := response{ID: req.ID, Miss: true}
 	<-h.ready
 	if h.degraded.Load() {
+		if h.alone != nil {
+			return h.alone.get(req)
+		}
 		return miss
 	}
 	if res, ok := h.getRecalled(req); ok {
@@ -360,6 +378,11 @@ func (h *helper) put(req request, body []byte) response {
 			return response{ID: req.ID, DiskPath: h.diskPath(name)}
 		}
 		// The shared store is not writable: keep this body private, the build goes on.
+	}
+	if h.alone != nil {
+		if path, err := h.alone.put(req.ActionID, req.OutputID, body); err == nil {
+			return response{ID: req.ID, DiskPath: path}
+		}
 	}
 	dir, err := h.privateDir()
 	if err == nil {

@@ -162,7 +162,7 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, ok b
 	if args == nil {
 		args = []string{}
 	}
-	err := writeFrame(conn, map[string]any{
+	req := map[string]any{
 		"type":       "compile",
 		"id":         1,
 		"build":      os.Getenv("GRID_BUILD"),
@@ -172,7 +172,12 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, ok b
 		"env":        env,
 		"importPath": os.Getenv("TOOLEXEC_IMPORTPATH"),
 		"canRunHere": true,
-	})
+	}
+	if req["build"] == "" {
+		// Under `grid env`: the node knows our go command's build by its pid (cache-open).
+		req["goPid"] = os.Getppid()
+	}
+	err := writeFrame(conn, req)
 	if err != nil {
 		return reply, false
 	}

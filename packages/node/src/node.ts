@@ -7,7 +7,7 @@
 import { loadavg, availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { ControlServer, type RequestContext } from './control/index.js'
@@ -93,6 +93,8 @@ export class GridNode {
   readonly control: string
   readonly mode: 'daemon' | 'embedded'
   readonly builds = new Builds()
+  /** the builds opened for helpers under `grid env`, by their go command's pid (compile.goPid) */
+  private readonly envBuilds = new Map<number, string>()
   readonly pool: LocalPool
   private readonly scheduler: Scheduler
   private readonly dispatcher: Dispatcher
@@ -315,6 +317,7 @@ export class GridNode {
       compilesRunning: this.pool.running,
       buildsServed: this.builds.served,
       activeBuilds: this.builds.count,
+      lastBuild: this.builds.last ?? null,
       cache: await this.cache.stats(),
       counters: { ...this.counters },
       mesh: this.mesh === undefined || this.meshOptions === undefined
@@ -598,6 +601,29 @@ export class GridNode {
     }))
   }
 
+  /** A build's stats with the figures derived from its record. */
+  private summarise (record: BuildRecord): BuildStats {
+    const stats = record.stats
+    stats.cache.peer.lookups = percentiles(record.lookupMs)
+    stats.compiles.overhead = percentiles(record.overheadMs)
+    stats.compiles.criticalPath = record.plan?.criticalPath(record.durations) ?? null
+    return stats
+  }
+
+  /** Ends a build: its stats, and what the next build learns from it (history, recall list). */
+  private endBuild (record: BuildRecord): BuildStats {
+    const build = record.stats.build
+    this.builds.end(build)
+    const stats = this.summarise(record)
+    this.peerCache?.endBuild(record)
+    void this.scheduler.history.save()
+    if (record.looked.size > 0) {
+      this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
+    }
+    log.info(`build ${build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
+    return stats
+  }
+
   /** Maps one request onto the subsystems. Every branch returns exactly one reply. */
   async handle (req: Request, ctx: RequestContext): Promise<Reply> {
     const id = req.id
@@ -625,9 +651,28 @@ export class GridNode {
       case 'cache-index':
         return { type: 'cache-indexed', id, stored: await this.index(req.entries, this.builds.get(req.build)) }
       case 'cache-open': {
-        const recalled = await (this.builds.get(req.build)?.recalling ?? new Uint8Array(0))
+        let build = this.builds.get(req.build)
+        let opened: string | undefined
+        if (build === undefined && req.build === '' && req.command !== undefined) {
+          // A helper under `grid env`: no grid build named it, so its connection is the build,
+          // counted, recalled and remembered as one (a go command run by hand is one build).
+          const record = build = this.builds.begin(req.command, req.cwd ?? '')
+          const goPid = req.goPid
+          opened = record.stats.build
+          record.recalling = this.recall(record)
+          if (goPid !== undefined) this.envBuilds.set(goPid, opened)
+          ctx.onClose(() => {
+            if (goPid !== undefined && this.envBuilds.get(goPid) === record.stats.build) this.envBuilds.delete(goPid)
+            if (this.builds.get(record.stats.build) !== undefined) this.endBuild(record)
+          })
+          log.info(`build ${opened} began (grid env): ${req.command.join(' ')}`)
+        }
+        const recalled = await (build?.recalling ?? new Uint8Array(0))
         const absent = this.absentFilterForHelper()
-        return { type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled, ...(absent === undefined ? {} : { absent }) }
+        return {
+          type: 'cache-opened', id, blobDir: this.cache.blobDir, recalled,
+          ...(absent === undefined ? {} : { absent }), ...(opened === undefined ? {} : { build: opened })
+        }
       }
       case 'cache-recalled': {
         const build = this.builds.get(req.build)
@@ -637,7 +682,8 @@ export class GridNode {
       }
       case 'compile': {
         this.wantMesh()
-        const build = this.builds.get(req.build)
+        // a shim under `grid env` names its go command's pid, whose helper opened the build
+        const build = this.builds.get(req.build === '' && req.goPid !== undefined ? this.envBuilds.get(req.goPid) ?? '' : req.build)
         const c = build?.stats.compiles
         if (c !== undefined) c.running++
         let handedOver = false
@@ -707,19 +753,7 @@ export class GridNode {
       case 'build-end': {
         const record = this.builds.get(req.build)
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
-        const stats = req.type === 'build-end' ? this.builds.end(req.build) ?? record.stats : record.stats
-        stats.cache.peer.lookups = percentiles(record.lookupMs)
-        stats.compiles.overhead = percentiles(record.overheadMs)
-        stats.compiles.criticalPath = record.plan?.criticalPath(record.durations) ?? null
-        if (req.type === 'build-end') {
-          this.peerCache?.endBuild(record)
-          void this.scheduler.history.save()
-          if (record.looked.size > 0) {
-            this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${req.build}'s lookups failed: ${err.message}`))
-          }
-          log.info(`build ${req.build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
-        }
-        return { type: 'build-stats', id, stats }
+        return { type: 'build-stats', id, stats: req.type === 'build-end' ? this.endBuild(record) : this.summarise(record) }
       }
       case 'status':
         return { type: 'status-result', id, status: await this.status() }

@@ -72,7 +72,7 @@ export const OUTPUT_ENV = [
 /** Oldest Go that has GOCACHEPROG without an experiment flag. */
 export const MIN_GO_VERSION = [1, 24] as const
 
-/** Environment variables through which `grid build` talks to its shim and cache helper. */
+/** Environment variables through which `grid build` and `grid env` talk to the shim and cache helper. */
 export const ENV = {
   socket: 'GRID_SOCKET',
   build: 'GRID_BUILD',
@@ -80,7 +80,11 @@ export const ENV = {
   control: 'GRID_CONTROL',
   cache: 'GRID_CACHE',
   /** cmd/go's GOCACHE as `go env` reports it, for the cache helper (docs/cache.md) */
-  gocache: 'GRID_GOCACHE'
+  gocache: 'GRID_GOCACHE',
+  /** set to `gocache` by `grid env`: with no node, the cache helper uses GOCACHE as go would */
+  withoutNode: 'GRID_WITHOUT_NODE',
+  /** set by `grid env`: GOFLAGS as it was before, which `grid env --unset` and `grid build` restore */
+  goflagsBefore: 'GRID_ENV_GOFLAGS'
 } as const
 
 /** Why a compile did not run through the node's pool (written by the shim). */

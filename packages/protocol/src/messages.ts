@@ -126,6 +126,8 @@ export interface NodeStatus {
   compilesRunning: number
   buildsServed: number
   activeBuilds: number
+  /** the build that ended last, if any (absent from nodes before it was added) */
+  lastBuild?: BuildStats | null
   cache: CacheStats
   counters: { hits: number, peerHits: number, misses: number, puts: number, compiles: number, remoteCompiles: number, corrupt: number, badFrames: number }
   /** null when the node runs without a mesh */
@@ -180,9 +182,15 @@ export interface GraphPackage { p: string, i: string[], b: number }
 export const MAX_GRAPH_PACKAGES = 100_000
 
 export type Request =
-  | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string, canRunHere?: boolean }
+  /** `goPid`, from a shim that no `grid build` named (under `grid env`): the go command's pid */
+  | Id & { type: 'compile', build: string, tool: string, args: string[], cwd: string, env: Record<string, string>, importPath: string, canRunHere?: boolean, goPid?: number }
   | Id & { type: 'compile-done', build: string, exitCode: number }
-  | Id & { type: 'cache-open', build: string }
+  /**
+   * `command`, `cwd` and `goPid`, from a helper that no `grid build` named (under `grid env`):
+   * the go command that started it, where, and its pid, so that the node can count and recall
+   * a build for it, and count the compiles of shims that name the same go command's pid
+   */
+  | Id & { type: 'cache-open', build: string, command?: string[], cwd?: string, goPid?: number }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
   | Id & { type: 'cache-index', build: string, entries: Uint8Array }
@@ -210,7 +218,8 @@ export type Reply =
    * `recalled`: RECALL_RECORD_BYTES per entry, see RECALL_RECORD_BYTES; `absent`: a filter of
    * the index's ActionIDs, see ABSENT_PROBES (absent when a miss here is not final)
    */
-  | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array, absent?: Uint8Array }
+  /** `build`: the build the node opened for a helper that sent its command (name it from now on) */
+  | Id & { type: 'cache-opened', blobDir: string, recalled: Uint8Array, absent?: Uint8Array, build?: string }
   | Id & { type: 'cache-hit', outputId: Uint8Array, size: number, time: number, diskPath: string }
   | Id & { type: 'cache-miss' }
   /** how many of the entries were stored (the others named no valid blob, and were logged) */
@@ -255,14 +264,14 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
+export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'optstrs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
-  compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool' },
+  compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool', goPid: 'optuint' },
   'compile-done': { build: 'str', exitCode: 'int' },
   'compile-here': {},
-  'cache-open': { build: 'str' },
+  'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },
   'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint' },
@@ -277,7 +286,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   shutdown: {},
   peers: {},
   'compile-result': { exitCode: 'int', output: 'bin' },
-  'cache-opened': { blobDir: 'str', recalled: 'bin', absent: 'optbin' },
+  'cache-opened': { blobDir: 'str', recalled: 'bin', absent: 'optbin', build: 'optstr' },
   'cache-hit': { outputId: 'id32', size: 'uint', time: 'uint', diskPath: 'str' },
   'cache-miss': {},
   'cache-indexed': { stored: 'uint' },
@@ -305,6 +314,7 @@ export function isPlainObject (value: unknown): value is Record<string, unknown>
 export function checkField (value: unknown, kind: Kind): boolean {
   switch (kind) {
     case 'str': return typeof value === 'string'
+    case 'optstr': return value === undefined || typeof value === 'string'
     case 'uint': return Number.isSafeInteger(value) && (value as number) >= 0
     case 'int': return Number.isSafeInteger(value)
     case 'bin': return value instanceof Uint8Array
@@ -313,6 +323,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'ids32': return value instanceof Uint8Array && value.length % CACHE_ID_BYTES === 0 && value.length <= MAX_RECALL * CACHE_ID_BYTES
     case 'index': return value instanceof Uint8Array && value.length > 0 && value.length % INDEX_RECORD_BYTES === 0 && value.length <= MAX_INDEX_BATCH * INDEX_RECORD_BYTES
     case 'strs': return Array.isArray(value) && value.every(v => typeof v === 'string')
+    case 'optstrs': return value === undefined || checkField(value, 'strs')
     case 'strmap': return isPlainObject(value) && Object.values(value).every(v => typeof v === 'string')
     case 'map': return isPlainObject(value)
     case 'maps': return Array.isArray(value) && value.every(isPlainObject)

@@ -34,6 +34,8 @@ export class Builds {
   private readonly active = new Map<string, BuildRecord>()
   private readonly listeners = new Set<() => void>()
   served = 0
+  /** the stats of the build that ended last */
+  last: BuildStats | undefined
 
   begin (command: string[], cwd: string): BuildRecord {
     const id = randomBytes(8).toString('hex')
@@ -65,6 +67,7 @@ export class Builds {
     this.active.delete(id)
     this.served++
     record.stats.endedAt = Date.now()
+    this.last = record.stats
     for (const listener of this.listeners) listener()
     return record.stats
   }

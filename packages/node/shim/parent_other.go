@@ -1,0 +1,9 @@
+//go:build !linux
+
+package main
+
+// parentCommand is Linux-only for now: elsewhere a helper under `grid env` opens no build of
+// its own, and the node counts its requests under no build.
+func parentCommand() []string {
+	return nil
+}
