@@ -6,6 +6,7 @@ import { GRID_VERSION } from '@grid/protocol'
 import { BUILD_HELP, GO_COMMANDS, isGoCommand, runGo, type GoCommand } from './commands/build.js'
 import { CACHE_HELP, cache } from './commands/cache.js'
 import { DAEMON_HELP, daemon } from './commands/daemon.js'
+import { ENV_HELP, env } from './commands/env.js'
 import { STATUS_HELP, status } from './commands/status.js'
 import { PEERS_HELP, peers } from './commands/peers.js'
 import { INIT_HELP, init } from './commands/init.js'
@@ -22,6 +23,8 @@ commands:
   run [go args]           go run through the grid (the build; the program runs here)
   test [go test args]     go test through the grid (test results cached too)
   vet [go vet args]       go vet through the grid (vet results cached too)
+  env [--unset]           the environment that sends plain go commands through the node:
+                          eval "$(grid env)"
   daemon [flags]          run a long-lived node on this workstation, in the office mesh
   status                  the node, its mesh addresses, its cache and what it has served
   peers                   the mesh members this node knows (toolchain, slots, load, rtt)
@@ -35,7 +38,7 @@ global options (before the command):
   --config FILE      config file (env GRID_CONFIG; default $XDG_CONFIG_HOME/grid/config.json,
                      else ~/.config/grid/config.json)
   --json             machine-readable output on stdout (also accepted after status, peers,
-                     cache and init)
+                     cache, init and env)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            build, install: list the package graph even when no peer can take
                      compiles, so the summary reports the build's critical path (costs
@@ -59,7 +62,8 @@ const COMMANDS: Record<string, { run: Command, help: string }> = {
   status: { run: status, help: STATUS_HELP },
   cache: { run: cache, help: CACHE_HELP },
   peers: { run: peers, help: PEERS_HELP },
-  init: { run: init, help: INIT_HELP }
+  init: { run: init, help: INIT_HELP },
+  env: { run: env, help: ENV_HELP }
 }
 
 export async function main (argv: string[]): Promise<number> {

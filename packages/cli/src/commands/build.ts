@@ -14,6 +14,7 @@ import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, type BuildStats, typ
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
+import { withoutGridEnv } from './env.js'
 
 /**
  * The go commands grid runs, and what grid adds to each beyond the shim and the cache helper.
@@ -88,9 +89,8 @@ function quoteForGo (word: string): string {
   throw new GridError('GRID_ERR_USAGE', `path contains both quote characters, which cmd/go cannot take: ${word}`)
 }
 
-export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean): string[] {
-  const conflict = args.find(a => TOOLEXEC.test(a)) ?? (TOOLEXEC.test(process.env.GOFLAGS ?? '') ? 'GOFLAGS' : undefined) ??
-    ((process.env.GOFLAGS ?? '').split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
+export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean, goflags = ''): string[] {
+  const conflict = args.find(a => TOOLEXEC.test(a)) ?? (goflags.split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
   if (conflict !== undefined) {
     // `grid build --toolexec auto`: grid's own option, given where go's flags go
     const at = args.indexOf(conflict)
@@ -132,11 +132,11 @@ export function listFlags (args: string[]): string[] {
  * orders compiles by it and the progress line counts against it. Only for build and install,
  * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
-async function listPackages (go: string, args: string[], signal: AbortSignal): Promise<GraphPackage[] | undefined> {
+async function listPackages (go: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<GraphPackage[] | undefined> {
   const listArgs = listFlags(args)
   const format = '{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles " "}} {{join .CgoFiles " "}}\t{{join .Imports " "}}'
   const text = await new Promise<string | undefined>(resolve => {
-    const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { stdio: ['ignore', 'pipe', 'ignore'], signal })
+    const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { env, stdio: ['ignore', 'pipe', 'ignore'], signal })
     // Below the build's own work: on a busy machine the plan arrives later, the build is not slowed.
     if (child.pid !== undefined) { try { setPriority(child.pid, GRAPH_NICE) } catch {} }
     const chunks: Buffer[] = []
@@ -154,8 +154,8 @@ async function listPackages (go: string, args: string[], signal: AbortSignal): P
 }
 
 /** The user's go and the shim built for it. */
-async function findGo (cacheDir: string): Promise<{ toolchain: GoToolchain, shim: string }> {
-  const toolchain = await detectGo()
+async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string }> {
+  const toolchain = await detectGo({ env })
   return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
 }
 
@@ -164,7 +164,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // Finding go (and its shim) and reaching a daemon do not wait for each other: overlapped,
   // they take `go env`'s few milliseconds off every build. No embedded node starts before go
   // is found, and a missing go is the error reported.
-  const finding = findGo(options.cacheDir)
+  // Under `grid env`, go would get grid's -toolexec twice: every go here runs in the
+  // environment from before it.
+  const baseEnv = withoutGridEnv(process.env)
+  const finding = findGo(options.cacheDir, baseEnv)
   const [found, opened] = await Promise.allSettled([finding, openSession(options, finding)])
   if (found.status === 'rejected') {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
@@ -173,7 +176,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   if (opened.status === 'rejected') throw opened.reason
   const { toolchain, shim } = found.value
   const session = opened.value
-  const argv = goArgs(sub, args, shim, options.trimpath)
+  const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
   const shape = GO_COMMANDS[sub]
   const live = process.stderr.isTTY && !options.json && shape.progress
@@ -206,7 +209,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     const viaShim = options.toolexec === 'always' || begun.remoteSlots > 0 || begun.offload === true
     if (!viaShim) argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 1)
     const env = {
-      ...process.env,
+      ...baseEnv,
       [ENV.socket]: options.control,
       [ENV.build]: build,
       [ENV.fallbackLog]: fallbackLog,
@@ -227,7 +230,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     if (shape.graph && (begun.remoteSlots > 0 || live || options.graph)) {
       // Not at once: a no-op build is over before this fires and never pays for go list.
       const timer = setTimeout(() => {
-        void listPackages(toolchain.go, args, stop.signal).then(async packages => {
+        void listPackages(toolchain.go, args, baseEnv, stop.signal).then(async packages => {
           if (packages === undefined || stop.signal.aborted) return
           total = packages.length
           await session.client.request({ type: 'build-graph', build, packages })

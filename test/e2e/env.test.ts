@@ -1,0 +1,125 @@
+// `grid env`: plain go commands through the node, with no grid process per build; and with no
+// node, go as without grid, caching in its own GOCACHE in its own format.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
+
+/** The variables `grid --json env` sets, applied to the world's environment. */
+async function gridEnv (w: World, env: NodeJS.ProcessEnv = w.env): Promise<NodeJS.ProcessEnv> {
+  const r = await grid(w, ['--json', 'env'], { env })
+  assert.equal(r.code, 0, r.stderr)
+  const { set, unset } = JSON.parse(r.stdout) as { set: Record<string, string>, unset: string[] }
+  assert.deepEqual(unset, [])
+  return { ...env, ...set }
+}
+
+/** `go build` as a user types it, in an environment. */
+async function go (args: string[], env: NodeJS.ProcessEnv): Promise<RunResult> {
+  return await run('go', args, { cwd: GOMOD, env })
+}
+
+/**
+ * The node's status once it has counted `served` builds: a build under grid env ends when its
+ * helper's connection closes, which the node may see a moment after go has exited.
+ */
+async function statusAfter (w: World, served: number): Promise<any> {
+  let s: any
+  await waitFor(async () => { s = await status(w); return s.buildsServed >= served }, 10_000, () => `build ${served} to end: ${JSON.stringify(s)}`)
+  return s
+}
+
+/** The compiler runs that `go build -x` printed (cached actions print none). */
+function compilesIn (stderr: string): string[] {
+  return stderr.split('\n').filter(l => /\/compile /.test(l) && !l.includes('-V=full'))
+}
+
+describe('grid env', () => {
+  it('sends plain go builds through the daemon: identical output, counted, cached and recalled as grid build\'s', async (t) => {
+    const w = await world(t)
+    const ref = join(w.dir, 'ref')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    await startDaemon(t, w)
+    const env = await gridEnv(w)
+    assert.match(env.GOFLAGS ?? '', /(^| )-trimpath -toolexec=\S+grid-shim$/)
+    assert.match(env.GOCACHEPROG ?? '', /grid-shim cacheprog$/)
+
+    const out1 = join(w.dir, 'out1')
+    const cold = await go(['build', '-o', out1 + '/', './...'], env)
+    assert.equal(cold.code, 0, cold.stderr)
+    assert.equal(cold.stderr, '', 'nothing of grid\'s own on go\'s stderr')
+    await sameFiles(out1, ref)
+    const s1 = await statusAfter(w, 1)
+    assert.equal(s1.buildsServed, 1, 'the go command was one build')
+    assert.deepEqual(s1.lastBuild.command.slice(0, 2), ['go', 'build'])
+    assert.ok(s1.lastBuild.compiles.local > 10, `its compiles, counted on it: ${JSON.stringify(s1.lastBuild.compiles)}`)
+    assert.equal(s1.lastBuild.compiles.local, s1.counters.compiles)
+
+    // go clean -cache, then the same command twice: all from the grid cache, then recalled
+    for (const round of [1, 2]) {
+      await w.freshGoCache()
+      const warm = await go(['build', '-o', join(w.dir, 'out2') + '/', './...'], { ...env, GOCACHE: w.env.GOCACHE })
+      assert.equal(warm.code, 0, warm.stderr)
+      const s = await statusAfter(w, 1 + round)
+      assert.equal(s.counters.compiles, s1.counters.compiles, 'no compile ran')
+      assert.equal(s.lastBuild.compiles.local, 0)
+      assert.ok(s.lastBuild.cache.hits > 50, JSON.stringify(s.lastBuild.cache))
+      if (round === 2) assert.equal(s.lastBuild.cache.recalled, s.lastBuild.cache.hits, 'the second time, every hit recalled')
+    }
+    await sameFiles(join(w.dir, 'out2'), ref)
+
+    // grid build in this environment undoes it for the go it runs (no second -toolexec)
+    const viaGrid = await grid(w, ['--json', 'build', '-o', join(w.dir, 'out3') + '/', './...'], { env: { ...env, GOCACHE: w.env.GOCACHE } })
+    assert.equal(viaGrid.code, 0, viaGrid.stderr)
+    assert.equal(summary(viaGrid).compiles.local, 0)
+    await sameFiles(join(w.dir, 'out3'), ref)
+  })
+
+  it('with no node, go caches in GOCACHE in its own format: plain go reads it back', async (t) => {
+    const w = await world(t)
+    const ref = join(w.dir, 'ref')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    const printed = await grid(w, ['env'])
+    assert.equal(printed.code, 0)
+    assert.match(printed.stderr, /no node answers on .*grid\.sock/)
+    assert.match(printed.stdout, /^export GOCACHEPROG='.*grid-shim cacheprog'$/m)
+    const env = await gridEnv(w)
+
+    const built = await go(['build', '-o', join(w.dir, 'out') + '/', './...'], env)
+    assert.equal(built.code, 0, built.stderr)
+    await sameFiles(join(w.dir, 'out'), ref)
+    // the same GOCACHE, grid's environment gone: every compile is a hit
+    const plain = await go(['build', '-trimpath', '-x', '-o', join(w.dir, 'plain') + '/', './...'], w.env)
+    assert.equal(plain.code, 0, plain.stderr)
+    assert.deepEqual(compilesIn(plain.stderr), [])
+    await sameFiles(join(w.dir, 'plain'), ref)
+    // and the other way round: a fresh helper reads what it wrote
+    const again = await go(['build', '-x', '-o', join(w.dir, 'again') + '/', './...'], env)
+    assert.equal(again.code, 0, again.stderr)
+    assert.deepEqual(compilesIn(again.stderr), [])
+  })
+
+  it('keeps the GOFLAGS from before, restores them with --unset, and refuses a -toolexec of another', async (t) => {
+    const w = await world(t)
+    const before = { ...w.env, GOFLAGS: '-tags=gridtest' }
+    const env = await gridEnv(w, before)
+    assert.match(env.GOFLAGS ?? '', /^-tags=gridtest -trimpath -toolexec=\S+$/)
+    assert.equal(env.GRID_ENV_GOFLAGS, '-tags=gridtest')
+    assert.deepEqual(await gridEnv(w, env), env, 'applied twice, the same')
+
+    const undo = await grid(w, ['--json', 'env', '--unset'], { env })
+    assert.equal(undo.code, 0, undo.stderr)
+    const { set, unset } = JSON.parse(undo.stdout)
+    assert.deepEqual(set, { GOFLAGS: '-tags=gridtest' })
+    assert.ok(['GOCACHEPROG', 'GRID_SOCKET', 'GRID_ENV_GOFLAGS', 'GRID_WITHOUT_NODE'].every(v => unset.includes(v)), unset.join(' '))
+    const sh = await grid(w, ['env', '--unset'], { env })
+    assert.match(sh.stdout, /^export GOFLAGS='-tags=gridtest'\nunset GOCACHEPROG /)
+
+    const other = await grid(w, ['--json', 'env'], { env: { ...w.env, GOFLAGS: '-toolexec=/bin/true' } })
+    assert.equal(other.code, 1)
+    assert.equal(JSON.parse(other.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+    const shell = await grid(w, ['env', '--shell', 'csh'])
+    assert.equal(shell.code, 2)
+    assert.match(shell.stderr, /unknown shell csh/)
+  })
+})
