@@ -39,7 +39,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs'
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { appendFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import os from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -62,11 +62,12 @@ const DAEMON_STOP_TIMEOUT_MS = 30_000
 /** The node config every grid run gets: the mesh runs, but nothing can find it. */
 const BENCH_CONFIG = { mesh: true, listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, bootstrap: [] }
 
-const USAGE = `usage: node scripts/bench.js [--rounds N] [--target PKGS] [--noop-runs N] [--out FILE]
+const USAGE = `usage: node scripts/bench.js [--rounds N] [--target PKGS] [--noop-runs N] [--edit-runs N] [--out FILE]
 
   --rounds N      rounds of every case (default 3)
   --target PKGS   what to build, space-separated go packages (default std)
   --noop-runs N   no-op samples per side per round (default 3; they take about a second)
+  --edit-runs N   one-file edits of the fixture module per side per round (default 3; 0: none)
   --out FILE      JSON results (default docs/benchmarks/local.json); README.md is written beside it
   --rerender      run nothing: recompute results and README.md from the samples already in --out`
 
@@ -80,6 +81,7 @@ function parseOptions (argv) {
       rounds: { type: 'string', default: '3' },
       target: { type: 'string', default: 'std' },
       'noop-runs': { type: 'string', default: '3' },
+      'edit-runs': { type: 'string', default: '3' },
       out: { type: 'string', default: join(ROOT, 'docs', 'benchmarks', 'local.json') },
       rerender: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false }
@@ -98,6 +100,7 @@ function parseOptions (argv) {
   return Object.freeze({
     rounds: positiveInt('rounds', values.rounds),
     noopRuns: positiveInt('noop-runs', values['noop-runs']),
+    editRuns: values['edit-runs'] === '0' ? 0 : positiveInt('edit-runs', values['edit-runs']),
     target,
     out: resolve(values.out),
     rerender: values.rerender
@@ -247,6 +250,85 @@ async function gridBuild (gocache, cacheDir, { target = options.target, toolexec
   }
 }
 
+/** The variables `grid env` sets for the daemon's cache and socket (asked once, outside the timing). */
+async function gridEnvVars (gocache, cacheDir) {
+  const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'env'], { env: benchEnv(gocache) })
+  if (r.code !== 0) throw failed('grid env', r)
+  return JSON.parse(r.stdout).set
+}
+
+/**
+ * Plain `go build` (no -trimpath of its own: GOFLAGS has it) in the environment `grid env`
+ * printed: no grid process, the shim and the cache helper talk to the daemon. What it did is
+ * read back from the daemon's last build, outside the timing.
+ */
+async function envBuild (gocache, cacheDir, vars) {
+  const daemonBefore = daemon?.ticks() ?? null
+  const r = await measure('go', ['build', ...options.target], { env: { ...benchEnv(gocache), ...vars } })
+  const daemonAfter = daemon?.ticks() ?? null
+  if (r.code !== 0) throw failed('go build under grid env', r)
+  const s = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'status'], { env: benchEnv(gocache) })
+  const last = JSON.parse(s.stdout).lastBuild
+  if (last?.command?.[1] !== 'build') throw new Error(`the daemon has no record of the build under grid env: ${s.stdout}`)
+  const daemonCpuMs = daemonBefore === null || daemonAfter === null ? 0 : (daemonAfter - daemonBefore) * 1000 / CLOCK_TICKS
+  return {
+    wallS: sec(r.wallMs),
+    cpuS: r.cpuMs === null ? null : sec(r.cpuMs + daemonCpuMs),
+    daemonCpuS: sec(daemonCpuMs),
+    grid: { node: 'daemon', env: true, actions: last.actions, cache: last.cache, compiles: last.compiles }
+  }
+}
+
+/**
+ * The edit case works on copies of the fixture module, one per side: each sample adds an
+ * exported function to one of its packages (so its export data changes, and the packages and
+ * binaries above it are built again), then builds `./...` into the side's own output dir. The
+ * functions are named by side and sample, so no side's edit is another side's cache hit.
+ */
+const EDIT_MODULE = join(ROOT, 'test', 'fixtures', 'gomod')
+const EDITED_FILE = join('wordfreq', 'wordfreq.go')
+
+async function editCopy (name) {
+  const dir = join(tmpRoot, `edit-${name}`)
+  await rm(dir, { recursive: true, force: true })
+  await cp(EDIT_MODULE, dir, { recursive: true })
+  return dir
+}
+
+async function edit (dir, tag) {
+  await appendFile(join(dir, EDITED_FILE), `\n// Edit${tag} is added by the benchmark: a one-file edit.\nfunc Edit${tag}() int { return ${tag.length} }\n`)
+}
+
+/** Builds the edited module one way; `how` is plain, grid (grid build, daemon) or env (go under grid env). */
+async function editBuild (how, dir, gocache, cacheDir, vars) {
+  const out = join(dir, 'out') + '/'
+  if (how === 'plain') {
+    const r = await measure('go', ['build', '-trimpath', '-o', out, './...'], { env: benchEnv(gocache), cwd: dir })
+    if (r.code !== 0) throw failed('go build -trimpath (edit)', r)
+    return { wallS: sec(r.wallMs), cpuS: r.cpuMs === null ? null : sec(r.cpuMs) }
+  }
+  const daemonBefore = daemon?.ticks() ?? null
+  const r = how === 'grid'
+    ? await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'build', '-o', out, './...'], { env: benchEnv(gocache), cwd: dir })
+    : await measure('go', ['build', '-o', out, './...'], { env: { ...benchEnv(gocache), ...vars }, cwd: dir })
+  const daemonAfter = daemon?.ticks() ?? null
+  if (r.code !== 0) throw failed(`${how === 'grid' ? 'grid build' : 'go build under grid env'} (edit)`, r)
+  const daemonCpuMs = daemonBefore === null || daemonAfter === null ? 0 : (daemonAfter - daemonBefore) * 1000 / CLOCK_TICKS
+  let last
+  if (how === 'grid') {
+    last = JSON.parse(r.stdout.trim().split('\n').pop())
+  } else {
+    const s = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'status'], { env: benchEnv(gocache) })
+    last = JSON.parse(s.stdout).lastBuild
+  }
+  return {
+    wallS: sec(r.wallMs),
+    cpuS: r.cpuMs === null ? null : sec(r.cpuMs + daemonCpuMs),
+    daemonCpuS: sec(daemonCpuMs),
+    grid: { node: 'daemon', env: how === 'env', actions: last.actions, cache: last.cache, compiles: last.compiles }
+  }
+}
+
 /** Seeds an empty grid cache dir with the shim built at setup (a one-time cost per Go version). */
 async function emptyGridCache (seedDir) {
   const dir = await freshDir('grid')
@@ -378,7 +460,9 @@ async function main () {
     cold: { plain: [], grid: [], gridAuto: [] },
     rebuild: { plain: [], grid: [] },
     noopDaemon: { plain: [], grid: [] },
-    noopEmbedded: { plain: [], grid: [] }
+    noopEnv: { plain: [], grid: [] },
+    noopEmbedded: { plain: [], grid: [] },
+    edit: { plain: [], grid: [], gridEnv: [] }
   }
   let daemonStatus
   let gomaxprocs = null
@@ -424,6 +508,30 @@ async function main () {
         async () => await gridBuild(gridGoCache, gridCacheDir)
       ), samples)
     }
+    // ... and plain go in the environment of `grid env`, against the same daemon and caches
+    const vars = await gridEnvVars(gridGoCache, gridCacheDir)
+    for (let i = 0; i < options.noopRuns; i++) {
+      await pair('noopEnv', round, ordered((plainFirst + i) % 2 === 1,
+        async () => await plainBuild(plainCache),
+        async () => await envBuild(gridGoCache, gridCacheDir, vars)
+      ), samples)
+    }
+    // 4. one-file edits of the fixture module, the three sides taking turns; each side's copy is
+    //    built once first (outside the timing) so that only the edit is left to build
+    if (options.editRuns > 0) {
+      const copies = { plain: await editCopy('plain'), grid: await editCopy('grid'), gridEnv: await editCopy('env') }
+      await editBuild('plain', copies.plain, plainCache)
+      await editBuild('grid', copies.grid, gridGoCache, gridCacheDir)
+      await editBuild('env', copies.gridEnv, gridGoCache, gridCacheDir, vars)
+      for (let i = 0; i < options.editRuns; i++) {
+        const tag = side => `${side[0].toUpperCase()}${side.slice(1)}${round}x${i}`
+        await pair('edit', round, rotated(round + i, [
+          ['plain', async () => { await edit(copies.plain, tag('plain')); return await editBuild('plain', copies.plain, plainCache) }],
+          ['grid', async () => { await edit(copies.grid, tag('grid')); return await editBuild('grid', copies.grid, gridGoCache, gridCacheDir) }],
+          ['gridEnv', async () => { await edit(copies.gridEnv, tag('env')); return await editBuild('env', copies.gridEnv, gridGoCache, gridCacheDir, vars) }]
+        ]), samples)
+      }
+    }
     await stopDaemon()
     for (let i = 0; i < options.noopRuns; i++) {
       await pair('noopEmbedded', round, ordered((plainFirst + i) % 2 === 1,
@@ -466,6 +574,8 @@ async function main () {
         'an "empty" grid cache holds only the shim (built once at setup, see setup); the daemon is (re)started before the cold grid build, outside the timing',
         'rebuild: both sides start from an empty GOCACHE (as after go clean -cache); grid keeps the cache of the cold grid build',
         'noop: both GOCACHEs are those of the rebuild case; grid also keeps its cache',
+        'edit: each side edits its own copy of the fixture module (a new exported function, named by side and sample, so no side hits on another\'s entries) and builds ./... into its own dir; the copies are built once first, outside the timing; the three sides take turns in each place',
+        'noopEnv: the grid side is plain go build in the environment grid env prints (GOFLAGS with -trimpath and -toolexec, GOCACHEPROG), against the daemon: no grid process; its figures are the daemon\'s record of that build',
         `daemon slots: ${daemonStatus?.slots ?? '?'}; go -p is its default (GOMAXPROCS)`,
         `every node runs the mesh alone (config ${JSON.stringify(BENCH_CONFIG)}): no peers, so every compile is local`,
         'other work on this machine adds noise: see load and each sample\'s load1'
@@ -526,8 +636,8 @@ function summarize (samples, load) {
       cpuRatio: plainCpu === null || gridCpu === null ? null : round3(gridCpu / plainCpu)
     }
   }
-  const addedCase = (name, description) => {
-    const { plain, grid } = samples[name]
+  const addedCase = (name, description, gridSide = 'grid') => {
+    const { plain, [gridSide]: grid } = samples[name]
     const plainS = side(plain, 'wallS')
     const gridS = side(grid, 'wallS')
     const paired = plain.map((p, i) => grid[i] === undefined ? undefined : (grid[i].wallS - p.wallS) * 1000)
@@ -551,7 +661,16 @@ function summarize (samples, load) {
       : { coldAuto: ratioCase('cold', 'as cold, grid with --toolexec auto: no peers, so no -toolexec (only the cache goes through grid)', undefined, 'gridAuto') }),
     rebuild: ratioCase('rebuild', 'after go clean -cache: empty GOCACHE; grid: warm grid cache (daemon)'),
     noopDaemon: addedCase('noopDaemon', 'warm GOCACHE; grid: warm grid cache, daemon'),
-    noopEmbedded: addedCase('noopEmbedded', 'warm GOCACHE; grid: warm grid cache, embedded node (no daemon)')
+    ...((samples.noopEnv?.grid.length ?? 0) === 0
+      ? {}
+      : { noopEnv: addedCase('noopEnv', 'warm GOCACHE; grid: plain go build in the environment grid env prints, warm grid cache, daemon (no grid process)') }),
+    noopEmbedded: addedCase('noopEmbedded', 'warm GOCACHE; grid: warm grid cache, embedded node (no daemon)'),
+    ...((samples.edit?.grid.length ?? 0) === 0
+      ? {}
+      : {
+          edit: addedCase('edit', 'one exported function added to a package of the fixture module, then go build -o DIR ./... (warm caches otherwise); grid build, daemon'),
+          editEnv: addedCase('edit', 'the same edit and build; plain go build under grid env, daemon', 'gridEnv')
+        })
   }
 }
 
@@ -571,8 +690,8 @@ function check (report, load) {
     if (s.grid.cache.hits !== 0) problems.push(`cold --toolexec auto round ${s.round}: ${s.grid.cache.hits} cache hits in an empty grid cache`)
     if (s.grid.toolexec !== false || compiles(s) !== 0) problems.push(`cold --toolexec auto round ${s.round}: the build ran through the shim`)
   }
-  for (const name of ['rebuild', 'noopDaemon', 'noopEmbedded']) {
-    for (const s of samples[name].grid) {
+  for (const name of ['rebuild', 'noopDaemon', 'noopEnv', 'noopEmbedded']) {
+    for (const s of samples[name]?.grid ?? []) {
       if (compiles(s) !== 0) problems.push(`${name} round ${s.round}: ${compiles(s)} compiles with a warm grid cache`)
       if (s.grid.cache.misses !== 0) problems.push(`${name} round ${s.round}: ${s.grid.cache.misses} cache misses with a warm grid cache`)
     }
@@ -613,14 +732,20 @@ function renderTable (report) {
     ...(r.coldAuto === undefined ? [] : [`| cold, \`grid --toolexec auto\` (no peers: no shim) | ${f(r.coldAuto.plainMedianS)} s | ${f(r.coldAuto.gridMedianS)} s | ×${r.coldAuto.ratio.toFixed(3)} | ${f(r.coldAuto.plainCpuMedianS)} → ${f(r.coldAuto.gridCpuMedianS)} s (×${f(r.coldAuto.cpuRatio)}) |`]),
     `| rebuild after \`go clean -cache\` (grid cache warm) | ${f(r.rebuild.plainMedianS)} s | ${f(r.rebuild.gridMedianS)} s | **×${r.rebuild.ratio.toFixed(3)}** | ${f(r.rebuild.plainCpuMedianS)} → ${f(r.rebuild.gridCpuMedianS)} s (×${f(r.rebuild.cpuRatio)}) |`,
     `| no-op (all warm), daemon | ${f(r.noopDaemon.plainMedianS)} s | ${f(r.noopDaemon.gridMedianS)} s | **+${r.noopDaemon.addedMs} ms** | ${f(r.noopDaemon.plainCpuMedianS)} → ${f(r.noopDaemon.gridCpuMedianS)} s |`,
-    `| no-op (all warm), embedded node | ${f(r.noopEmbedded.plainMedianS)} s | ${f(r.noopEmbedded.gridMedianS)} s | **+${r.noopEmbedded.addedMs} ms** | ${f(r.noopEmbedded.plainCpuMedianS)} → ${f(r.noopEmbedded.gridCpuMedianS)} s |`
+    ...(r.noopEnv === undefined ? [] : [`| no-op (all warm), plain \`go build\` under \`grid env\` (daemon) | ${f(r.noopEnv.plainMedianS)} s | ${f(r.noopEnv.gridMedianS)} s | **+${r.noopEnv.addedMs} ms** | ${f(r.noopEnv.plainCpuMedianS)} → ${f(r.noopEnv.gridCpuMedianS)} s |`]),
+    `| no-op (all warm), embedded node | ${f(r.noopEmbedded.plainMedianS)} s | ${f(r.noopEmbedded.gridMedianS)} s | **+${r.noopEmbedded.addedMs} ms** | ${f(r.noopEmbedded.plainCpuMedianS)} → ${f(r.noopEmbedded.gridCpuMedianS)} s |`,
+    ...(r.edit === undefined
+      ? []
+      : [`| one-file edit of the fixture module (${EDITED_FILE}), then \`build ./...\` | ${f(r.edit.plainMedianS)} s | ${f(r.edit.gridMedianS)} s | **+${r.edit.addedMs} ms** | ${f(r.edit.plainCpuMedianS)} → ${f(r.edit.gridCpuMedianS)} s |`,
+          `| the same, plain \`go build\` under \`grid env\` (daemon) | ${f(r.editEnv.plainMedianS)} s | ${f(r.editEnv.gridMedianS)} s | **+${r.editEnv.addedMs} ms** | ${f(r.editEnv.plainCpuMedianS)} → ${f(r.editEnv.gridCpuMedianS)} s |`])
   ]
   return rows.join('\n')
 }
 
 function renderReadme (report, out) {
-  const samplesOf = name => ['plain', 'grid', 'gridAuto'].filter(s => (report.samples[name][s]?.length ?? 0) > 0)
-    .map(s => `${s === 'gridAuto' ? 'grid --toolexec auto' : s} ${report.samples[name][s].map(x => x.wallS.toFixed(2)).join(', ')}`).join('; ')
+  const label = { gridAuto: 'grid --toolexec auto', gridEnv: 'go under grid env' }
+  const samplesOf = name => ['plain', 'grid', 'gridAuto', 'gridEnv'].filter(s => (report.samples[name]?.[s]?.length ?? 0) > 0)
+    .map(s => `${label[s] ?? s} ${report.samples[name][s].map(x => x.wallS.toFixed(2)).join(', ')}`).join('; ')
   const compilesOf = name => report.samples[name].grid.map(s => `${s.grid.compiles.local + s.grid.compiles.remote}`).join(', ')
   const hitsOf = name => report.samples[name].grid.map(s => `${s.grid.cache.hits}/${s.grid.cache.hits + s.grid.cache.misses}`).join(', ')
   const git = report.git === null ? 'no git' : `${report.git.commit.slice(0, 12)}${report.git.dirty ? ' (with uncommitted changes)' : ''}`
@@ -645,7 +770,7 @@ ${report.checks.length === 0 ? '' : `**Warnings:** ${report.checks.join('; ')}.\
   \`${report.load.after.replace(/^.*load average/, 'load average')}\`. On a shared machine wall
   times are noisy; the CPU column (whole process tree, plus the daemon's share) is steadier.
 * Samples (s): cold ${samplesOf('cold')} (grid/plain by round ${report.results.cold.ratioPerRound.join(', ')}${report.results.coldAuto === undefined ? '' : `; --toolexec auto/plain ${report.results.coldAuto.ratioPerRound.join(', ')}`}).
-  Rebuild ${samplesOf('rebuild')}.
+  Rebuild ${samplesOf('rebuild')}.${report.results.edit === undefined ? '' : `\n  One-file edit ${samplesOf('edit')}.`}
 * Compiles run by grid: cold ${compilesOf('cold')}; rebuild ${compilesOf('rebuild')} (hits/lookups
   ${hitsOf('rebuild')}); no-op ${compilesOf('noopDaemon')}.
 * One-time shim build on first use: ≈ ${report.setup.shimBuildS} s (${report.setup.firstUseWallS} s for a
@@ -664,10 +789,13 @@ third side, \`grid --toolexec auto build\`: with no peer to take a compile it ru
 | cold, \`--toolexec auto\` | (the same plain samples) | as cold, without \`-toolexec\` | ratio |
 | rebuild after \`go clean -cache\` | empty GOCACHE (cold again) | empty GOCACHE, grid cache warm from the cold grid build | ratio |
 | no-op | warm GOCACHE | warm GOCACHE, warm grid cache | added ms, median(grid) − median(plain) |
+| no-op, \`grid env\` | (as no-op) | \`go build\` in the environment \`grid env\` prints: no grid process | added ms |
+| one-file edit | the fixture module (test/fixtures/gomod) with an exported function added to one package, \`go build -trimpath -o DIR ./...\`; std warm | the same edit (another name) in a copy of its own, \`grid build\`, and \`go build\` under \`grid env\` | added ms |
 
 * Plain is \`go build -trimpath\`: \`grid build\` adds \`-trimpath\`, so like is compared with like.
 * Grid runs against a daemon the script starts (own temp cache dir, socket in /tmp), the office
-  shape; the no-op case is measured again with the embedded node (no daemon), which is what a
+  shape; the no-op case is measured again with plain \`go build\` under \`grid env\` (the same
+  daemon, no grid process per build) and with the embedded node (no daemon), which is what a
   fresh machine gets. The daemon is restarted on an empty cache before each cold grid build,
   outside the timing.
 * Every node runs the mesh, as by default, but alone: the script's own config listens on an
