@@ -7,6 +7,7 @@
  * `--unset` and for `grid build`, which undoes this environment for the go it runs.
  */
 import { execFile } from 'node:child_process'
+import { resolve } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
 import { ENV, GridError } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
@@ -116,7 +117,7 @@ export async function env (args: string[], options: GlobalOptions, output: Outpu
     Object.assign(set, {
       GOFLAGS: [...words, ...(trimpath ? ['-trimpath'] : []), `-toolexec=${shim}`].join(' '),
       GOCACHEPROG: `${shim} cacheprog`,
-      [ENV.socket]: options.control,
+      [ENV.socket]: resolve(options.control), // go commands run from other directories
       [ENV.gocache]: toolchain.gocache,
       [ENV.withoutNode]: 'gocache',
       [ENV.goflagsBefore]: base.GOFLAGS ?? ''
