@@ -211,16 +211,16 @@ function failed (what, r) {
 
 let daemon // { child, logFile, exited, whenExited, ticks: () => number | null }
 
-async function plainBuild (gocache) {
-  const r = await measure('go', ['build', '-trimpath', ...options.target], { env: benchEnv(gocache) })
+async function plainBuild (gocache, { target = options.target, cwd } = {}) {
+  const r = await measure('go', ['build', '-trimpath', ...target], { env: benchEnv(gocache), cwd })
   if (r.code !== 0) throw failed('go build -trimpath', r)
   return { wallS: sec(r.wallMs), cpuS: r.cpuMs === null ? null : sec(r.cpuMs) }
 }
 
 /** `grid build` against whatever answers on the socket (the daemon), or an embedded node. */
-async function gridBuild (gocache, cacheDir, { target = options.target, toolexec = 'always' } = {}) {
+async function gridBuild (gocache, cacheDir, { target = options.target, toolexec = 'always', cwd } = {}) {
   const daemonBefore = daemon?.ticks() ?? null
-  const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--toolexec', toolexec, '--json', 'build', ...target], { env: benchEnv(gocache) })
+  const r = await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--toolexec', toolexec, '--json', 'build', ...target], { env: benchEnv(gocache), cwd })
   const daemonAfter = daemon?.ticks() ?? null
   if (r.code !== 0) throw failed('grid build', r)
   let summary
@@ -283,10 +283,10 @@ async function envBuildRecord (gocache, cacheDir, served) {
  * printed: no grid process, the shim and the cache helper talk to the daemon. What it did is
  * read back from the daemon's last build, outside the timing.
  */
-async function envBuild (gocache, cacheDir, vars) {
+async function envBuild (gocache, cacheDir, vars, { target = options.target, cwd } = {}) {
   const served = (await readDaemonStatus(gocache, cacheDir)).buildsServed
   const daemonBefore = daemon?.ticks() ?? null
-  const r = await measure('go', ['build', ...options.target], { env: { ...benchEnv(gocache), ...vars } })
+  const r = await measure('go', ['build', ...target], { env: { ...benchEnv(gocache), ...vars }, cwd })
   const daemonAfter = daemon?.ticks() ?? null
   if (r.code !== 0) throw failed('go build under grid env', r)
   const last = await envBuildRecord(gocache, cacheDir, served)
@@ -319,29 +319,12 @@ async function edit (dir, tag) {
   await appendFile(join(dir, EDITED_FILE), `\n// Edit${tag} is added by the benchmark: a one-file edit.\nfunc Edit${tag}() int { return ${tag.length} }\n`)
 }
 
-/** Builds the edited module one way; `how` is plain, grid (grid build, daemon) or env (go under grid env). */
+/** Builds the edited module one way: plain, grid (grid build, daemon) or env (go under grid env). */
 async function editBuild (how, dir, gocache, cacheDir, vars) {
-  const out = join(dir, 'out') + '/'
-  if (how === 'plain') {
-    const r = await measure('go', ['build', '-trimpath', '-o', out, './...'], { env: benchEnv(gocache), cwd: dir })
-    if (r.code !== 0) throw failed('go build -trimpath (edit)', r)
-    return { wallS: sec(r.wallMs), cpuS: r.cpuMs === null ? null : sec(r.cpuMs) }
-  }
-  const served = how === 'env' ? (await readDaemonStatus(gocache, cacheDir)).buildsServed : 0
-  const daemonBefore = daemon?.ticks() ?? null
-  const r = how === 'grid'
-    ? await measure(process.execPath, [GRID, '--cache', cacheDir, '--control', socketPath, '--json', 'build', '-o', out, './...'], { env: benchEnv(gocache), cwd: dir })
-    : await measure('go', ['build', '-o', out, './...'], { env: { ...benchEnv(gocache), ...vars }, cwd: dir })
-  const daemonAfter = daemon?.ticks() ?? null
-  if (r.code !== 0) throw failed(`${how === 'grid' ? 'grid build' : 'go build under grid env'} (edit)`, r)
-  const daemonCpuMs = daemonBefore === null || daemonAfter === null ? 0 : (daemonAfter - daemonBefore) * 1000 / CLOCK_TICKS
-  const last = how === 'grid' ? JSON.parse(r.stdout.trim().split('\n').pop()) : await envBuildRecord(gocache, cacheDir, served)
-  return {
-    wallS: sec(r.wallMs),
-    cpuS: r.cpuMs === null ? null : sec(r.cpuMs + daemonCpuMs),
-    daemonCpuS: sec(daemonCpuMs),
-    grid: { node: 'daemon', env: how === 'env', actions: last.actions, cache: last.cache, compiles: last.compiles }
-  }
+  const build = { target: ['-o', join(dir, 'out') + '/', './...'], cwd: dir }
+  if (how === 'plain') return await plainBuild(gocache, build)
+  if (how === 'grid') return await gridBuild(gocache, cacheDir, build)
+  return await envBuild(gocache, cacheDir, vars, build)
 }
 
 /** Seeds an empty grid cache dir with the shim built at setup (a one-time cost per Go version). */

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -71,8 +72,8 @@ func (s *goStore) get(req request) response {
 	if err != nil || action != hex.EncodeToString(req.ActionID) || len(outputID) != idBytes {
 		return miss
 	}
-	size, err1 := strconv.ParseInt(trimLeftSpaces(sizeText), 10, 64)
-	ns, err2 := strconv.ParseInt(trimLeftSpaces(timeText), 10, 64)
+	size, err1 := strconv.ParseInt(strings.TrimLeft(sizeText, " "), 10, 64)
+	ns, err2 := strconv.ParseInt(strings.TrimLeft(timeText, " "), 10, 64)
 	if err1 != nil || err2 != nil || size < 0 {
 		return miss
 	}
@@ -102,13 +103,6 @@ func (s *goStore) put(actionID, outputID, body []byte) (string, error) {
 		return "", err
 	}
 	return outputFile, nil
-}
-
-func trimLeftSpaces(s string) string {
-	for len(s) > 0 && s[0] == ' ' {
-		s = s[1:]
-	}
-	return s
 }
 
 func goUsed(path string) {
