@@ -8,6 +8,7 @@ import { CACHE_HELP, cache } from './commands/cache.js'
 import { DAEMON_HELP, daemon } from './commands/daemon.js'
 import { ENV_HELP, env } from './commands/env.js'
 import { STATUS_HELP, status } from './commands/status.js'
+import { STOP_HELP, stop } from './commands/stop.js'
 import { PEERS_HELP, peers } from './commands/peers.js'
 import { INIT_HELP, init } from './commands/init.js'
 import { parseGlobal, usageError, type GlobalOptions } from './options.js'
@@ -26,6 +27,8 @@ commands:
   env [--unset]           the environment that sends plain go commands through the node:
                           eval "$(grid env)"
   daemon [flags]          run a long-lived node on this workstation, in the office mesh
+                          (--detach: in the background)
+  stop                    stop the daemon
   status                  the node, its mesh addresses, its cache and what it has served
   peers                   the mesh members this node knows (toolchain, slots, load, rtt)
   init                    create the team's swarm key
@@ -38,7 +41,7 @@ global options (before the command):
   --config FILE      config file (env GRID_CONFIG; default $XDG_CONFIG_HOME/grid/config.json,
                      else ~/.config/grid/config.json)
   --json             machine-readable output on stdout (also accepted after status, peers,
-                     cache, init and env)
+                     cache, init, env, daemon and stop)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            build, install: list the package graph even when no peer can take
                      compiles, so the summary reports the build's critical path (costs
@@ -60,6 +63,7 @@ const COMMANDS: Record<string, { run: Command, help: string }> = {
   }])),
   daemon: { run: daemon, help: DAEMON_HELP },
   status: { run: status, help: STATUS_HELP },
+  stop: { run: stop, help: STOP_HELP },
   cache: { run: cache, help: CACHE_HELP },
   peers: { run: peers, help: PEERS_HELP },
   init: { run: init, help: INIT_HELP },

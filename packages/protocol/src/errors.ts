@@ -28,6 +28,9 @@ export const ERROR_CODES = {
   GRID_ERR_SWARM_KEY: 'the swarm key file is missing or not in the swarm key format',
   GRID_ERR_CONFIG: 'the config file is unreadable, not JSON, or has an unknown or mistyped key',
   GRID_ERR_MESH_START: 'the mesh could not start (for example the listen address is invalid or taken)',
+  GRID_ERR_DAEMON_RUNNING: 'a node already answers on the control socket, so no daemon was started',
+  GRID_ERR_DAEMON_START: 'the daemon started in the background exited or did not answer in time',
+  GRID_ERR_DAEMON_STOP: 'the node on the control socket cannot be stopped, or did not stop in time',
   GRID_ERR_NOT_MEMBER: 'a peer failed the handshake: it does not hold this swarm key',
   GRID_ERR_TASK_REFUSED: 'a worker refused a remote compile task (bad flag, path, size, toolchain or policy)',
   GRID_ERR_INTERNAL: 'a bug in grid: please report it with the log'

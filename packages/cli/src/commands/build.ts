@@ -10,7 +10,7 @@ import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
-import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, type BuildStats, type GraphPackage } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type GraphPackage } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -78,6 +78,8 @@ const TOOLEXEC = /^--?toolexec(=|$)/
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
 const GRAPH_DELAY_MS = 500
+/** How a request fails when the node has gone away (stopped or died) since we connected. */
+const NODE_GONE = ['GRID_ERR_NODE_CLOSED', 'GRID_ERR_NODE_UNREACHABLE']
 /** `go list` runs at this nice level: ~0.4 CPU-s for std, which the compiles need more. */
 const GRAPH_NICE = 10
 
@@ -175,7 +177,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   }
   if (opened.status === 'rejected') throw opened.reason
   const { toolchain, shim } = found.value
-  const session = opened.value
+  let session = opened.value
   const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
   const shape = GO_COMMANDS[sub]
@@ -185,7 +187,15 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   let nodeLost: string | undefined
   let lastStats: BuildStats | undefined
   try {
-    const begun = await session.client.request({ type: 'build-begin', command: ['go', ...argv], cwd: process.cwd() })
+    const beginning = { type: 'build-begin' as const, command: ['go', ...argv], cwd: process.cwd() }
+    const begun = await session.client.request(beginning).catch(async (err: unknown) => {
+      // The daemon stopped between our connecting and the build's start (grid stop, or it
+      // died): nothing ran yet, so start over with whatever node answers now, or an embedded one.
+      if (!NODE_GONE.includes(errorCode(err) ?? '')) throw err
+      await session.close().catch(() => {})
+      session = await openSession(options)
+      return await session.client.request(beginning)
+    })
     const build = begun.build
     const nodeProtocol = begun.protocol ?? 1 // nodes of version 1 did not say
     if (nodeProtocol !== PROTOCOL_VERSION) {

@@ -1,17 +1,28 @@
-/** `grid daemon`: a long-lived node on the control socket and in the mesh, until SIGINT/SIGTERM. */
-import { join } from 'node:path'
+/**
+ * `grid daemon`: a long-lived node on the control socket and in the mesh, until SIGINT, SIGTERM
+ * or `grid stop`; with --detach, started in the background once its flags are checked here.
+ */
+import { spawn } from 'node:child_process'
+import { closeSync, openSync } from 'node:fs'
+import { mkdir, readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
 import { meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
 import { parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
-import { parseSize } from '@grid/protocol'
+import { connectNode } from '../session.js'
+import { GridError, parseSize, type NodeStatus } from '@grid/protocol'
 
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
 Runs a grid node in the foreground: it serves builds on the control socket, keeps the cache
 index open and joins the office mesh. Logs go to stderr and to <cache>/logs/grid.log. Stops on
-SIGINT or SIGTERM.
+SIGINT, SIGTERM or grid stop. To start it at login, see "The daemon" in the README.
+
+  --detach                  start the daemon in the background and return once it answers
+                            (in the mesh, unless --no-mesh); what it prints goes to
+                            <cache>/logs/daemon.out
 
   --listen MULTIADDR        listen address, repeatable (default /ip4/0.0.0.0/tcp/${DEFAULT_PORT})
   --bootstrap MULTIADDR     a member to dial, repeatable (with or without /p2p/<id>);
@@ -40,7 +51,7 @@ redialled with backoff, bootstrap addresses for as long as the daemon runs.`
 export async function daemon (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('daemon', args, {
     slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool',
-    trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string', 'task-memory': 'string'
+    trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string', 'task-memory': 'string', detach: 'bool'
   })
   if (positional.length > 0) throw usageError(`grid daemon takes no arguments, got ${positional.join(' ')}`)
   const config = await nodeConfig(options)
@@ -59,7 +70,10 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     noMesh: flags['no-mesh'] === true
   })
   const cacheMax = flags['cache-max'] !== undefined ? parseSize(flags['cache-max']) : config.cacheMax
-  configureLogging({ stderr: 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
+  await refuseIfRunning(options)
+  if (flags.detach === true) return await detach(args.filter(a => a !== '--detach'), mesh !== undefined, options, output)
+  // A detached daemon's stderr is a file nobody trims: its log goes to grid.log only.
+  configureLogging({ stderr: process.env[DETACHED_ENV] === '1' ? 'silent' : 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
   const { GridNode } = await import('@grid/node/server')
   const node = new GridNode({
     cacheDir: options.cacheDir,
@@ -84,4 +98,78 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   await node.stop()
   await closeLogging()
   return 0
+}
+
+/** Set in the environment of a daemon that `grid daemon --detach` started. */
+const DETACHED_ENV = 'GRID_DAEMON_DETACHED'
+/** How long --detach waits for its daemon: opening the cache, the toolchain probe, the mesh. */
+const DETACH_TIMEOUT_MS = 60_000
+const POLL_MS = 100
+
+/** A second daemon on the same socket would only fail later, on the cache lock: say so now. */
+async function refuseIfRunning (options: GlobalOptions): Promise<void> {
+  const running = await statusOf(options)
+  if (running === undefined) return
+  const what = running.mode === 'daemon' ? 'a grid daemon' : 'the embedded node of a running grid build'
+  throw new GridError('GRID_ERR_DAEMON_RUNNING', `${what} (pid ${running.pid}) already answers on ${options.control}`, {
+    hint: running.mode === 'daemon'
+      ? 'it is already running; grid stop stops it (or give a second daemon its own --cache)'
+      : 'wait for that build to finish, then start the daemon'
+  })
+}
+
+/**
+ * Starts this same daemon command (without --detach) as a process of its own session, its
+ * output to <cache>/logs/daemon.out, and waits until it answers on the control socket (and is
+ * in the mesh when it has one). If it exits first, what it printed is the error.
+ */
+async function detach (args: string[], withMesh: boolean, options: GlobalOptions, output: Output): Promise<number> {
+  const logs = join(options.cacheDir, 'logs')
+  await mkdir(logs, { recursive: true })
+  const outPath = join(logs, 'daemon.out')
+  const globals = ['--cache', resolve(options.cacheDir), '--control', resolve(options.control), ...(options.configExplicit ? ['--config', resolve(options.configPath)] : [])]
+  const fd = openSync(outPath, 'w')
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, ...globals, 'daemon', ...args], {
+    detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, [DETACHED_ENV]: '1' }
+  })
+  closeSync(fd)
+  const exited = new Promise<string>(resolve => child.once('exit', (code, signal) => { resolve(signal === null ? `status ${code}` : signal) }))
+  child.once('error', () => {}) // a failed spawn also exits: reported below
+  const deadline = Date.now() + DETACH_TIMEOUT_MS
+  for (;;) {
+    const how = await Promise.race([exited, new Promise<undefined>(resolve => setTimeout(resolve, POLL_MS, undefined))])
+    if (how !== undefined) {
+      const printed = (await readFile(outPath, 'utf8').catch(() => '')).trimEnd()
+      throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background exited (${how}) before it answered on ${options.control}${printed === '' ? '' : `; it printed:\n${printed}`}`, {
+        hint: `everything it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
+      })
+    }
+    const running = await statusOf(options)
+    if (running !== undefined && running.pid === child.pid && (!withMesh || running.mesh !== null)) {
+      child.unref()
+      const log = join(logs, 'grid.log')
+      if (options.json) output.out(JSON.stringify({ nodeId: running.nodeId, pid: running.pid, control: running.control, cacheDir: running.cacheDir, log, mesh: running.mesh }))
+      else output.err(`grid: daemon ${running.nodeId} started in the background (pid ${running.pid}), serving ${running.control}; log ${log}; grid stop stops it`)
+      return 0
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGTERM')
+      throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background (pid ${child.pid}) did not answer on ${options.control} within ${DETACH_TIMEOUT_MS / 1000} s, so it was stopped`, {
+        hint: `what it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
+      })
+    }
+  }
+}
+
+/** The status of the node on the control socket, or undefined when none answers. */
+async function statusOf (options: GlobalOptions): Promise<NodeStatus | undefined> {
+  const client = await connectNode(options)
+  if (client === undefined) return undefined
+  try {
+    return (await client.request({ type: 'status' })).status
+  } catch {
+    return undefined // it is starting or stopping: ask again
+  } finally {
+    client.close()
+  }
 }

@@ -68,7 +68,12 @@ export class ControlServer {
     this.server = undefined
     if (server === undefined) return
     const closed = new Promise<void>(resolve => server.close(() => resolve()))
-    for (const socket of this.sockets) socket.destroy()
+    for (const socket of this.sockets) {
+      // replies already written wait in a cork until the next turn (serve): send them first,
+      // such as the `ok` to the shutdown that stops us
+      while (socket.writableCorked > 0) socket.uncork()
+      socket.destroy()
+    }
     await closed
     await unlink(this.path).catch(() => {})
   }

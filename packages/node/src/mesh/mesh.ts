@@ -145,9 +145,14 @@ export class Mesh {
       await this.node.start()
     } catch (err) {
       await Promise.resolve(this.node?.stop()).catch(() => {})
-      const code = (err as { code?: string }).code
-      throw new GridError('GRID_ERR_MESH_START', `the mesh could not listen on ${this.init.listen.join(', ')}: ${(err as Error).message}`, {
-        cause: err, hint: code === 'EADDRINUSE' ? 'another grid node uses that port: pass --listen /ip4/0.0.0.0/tcp/0 for a free one' : 'check --listen'
+      // libp2p's message about the addresses it could not listen on carries each failure's
+      // stack, after advice about its own options
+      const message = (err as Error).message
+        .replace(/^Some configured addresses failed to be listened on[^\n]*\n/, '')
+        .split('\n').filter(line => line.trim() !== '' && !/^\s+at /.test(line)).map(line => line.trim()).join('; ')
+      const inUse = (err as { code?: string }).code === 'EADDRINUSE' || message.includes('EADDRINUSE')
+      throw new GridError('GRID_ERR_MESH_START', `the mesh could not listen on ${this.init.listen.join(', ')}: ${message}`, {
+        cause: err, hint: inUse ? 'another program (another grid node?) uses that port: stop it, or pass --listen /ip4/0.0.0.0/tcp/0 for a free one' : 'check --listen'
       })
     }
     const node = this.node

@@ -1,0 +1,113 @@
+// The daemon's life: `grid daemon --detach` starts it in the background, a second one is
+// refused, `grid stop` stops it and frees its cache; a daemon that cannot start says why.
+import assert from 'node:assert/strict'
+import { createServer, type AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { GridNode } from '@grid/node/embed'
+import { defer, goBuild, grid, sameFiles, status, waitFor, world } from '../helpers/index.js'
+
+function alive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+describe('grid daemon --detach and grid stop', () => {
+  it('start a daemon that outlives the command, refuse a second, stop it and free its cache', async (t) => {
+    const w = await world(t)
+    const started = await grid(w, ['--json', 'daemon', '--detach'])
+    assert.equal(started.code, 0, started.stderr)
+    const { pid, nodeId, control, mesh } = JSON.parse(started.stdout)
+    defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
+    assert.equal(control, w.control)
+    assert.ok(mesh !== null && mesh.addrs.length > 0, `in the mesh when --detach returns: ${started.stdout}`)
+    // the command has exited; its daemon has not
+    assert.ok(alive(pid), 'the daemon runs after grid daemon --detach exited')
+    const s = await status(w)
+    assert.equal(s.running, true)
+    assert.equal(s.pid, pid)
+    assert.equal(s.nodeId, nodeId)
+
+    for (const args of [['daemon', '--detach'], ['daemon', '--no-mesh']]) {
+      const again = await grid(w, args)
+      assert.equal(again.code, 1, `${args.join(' ')}: ${again.stderr}`)
+      assert.match(again.stderr, /GRID_ERR_DAEMON_RUNNING/)
+      assert.match(again.stderr, new RegExp(`a grid daemon \\(pid ${pid}\\) already answers on`))
+      assert.match(again.stderr, /hint: .*grid stop/)
+    }
+
+    const stopped = await grid(w, ['stop'])
+    assert.equal(stopped.code, 0, stopped.stderr)
+    assert.match(stopped.stderr, new RegExp(`stopped daemon ${nodeId} \\(pid ${pid}\\)`))
+    assert.equal(alive(pid), false, 'grid stop returns once the daemon has exited')
+    assert.equal((await status(w)).running, false)
+    // its cache index is free: this process can open it
+    const stats = await grid(w, ['--json', 'cache', 'stats'])
+    assert.equal(stats.code, 0, stats.stderr)
+
+    const nothing = await grid(w, ['--json', 'stop'])
+    assert.equal(nothing.code, 0, nothing.stderr)
+    assert.deepEqual(JSON.parse(nothing.stdout), { stopped: false, running: false, control: w.control })
+  })
+
+  it('stop a daemon in the middle of a build: the build completes on its own, identical to go build', async (t) => {
+    const w = await world(t)
+    const ref = join(w.dir, 'ref')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    const started = await grid(w, ['--json', 'daemon', '--detach', '--no-mesh'])
+    assert.equal(started.code, 0, started.stderr)
+    const { pid } = JSON.parse(started.stdout)
+    defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
+    const out = join(w.dir, 'out')
+    const building = grid(w, ['build', '-o', out + '/', './...'])
+    await waitFor(async () => (await status(w)).activeBuilds === 1, 60_000, () => 'the build to begin')
+    const stopped = await grid(w, ['stop'])
+    assert.equal(stopped.code, 0, stopped.stderr)
+    assert.match(stopped.stderr, /1 build it was serving went on without it/)
+    const built = await building
+    assert.equal(built.code, 0, built.stderr)
+    assert.match(built.stderr, /the node went away during the build/)
+    await sameFiles(out, ref)
+  })
+
+  it('report why a daemon started in the background could not start, and leave nothing running', async (t) => {
+    const w = await world(t)
+    const taken = createServer()
+    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+    defer(t, () => { taken.close() })
+    const port = (taken.address() as AddressInfo).port
+    const r = await grid(w, ['daemon', '--detach', '--listen', `/ip4/127.0.0.1/tcp/${port}`])
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /GRID_ERR_DAEMON_START/)
+    // the daemon's own error, as it printed it: the port, the reason, its code and hint
+    assert.match(r.stderr, new RegExp(`could not listen on /ip4/127.0.0.1/tcp/${port}: .*EADDRINUSE`))
+    assert.match(r.stderr, /GRID_ERR_MESH_START/)
+    assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack traces')
+    assert.match(r.stderr, new RegExp(join(w.cacheDir, 'logs', 'daemon.out').replaceAll('/', '\\/')))
+    assert.equal((await status(w)).running, false)
+
+    // flags are checked before anything starts
+    const bad = await grid(w, ['daemon', '--detach', '--slots', '0'])
+    assert.equal(bad.code, 2, bad.stderr)
+    assert.match(bad.stderr, /--slots must be a positive integer/)
+  })
+
+  it('do not stop the embedded node of a running build', async (t) => {
+    const w = await world(t)
+    const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded' })
+    await node.start()
+    defer(t, async () => { await node.stop() })
+    const r = await grid(w, ['stop'])
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, new RegExp(`embedded node of a running grid build \\(pid ${process.pid}\\)`))
+    assert.match(r.stderr, /GRID_ERR_DAEMON_STOP/)
+    assert.equal((await status(w)).running, true, 'it still serves')
+    const daemon = await grid(w, ['daemon', '--no-mesh'])
+    assert.equal(daemon.code, 1)
+    assert.match(daemon.stderr, /GRID_ERR_DAEMON_RUNNING/)
+  })
+})
