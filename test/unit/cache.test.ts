@@ -1,7 +1,8 @@
 // The cache on real LevelDB and real files in a temp dir.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readFile, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { AbsentFilter, Cache, MAX_RECALL_LISTS } from '@grid/node/server'
 import { ABSENT_PROBES, errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
@@ -180,6 +181,48 @@ describe('cache', () => {
     const a = await Cache.open({ dir, nodeId: 'p' })
     t.after(() => a.close())
     await assert.rejects(Cache.open({ dir, nodeId: 'p' }), (err: unknown) => errorCode(err) === 'GRID_ERR_CACHE_LOCKED')
+  })
+
+  for (const victim of ['CURRENT', 'MANIFEST-']) {
+    it(`repairs an index whose ${victim.replace('-', '')} is garbage (as a crash can leave it), keeping its entries`, async (t) => {
+      const dir = await tempDir(t)
+      const bodies = [randomBytes(100), randomBytes(200), randomBytes(300)]
+      const actions = bodies.map(() => id())
+      const before = await Cache.open({ dir, nodeId: 'p' })
+      for (const [i, body] of bodies.entries()) await before.putBytes(actions[i] as Uint8Array, body)
+      await before.close()
+      const index = join(dir, 'index')
+      const file = (await readdir(index)).find(name => name.startsWith(victim))
+      assert.ok(file !== undefined, `LevelDB keeps a ${victim} file`)
+      await writeFile(join(index, file), 'garbage\0')
+      const after = await Cache.open({ dir, nodeId: 'p' })
+      t.after(() => after.close())
+      for (const [i, body] of bodies.entries()) {
+        const hit = await after.get(actions[i] as Uint8Array)
+        assert.ok(hit !== undefined && hit !== 'corrupt', `entry ${i} kept`)
+        assert.deepEqual(await readFile(hit.diskPath), body)
+      }
+    })
+  }
+
+  it('moves an index it cannot repair aside and starts an empty one', async (t) => {
+    const dir = await tempDir(t)
+    const first = await Cache.open({ dir, nodeId: 'p' })
+    await first.putBytes(id(), randomBytes(10))
+    await first.close()
+    const index = join(dir, 'index')
+    await rm(index, { recursive: true })
+    await writeFile(index, 'not a LevelDB') // not even a directory: nothing to repair
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => cache.close())
+    assert.equal(await readFile(join(dir, 'index.corrupt'), 'utf8'), 'not a LevelDB', 'kept for a look')
+    assert.equal((await cache.stats()).entries, 0)
+    const action = id()
+    const body = randomBytes(20)
+    await cache.putBytes(action, body)
+    const hit = await cache.get(action)
+    assert.ok(hit !== undefined && hit !== 'corrupt')
+    assert.deepEqual(await readFile(hit.diskPath), body)
   })
 
   it('gc removes least recently used blobs first and never a pinned one', async (t) => {

@@ -29,10 +29,10 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:f
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
-import { CACHE_ID_BYTES, GridError, MAX_RECALL, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
+import { CACHE_ID_BYTES, GridError, MAX_RECALL, errorCode, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
 import { AbsentFilter } from './absent.js'
-import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { ATIME_FLUSH_MS, BLOB_DIR, CORRUPT_SUFFIX, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
 const log = logger('grid:cache')
@@ -95,6 +95,7 @@ interface Entry {
 
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
 interface Sub {
+  open: () => Promise<void>
   get: (key: string) => Promise<Uint8Array | undefined>
   getSync: (key: string) => Uint8Array | undefined
   put: (key: string, value: Uint8Array) => Promise<void>
@@ -151,20 +152,10 @@ export class Cache {
 
   static async open (init: CacheInit): Promise<Cache> {
     await mkdir(join(init.dir, BLOB_DIR, TMP_DIR), { recursive: true })
-    const db = new Level<string, Uint8Array>(join(init.dir, INDEX_DIR), { valueEncoding: 'view' })
-    try {
-      await db.open()
-    } catch (err) {
-      const code = (err as { cause?: { code?: string }, code?: string }).cause?.code ?? (err as { code?: string }).code
-      if (code === 'LEVEL_LOCKED') {
-        throw new GridError('GRID_ERR_CACHE_LOCKED', `the cache index in ${init.dir} is held by another process`, {
-          cause: err,
-          hint: 'a grid daemon or another grid build owns this cache: use its socket (--control) or another --cache'
-        })
-      }
-      throw err
-    }
+    const db = await openIndex(init.dir)
     const cache = new Cache(init, db)
+    // A sublevel opens a turn after its database: until then getSync fails (LEVEL_DATABASE_NOT_OPEN).
+    await Promise.all([cache.entries, cache.atimes, cache.recallLists, cache.recallTimes].map(async sub => { await sub.open() }))
     cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
     cache.flushTimer.unref()
     void cache.fillAbsent()
@@ -603,4 +594,63 @@ function writeTime (t: number): Uint8Array {
 
 function readTime (raw: Uint8Array): number {
   return raw.byteLength === 8 ? Buffer.from(raw.buffer, raw.byteOffset, 8).readDoubleBE(0) : 0
+}
+
+/**
+ * Opens the index. One that LevelDB cannot open (a crash or a full disk while it wrote can leave
+ * its CURRENT or MANIFEST unreadable) is repaired, which rebuilds them from the tables and logs
+ * and so keeps the entries; one that cannot be repaired either is moved aside and replaced by an
+ * empty index. The index only remembers what cmd/go would compute again, so neither stops a
+ * build; blobs no entry names any more go at the next gc.
+ */
+async function openIndex (cacheDir: string): Promise<Index> {
+  const dir = join(cacheDir, INDEX_DIR)
+  const open = async (): Promise<Index> => {
+    const db = new Level<string, Uint8Array>(dir, { valueEncoding: 'view' })
+    try {
+      await db.open()
+      return db
+    } catch (err) {
+      if (levelCode(err) === 'LEVEL_LOCKED') {
+        throw new GridError('GRID_ERR_CACHE_LOCKED', `the cache index in ${cacheDir} is held by another process`, {
+          cause: err,
+          hint: 'a grid daemon or another grid build owns this cache: use its socket (--control) or another --cache'
+        })
+      }
+      throw err
+    }
+  }
+  const unusable = (err: unknown): boolean => errorCode(err) !== 'GRID_ERR_CACHE_LOCKED'
+  try {
+    return await open()
+  } catch (err) {
+    if (!unusable(err)) throw err
+    log.warn(`the cache index in ${dir} does not open (${levelMessage(err)}): repairing it`)
+  }
+  try {
+    await (Level as unknown as Repairable).repair(dir)
+    const db = await open()
+    log.warn(`repaired the cache index in ${dir}`)
+    return db
+  } catch (err) {
+    if (!unusable(err)) throw err
+    const aside = `${dir}.${CORRUPT_SUFFIX}`
+    log.warn(`the cache index in ${dir} could not be repaired (${levelMessage(err)}): moved to ${aside}, starting an empty one`)
+    await rm(aside, { recursive: true, force: true })
+    await rename(dir, aside)
+    return await open()
+  }
+}
+
+type Index = Level<string, Uint8Array>
+/** On Node, `level`'s Level is classic-level's ClassicLevel, whose static repair its types omit. */
+interface Repairable { repair: (location: string) => Promise<void> }
+
+function levelCode (err: unknown): string | undefined {
+  return (err as { cause?: { code?: string } }).cause?.code ?? (err as { code?: string }).code
+}
+
+/** LevelDB's own words ("Corruption: …") are in the cause of abstract-level's error. */
+function levelMessage (err: unknown): string {
+  return (err as { cause?: Error }).cause?.message ?? (err as Error).message
 }
