@@ -77,6 +77,42 @@ describe('robustness', () => {
     assert.match(log, /does not hash to its name/)
   })
 
+  it('an index a crash left unreadable is repaired as the node starts: the next build hits what it held', async (t) => {
+    const w = await world(t)
+    const out = join(w.dir, 'out')
+    const first = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(first.code, 0, first.stderr)
+    await writeFile(join(w.cacheDir, 'index', 'CURRENT'), 'garbage\0')
+    await w.freshGoCache()
+    await rm(out, { recursive: true })
+    const second = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(second.code, 0, second.stderr)
+    const s = summary(second)
+    assert.equal(s.compiles.local, 0, `every entry kept: ${JSON.stringify(s.cache)}`)
+    assert.ok(s.cache.hits > 0)
+    await sameFiles(out, ref)
+    const log = await readFile(join(w.cacheDir, 'logs', 'grid.log'), 'utf8')
+    assert.match(log, /does not open \(Corruption: [^)]*\): repairing it/)
+    assert.match(log, /repaired the cache index/)
+  })
+
+  it('a cache another process holds, and no node: the build runs as plain go, says why, and is identical', async (t) => {
+    const w = await world(t)
+    const { Cache } = await import('@grid/node/server')
+    const holder = await Cache.open({ dir: w.cacheDir, nodeId: 'holder' }) // as grid cache verify does with no daemon
+    t.after(() => holder.close())
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stderr, /grid: warning: no node answers on .* held by another process\. This build runs as plain go/)
+    const s = summary(r)
+    assert.equal(s.node, 'none')
+    assert.equal(s.toolexec, false)
+    assert.ok(!s.command.some((a: string) => a.startsWith('-toolexec')), s.command.join(' '))
+    assert.ok(s.command.includes('-trimpath'))
+    await sameFiles(out, ref)
+  })
+
   it('two builds at once on one node are both correct', async (t) => {
     const w = await world(t)
     await startDaemon(t, w)

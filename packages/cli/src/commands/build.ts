@@ -5,7 +5,7 @@
  * `openSession`. Go's exit status and diagnostics pass through untouched; grid adds a progress
  * line on a terminal and one summary line (or a JSON object with --json) at the end.
  */
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -175,7 +175,12 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
     throw found.reason
   }
-  if (opened.status === 'rejected') throw opened.reason
+  if (opened.status === 'rejected') {
+    // No node answers and none can start here because another process (grid cache verify,
+    // say, with no daemon running) holds the cache: the build must not fail for that.
+    if (errorCode(opened.reason) !== 'GRID_ERR_CACHE_LOCKED') throw opened.reason
+    return await runWithoutNode(sub, args, options, output, found.value, opened.reason as Error)
+  }
   const { toolchain, shim } = found.value
   let session = opened.value
   const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
@@ -229,10 +234,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     const child = spawn(toolchain.go, argv, {
       env, stdio: ['inherit', options.json ? process.stderr : 'inherit', live ? 'pipe' : 'inherit']
     })
-    // Ctrl-C reaches go directly (same process group); grid waits for it to finish and reports.
-    const onSignal = (): void => {}
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
+    const exited = goExit(child)
     let total: number | undefined
     // The graph ranks compiles for placement, gives the progress line its total and the summary
     // its critical path. With no peer to place on and nobody watching, it would only take CPU
@@ -264,14 +266,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
       }, 250)
       stop.signal.addEventListener('abort', () => { clearInterval(timer) })
     }
-    exitCode = await new Promise<number>((resolve, reject) => {
-      child.on('error', reject)
-      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (signalNumber(signal) ?? 1))))
-    })
+    exitCode = await exited
     stop.abort()
     clear()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
     // The node may have died during the build: go finished without it, and so do we.
     const ended = await session.client.request({ type: 'build-end', build }).then(r => r.stats, (err: Error) => {
       nodeLost = err.message
@@ -299,6 +296,52 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     stop.abort()
     await rm(fallbackLog, { force: true })
     await session.close().catch(() => {})
+  }
+  return exitCode
+}
+
+/**
+ * The exit status of a go command as a shell reports it. Ctrl-C reaches go directly (same
+ * process group): grid ignores it meanwhile, waits for go to finish and reports.
+ */
+async function goExit (child: ChildProcess): Promise<number> {
+  const onSignal = (): void => {}
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.on('error', reject)
+      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (signalNumber(signal) ?? 1))))
+    })
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}
+
+/**
+ * The go command as `go <sub> -trimpath` with go's own cache and no shim: what grid's output
+ * must equal, run when there is no node to build with. The summary says why.
+ */
+async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOptions, output: Output,
+  found: { toolchain: GoToolchain, shim: string }, why: Error): Promise<number> {
+  const started = performance.now()
+  const baseEnv = withoutGridEnv(process.env)
+  const argv = goArgs(sub, args, found.shim, options.trimpath, baseEnv.GOFLAGS).filter(a => !a.startsWith('-toolexec='))
+  output.err(`grid: warning: no node answers on ${options.control} and none can start: ${why.message}. ` +
+    'This build runs as plain go, with go\'s own cache')
+  output.err('  hint: a grid command working on the cache with no daemon running (grid cache verify or gc) holds it ' +
+    'until it ends; with a daemon running (grid daemon --detach), builds and those commands share it')
+  const child = spawn(found.toolchain.go, argv, { env: baseEnv, stdio: ['inherit', options.json ? process.stderr : 'inherit', 'inherit'] })
+  const exitCode = await goExit(child)
+  const wallMs = Math.round(performance.now() - started)
+  if (options.json) {
+    const stats = emptyBuildStats('', ['go', ...argv])
+    output.out(JSON.stringify({
+      command: ['go', ...argv], exitCode, wallMs, actions: 0, cache: stats.cache, compiles: stats.compiles, toolexec: false, node: 'none', nodeLost: why.message
+    }))
+  } else {
+    output.err(`grid: built by plain go, without the grid (GRID_ERR_CACHE_LOCKED) · ${(wallMs / 1000).toFixed(1)} s`)
   }
   return exitCode
 }
