@@ -96,22 +96,35 @@ describe('robustness', () => {
     assert.match(log, /repaired the cache index/)
   })
 
-  it('a cache another process holds, and no node: the build runs as plain go, says why, and is identical', async (t) => {
-    const w = await world(t)
-    const { Cache } = await import('@grid/node/server')
-    const holder = await Cache.open({ dir: w.cacheDir, nodeId: 'holder' }) // as grid cache verify does with no daemon
-    t.after(() => holder.close())
-    const out = join(w.dir, 'out')
-    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
-    assert.equal(r.code, 0, r.stderr)
-    assert.match(r.stderr, /grid: warning: no node answers on .* held by another process\. This build runs as plain go/)
-    const s = summary(r)
-    assert.equal(s.node, 'none')
-    assert.equal(s.toolexec, false)
-    assert.ok(!s.command.some((a: string) => a.startsWith('-toolexec')), s.command.join(' '))
-    assert.ok(s.command.includes('-trimpath'))
-    await sameFiles(out, ref)
-  })
+  for (const [why, shut] of [
+    ['another process holds it', async (w: World) => {
+      const { Cache } = await import('@grid/node/server')
+      const holder = await Cache.open({ dir: w.cacheDir, nodeId: 'holder' }) // as grid cache verify does with no daemon
+      return async () => { await holder.close() }
+    }],
+    ['its index cannot be opened', async (w: World) => {
+      await mkdir(w.cacheDir, { recursive: true })
+      await writeFile(join(w.cacheDir, 'index'), 'not a LevelDB') // as a full disk or permissions keep it shut
+      return async () => {}
+    }]
+  ] as const) {
+    it(`no node, and none can start because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
+      const w = await world(t)
+      const release = await shut(w)
+      t.after(release)
+      const out = join(w.dir, 'out')
+      const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stderr, /grid: warning: no node answers on .* and none can start: .*\. This build runs as plain go/)
+      assert.match(r.stderr, /\n {2}hint: \S/)
+      const s = summary(r)
+      assert.equal(s.node, 'none')
+      assert.equal(s.toolexec, false)
+      assert.ok(!s.command.some((a: string) => a.startsWith('-toolexec')), s.command.join(' '))
+      assert.ok(s.command.includes('-trimpath'))
+      await sameFiles(out, ref)
+    })
+  }
 
   it('two builds at once on one node are both correct', async (t) => {
     const w = await world(t)

@@ -1,7 +1,7 @@
 // The cache on real LevelDB and real files in a temp dir.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { AbsentFilter, Cache, MAX_RECALL_LISTS } from '@grid/node/server'
@@ -205,24 +205,16 @@ describe('cache', () => {
     })
   }
 
-  it('moves an index it cannot repair aside and starts an empty one', async (t) => {
+  it('refuses with GRID_ERR_CACHE_OPEN an index it cannot open for another reason, and leaves it as it is', async (t) => {
     const dir = await tempDir(t)
-    const first = await Cache.open({ dir, nodeId: 'p' })
-    await first.putBytes(id(), randomBytes(10))
-    await first.close()
     const index = join(dir, 'index')
-    await rm(index, { recursive: true })
-    await writeFile(index, 'not a LevelDB') // not even a directory: nothing to repair
-    const cache = await Cache.open({ dir, nodeId: 'p' })
-    t.after(() => cache.close())
-    assert.equal(await readFile(join(dir, 'index.corrupt'), 'utf8'), 'not a LevelDB', 'kept for a look')
-    assert.equal((await cache.stats()).entries, 0)
-    const action = id()
-    const body = randomBytes(20)
-    await cache.putBytes(action, body)
-    const hit = await cache.get(action)
-    assert.ok(hit !== undefined && hit !== 'corrupt')
-    assert.deepEqual(await readFile(hit.diskPath), body)
+    await writeFile(index, 'not a LevelDB') // not even a directory (as a full disk or permissions also keep it shut)
+    await assert.rejects(Cache.open({ dir, nodeId: 'p' }), (err: unknown) => {
+      assert.equal(errorCode(err), 'GRID_ERR_CACHE_OPEN')
+      assert.match((err as Error).message, /cannot be opened: /)
+      return true
+    })
+    assert.equal(await readFile(index, 'utf8'), 'not a LevelDB', 'nothing moved or removed')
   })
 
   it('gc removes least recently used blobs first and never a pinned one', async (t) => {

@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   GRID_ERR_NODE_CLOSED: 'the node closed the connection before answering',
   GRID_ERR_TIMEOUT: 'a request to the node took longer than its deadline',
   GRID_ERR_CACHE_LOCKED: 'another process holds the cache index open',
+  GRID_ERR_CACHE_OPEN: 'the cache index cannot be opened (a full disk, permissions, or damage repair could not mend)',
   GRID_ERR_CACHE_CORRUPT: 'a cache blob did not hash to its OutputID; it was dropped',
   GRID_ERR_CACHE_MISSING_BLOB: 'a cache put named a blob that is not on disk (or has another size)',
   GRID_ERR_COMPILE_REFUSED: 'a compile request named a tool or directory the node will not run',

@@ -78,6 +78,8 @@ const TOOLEXEC = /^--?toolexec(=|$)/
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
 const GRAPH_DELAY_MS = 500
+/** Why no node may be able to start, which a build goes on without. */
+const NO_NODE_POSSIBLE = ['GRID_ERR_CACHE_LOCKED', 'GRID_ERR_CACHE_OPEN']
 /** How a request fails when the node has gone away (stopped or died) since we connected. */
 const NODE_GONE = ['GRID_ERR_NODE_CLOSED', 'GRID_ERR_NODE_UNREACHABLE']
 /** `go list` runs at this nice level: ~0.4 CPU-s for std, which the compiles need more. */
@@ -176,9 +178,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     throw found.reason
   }
   if (opened.status === 'rejected') {
-    // No node answers and none can start here because another process (grid cache verify,
-    // say, with no daemon running) holds the cache: the build must not fail for that.
-    if (errorCode(opened.reason) !== 'GRID_ERR_CACHE_LOCKED') throw opened.reason
+    // No node answers and none can start here, because another process (grid cache verify,
+    // say, with no daemon running) holds the cache or its index does not open (a full disk):
+    // the build must not fail for that.
+    if (!NO_NODE_POSSIBLE.includes(errorCode(opened.reason) ?? '')) throw opened.reason
     return await runWithoutNode(sub, args, options, output, found.value, opened.reason as Error)
   }
   const { toolchain, shim } = found.value
@@ -330,8 +333,10 @@ async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOp
   const argv = goArgs(sub, args, found.shim, options.trimpath, baseEnv.GOFLAGS).filter(a => !a.startsWith('-toolexec='))
   output.err(`grid: warning: no node answers on ${options.control} and none can start: ${why.message}. ` +
     'This build runs as plain go, with go\'s own cache')
-  output.err('  hint: a grid command working on the cache with no daemon running (grid cache verify or gc) holds it ' +
-    'until it ends; with a daemon running (grid daemon --detach), builds and those commands share it')
+  output.err(`  hint: ${errorCode(why) === 'GRID_ERR_CACHE_LOCKED'
+    ? 'a grid command working on the cache with no daemon running (grid cache verify or gc) holds it until it ends; ' +
+      'with a daemon running (grid daemon --detach), builds and those commands share it'
+    : (why as GridError).hint ?? 'see grid\'s log'}`)
   const child = spawn(found.toolchain.go, argv, { env: baseEnv, stdio: ['inherit', options.json ? process.stderr : 'inherit', 'inherit'] })
   const exitCode = await goExit(child)
   const wallMs = Math.round(performance.now() - started)
@@ -341,7 +346,7 @@ async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOp
       command: ['go', ...argv], exitCode, wallMs, actions: 0, cache: stats.cache, compiles: stats.compiles, toolexec: false, node: 'none', nodeLost: why.message
     }))
   } else {
-    output.err(`grid: built by plain go, without the grid (GRID_ERR_CACHE_LOCKED) · ${(wallMs / 1000).toFixed(1)} s`)
+    output.err(`grid: built by plain go, without the grid (${errorCode(why) ?? 'no node'}) · ${(wallMs / 1000).toFixed(1)} s`)
   }
   return exitCode
 }

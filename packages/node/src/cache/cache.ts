@@ -32,7 +32,7 @@ import { Level } from 'level'
 import { CACHE_ID_BYTES, GridError, MAX_RECALL, errorCode, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
 import { AbsentFilter } from './absent.js'
-import { ATIME_FLUSH_MS, BLOB_DIR, CORRUPT_SUFFIX, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
 const log = logger('grid:cache')
@@ -597,11 +597,11 @@ function readTime (raw: Uint8Array): number {
 }
 
 /**
- * Opens the index. One that LevelDB cannot open (a crash or a full disk while it wrote can leave
- * its CURRENT or MANIFEST unreadable) is repaired, which rebuilds them from the tables and logs
- * and so keeps the entries; one that cannot be repaired either is moved aside and replaced by an
- * empty index. The index only remembers what cmd/go would compute again, so neither stops a
- * build; blobs no entry names any more go at the next gc.
+ * Opens the index. One that LevelDB reports corrupt (a crash while it wrote can leave its
+ * CURRENT or MANIFEST unreadable) is repaired, which rebuilds them from the tables and logs and
+ * so keeps the entries. Anything else that keeps it shut (a full disk: LevelDB writes as it
+ * opens; permissions) is GRID_ERR_CACHE_OPEN, and the index is left as it is: `grid build`
+ * then runs without a node rather than fail.
  */
 async function openIndex (cacheDir: string): Promise<Index> {
   const dir = join(cacheDir, INDEX_DIR)
@@ -620,11 +620,15 @@ async function openIndex (cacheDir: string): Promise<Index> {
       throw err
     }
   }
-  const unusable = (err: unknown): boolean => errorCode(err) !== 'GRID_ERR_CACHE_LOCKED'
+  const cannotOpen = (err: unknown): GridError => new GridError('GRID_ERR_CACHE_OPEN', `the cache index in ${dir} cannot be opened: ${levelMessage(err)}`, {
+    cause: err,
+    hint: `if the disk is full, free some space on it; if the index is damaged, move ${dir} aside: the cache starts afresh (its blobs go at the next grid cache gc)`
+  })
   try {
     return await open()
   } catch (err) {
-    if (!unusable(err)) throw err
+    if (errorCode(err) === 'GRID_ERR_CACHE_LOCKED') throw err
+    if (!levelMessage(err).startsWith('Corruption:')) throw cannotOpen(err)
     log.warn(`the cache index in ${dir} does not open (${levelMessage(err)}): repairing it`)
   }
   try {
@@ -633,12 +637,8 @@ async function openIndex (cacheDir: string): Promise<Index> {
     log.warn(`repaired the cache index in ${dir}`)
     return db
   } catch (err) {
-    if (!unusable(err)) throw err
-    const aside = `${dir}.${CORRUPT_SUFFIX}`
-    log.warn(`the cache index in ${dir} could not be repaired (${levelMessage(err)}): moved to ${aside}, starting an empty one`)
-    await rm(aside, { recursive: true, force: true })
-    await rename(dir, aside)
-    return await open()
+    if (errorCode(err) === 'GRID_ERR_CACHE_LOCKED') throw err
+    throw cannotOpen(err)
   }
 }
 

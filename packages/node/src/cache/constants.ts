@@ -6,11 +6,6 @@ export const BLOB_DIR = 'blobs'
 export const TMP_DIR = 'tmp'
 /** Sub-directory holding the LevelDB index. */
 export const INDEX_DIR = 'index'
-/**
- * An index that LevelDB can neither open nor repair is renamed `index.<this>` (the last one
- * only, for a look at what broke it) and an empty one takes its place.
- */
-export const CORRUPT_SUFFIX = 'corrupt'
 
 /**
  * Access times are kept in memory and written in one batch this often: a LevelDB write per

@@ -10,7 +10,8 @@
  * loaded, the PeerId derived from it must be the one the node has been using.
  */
 import { createHash } from 'node:crypto'
-import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
+import { writeFileAtomic } from '../files.js'
 import { join } from 'node:path'
 import { GridError } from '@grid/protocol'
 import type { PrivateKey } from '@libp2p/interface'
@@ -88,10 +89,7 @@ async function createKey (cacheDir: string): Promise<{ privateKey: PrivateKey, b
 }
 
 async function writeIdFile (cacheDir: string, keyBytes: Uint8Array, peerId: string): Promise<void> {
-  const path = join(cacheDir, ID_FILE)
-  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
-  await writeFile(tmp, `${sha256(keyBytes)} ${peerId}\n`)
-  await rename(tmp, path)
+  await writeFileAtomic(join(cacheDir, ID_FILE), `${sha256(keyBytes)} ${peerId}\n`)
 }
 
 function sha256 (bytes: Uint8Array): string {

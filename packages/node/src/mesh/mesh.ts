@@ -15,7 +15,7 @@
  *  - A peer that goes away is redialled with backoff until it leaves the table; bootstrap
  *    addresses are redialled for as long as the node runs.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
@@ -31,6 +31,7 @@ import {
   ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_BYTES, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
   type Advert, type Policy, type ToolchainInfo
 } from '@grid/protocol'
+import { writeFileAtomic } from '../files.js'
 import { logger } from '../log.js'
 import {
   ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
@@ -469,8 +470,7 @@ export class Mesh {
     this.seenChanged = false
     const out: Record<string, string[]> = {}
     for (const [id, s] of this.seen) out[id] = s.addrs.map(String)
-    const tmp = `${this.init.peersFile}.${process.pid}.tmp`
-    await writeFile(tmp, JSON.stringify(out)).then(async () => { await rename(tmp, this.init.peersFile as string) }).catch(() => {})
+    await writeFileAtomic(this.init.peersFile, JSON.stringify(out)).catch(() => {})
   }
 
   private onHandshakeFailure (f: HandshakeFailure): void {

@@ -4,8 +4,8 @@
  * seen is estimated from its source size. A missing or unreadable file is an empty history: it
  * only costs a worse order.
  */
-import { randomBytes } from 'node:crypto'
-import { readFile, rename, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
+import { writeFileAtomic } from '../files.js'
 import { logger } from '../log.js'
 import { HISTORY_ALPHA, HISTORY_MAX } from './constants.js'
 
@@ -54,10 +54,8 @@ export class History {
     this.dirty = false
     const packages: Record<string, number> = {}
     for (const [p, ms] of this.ms) packages[p] = Math.round(ms * 10) / 10
-    const tmp = `${this.file}.${randomBytes(4).toString('hex')}.tmp`
     try {
-      await writeFile(tmp, JSON.stringify({ v: 1, packages }))
-      await rename(tmp, this.file)
+      await writeFileAtomic(this.file, JSON.stringify({ v: 1, packages }))
     } catch (err) {
       log.warn(`cannot save the compile history: ${(err as Error).message}`)
     }
