@@ -4,13 +4,13 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { createConnection } from 'node:net'
+import { createConnection, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
-import { encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, goBuild, grid, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
+import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
+import { GOMOD, GRID_BIN, goBuild, grid, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 describe('robustness', () => {
   const suite = suiteContext()
@@ -146,6 +146,53 @@ describe('robustness', () => {
     assert.ok(absent.includes(0), `misses each build's helper answered itself: ${absent.join(', ')}`)
   })
 
+  it('a daemon that hangs (SIGSTOP): the build gives up on it and runs as plain go, identical', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w, ['--no-mesh'])
+    const pid = daemon.child.pid as number
+    process.kill(pid, 'SIGSTOP')
+    t.after(() => { try { process.kill(pid, 'SIGCONT') } catch {} }) // if it is still there
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stderr, /grid: warning: the node at .* did not answer a build-begin request within 15 s\. This build runs as plain go/)
+    assert.match(r.stderr, /hint: it may be hung/)
+    const s = summary(r)
+    assert.equal(s.node, 'none')
+    assert.ok(s.wallMs >= 15_000, 'the wait is in the build\'s time')
+    await sameFiles(out, ref)
+  })
+
+  it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
+    const w = await world(t)
+    const { GridNode } = await import('@grid/node/embed')
+    const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded', slots: 1 })
+    await node.start()
+    t.after(async () => { await node.stop() })
+    const client = await ControlClient.connect(w.control)
+    t.after(() => { client.close() })
+    const { build } = await client.request({ type: 'build-begin', command: ['go', 'build'], cwd: w.dir })
+    const gotooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
+    const compile = encodeFrame({
+      type: 'compile', id: 1, build, tool: join(gotooldir, 'compile'), args: ['-o', join(w.dir, 'x.a'), '-p', 'x', join(w.dir, 'x.go')],
+      cwd: w.dir, env: {}, importPath: 'x', canRunHere: true
+    })
+    const holder = await openFrames(w)
+    t.after(() => { holder.socket.destroy() })
+    holder.socket.write(compile)
+    assert.equal((await holder.next(5_000)).type, 'compile-here', 'the only slot, granted')
+    const waiter = await openFrames(w)
+    t.after(() => { waiter.socket.destroy() })
+    waiter.socket.write(compile)
+    const started = Date.now()
+    const heard = await waiter.next(COMPILE_KEEPALIVE_MS + 3_000)
+    assert.equal(heard.type, 'compile-wait', `while the slot is taken: ${JSON.stringify(heard)}`)
+    assert.equal(heard.id, 1)
+    assert.ok(Date.now() - started >= COMPILE_KEEPALIVE_MS - 500, 'not before the keepalive interval')
+    holder.socket.destroy() // the compiler the slot went to has exited
+    assert.equal((await waiter.next(5_000)).type, 'compile-here', 'then the slot, once free')
+  })
+
   it('malformed and oversized frames close that connection with a logged reason; the node keeps serving', async (t) => {
     const w = await world(t)
     const daemon = await startDaemon(t, w)
@@ -231,6 +278,26 @@ async function sendAndWaitClose (w: World, bytes: Buffer): Promise<boolean> {
     socket.on('error', () => {})
     socket.on('close', () => { clearTimeout(timer); resolve(true) })
   })
+}
+
+/** A raw connection to the node and the frames it sends, one at a time. */
+async function openFrames (w: World): Promise<{ socket: Socket, next: (timeoutMs: number) => Promise<{ type: string, id: number }> }> {
+  const socket = createConnection(w.control)
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+  socket.on('error', () => {})
+  const decoder = new FrameDecoder()
+  const frames: Array<{ type: string, id: number }> = []
+  let wake = (): void => {}
+  socket.on('data', chunk => { frames.push(...decoder.push(chunk)); wake() })
+  const next = async (timeoutMs: number): Promise<{ type: string, id: number }> => {
+    const deadline = Date.now() + timeoutMs
+    while (frames.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no frame from the node within ${timeoutMs} ms`)
+      await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, 50) })
+    }
+    return frames.shift() as { type: string, id: number }
+  }
+  return { socket, next }
 }
 
 async function roundTrip (w: World, bytes: Buffer): Promise<{ type: string }> {

@@ -602,9 +602,10 @@ var (
 )
 
 // callTimeout bounds one request to the node. A healthy node answers a lookup in well under a
-// second even when it fetches the body from a peer (peercache/constants.ts bounds those);
-// after this long the helper gives up on the node and the build goes on without the cache.
-var callTimeout = 60 * time.Second
+// second even when it fetches the body from a peer (peercache/constants.ts bounds those: ~6 s
+// for a 64 MiB body); after this long the helper gives up on the node and the build goes on
+// without the cache. The shims give up on a silent node after as long (stallLimit).
+var callTimeout = 30 * time.Second
 
 // call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
 func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {

@@ -19,6 +19,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,14 +63,29 @@ func main() {
 	if socket == "" {
 		fallback("no-node", tool, args)
 	}
+	stalledMark := ""
+	if log := os.Getenv("GRID_FALLBACK_LOG"); log != "" {
+		stalledMark = log + ".stalled"
+		if _, err := os.Stat(stalledMark); err == nil {
+			fallback("node-stalled", tool, args) // an earlier compile of this build found the node hung
+		}
+	}
 	conn, err := dialNode(socket, 2*time.Second)
 	if err != nil {
 		fallback("node-unreachable", tool, args)
 	}
-	reply, ok := askNode(conn, tool, args)
-	if !ok {
+	reply, err := askNode(conn, tool, args)
+	if err != nil {
 		conn.Close()
-		fallback("node-error", tool, args)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			fallback("node-error", tool, args)
+		}
+		if stalledMark != "" {
+			if f, err := os.OpenFile(stalledMark, os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
+				f.Close()
+			}
+		}
+		fallback("node-stalled", tool, args)
 	}
 	if reply.runHere {
 		// The node granted a local slot: become the compiler (no process hop through the node,
@@ -148,10 +164,19 @@ type nodeReply struct {
 	code    int64
 }
 
-// askNode sends one compile frame and waits, with no timeout (the node owns timeouts), for
-// its reply: either the compile's result (the node ran it, here or on a peer) or a grant to
-// run it here. ok is false on an error frame, a broken connection or a malformed reply.
-func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, ok bool) {
+// stallLimit is COMPILE_STALL_MS of packages/protocol/src/constants.ts: how long the node may
+// say nothing while it works on our compile. It says `compile-wait` every COMPILE_KEEPALIVE_MS
+// (5 s); the node owns the compile's own timeouts.
+var stallLimit = 30 * time.Second
+
+// errMalformed is a reply that is not the answer to our request.
+var errMalformed = errors.New("malformed reply from the node")
+
+// askNode sends one compile frame and waits for its reply: either the compile's result (the node
+// ran it, here or on a peer) or a grant to run it here. The error is os.ErrDeadlineExceeded when
+// the node went silent for stallLimit, and another on an error frame, a broken connection or a
+// malformed reply.
+func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, err error) {
 	env := map[string]string{}
 	for _, name := range outputEnv {
 		if v, set := os.LookupEnv(name); set {
@@ -177,28 +202,33 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, ok b
 		// Under `grid env`: the node knows our go command's build by its pid (cache-open).
 		req["goPid"] = os.Getppid()
 	}
-	err := writeFrame(conn, req)
-	if err != nil {
-		return reply, false
+	conn.SetDeadline(time.Now().Add(stallLimit))
+	if err = writeFrame(conn, req); err != nil {
+		return reply, err
 	}
-	msg, err := readFrame(conn)
-	if err != nil {
-		return reply, false
-	}
-	id, idOK := asInt(msg["id"])
-	if !idOK || id != 1 {
-		return reply, false
-	}
-	switch msg["type"] {
-	case "compile-here":
-		return nodeReply{runHere: true}, true
-	case "compile-result":
-		code, codeOK := asInt(msg["exitCode"])
-		output, outOK := msg["output"].([]byte)
-		if !codeOK || !outOK {
-			return reply, false
+	for {
+		msg, err := readFrame(conn)
+		if err != nil {
+			return reply, err
 		}
-		return nodeReply{output: output, code: code}, true
+		if id, ok := asInt(msg["id"]); !ok || id != 1 {
+			return reply, errMalformed
+		}
+		switch msg["type"] {
+		case "compile-wait":
+			conn.SetDeadline(time.Now().Add(stallLimit))
+			continue
+		case "compile-here":
+			conn.SetDeadline(time.Time{})
+			return nodeReply{runHere: true}, nil
+		case "compile-result":
+			code, codeOK := asInt(msg["exitCode"])
+			output, outOK := msg["output"].([]byte)
+			if !codeOK || !outOK {
+				return reply, errMalformed
+			}
+			return nodeReply{output: output, code: code}, nil
+		}
+		return reply, errMalformed
 	}
-	return reply, false
 }

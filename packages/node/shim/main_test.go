@@ -354,6 +354,65 @@ func TestCallToStalledNode(t *testing.T) {
 	}
 }
 
+// A compile the node works on for longer than stallLimit is waited for while the node says
+// compile-wait; a node that says nothing for stallLimit is given up on, so that the shim runs
+// the compile itself (node-stalled) instead of holding up cmd/go.
+func TestAskNodeKeepaliveAndStall(t *testing.T) {
+	old := stallLimit
+	stallLimit = 300 * time.Millisecond
+	defer func() { stallLimit = old }()
+	for _, tc := range []struct {
+		name  string
+		waits int // compile-wait frames, 100 ms apart, before the answer
+		quiet bool
+	}{{"keepalives then a result", 6, false}, {"silence", 0, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, err := net.Listen("unix", filepath.Join(dir, "s"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if _, err := readFrame(c); err != nil {
+					return
+				}
+				for i := 0; i < tc.waits; i++ {
+					time.Sleep(100 * time.Millisecond)
+					writeFrame(c, map[string]any{"type": "compile-wait", "id": int64(1)})
+				}
+				if tc.quiet {
+					time.Sleep(2 * time.Second)
+					return
+				}
+				writeFrame(c, map[string]any{"type": "compile-result", "id": int64(1), "exitCode": int64(3), "output": []byte("out")})
+			}()
+			conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			started := time.Now()
+			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
+			waited := time.Since(started)
+			if tc.quiet {
+				if !errors.Is(err, os.ErrDeadlineExceeded) || waited > 1500*time.Millisecond {
+					t.Fatalf("silent node: err %v after %v, want a deadline after ~300 ms", err, waited)
+				}
+				return
+			}
+			if err != nil || reply.code != 3 || string(reply.output) != "out" {
+				t.Fatalf("after %v of keepalives (beyond stallLimit): reply %+v, err %v", waited, reply, err)
+			}
+		})
+	}
+}
+
 // dialNode's connection (a plain descriptor, not a net.Conn) must honour deadlines, which bound
 // the cache helper's handshake, and must fail at once when nothing listens.
 func TestDialNode(t *testing.T) {

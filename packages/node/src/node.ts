@@ -168,7 +168,7 @@ export class GridNode {
       await this.stop()
       throw err
     }
-    log.info(`node ${this._nodeId} (${this.mode}) serving ${this.control}, cache ${this.cacheDir}, ${this.pool.slots} slots`)
+    log.info(`node ${this._nodeId} (${this.mode}, pid ${process.pid}) serving ${this.control}, cache ${this.cacheDir}, ${this.pool.slots} slots`)
   }
 
   /**

@@ -88,6 +88,20 @@ export const ENV = {
 } as const
 
 /** Why a compile did not run through the node's pool (written by the shim). */
-export const FALLBACK_REASONS = ['no-node', 'node-unreachable', 'node-error', 'unsupported-flag'] as const
+export const FALLBACK_REASONS = ['no-node', 'node-unreachable', 'node-error', 'node-stalled', 'unsupported-flag'] as const
+
+/**
+ * While a compile waits on the node (for a local slot, a peer, a race), the node sends its shim
+ * a `compile-wait` this often: the shim can tell a node that is busy from one that hangs.
+ */
+export const COMPILE_KEEPALIVE_MS = 5_000
+
+/**
+ * A shim that hears nothing from the node for this long (six keepalives missed) runs the compile
+ * itself (`node-stalled`), and the shims of the same build after it do not ask that node again.
+ * `stallLimit` in packages/node/shim/main.go. A node's event loop on a starved half-core host
+ * stalled 320 ms at most (docs/benchmarks/remote-timeline.md).
+ */
+export const COMPILE_STALL_MS = 30_000
 
 export const GRID_VERSION = '0.1.0'

@@ -215,6 +215,12 @@ export type Reply =
   /** run it yourself: a local slot is yours until `compile-done` or the connection closes */
   | Id & { type: 'compile-here' }
   /**
+   * not an answer: the node is alive and still working on the compile of that id. Sent every
+   * COMPILE_KEEPALIVE_MS while it waits for a slot or a peer; a shim that hears nothing for
+   * longer than the shim's stall limit runs the compile itself (`node-stalled`).
+   */
+  | Id & { type: 'compile-wait' }
+  /**
    * `recalled`: RECALL_RECORD_BYTES per entry, see RECALL_RECORD_BYTES; `absent`: a filter of
    * the index's ActionIDs, see ABSENT_PROBES (absent when a miss here is not final)
    */
@@ -271,6 +277,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool', goPid: 'optuint' },
   'compile-done': { build: 'str', exitCode: 'int' },
   'compile-here': {},
+  'compile-wait': {},
   'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },

@@ -10,7 +10,7 @@ import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, setPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
-import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type GraphPackage } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type GraphPackage, type MessageOf } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -181,8 +181,14 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     // No node answers and none can start here, because another process (grid cache verify,
     // say, with no daemon running) holds the cache or its index does not open (a full disk):
     // the build must not fail for that.
-    if (!NO_NODE_POSSIBLE.includes(errorCode(opened.reason) ?? '')) throw opened.reason
-    return await runWithoutNode(sub, args, options, output, found.value, opened.reason as Error)
+    const why = opened.reason as GridError
+    if (!NO_NODE_POSSIBLE.includes(errorCode(why) ?? '')) throw why
+    return await runWithoutNode(sub, args, options, output, found.value, new GridError(why.code, `no node answers on ${options.control} and none can start: ${why.message}`, {
+      hint: why.code === 'GRID_ERR_CACHE_LOCKED'
+        ? 'a grid command working on the cache with no daemon running (grid cache verify or gc) holds it until it ends; ' +
+          'with a daemon running (grid daemon --detach), builds and those commands share it'
+        : why.hint ?? 'see grid\'s log'
+    }), started)
   }
   const { toolchain, shim } = found.value
   let session = opened.value
@@ -194,16 +200,25 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   let exitCode = 1
   let nodeLost: string | undefined
   let lastStats: BuildStats | undefined
+  const beginning = { type: 'build-begin' as const, command: ['go', ...argv], cwd: process.cwd() }
+  const begin = async (): Promise<MessageOf<'build-begun'>> => await session.client.request(beginning)
+  let begun: MessageOf<'build-begun'>
   try {
-    const beginning = { type: 'build-begin' as const, command: ['go', ...argv], cwd: process.cwd() }
-    const begun = await session.client.request(beginning).catch(async (err: unknown) => {
+    begun = await begin().catch(async (err: unknown) => {
       // The daemon stopped between our connecting and the build's start (grid stop, or it
       // died): nothing ran yet, so start over with whatever node answers now, or an embedded one.
       if (!NODE_GONE.includes(errorCode(err) ?? '')) throw err
       await session.close().catch(() => {})
       session = await openSession(options)
-      return await session.client.request(beginning)
+      return await begin()
     })
+  } catch (err) {
+    await session.close().catch(() => {})
+    if (errorCode(err) !== 'GRID_ERR_TIMEOUT') throw err
+    // A node that takes this long to open a build is hung (or its machine is): without it.
+    return await runWithoutNode(sub, args, options, output, found.value, err as GridError, started)
+  }
+  try {
     const build = begun.build
     const nodeProtocol = begun.protocol ?? 1 // nodes of version 1 did not say
     if (nodeProtocol !== PROTOCOL_VERSION) {
@@ -298,6 +313,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   } finally {
     stop.abort()
     await rm(fallbackLog, { force: true })
+    await rm(`${fallbackLog}.stalled`, { force: true })
     await session.close().catch(() => {})
   }
   return exitCode
@@ -327,16 +343,11 @@ async function goExit (child: ChildProcess): Promise<number> {
  * must equal, run when there is no node to build with. The summary says why.
  */
 async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOptions, output: Output,
-  found: { toolchain: GoToolchain, shim: string }, why: Error): Promise<number> {
-  const started = performance.now()
+  found: { toolchain: GoToolchain, shim: string }, why: GridError, started: number): Promise<number> {
   const baseEnv = withoutGridEnv(process.env)
   const argv = goArgs(sub, args, found.shim, options.trimpath, baseEnv.GOFLAGS).filter(a => !a.startsWith('-toolexec='))
-  output.err(`grid: warning: no node answers on ${options.control} and none can start: ${why.message}. ` +
-    'This build runs as plain go, with go\'s own cache')
-  output.err(`  hint: ${errorCode(why) === 'GRID_ERR_CACHE_LOCKED'
-    ? 'a grid command working on the cache with no daemon running (grid cache verify or gc) holds it until it ends; ' +
-      'with a daemon running (grid daemon --detach), builds and those commands share it'
-    : (why as GridError).hint ?? 'see grid\'s log'}`)
+  output.err(`grid: warning: ${why.message}. This build runs as plain go, with go's own cache`)
+  if (why.hint !== undefined) output.err(`  hint: ${why.hint}`)
   const child = spawn(found.toolchain.go, argv, { env: baseEnv, stdio: ['inherit', options.json ? process.stderr : 'inherit', 'inherit'] })
   const exitCode = await goExit(child)
   const wallMs = Math.round(performance.now() - started)
@@ -346,7 +357,7 @@ async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOp
       command: ['go', ...argv], exitCode, wallMs, actions: 0, cache: stats.cache, compiles: stats.compiles, toolexec: false, node: 'none', nodeLost: why.message
     }))
   } else {
-    output.err(`grid: built by plain go, without the grid (${errorCode(why) ?? 'no node'}) · ${(wallMs / 1000).toFixed(1)} s`)
+    output.err(`grid: built by plain go, without the grid (${why.code}) · ${(wallMs / 1000).toFixed(1)} s`)
   }
   return exitCode
 }

@@ -5,21 +5,26 @@
  */
 import { createConnection, type Socket } from 'node:net'
 import { encodeFrame, FrameDecoder, GridError, REPLIES, type MessageOf, type Reply, type Request, type RequestType } from '@grid/protocol'
-import { CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './constants.js'
+import { ANSWER_TIMEOUT_MS, CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './constants.js'
 
 type Pending = { resolve: (reply: Reply) => void, reject: (err: Error) => void }
 type Body<T extends RequestType> = Omit<Extract<Request, { type: T }>, 'id'>
 /** The success reply a request of type T gets. */
 export type ReplyTo<T extends RequestType> = MessageOf<typeof REPLIES[T]> | (T extends 'cache-get' ? MessageOf<'cache-miss'> : never)
 
+/** Requests a well node answers at once: they get ANSWER_TIMEOUT_MS, the others REQUEST_TIMEOUT_MS. */
+const QUICK: ReadonlySet<RequestType> = new Set(['status', 'peers', 'shutdown', 'build-begin', 'build-graph', 'build-progress', 'build-end'])
+
 export class ControlClient {
   private readonly socket: Socket
+  private readonly path: string
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private closedError: Error | undefined
 
   private constructor (socket: Socket, path: string) {
     this.socket = socket
+    this.path = path
     const decoder = new FrameDecoder({ from: `node at ${path}` })
     socket.on('data', chunk => {
       let replies
@@ -31,6 +36,7 @@ export class ControlClient {
         return
       }
       for (const reply of replies) {
+        if (reply.type === 'compile-wait') continue // the node is still at it: keep waiting
         const waiter = this.pending.get(reply.id)
         this.pending.delete(reply.id)
         waiter?.resolve(reply as Reply)
@@ -54,11 +60,16 @@ export class ControlClient {
   async request<T extends RequestType> (body: Body<T> & { type: T }, options: { signal?: AbortSignal } = {}): Promise<ReplyTo<T>> {
     if (this.closedError !== undefined) throw this.closedError
     const id = this.nextId++
-    const signal = options.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+    const deadlineMs = QUICK.has(body.type) ? ANSWER_TIMEOUT_MS : REQUEST_TIMEOUT_MS
+    const signal = options.signal ?? AbortSignal.timeout(deadlineMs)
     const reply = await new Promise<Reply>((resolve, reject) => {
       const onAbort = (): void => {
         this.pending.delete(id)
-        reject(new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
+        reject(options.signal === undefined
+          ? new GridError('GRID_ERR_TIMEOUT', `the node at ${this.path} did not answer a ${body.type} request within ${deadlineMs / 1000} s`, {
+            cause: signal.reason, transient: true, hint: 'it may be hung: its log says what it last did (<cache>/logs/grid.log, which names its pid); stop or kill it'
+          })
+          : new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
       }
       if (signal.aborted) { onAbort(); return }
       signal.addEventListener('abort', onAbort, { once: true })

@@ -8,7 +8,7 @@
 import { chmod, mkdir, unlink } from 'node:fs/promises'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { dirname } from 'node:path'
-import { encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
+import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
 import { logger } from '../log.js'
 import { checkSocketPath } from '../paths.js'
 
@@ -117,12 +117,18 @@ export class ControlServer {
 
   private async serve (socket: Socket, request: Request, context: RequestContext): Promise<void> {
     let reply: Reply
+    // A compile may wait long for a slot or a peer: its shim hears that we are alive meanwhile.
+    const keepalive = request.type === 'compile'
+      ? setInterval(() => { if (!socket.destroyed) socket.write(encodeFrame({ type: 'compile-wait', id: request.id })) }, COMPILE_KEEPALIVE_MS)
+      : undefined
     try {
       reply = await this.handler(request, context)
     } catch (err) {
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
       if (code === 'GRID_ERR_INTERNAL') log.error(`${request.type} failed: ${(err as Error).stack ?? String(err)}`)
       reply = { type: 'error', id: request.id, code, message: (err as Error).message }
+    } finally {
+      clearInterval(keepalive)
     }
     if (socket.destroyed) return
     // Replies finished in the same turn of the event loop leave in one write: the cache helper

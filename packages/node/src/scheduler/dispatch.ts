@@ -114,8 +114,9 @@ export class Dispatcher {
     if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
     if (typeof winner === 'string') return { done: false, reason: winner, races }
     if ('local' in winner) {
-      // a local copy's result is what cmd/go would have got: keep it, failed or not
-      if (winner.exitCode === 0) await this.place(winner.tmp, prepared)
+      // a local copy's result is what cmd/go would have got: keep it, failed or not (unless
+      // the shim has gone, and may be writing the same outputs itself)
+      if (winner.exitCode === 0 && !signal.aborted) await this.place(winner.tmp, prepared)
       else await removeOutputs(winner.tmp)
       return { done: true, by: 'local', exitCode: winner.exitCode, output: winner.output, runMs: winner.runMs, races }
     }
