@@ -20,6 +20,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,12 +64,9 @@ func main() {
 	if socket == "" {
 		fallback("no-node", tool, args)
 	}
-	stalledMark := ""
-	if log := os.Getenv("GRID_FALLBACK_LOG"); log != "" {
-		stalledMark = log + ".stalled"
-		if _, err := os.Stat(stalledMark); err == nil {
-			fallback("node-stalled", tool, args) // an earlier compile of this build found the node hung
-		}
+	mark := stalledMark()
+	if markedStalled(mark) {
+		fallback("node-stalled", tool, args) // an earlier compile of this build found the node hung
 	}
 	conn, err := dialNode(socket, 2*time.Second)
 	if err != nil {
@@ -80,10 +78,8 @@ func main() {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			fallback("node-error", tool, args)
 		}
-		if stalledMark != "" {
-			if f, err := os.OpenFile(stalledMark, os.O_WRONLY|os.O_CREATE, 0o644); err == nil {
-				f.Close()
-			}
+		if f, err := os.Create(mark); err == nil {
+			f.Close()
 		}
 		fallback("node-stalled", tool, args)
 	}
@@ -104,6 +100,26 @@ func main() {
 		code = 1
 	}
 	os.Exit(int(code))
+}
+
+// stalledFor is how long a node one compile found hung is skipped by the compiles after it.
+// grid build removes its mark when the build ends; under grid env the mark outlives the go
+// command, so it must expire: a node that recovers is asked again.
+const stalledFor = 10 * time.Minute
+
+// stalledMark is the file whose presence says the node hung during this build: beside the
+// build's fallback log under grid build, else (under grid env) one per go command in TMPDIR.
+func stalledMark() string {
+	if log := os.Getenv("GRID_FALLBACK_LOG"); log != "" {
+		return log + ".stalled"
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("grid-node-stalled-%d", os.Getppid()))
+}
+
+// markedStalled reports whether an earlier compile left mark less than stalledFor ago.
+func markedStalled(mark string) bool {
+	info, err := os.Stat(mark)
+	return err == nil && time.Since(info.ModTime()) < stalledFor
 }
 
 // isCompile reports whether tool is cmd/compile.

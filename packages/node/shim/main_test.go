@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -410,6 +411,38 @@ func TestAskNodeKeepaliveAndStall(t *testing.T) {
 				t.Fatalf("after %v of keepalives (beyond stallLimit): reply %+v, err %v", waited, reply, err)
 			}
 		})
+	}
+}
+
+// The mark a shim leaves when it finds the node hung: beside grid build's fallback log, else one
+// per go command (grid env); honoured while fresh only, so that a node that recovers is asked
+// again by later go commands.
+func TestStalledMark(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("GRID_FALLBACK_LOG", filepath.Join(dir, "fallbacks"))
+	if got := stalledMark(); got != filepath.Join(dir, "fallbacks.stalled") {
+		t.Errorf("under grid build: %s", got)
+	}
+	t.Setenv("GRID_FALLBACK_LOG", "")
+	if got, want := stalledMark(), filepath.Join(os.TempDir(), fmt.Sprintf("grid-node-stalled-%d", os.Getppid())); got != want {
+		t.Errorf("under grid env: %s, want %s", got, want)
+	}
+	mark := filepath.Join(dir, "mark")
+	if markedStalled(mark) {
+		t.Error("no mark, yet marked")
+	}
+	if err := os.WriteFile(mark, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !markedStalled(mark) {
+		t.Error("a fresh mark not honoured")
+	}
+	old := time.Now().Add(-stalledFor - time.Minute)
+	if err := os.Chtimes(mark, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if markedStalled(mark) {
+		t.Error("an expired mark honoured")
 	}
 }
 
