@@ -319,25 +319,38 @@ func TestFlagChecks(t *testing.T) {
 	}
 }
 
+// fakeNode listens on a Unix socket in a temp dir, hands the first connection to serve (in a
+// goroutine) and returns a connection to it made with dialNode, closed when the test ends.
+func fakeNode(t *testing.T, serve func(c net.Conn)) nodeSocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		serve(c)
+	}()
+	conn, err := dialNode(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // A node that takes a request and never answers must not hold up cmd/go: the call gives up
 // after callTimeout, fails the connection, and later calls fail at once.
 func TestCallToStalledNode(t *testing.T) {
-	dir := t.TempDir()
-	l, err := net.Listen("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			io.Copy(io.Discard, c) // read everything, answer nothing
-		}
-	}()
-	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := fakeNode(t, func(c net.Conn) {
+		io.Copy(io.Discard, c) // read everything, answer nothing
+	})
 	old := callTimeout
 	callTimeout = 100 * time.Millisecond
 	defer func() { callTimeout = old }()
@@ -368,18 +381,7 @@ func TestAskNodeKeepaliveAndStall(t *testing.T) {
 		quiet bool
 	}{{"keepalives then a result", 6, false}, {"silence", 0, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			l, err := net.Listen("unix", filepath.Join(dir, "s"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
+			conn := fakeNode(t, func(c net.Conn) {
 				if _, err := readFrame(c); err != nil {
 					return
 				}
@@ -392,12 +394,7 @@ func TestAskNodeKeepaliveAndStall(t *testing.T) {
 					return
 				}
 				writeFrame(c, map[string]any{"type": "compile-result", "id": int64(1), "exitCode": int64(3), "output": []byte("out")})
-			}()
-			conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			})
 			started := time.Now()
 			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
 			waited := time.Since(started)
@@ -449,31 +446,16 @@ func TestStalledMark(t *testing.T) {
 // dialNode's connection (a plain descriptor, not a net.Conn) must honour deadlines, which bound
 // the cache helper's handshake, and must fail at once when nothing listens.
 func TestDialNode(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := dialNode(filepath.Join(dir, "absent"), time.Second); err == nil {
+	if _, err := dialNode(filepath.Join(t.TempDir(), "absent"), time.Second); err == nil {
 		t.Fatal("dialNode to a missing socket succeeded")
 	}
-	l, err := net.Listen("unix", filepath.Join(dir, "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	got := make(chan []byte, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
+	conn := fakeNode(t, func(c net.Conn) {
 		b := make([]byte, 5)
 		io.ReadFull(c, b)
 		got <- b
 		io.Copy(io.Discard, c) // then answer nothing
-	}()
-	conn, err := dialNode(filepath.Join(dir, "s"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	})
 	if _, err := conn.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}

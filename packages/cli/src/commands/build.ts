@@ -78,8 +78,6 @@ const TOOLEXEC = /^--?toolexec(=|$)/
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
 const GRAPH_DELAY_MS = 500
-/** Why no node may be able to start, which a build goes on without. */
-const NO_NODE_POSSIBLE = ['GRID_ERR_CACHE_LOCKED', 'GRID_ERR_CACHE_OPEN']
 /** How a request fails when the node has gone away (stopped or died) since we connected. */
 const NODE_GONE = ['GRID_ERR_NODE_CLOSED', 'GRID_ERR_NODE_UNREACHABLE']
 /** `go list` runs at this nice level: ~0.4 CPU-s for std, which the compiles need more. */
@@ -178,17 +176,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     throw found.reason
   }
   if (opened.status === 'rejected') {
-    // No node answers and none can start here, because another process (grid cache verify,
-    // say, with no daemon running) holds the cache or its index does not open (a full disk):
-    // the build must not fail for that.
-    const why = opened.reason as GridError
-    if (!NO_NODE_POSSIBLE.includes(errorCode(why) ?? '')) throw why
-    return await runWithoutNode(sub, args, options, output, found.value, new GridError(why.code, `no node answers on ${options.control} and none can start: ${why.message}`, {
-      hint: why.code === 'GRID_ERR_CACHE_LOCKED'
-        ? 'a grid command working on the cache with no daemon running (grid cache verify or gc) holds it until it ends; ' +
-          'with a daemon running (grid daemon --detach), builds and those commands share it'
-        : why.hint ?? 'see grid\'s log'
-    }), started)
+    const why = withoutNodeBecause(opened.reason, options)
+    if (why === undefined) throw opened.reason
+    return await runWithoutNode(sub, args, options, output, found.value, why, started)
   }
   const { toolchain, shim } = found.value
   let session = opened.value
@@ -214,9 +204,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     })
   } catch (err) {
     await session.close().catch(() => {})
-    if (errorCode(err) !== 'GRID_ERR_TIMEOUT') throw err
-    // A node that takes this long to open a build is hung (or its machine is): without it.
-    return await runWithoutNode(sub, args, options, output, found.value, err as GridError, started)
+    const why = withoutNodeBecause(err, options)
+    if (why === undefined) throw err
+    return await runWithoutNode(sub, args, options, output, found.value, why, started)
   }
   try {
     const build = begun.build
@@ -336,6 +326,28 @@ async function goExit (child: ChildProcess): Promise<number> {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
   }
+}
+
+/**
+ * Whether a failure to reach or start a node is one a build goes on without, and what to tell
+ * the user: the node does not answer in time (it is hung, or its machine is), or none answers
+ * and none can start here because another process (grid cache verify, say, with no daemon
+ * running) holds the cache or its index does not open (a full disk). undefined: another error.
+ */
+function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError | undefined {
+  const e = err as GridError
+  switch (errorCode(err)) {
+    case 'GRID_ERR_TIMEOUT':
+      return e
+    case 'GRID_ERR_CACHE_LOCKED':
+      return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, {
+        hint: 'a grid command working on the cache with no daemon running (grid cache verify or gc) holds it until it ends; ' +
+          'with a daemon running (grid daemon --detach), builds and those commands share it'
+      })
+    case 'GRID_ERR_CACHE_OPEN':
+      return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, e.hint === undefined ? {} : { hint: e.hint })
+  }
+  return undefined
 }
 
 /**

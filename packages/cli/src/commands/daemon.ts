@@ -73,7 +73,9 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   await refuseIfRunning(options)
   if (flags.detach === true) return await detach(args.filter(a => a !== '--detach'), mesh !== undefined, options, output)
   // A detached daemon's stderr is a file nobody trims: its log goes to grid.log only.
-  configureLogging({ stderr: process.env[DETACHED_ENV] === '1' ? 'silent' : 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
+  const detached = process.env[DETACHED_ENV] === '1'
+  delete process.env[DETACHED_ENV] // not for the go commands and compilers it runs
+  configureLogging({ stderr: detached ? 'silent' : 'info', file: join(options.cacheDir, 'logs', 'grid.log') })
   const { GridNode } = await import('@grid/node/server')
   const node = new GridNode({
     cacheDir: options.cacheDir,

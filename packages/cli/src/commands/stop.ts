@@ -69,7 +69,7 @@ async function waitUntilGone (node: NodeStatus, options: GlobalOptions): Promise
 }
 
 /** Whether a process with this pid exists (the daemon runs on this machine: its socket is local). */
-export function alive (pid: number): boolean {
+function alive (pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true
