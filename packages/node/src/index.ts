@@ -8,7 +8,7 @@ export { ControlClient, ControlServer, CONNECT_TIMEOUT_MS } from './control/inde
 export { detectGo, checkGoVersion, parseGoVersion, type GoToolchain } from './toolchain/index.js'
 export { ensureShim, SHIM_SOURCE_DIR } from './shim/index.js'
 export { defaultCacheDir, defaultControlPath, checkSocketPath } from './paths.js'
-export { configureLogging, closeLogging, logger, type Logger } from './log.js'
+export { LOG_ROTATE_BYTES, configureLogging, closeLogging, logger, type Logger } from './log.js'
 export type { MeshOptions, GridNodeInit } from './node.js'
 export { loadConfig, defaultConfigPath, defaultSwarmKeyPath, configDir, checkMultiaddr, checkPolicy, checkTrust, checkPercent, checkOffload, checkTaskMemory, DEFAULT_LISTEN, DEFAULT_TASK_MEMORY, type NodeConfig } from './config/index.js'
 export { DEFAULT_PORT, HEARTBEAT_MS, PEER_TIMEOUT_MS, ADVERT_PROTOCOL, ADVERT_TOPIC } from './mesh/constants.js'

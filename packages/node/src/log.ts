@@ -4,8 +4,14 @@
  * a file; an embedded node (inside `grid build`, whose stderr carries the compiler's messages)
  * writes only to the file. `DEBUG=grid:*` (or a comma list of namespaces) turns on debug lines.
  */
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs'
+import { closeSync, createWriteStream, fstatSync, mkdirSync, openSync, renameSync, type WriteStream } from 'node:fs'
 import { dirname } from 'node:path'
+
+/**
+ * A log file past this size is renamed `<file>.1` (replacing the one before) and started
+ * afresh: a daemon runs for weeks, and `DEBUG=grid:*` writes a line per compile and lookup.
+ */
+export const LOG_ROTATE_BYTES = 16 * 1024 * 1024
 
 export type Level = 'debug' | 'info' | 'warn' | 'error'
 const RANK: Record<Level | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
@@ -18,21 +24,71 @@ export interface Logger {
   readonly debugEnabled: boolean
 }
 
-interface Sink { stderr: Level | 'silent', file: WriteStream | undefined }
-const sink: Sink = { stderr: 'warn', file: undefined }
+interface Sink {
+  stderr: Level | 'silent'
+  file: WriteStream | undefined
+  path: string
+  /** bytes in the file: what it held when opened, and what we wrote since */
+  bytes: number
+  rotateBytes: number
+}
+const sink: Sink = { stderr: 'warn', file: undefined, path: '', bytes: 0, rotateBytes: LOG_ROTATE_BYTES }
 const debugPatterns = (process.env.DEBUG ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
 
 function debugOn (name: string): boolean {
   return debugPatterns.some(p => p === name || (p.endsWith('*') && name.startsWith(p.slice(0, -1))))
 }
 
-export function configureLogging (options: { stderr?: Level | 'silent', file?: string }): void {
+export function configureLogging (options: { stderr?: Level | 'silent', file?: string, rotateBytes?: number }): void {
   if (options.stderr !== undefined) sink.stderr = options.stderr
+  if (options.rotateBytes !== undefined) sink.rotateBytes = options.rotateBytes
   if (options.file !== undefined) {
     sink.file?.end()
     mkdirSync(dirname(options.file), { recursive: true })
-    sink.file = createWriteStream(options.file, { flags: 'a' })
-    sink.file.on('error', () => { sink.file = undefined })
+    sink.path = options.file
+    openFile()
+  }
+}
+
+/**
+ * Opens the log file (its descriptor at once, so that a rename later moves what was written).
+ * A file that cannot be opened leaves the node logging to stderr only, as a failed write does.
+ */
+function openFile (): void {
+  try {
+    openFileOrThrow()
+  } catch {
+    sink.file = undefined
+  }
+}
+
+function openFileOrThrow (): void {
+  let fd = openSync(sink.path, 'a')
+  let bytes = fstatSync(fd).size
+  if (bytes >= sink.rotateBytes) {
+    closeSync(fd)
+    rotate()
+    fd = openSync(sink.path, 'a')
+    bytes = 0
+  }
+  const file = createWriteStream(sink.path, { fd })
+  file.on('error', () => { if (sink.file === file) sink.file = undefined })
+  sink.file = file
+  sink.bytes = bytes
+}
+
+function rotate (): void {
+  try { renameSync(sink.path, `${sink.path}.1`) } catch {}
+}
+
+function toFile (line: string): void {
+  if (sink.file === undefined) return
+  sink.file.write(line)
+  sink.bytes += Buffer.byteLength(line)
+  if (sink.bytes >= sink.rotateBytes) {
+    sink.file.end() // its last lines land in the renamed file: the descriptor follows the rename
+    rotate()
+    openFile()
   }
 }
 
@@ -48,7 +104,7 @@ export function logger (name: string): Logger {
     const line = `${new Date().toISOString()} ${level} ${name} ${msg}\n`
     const forced = level === 'debug' && debugEnabled
     if (forced || RANK[level] >= RANK[sink.stderr]) process.stderr.write(line)
-    if (sink.file !== undefined && (level !== 'debug' || debugEnabled)) sink.file.write(line)
+    if (level !== 'debug' || debugEnabled) toFile(line)
   }
   return {
     debugEnabled,
