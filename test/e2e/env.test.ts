@@ -72,7 +72,16 @@ describe('grid env', () => {
     const viaGrid = await grid(w, ['--json', 'build', '-o', join(w.dir, 'out3') + '/', './...'], { env: { ...env, GOCACHE: w.env.GOCACHE } })
     assert.equal(viaGrid.code, 0, viaGrid.stderr)
     assert.equal(summary(viaGrid).compiles.local, 0)
+    assert.doesNotMatch(viaGrid.stderr, /grid env names another/, 'a current grid env is not stale')
     await sameFiles(join(w.dir, 'out3'), ref)
+
+    // a shell whose grid env is from before an upgrade (another shim) is told so by grid build
+    const stale = await grid(w, ['--json', 'build', '-o', join(w.dir, 'out4') + '/', './...'], {
+      env: { ...env, GOCACHE: w.env.GOCACHE, GOCACHEPROG: '/old/grid-shim cacheprog' }
+    })
+    assert.equal(stale.code, 0, stale.stderr)
+    assert.match(stale.stderr, /grid: warning: this shell's grid env names another cache helper \(\/old\/grid-shim cacheprog\)/)
+    assert.match(stale.stderr, /hint: run eval "\$\(grid env\)" again/)
   })
 
   it('with no node, go caches in GOCACHE in its own format: plain go reads it back', async (t) => {

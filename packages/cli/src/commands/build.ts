@@ -14,7 +14,7 @@ import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type Buil
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
-import { withoutGridEnv } from './env.js'
+import { staleGridEnv, withoutGridEnv } from './env.js'
 
 /**
  * The go commands grid runs, and what grid adds to each beyond the shim and the cache helper.
@@ -181,6 +181,11 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     return await runWithoutNode(sub, args, options, output, found.value, why, started)
   }
   const { toolchain, shim } = found.value
+  const stale = staleGridEnv(process.env, shim)
+  if (stale !== undefined) {
+    output.err(`grid: warning: this shell's grid env names another cache helper (${stale}), not this grid's: plain go commands here may run without the node`)
+    output.err('  hint: run eval "$(grid env)" again (Go, grid or the cache dir changed since)')
+  }
   let session = opened.value
   const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)

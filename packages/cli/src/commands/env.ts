@@ -30,7 +30,7 @@ daemon's (grid daemon, with the same --cache and --control): while none answers,
 run as without grid, caching in go's own GOCACHE.
 
 The shim is built for this Go and this grid, in grid's cache dir: after upgrading either, or
-removing that dir, run grid env again.
+removing that dir, run grid env again (grid build in such a shell says so).
 
 Compared with grid build: no summary per build (grid status has the node's counters) and go's
 -p stays its default; with peers that can take compiles, grid build raises it, or add -p=N to
@@ -55,6 +55,18 @@ export function withoutGridEnv (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   if (before === '') delete out.GOFLAGS
   else out.GOFLAGS = before
   return out
+}
+
+/**
+ * The cache helper an environment from `grid env` names, when it is not this grid's (`shim`):
+ * the shell applied `grid env` before Go or grid was upgraded, or before the cache dir was
+ * removed. Its plain go commands then run an old shim, which may not speak to this node, or a
+ * missing one. undefined when the environment is current, or not from `grid env`.
+ */
+export function staleGridEnv (env: NodeJS.ProcessEnv, shim: string): string | undefined {
+  if (env[ENV.goflagsBefore] === undefined) return undefined
+  const helper = env.GOCACHEPROG ?? ''
+  return helper === `${shim} cacheprog` ? undefined : helper
 }
 
 /** `go env GOFLAGS GOCACHEPROG` in the given environment (which includes `go env -w` values). */
