@@ -241,17 +241,7 @@ func TestIndexBatches(t *testing.T) {
 // id filled in), and marks h ready.
 func connectFakeNode(t *testing.T, h *helper, answer func(msg map[string]any) map[string]any) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
+	conn := fakeNode(t, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		for {
 			msg, err := readFrame(r)
@@ -262,11 +252,7 @@ func connectFakeNode(t *testing.T, h *helper, answer func(msg map[string]any) ma
 			reply["id"] = msg["id"]
 			writeFrame(c, reply)
 		}
-	}()
-	conn, err := dialNode(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(bufio.NewReader(conn))
 	close(h.ready)
