@@ -445,7 +445,6 @@ function markdown (doc) {
     !s.goal.overheadP50 && `\`${s.target}\` per-task overhead p50 at most ${GOAL.overheadP50Ms} ms: **not measured** (no build that succeeded sent a task to a helper)`
   ]).filter(Boolean)
   if (goals.length > 0) { L.push('Targets of the issue:', ''); for (const g of goals) L.push(`* ${g}`); L.push('') }
-  L.push('Where a remote task\'s time goes on h1, measured by hand: [`remote-timeline.md`](remote-timeline.md).', '')
   // a write-up by hand of where the time goes, when there is one beside this file
   if (readdirSync(dirname(OUT)).includes('remote-timeline.md')) L.push('Where a remote task\'s time goes on h1, measured by hand: [`remote-timeline.md`](remote-timeline.md).', '')
   if (doc.summary.some(s => s.bound.unlimited === null)) {
