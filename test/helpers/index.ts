@@ -67,7 +67,7 @@ export async function tempDir (t: Ctx, prefix = 'g'): Promise<string> {
 
 export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
 
-export interface RunOptions { cwd?: string, env?: NodeJS.ProcessEnv, timeoutMs?: number }
+export interface RunOptions { cwd?: string, env?: NodeJS.ProcessEnv, timeoutMs?: number, killSignal?: NodeJS.Signals }
 
 export async function run (cmd: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
   return await new Promise((resolve, reject) => {
@@ -75,7 +75,8 @@ export async function run (cmd: string, args: string[], options: RunOptions = {}
       cwd: options.cwd ?? ROOT,
       env: options.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: options.timeoutMs ?? 15 * 60 * 1000
+      timeout: options.timeoutMs ?? 15 * 60 * 1000,
+      killSignal: options.killSignal ?? 'SIGTERM'
     })
     let stdout = ''
     let stderr = ''

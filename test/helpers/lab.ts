@@ -3,14 +3,10 @@
  * each host rate-shaped and under a CPU quota. Needs root; `labAvailable()` says why not.
  * Node builtins only.
  */
-import { spawn } from 'node:child_process'
 import { access, constants, readFile } from 'node:fs/promises'
 import { delimiter, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { defer } from './index.js'
+import { defer, ROOT, run, type RunResult } from './index.js'
 
-// compiled to test/dist/helpers/: the repo root is three levels up
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const LAB_SCRIPT = join(ROOT, 'scripts/lab')
 /** Network and CPU probes to run in lab hosts (see the top of the file for the commands). */
 export const LAB_PROBE = join(ROOT, 'scripts/lib/lab-probe.js')
@@ -47,7 +43,7 @@ export interface LabHost {
   cgroup: string
 }
 
-export interface LabResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+export type LabResult = RunResult
 
 export interface Lab {
   prefix: string
@@ -64,18 +60,6 @@ export interface Lab {
   daemonPid: (host: string | number) => Promise<number | undefined>
   /** idempotent; also registered with t.after */
   down: () => Promise<void>
-}
-
-async function exec (cmd: string, args: string[], timeoutMs = 120_000): Promise<LabResult> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (b: Buffer) => { stdout += b.toString() })
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString() })
-    child.on('error', reject)
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }))
-  })
 }
 
 async function onPath (name: string): Promise<boolean> {
@@ -119,7 +103,7 @@ let made = 0
 /** `scripts/lab up` with a unique prefix; `scripts/lab down` runs when the test ends. */
 export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
   const prefix = options.prefix ?? `gt${process.pid.toString(36)}${(made++).toString(36)}${Math.random().toString(36).slice(2, 5)}`
-  const lab = async (args: string[], timeoutMs?: number): Promise<LabResult> => await exec(LAB_SCRIPT, ['--prefix', prefix, ...args], timeoutMs)
+  const lab = async (args: string[], timeoutMs?: number): Promise<LabResult> => await run(LAB_SCRIPT, ['--prefix', prefix, ...args], { timeoutMs: timeoutMs ?? 120_000, killSignal: 'SIGKILL' })
   const must = async (args: string[], timeoutMs?: number): Promise<LabResult> => {
     const r = await lab(args, timeoutMs)
     if (r.code !== 0) throw new Error(`scripts/lab ${args.join(' ')} failed (exit ${r.code ?? r.signal}):\n${r.stderr}${r.stdout}`)
