@@ -44,8 +44,8 @@ import os from 'node:os'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import {
-  cgroupCpuSeconds, cgroupThrottle, gitInfo, GRID, LAB, LabRun, loadavg, maxOf, median, netCounters,
-  newestBuild, otherLabs, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime, machineInfo } from './lib/lab-bench.js'
+  cgroupCpuSeconds, cgroupThrottle, GRID, LAB, LabRun, loadavg, maxOf, median, netCounters,
+  parseTargets, posInt, r2, r3, readLog, ROOT, sleep } from './lib/lab-bench.js'
 
 const HOSTS = 4
 const CPU = 0.5
@@ -639,12 +639,7 @@ async function main () {
   if (process.getuid?.() !== 0) { say('needs root (the lab: network namespaces, tc, cgroups)'); process.exit(2) }
   await lab.open()
   const prefix = lab.prefix
-  const date = new Date().toISOString()
-  const uptimeBefore = uptime()
-  const git = gitInfo()
-  const buildBefore = newestBuild()
-  const go = execFileSync('go', ['version'], { encoding: 'utf8' }).trim()
-  const labsBefore = otherLabs(prefix)
+  const run = lab.circumstances(execFileSync('go', ['version'], { encoding: 'utf8' }).trim())
   const samples = []
   try {
     say('building the shim outside the lab')
@@ -682,9 +677,8 @@ async function main () {
   }
 
   const doc = {
-    date,
-    git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
-    machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs(prefix)])] }),
+    date: run.date,
+    ...run.end(),
     lab: { prefix, hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: PERIOD_MS * 1000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', requester: 'h1', requesterArgs: REQUESTER_ARGS, helperArgs: HELPER_ARGS, mdns: true, swarmKey: null },
     params: { rounds: ROUNDS, targets: TARGETS, helpers: HELPERS, cases: CASES, cwd: relative(ROOT, CWD) || '.', buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000, peerTimeoutSeconds: PEER_TIMEOUT_MS / 1000, goal: GOAL },
     setup: { shim: shim?.hash ?? null, shimWallS: shim?.wallS ?? null },

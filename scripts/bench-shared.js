@@ -46,7 +46,7 @@ import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import * as host from './lib/lab-bench.js'
-import { duBytes, GRID, gitInfo, LAB, loadavg, maxOf, median, newestBuild, parseTargets, posInt, r2, r3, readLog, ROOT, sleep, uptime, machineInfo } from './lib/lab-bench.js'
+import { duBytes, GRID, LAB, LabRun, loadavg, maxOf, median, parseTargets, posInt, r2, r3, readLog, ROOT, sleep } from './lib/lab-bench.js'
 
 const HOSTS = 4
 const CPU = 0.5
@@ -89,53 +89,16 @@ const SERVER = opts.server
 const BUILD_TIMEOUT_MS = posInt(opts['build-timeout'], '--build-timeout') * 1000
 const OUT = resolve(opts.out)
 
-const say = (msg) => process.stderr.write(`bench-shared: ${new Date().toISOString().slice(11, 19)} ${msg}\n`)
+const lab = new LabRun({ name: 'bench-shared', tag: 'bs', timeoutMs: BUILD_TIMEOUT_MS })
+const say = (msg) => lab.say(msg)
 
 // ---------------------------------------------------------------- processes
 
-let prefix
-let tmp
-let cfgDir
-let aborted = false
-const children = new Set()
-
-/** The environment of everything this script starts: no one's grid config, no GOCACHEPROG. */
-function baseEnv (extra = {}) {
-  const env = { ...process.env, XDG_CONFIG_HOME: cfgDir, ...extra }
-  for (const k of ['GRID_CONFIG', 'GRID_LAB_PREFIX', 'GRID_CACHE', 'GRID_CONTROL', 'GOCACHEPROG']) if (!(k in extra)) delete env[k]
-  return env
-}
-
-/** Runs a command to its end; resolves with code, stdout, stderr and wall seconds. */
-function run (cmd, args, { env = baseEnv(), timeoutMs = BUILD_TIMEOUT_MS, cwd = ROOT } = {}) {
-  return new Promise((resolve) => {
-    const t0 = process.hrtime.bigint()
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-    children.add(child)
-    let stdout = ''; let stderr = ''
-    child.stdout.on('data', (b) => { stdout += b })
-    child.stderr.on('data', (b) => { stderr += b })
-    const timer = setTimeout(() => { stderr += `\n[killed after ${timeoutMs / 1000} s]`; try { process.kill(-child.pid, 'SIGKILL') } catch {} }, timeoutMs)
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code: code ?? (signal === null ? -1 : 128), signal, stdout, stderr, wallS: Number(process.hrtime.bigint() - t0) / 1e9 })
-    })
-    child.on('error', (err) => { stderr += String(err) })
-  })
-}
-
-async function lab (args, timeoutMs = 120_000) {
-  const r = await run(LAB, ['--prefix', prefix, ...args], { timeoutMs })
-  if (r.code !== 0) throw new Error(`scripts/lab ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-15).join('\n')}`)
-  return r
-}
-
 /** A long-running child (a cache server): spawned in its own group, killed by its pid. */
-function startBackground (cmd, args, logFile, env = baseEnv()) {
+function startBackground (cmd, args, logFile, env = lab.baseEnv()) {
   const child = spawn('sh', ['-c', 'exec "$@" >>"$LOGFILE" 2>&1', 'sh', cmd, ...args], { cwd: ROOT, env: { ...env, LOGFILE: logFile }, stdio: 'ignore', detached: true })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
+  lab.children.add(child)
+  child.on('exit', () => lab.children.delete(child))
   return child
 }
 
@@ -151,9 +114,9 @@ async function stopBackground (child) {
 // ---------------------------------------------------------------- host probes
 
 // scripts/lib/lab-bench.js, for this run's prefix
-const cgroupCpuSeconds = (i) => host.cgroupCpuSeconds(prefix, i)
-const cgroupThrottle = (i) => host.cgroupThrottle(prefix, i)
-const netCounters = (i) => host.netCounters(prefix, i)
+const cgroupCpuSeconds = (i) => host.cgroupCpuSeconds(lab.prefix, i)
+const cgroupThrottle = (i) => host.cgroupThrottle(lab.prefix, i)
+const netCounters = (i) => host.netCounters(lab.prefix, i)
 
 async function snapshot () {
   return { at: Date.now(), net1: await netCounters(1), cpu1: cgroupCpuSeconds(1), cpu2: cgroupCpuSeconds(2), thr1: cgroupThrottle(1), thr2: cgroupThrottle(2) }
@@ -173,25 +136,6 @@ function delta (a, b) {
   }
 }
 
-/** The peers h1's daemon lists as connected (its control socket is a path socket: reachable from here). */
-async function connectedPeers (i) {
-  const r = await run(process.execPath, [GRID, '--json', 'peers'], {
-    env: baseEnv({ GRID_CONTROL: `/tmp/${prefix}/h${i}/grid.sock`, GRID_CACHE: `/tmp/${prefix}/h${i}/cache` }), timeoutMs: 15_000
-  })
-  if (r.code !== 0) return []
-  try { return JSON.parse(r.stdout).filter(p => p.connected === true) } catch { return [] }
-}
-
-async function waitForPeers (i, want, timeoutMs = 60_000) {
-  const t0 = Date.now()
-  for (;;) {
-    const peers = await connectedPeers(i)
-    if (peers.length >= want) return { seconds: r2((Date.now() - t0) / 1000), peers: peers.length }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`h${i}: ${peers.length} of ${want} peers connected after ${timeoutMs / 1000} s`)
-    await sleep(300)
-  }
-}
-
 // ---------------------------------------------------------------- go-tool-cache
 
 function goBin () {
@@ -204,7 +148,7 @@ async function ensureGoToolCache () {
   const need = ['go-cacher', SERVER]
   if (!need.every(b => existsSync(join(bin, b)))) {
     say(`installing ${GO_TOOL_CACHE}/cmd/...@latest (go install)`)
-    const r = await run('go', ['install', `${GO_TOOL_CACHE}/cmd/...@latest`], { env: { ...process.env, GOFLAGS: '' }, timeoutMs: 600_000 })
+    const r = await lab.run('go', ['install', `${GO_TOOL_CACHE}/cmd/...@latest`], { env: { ...process.env, GOFLAGS: '' }, timeoutMs: 600_000 })
     if (r.code !== 0) throw new Error(`go install ${GO_TOOL_CACHE}/cmd/...@latest failed: ${r.stderr.trim()}`)
   }
   let version = null
@@ -233,7 +177,7 @@ let shimSeed
 let shimSeedHash = ''
 
 async function freshDir (name) {
-  const d = join(`/tmp/${prefix}`, 'h1', name)
+  const d = join(lab.hostDir(1), name)
   await rm(d, { recursive: true, force: true })
   await mkdir(d, { recursive: true })
   return d
@@ -241,7 +185,7 @@ async function freshDir (name) {
 
 async function timed (label, cmd) {
   const before = await snapshot()
-  const r = await run(LAB, ['--prefix', prefix, 'run', 'h1', '--', ...cmd])
+  const r = await lab.run(LAB, ['--prefix', lab.prefix, 'run', 'h1', '--', ...cmd])
   const after = await snapshot()
   const sample = { case: label, ok: r.code === 0, exitCode: r.code, wallS: r3(r.wallS), ...delta(before, after), loadAvg: loadavg() }
   if (r.code !== 0) sample.error = (r.stderr.trim().split('\n').slice(-20).join('\n') || r.stdout.slice(-2000))
@@ -256,13 +200,13 @@ async function casePlain (target) {
 }
 
 async function caseGrid (target) {
-  const h1 = `/tmp/${prefix}/h1`
-  await lab(['stop', 'h1']).catch(() => {})
+  const h1 = lab.hostDir(1)
+  await lab.lab(['stop', 'h1']).catch(() => {})
   await rm(join(h1, 'cache'), { recursive: true, force: true })
   await mkdir(join(h1, 'cache'), { recursive: true })
   await cp(shimSeed, join(h1, 'cache', 'shim'), { recursive: true })
-  await lab(['start', 'h1', '--', ...DAEMON_ARGS])
-  const joined = await waitForPeers(1, HOSTS - 1)
+  await lab.lab(['start', 'h1', '--', ...DAEMON_ARGS])
+  const joined = await lab.waitForPeers(1, HOSTS - 1)
   await sleep(1000) // let the daemon's start-up work settle before the clock starts
   const gocache = await freshDir('gocache-grid')
   const { sample, r } = await timed('grid', ['env', `GOCACHE=${gocache}`, process.execPath, GRID, '--json', 'build', ...target.split(' ')])
@@ -284,7 +228,7 @@ async function caseGrid (target) {
     sample.summary = null
     if (sample.ok) { sample.ok = false; sample.error = `no JSON summary on stdout: ${r.stdout.slice(-500)}` }
   }
-  await lab(['stop', 'h1']).catch(() => {})
+  await lab.lab(['stop', 'h1']).catch(() => {})
   await rm(gocache, { recursive: true, force: true })
   return sample
 }
@@ -305,19 +249,19 @@ const RUNNERS = { plain: casePlain, grid: caseGrid, cacher: caseCacher }
 // ---------------------------------------------------------------- setup
 
 async function prefillGrid (targets) {
-  const cache = `/tmp/${prefix}/h2/cache`
-  const gocache = await mkdtemp(join(tmp, 'prefill-gocache-'))
-  const config = join(tmp, 'prefill-config.json')
+  const cache = join(lab.hostDir(2), 'cache')
+  const gocache = await mkdtemp(join(lab.tmp, 'prefill-gocache-'))
+  const config = join(lab.tmp, 'prefill-config.json')
   await writeFile(config, JSON.stringify(PREFILL_CONFIG) + '\n')
   say(`pre-filling h2's grid cache outside the lab: grid build ${targets.join(' ')}`)
-  const r = await run(process.execPath, [GRID, '--json', 'build', ...targets.flatMap(t => t.split(' '))], {
-    env: baseEnv({ GRID_CACHE: cache, GRID_CONTROL: join(tmp, 'prefill.sock'), GRID_CONFIG: config, GOCACHE: gocache })
+  const r = await lab.run(process.execPath, [GRID, '--json', 'build', ...targets.flatMap(t => t.split(' '))], {
+    env: lab.baseEnv({ GRID_CACHE: cache, GRID_CONTROL: join(lab.tmp, 'prefill.sock'), GRID_CONFIG: config, GOCACHE: gocache })
   })
   await rm(gocache, { recursive: true, force: true })
   if (r.code !== 0) throw new Error(`pre-fill grid build failed (${r.code}): ${r.stderr.slice(-3000)}`)
   let summary = null
   try { summary = JSON.parse(r.stdout.trim().split('\n').reverse().find(l => l.startsWith('{'))) } catch {}
-  shimSeed = join(tmp, 'shim-seed')
+  shimSeed = join(lab.tmp, 'shim-seed')
   await cp(join(cache, 'shim'), shimSeed, { recursive: true })
   shimSeedHash = readdirSync(shimSeed).filter(d => statSync(join(shimSeed, d)).isDirectory()).sort((a, b) => statSync(join(shimSeed, b)).mtimeMs - statSync(join(shimSeed, a)).mtimeMs)[0] ?? ''
   return { wallS: r3(r.wallS), summary: summary === null ? null : { cache: summary.cache, compiles: summary.compiles, actions: summary.actions }, cacheBytes: duBytes(cache) }
@@ -325,19 +269,19 @@ async function prefillGrid (targets) {
 
 async function prefillCacher (targets, serverDir) {
   const port = 40000 + Math.floor(Math.random() * 20000)
-  const server = startBackground(tools.server, serverArgs(serverDir, `127.0.0.1:${port}`), join(tmp, 'prefill-server.log'))
+  const server = startBackground(tools.server, serverArgs(serverDir, `127.0.0.1:${port}`), join(lab.tmp, 'prefill-server.log'))
   try {
     for (let k = 0; ; k++) {
-      const r = await run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { timeoutMs: 5000 })
+      const r = await lab.run('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { timeoutMs: 5000 })
       if (r.code === 0) break
-      if (k > 100) throw new Error(`${SERVER} did not listen on 127.0.0.1:${port}: ${readLog(join(tmp, 'prefill-server.log'))}`)
+      if (k > 100) throw new Error(`${SERVER} did not listen on 127.0.0.1:${port}: ${readLog(join(lab.tmp, 'prefill-server.log'))}`)
       await sleep(100)
     }
-    const gocache = await mkdtemp(join(tmp, 'prefill-gocache-'))
-    const local = await mkdtemp(join(tmp, 'prefill-go-cacher-'))
+    const gocache = await mkdtemp(join(lab.tmp, 'prefill-gocache-'))
+    const local = await mkdtemp(join(lab.tmp, 'prefill-go-cacher-'))
     say(`pre-filling the ${SERVER} cache outside the lab: go build -trimpath ${targets.join(' ')} through go-cacher`)
-    const r = await run('go', ['build', '-trimpath', ...targets.flatMap(t => t.split(' '))], {
-      env: baseEnv({ GOCACHE: gocache, GOCACHEPROG: `${tools.client} --verbose --cache-dir ${local} --cache-server http://127.0.0.1:${port}` }), cwd: tmp
+    const r = await lab.run('go', ['build', '-trimpath', ...targets.flatMap(t => t.split(' '))], {
+      env: lab.baseEnv({ GOCACHE: gocache, GOCACHEPROG: `${tools.client} --verbose --cache-dir ${local} --cache-server http://127.0.0.1:${port}` }), cwd: lab.tmp
     })
     await rm(gocache, { recursive: true, force: true })
     await rm(local, { recursive: true, force: true })
@@ -350,7 +294,7 @@ async function prefillCacher (targets, serverDir) {
 
 async function waitForCacherServer () {
   for (let k = 0; k < 150; k++) {
-    const r = await run('ip', ['netns', 'exec', `${prefix}-h1`, 'bash', '-c', `exec 3<>/dev/tcp/${CACHER_SERVER_IP}/${CACHER_PORT}`], { timeoutMs: 5000 })
+    const r = await lab.run('ip', ['netns', 'exec', `${lab.prefix}-h1`, 'bash', '-c', `exec 3<>/dev/tcp/${CACHER_SERVER_IP}/${CACHER_PORT}`], { timeoutMs: 5000 })
     if (r.code === 0) return
     await sleep(200)
   }
@@ -530,50 +474,20 @@ function markdown (doc) {
 
 // ---------------------------------------------------------------- main
 
-async function teardown () {
-  for (const c of children) { try { process.kill(-c.pid, 'SIGKILL') } catch {} }
-  if (prefix !== undefined) {
-    say(`tearing down lab ${prefix}`)
-    try { execFileSync(LAB, ['--prefix', prefix, 'down'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: baseEnv() }) } catch (err) { say(`down failed: ${err.message}`) }
-  }
-  prefix = undefined
-  if (tmp !== undefined) await rm(tmp, { recursive: true, force: true })
-  tmp = undefined
-}
-
 async function main () {
   if (process.getuid?.() !== 0) { say('needs root (the lab: network namespaces, tc, cgroups)'); process.exit(2) }
-  tmp = await mkdtemp('/tmp/bench-shared-')
-  cfgDir = join(tmp, 'xdg-config')
-  await mkdir(cfgDir)
-  prefix = `bs${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}`
-  let tearing = false
-  const onSignal = (sig) => {
-    if (tearing) return
-    tearing = true
-    aborted = true
-    say(`${sig}: tearing down`)
-    teardown().finally(() => process.exit(130))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-
-  const date = new Date().toISOString()
-  const uptimeBefore = uptime()
-  const git = gitInfo()
-  const buildBefore = newestBuild()
-  const go = execFileSync('go', ['version'], { encoding: 'utf8' }).trim()
-  const otherLabs = () => host.otherLabs(prefix)
-  const labsBefore = otherLabs()
+  await lab.open()
+  const prefix = lab.prefix
+  const run = lab.circumstances(execFileSync('go', ['version'], { encoding: 'utf8' }).trim())
   const samples = []
   let prefill
   let serverChild
   try {
     tools = await ensureGoToolCache()
     say(`lab ${prefix}: up ${HOSTS} --cpu ${CPU} --rate ${RATE}`)
-    await lab(['up', String(HOSTS), '--cpu', String(CPU), '--rate', RATE])
+    await lab.lab(['up', String(HOSTS), '--cpu', String(CPU), '--rate', RATE])
     const allTargets = TARGETS.map(t => t.target)
-    const serverDir = `/tmp/${prefix}/h2/${SERVER}`
+    const serverDir = join(lab.hostDir(2), SERVER)
     await mkdir(serverDir, { recursive: true })
     const grid = await prefillGrid(allTargets)
     say(`grid pre-fill: ${grid.wallS} s, ${grid.summary?.compiles?.local} compiles`)
@@ -582,16 +496,16 @@ async function main () {
     prefill = { grid, cacher }
 
     say('starting daemons on h2, h3, h4 and the cache server on h2')
-    for (const h of ['h2', 'h3', 'h4']) await lab(['start', h, '--', ...DAEMON_ARGS])
-    serverChild = startBackground(LAB, ['--prefix', prefix, 'run', 'h2', '--', tools.server, ...serverArgs(serverDir, `:${CACHER_PORT}`)], `/tmp/${prefix}/h2/${SERVER}.log`)
+    for (const h of ['h2', 'h3', 'h4']) await lab.lab(['start', h, '--', ...DAEMON_ARGS])
+    serverChild = startBackground(LAB, ['--prefix', prefix, 'run', 'h2', '--', tools.server, ...serverArgs(serverDir, `:${CACHER_PORT}`)], join(lab.hostDir(2), `${SERVER}.log`))
     await waitForCacherServer()
-    await waitForPeers(2, 2)
+    await lab.waitForPeers(2, 2)
 
     for (const t of TARGETS) {
       for (let r = 1; r <= t.rounds; r++) {
         const order = r % 2 === 1 ? CASES : [...CASES].reverse()
         for (const c of order) {
-          if (aborted) throw new Error('interrupted')
+          if (lab.aborted) throw new Error('interrupted')
           say(`${t.target} round ${r}/${t.rounds}: ${c}`)
           let s
           try { s = await RUNNERS[c](t.target) } catch (err) { s = { case: c, ok: false, error: err.message } }
@@ -607,13 +521,12 @@ async function main () {
     }
   } finally {
     await stopBackground(serverChild)
-    await teardown()
+    await lab.teardown()
   }
 
   const doc = {
-    date,
-    git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
-    machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs()])] }),
+    date: run.date,
+    ...run.end(),
     lab: { hosts: HOSTS, cpuPerHost: CPU, cfsPeriodUs: 100000, rate: RATE, tbf: 'burst 256kb latency 5ms, both directions', daemonArgs: DAEMON_ARGS, mdns: true, swarmKey: null, warmHost: 'h2', emptyPeers: ['h3', 'h4'], freshHost: 'h1' },
     tools: { module: GO_TOOL_CACHE, version: tools?.version ?? null, client: 'go-cacher', server: SERVER, serverAddress: `${CACHER_SERVER_IP}:${CACHER_PORT}` },
     params: { rounds: ROUNDS, targets: TARGETS, cases: CASES, buildTimeoutSeconds: BUILD_TIMEOUT_MS / 1000 },
@@ -633,4 +546,9 @@ async function main () {
   return samples.every(s => s.ok) ? 0 : 1
 }
 
-main().then(code => process.exit(code), async (err) => { say(err.stack ?? String(err)); await teardown().catch(() => {}); process.exit(1) })
+main().then(code => process.exit(code), async (err) => {
+  if (lab.aborted) return // the signal handler tears down and exits
+  say(err.stack ?? String(err))
+  await lab.teardown().catch(() => {})
+  process.exit(1)
+})

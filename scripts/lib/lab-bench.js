@@ -228,6 +228,28 @@ export class LabRun {
     }
   }
 
+  /**
+   * The run's circumstances, taken now: the date, the commit, the newest build, the load, the
+   * other labs on the machine. `end()` adds what changed by then, as a record's `git` and
+   * `machine` (with `go`, the output of `go version`).
+   * @param {string} go
+   */
+  circumstances (go) {
+    const prefix = this.prefix
+    const date = new Date().toISOString()
+    const uptimeBefore = uptime()
+    const git = gitInfo()
+    const buildBefore = newestBuild()
+    const labsBefore = otherLabs(prefix)
+    return {
+      date,
+      end: () => ({
+        git: { ...git, unchangedDuringRun: JSON.stringify(gitInfo()) === JSON.stringify(git), builtAt: new Date(buildBefore).toISOString(), rebuiltDuringRun: newestBuild() !== buildBefore },
+        machine: machineInfo(go, { uptimeBefore, uptimeAfter: uptime(), otherLabs: [...new Set([...labsBefore, ...otherLabs(prefix)])] })
+      })
+    }
+  }
+
   /** Kills what is still running, takes the lab down, removes the temp dir. Safe to call twice. */
   async teardown () {
     for (const c of this.children) { try { process.kill(-c.pid, 'SIGKILL') } catch {} }
