@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { loadIdentity } from '@grid/node/server'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { loadIdentity, signer, verifier } from '@grid/node/server'
 import { errorCode } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
@@ -36,5 +37,27 @@ describe('identity', () => {
     const forged = await loadIdentity(dir)
     assert.equal(forged.peerId, '12D3KooWsomeoneelse')
     await assert.rejects(forged.privateKey(), (err: unknown) => errorCode(err) === 'GRID_ERR_MESH_START')
+  })
+
+  it('signs and checks claims with the key imported once: the same signatures as libp2p, and the same verdicts', async (t) => {
+    const key = await (await loadIdentity(await tempDir(t))).privateKey()
+    const other = await generateKeyPair('Ed25519')
+    const data = new TextEncoder().encode('action → output, toolchain')
+    const sig = await signer(key)(data)
+    assert.deepEqual(Buffer.from(sig), Buffer.from(await key.sign(data)), 'Ed25519 signatures are deterministic')
+    const check = verifier(key.publicKey)
+    assert.equal(await check(data, sig), true)
+    const flipped = Uint8Array.from(sig)
+    flipped[10] = (flipped[10] as number) ^ 1
+    assert.equal(await check(data, flipped), false)
+    assert.equal(await key.publicKey.verify(data, flipped), false)
+    assert.equal(await check(data.subarray(1), sig), false, 'other bytes')
+    assert.equal(await check(data, sig.subarray(0, 63)), false, 'a short signature')
+    assert.equal(await check(data, await signer(other)(data)), false, 'another key')
+    // a key of another type goes through libp2p
+    const secp = await generateKeyPair('secp256k1')
+    const secpSig = await signer(secp)(data)
+    assert.equal(await verifier(secp.publicKey)(data, secpSig), true)
+    assert.equal(await verifier(secp.publicKey)(data, sig), false)
   })
 })

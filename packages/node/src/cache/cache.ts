@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
@@ -306,11 +306,14 @@ export class Cache {
       throw new GridError('GRID_ERR_CACHE_CORRUPT', `body hashes to ${hex(outputId)}, not ${hex(expected)}`)
     }
     const path = this.blobPath(hex(outputId))
-    await mkdir(dirname(path), { recursive: true })
     const tmp = join(this.blobDir, TMP_DIR, `${hex(outputId)}.${process.pid}.${Math.random().toString(36).slice(2)}`)
-    const fh = await open(tmp, 'w')
-    try { await fh.writeFile(body) } finally { await fh.close() }
-    await rename(tmp, path)
+    await writeFile(tmp, body)
+    // The shard directory exists after its first blob: make it only when the rename says not.
+    await rename(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err
+      await mkdir(dirname(path), { recursive: true })
+      await rename(tmp, path)
+    })
     await this.put(actionId, outputId, body.length, origin)
     return { outputId, diskPath: path }
   }

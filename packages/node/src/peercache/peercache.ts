@@ -25,6 +25,7 @@ import {
 } from '@grid/protocol'
 import type { BuildRecord } from '../builds/index.js'
 import { hex, type Cache, type CacheHit } from '../cache/index.js'
+import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
 import { Channel, packr } from './channel.js'
 import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_INBOUND_STREAMS } from './constants.js'
@@ -57,6 +58,9 @@ export class PeerCache {
   private readonly init: PeerCacheInit
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly batches = new Map<string, Batch>()
+  /** producer PeerId → the check of its signatures on claims */
+  private readonly keys = new Map<string, Verify>()
+  private readonly sign: Sign
   readonly untrusted = new Map<string, string>()
   /** ActionID hex → the claim we did not fetch, to compare with cmd/go's put */
   private readonly sampled = new Map<string, { claim: Claim, peer: string, build: BuildRecord | undefined }>()
@@ -66,6 +70,7 @@ export class PeerCache {
 
   constructor (init: PeerCacheInit) {
     this.init = init
+    this.sign = signer(init.privateKey)
   }
 
   async start (): Promise<void> {
@@ -176,12 +181,24 @@ export class PeerCache {
     if (this.untrusted.has(claim.producer)) return `its producer ${claim.producer} is untrusted`
     if (!this.init.isKnownMember(claim.producer)) return `its producer ${claim.producer} is not a member`
     try {
-      const key = peerIdFromString(claim.producer).publicKey
-      if (key === undefined || !(await key.verify(claimBytes(claim.actionId, claim.outputId, claim.toolchain), claim.sig))) return 'bad signature'
+      const check = this.producerKey(claim.producer)
+      if (check === undefined || !(await check(claimBytes(claim.actionId, claim.outputId, claim.toolchain), claim.sig))) return 'bad signature'
     } catch {
       return 'bad signature'
     }
     return undefined
+  }
+
+  /** A producer's signature check, made from its PeerId once (members are few; a bad id throws). */
+  private producerKey (producer: string): Verify | undefined {
+    let check = this.keys.get(producer)
+    if (check === undefined) {
+      const key = peerIdFromString(producer).publicKey
+      if (key === undefined) return undefined
+      check = verifier(key)
+      this.keys.set(producer, check)
+    }
+    return check
   }
 
   /** One key of a batched lookup to one peer; null when the peer does not have it or fails. */
@@ -308,7 +325,7 @@ export class PeerCache {
     if (hit.producer === this.init.selfId || hit.sig === undefined || hit.toolchain === undefined) {
       if (hit.producer !== this.init.selfId) return null // an unsigned entry of someone else: not ours to vouch for
       const toolchain = this.init.toolchain()
-      claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: this.init.selfId, toolchain, sig: await this.init.privateKey.sign(claimBytes(actionId, hit.outputId, toolchain)) }
+      claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: this.init.selfId, toolchain, sig: await this.sign(claimBytes(actionId, hit.outputId, toolchain)) }
     } else {
       claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: hit.producer, toolchain: hit.toolchain, sig: hit.sig }
     }
@@ -317,7 +334,7 @@ export class PeerCache {
       this.lastServed = claim
       if (previous !== undefined && !Buffer.from(previous.outputId).equals(Buffer.from(claim.outputId))) {
         claim = { ...claim, outputId: previous.outputId, size: previous.size, producer: this.init.selfId, toolchain: this.init.toolchain() }
-        claim.sig = await this.init.privateKey.sign(claimBytes(actionId, claim.outputId, claim.toolchain))
+        claim.sig = await this.sign(claimBytes(actionId, claim.outputId, claim.toolchain))
       }
     }
     this.served.claims++
