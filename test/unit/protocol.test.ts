@@ -204,3 +204,49 @@ describe('adverts', async () => {
     assert.ok(accepted < 2500, 'most mutations are refused')
   })
 })
+
+describe('peer cache messages', async () => {
+  const { validatePeerCacheMessage, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_LOOKUP_KEYS } = await import('@grid/protocol')
+  const claim = (size: number, fill = 1): Record<string, unknown> => ({
+    actionId: new Uint8Array(32).fill(fill),
+    outputId: new Uint8Array(32).fill(fill + 1),
+    size,
+    time: 1_700_000_000_000,
+    producer: '12D3KooWGRE7oQjg6XR8vkxKpYwMdidLejtAiVM1VQxJey3FcRU4',
+    toolchain: 'compile version go1.26.8',
+    sig: new Uint8Array(64)
+  })
+  // as a peer's message arrives: packed and unpacked by the channel's msgpack settings
+  const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
+  const received = (msg: Record<string, unknown>): unknown => packr.unpack(packr.pack(msg))
+  const found = (entries: unknown[]): unknown => received({ type: 'found', id: 3, entries })
+  const refused = (value: unknown, field: string): void => {
+    assert.throws(() => validatePeerCacheMessage(value, 'peerX'), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID' && (err as Error).message.includes(field))
+  }
+
+  it('takes claims with and without their bodies, and nulls, in a lookup reply', () => {
+    const small = { ...claim(5), body: new Uint8Array([1, 2, 3, 4, 5]) }
+    const msg = validatePeerCacheMessage(found([claim(100_000), small, null, { ...claim(0), body: new Uint8Array(0) }]), 'peerX')
+    assert.equal(msg.type, 'found')
+    const entries = (msg as { entries: Array<{ body?: Uint8Array } | null> }).entries
+    assert.equal(entries[0]?.body, undefined)
+    assert.deepEqual([...(entries[1]?.body ?? [])], [1, 2, 3, 4, 5])
+    assert.equal(entries[2], null)
+    assert.equal(entries[3]?.body?.length, 0)
+  })
+
+  it('refuses an inline body that is not the claimed size, over the inline limit, or over the reply\'s budget', () => {
+    refused(found([{ ...claim(5), body: new Uint8Array(4) }]), 'entries')
+    refused(found([{ ...claim(INLINE_BODY_BYTES + 1), body: new Uint8Array(INLINE_BODY_BYTES + 1) }]), 'entries')
+    refused(found([{ ...claim(5), body: 'bytes' }]), 'entries')
+    const full = Array.from({ length: INLINE_BUDGET_BYTES / INLINE_BODY_BYTES }, (_, i) => ({ ...claim(INLINE_BODY_BYTES, i), body: new Uint8Array(INLINE_BODY_BYTES) }))
+    assert.equal(validatePeerCacheMessage(found(full), 'peerX').type, 'found', 'a reply at the budget')
+    refused(found([...full, { ...claim(1, 200), body: new Uint8Array(1) }]), 'entries')
+  })
+
+  it('refuses lookups of other than 32-byte keys or over the batch limit', () => {
+    assert.equal(validatePeerCacheMessage(received({ type: 'lookup', id: 1, keys: [new Uint8Array(32)] }), 'peerX').type, 'lookup')
+    refused(received({ type: 'lookup', id: 1, keys: [new Uint8Array(31)] }), 'keys')
+    refused(received({ type: 'lookup', id: 1, keys: Array.from({ length: MAX_LOOKUP_KEYS + 1 }, () => new Uint8Array(32)) }), 'keys')
+  })
+})

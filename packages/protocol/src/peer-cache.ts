@@ -2,14 +2,17 @@
  * The shared cache between peers (`/grid/cache/1.0.0`): one persistent stream per pair,
  * length-prefixed msgpack maps, requests multiplexed by `id`.
  *
- *   lookup {id, keys: bin(32)[]}          → found {id, entries: (Claim | null)[]}  (same order)
+ *   lookup {id, keys: bin(32)[]}          → found {id, entries: (Found | null)[]}  (same order)
  *   fetch  {id, outputId: bin(32)}        → chunk {id, data: bin, last: bool}*     (≤ 1 MiB each)
  *                                         | gone {id}
  *   any    → fail {id, code, message}
  *
  * A Claim says "ActionID maps to OutputID", signed by the node that produced it. The body is
  * verified by the receiver (sha256 = OutputID); the mapping is what `--trust` and `--verify`
- * are about. Every message is checked against the field table below before use.
+ * are about. A Found is a Claim that may carry its body (`body`, when the body is at most
+ * INLINE_BODY_BYTES, within INLINE_BUDGET_BYTES per reply), which saves the fetch's round trip
+ * for the many small entries of a build; it is verified like a fetched one. Every message is
+ * checked against the field table below before use.
  */
 import { CACHE_ID_BYTES } from './constants.js'
 import { GridError } from './errors.js'
@@ -21,6 +24,10 @@ export const MAX_LOOKUP_KEYS = 256
 export const CHUNK_BYTES = 1024 * 1024
 /** Largest peer-cache message: a chunk plus headroom, or a lookup reply of MAX_LOOKUP_KEYS claims. */
 export const MAX_PEER_MESSAGE_BYTES = CHUNK_BYTES + 64 * 1024
+/** Largest body a lookup reply carries inline (most of a build's entries are smaller). */
+export const INLINE_BODY_BYTES = 16 * 1024
+/** Inline bodies per lookup reply, in bytes: with MAX_LOOKUP_KEYS claims, within the message cap. */
+export const INLINE_BUDGET_BYTES = 512 * 1024
 /** Largest body a node fetches from a peer (cmd/go's biggest objects are tens of MB). */
 export const MAX_BODY_BYTES = 1024 * 1024 * 1024
 
@@ -38,10 +45,13 @@ export interface Claim {
   sig: Uint8Array
 }
 
+/** A claim in a lookup reply, with its body when that is small (not signed: it must hash to outputId). */
+export type Found = Claim & { body?: Uint8Array }
+
 type Id = { id: number }
 export type PeerCacheMessage =
   | Id & { type: 'lookup', keys: Uint8Array[] }
-  | Id & { type: 'found', entries: Array<Claim | null> }
+  | Id & { type: 'found', entries: Array<Found | null> }
   | Id & { type: 'fetch', outputId: Uint8Array }
   | Id & { type: 'chunk', data: Uint8Array, last: boolean }
   | Id & { type: 'gone' }
@@ -65,6 +75,12 @@ function isClaim (v: unknown): v is Claim {
   return c.size <= MAX_BODY_BYTES && c.producer.length <= 128 && c.toolchain.length <= 256 && c.sig.length <= 128
 }
 
+function isFound (v: unknown): v is Found {
+  if (!isClaim(v)) return false
+  const body = (v as Found).body
+  return body === undefined || (body instanceof Uint8Array && body.length === v.size && body.length <= INLINE_BODY_BYTES)
+}
+
 export function validatePeerCacheMessage (value: unknown, from: string): PeerCacheMessage {
   if (!isPlainObject(value) || typeof value.type !== 'string' || !Object.hasOwn(FIELDS, value.type)) {
     throw new GridError('GRID_ERR_MESSAGE_INVALID', `peer ${from} sent an unknown cache message`)
@@ -77,7 +93,8 @@ export function validatePeerCacheMessage (value: unknown, from: string): PeerCac
       : kind === 'keys'
         ? Array.isArray(v) && v.length <= MAX_LOOKUP_KEYS && v.every(k => k instanceof Uint8Array && k.length === CACHE_ID_BYTES)
         : kind === 'claims'
-          ? Array.isArray(v) && v.length <= MAX_LOOKUP_KEYS && v.every(c => c === null || isClaim(c))
+          ? Array.isArray(v) && v.length <= MAX_LOOKUP_KEYS && v.every(c => c === null || isFound(c)) &&
+            v.reduce((n: number, c: Found | null) => n + (c?.body?.length ?? 0), 0) <= INLINE_BUDGET_BYTES
           : checkField(v, kind)
     if (!ok) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${value.type} from peer ${from}: bad field ${name}`)
   }

@@ -1,8 +1,9 @@
 /**
  * The office-wide cache. On a local miss the node asks its peers (one batched lookup per peer,
  * over a persistent stream, with a short deadline: a slow peer is a miss, never a stall), takes
- * the first claim that is signed by a trusted member, fetches the body from that peer, checks
- * sha256 = OutputID, stores it locally (so popular entries spread) and serves it to cmd/go.
+ * the first claim that is signed by a trusted member, fetches the body from that peer (a small
+ * one comes with the claim), checks sha256 = OutputID, stores it locally (so popular entries
+ * spread) and serves it to cmd/go.
  *
  * Trust (docs/cache.md, "Shared cache"):
  *  - `trust: 'mesh'` accepts claims signed by any member not marked untrusted; `'self'` asks
@@ -20,8 +21,8 @@ import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import {
-  CHUNK_BYTES, GridError, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes, validatePeerCacheMessage,
-  type Claim, type PeerCacheMessage
+  CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes,
+  validatePeerCacheMessage, type Claim, type Found, type PeerCacheMessage
 } from '@grid/protocol'
 import type { BuildRecord } from '../builds/index.js'
 import { hex, type Cache, type CacheHit } from '../cache/index.js'
@@ -48,7 +49,7 @@ export interface PeerCacheInit {
   toolchain: () => string
 }
 
-interface Batch { keys: Uint8Array[], waiters: Array<(claim: Claim | null) => void>, timer: NodeJS.Timeout }
+interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
 
 /** waitMs: the whole wait (lookup and fetch); lookupMs: the lookup alone, when peers were asked. */
 export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number, lookupMs: number }
@@ -105,7 +106,7 @@ export class PeerCache {
       return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
     try {
-      const body = await this.fetch(peer, claim)
+      const body = claim.body ?? await this.fetch(peer, claim)
       const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time: claim.time }, claim.outputId)
       const hit: CacheHit = {
         outputId: claim.outputId, size: claim.size, time: claim.time, diskPath: stored.diskPath,
@@ -150,12 +151,12 @@ export class PeerCache {
     this.untrusted.set(peer, why)
   }
 
-  private async firstClaim (peers: string[], actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ claim: Claim, peer: string } | undefined> {
+  private async firstClaim (peers: string[], actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ claim: Found, peer: string } | undefined> {
     return await new Promise(resolve => {
       let open = peers.length
       let done = false
       const timer = setTimeout(() => finish(undefined), LOOKUP_TIMEOUT_MS)
-      const finish = (result: { claim: Claim, peer: string } | undefined): void => {
+      const finish = (result: { claim: Found, peer: string } | undefined): void => {
         if (done) return
         done = true
         clearTimeout(timer)
@@ -202,7 +203,7 @@ export class PeerCache {
   }
 
   /** One key of a batched lookup to one peer; null when the peer does not have it or fails. */
-  private async lookup (peer: string, actionId: Uint8Array): Promise<Claim | null> {
+  private async lookup (peer: string, actionId: Uint8Array): Promise<Found | null> {
     return await new Promise(resolve => {
       let batch = this.batches.get(peer)
       if (batch === undefined) {
@@ -219,7 +220,7 @@ export class PeerCache {
     const batch = this.batches.get(peer)
     if (batch === undefined) return
     this.batches.delete(peer)
-    const answer = (claims: Array<Claim | null>): void => { batch.waiters.forEach((w, i) => w(claims[i] ?? null)) }
+    const answer = (claims: Array<Found | null>): void => { batch.waiters.forEach((w, i) => w(claims[i] ?? null)) }
     let channel: Channel
     try {
       channel = await this.channel(peer)
@@ -298,16 +299,15 @@ export class PeerCache {
   private async answer (msg: PeerCacheMessage, reply: (m: PeerCacheMessage) => Promise<void>): Promise<void> {
     if (msg.type === 'lookup') {
       this.served.lookups++
-      const entries = await Promise.all(msg.keys.map(async key => await this.claimFor(key)))
+      const entries: Array<Found | null> = await Promise.all(msg.keys.map(async key => await this.claimFor(key)))
+      await this.inline(entries)
       await reply({ type: 'found', id: msg.id, entries })
       return
     }
     if (msg.type === 'fetch') {
       const body = await this.init.cache.readVerified(hex(msg.outputId))
       if (body === undefined) { await reply({ type: 'gone', id: msg.id }); return }
-      if (this.fault === 'serve-bad-bytes' && body.length > 0) body[body.length >> 1] = (body[body.length >> 1] as number) ^ 0xff
-      this.served.bodies++
-      this.served.bytes += body.length
+      this.serving(body)
       for (let off = 0; off < body.length || off === 0; off += CHUNK_BYTES) {
         const last = off + CHUNK_BYTES >= body.length
         await reply({ type: 'chunk', id: msg.id, data: body.subarray(off, off + CHUNK_BYTES), last })
@@ -316,6 +316,30 @@ export class PeerCache {
       return
     }
     await reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_MESSAGE_INVALID', message: `${msg.type} is a reply` })
+  }
+
+  /** Puts the bodies of small entries into a lookup reply, within the reply's budget. */
+  private async inline (entries: Array<Found | null>): Promise<void> {
+    let budget = INLINE_BUDGET_BYTES
+    const small: Found[] = []
+    for (const c of entries) {
+      if (c === null || c.size > INLINE_BODY_BYTES || c.size > budget) continue
+      budget -= c.size
+      small.push(c)
+    }
+    await Promise.all(small.map(async c => {
+      const body = await this.init.cache.readVerified(hex(c.outputId))
+      if (body === undefined || body.length !== c.size) return // fetched (or found gone) as a big one would be
+      c.body = this.serving(body)
+    }))
+  }
+
+  /** Counts a body on its way to a peer (and spoils it under the serve-bad-bytes fault). */
+  private serving (body: Buffer): Buffer {
+    if (this.fault === 'serve-bad-bytes' && body.length > 0) body[body.length >> 1] = (body[body.length >> 1] as number) ^ 0xff
+    this.served.bodies++
+    this.served.bytes += body.length
+    return body
   }
 
   private async claimFor (actionId: Uint8Array): Promise<Claim | null> {
