@@ -429,6 +429,7 @@ function markdown (doc) {
     L.push(`* \`${s.target}\`: ${facts.join('; ')}.`)
   }
   L.push('')
+  if (readdirSync(dirname(OUT)).includes('shared-timeline.md')) L.push('Where a warm-peer build\'s time goes on h1, and what was changed for it, measured by hand: [`shared-timeline.md`](shared-timeline.md).', '')
   L.push('## What is measured', '')
   L.push(`* **The lab.** One lab, \`scripts/lab up ${doc.lab.hosts} --cpu ${doc.lab.cpuPerHost} --rate ${doc.lab.rate}\` with a unique prefix, torn down at the end (also on failure). ` +
     `h2, h3 and h4 run grid daemons (\`${doc.lab.daemonArgs.join(' ')}\`, default listen address, mDNS on, no swarm key); h2's grid cache is warm, h3's and h4's are empty. ` +
