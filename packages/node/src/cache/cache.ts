@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
