@@ -60,7 +60,7 @@ export class PeerCache {
   private readonly channels = new Map<string, Promise<Channel>>()
   private readonly batches = new Map<string, Batch>()
   /** producer PeerId → the check of its signatures on claims */
-  private readonly keys = new Map<string, Verify>()
+  private readonly checks = new Map<string, Verify>()
   private readonly sign: Sign
   readonly untrusted = new Map<string, string>()
   /** ActionID hex → the claim we did not fetch, to compare with cmd/go's put */
@@ -182,7 +182,7 @@ export class PeerCache {
     if (this.untrusted.has(claim.producer)) return `its producer ${claim.producer} is untrusted`
     if (!this.init.isKnownMember(claim.producer)) return `its producer ${claim.producer} is not a member`
     try {
-      const check = this.producerKey(claim.producer)
+      const check = this.producerCheck(claim.producer)
       if (check === undefined || !(await check(claimBytes(claim.actionId, claim.outputId, claim.toolchain), claim.sig))) return 'bad signature'
     } catch {
       return 'bad signature'
@@ -191,13 +191,13 @@ export class PeerCache {
   }
 
   /** A producer's signature check, made from its PeerId once (members are few; a bad id throws). */
-  private producerKey (producer: string): Verify | undefined {
-    let check = this.keys.get(producer)
+  private producerCheck (producer: string): Verify | undefined {
+    let check = this.checks.get(producer)
     if (check === undefined) {
       const key = peerIdFromString(producer).publicKey
       if (key === undefined) return undefined
       check = verifier(key)
-      this.keys.set(producer, check)
+      this.checks.set(producer, check)
     }
     return check
   }
