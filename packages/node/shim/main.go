@@ -1,8 +1,9 @@
 // Command grid-shim is the only native piece of Grid. It is built on first use by the user's own
-// `go` (standard library only, no network) and has two modes:
+// `go` (standard library only, no network) and has three modes:
 //
 //	grid-shim /abs/path/to/tool args...   -toolexec: hand package compiles to the grid node
 //	grid-shim cacheprog                   GOCACHEPROG helper (see cacheprog.go)
+//	grid-shim spawner                     starts the node's own compiles (see spawner.go)
 //
 // Toolexec mode runs ~400 times per std build, so it does no work beyond what it needs. A Node
 // process per call would cost ~59 ms; this costs ~2 ms. Every non-compile tool, every `-V=full`
@@ -47,9 +48,12 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "cacheprog" {
 		os.Exit(runCacheprog())
 	}
+	if len(os.Args) == 2 && os.Args[1] == "spawner" {
+		os.Exit(runSpawner())
+	}
 	if len(os.Args) < 2 {
 		// Run by hand, not by cmd/go: the only case where we explain ourselves.
-		os.Stderr.WriteString("usage: grid-shim /path/to/tool [args...] | grid-shim cacheprog\n")
+		os.Stderr.WriteString("usage: grid-shim /path/to/tool [args...] | grid-shim cacheprog | grid-shim spawner\n")
 		os.Exit(2)
 	}
 	tool, args := os.Args[1], os.Args[2:]

@@ -14,7 +14,8 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
-import { LocalPool } from './worker/index.js'
+import { LocalPool, Spawner } from './worker/index.js'
+import { ensureShim } from './shim/index.js'
 import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, LONG_POLE_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
@@ -254,8 +255,10 @@ export class GridNode {
     const signal = this.probeAbort.signal
     this.probing = detectGo({ signal }).then(async go => {
       this.goToolchain = go
+      const spawning = this.startSpawner(go, signal)
       this.toolchains = [await probeToolchain(go, signal)]
       mesh.schedulePublish()
+      await spawning
     }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
     const { RemoteCompiler, Worker } = await import('./remote/index.js')
     if (libp2p !== undefined) {
@@ -283,6 +286,23 @@ export class GridNode {
     }
   }
 
+  /**
+   * Starts the node's compiles (a peer's tasks, races) through the shim's spawner once the shim
+   * is built (worker/spawner.ts): Node's own spawn copies this process's page tables per child.
+   * Linux only; without it they start from Node.
+   */
+  private async startSpawner (go: GoToolchain, signal: AbortSignal): Promise<void> {
+    if (process.platform !== 'linux') return
+    try {
+      const spawner = await Spawner.start(await ensureShim(this.cacheDir, go, { signal }))
+      if (signal.aborted) { await spawner.close(); return }
+      this.pool.spawner = spawner
+      log.debug(`compiles start through the shim's spawner (pid ${String(spawner.pid)})`)
+    } catch (err) {
+      if (!signal.aborted) log.warn(`compiles start from Node, not the shim's spawner: ${(err as Error).message}`)
+    }
+  }
+
   async stop (): Promise<void> {
     await this.meshStarting?.catch(() => {})
     // A node stopped soon after its mesh started (an embedded node's short build) must not
@@ -293,6 +313,8 @@ export class GridNode {
     this.peerCache = undefined
     await this.worker?.stop()
     this.worker = undefined
+    await this.pool.spawner?.close()
+    this.pool.spawner = undefined
     this.remote?.close()
     this.remote = undefined
     await this.mesh?.stop()

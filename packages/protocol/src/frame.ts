@@ -7,13 +7,14 @@ import { Packr } from './msgpack.js'
 import { MAX_FRAME_BYTES } from './constants.js'
 import { GridError } from './errors.js'
 import { validateMessage, type Message } from './messages.js'
+import type { SpawnerMessage } from './spawner.js'
 
 const HEADER_BYTES = 4
 
 // Plain maps on the wire (no msgpackr records extension): the Go shim reads these frames.
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, structuredClone: false })
 
-export function encodeFrame (message: Message): Buffer {
+export function encodeFrame (message: Message | SpawnerMessage): Buffer {
   const body = packr.pack(message)
   if (body.length > MAX_FRAME_BYTES) {
     throw new GridError('GRID_ERR_FRAME_TOO_LARGE', `${message.type} frame of ${body.length} bytes exceeds ${MAX_FRAME_BYTES}`)
@@ -24,23 +25,28 @@ export function encodeFrame (message: Message): Buffer {
   return frame
 }
 
-/** Decodes a byte stream into validated messages. After it throws, the stream is unusable. */
-export class FrameDecoder {
+/**
+ * Decodes a byte stream into validated messages: the control socket's (`validateMessage`) unless
+ * told otherwise. After it throws, the stream is unusable.
+ */
+export class FrameDecoder<T = Message> {
   private chunks: Buffer[] = []
   private buffered = 0
   private readonly maxFrameBytes: number
   private readonly from: string
+  private readonly validate: (value: unknown, from: string) => T
 
-  constructor (options: { maxFrameBytes?: number, from?: string } = {}) {
+  constructor (options: { maxFrameBytes?: number, from?: string, validate?: (value: unknown, from: string) => T } = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES
     this.from = options.from ?? 'peer'
+    this.validate = options.validate ?? (validateMessage as (value: unknown, from: string) => T)
   }
 
   /** Adds bytes; returns every message completed by them. Throws on a bad frame. */
-  push (chunk: Uint8Array): Message[] {
+  push (chunk: Uint8Array): T[] {
     this.chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
     this.buffered += chunk.byteLength
-    const out: Message[] = []
+    const out: T[] = []
     for (;;) {
       if (this.buffered < HEADER_BYTES) return out
       const head = this.peek(HEADER_BYTES)
@@ -50,7 +56,7 @@ export class FrameDecoder {
       }
       if (this.buffered < HEADER_BYTES + length) return out
       const frame = this.take(HEADER_BYTES + length)
-      out.push(decodeBody(frame.subarray(HEADER_BYTES), this.from))
+      out.push(this.validate(unpackBody(frame.subarray(HEADER_BYTES), this.from), this.from))
     }
   }
 
@@ -73,11 +79,13 @@ export class FrameDecoder {
 }
 
 export function decodeBody (body: Uint8Array, from = 'peer'): Message {
-  let value: unknown
+  return validateMessage(unpackBody(body, from), from)
+}
+
+function unpackBody (body: Uint8Array, from: string): unknown {
   try {
-    value = packr.unpack(body)
+    return packr.unpack(body)
   } catch (err) {
     throw new GridError('GRID_ERR_FRAME_MALFORMED', `undecodable frame from ${from}: ${(err as Error).message}`, { cause: err })
   }
-  return validateMessage(value, from)
 }

@@ -346,21 +346,25 @@ export function checkField (value: unknown, kind: Kind): boolean {
  * in the error (a socket, later a peer).
  */
 export function validateMessage (value: unknown, from = 'peer'): Message {
+  return validateFields<Message>(FIELDS, value, from)
+}
+
+/** Checks a decoded value against a field table (type → field → kind; `id` is implied for all). */
+export function validateFields<T> (table: Record<string, Record<string, Kind>>, value: unknown, from: string): T {
   if (!isPlainObject(value)) {
     throw new GridError('GRID_ERR_MESSAGE_INVALID', `message from ${from} is not a map`)
   }
   const type = value.type
-  if (typeof type !== 'string' || !Object.hasOwn(FIELDS, type)) {
+  if (typeof type !== 'string' || !Object.hasOwn(table, type)) {
     throw new GridError('GRID_ERR_MESSAGE_INVALID', `message from ${from} has unknown type ${JSON.stringify(type)?.slice(0, 64)}`)
   }
   if (!checkField(value.id, 'uint')) {
     throw new GridError('GRID_ERR_MESSAGE_INVALID', `${type} message from ${from} has no valid id`)
   }
-  const fields = FIELDS[type as MessageType]
-  for (const [name, kind] of Object.entries(fields)) {
+  for (const [name, kind] of Object.entries(table[type] as Record<string, Kind>)) {
     if (!checkField(value[name], kind)) {
       throw new GridError('GRID_ERR_MESSAGE_INVALID', `${type} message from ${from}: field ${name} must be ${kind}`)
     }
   }
-  return value as unknown as Message
+  return value as unknown as T
 }

@@ -1,2 +1,3 @@
 export { LocalPool, type CompileJob, type CompileOutcome, type LocalPoolInit } from './pool.js'
 export { DEFAULT_SLOTS } from './constants.js'
+export { Spawner, SpawnerGone, type SpawnOptions, type SpawnResult } from './spawner.js'

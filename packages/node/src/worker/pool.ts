@@ -11,6 +11,7 @@ import { isAbsolute } from 'node:path'
 import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
 import { logger } from '../log.js'
 import { COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
+import { SpawnerGone, type Spawner, type SpawnOptions, type SpawnResult } from './spawner.js'
 
 const log = logger('grid:worker')
 
@@ -61,6 +62,8 @@ export class LocalPool {
   private readonly base = baseEnv()
   /** Called when a slot is taken or freed (the mesh re-advertises free slots). */
   onChange: (() => void) | undefined
+  /** Starts compiles when it runs (spawner.ts); else they start from Node. */
+  spawner: Spawner | undefined
 
   constructor (init: LocalPoolInit = {}) {
     this.slots = Math.max(1, init.slots ?? DEFAULT_SLOTS)
@@ -140,51 +143,71 @@ export class LocalPool {
 
   private async spawn (job: CompileJob, signal: AbortSignal | undefined): Promise<{ exitCode: number, output: Buffer }> {
     if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
-    return await new Promise((resolve, reject) => {
-      // A memory cap goes through the shell's ulimit (Node cannot set rlimits on a child): sh
-      // sets it and execs the compiler, which keeps sh's pid.
-      const capped = job.memoryBytes !== undefined && process.platform !== 'win32'
-      const [file, argv] = capped
-        ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...job.args]]
-        : [job.tool, job.args]
-      const child = spawn(file, argv, {
-        cwd: job.cwd,
-        env: { ...this.base, ...job.env, PWD: job.cwd },
-        stdio: ['ignore', 'pipe', 'pipe']
-      })
-      if (job.nice !== undefined && child.pid !== undefined) {
-        try { setPriority(child.pid, job.nice) } catch {}
-      }
-      const chunks: Buffer[] = []
-      let bytes = 0
-      const collect = (chunk: Buffer): void => {
-        if (bytes >= MAX_COMPILE_OUTPUT_BYTES) return
-        chunks.push(chunk)
-        bytes += chunk.length
-      }
-      child.stdout.on('data', collect)
-      child.stderr.on('data', collect)
-      let killTimer: NodeJS.Timeout | undefined
-      const onAbort = (): void => {
-        child.kill('SIGTERM')
-        killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS)
-        killTimer.unref()
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      child.on('error', err => {
-        signal?.removeEventListener('abort', onAbort)
-        reject(new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${err.message}`, { cause: err, transient: true }))
-      })
-      child.on('close', (code, sig) => {
-        signal?.removeEventListener('abort', onAbort)
-        clearTimeout(killTimer)
-        if (signal?.aborted === true) {
-          reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled'))
-          return
+    // A memory cap goes through the shell's ulimit (Node cannot set rlimits on a child): sh
+    // sets it and execs the compiler, which keeps sh's pid.
+    const capped = job.memoryBytes !== undefined && process.platform !== 'win32'
+    const [file, args] = capped
+      ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...job.args]]
+      : [job.tool, job.args]
+    const options: SpawnOptions = { cwd: job.cwd, env: { ...this.base, ...job.env, PWD: job.cwd }, outputCap: MAX_COMPILE_OUTPUT_BYTES, ...(job.nice === undefined ? {} : { nice: job.nice }) }
+    let ended: SpawnResult | undefined
+    if (this.spawner?.alive === true) {
+      try {
+        ended = await this.spawner.run(file, args, options, signal)
+      } catch (err) {
+        if (!(err instanceof SpawnerGone)) {
+          throw new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${(err as Error).message}`, { cause: err, transient: true })
         }
-        if (sig !== null) log.warn(`compile of ${job.cwd} killed by ${sig}`)
-        resolve({ exitCode: code ?? 1, output: Buffer.concat(chunks) })
-      })
+      }
+    }
+    ended ??= await spawnHere(file, args, options, signal).catch((err: Error) => {
+      throw new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${err.message}`, { cause: err, transient: true })
     })
+    if (isAborted(signal)) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
+    if (ended.signal !== null) log.warn(`compile of ${job.cwd} killed by ${ended.signal}`)
+    return { exitCode: ended.signal !== null || ended.exitCode < 0 ? 1 : ended.exitCode, output: ended.output }
   }
+}
+
+/** Whether `signal` has aborted (read anew: it may have since the caller last looked). */
+function isAborted (signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true
+}
+
+/**
+ * Runs a child from Node (when there is no spawner): stdout and stderr merged in arrival order,
+ * kept up to `outputCap` bytes. When `signal` aborts, SIGTERM, then SIGKILL after a grace period.
+ */
+async function spawnHere (file: string, args: string[], options: SpawnOptions, signal: AbortSignal | undefined): Promise<SpawnResult> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] })
+    if (options.nice !== undefined && child.pid !== undefined) {
+      try { setPriority(child.pid, options.nice) } catch {}
+    }
+    const chunks: Buffer[] = []
+    let bytes = 0
+    const collect = (chunk: Buffer): void => {
+      if (bytes >= options.outputCap) return
+      chunks.push(chunk)
+      bytes += chunk.length
+    }
+    child.stdout.on('data', collect)
+    child.stderr.on('data', collect)
+    let killTimer: NodeJS.Timeout | undefined
+    const onAbort = (): void => {
+      child.kill('SIGTERM')
+      killTimer = setTimeout(() => child.kill('SIGKILL'), KILL_GRACE_MS)
+      killTimer.unref()
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    child.on('error', err => {
+      signal?.removeEventListener('abort', onAbort)
+      reject(err)
+    })
+    child.on('close', (code, sig) => {
+      signal?.removeEventListener('abort', onAbort)
+      clearTimeout(killTimer)
+      resolve({ exitCode: code ?? -1, signal: sig, output: Buffer.concat(chunks) })
+    })
+  })
 }
