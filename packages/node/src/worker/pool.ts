@@ -2,8 +2,9 @@
  * The local compile pool: at most `slots` compiles at once; waiting compiles are served by
  * priority (the scheduler's remaining critical path), first come first served among equals. A job
  * names the compiler, its arguments, directory and the output-affecting environment; the pool
- * checks the tool is a Go compiler, runs it, and returns its exit code and its stdout and stderr
- * merged in arrival order (cmd/go merges them too). A job whose signal aborts is killed.
+ * checks the tool is a Go compiler, runs it (through the spawner when the node has one,
+ * spawner.ts; else from Node), and returns its exit code and its stdout and stderr merged in
+ * arrival order (cmd/go merges them too). A job whose signal aborts is killed.
  */
 import { spawn } from 'node:child_process'
 import { setPriority } from 'node:os'
@@ -160,6 +161,7 @@ export class LocalPool {
         }
       }
     }
+    if (isAborted(signal)) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
     ended ??= await spawnHere(file, args, options, signal).catch((err: Error) => {
       throw new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${err.message}`, { cause: err, transient: true })
     })

@@ -55,7 +55,8 @@ export class Spawner {
     this.child.stderr.on('data', (chunk: Buffer) => { log.warn(String(chunk).trimEnd()) })
     this.child.stdin.on('error', () => {}) // EPIPE once it has exited: 'exit' says why
     this.child.on('error', err => { this.fail(err.message) })
-    this.child.on('exit', (code, signal) => { this.fail(`it exited (${signal ?? `code ${String(code)}`})`) })
+    // 'close', not 'exit': the answers it wrote before it exited are read first
+    this.child.on('close', (code, signal) => { this.fail(`it exited (${signal ?? `code ${String(code)}`})`) })
   }
 
   /** Starts a spawner from the shim binary; resolves once the process runs. */
@@ -101,7 +102,7 @@ export class Spawner {
   /** Ends the spawner: it kills any child still running, and exits. */
   async close (): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return
-    const exited = new Promise<void>(resolve => this.child.once('exit', () => { resolve() }))
+    const exited = new Promise<void>(resolve => this.child.once('close', () => { resolve() }))
     this.child.stdin.end()
     const timer = setTimeout(() => this.child.kill('SIGKILL'), KILL_GRACE_MS)
     await exited
