@@ -1,11 +1,27 @@
 // The daemon's life: `grid daemon --detach` starts it in the background, a second one is
 // refused, `grid stop` stops it and frees its cache; a daemon that cannot start says why.
 import assert from 'node:assert/strict'
+import { readdir, readFile } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridNode } from '@grid/node/embed'
-import { defer, goBuild, grid, sameFiles, status, waitFor, world } from '../helpers/index.js'
+import { defer, goBuild, grid, processRunning, sameFiles, status, waitFor, world } from '../helpers/index.js'
+
+/** The pid of `parent`'s `grid-shim spawner` child (Linux), or undefined. */
+async function spawnerOf (parent: number): Promise<number | undefined> {
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = await readFile(`/proc/${name}/stat`, 'utf8')
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (ppid !== parent) continue
+      const argv = (await readFile(`/proc/${name}/cmdline`, 'utf8')).split('\0')
+      if (argv[0]?.endsWith('/grid-shim') === true && argv[1] === 'spawner') return Number(name)
+    } catch {} // it exited while we looked
+  }
+  return undefined
+}
 
 function alive (pid: number): boolean {
   try {
@@ -31,6 +47,11 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(s.running, true)
     assert.equal(s.pid, pid)
     assert.equal(s.nodeId, nodeId)
+    // its compiles start through the shim's spawner (worker/spawner.ts), a child it stops with it
+    let spawner: number | undefined
+    if (process.platform === 'linux') {
+      await waitFor(async () => (spawner = await spawnerOf(pid)) !== undefined, 60_000, () => 'the daemon to start its spawner')
+    }
 
     for (const args of [['daemon', '--detach'], ['daemon', '--no-mesh']]) {
       const again = await grid(w, args)
@@ -44,6 +65,7 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(stopped.code, 0, stopped.stderr)
     assert.match(stopped.stderr, new RegExp(`stopped daemon ${nodeId} \\(pid ${pid}\\)`))
     assert.equal(alive(pid), false, 'grid stop returns once the daemon has exited')
+    if (spawner !== undefined) await waitFor(async () => !(await processRunning(spawner as number)), 10_000, () => 'its spawner to exit')
     assert.equal((await status(w)).running, false)
     // its cache index is free: this process can open it
     const stats = await grid(w, ['--json', 'cache', 'stats'])

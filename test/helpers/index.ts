@@ -223,6 +223,14 @@ export async function waitFor (check: () => Promise<boolean> | boolean, timeoutM
   }
 }
 
+/** Whether pid is a live process (Linux: an unreaped zombie counts as ended). */
+export async function processRunning (pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch { return false }
+}
+
 export async function status (w: World): Promise<any> {
   const r = await grid(w, ['--json', 'status'])
   return JSON.parse(r.stdout)

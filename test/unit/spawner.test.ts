@@ -10,26 +10,10 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { detectGo, ensureShim } from '@grid/node'
 import { LocalPool, Spawner, SpawnerGone } from '@grid/node/server'
-import { defer, tempDir } from '../helpers/index.js'
+import { defer, processRunning, tempDir, waitFor } from '../helpers/index.js'
 
 const linux = process.platform === 'linux'
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' }
-
-/** Whether pid is still a live process (an unreaped zombie counts as ended). */
-async function running (pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch { return false }
-}
-
-async function until (what: string, ok: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await ok())) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
 
 describe('compile spawner', { skip: linux ? false : 'the node uses it on Linux only' }, () => {
   let binary = ''
@@ -74,12 +58,12 @@ describe('compile spawner', { skip: linux ? false : 'the node uses it on Linux o
     const spawner = await started(t)
     const pidFile = join(dir, 'child.pid')
     const orphan = spawner.run('/bin/sh', ['-c', `echo $$ > ${pidFile}; exec sleep 30`], { cwd: dir, env, outputCap: 100 })
-    await until('the child to start', async () => existsSync(pidFile) && (await readFile(pidFile, 'utf8')).endsWith('\n'))
+    await waitFor(async () => existsSync(pidFile) && (await readFile(pidFile, 'utf8')).endsWith('\n'), 10_000, () => 'the child to start')
     const child = Number(await readFile(pidFile, 'utf8'))
-    assert.equal(await running(child), true)
+    assert.equal(await processRunning(child), true)
     process.kill(spawner.pid as number, 'SIGKILL')
     await assert.rejects(orphan, SpawnerGone)
-    await until('the child to be killed with its spawner', async () => !(await running(child)))
+    await waitFor(async () => !(await processRunning(child)), 10_000, () => 'the child to be killed with its spawner')
     assert.equal(spawner.alive, false)
 
     await writeFile(join(dir, 'x.go'), 'package x\n\nfunc F() int { return 1 }\n')

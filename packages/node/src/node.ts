@@ -288,11 +288,12 @@ export class GridNode {
 
   /**
    * Starts the node's compiles (a peer's tasks, races) through the shim's spawner once the shim
-   * is built (worker/spawner.ts): Node's own spawn copies this process's page tables per child.
-   * Linux only; without it they start from Node.
+   * is built (worker/spawner.ts): Node's own spawn copies this process's page tables per child,
+   * a cost that grows with the heap of a long-lived node. A daemon on Linux only; an embedded
+   * node lives for one build and starts them from Node.
    */
   private async startSpawner (go: GoToolchain, signal: AbortSignal): Promise<void> {
-    if (process.platform !== 'linux') return
+    if (process.platform !== 'linux' || this.mode !== 'daemon') return
     try {
       const spawner = await Spawner.start(await ensureShim(this.cacheDir, go, { signal }))
       if (signal.aborted) { await spawner.close(); return }
