@@ -4,11 +4,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
+import { cp, mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, type TestContext } from 'node:test'
+import { detectGo, ensureShim } from '@grid/node'
 
 // compiled to test/dist/helpers/: the repo root is three levels up
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
@@ -97,9 +98,28 @@ export interface World {
   freshGoCache: () => Promise<string>
 }
 
+let shimSeed: Promise<string> | undefined
+
+/**
+ * Puts the shim into a fresh grid cache, as the lab benchmarks do: built once per test process
+ * (a cold build under a world's empty GOCACHE costs ~10 CPU-s), then copied, so that a world's
+ * CLI and each of its daemons find it instead of each building their own at once.
+ */
+export async function seedShim (cacheDir: string): Promise<void> {
+  shimSeed ??= (async () => {
+    const seed = mkdtempSync(join(tmpdir(), 'grid-shim-seed-'))
+    process.once('exit', () => { rmSync(seed, { recursive: true, force: true }) })
+    return dirname(await ensureShim(seed, await detectGo()))
+  })()
+  const built = await shimSeed
+  await mkdir(join(cacheDir, 'shim'), { recursive: true })
+  await cp(built, join(cacheDir, 'shim', basename(built)), { recursive: true })
+}
+
 export async function world (t: Ctx): Promise<World> {
   const dir = await tempDir(t)
   const cacheDir = join(dir, 'grid')
+  await seedShim(cacheDir)
   const control = join(dir, 'grid.sock')
   let n = 0
   // Loopback only, no mDNS: tests never send a packet beyond this machine, and no user config

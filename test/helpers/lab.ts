@@ -5,7 +5,7 @@
  */
 import { access, constants, readFile } from 'node:fs/promises'
 import { delimiter, join } from 'node:path'
-import { defer, ROOT, run, type RunResult } from './index.js'
+import { defer, ROOT, run, seedShim, type RunResult } from './index.js'
 
 export const LAB_SCRIPT = join(ROOT, 'scripts/lab')
 /** Network and CPU probes to run in lab hosts (see the top of the file for the commands). */
@@ -126,6 +126,7 @@ export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
     const dir = `/tmp/${prefix}/h${i}`
     hosts.push({ name: `h${i}`, ip: `10.77.0.${i}`, dir, cache: join(dir, 'cache'), control: join(dir, 'grid.sock'), gocache: join(dir, 'gocache'), netns: `${prefix}-h${i}`, cgroup: `/sys/fs/cgroup/cpu/${prefix}-h${i}` })
   }
+  for (const h of hosts) await seedShim(h.cache)
   const hostName = (h: string | number): string => typeof h === 'number' ? `h${h}` : h
   const host = (h: string | number): LabHost => {
     const found = hosts.find(x => x.name === hostName(h))
