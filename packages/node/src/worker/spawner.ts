@@ -53,7 +53,7 @@ export class Spawner {
       for (const message of messages) this.settle(message)
     })
     this.child.stderr.on('data', (chunk: Buffer) => { log.warn(String(chunk).trimEnd()) })
-    this.child.stdin.on('error', () => {}) // EPIPE once it has exited: 'exit' says why
+    this.child.stdin.on('error', () => {}) // EPIPE once it has exited: 'close' says why
     this.child.on('error', err => { this.fail(err.message) })
     // 'close', not 'exit': the answers it wrote before it exited are read first
     this.child.on('close', (code, signal) => { this.fail(`it exited (${signal ?? `code ${String(code)}`})`) })
@@ -114,16 +114,18 @@ export class Spawner {
   }
 
   private settle (message: SpawnerMessage): void {
+    if (message.type !== 'spawn-exit' && message.type !== 'spawn-failed') {
+      this.fail(`it sent a ${message.type} message`) // a request: not from a spawner
+      this.child.kill('SIGKILL')
+      return
+    }
     const waiter = this.pending.get(message.id)
     if (waiter === undefined) return
     this.pending.delete(message.id)
     if (message.type === 'spawn-exit') {
       waiter.resolve({ exitCode: message.exitCode, signal: message.signal ?? null, output: Buffer.from(message.output.buffer, message.output.byteOffset, message.output.byteLength) })
-    } else if (message.type === 'spawn-failed') {
-      waiter.reject(new Error(message.message))
     } else {
-      this.fail(`it sent a ${message.type} message`)
-      this.child.kill('SIGKILL')
+      waiter.reject(new Error(message.message))
     }
   }
 
