@@ -75,7 +75,7 @@ describe('compile spawner', { skip: linux ? false : 'the node uses it on Linux o
     assert.ok((await readFile(join(dir, 'x.a'))).length > 0)
   })
 
-  it('the pool runs compiles through the spawner: a compile error comes back as cmd/go would show it', async (t) => {
+  it('the pool runs compiles through the spawner: a compile error comes back as cmd/go would show it, and the memory cap holds', async (t) => {
     const dir = await tempDir(t, 'grid-spawner')
     const spawner = await started(t)
     await writeFile(join(dir, 'x.go'), 'package x\n\nfunc F() int { return "no" }\n')
@@ -88,6 +88,9 @@ describe('compile spawner', { skip: linux ? false : 'the node uses it on Linux o
     assert.equal(failed.exitCode, Number(code))
     assert.equal(failed.output.toString(), here ?? '')
     assert.match(here ?? '', /cannot use "no"/)
+    const starved = await pool.run({ tool, args: ['-o', join(dir, 'x.a'), '-p', 'x', 'x.go'], cwd: dir, env: {}, memoryBytes: 256 * 1024 ** 2 })
+    assert.notEqual(starved.exitCode, 0, 'the address-space cap holds through the spawner too')
+    assert.doesNotMatch(starved.output.toString(), /cannot use "no"/, 'it failed before compiling')
     assert.equal(spawner.alive, true, 'the pool used the spawner, which is still running')
   })
 })
