@@ -6,16 +6,14 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridNode } from '@grid/node/embed'
-import { defer, goBuild, grid, processRunning, sameFiles, status, waitFor, world } from '../helpers/index.js'
+import { defer, goBuild, grid, processRunning, procStat, sameFiles, status, waitFor, world } from '../helpers/index.js'
 
 /** The pid of `parent`'s `grid-shim spawner` child (Linux), or undefined. */
 async function spawnerOf (parent: number): Promise<number | undefined> {
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue
     try {
-      const stat = await readFile(`/proc/${name}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid !== parent) continue
+      if ((await procStat(Number(name)))?.ppid !== parent) continue
       const argv = (await readFile(`/proc/${name}/cmdline`, 'utf8')).split('\0')
       if (argv[0]?.endsWith('/grid-shim') === true && argv[1] === 'spawner') return Number(name)
     } catch {} // it exited while we looked

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { after, before, describe, it } from 'node:test'
 import { LAB_GRID_BIN, LAB_PROBE, createLab, labAvailable, type Lab } from '../helpers/lab.js'
+import { processRunning } from '../helpers/index.js'
 
 const skip = await labAvailable()
 
@@ -16,15 +17,6 @@ function result (stdout: string): any {
     return JSON.parse(line)
   } catch {
     throw new Error(`no JSON result from the probe: ${stdout}`)
-  }
-}
-
-/** Alive and not a zombie. */
-function running (pid: number): boolean {
-  try {
-    return !/^\S+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
   }
 }
 
@@ -137,7 +129,7 @@ describe('lab', { skip: skip ?? false }, () => {
       assert.deepEqual(netnsNames().filter(n => n.startsWith(other.prefix + '-')), [])
       assert.deepEqual(cgroupNames().filter(n => n.startsWith(other.prefix + '-')), [])
       assert.equal(existsSync(`/tmp/${other.prefix}`), false)
-      for (const pid of pids) assert.equal(running(pid as number), false, `daemon ${pid} still runs`)
+      for (const pid of pids) assert.equal(await processRunning(pid as number), false, `daemon ${pid} still runs`)
       await other.down() // nothing left: still fine
     } finally {
       await cleanup2?.()

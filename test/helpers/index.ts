@@ -243,12 +243,19 @@ export async function waitFor (check: () => Promise<boolean> | boolean, timeoutM
   }
 }
 
-/** Whether pid is a live process (Linux: an unreaped zombie counts as ended). */
-export async function processRunning (pid: number): Promise<boolean> {
+/** A process's state letter and parent from /proc (Linux), or undefined when there is none. */
+export async function procStat (pid: number): Promise<{ state: string, ppid: number } | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch { return false }
+    const [state = '', ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return { state, ppid: Number(ppid) }
+  } catch { return undefined }
+}
+
+/** Whether pid is a live process (Linux: an unreaped zombie counts as ended). */
+export async function processRunning (pid: number): Promise<boolean> {
+  const stat = await procStat(pid)
+  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X'
 }
 
 export async function status (w: World): Promise<any> {

@@ -5,7 +5,7 @@
  */
 import { access, constants, readFile } from 'node:fs/promises'
 import { delimiter, join } from 'node:path'
-import { defer, ROOT, run, seedShim, type RunResult } from './index.js'
+import { defer, processRunning, ROOT, run, seedShim, type RunResult } from './index.js'
 
 export const LAB_SCRIPT = join(ROOT, 'scripts/lab')
 /** Network and CPU probes to run in lab hosts (see the top of the file for the commands). */
@@ -142,13 +142,8 @@ export async function createLab (t: Ctx, options: LabOptions): Promise<Lab> {
     stop: async (h) => { await must(['stop', hostName(h)]) },
     run: async (h, cmd, args = [], runOptions = {}) => await lab(['run', hostName(h), '--', cmd, ...args], runOptions.timeoutMs),
     daemonPid: async (h) => {
-      try {
-        const pid = Number((await readFile(join(host(h).dir, 'daemon.pid'), 'utf8')).trim())
-        const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-        return /^\S+ \(.*\) [ZX]/.test(stat) ? undefined : pid
-      } catch {
-        return undefined
-      }
+      const pid = Number((await readFile(join(host(h).dir, 'daemon.pid'), 'utf8').catch(() => '')).trim())
+      return pid > 0 && await processRunning(pid) ? pid : undefined
     },
     down
   }
