@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { cp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { BACKLOG_DEPTH } from '@grid/node/server'
 import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
@@ -104,9 +105,9 @@ describe('remote compiles', () => {
     t.diagnostic(`${c.remote} remote (${c.fromBacklog} from the backlog), ${c.local} local (${JSON.stringify(c.localReasons)})`)
     assert.equal(s.toolexec, true)
     assert.ok(s.command.some((a: string) => a.startsWith('-toolexec=')), s.command.join(' '))
-    // go -p: the one local slot, the workers' 4 free slots, and 4 more waiting in the backlog
+    // go -p: the one local slot, the workers' 4 free slots, and BACKLOG_DEPTH more waiting here
     const p = s.command.indexOf('-p')
-    assert.equal(p >= 0 ? s.command[p + 1] : undefined, '9', `go's -p in ${s.command.join(' ')}`)
+    assert.equal(p >= 0 ? s.command[p + 1] : undefined, String(1 + 4 + BACKLOG_DEPTH), `go's -p in ${s.command.join(' ')}`)
     assert.ok(c.remote > 0 && c.fromBacklog > 0, `peers took compiles from the backlog: ${JSON.stringify(c)}`)
     assert.ok(c.fromBacklog <= c.remote)
     await sameFiles(out, ref)

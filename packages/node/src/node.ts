@@ -16,7 +16,7 @@ import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool, Spawner } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
-import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, LONG_POLE_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -415,17 +415,23 @@ export class GridNode {
   /**
    * A local slot for a compile placed here. One that stayed only because every peer was busy
    * waits in the backlog as well: if a peer frees up first, it goes there instead (and back
-   * to waiting should that fail).
+   * to waiting should that fail). A long pole waits for a peer alone for a while before it
+   * queues for the local slot too (LONG_POLE_WAIT).
    */
   private async localSlot (req: CompileRequest, build: BuildRecord | undefined, placed: Placed, signal: AbortSignal): Promise<{ result: CompileResult } | { free: () => void, reason: LocalReason }> {
     let reason = placed.reason
+    let headStart = placed.expectedMs >= LONG_POLE_MS ? Math.min(placed.expectedMs * LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS) : 0
     for (;;) {
-      if (reason !== 'peers-busy' || this.pool.free || this.remote === undefined) {
+      if (reason !== 'peers-busy' || (this.pool.free && headStart === 0) || this.remote === undefined) {
         return { free: await this.pool.lease({ signal, priority: placed.priority }), reason }
       }
       const waiting = new AbortController()
-      const leased = this.pool.lease({ signal: AbortSignal.any([signal, waiting.signal]), priority: placed.priority })
-      const stolen = this.backlog.wait(placed.priority, AbortSignal.any([signal, waiting.signal]))
+      const either = AbortSignal.any([signal, waiting.signal])
+      const leased = headStart > 0
+        ? cancellableDelay(headStart, either).then(async () => await this.pool.lease({ signal: either, priority: placed.priority }))
+        : this.pool.lease({ signal: either, priority: placed.priority })
+      headStart = 0
+      const stolen = this.backlog.wait(placed.priority, either)
       queueMicrotask(() => { this.steal() })
       const first = await Promise.race([leased.then(free => ({ free })), stolen.then(() => undefined)])
       waiting.abort()
@@ -760,8 +766,8 @@ export class GridNode {
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remote = this.meshOptions?.offload === 'never' ? undefined : this.remote
         const remoteSlots = remote?.capacity() ?? 0
-        // a few compiles beyond the slots wait in the backlog, ready for the next free peer
-        const parallelism = this.pool.slots + remoteSlots + Math.min(remoteSlots, BACKLOG_DEPTH)
+        // more compiles than slots wait here, so the node picks the next by the critical path
+        const parallelism = this.pool.slots + remoteSlots + (remoteSlots > 0 ? BACKLOG_DEPTH : 0)
         const offload = remote?.anyCapable() ?? false // every free remote slot is a capable peer's
         return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
       }
@@ -793,4 +799,17 @@ export class GridNode {
         return { type: 'peers-result', id, peers: this.peers() }
     }
   }
+}
+
+/** Resolves after `ms`, or rejects as a cancelled compile when `signal` aborts first. */
+async function cancellableDelay (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const cancelled = (): void => {
+      clearTimeout(timer)
+      reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
+    }
+    const timer = setTimeout(() => { signal.removeEventListener('abort', cancelled); resolve() }, ms)
+    if (signal.aborted) cancelled()
+    else signal.addEventListener('abort', cancelled, { once: true })
+  })
 }

@@ -30,11 +30,27 @@ export const FASTER_PEER = 0.8
 export const LONG_POLE_MS = 1_000
 
 /**
- * cmd/go's -p is the local slots plus the peers' free slots plus up to this many more: compiles
- * that wait in the backlog (backlog.ts), so a peer that finishes a task finds the next one
- * already at the node. A few hide the round trip; more would only keep go busier on this host.
+ * With peers, cmd/go's -p is the local slots plus the peers' free slots plus this many more:
+ * compiles that wait at the node (backlog.ts, the local queue), so a peer that finishes a task
+ * finds the next one already there, and the node, not cmd/go, chooses which goes next. cmd/go
+ * starts ready actions in its own order (depth first over the packages named), not by the
+ * critical path: with only 3 beyond the slots, `net` in the lab waited 7.5 s for one of go's
+ * slots while leaf packages of crypto took them (docs/benchmarks/remote-timeline.md). A waiting
+ * compile costs the requester a sleeping shim.
  */
-export const BACKLOG_DEPTH = 4
+export const BACKLOG_DEPTH = 12
+
+/**
+ * A long pole that finds every peer busy waits this share of its expected time (at most
+ * LONG_POLE_WAIT_MAX_MS) for a peer alone before it queues for the local slot as well, at the
+ * head of that queue: a peer's current task usually ends within a few hundred ms, and on a
+ * requester that is also running go, cgo and the node a long pole's compile took 1.2–1.8 × as
+ * long as on an idle peer (docs/benchmarks/remote-timeline.md). The local slot serves other
+ * compiles meanwhile. The cap bounds the cost of a size estimate far off the mark (a package
+ * of embedded data) or of peers all busy with long work.
+ */
+export const LONG_POLE_WAIT = 0.2
+export const LONG_POLE_WAIT_MAX_MS = 2_000
 
 /**
  * Cost of a compile nobody has timed yet: a fixed part plus one per byte of Go source
