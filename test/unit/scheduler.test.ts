@@ -4,10 +4,10 @@
 import assert from 'node:assert/strict'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { describe, it, mock } from 'node:test'
 import { execFileSync } from 'node:child_process'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
-import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, overdueMs, place, withOutputs } from '@grid/node/server'
+import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, localOrPeer, overdueMs, place, withOutputs } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
 //   main ─┬─ a ── c (runtime-like, slow)
@@ -140,6 +140,62 @@ describe('scheduler', () => {
     assert.equal(backlog.take(1), 0)
     await new Promise(resolve => setImmediate(resolve))
     assert.deepEqual(taken, ['high', 'mid-2', 'low'])
+  })
+
+  it('a long pole waits for a peer alone during its head start, then for the local slot too', async () => {
+    const turn = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
+    mock.timers.enable({ apis: ['setTimeout'] })
+    try {
+      // nobody frees a peer: after the head start it takes the local slot, which stayed free till then
+      const pool = new LocalPool({ slots: 1 })
+      const backlog = new Backlog()
+      let asked = 0
+      let settled = false
+      const waited = localOrPeer(pool, backlog, { priority: 9, headStartMs: 400, signal: new AbortController().signal, waiting: () => { asked++ } })
+      void waited.then(() => { settled = true })
+      await turn()
+      assert.equal(asked, 1, 'a peer slot was looked for at once')
+      assert.equal(backlog.size, 1)
+      mock.timers.tick(399)
+      await turn()
+      assert.equal(settled, false)
+      assert.equal(pool.free, true, 'the local slot is not taken during the head start')
+      mock.timers.tick(1)
+      const leased = await waited
+      assert.notEqual(leased, undefined)
+      assert.equal(pool.free, false)
+      assert.equal(backlog.size, 0, 'with the local slot, it no longer waits for a peer')
+      leased?.free()
+      assert.equal(pool.free, true)
+
+      // a peer slot freed during the head start takes it, and the local slot is never leased
+      const shipped = localOrPeer(pool, backlog, { priority: 9, headStartMs: 400, signal: new AbortController().signal, waiting: () => {} })
+      await turn()
+      assert.equal(backlog.take(1), 1)
+      assert.equal(await shipped, undefined)
+      mock.timers.tick(1000)
+      await turn()
+      assert.equal(pool.free, true)
+
+      // no head start, the local slot busy: the first of the two wins; cancelling leaves both queues
+      const busy = await pool.lease()
+      const cancel = new AbortController()
+      const cancelled = localOrPeer(pool, backlog, { priority: 1, headStartMs: 0, signal: cancel.signal, waiting: () => {} })
+      const local = localOrPeer(pool, backlog, { priority: 2, headStartMs: 0, signal: new AbortController().signal, waiting: () => {} })
+      await turn()
+      assert.equal(backlog.size, 2)
+      cancel.abort()
+      await assert.rejects(cancelled, /cancelled/)
+      assert.equal(backlog.size, 1)
+      busy()
+      const slot = await local
+      assert.notEqual(slot, undefined)
+      assert.equal(backlog.size, 0)
+      slot?.free()
+      assert.equal(pool.free, true)
+    } finally {
+      mock.timers.reset()
+    }
   })
 
   it('caps a compile\'s address space when asked: below what the Go runtime maps it fails, under the default it passes', async (t) => {

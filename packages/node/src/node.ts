@@ -16,7 +16,7 @@ import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool, Spawner } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
-import { Backlog, BACKLOG_DEPTH, Dispatcher, HISTORY_FILE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -425,18 +425,9 @@ export class GridNode {
       if (reason !== 'peers-busy' || (this.pool.free && headStart === 0) || this.remote === undefined) {
         return { free: await this.pool.lease({ signal, priority: placed.priority }), reason }
       }
-      const waiting = new AbortController()
-      const either = AbortSignal.any([signal, waiting.signal])
-      const leased = headStart > 0
-        ? cancellableDelay(headStart, either).then(async () => await this.pool.lease({ signal: either, priority: placed.priority }))
-        : this.pool.lease({ signal: either, priority: placed.priority })
+      const first = await localOrPeer(this.pool, this.backlog, { priority: placed.priority, headStartMs: headStart, signal, waiting: () => { this.steal() } })
       headStart = 0
-      const stolen = this.backlog.wait(placed.priority, either)
-      queueMicrotask(() => { this.steal() })
-      const first = await Promise.race([leased.then(free => ({ free })), stolen.then(() => undefined)])
-      waiting.abort()
       if (first !== undefined) return { free: first.free, reason }
-      leased.then(free => { free() }, () => {}) // granted in the same turn, or cancelled: not ours
       const r = await this.offload(req, build, placed.expectedMs, placed.priority, signal, true)
       if ('result' in r) return r
       reason = r.reason
@@ -799,17 +790,4 @@ export class GridNode {
         return { type: 'peers-result', id, peers: this.peers() }
     }
   }
-}
-
-/** Resolves after `ms`, or rejects as a cancelled compile when `signal` aborts first. */
-async function cancellableDelay (ms: number, signal: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const cancelled = (): void => {
-      clearTimeout(timer)
-      reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
-    }
-    const timer = setTimeout(() => { signal.removeEventListener('abort', cancelled); resolve() }, ms)
-    if (signal.aborted) cancelled()
-    else signal.addEventListener('abort', cancelled, { once: true })
-  })
 }

@@ -8,6 +8,9 @@
  * here instead of a round trip through cmd/go and the shim away.
  */
 
+import { GridError } from '@grid/protocol'
+import type { LocalPool } from '../worker/index.js'
+
 interface Entry { priority: number, take: () => void }
 
 export class Backlog {
@@ -46,4 +49,50 @@ export class Backlog {
     }
     return taken
   }
+}
+
+export interface SlotWait {
+  /** the compile's priority in both queues (its remaining critical path) */
+  priority: number
+  /** ms to wait for a peer alone before queueing for the local slot too (a long pole: LONG_POLE_WAIT) */
+  headStartMs: number
+  signal: AbortSignal
+  /** called once the compile waits in the backlog: a peer slot may already be free */
+  waiting: () => void
+}
+
+/**
+ * For a compile every peer was too busy for: waits in the backlog for a peer slot and, after
+ * the head start, in the local queue, whichever comes first. Returns the leased local slot, or
+ * undefined when a peer slot was freed for it (the caller ships it). Rejects as cancelled when
+ * `signal` aborts.
+ */
+export async function localOrPeer (pool: LocalPool, backlog: Backlog, wait: SlotWait): Promise<{ free: () => void } | undefined> {
+  const done = new AbortController()
+  const either = AbortSignal.any([wait.signal, done.signal])
+  const leased = wait.headStartMs > 0
+    ? cancellableDelay(wait.headStartMs, either).then(async () => await pool.lease({ signal: either, priority: wait.priority }))
+    : pool.lease({ signal: either, priority: wait.priority })
+  const stolen = backlog.wait(wait.priority, either)
+  queueMicrotask(wait.waiting)
+  try {
+    const first = await Promise.race([leased.then(free => ({ free })), stolen.then(() => undefined)])
+    if (first === undefined) leased.then(free => { free() }, () => {}) // granted in the same turn, or cancelled: not ours
+    return first
+  } finally {
+    done.abort()
+  }
+}
+
+/** Resolves after `ms`, or rejects as a cancelled compile when `signal` aborts first. */
+async function cancellableDelay (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const cancelled = (): void => {
+      clearTimeout(timer)
+      reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
+    }
+    const timer = setTimeout(() => { signal.removeEventListener('abort', cancelled); resolve() }, ms)
+    if (signal.aborted) cancelled()
+    else signal.addEventListener('abort', cancelled, { once: true })
+  })
 }

@@ -1,5 +1,5 @@
 export { Scheduler, place, estimateMs, overdueMs, type LocalReason, type Placement, type PlaceInput } from './scheduler.js'
-export { Backlog } from './backlog.js'
+export { Backlog, localOrPeer, type SlotWait } from './backlog.js'
 export { Plan } from './plan.js'
 export { History } from './history.js'
 export { Dispatcher, type DispatchOutcome } from './dispatch.js'
