@@ -3,9 +3,10 @@
  * compile once, when the shim hands it over; one placed locally because every peer was busy
  * would otherwise wait for the local slot even after a peer frees up. Each such compile waits
  * here too, by priority (the remaining critical path), and when a peer slot frees the most
- * urgent one is taken off to that peer. cmd/go's -p keeps a few more compiles in flight than
- * there are slots (node.ts `parallelism`), so a peer that finishes finds its next task waiting
- * here instead of a round trip through cmd/go and the shim away.
+ * urgent one is taken off to that peer. cmd/go's -p keeps BACKLOG_DEPTH more compiles in
+ * flight than there are slots (node.ts `parallelism`), so a peer that finishes finds its next
+ * task waiting here instead of a round trip through cmd/go and the shim away. `localOrPeer`
+ * is the wait of one such compile, for whichever comes first.
  */
 
 import { GridError } from '@grid/protocol'

@@ -34,9 +34,10 @@ export const LONG_POLE_MS = 1_000
  * compiles that wait at the node (backlog.ts, the local queue), so a peer that finishes a task
  * finds the next one already there, and the node, not cmd/go, chooses which goes next. cmd/go
  * starts ready actions in its own order (depth first over the packages named), not by the
- * critical path: with only 3 beyond the slots, `net` in the lab waited 7.5 s for one of go's
- * slots while leaf packages of crypto took them (docs/benchmarks/remote-timeline.md). A waiting
- * compile costs the requester a sleeping shim.
+ * critical path: with only 3 beyond the slots, `net` in the lab took 8–12 s from its last import
+ * to its compile, its cache check and C compiles waiting for go's slots while leaf packages of
+ * crypto took them; 6 s with 12 (docs/benchmarks/remote-timeline.md). A waiting compile costs
+ * the requester a sleeping shim.
  */
 export const BACKLOG_DEPTH = 12
 
