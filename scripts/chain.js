@@ -87,16 +87,30 @@ function main () {
   }
   const actions = buildActions(events)
   if (actions.size === 0) fail(`no \`build\` actions in ${options.trace}: was it written by go build -debug-trace?`)
-  const listed = execFileSync('go', ['list', '-e', '-deps', '-f', '{{.ImportPath}}\t{{join .Imports " "}}', ...options.patterns], { encoding: 'utf8', maxBuffer: 64 << 20 })
+  let listed
+  try {
+    listed = execFileSync('go', ['list', '-e', '-deps', '-f', '{{.ImportPath}}\t{{join .Imports " "}}', ...options.patterns], { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    fail(`go list -deps ${options.patterns.join(' ')} failed: ${(err.stderr ?? err.message).toString().trim()}`)
+  }
   const imports = new Map()
   for (const line of listed.split('\n')) {
     if (line === '') continue
     const [pkg, deps = ''] = line.split('\t')
     imports.set(pkg, deps === '' ? [] : deps.split(' '))
   }
+  const known = [...actions.keys()].filter(pkg => imports.has(pkg)).length
+  if (known < actions.size / 2) fail(`only ${known} of the trace's ${actions.size} packages are in go list -deps ${options.patterns.join(' ')}: give the build's own packages, from its directory`)
   const remote = new Set()
   if (options.log !== undefined) {
-    for (const m of readFileSync(options.log, 'utf8').matchAll(/grid:scheduler (\S+): prepared in/g)) remote.add(m[1])
+    let log
+    try {
+      log = readFileSync(options.log, 'utf8')
+    } catch (err) {
+      fail(`cannot read the daemon log ${options.log}: ${err.message}`)
+    }
+    if (!log.includes('grid:scheduler')) console.error(`chain: no grid:scheduler lines in ${options.log}: was the daemon run with DEBUG=grid:scheduler? Every link shows as here.`)
+    for (const m of log.matchAll(/grid:scheduler (\S+): prepared in/g)) remote.add(m[1])
   }
   const chain = criticalChain(actions, imports).map(l => ({
     ...l, waited: l.start - l.ready, ran: l.end - l.start, ...(options.log === undefined ? {} : { where: remote.has(l.pkg) ? 'peer' : 'here' })
