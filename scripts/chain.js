@@ -53,7 +53,8 @@ function buildActions (events) {
     if (e.ph === 'B') { (open.get(key) ?? open.set(key, []).get(key)).push(e.ts); continue }
     const start = open.get(key)?.pop()
     if (start === undefined) continue
-    const m = /^Executing action \(build (\S+)\)$/.exec(e.name)
+    // `build P`, or `build P [V]` for a variant built for V (cmd/go's PGO builds, tests)
+    const m = /^Executing action \(build (\S+(?: \[\S+\])?)\)$/.exec(e.name)
     if (m === null) continue
     actions.set(m[1], { start: (start - t0) / 1000, end: (e.ts - t0) / 1000 })
   }
@@ -68,7 +69,12 @@ function criticalChain (actions, imports) {
   while (at !== undefined) {
     const a = actions.get(at)
     let last
-    for (const dep of imports.get(at) ?? []) {
+    const [pkg, variant] = at.split(' ')
+    for (const imported of imports.get(pkg) ?? []) {
+      // a variant's imports are built in the same variant where there is one, and a main
+      // package's in its own (`D [P]`, as for a PGO build)
+      const own = `${imported} ${variant ?? `[${pkg}]`}`
+      const dep = actions.has(own) ? own : imported
       if (actions.has(dep) && (last === undefined || actions.get(dep).end > actions.get(last).end)) last = dep
     }
     chain.push({ pkg: at, ready: last === undefined ? 0 : actions.get(last).end, start: a.start, end: a.end })
@@ -99,7 +105,7 @@ function main () {
     const [pkg, deps = ''] = line.split('\t')
     imports.set(pkg, deps === '' ? [] : deps.split(' '))
   }
-  const known = [...actions.keys()].filter(pkg => imports.has(pkg)).length
+  const known = [...actions.keys()].filter(a => imports.has(a.split(' ')[0])).length
   if (known < actions.size / 2) fail(`only ${known} of the trace's ${actions.size} packages are in go list -deps ${options.patterns.join(' ')}: give the build's own packages, from its directory`)
   const remote = new Set()
   if (options.log !== undefined) {
@@ -110,7 +116,7 @@ function main () {
       fail(`cannot read the daemon log ${options.log}: ${err.message}`)
     }
     if (!log.includes('grid:scheduler')) console.error(`chain: no grid:scheduler lines in ${options.log}: was the daemon run with DEBUG=grid:scheduler? Every link shows as here.`)
-    for (const m of log.matchAll(/grid:scheduler (\S+): prepared in/g)) remote.add(m[1])
+    for (const m of log.matchAll(/grid:scheduler (\S+(?: \[\S+\])?): prepared in/g)) remote.add(m[1])
   }
   const chain = criticalChain(actions, imports).map(l => ({
     ...l, waited: l.start - l.ready, ran: l.end - l.start, ...(options.log === undefined ? {} : { where: remote.has(l.pkg) ? 'peer' : 'here' })
