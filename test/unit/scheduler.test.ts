@@ -42,6 +42,15 @@ describe('scheduler', () => {
     assert.deepEqual(plan.criticalPath(new Map([['a', 10], ['main', 5]])), { ms: 15, totalMs: 15 })
   })
 
+  it('follows variants built for one package (PGO: `c [main]`) in the critical path, and ranks them as their package', () => {
+    const plan = new Plan(graph, pkg => cost[pkg.p] as number)
+    assert.equal(plan.priority('c [main]'), plan.priority('c'))
+    assert.equal(plan.priority('nowhere [main]'), undefined)
+    // main's imports built again for it: c [main] → b [main] → main is the longest chain
+    const measured = new Map([['c', 100], ['a', 10], ['b', 50], ['main', 5], ['d', 7], ['c [main]', 300], ['b [main]', 200], ['a [main]', 1]])
+    assert.deepEqual(plan.criticalPath(measured), { ms: 505, totalMs: 673 })
+  })
+
   it('survives an import cycle in a broken graph', () => {
     const plan = new Plan([{ p: 'x', i: ['y'], b: 0 }, { p: 'y', i: ['x'], b: 0 }], () => 10)
     assert.ok((plan.priority('x') ?? 0) >= 10 && (plan.priority('y') ?? 0) >= 10)

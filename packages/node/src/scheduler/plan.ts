@@ -33,40 +33,62 @@ export class Plan {
     return this.packages.get(importPath)
   }
 
-  /** Remaining critical path of a package in ms (higher: more urgent); undefined if not in the graph. */
+  /**
+   * Remaining critical path of a package in ms (higher: more urgent); undefined if not in the
+   * graph. A variant `P [V]` (cmd/go builds P again for V: PGO, tests) ranks as P.
+   */
   priority (importPath: string): number | undefined {
-    return this.remaining.get(importPath)
+    return this.remaining.get(importPath) ?? this.remaining.get(variantOf(importPath).pkg)
   }
 
   /**
    * The critical path from measured compile times (packages not compiled weigh 0) and the sum
-   * of all of them.
+   * of all of them. A variant `P [V]` is a package of its own: its dependents are theirs built
+   * for V too (`D [V]`), and V itself; for `go build cmd/...` the longest chain runs through
+   * cmd/compile's PGO build of its imports.
    */
   criticalPath (measured: Map<string, number>): { ms: number, totalMs: number } {
     let totalMs = 0
     for (const ms of measured.values()) totalMs += ms
+    const dependents = (key: string): string[] => {
+      const { pkg, variant } = variantOf(key)
+      const plain = this.dependents.get(pkg) ?? []
+      if (variant === undefined) return plain
+      return plain.flatMap(d => measured.has(`${d} [${variant}]`) ? [`${d} [${variant}]`] : d === variant ? [d] : [])
+    }
     let ms = 0
-    for (const length of this.longestPaths(measured).values()) ms = Math.max(ms, length)
+    const nodes = new Set([...this.packages.keys(), ...measured.keys()])
+    for (const length of longestPaths(nodes, measured, dependents).values()) ms = Math.max(ms, length)
     return { ms: Math.round(ms), totalMs: Math.round(totalMs) }
   }
 
-  /** For every package: its weight plus the heaviest chain of dependents above it. */
   private longestPaths (weight: Map<string, number>): Map<string, number> {
-    const memo = new Map<string, number>()
-    const visiting = new Set<string>()
-    const visit = (p: string): number => {
-      const known = memo.get(p)
-      if (known !== undefined) return known
-      if (visiting.has(p)) return 0 // an import cycle (go list -e reports broken graphs): cut it
-      visiting.add(p)
-      let above = 0
-      for (const d of this.dependents.get(p) ?? []) above = Math.max(above, visit(d))
-      visiting.delete(p)
-      const length = (weight.get(p) ?? 0) + above
-      memo.set(p, length)
-      return length
-    }
-    for (const p of this.packages.keys()) visit(p)
-    return memo
+    return longestPaths(this.packages.keys(), weight, p => this.dependents.get(p) ?? [])
   }
+}
+
+/** `P [V]` → P and V; a plain import path has no variant. */
+function variantOf (key: string): { pkg: string, variant: string | undefined } {
+  const m = /^(\S+) \[(\S+)\]$/.exec(key)
+  return m === null ? { pkg: key, variant: undefined } : { pkg: m[1] as string, variant: m[2] as string }
+}
+
+/** For every node: its weight plus the heaviest chain of dependents above it. */
+function longestPaths (nodes: Iterable<string>, weight: Map<string, number>, dependents: (node: string) => string[]): Map<string, number> {
+  const memo = new Map<string, number>()
+  const visiting = new Set<string>()
+  const visit = (p: string): number => {
+    const known = memo.get(p)
+    if (known !== undefined) return known
+    if (visiting.has(p)) return 0 // an import cycle (go list -e reports broken graphs): cut it
+    visiting.add(p)
+    let above = 0
+    for (const d of dependents(p)) above = Math.max(above, visit(d))
+    visiting.delete(p)
+    const length = (weight.get(p) ?? 0) + above
+    memo.set(p, length)
+    return length
+  }
+  for (const p of nodes) visit(p)
+  return memo
 }
