@@ -520,6 +520,7 @@ function markdown (doc) {
     'The speedup against grid-0 shows what the helpers add; the one against plain, what a user sees.')
   L.push('* The bound is a ratio to one compile at a time, as h1 alone runs them (grid-0); the speedup is a ratio to plain `go build`. Plotted together, the bound is a guide rather than a strict ceiling.')
   L.push('* The bound counts compiles only. Links (and cgo, asm, cmd/go\'s own work) run on h1 in every case and are not in it; for `cmd/...` the links of every command are a serial tail no helper shortens. The per-package times come from a build under a 0.5-core quota.')
+  L.push('* Before dfd6c9d the critical path left out package variants (`P [V]`, a package built again for one importer). For `cmd/...` the longest chain runs through cmd/compile\'s PGO build of its imports (`cmd/compile/internal/ssa [cmd/compile]` alone takes ~50 s at half a core), so a `cmd/...` bound from a record before that commit is far too high ([remote-timeline.md](remote-timeline.md)).')
   L.push('* All hosts share one disk and page cache, and the helpers\' inputs arrive over the lab links only when they lack them (export data, by hash): the network is a fast switched LAN with ~0.1 ms round trips (no netem on this kernel).')
   L.push('* `go build` of several packages compiles them and discards the results; a single main package would write its binary in the build\'s directory.')
   L.push('')
