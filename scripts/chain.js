@@ -44,7 +44,7 @@ function fail (why) {
 
 /** Each `build P` action of the trace: P → { start, end } in ms from the trace's first event. */
 function buildActions (events) {
-  const t0 = Math.min(...events.filter(e => typeof e.ts === 'number').map(e => e.ts))
+  const t0 = events.reduce((min, e) => typeof e.ts === 'number' && e.ts < min ? e.ts : min, Infinity)
   const open = new Map()
   const actions = new Map()
   for (const e of events) {
@@ -91,6 +91,7 @@ function main () {
   } catch (err) {
     fail(`cannot read the trace ${options.trace}: ${err.message}`)
   }
+  if (!Array.isArray(events)) fail(`${options.trace} is not a trace of go build -debug-trace (a JSON array of events)`)
   const actions = buildActions(events)
   if (actions.size === 0) fail(`no \`build\` actions in ${options.trace}: was it written by go build -debug-trace?`)
   let listed
