@@ -4,8 +4,9 @@ import assert from 'node:assert/strict'
 import { cp, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { BACKLOG_DEPTH } from '@grid/node/server'
-import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { BACKLOG_DEPTH, LOCAL_NICE } from '@grid/node/server'
+import { encodeFrame } from '@grid/protocol'
+import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, roundTrip, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 type Ctx = Parameters<typeof world>[0]
@@ -111,6 +112,11 @@ describe('remote compiles', () => {
     assert.ok(c.remote > 0 && c.fromBacklog > 0, `peers took compiles from the backlog: ${JSON.stringify(c)}`)
     assert.ok(c.fromBacklog <= c.remote)
     await sameFiles(out, ref)
+    // with peers that take compiles, one run here goes below go's own steps (LOCAL_NICE)
+    const here = await roundTrip(r, encodeFrame({
+      type: 'compile', id: 1, build: '', tool: 'compile', args: ['-o', join(r.dir, 'x.a'), '-p', 'x'], cwd: r.dir, env: {}, importPath: 'x', canRunHere: true
+    }))
+    assert.deepEqual({ type: here.type, nice: here.nice }, { type: 'compile-here', nice: LOCAL_NICE })
     // go test's -p also bounds the test binaries run at once: grid test leaves it to go
     const tested = await grid(r, ['--json', 'test', './set'])
     assert.equal(tested.code, 0, tested.stderr)

@@ -10,7 +10,7 @@ import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, goBuild, grid, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
+import { GOMOD, GRID_BIN, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 describe('robustness', () => {
   const suite = suiteContext()
@@ -180,7 +180,9 @@ describe('robustness', () => {
     const holder = await openFrames(w)
     t.after(() => { holder.socket.destroy() })
     holder.socket.write(compile)
-    assert.equal((await holder.next(5_000)).type, 'compile-here', 'the only slot, granted')
+    const granted = await holder.next(5_000) as { type: string, nice?: number }
+    assert.equal(granted.type, 'compile-here', 'the only slot, granted')
+    assert.equal(granted.nice, undefined, 'with no peers, at go\'s own priority')
     const waiter = await openFrames(w)
     t.after(() => { waiter.socket.destroy() })
     waiter.socket.write(compile)
@@ -298,14 +300,4 @@ async function openFrames (w: World): Promise<{ socket: Socket, next: (timeoutMs
     return frames.shift() as { type: string, id: number }
   }
   return { socket, next }
-}
-
-async function roundTrip (w: World, bytes: Buffer): Promise<{ type: string }> {
-  return await new Promise((resolve, reject) => {
-    const socket = createConnection(w.control)
-    const decoder = new FrameDecoder()
-    socket.on('connect', () => socket.write(bytes))
-    socket.on('data', chunk => { const [m] = decoder.push(chunk); if (m !== undefined) { socket.destroy(); resolve(m) } })
-    socket.on('error', reject)
-  })
 }

@@ -5,11 +5,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { cp, mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, type TestContext } from 'node:test'
 import { detectGo, ensureShim } from '@grid/node'
+import { FrameDecoder } from '@grid/protocol'
 
 // compiled to test/dist/helpers/: the repo root is three levels up
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
@@ -261,4 +263,15 @@ export async function processRunning (pid: number): Promise<boolean> {
 export async function status (w: World): Promise<any> {
   const r = await grid(w, ['--json', 'status'])
   return JSON.parse(r.stdout)
+}
+
+/** Sends one raw frame to a node's control socket and resolves with the first frame back. */
+export async function roundTrip (w: World, bytes: Buffer): Promise<{ type: string, [field: string]: unknown }> {
+  return await new Promise((resolve, reject) => {
+    const socket = createConnection(w.control)
+    const decoder = new FrameDecoder()
+    socket.on('connect', () => socket.write(bytes))
+    socket.on('data', chunk => { const [m] = decoder.push(chunk); if (m !== undefined) { socket.destroy(); resolve(m) } })
+    socket.on('error', reject)
+  })
 }

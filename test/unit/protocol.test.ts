@@ -89,6 +89,13 @@ describe('frames', () => {
     assert.throws(() => validateMessage({ ...opened, build: 1 }), /build/)
   })
 
+  it('takes compile-here with or without the priority the compiler is to run at', () => {
+    assert.equal(validateMessage({ type: 'compile-here', id: 1 }).type, 'compile-here')
+    assert.equal((validateMessage({ type: 'compile-here', id: 1, nice: 5 }) as { nice?: number }).nice, 5)
+    assert.throws(() => validateMessage({ type: 'compile-here', id: 1, nice: -1 }), /nice/)
+    assert.throws(() => validateMessage({ type: 'compile-here', id: 1, nice: 'low' }), /nice/)
+  })
+
   it('takes whole index records in cache-index, up to a full batch', () => {
     for (const n of [1, MAX_INDEX_BATCH]) {
       const m = validateMessage({ type: 'cache-index', id: 3, build: 'b', entries: new Uint8Array(n * 72) })

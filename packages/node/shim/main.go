@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -90,7 +91,12 @@ func main() {
 	if reply.runHere {
 		// The node granted a local slot: become the compiler (no process hop through the node,
 		// output straight to cmd/go). The connection stays open in it and closes when it exits,
-		// which frees the slot on the node; no fork, no wait, no compile-done.
+		// which frees the slot on the node; no fork, no wait, no compile-done. At the priority
+		// the node asks for: a requester with peers runs its compiles below cmd/go's own steps.
+		if reply.nice > 0 {
+			runtime.LockOSThread() // niceness is per thread on Linux: exec from this one
+			setNice(0, reply.nice)
+		}
 		execHolding(tool, args, conn)
 		// Without exec(2): run it as a child, then report so the node frees the slot.
 		code := runTool(tool, args)
@@ -180,6 +186,7 @@ func fallback(reason, tool string, args []string) {
 
 type nodeReply struct {
 	runHere bool
+	nice    int // with runHere: the compiler's scheduling priority (0: ours)
 	output  []byte
 	code    int64
 }
@@ -240,7 +247,11 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, err 
 			continue
 		case "compile-here":
 			conn.SetDeadline(time.Time{})
-			return nodeReply{runHere: true}, nil
+			nice, _ := asInt(msg["nice"]) // absent: 0
+			if nice < 0 || nice > 19 {
+				return reply, errMalformed
+			}
+			return nodeReply{runHere: true, nice: int(nice)}, nil
 		case "compile-result":
 			code, codeOK := asInt(msg["exitCode"])
 			output, outOK := msg["output"].([]byte)

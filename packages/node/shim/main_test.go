@@ -473,3 +473,37 @@ func TestDialNode(t *testing.T) {
 		t.Fatalf("read waited %v", waited)
 	}
 }
+
+// A grant to run the compile here may carry the priority to run it at; out of range is not a
+// reply from a node of ours.
+func TestAskNodeCompileHereNice(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		nice   any
+		want   int
+		broken bool
+	}{{"no nice", nil, 0, false}, {"nice 5", int64(5), 5, false}, {"nice 19", int64(19), 19, false}, {"nice 40", int64(40), 0, true}, {"nice -5", int64(-5), 0, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := fakeNode(t, func(c net.Conn) {
+				if _, err := readFrame(c); err != nil {
+					return
+				}
+				grant := map[string]any{"type": "compile-here", "id": int64(1)}
+				if tc.nice != nil {
+					grant["nice"] = tc.nice
+				}
+				writeFrame(c, grant)
+			})
+			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
+			if tc.broken {
+				if !errors.Is(err, errMalformed) {
+					t.Fatalf("nice %v: err %v, want errMalformed", tc.nice, err)
+				}
+				return
+			}
+			if err != nil || !reply.runHere || reply.nice != tc.want {
+				t.Fatalf("reply %+v, err %v; want runHere at nice %d", reply, err, tc.want)
+			}
+		})
+	}
+}

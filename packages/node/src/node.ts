@@ -16,7 +16,7 @@ import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool, Spawner } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
-import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -724,10 +724,11 @@ export class GridNode {
             ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
             this.counters.compiles++
             if (c !== undefined) c.local++
-            return { type: 'compile-here', id }
+            return { type: 'compile-here', id, ...(this.remote?.anyCapable() === true ? { nice: LOCAL_NICE } : {}) }
           }
           if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
-          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env }, { signal: ctx.signal, priority: placed.priority })
+          const nice = this.remote?.anyCapable() === true ? LOCAL_NICE : undefined
+          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice }, { signal: ctx.signal, priority: placed.priority })
           this.counters.compiles++
           this.finished(req.importPath, build, outcome.runMs)
           if (c !== undefined) {

@@ -88,3 +88,12 @@ export const OVERDUE_FACTOR = 2
 export const OVERDUE_MARGIN_MS = 500
 /** Transfer estimate for the overdue time: ~50 MB/s, half of a 1 Gbit link. */
 export const TRANSFER_BYTES_PER_MS = 50_000
+
+/**
+ * With peers that can take compiles, the compiles a requester runs itself run at this nice
+ * level: below cmd/go's own steps (its cache checks, asm, pack, cgo, the build IDs) and the
+ * node's event loop, which the critical path's compiles on peers wait on here, and which a
+ * local compile would otherwise share the CPU with as an equal. Without peers, a local compile
+ * is all there is to do: it runs at go's own priority, as under plain `go build`.
+ */
+export const LOCAL_NICE = 5
