@@ -6,11 +6,12 @@
  * line on a terminal and one summary line (or a JSON object with --json) at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFile, rm, stat } from 'node:fs/promises'
-import { availableParallelism, setPriority, tmpdir } from 'node:os'
+import { readFile, rm } from 'node:fs/promises'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
-import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type GraphPackage, type MessageOf } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type MessageOf } from '@grid/protocol'
+import { listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
@@ -80,20 +81,6 @@ const TOOLEXEC = /^--?toolexec(=|$)/
 const GRAPH_DELAY_MS = 500
 /** How a request fails when the node has gone away (stopped or died) since we connected. */
 const NODE_GONE = ['GRID_ERR_NODE_CLOSED', 'GRID_ERR_NODE_UNREACHABLE']
-/** `go list` runs at this nice level: ~0.4 CPU-s for std, which the compiles need more. */
-const GRAPH_NICE = 10
-/**
- * `go list` reads the packages without cmd/go's package index: with an empty GOCACHE, building
- * that index for std took 1.8–2.6 s and ~1.1 CPU-s on a 0.5-core lab host, without it 0.7 s and
- * 0.3 CPU-s (with a warm index 0.3 s and 0.14 CPU-s). It runs beside the build's own loading, on
- * the same CPU: in the lab's cold builds with 3 helpers go's first action came ~1 s sooner.
- */
-const GRAPH_GODEBUG = 'goindex=0'
-
-/** GODEBUG with one more setting (a later one wins over an earlier, as cmd/go reads them). */
-function withGodebug (godebug: string | undefined, setting: string): string {
-  return godebug === undefined || godebug === '' ? setting : `${godebug},${setting}`
-}
 
 /** Quotes a word for cmd/go's quoted.Split (used on -toolexec and GOCACHEPROG). */
 function quoteForGo (word: string): string {
@@ -121,51 +108,6 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
-/** Build flags that name a file go writes, with their value: `go list` must not write it too. */
-const WRITES_FILE = new Set(['-o', '-debug-trace', '-debug-actiongraph', '-debug-runtime-trace'])
-
-/**
- * The build's arguments as `go list` takes them: without the flags that write files (running
- * beside the build, go list would write the same trace or binary) and without `-json`, which
- * for `go list` conflicts with `-f`.
- */
-export function listFlags (args: string[]): string[] {
-  const kept: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string
-    const name = (a.startsWith('--') ? a.slice(1) : a).split('=')[0] as string
-    if (name === '-json' || (WRITES_FILE.has(name) && a.includes('='))) continue
-    if (WRITES_FILE.has(name)) { i++; continue }
-    kept.push(a)
-  }
-  return kept
-}
-
-/**
- * The build's package graph from `go list -deps` (0.1–0.5 s, run beside the build): the node
- * orders compiles by it and the progress line counts against it. Only for build and install,
- * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
- */
-async function listPackages (go: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<GraphPackage[] | undefined> {
-  const listArgs = listFlags(args)
-  const format = '{{.ImportPath}}\t{{.Dir}}\t{{join .GoFiles " "}} {{join .CgoFiles " "}}\t{{join .Imports " "}}'
-  const text = await new Promise<string | undefined>(resolve => {
-    const child = spawn(go, ['list', '-e', '-deps', '-f', format, ...listArgs], { env: { ...env, GODEBUG: withGodebug(env.GODEBUG, GRAPH_GODEBUG) }, stdio: ['ignore', 'pipe', 'ignore'], signal })
-    // Below the build's own work: on a busy machine the plan arrives later, the build is not slowed.
-    if (child.pid !== undefined) { try { setPriority(child.pid, GRAPH_NICE) } catch {} }
-    const chunks: Buffer[] = []
-    child.stdout.on('data', (b: Buffer) => chunks.push(b))
-    child.on('error', () => resolve(undefined))
-    child.on('close', code => resolve(code === 0 ? Buffer.concat(chunks).toString('utf8') : undefined))
-  })
-  if (text === undefined) return undefined
-  return await Promise.all(text.split('\n').filter(line => line !== '').map(async line => {
-    const [p = '', dir = '', files = '', imports = ''] = line.split('\t')
-    let b = 0
-    for (const f of files.split(' ')) if (f !== '') b += await stat(join(dir, f)).then(s => s.size, () => 0)
-    return { p, i: imports === '' ? [] : imports.split(' '), b }
-  }))
-}
 
 /** The user's go and the shim built for it. */
 async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string }> {
