@@ -11,7 +11,8 @@ func childAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// setNice lowers a child's scheduling priority; a failure leaves it at ours.
+// setNice lowers the scheduling priority of a child (pid 0: of the calling thread, which on Linux
+// an exec from that thread keeps); a failure leaves it where it was.
 func setNice(pid, nice int) {
 	syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice)
 }

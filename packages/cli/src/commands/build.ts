@@ -108,7 +108,6 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
-
 /** The user's go and the shim built for it. */
 async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string }> {
   const toolchain = await detectGo({ env })
