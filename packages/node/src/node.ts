@@ -434,6 +434,11 @@ export class GridNode {
     }
   }
 
+  /** The nice level of a compile run here: LOCAL_NICE while some peer could take compiles, else go's own. */
+  private localNice (): number | undefined {
+    return this.remote?.anyCapable() === true ? LOCAL_NICE : undefined
+  }
+
   /** Peer slots are free: the most urgent compiles of the backlog go to them. */
   private steal (): void {
     const remote = this.remote
@@ -724,11 +729,11 @@ export class GridNode {
             ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
             this.counters.compiles++
             if (c !== undefined) c.local++
-            return { type: 'compile-here', id, ...(this.remote?.anyCapable() === true ? { nice: LOCAL_NICE } : {}) }
+            const nice = this.localNice()
+            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }) }
           }
           if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
-          const nice = this.remote?.anyCapable() === true ? LOCAL_NICE : undefined
-          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice }, { signal: ctx.signal, priority: placed.priority })
+          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice: this.localNice() }, { signal: ctx.signal, priority: placed.priority })
           this.counters.compiles++
           this.finished(req.importPath, build, outcome.runMs)
           if (c !== undefined) {

@@ -24,7 +24,7 @@ export class Plan {
     }
     const weights = new Map<string, number>()
     for (const pkg of packages) weights.set(pkg.p, cost(pkg))
-    this.remaining = this.longestPaths(weights)
+    this.remaining = longestPaths(this.packages.keys(), weights, p => this.dependents.get(p) ?? [])
   }
 
   get size (): number { return this.packages.size }
@@ -60,10 +60,6 @@ export class Plan {
     const nodes = new Set([...this.packages.keys(), ...measured.keys()])
     for (const length of longestPaths(nodes, measured, dependents).values()) ms = Math.max(ms, length)
     return { ms: Math.round(ms), totalMs: Math.round(totalMs) }
-  }
-
-  private longestPaths (weight: Map<string, number>): Map<string, number> {
-    return longestPaths(this.packages.keys(), weight, p => this.dependents.get(p) ?? [])
   }
 }
 
