@@ -117,6 +117,31 @@ describe('scheduler', () => {
     assert.equal(pool.free, true)
   })
 
+  it('reads a rank given as a function when the slot frees, not when the compile began waiting', async () => {
+    // the build's graph arrives while compiles wait: they are served by its ranks
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease()
+    const ranks = new Map<string, number>()
+    const order: string[] = []
+    const wait = (name: string, fallback: number): Promise<void> =>
+      pool.lease({ priority: () => ranks.get(name) ?? fallback }).then(free => { order.push(name); free() })
+    const all = Promise.all([wait('big-leaf', 90), wait('runtime-dep', 5), wait('other', 40)])
+    ranks.set('runtime-dep', 1000).set('big-leaf', 10)
+    release()
+    await all
+    assert.deepEqual(order, ['runtime-dep', 'other', 'big-leaf'])
+
+    const backlog = new Backlog()
+    const taken: string[] = []
+    let late = 1
+    void backlog.wait(50, new AbortController().signal).then(() => taken.push('fixed'))
+    void backlog.wait(() => late, new AbortController().signal).then(() => taken.push('ranked later'))
+    late = 60
+    assert.equal(backlog.take(1), 1)
+    await new Promise(resolve => setImmediate(resolve))
+    assert.deepEqual(taken, ['ranked later'])
+  })
+
   it('a cancelled waiter leaves the queue', async () => {
     const pool = new LocalPool({ slots: 1 })
     const release = await pool.lease()

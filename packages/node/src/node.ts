@@ -14,7 +14,7 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
-import { LocalPool, Spawner } from './worker/index.js'
+import { LocalPool, Spawner, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
@@ -31,7 +31,7 @@ const log = logger('grid:node')
 type CompileRequest = Extract<Request, { type: 'compile' }>
 type CompileResult = Reply & { type: 'compile-result' }
 /** A compile placed here: why, and where it queues. */
-interface Placed { reason: LocalReason, priority: number, expectedMs: number }
+interface Placed { reason: LocalReason, priority: Rank, expectedMs: number }
 /** What scheduling a compile gave: its result (a peer or a race copy ran it), or a local placement. */
 type Scheduled = { result: CompileResult } | Placed
 
@@ -75,6 +75,15 @@ export interface GridNodeInit {
   mesh?: MeshOptions
   /** Trim the cache (least recently used first) when its blobs pass this many bytes. */
   cacheMax?: number
+}
+
+/**
+ * A compile's rank in the local queue and the backlog: its remaining critical path in the
+ * build's graph, else its expected time. Read whenever a slot frees, so a compile that began
+ * waiting before the graph arrived (it is listed beside the build) is ranked by it once it has.
+ */
+function rank (build: BuildRecord | undefined, importPath: string, expectedMs: number): Rank {
+  return () => build?.plan?.priority(importPath) ?? expectedMs
 }
 
 /** The .go files on a compile's command line, absolute. */
@@ -362,10 +371,10 @@ export class GridNode {
       // Nowhere to ship it: its expected cost (a few stats of its sources) would only order the
       // local queue, which go's -p keeps short. History or nothing.
       const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
-      return { reason: offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers', priority: plan?.priority(req.importPath) ?? expectedMs, expectedMs }
+      return { reason: offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers', priority: rank(build, req.importPath, expectedMs), expectedMs }
     }
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
-    const priority = plan?.priority(req.importPath) ?? expectedMs
+    const priority = rank(build, req.importPath, expectedMs)
     const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerMs: () => remote.predictMs(expectedMs) })
     if (expectedMs >= LONG_POLE_MS && log.debugEnabled) {
       const peerMs = remote.predictMs(expectedMs)
@@ -377,7 +386,7 @@ export class GridNode {
   }
 
   /** Dispatches a compile to peers; the result, or why it runs locally after all. */
-  private async offload (req: CompileRequest, build: BuildRecord | undefined, expectedMs: number, priority: number, signal: AbortSignal, fromBacklog = false): Promise<Scheduled> {
+  private async offload (req: CompileRequest, build: BuildRecord | undefined, expectedMs: number, priority: Rank, signal: AbortSignal, fromBacklog = false): Promise<Scheduled> {
     const goroot = req.env.GOROOT ?? this.goToolchain?.goroot
     if (goroot === undefined) return { reason: 'toolchain-unknown', priority, expectedMs }
     const r = await this.dispatcher.compile({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, importPath: req.importPath, goroot }, expectedMs, priority, signal)

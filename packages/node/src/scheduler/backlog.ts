@@ -2,40 +2,34 @@
  * Compiles waiting for a local slot that a peer could still take. The scheduler places a
  * compile once, when the shim hands it over; one placed locally because every peer was busy
  * would otherwise wait for the local slot even after a peer frees up. Each such compile waits
- * here too, by priority (the remaining critical path), and when a peer slot frees the most
- * urgent one is taken off to that peer. cmd/go's -p keeps BACKLOG_DEPTH more compiles in
- * flight than there are slots (node.ts `parallelism`), so a peer that finishes finds its next
- * task waiting here instead of a round trip through cmd/go and the shim away. `localOrPeer`
- * is the wait of one such compile, for whichever comes first.
+ * here too, by priority (the remaining critical path, read when a slot frees), and when a
+ * peer slot frees the most urgent one is taken off to that peer. cmd/go's -p keeps
+ * BACKLOG_DEPTH more compiles in flight than there are slots (node.ts `parallelism`), so a
+ * peer that finishes finds its next task waiting here instead of a round trip through cmd/go
+ * and the shim away. `localOrPeer` is the wait of one such compile, for whichever comes first.
  */
 
 import { GridError } from '@grid/protocol'
-import type { LocalPool } from '../worker/index.js'
+import { RankedQueue, type LocalPool, type Rank } from '../worker/index.js'
 
-interface Entry { priority: number, take: () => void }
+interface Entry { take: () => void }
 
 export class Backlog {
-  private readonly entries: Entry[] = []
+  private readonly entries = new RankedQueue<Entry>()
 
-  get size (): number { return this.entries.length }
+  get size (): number { return this.entries.size }
 
   /**
    * Waits until `take` is called for this compile (a peer slot for it) or `signal` aborts (it
    * got its local slot, or was cancelled): the promise then never settles, and the entry is gone.
    */
-  async wait (priority: number, signal: AbortSignal): Promise<void> {
+  async wait (priority: Rank, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return await new Promise<void>(() => {})
     await new Promise<void>(resolve => {
-      const entry: Entry = { priority, take: () => { signal.removeEventListener('abort', drop); resolve() } }
-      const drop = (): void => {
-        const i = this.entries.indexOf(entry)
-        if (i >= 0) this.entries.splice(i, 1)
-      }
+      const entry: Entry = { take: () => { signal.removeEventListener('abort', drop); resolve() } }
+      const drop = (): void => { this.entries.remove(entry) }
       signal.addEventListener('abort', drop, { once: true })
-      // after every entry of the same or higher priority: first come first served among equals
-      let at = this.entries.findIndex(e => e.priority < priority)
-      if (at < 0) at = this.entries.length
-      this.entries.splice(at, 0, entry)
+      this.entries.push(entry, priority)
     })
   }
 
@@ -54,7 +48,7 @@ export class Backlog {
 
 export interface SlotWait {
   /** the compile's priority in both queues (its remaining critical path) */
-  priority: number
+  priority: Rank
   /** ms to wait for a peer alone before queueing for the local slot too (a long pole: LONG_POLE_WAIT) */
   headStartMs: number
   signal: AbortSignal

@@ -13,7 +13,7 @@ import { renameSync, writeFileSync } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { logger } from '../log.js'
 import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
-import type { LocalPool } from '../worker/index.js'
+import type { LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
 
 const log = logger('grid:scheduler')
@@ -54,7 +54,7 @@ export class Dispatcher {
     this.init = init
   }
 
-  async compile (req: DispatchRequest, expectedMs: number, priority: number, signal: AbortSignal): Promise<DispatchOutcome> {
+  async compile (req: DispatchRequest, expectedMs: number, priority: Rank, signal: AbortSignal): Promise<DispatchOutcome> {
     const started = performance.now()
     const races: Races = { local: false, duplicate: false }
     const remote = this.init.remote()
@@ -154,7 +154,7 @@ export class Dispatcher {
   }
 
   /** The same compile in the local pool, writing beside cmd/go's outputs. */
-  private async localCopy (req: DispatchRequest, prepared: PreparedTask, priority: number, signal: AbortSignal): Promise<Contender> {
+  private async localCopy (req: DispatchRequest, prepared: PreparedTask, priority: Rank, signal: AbortSignal): Promise<Contender> {
     const suffix = `.grid-race-${randomBytes(4).toString('hex')}`
     const tmp: Outputs = { out: prepared.out + suffix, asmhdr: prepared.asmhdr === undefined ? undefined : prepared.asmhdr + suffix }
     try {

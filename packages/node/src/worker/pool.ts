@@ -1,6 +1,7 @@
 /**
  * The local compile pool: at most `slots` compiles at once; waiting compiles are served by
- * priority (the scheduler's remaining critical path), first come first served among equals. A job
+ * priority (the scheduler's remaining critical path, read when a slot frees: ranked.ts), first
+ * come first served among equals. A job
  * names the compiler, its arguments, directory and the output-affecting environment; the pool
  * checks the tool is a Go compiler, runs it (through the spawner when the node has one,
  * spawner.ts; else from Node), and returns its exit code and its stdout and stderr merged in
@@ -12,6 +13,7 @@ import { isAbsolute } from 'node:path'
 import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
 import { logger } from '../log.js'
 import { COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
+import { RankedQueue, type Rank } from './ranked.js'
 import { SpawnerGone, type Spawner, type SpawnOptions, type SpawnResult } from './spawner.js'
 
 const log = logger('grid:worker')
@@ -42,10 +44,10 @@ export interface LocalPoolInit {
 export interface SlotOptions {
   signal?: AbortSignal
   /** higher goes first when compiles wait for a slot; default 0 */
-  priority?: number
+  priority?: Rank
 }
 
-interface Waiter { priority: number, grant: () => void }
+interface Waiter { grant: () => void }
 
 /** The node's own environment minus everything Go reads: a compile sees only what cmd/go set. */
 function baseEnv (): Record<string, string> {
@@ -59,7 +61,7 @@ function baseEnv (): Record<string, string> {
 export class LocalPool {
   readonly slots: number
   private active = 0
-  private readonly waiting: Waiter[] = []
+  private readonly waiting = new RankedQueue<Waiter>()
   private readonly base = baseEnv()
   /** Called when a slot is taken or freed (the mesh re-advertises free slots). */
   onChange: (() => void) | undefined
@@ -71,10 +73,10 @@ export class LocalPool {
   }
 
   get running (): number { return this.active }
-  get queued (): number { return this.waiting.length }
+  get queued (): number { return this.waiting.size }
 
   /** Whether a compile asking now would get a slot at once. */
-  get free (): boolean { return this.active < this.slots && this.waiting.length === 0 }
+  get free (): boolean { return this.active < this.slots && this.waiting.size === 0 }
 
   async run (job: CompileJob, options: SlotOptions = {}): Promise<CompileOutcome> {
     this.check(job)
@@ -121,17 +123,13 @@ export class LocalPool {
     if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot')
     if (this.active < this.slots) { this.active++; this.onChange?.(); return }
     await new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = { priority, grant: () => { signal?.removeEventListener('abort', onAbort); resolve() } }
+      const waiter: Waiter = { grant: () => { signal?.removeEventListener('abort', onAbort); resolve() } }
       const onAbort = (): void => {
-        const i = this.waiting.indexOf(waiter)
-        if (i >= 0) this.waiting.splice(i, 1)
+        this.waiting.remove(waiter)
         reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      // after every waiter of the same or higher priority: FIFO among equals
-      let at = this.waiting.findIndex(w => w.priority < priority)
-      if (at < 0) at = this.waiting.length
-      this.waiting.splice(at, 0, waiter)
+      this.waiting.push(waiter, priority)
     })
     // the releaser handed its slot over: `active` is unchanged
   }
