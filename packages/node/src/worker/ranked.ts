@@ -4,8 +4,8 @@
  * given out rather than once on arrival: a compile that began waiting before its build's
  * package graph arrived (`grid build` lists it beside the build) is then served by the graph's
  * rank as soon as it is there. Ranked by expected time alone, small leaves wait last; in lab
- * builds whose first compiles came before the graph, `internal/asan`, a leaf that `runtime`
- * imports, waited 3.8 s behind other leaves while everything after it waited on `runtime`.
+ * builds whose first compiles came before the graph, the action of `internal/asan`, a leaf that
+ * `runtime` imports, took 3.8 s behind other leaves while everything after waited on `runtime`.
  */
 
 export type Rank = number | (() => number)
