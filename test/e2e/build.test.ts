@@ -269,7 +269,7 @@ describe('grid command line', () => {
     assert.equal(c.code, 2)
     assert.match(c.stderr, /not a size/)
     // a bad flag value is a usage error, though the same check on the config file is not
-    for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M']]) {
+    for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M'], ['--compile-heap', '1M']]) {
       const d = await grid(w, ['daemon', flag as string, value as string])
       assert.equal(d.code, 2, `${flag} ${value}: ${d.stderr}`)
       assert.match(d.stderr, new RegExp(`^grid: ${flag}:? .*\\(GRID_ERR_USAGE\\)`, 'm'))

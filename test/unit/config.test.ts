@@ -29,6 +29,21 @@ describe('config', () => {
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('unknown key "taskMemry"') && err.message.includes('taskMemory'))
   })
 
+  it('reads compileHeap as a size in whole MiB, 0 for the compiler\'s own, and refuses one too small', async (t) => {
+    const dir = await tempDir(t, 'grid-config')
+    const file = join(dir, 'config.json')
+    assert.equal((await loadConfig(file)).compileHeapMB, undefined) // no file: the pool's default
+    await writeFile(file, JSON.stringify({ compileHeap: '1G' }))
+    assert.equal((await loadConfig(file)).compileHeapMB, 1024)
+    await writeFile(file, JSON.stringify({ compileHeap: 0 }))
+    assert.equal((await loadConfig(file)).compileHeapMB, 0)
+    for (const value of ['1M', '100T', 'big']) {
+      await writeFile(file, JSON.stringify({ compileHeap: value }))
+      await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+        err.code === 'GRID_ERR_CONFIG' && err.message.startsWith(`${file}: "compileHeap" must be`), value)
+    }
+  })
+
   it('takes listen and bootstrap addresses that parse as multiaddrs and names the one that does not', async (t) => {
     const dir = await tempDir(t, 'grid-config')
     const file = join(dir, 'config.json')

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs'
 import { GridError, errorCode, parseSize } from '@grid/protocol'
-import { checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTaskMemory, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
+import { checkCompileHeap, checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTaskMemory, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
 import type { GlobalOptions } from './options.js'
 
 export interface MeshFlags {
@@ -43,6 +43,11 @@ export async function meshOptions (config: Readonly<NodeConfig>, configPath: str
     offload: offload !== undefined ? await flagValue(() => checkOffload(offload, '--offload')) : config.offload,
     taskMemory: taskMemory !== undefined ? await flagValue(() => checkTaskMemory(parseSize(taskMemory), '--task-memory')) : config.taskMemory
   }
+}
+
+/** `--compile-heap SIZE`: the compilers' starting heap in MiB (0: the compiler's own). */
+export async function compileHeapFlag (value: string): Promise<number> {
+  return await flagValue(() => checkCompileHeap(parseSize(value), '--compile-heap'))
 }
 
 /**

@@ -49,6 +49,7 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
       control: options.control,
       mode: 'embedded',
       ...(config.slots === undefined ? {} : { slots: config.slots }),
+      ...(config.compileHeapMB === undefined ? {} : { compileHeapMB: config.compileHeapMB }),
       ...(mesh === undefined ? {} : { mesh }),
       ...(config.cacheMax === undefined ? {} : { cacheMax: config.cacheMax })
     })

@@ -97,6 +97,7 @@ func main() {
 			runtime.LockOSThread() // niceness is per thread on Linux: exec from this one
 			setNice(0, reply.nice)
 		}
+		args = withStartHeap(args, reply.heapMB)
 		execHolding(tool, args, conn)
 		// Without exec(2): run it as a child, then report so the node frees the slot.
 		code := runTool(tool, args)
@@ -184,9 +185,23 @@ func fallback(reason, tool string, args []string) {
 	execTool(tool, args)
 }
 
+// maxHeapMB bounds a granted starting heap (1 TiB): anything above is a malformed reply.
+const maxHeapMB = 1 << 20
+
+// withStartHeap gives the compiler a starting heap of heapMB MiB (its `-d=gcstart`, which
+// changes no output) as its first argument, so that a later `-d` of cmd/go's still wins. The
+// same rule as the node's (packages/node/src/worker/pool.ts withStartHeap).
+func withStartHeap(args []string, heapMB int) []string {
+	if heapMB <= 0 {
+		return args
+	}
+	return append([]string{fmt.Sprintf("-d=gcstart=%d", heapMB)}, args...)
+}
+
 type nodeReply struct {
 	runHere bool
 	nice    int // with runHere: the compiler's scheduling priority (0: ours)
+	heapMB  int // with runHere: the compiler's starting heap in MiB (0: its default)
 	output  []byte
 	code    int64
 }
@@ -247,11 +262,12 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, err 
 			continue
 		case "compile-here":
 			conn.SetDeadline(time.Time{})
-			nice, _ := asInt(msg["nice"]) // absent: 0
-			if nice < 0 || nice > 19 {
+			nice, _ := asInt(msg["nice"])     // absent: 0
+			heapMB, _ := asInt(msg["heapMB"]) // absent: 0
+			if nice < 0 || nice > 19 || heapMB < 0 || heapMB > maxHeapMB {
 				return reply, errMalformed
 			}
-			return nodeReply{runHere: true, nice: int(nice)}, nil
+			return nodeReply{runHere: true, nice: int(nice), heapMB: int(heapMB)}, nil
 		case "compile-result":
 			code, codeOK := asInt(msg["exitCode"])
 			output, outOK := msg["output"].([]byte)

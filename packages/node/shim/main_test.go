@@ -507,3 +507,43 @@ func TestAskNodeCompileHereNice(t *testing.T) {
 		})
 	}
 }
+
+// A grant may carry the compiler's starting heap; negative or absurd is not a reply from a node
+// of ours. The heap goes first among the compiler's arguments, so cmd/go's own `-d` still wins.
+func TestAskNodeCompileHereHeap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		heapMB any
+		want   int
+		broken bool
+	}{{"no heap", nil, 0, false}, {"512", int64(512), 512, false}, {"negative", int64(-1), 0, true}, {"absurd", int64(maxHeapMB + 1), 0, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := fakeNode(t, func(c net.Conn) {
+				if _, err := readFrame(c); err != nil {
+					return
+				}
+				grant := map[string]any{"type": "compile-here", "id": int64(1)}
+				if tc.heapMB != nil {
+					grant["heapMB"] = tc.heapMB
+				}
+				writeFrame(c, grant)
+			})
+			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
+			if tc.broken {
+				if !errors.Is(err, errMalformed) {
+					t.Fatalf("heapMB %v: err %v, want errMalformed", tc.heapMB, err)
+				}
+				return
+			}
+			if err != nil || !reply.runHere || reply.heapMB != tc.want {
+				t.Fatalf("reply %+v, err %v; want runHere with heap %d", reply, err, tc.want)
+			}
+		})
+	}
+	if got := strings.Join(withStartHeap([]string{"-o", "x.a", "-d=ssa/check/on", "x.go"}, 512), " "); got != "-d=gcstart=512 -o x.a -d=ssa/check/on x.go" {
+		t.Fatalf("withStartHeap: %q", got)
+	}
+	if got := strings.Join(withStartHeap([]string{"-o", "x.a"}, 0), " "); got != "-o x.a" {
+		t.Fatalf("withStartHeap with no heap: %q", got)
+	}
+}

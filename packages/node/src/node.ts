@@ -71,6 +71,8 @@ export interface GridNodeInit {
   mode?: 'daemon' | 'embedded'
   /** Local compile slots; default: one per core. */
   slots?: number
+  /** The compilers' starting heap in MiB (worker/constants.ts COMPILE_START_HEAP_MB); 0: theirs. */
+  compileHeapMB?: number
   /** The libp2p mesh; omitted: this node serves only its own machine. */
   mesh?: MeshOptions
   /** Trim the cache (least recently used first) when its blobs pass this many bytes. */
@@ -137,7 +139,10 @@ export class GridNode {
     this.mode = init.mode ?? 'daemon'
     this.meshOptions = init.mesh
     this.cacheMax = init.cacheMax
-    this.pool = new LocalPool(init.slots === undefined ? {} : { slots: init.slots })
+    this.pool = new LocalPool({
+      ...(init.slots === undefined ? {} : { slots: init.slots }),
+      ...(init.compileHeapMB === undefined ? {} : { startHeapMB: init.compileHeapMB })
+    })
     this.scheduler = new Scheduler({ historyFile: join(init.cacheDir, HISTORY_FILE) })
     this.dispatcher = new Dispatcher({ pool: this.pool, remote: () => this.remote })
     this.server = new ControlServer({
@@ -739,7 +744,8 @@ export class GridNode {
             this.counters.compiles++
             if (c !== undefined) c.local++
             const nice = this.localNice()
-            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }) }
+            const heapMB = this.pool.startHeapMB
+            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}) }
           }
           if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
           const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice: this.localNice() }, { signal: ctx.signal, priority: placed.priority })

@@ -214,9 +214,10 @@ export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
   /**
    * run it yourself: a local slot is yours until `compile-done` or the connection closes; at
-   * `nice` (0–19) when given, as the compiler's scheduling priority
+   * `nice` (0–19) when given, as the compiler's scheduling priority, and with a starting heap of
+   * `heapMB` MiB when given (the compiler's `-d=gcstart`, which changes no output)
    */
-  | Id & { type: 'compile-here', nice?: number }
+  | Id & { type: 'compile-here', nice?: number, heapMB?: number }
   /**
    * not an answer: the node is alive and still working on the compile of that id. Sent every
    * COMPILE_KEEPALIVE_MS while it waits for a slot or a peer; a shim that hears nothing for
@@ -279,7 +280,7 @@ export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
   compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool', goPid: 'optuint' },
   'compile-done': { build: 'str', exitCode: 'int' },
-  'compile-here': { nice: 'optuint' },
+  'compile-here': { nice: 'optuint', heapMB: 'optuint' },
   'compile-wait': {},
   'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },

@@ -5,7 +5,7 @@
  *
  *   { "listen": ["/ip4/0.0.0.0/tcp/4770"], "bootstrap": ["/ip4/10.0.0.5/tcp/4770/p2p/12D3…"],
  *     "mdns": true, "swarmKey": "/path/to/swarm.key", "acceptRemote": "idle", "slots": 4,
- *     "mesh": true, "trust": "mesh", "verify": 1, "cacheMax": "20G" }
+ *     "mesh": true, "trust": "mesh", "verify": 1, "cacheMax": "20G", "compileHeap": "512M" }
  */
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
@@ -33,6 +33,8 @@ export interface NodeConfig {
   offload: 'never' | 'busy' | 'always'
   /** address space a peer's compile may use on this node (bytes) */
   taskMemory: number
+  /** the compilers' starting heap in MiB (`-d=gcstart`); undefined: COMPILE_START_HEAP_MB, 0: theirs */
+  compileHeapMB: number | undefined
 }
 
 /**
@@ -122,6 +124,18 @@ export function checkTaskMemory (bytes: number, where: string): number {
   return bytes
 }
 
+/**
+ * A compiler's starting heap (`compileHeap`, `--compile-heap`) from a size in bytes: 0 keeps the
+ * compiler's own (128 MiB), else at least 16 MiB, at most 64 GiB; in whole MiB.
+ */
+export function checkCompileHeap (bytes: number, where: string): number {
+  if (bytes === 0) return 0
+  if (!Number.isSafeInteger(bytes) || bytes < 16 * 1024 ** 2 || bytes > 64 * 1024 ** 3) {
+    throw new GridError('GRID_ERR_CONFIG', `${where} must be 0 (the compiler's own) or a size from 16M to 64G, got ${bytes} bytes`)
+  }
+  return Math.floor(bytes / 1024 ** 2)
+}
+
 /** How a check names a key of the config file: `/path/config.json: "offload"`. */
 function inFile (path: string, key: string): string {
   return `${path}: "${key}"`
@@ -139,7 +153,7 @@ function sizeIn (path: string, key: string, value: unknown): number {
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
 export async function loadConfig (path: string, options: { explicit?: boolean } = {}): Promise<Readonly<NodeConfig>> {
   const config: NodeConfig = {
-    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined, offload: 'busy', taskMemory: DEFAULT_TASK_MEMORY
+    mesh: true, listen: DEFAULT_LISTEN, bootstrap: [], mdns: true, swarmKey: undefined, acceptRemote: 'idle', slots: undefined, trust: 'mesh', verify: 0, cacheMax: undefined, offload: 'busy', taskMemory: DEFAULT_TASK_MEMORY, compileHeapMB: undefined
   }
   let text: string | undefined
   try {
@@ -187,8 +201,11 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
           case 'taskMemory':
             config.taskMemory = checkTaskMemory(sizeIn(path, key, value), inFile(path, key))
             break
+          case 'compileHeap':
+            config.compileHeapMB = checkCompileHeap(sizeIn(path, key, value), inFile(path, key))
+            break
           default:
-            throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory)`)
+            throw bad(path, `unknown key "${key}" (known: mesh, listen, bootstrap, mdns, swarmKey, acceptRemote, slots, trust, verify, cacheMax, offload, taskMemory, compileHeap)`)
         }
       }
     } catch (err) {

@@ -12,7 +12,7 @@ import { setPriority } from 'node:os'
 import { isAbsolute } from 'node:path'
 import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
 import { logger } from '../log.js'
-import { COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
+import { COMPILE_START_HEAP_MB, COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
 import { RankedQueue, type Rank } from './ranked.js'
 import { SpawnerGone, type Spawner, type SpawnOptions, type SpawnResult } from './spawner.js'
 
@@ -39,6 +39,8 @@ export interface CompileOutcome {
 
 export interface LocalPoolInit {
   slots?: number
+  /** the compilers' starting heap in MiB (`-d=gcstart`); default COMPILE_START_HEAP_MB, 0: theirs */
+  startHeapMB?: number
 }
 
 export interface SlotOptions {
@@ -60,6 +62,8 @@ function baseEnv (): Record<string, string> {
 
 export class LocalPool {
   readonly slots: number
+  /** Given to every compiler this node runs or grants a slot to (withStartHeap). */
+  readonly startHeapMB: number
   private active = 0
   private readonly waiting = new RankedQueue<Waiter>()
   private readonly base = baseEnv()
@@ -70,6 +74,7 @@ export class LocalPool {
 
   constructor (init: LocalPoolInit = {}) {
     this.slots = Math.max(1, init.slots ?? DEFAULT_SLOTS)
+    this.startHeapMB = init.startHeapMB ?? COMPILE_START_HEAP_MB
   }
 
   get running (): number { return this.active }
@@ -145,9 +150,10 @@ export class LocalPool {
     // A memory cap goes through the shell's ulimit (Node cannot set rlimits on a child): sh
     // sets it and execs the compiler, which keeps sh's pid.
     const capped = job.memoryBytes !== undefined && process.platform !== 'win32'
+    const toolArgs = withStartHeap(job.args, this.startHeapMB)
     const [file, args] = capped
-      ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...job.args]]
-      : [job.tool, job.args]
+      ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...toolArgs]]
+      : [job.tool, toolArgs]
     const options: SpawnOptions = { cwd: job.cwd, env: { ...this.base, ...job.env, PWD: job.cwd }, outputCap: MAX_COMPILE_OUTPUT_BYTES, ...(job.nice === undefined ? {} : { nice: job.nice }) }
     let ended: SpawnResult | undefined
     if (this.spawner?.alive === true) {
@@ -167,6 +173,14 @@ export class LocalPool {
     if (ended.signal !== null) log.warn(`compile of ${job.cwd} killed by ${ended.signal}`)
     return { exitCode: ended.signal !== null || ended.exitCode < 0 ? 1 : ended.exitCode, output: ended.output }
   }
+}
+
+/**
+ * A compiler's arguments with its starting heap set (`-d=gcstart=MB`, first, so that any later
+ * `-d` of the caller's own still wins). The same rule as the shim's (shim/main.go withStartHeap).
+ */
+export function withStartHeap (args: string[], heapMB: number): string[] {
+  return heapMB > 0 ? [`-d=gcstart=${heapMB}`, ...args] : args
 }
 
 /** Whether `signal` has aborted (read anew: it may have since the caller last looked). */
