@@ -26,9 +26,11 @@ describe('local pool', () => {
   it('starts the compiler with its starting heap; the archive is byte-identical to the compiler\'s default', async (t) => {
     const dir = await tempDir(t, 'grid-pool')
     await writeFile(join(dir, 'p.go'), 'package p\n\nfunc F(x int) int { return x * 2 }\n')
+    // -c=2 as cmd/go passes it: with -c=1 (a one-core machine's default) the compiler keeps
+    // plain GOGC and reports no adjustment of its own
     const compile = async (startHeapMB: number, out: string): Promise<{ archive: Buffer, goal: number }> => {
       const pool = new LocalPool({ slots: 1, startHeapMB })
-      const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
+      const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-c=2', '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
       assert.equal(ran.exitCode, 0, ran.output.toString())
       return { archive: await readFile(join(dir, out)), goal: goalMB(ran.output) }
     }

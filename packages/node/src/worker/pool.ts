@@ -2,10 +2,10 @@
  * The local compile pool: at most `slots` compiles at once; waiting compiles are served by
  * priority (the scheduler's remaining critical path, read when a slot frees: ranked.ts), first
  * come first served among equals. A job names the compiler, its arguments, directory and the
- * output-affecting environment; the pool checks the tool is a Go compiler, runs it (through the
- * spawner when the node has one, spawner.ts; else from Node), and returns its exit code and its
- * stdout and stderr merged in arrival order (cmd/go merges them too). A job whose signal aborts
- * is killed.
+ * output-affecting environment; the pool checks the tool is a Go compiler, runs it with the
+ * node's starting heap (withStartHeap; through the spawner when the node has one, spawner.ts;
+ * else from Node), and returns its exit code and its stdout and stderr merged in arrival order
+ * (cmd/go merges them too). A job whose signal aborts is killed.
  */
 import { spawn } from 'node:child_process'
 import { setPriority } from 'node:os'
