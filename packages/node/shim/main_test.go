@@ -474,72 +474,59 @@ func TestDialNode(t *testing.T) {
 	}
 }
 
-// A grant to run the compile here may carry the priority to run it at; out of range is not a
-// reply from a node of ours.
-func TestAskNodeCompileHereNice(t *testing.T) {
+// askGrant answers one compile with a compile-here grant carrying fields, and returns what
+// askNode made of it.
+func askGrant(t *testing.T, fields map[string]any) (nodeReply, error) {
+	conn := fakeNode(t, func(c net.Conn) {
+		if _, err := readFrame(c); err != nil {
+			return
+		}
+		grant := map[string]any{"type": "compile-here", "id": int64(1)}
+		for k, v := range fields {
+			grant[k] = v
+		}
+		writeFrame(c, grant)
+	})
+	return askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
+}
+
+// A grant to run the compile here may carry the priority to run it at and the compiler's
+// starting heap; out of range is not a reply from a node of ours.
+func TestAskNodeCompileHere(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		nice   any
-		want   int
+		fields map[string]any
+		nice   int
+		heapMB int
 		broken bool
-	}{{"no nice", nil, 0, false}, {"nice 5", int64(5), 5, false}, {"nice 19", int64(19), 19, false}, {"nice 40", int64(40), 0, true}, {"nice -5", int64(-5), 0, true}} {
+	}{
+		{"nothing", nil, 0, 0, false},
+		{"nice 5", map[string]any{"nice": int64(5)}, 5, 0, false},
+		{"nice 19", map[string]any{"nice": int64(19)}, 19, 0, false},
+		{"nice 40", map[string]any{"nice": int64(40)}, 0, 0, true},
+		{"nice -5", map[string]any{"nice": int64(-5)}, 0, 0, true},
+		{"heap 512", map[string]any{"heapMB": int64(512)}, 0, 512, false},
+		{"both", map[string]any{"nice": int64(5), "heapMB": int64(512)}, 5, 512, false},
+		{"heap negative", map[string]any{"heapMB": int64(-1)}, 0, 0, true},
+		{"heap absurd", map[string]any{"heapMB": int64(maxHeapMB + 1)}, 0, 0, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn := fakeNode(t, func(c net.Conn) {
-				if _, err := readFrame(c); err != nil {
-					return
-				}
-				grant := map[string]any{"type": "compile-here", "id": int64(1)}
-				if tc.nice != nil {
-					grant["nice"] = tc.nice
-				}
-				writeFrame(c, grant)
-			})
-			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
+			reply, err := askGrant(t, tc.fields)
 			if tc.broken {
 				if !errors.Is(err, errMalformed) {
-					t.Fatalf("nice %v: err %v, want errMalformed", tc.nice, err)
+					t.Fatalf("%v: err %v, want errMalformed", tc.fields, err)
 				}
 				return
 			}
-			if err != nil || !reply.runHere || reply.nice != tc.want {
-				t.Fatalf("reply %+v, err %v; want runHere at nice %d", reply, err, tc.want)
+			if err != nil || !reply.runHere || reply.nice != tc.nice || reply.heapMB != tc.heapMB {
+				t.Fatalf("reply %+v, err %v; want runHere at nice %d with heap %d", reply, err, tc.nice, tc.heapMB)
 			}
 		})
 	}
 }
 
-// A grant may carry the compiler's starting heap; negative or absurd is not a reply from a node
-// of ours. The heap goes first among the compiler's arguments, so cmd/go's own `-d` still wins.
-func TestAskNodeCompileHereHeap(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		heapMB any
-		want   int
-		broken bool
-	}{{"no heap", nil, 0, false}, {"512", int64(512), 512, false}, {"negative", int64(-1), 0, true}, {"absurd", int64(maxHeapMB + 1), 0, true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			conn := fakeNode(t, func(c net.Conn) {
-				if _, err := readFrame(c); err != nil {
-					return
-				}
-				grant := map[string]any{"type": "compile-here", "id": int64(1)}
-				if tc.heapMB != nil {
-					grant["heapMB"] = tc.heapMB
-				}
-				writeFrame(c, grant)
-			})
-			reply, err := askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
-			if tc.broken {
-				if !errors.Is(err, errMalformed) {
-					t.Fatalf("heapMB %v: err %v, want errMalformed", tc.heapMB, err)
-				}
-				return
-			}
-			if err != nil || !reply.runHere || reply.heapMB != tc.want {
-				t.Fatalf("reply %+v, err %v; want runHere with heap %d", reply, err, tc.want)
-			}
-		})
-	}
+// The heap goes first among the compiler's arguments, so that cmd/go's own `-d` still wins.
+func TestWithStartHeap(t *testing.T) {
 	if got := strings.Join(withStartHeap([]string{"-o", "x.a", "-d=ssa/check/on", "x.go"}, 512), " "); got != "-d=gcstart=512 -o x.a -d=ssa/check/on x.go" {
 		t.Fatalf("withStartHeap: %q", got)
 	}
