@@ -267,9 +267,9 @@ describe('grid command line', () => {
     assert.match(b.stderr, /unknown command frobnicate/)
     const c = await grid(w, ['cache', 'gc', '--max-size', 'lots'])
     assert.equal(c.code, 2)
-    assert.match(c.stderr, /not a size/)
+    assert.match(c.stderr, /^grid: --max-size: not a size: "lots"/m)
     // a bad flag value is a usage error, though the same check on the config file is not
-    for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M'], ['--compile-heap', '1M']]) {
+    for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M'], ['--compile-heap', '1M'], ['--compile-heap', 'lots'], ['--cache-max', 'lots']]) {
       const d = await grid(w, ['daemon', flag as string, value as string])
       assert.equal(d.code, 2, `${flag} ${value}: ${d.stderr}`)
       assert.match(d.stderr, new RegExp(`^grid: ${flag}:? .*\\(GRID_ERR_USAGE\\)`, 'm'))

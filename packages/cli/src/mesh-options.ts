@@ -5,9 +5,9 @@
  * writes it), else none (the open mesh).
  */
 import { existsSync } from 'node:fs'
-import { GridError, errorCode, parseSize } from '@grid/protocol'
+import { GridError, errorCode } from '@grid/protocol'
 import { checkCompileHeap, checkMultiaddr, checkOffload, checkPercent, checkPolicy, checkTaskMemory, checkTrust, defaultSwarmKeyPath, loadConfig, type MeshOptions, type NodeConfig } from '@grid/node'
-import type { GlobalOptions } from './options.js'
+import { sizeFlag, type GlobalOptions } from './options.js'
 
 export interface MeshFlags {
   listen?: string[]
@@ -41,13 +41,13 @@ export async function meshOptions (config: Readonly<NodeConfig>, configPath: str
     trust: trust !== undefined ? await flagValue(() => checkTrust(trust, '--trust')) : config.trust,
     verifyPercent: verify !== undefined ? await flagValue(() => checkPercent(verify, '--verify')) : config.verify,
     offload: offload !== undefined ? await flagValue(() => checkOffload(offload, '--offload')) : config.offload,
-    taskMemory: taskMemory !== undefined ? await flagValue(() => checkTaskMemory(parseSize(taskMemory), '--task-memory')) : config.taskMemory
+    taskMemory: taskMemory !== undefined ? await flagValue(() => checkTaskMemory(sizeFlag(taskMemory, '--task-memory'), '--task-memory')) : config.taskMemory
   }
 }
 
 /** `--compile-heap SIZE`: the compilers' starting heap in MiB (0: the compiler's own). */
 export async function compileHeapFlag (value: string): Promise<number> {
-  return await flagValue(() => checkCompileHeap(parseSize(value), '--compile-heap'))
+  return await flagValue(() => checkCompileHeap(sizeFlag(value, '--compile-heap'), '--compile-heap'))
 }
 
 /**

@@ -3,7 +3,7 @@
  * checked once, unknown ones rejected by name, and the result frozen.
  */
 import { defaultCacheDir, defaultConfigPath, defaultControlPath } from '@grid/node'
-import { GridError } from '@grid/protocol'
+import { GridError, parseSize } from '@grid/protocol'
 
 export interface GlobalOptions {
   cacheDir: string
@@ -32,6 +32,15 @@ export interface Parsed { options: Readonly<GlobalOptions>, command: string | un
 
 export function usageError (message: string, hint = 'run `grid --help` for usage'): GridError {
   return new GridError('GRID_ERR_USAGE', message, { hint })
+}
+
+/** A size given to `flag` ("500M", "10G" or bytes); a bad one is a usage error naming the flag. */
+export function sizeFlag (value: string, flag: string): number {
+  try {
+    return parseSize(value)
+  } catch (err) {
+    throw new GridError('GRID_ERR_USAGE', `${flag}: ${(err as Error).message}`, { cause: err, hint: (err as GridError).hint ?? 'use a number with an optional unit, e.g. 500M or 10G' })
+  }
 }
 
 /** Parses `[global options] <command> [command args…]`; everything after the command is the command's. */

@@ -1,7 +1,7 @@
 /** `grid cache stats|gc|verify`: through the running node, or on the cache directly if none runs. */
-import { formatBytes, parseSize, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
+import { formatBytes, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { parseFlags, sizeFlag, usageError } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
 import { formatCache } from '../format.js'
@@ -25,7 +25,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
     case 'gc': {
       const { flags } = parseFlags('cache gc', rest, { 'max-size': 'string' })
       if (flags['max-size'] === undefined) throw usageError('grid cache gc needs --max-size SIZE', 'e.g. grid cache gc --max-size 10G')
-      const maxBytes = parseSize(flags['max-size'])
+      const maxBytes = sizeFlag(flags['max-size'], '--max-size')
       const result = await run(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
       output.out(options.json ? JSON.stringify(result) : formatGc(result))
       return 0

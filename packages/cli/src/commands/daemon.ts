@@ -9,10 +9,10 @@ import { join, resolve } from 'node:path'
 import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { parseFlags, sizeFlag, usageError } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
-import { GridError, parseSize, type NodeStatus } from '@grid/protocol'
+import { GridError, type NodeStatus } from '@grid/protocol'
 
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
@@ -72,7 +72,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     noMdns: flags['no-mdns'] === true,
     noMesh: flags['no-mesh'] === true
   })
-  const cacheMax = flags['cache-max'] !== undefined ? parseSize(flags['cache-max']) : config.cacheMax
+  const cacheMax = flags['cache-max'] !== undefined ? sizeFlag(flags['cache-max'], '--cache-max') : config.cacheMax
   const compileHeapMB = flags['compile-heap'] !== undefined ? await compileHeapFlag(flags['compile-heap']) : config.compileHeapMB
   await refuseIfRunning(options)
   if (flags.detach === true) return await detach(args.filter(a => a !== '--detach'), mesh !== undefined, options, output)
