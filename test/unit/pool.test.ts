@@ -1,11 +1,12 @@
 // The local pool's compilers (packages/node/src/worker/pool.ts): the real compiler, started
-// with the pool's starting heap, writes the same archive as without it.
+// with the pool's starting heap and its share of the slots as backend concurrency, writes the
+// same archive as without them.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { LocalPool, withStartHeap } from '@grid/node/server'
+import { LocalPool, withConcurrency, withStartHeap } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
 const compiler = join(execFileSync('go', ['env', 'GOTOOLDIR'], { encoding: 'utf8' }).trim(), process.platform === 'win32' ? 'compile.exe' : 'compile')
@@ -23,13 +24,33 @@ describe('local pool', () => {
     assert.deepEqual(withStartHeap(['-o', 'x.a'], 0), ['-o', 'x.a'])
   })
 
+  it('lowers cmd/go\'s -c to the share of the slots, never raises it, adds none', () => {
+    assert.deepEqual(withConcurrency(['-p', 'p', '-c=4', 'x.go'], 1), ['-p', 'p', '-c=1', 'x.go'])
+    assert.deepEqual(withConcurrency(['-c=2', 'x.go'], 4), ['-c=2', 'x.go'])
+    assert.deepEqual(withConcurrency(['-p', 'p', 'x.go'], 1), ['-p', 'p', 'x.go'])
+    assert.deepEqual(withConcurrency(['-c=many', 'x.go'], 1), ['-c=many', 'x.go'])
+    assert.deepEqual(withConcurrency(['-c=4'], 0), ['-c=4'])
+  })
+
+  it('shares its slots among the compiles holding one', async () => {
+    const pool = new LocalPool({ slots: 4 })
+    const shares: number[] = []
+    const leases = []
+    for (let i = 0; i < 4; i++) {
+      leases.push(await pool.lease())
+      shares.push(pool.concurrency())
+    }
+    assert.deepEqual(shares, [4, 2, 1, 1])
+    for (const free of leases) free()
+  })
+
   it('starts the compiler with its starting heap; the archive is byte-identical to the compiler\'s default', async (t) => {
     const dir = await tempDir(t, 'grid-pool')
     await writeFile(join(dir, 'p.go'), 'package p\n\nfunc F(x int) int { return x * 2 }\n')
-    // -c=2 as cmd/go passes it: with -c=1 (a one-core machine's default) the compiler keeps
-    // plain GOGC and reports no adjustment of its own
+    // -c=2 as cmd/go passes it, in a pool of two slots that leaves it so: with -c=1 (a
+    // one-core machine's default) the compiler keeps plain GOGC and reports no adjustment
     const compile = async (startHeapMB: number, out: string): Promise<{ archive: Buffer, goal: number }> => {
-      const pool = new LocalPool({ slots: 1, startHeapMB })
+      const pool = new LocalPool({ slots: 2, startHeapMB })
       const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-c=2', '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
       assert.equal(ran.exitCode, 0, ran.output.toString())
       return { archive: await readFile(join(dir, out)), goal: goalMB(ran.output) }
@@ -38,5 +59,23 @@ describe('local pool', () => {
     const raised = await compile(512, 'raised.a')
     assert.ok(raised.goal >= 2 * own.goal, `heap goal ${raised.goal} MB with a 512 MiB start, ${own.goal} MB by default`)
     assert.ok(own.archive.equals(raised.archive), 'the same archive either way')
+  })
+
+  it('runs the compiler with -c=1 in a pool of one slot; the archive is byte-identical', async (t) => {
+    const dir = await tempDir(t, 'grid-pool')
+    await writeFile(join(dir, 'p.go'), 'package p\n\nfunc F(x int) int { return x * 3 }\n')
+    // With its default heap the compiler adjusts its collector only when -c is above 1: the
+    // report of that adjustment shows which -c it ran with.
+    const compile = async (slots: number, out: string): Promise<{ archive: Buffer, adjusted: boolean }> => {
+      const pool = new LocalPool({ slots, startHeapMB: 0 })
+      const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-c=2', '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
+      assert.equal(ran.exitCode, 0, ran.output.toString())
+      return { archive: await readFile(join(dir, out)), adjusted: /GCAdjust/.test(ran.output.toString()) }
+    }
+    const two = await compile(2, 'two.a')
+    const one = await compile(1, 'one.a')
+    assert.equal(two.adjusted, true, 'with two slots the compiler keeps -c=2')
+    assert.equal(one.adjusted, false, 'with one slot it runs with -c=1')
+    assert.ok(one.archive.equals(two.archive), 'the same archive either way')
   })
 })

@@ -89,11 +89,13 @@ describe('frames', () => {
     assert.throws(() => validateMessage({ ...opened, build: 1 }), /build/)
   })
 
-  it('takes compile-here with or without the priority the compiler is to run at', () => {
+  it('takes compile-here with or without the priority and the concurrency the compiler is to run with', () => {
     assert.equal(validateMessage({ type: 'compile-here', id: 1 }).type, 'compile-here')
     assert.equal((validateMessage({ type: 'compile-here', id: 1, nice: 5 }) as { nice?: number }).nice, 5)
     assert.throws(() => validateMessage({ type: 'compile-here', id: 1, nice: -1 }), /nice/)
     assert.throws(() => validateMessage({ type: 'compile-here', id: 1, nice: 'low' }), /nice/)
+    assert.equal((validateMessage({ type: 'compile-here', id: 1, concurrency: 1 }) as { concurrency?: number }).concurrency, 1)
+    assert.throws(() => validateMessage({ type: 'compile-here', id: 1, concurrency: -1 }), /concurrency/)
   })
 
   it('takes whole index records in cache-index, up to a full batch', () => {

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -97,7 +98,7 @@ func main() {
 			runtime.LockOSThread() // niceness is per thread on Linux: exec from this one
 			setNice(0, reply.nice)
 		}
-		args = withStartHeap(args, reply.heapMB)
+		args = withConcurrency(withStartHeap(args, reply.heapMB), reply.concurrency)
 		execHolding(tool, args, conn)
 		// Without exec(2): run it as a child, then report so the node frees the slot.
 		code := runTool(tool, args)
@@ -198,12 +199,33 @@ func withStartHeap(args []string, heapMB int) []string {
 	return append([]string{fmt.Sprintf("-d=gcstart=%d", heapMB)}, args...)
 }
 
+// maxConcurrency bounds a granted backend concurrency: anything above is a malformed reply.
+const maxConcurrency = 1 << 16
+
+// withConcurrency lowers cmd/go's `-c=N` to c (the compiler's backend concurrency, which
+// changes no output): never raised, none added. The node gives a granted compile its share of
+// the slots. The same rule as the node's (packages/node/src/worker/pool.ts withConcurrency).
+func withConcurrency(args []string, c int) []string {
+	if c < 1 {
+		return args
+	}
+	out := make([]string, len(args))
+	for i, arg := range args {
+		out[i] = arg
+		if n, err := strconv.Atoi(strings.TrimPrefix(arg, "-c=")); strings.HasPrefix(arg, "-c=") && err == nil && n > c {
+			out[i] = "-c=" + strconv.Itoa(c)
+		}
+	}
+	return out
+}
+
 type nodeReply struct {
-	runHere bool
-	nice    int // with runHere: the compiler's scheduling priority (0: ours)
-	heapMB  int // with runHere: the compiler's starting heap in MiB (0: its default)
-	output  []byte
-	code    int64
+	runHere     bool
+	nice        int // with runHere: the compiler's scheduling priority (0: ours)
+	heapMB      int // with runHere: the compiler's starting heap in MiB (0: its default)
+	concurrency int // with runHere: the most backend concurrency it may use (0: cmd/go's)
+	output      []byte
+	code        int64
 }
 
 // stallLimit is COMPILE_STALL_MS of packages/protocol/src/constants.ts: how long the node may
@@ -262,12 +284,13 @@ func askNode(conn nodeSocket, tool string, args []string) (reply nodeReply, err 
 			continue
 		case "compile-here":
 			conn.SetDeadline(time.Time{})
-			nice, _ := asInt(msg["nice"])     // absent: 0
-			heapMB, _ := asInt(msg["heapMB"]) // absent: 0
-			if nice < 0 || nice > 19 || heapMB < 0 || heapMB > maxHeapMB {
+			nice, _ := asInt(msg["nice"])               // absent: 0
+			heapMB, _ := asInt(msg["heapMB"])           // absent: 0
+			concurrency, _ := asInt(msg["concurrency"]) // absent: 0
+			if nice < 0 || nice > 19 || heapMB < 0 || heapMB > maxHeapMB || concurrency < 0 || concurrency > maxConcurrency {
 				return reply, errMalformed
 			}
-			return nodeReply{runHere: true, nice: int(nice), heapMB: int(heapMB)}, nil
+			return nodeReply{runHere: true, nice: int(nice), heapMB: int(heapMB), concurrency: int(concurrency)}, nil
 		case "compile-result":
 			code, codeOK := asInt(msg["exitCode"])
 			output, outOK := msg["output"].([]byte)

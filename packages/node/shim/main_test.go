@@ -490,25 +490,29 @@ func askGrant(t *testing.T, fields map[string]any) (nodeReply, error) {
 	return askNode(conn, "/go/pkg/tool/linux_amd64/compile", []string{"-o", "x.a"})
 }
 
-// A grant to run the compile here may carry the priority to run it at and the compiler's
-// starting heap; out of range is not a reply from a node of ours.
+// A grant to run the compile here may carry the priority to run it at, the compiler's starting
+// heap and its backend concurrency; out of range is not a reply from a node of ours.
 func TestAskNodeCompileHere(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		fields map[string]any
-		nice   int
-		heapMB int
-		broken bool
+		name        string
+		fields      map[string]any
+		nice        int
+		heapMB      int
+		concurrency int
+		broken      bool
 	}{
-		{"nothing", nil, 0, 0, false},
-		{"nice 5", map[string]any{"nice": int64(5)}, 5, 0, false},
-		{"nice 19", map[string]any{"nice": int64(19)}, 19, 0, false},
-		{"nice 40", map[string]any{"nice": int64(40)}, 0, 0, true},
-		{"nice -5", map[string]any{"nice": int64(-5)}, 0, 0, true},
-		{"heap 512", map[string]any{"heapMB": int64(512)}, 0, 512, false},
-		{"both", map[string]any{"nice": int64(5), "heapMB": int64(512)}, 5, 512, false},
-		{"heap negative", map[string]any{"heapMB": int64(-1)}, 0, 0, true},
-		{"heap absurd", map[string]any{"heapMB": int64(maxHeapMB + 1)}, 0, 0, true},
+		{"nothing", nil, 0, 0, 0, false},
+		{"nice 5", map[string]any{"nice": int64(5)}, 5, 0, 0, false},
+		{"nice 19", map[string]any{"nice": int64(19)}, 19, 0, 0, false},
+		{"nice 40", map[string]any{"nice": int64(40)}, 0, 0, 0, true},
+		{"nice -5", map[string]any{"nice": int64(-5)}, 0, 0, 0, true},
+		{"heap 512", map[string]any{"heapMB": int64(512)}, 0, 512, 0, false},
+		{"heap negative", map[string]any{"heapMB": int64(-1)}, 0, 0, 0, true},
+		{"heap absurd", map[string]any{"heapMB": int64(maxHeapMB + 1)}, 0, 0, 0, true},
+		{"concurrency 1", map[string]any{"concurrency": int64(1)}, 0, 0, 1, false},
+		{"concurrency negative", map[string]any{"concurrency": int64(-1)}, 0, 0, 0, true},
+		{"concurrency absurd", map[string]any{"concurrency": int64(maxConcurrency + 1)}, 0, 0, 0, true},
+		{"all three", map[string]any{"nice": int64(5), "heapMB": int64(512), "concurrency": int64(2)}, 5, 512, 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reply, err := askGrant(t, tc.fields)
@@ -518,8 +522,8 @@ func TestAskNodeCompileHere(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !reply.runHere || reply.nice != tc.nice || reply.heapMB != tc.heapMB {
-				t.Fatalf("reply %+v, err %v; want runHere at nice %d with heap %d", reply, err, tc.nice, tc.heapMB)
+			if err != nil || !reply.runHere || reply.nice != tc.nice || reply.heapMB != tc.heapMB || reply.concurrency != tc.concurrency {
+				t.Fatalf("reply %+v, err %v; want runHere at nice %d with heap %d and concurrency %d", reply, err, tc.nice, tc.heapMB, tc.concurrency)
 			}
 		})
 	}
@@ -532,5 +536,24 @@ func TestWithStartHeap(t *testing.T) {
 	}
 	if got := strings.Join(withStartHeap([]string{"-o", "x.a"}, 0), " "); got != "-o x.a" {
 		t.Fatalf("withStartHeap with no heap: %q", got)
+	}
+}
+
+// cmd/go's -c is lowered to the node's share, never raised; none is added.
+func TestWithConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		c    int
+		want string
+	}{
+		{[]string{"-p", "p", "-c=4", "x.go"}, 1, "-p p -c=1 x.go"},
+		{[]string{"-c=2", "x.go"}, 4, "-c=2 x.go"},
+		{[]string{"-p", "p", "x.go"}, 1, "-p p x.go"},
+		{[]string{"-c=many", "x.go"}, 1, "-c=many x.go"},
+		{[]string{"-c=4", "x.go"}, 0, "-c=4 x.go"},
+	} {
+		if got := strings.Join(withConcurrency(tc.args, tc.c), " "); got != tc.want {
+			t.Errorf("withConcurrency(%q, %d) = %q, want %q", tc.args, tc.c, got, tc.want)
+		}
 	}
 }

@@ -745,7 +745,7 @@ export class GridNode {
             if (c !== undefined) c.local++
             const nice = this.localNice()
             const heapMB = this.pool.startHeapMB
-            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}) }
+            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}), concurrency: this.pool.concurrency() }
           }
           if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
           const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice: this.localNice() }, { signal: ctx.signal, priority: placed.priority })

@@ -6,7 +6,7 @@
 export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
 export { Cache, AbsentFilter } from './cache/index.js'
 export { MAX_RECALL_LISTS } from './cache/constants.js'
-export { LocalPool, withStartHeap, DEFAULT_SLOTS, Spawner, SpawnerGone } from './worker/index.js'
+export { LocalPool, withConcurrency, withStartHeap, DEFAULT_SLOTS, Spawner, SpawnerGone } from './worker/index.js'
 export { loadIdentity } from './identity/index.js'
 export { signer, verifier } from './identity/ed25519.js'
 export { exportDataOnly } from './remote/archive.js'

@@ -214,10 +214,12 @@ export type Reply =
   | Id & { type: 'compile-result', exitCode: number, output: Uint8Array }
   /**
    * run it yourself: a local slot is yours until `compile-done` or the connection closes; at
-   * `nice` (0–19) when given, as the compiler's scheduling priority, and with a starting heap of
-   * `heapMB` MiB when given (the compiler's `-d=gcstart`, which changes no output)
+   * `nice` (0–19) when given, as the compiler's scheduling priority, with a starting heap of
+   * `heapMB` MiB when given (the compiler's `-d=gcstart`), and with cmd/go's `-c=N` lowered to
+   * `concurrency` when that is given and smaller (the compiler's backend concurrency); neither
+   * changes the output
    */
-  | Id & { type: 'compile-here', nice?: number, heapMB?: number }
+  | Id & { type: 'compile-here', nice?: number, heapMB?: number, concurrency?: number }
   /**
    * not an answer: the node is alive and still working on the compile of that id. Sent every
    * COMPILE_KEEPALIVE_MS while it waits for a slot or a peer; a shim that hears nothing for
@@ -280,7 +282,7 @@ export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
   compile: { build: 'str', tool: 'str', args: 'strs', cwd: 'str', env: 'strmap', importPath: 'str', canRunHere: 'optbool', goPid: 'optuint' },
   'compile-done': { build: 'str', exitCode: 'int' },
-  'compile-here': { nice: 'optuint', heapMB: 'optuint' },
+  'compile-here': { nice: 'optuint', heapMB: 'optuint', concurrency: 'optuint' },
   'compile-wait': {},
   'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },

@@ -3,7 +3,8 @@
  * priority (the scheduler's remaining critical path, read when a slot frees: ranked.ts), first
  * come first served among equals. A job names the compiler, its arguments, directory and the
  * output-affecting environment; the pool checks the tool is a Go compiler, runs it with the
- * node's starting heap (withStartHeap; through the spawner when the node has one, spawner.ts;
+ * node's starting heap (withStartHeap) and its share of the slots as backend concurrency
+ * (withConcurrency; through the spawner when the node has one, spawner.ts;
  * else from Node), and returns its exit code and its stdout and stderr merged in arrival order
  * (cmd/go merges them too). A job whose signal aborts is killed.
  */
@@ -80,6 +81,16 @@ export class LocalPool {
   get running (): number { return this.active }
   get queued (): number { return this.waiting.size }
 
+  /**
+   * The backend concurrency (the compiler's `-c`) for a compile that holds a slot now: the
+   * slots shared among the compiles holding one, this one included. cmd/go asks every compile
+   * for min(4, cores) threads; with the slots busy the extra threads only cost CPU (large
+   * packages 7–17 % more by docs/benchmarks/cold.md), while a compile alone keeps go's value.
+   */
+  concurrency (): number {
+    return Math.max(1, Math.floor(this.slots / Math.max(1, this.active)))
+  }
+
   /** Whether a compile asking now would get a slot at once. */
   get free (): boolean { return this.active < this.slots && this.waiting.size === 0 }
 
@@ -150,7 +161,7 @@ export class LocalPool {
     // A memory cap goes through the shell's ulimit (Node cannot set rlimits on a child): sh
     // sets it and execs the compiler, which keeps sh's pid.
     const capped = job.memoryBytes !== undefined && process.platform !== 'win32'
-    const toolArgs = withStartHeap(job.args, this.startHeapMB)
+    const toolArgs = withConcurrency(withStartHeap(job.args, this.startHeapMB), this.concurrency())
     const [file, args] = capped
       ? ['/bin/sh', ['-c', 'ulimit -v "$0" && exec "$@"', String(Math.floor((job.memoryBytes as number) / 1024)), job.tool, ...toolArgs]]
       : [job.tool, toolArgs]
@@ -181,6 +192,20 @@ export class LocalPool {
  */
 export function withStartHeap (args: string[], heapMB: number): string[] {
   return heapMB > 0 ? [`-d=gcstart=${heapMB}`, ...args] : args
+}
+
+/**
+ * A compiler's arguments with cmd/go's `-c=N` lowered to `c` (its backend concurrency, which
+ * changes no output): never raised, none added. The same rule as the shim's (shim/main.go
+ * withConcurrency).
+ */
+export function withConcurrency (args: string[], c: number): string[] {
+  if (c < 1) return args
+  return args.map(arg => {
+    if (!arg.startsWith('-c=')) return arg
+    const n = Number(arg.slice(3))
+    return Number.isInteger(n) && n > c ? `-c=${c}` : arg
+  })
 }
 
 /** Whether `signal` has aborted (read anew: it may have since the caller last looked). */
