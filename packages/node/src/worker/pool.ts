@@ -85,7 +85,7 @@ export class LocalPool {
    * The backend concurrency (the compiler's `-c`) for a compile that holds a slot now: the
    * slots shared among the compiles holding one, this one included. cmd/go asks every compile
    * for min(4, cores) threads; with the slots busy the extra threads only cost CPU (large
-   * packages 7–17 % more by docs/benchmarks/cold.md), while a compile alone keeps go's value.
+   * packages 7–26 % more by docs/benchmarks/cold.md), while a compile alone keeps go's value.
    */
   concurrency (): number {
     return Math.max(1, Math.floor(this.slots / Math.max(1, this.active)))
