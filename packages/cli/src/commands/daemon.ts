@@ -33,7 +33,8 @@ SIGINT, SIGTERM or grid stop. To start it at login, see "The daemon" in the READ
                             ~/.config/grid/swarm.key, if it exists; see grid init)
   --accept-remote POLICY    always | idle | never: whether this node takes compiles from peers
                             (idle: only while the workstation's own load is low; default idle)
-  --slots N                 local compile slots (default: the number of cores)
+  --slots N                 local compile slots (default: the number of cores); a compile
+                            runs with its share of them as backend threads (go's -c, lowered)
   --trust mesh|self         cache entries to accept from peers: signed by any member (mesh,
                             default) or none, only this node's own (self)
   --verify PERCENT          re-check this share of the entries peers offer by compiling locally
