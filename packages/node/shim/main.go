@@ -212,7 +212,10 @@ func withConcurrency(args []string, c int) []string {
 	out := make([]string, len(args))
 	for i, arg := range args {
 		out[i] = arg
-		if n, err := strconv.Atoi(strings.TrimPrefix(arg, "-c=")); strings.HasPrefix(arg, "-c=") && err == nil && n > c {
+		if !strings.HasPrefix(arg, "-c=") {
+			continue
+		}
+		if n, err := strconv.Atoi(arg[len("-c="):]); err == nil && n > c {
 			out[i] = "-c=" + strconv.Itoa(c)
 		}
 	}
