@@ -92,10 +92,17 @@ describe('task key', () => {
     assert.equal(taskOfferKey(a.task), taskOfferKey(b.task))
   })
 
+  it('is the same whatever backend threads (-c) each requester\'s go asked for', () => {
+    const a = alice()
+    const withC = (c: string): Layout => ({ ...a, task: { ...a.task, flags: [...a.task.flags, c] } })
+    assert.equal(keyOf(withC('-c=4')), keyOf(withC('-c=2')))
+    assert.equal(keyOf(withC('-c=4')), keyOf(a))
+  })
+
   it('pins its lines and hash (a change here changes every key: bump TASK_KEY_VERSION)', () => {
     const a = alice()
     assert.deepEqual(taskKeyLines(a.task, f => a.contents.get(f.sha256)), [
-      'key "grid-task-key/1"',
+      'key "grid-task-key/2"',
       'compiler "compile version go1.26.8"',
       'env "GOARCH" "amd64"',
       'env "GOOS" "linux"',
@@ -120,7 +127,7 @@ describe('task key', () => {
     ])
     // the key is the sha256 of those lines, each ended by \n
     assert.equal(keyOf(a), sha(taskKeyLines(a.task, f => a.contents.get(f.sha256)).map(l => l + '\n').join('')))
-    assert.equal(keyOf(a), 'aec5bbf822f27f07f958e259b562f9f1b0a028bac90b5b444d353339c3c651d2')
+    assert.equal(keyOf(a), 'fbe6ca0de9962cd78b6811381885f7efa2879c3e4f77ee09f88c2266d67b4023')
   })
 
   it('changes with every influence on the output', () => {

@@ -130,7 +130,9 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
 //   key          the version of this definition
 //   compiler     `go tool compile -V=full`
 //   env          each output-affecting variable, by name
-//   flag         each flag, in order (`-buildid` is cmd/go's action ID)
+//   flag         each flag, in order (`-buildid` is cmd/go's action ID), but `-c=N`: the
+//                compiler's backend threads, which cmd/go picks from the requester's cores
+//                and the worker lowers to its share of its slots, change no output
 //   asmhdr       whether go_asm.h is written
 //   source       each .go file, in order: the path the compiler records (the task's -trimpath
 //                rules, then $GOROOT) and its sha256
@@ -144,7 +146,7 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
 // Any new influence on the output must be reported in the key as well.
 // ---------------------------------------------------------------------------------------------
 
-export const TASK_KEY_VERSION = 'grid-task-key/1'
+export const TASK_KEY_VERSION = 'grid-task-key/2'
 
 /** Reads the content of one input the key looks into (the importcfg, the embedcfg, sources). */
 export type TaskContentOf = (file: TaskFile) => Uint8Array | string | undefined
@@ -155,7 +157,7 @@ const q = (s: string): string => JSON.stringify(s)
 function offerKeyLines (task: CompileTask, files: Map<string, TaskFile>): string[] {
   const lines = [`key ${q(TASK_KEY_VERSION)}`, `compiler ${q(task.compiler)}`]
   for (const name of Object.keys(task.env).sort()) lines.push(`env ${q(name)} ${q(task.env[name] as string)}`)
-  for (const flag of task.flags) lines.push(`flag ${q(flag)}`)
+  for (const flag of task.flags) if (!flag.startsWith('-c=')) lines.push(`flag ${q(flag)}`)
   lines.push(`asmhdr ${task.asmhdr ? 'yes' : 'no'}`)
   for (const src of task.sources) {
     lines.push(`source ${q(recordedPath(src, task.trimpath, task.goroot).path)} ${carried(files, src, 'source').sha256}`)
