@@ -50,9 +50,11 @@ describe('worker: identical tasks share one compile', () => {
     const b = worker.execute(bob.task, { peer: 'bob', signal: AbortSignal.timeout(60_000) })
     await waitFor(() => worker.stats.shared === 1, 10_000, () => 'bob\'s task to join alice\'s compile')
     assert.equal(pool.queued, 1, 'one compile waits for the slot, not two')
+    assert.equal(worker.compiles, 1, 'the compiles for peers, as the idle policy counts them')
     release()
     const [ra, rb] = await Promise.all([a, b])
     assert.equal(compiles(), 1)
+    assert.equal(worker.compiles, 0)
     assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 0, failed: 0 })
     for (const [r, who] of [[ra, alice], [rb, bob]] as const) {
       assert.equal(r.exitCode, 0, Buffer.from(r.output).toString())

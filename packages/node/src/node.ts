@@ -4,7 +4,7 @@
  * for the length of a build when no daemon answers. The request handler is the one place that
  * maps wire messages onto the subsystems.
  */
-import { loadavg, availableParallelism } from 'node:os'
+import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
@@ -18,7 +18,7 @@ import { LocalPool, Spawner, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
-import type { Mesh, PeerView } from './mesh/index.js'
+import type { Mesh, OwnLoad, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
 import type { Offload, RemoteCompiler, Worker } from './remote/index.js'
 import type { GoToolchain } from './toolchain/index.js'
@@ -122,6 +122,8 @@ export class GridNode {
   private peerCache: PeerCache | undefined
   private remote: RemoteCompiler | undefined
   private worker: Worker | undefined
+  /** the workstation's own load, for the `idle` policy and the adverts (mesh/load.ts) */
+  private load: OwnLoad | undefined
   private goToolchain: GoToolchain | undefined
   private meshStartedAt = 0
   private readonly cacheMax: number | undefined
@@ -226,9 +228,11 @@ export class GridNode {
       })
       swarmKey = parseSwarmKey(text, options.swarmKeyFile)
     }
-    const cores = availableParallelism()
     growHeapForMesh()
-    const { Mesh } = await import('./mesh/index.js')
+    const { Mesh, OwnLoad } = await import('./mesh/index.js')
+    const load = new OwnLoad({ cores: availableParallelism(), peerCompiles: () => this.worker?.compiles ?? 0 })
+    load.start()
+    this.load = load
     const mesh = new Mesh({
       privateKey,
       listen: options.listen,
@@ -241,7 +245,7 @@ export class GridNode {
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },
-        load: (loadavg()[0] ?? 0) / cores
+        load: load.perCore()
       })
     })
     await mesh.start()
@@ -334,6 +338,8 @@ export class GridNode {
     this.remote = undefined
     await this.mesh?.stop()
     this.mesh = undefined
+    this.load?.stop()
+    this.load = undefined
     await this.server.stop()
     await this.scheduler.stop()
     await this._cache?.close()

@@ -66,8 +66,15 @@ export const PING_TIMEOUT_MS = 2_000
  */
 export const DIAL_GRACE_MS = 3_000
 
-/** Over this 1-minute load average per core, an `idle` node stops taking remote work. */
+/**
+ * Over this 1-minute load average per core (less its compiles for peers: load.ts), an `idle`
+ * node stops taking remote work.
+ */
 export const IDLE_LOAD_PER_CORE = 0.5
+
+/** How often, and over what window, the kernel averages its load (LOAD_FREQ, EXP_1): load.ts does the same. */
+export const LOAD_SAMPLE_MS = 5_000
+export const LOAD_WINDOW_MS = 60_000
 
 /** mDNS query interval: discovery latency on a LAN versus multicast chatter. */
 export const MDNS_INTERVAL_MS = 5_000

@@ -50,7 +50,7 @@ export interface MeshInit {
   /** undefined: the open mesh of nodes without a key */
   swarmKey: Uint8Array | undefined
   policy: Policy
-  /** What this node can offer right now: read at every advert. */
+  /** What this node can offer right now: read at every advert. `load`: the workstation's own, per core (load.ts). */
   local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
   /** Where the members this node has seen are remembered across restarts (JSON). */
   peersFile?: string

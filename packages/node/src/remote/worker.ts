@@ -94,6 +94,11 @@ export class Worker {
   /** ran: compiles run; shared: tasks that joined a running compile instead */
   readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
 
+  /** Compiles running for peers now (or about to, waiting for their slot). */
+  get compiles (): number {
+    return this.jobs.size
+  }
+
   constructor (init: WorkerInit) {
     this.init = init
     this.sandboxes = new Sandboxes(join(init.dir, 'tasks'))
