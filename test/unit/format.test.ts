@@ -83,6 +83,13 @@ describe('formatStatus', () => {
     assert.match(text, /^served: +7 hits \(2 from peers\), 5 misses, 9 puts; compiles for its builds 4 here, 6 on peers; 0 corrupt blobs dropped, 1 bad connections$/m)
     assert.match(text, /^ +tasks from peers: 11 compiled, 1 joined an identical running one, 3 refused \(busy or not acceptable\), 0 failed$/m)
     assert.match(text, /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid$/m)
+    assert.match(text, /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle$/m)
+  })
+
+  it('says whether the node takes peers\' compiles now, and the own load its idle policy judges', () => {
+    const mesh = status.mesh as NonNullable<NodeStatus['mesh']>
+    assert.match(formatStatus({ ...status, mesh: { ...mesh, accepting: false, load: 0.8249 } }), /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle \(not taking work now; own load 0\.82 per core\)$/m)
+    assert.match(formatStatus({ ...status, mesh: { ...mesh, policy: 'always', accepting: true } }), /accept-remote always \(taking work now\)$/m)
   })
 
   it('shows the build that ended last: its command, cache and compiles (a build under grid env has no summary of its own)', () => {

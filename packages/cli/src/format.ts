@@ -19,11 +19,17 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
       `compiles for its builds ${c.compiles} here, ${c.remoteCompiles} on peers; ${c.corrupt} corrupt blobs dropped, ${c.badFrames} bad connections`,
     ...(s.mesh === null
       ? ['mesh:    off']
-      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}`,
+      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
           ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed`]),
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
+}
+
+/** Whether the node takes peers' compiles now, and the load its `idle` policy judges by. */
+function taking (m: { accepting?: boolean, load?: number }): string {
+  if (m.accepting === undefined) return ''
+  return ` (${m.accepting ? 'taking work now' : 'not taking work now'}${m.load === undefined ? '' : `; own load ${m.load.toFixed(2)} per core`})`
 }
 
 /** One line for the build that ended last: what ran, what the cache and the compiles did, when. */

@@ -142,6 +142,10 @@ export interface MeshStatus {
   swarm: string
   mdns: boolean
   policy: string
+  /** whether it takes compiles from peers now (its policy, and for `idle` its own load) */
+  accepting?: boolean
+  /** the workstation's own load per core, as its adverts carry it (the compiles it runs for peers left out) */
+  load?: number
   peers: number
   /**
    * Compile tasks peers sent this node: run here, joined to an identical one already running,
