@@ -44,6 +44,42 @@ describe('local pool', () => {
     for (const free of leases) free()
   })
 
+  it('starts the workstation\'s own compiles beside peers\' tasks, never behind them', async () => {
+    const pool = new LocalPool({ slots: 2 })
+    const changes: number[] = []
+    pool.onChange = () => changes.push(pool.running)
+    const settled = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
+    const guest1 = await pool.lease({ guest: true })
+    const guest2 = await pool.lease({ guest: true })
+    assert.equal(pool.free, true, 'slots that only guests hold are free for an own compile')
+    const own1 = await pool.lease()
+    const own2 = await pool.lease()
+    assert.equal(pool.running, 4)
+    assert.equal(pool.free, false)
+    assert.equal(pool.concurrency(), 1)
+    const started = { own3: false, guest3: false }
+    const own3 = pool.lease({ priority: 1 }).then(free => { started.own3 = true; return free })
+    const guest3 = pool.lease({ guest: true }).then(free => { started.guest3 = true; return free })
+    assert.equal(pool.queued, 2)
+    guest1()
+    guest2()
+    await settled()
+    assert.equal(started.own3, false, 'an own compile waits only for an own one')
+    assert.equal(started.guest3, false, 'a guest waits for a free slot')
+    own1()
+    await settled()
+    assert.equal(started.own3, true)
+    assert.equal(started.guest3, false, 'no slot is free: two own compiles hold both')
+    own2()
+    await settled()
+    assert.equal(started.guest3, true)
+    assert.equal(pool.running, 2)
+    ;(await own3)()
+    ;(await guest3)()
+    assert.equal(pool.running, 0)
+    assert.deepEqual(changes, [1, 2, 3, 4, 3, 2, 1, 0], 'adverts follow the slots taken and freed, not the hand-overs')
+  })
+
   it('starts the compiler with its starting heap; the archive is byte-identical to the compiler\'s default', async (t) => {
     const dir = await tempDir(t, 'grid-pool')
     await writeFile(join(dir, 'p.go'), 'package p\n\nfunc F(x int) int { return x * 2 }\n')

@@ -394,7 +394,7 @@ export class Worker {
     ]
     log.debug(`task ${task.importPath}: ${own.tool} ${args.join(' ')}`)
     const started = performance.now()
-    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE, memoryBytes: this.init.memoryBytes }, { signal })
+    const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE, memoryBytes: this.init.memoryBytes }, { signal, guest: true })
     const compileMs = performance.now() - started
     const read = (path: string | undefined): Buffer | null => { try { return path === undefined ? null : readFileSync(path) } catch { return null } }
     const result: CompileResult = {

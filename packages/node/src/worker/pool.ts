@@ -7,6 +7,11 @@
  * (withConcurrency; through the spawner when the node has one, spawner.ts;
  * else from Node), and returns its exit code and its stdout and stderr merged in arrival order
  * (cmd/go merges them too). A job whose signal aborts is killed.
+ *
+ * Peers' tasks are guests: one starts only on a free slot, and the workstation's own compiles
+ * never wait for one. An own compile counts only the own compiles against the slots, so a
+ * developer who comes back to a machine the mesh keeps busy builds at once, beside the guests
+ * (which run at nice WORKER_NICE and take no new slot until the own compiles leave one).
  */
 import { spawn } from 'node:child_process'
 import { setPriority } from 'node:os'
@@ -48,6 +53,8 @@ export interface SlotOptions {
   signal?: AbortSignal
   /** higher goes first when compiles wait for a slot; default 0 */
   priority?: Rank
+  /** a peer's task: waits for a free slot, and never holds up the workstation's own compiles */
+  guest?: boolean
 }
 
 interface Waiter { grant: () => void }
@@ -65,8 +72,11 @@ export class LocalPool {
   readonly slots: number
   /** Given to every compiler this node runs or grants a slot to (withStartHeap). */
   readonly startHeapMB: number
+  /** compiles holding a slot, guests included; `guests` of them are peers' tasks */
   private active = 0
+  private guests = 0
   private readonly waiting = new RankedQueue<Waiter>()
+  private readonly guestsWaiting = new RankedQueue<Waiter>()
   private readonly base = baseEnv()
   /** Called when a slot is taken or freed (the mesh re-advertises free slots). */
   onChange: (() => void) | undefined
@@ -79,7 +89,7 @@ export class LocalPool {
   }
 
   get running (): number { return this.active }
-  get queued (): number { return this.waiting.size }
+  get queued (): number { return this.waiting.size + this.guestsWaiting.size }
 
   /**
    * The backend concurrency (the compiler's `-c`) for a compile that holds a slot now: the
@@ -91,8 +101,8 @@ export class LocalPool {
     return Math.max(1, Math.floor(this.slots / Math.max(1, this.active)))
   }
 
-  /** Whether a compile asking now would get a slot at once. */
-  get free (): boolean { return this.active < this.slots && this.waiting.size === 0 }
+  /** Whether a compile of the workstation's own asking now would get a slot at once. */
+  get free (): boolean { return this.waiting.size === 0 && this.mayStart(false) }
 
   async run (job: CompileJob, options: SlotOptions = {}): Promise<CompileOutcome> {
     this.check(job)
@@ -103,7 +113,7 @@ export class LocalPool {
       const { exitCode, output } = await this.spawn(job, options.signal)
       return { exitCode, output, queuedMs: startedAt - queuedAt, runMs: performance.now() - startedAt }
     } finally {
-      this.release()
+      this.release(options.guest === true)
     }
   }
 
@@ -117,7 +127,7 @@ export class LocalPool {
     return () => {
       if (!held) return
       held = false
-      this.release()
+      this.release(options.guest === true)
     }
   }
 
@@ -135,25 +145,53 @@ export class LocalPool {
     }
   }
 
-  private async acquire ({ signal, priority = 0 }: SlotOptions): Promise<void> {
+  /** A guest starts on a free slot; an own compile while fewer than `slots` own ones run. */
+  private mayStart (guest: boolean): boolean {
+    return guest ? this.active < this.slots : this.active - this.guests < this.slots
+  }
+
+  private async acquire ({ signal, priority = 0, guest = false }: SlotOptions): Promise<void> {
     if (signal?.aborted === true) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot')
-    if (this.active < this.slots) { this.active++; this.onChange?.(); return }
+    const queue = guest ? this.guestsWaiting : this.waiting
+    if (queue.size === 0 && this.mayStart(guest)) {
+      this.take(guest)
+      this.onChange?.()
+      return
+    }
     await new Promise<void>((resolve, reject) => {
       const waiter: Waiter = { grant: () => { signal?.removeEventListener('abort', onAbort); resolve() } }
       const onAbort = (): void => {
-        this.waiting.remove(waiter)
+        queue.remove(waiter)
         reject(new GridError('GRID_ERR_CANCELLED', 'compile cancelled while waiting for a slot'))
       }
       signal?.addEventListener('abort', onAbort, { once: true })
-      this.waiting.push(waiter, priority)
+      queue.push(waiter, priority)
     })
-    // the releaser handed its slot over: `active` is unchanged
+    // the slot was taken for it when it was granted
   }
 
-  private release (): void {
-    const next = this.waiting.shift()
-    if (next !== undefined) next.grant()
-    else { this.active--; this.onChange?.() }
+  private take (guest: boolean): void {
+    this.active++
+    if (guest) this.guests++
+  }
+
+  private release (guest: boolean): void {
+    this.active--
+    if (guest) this.guests--
+    if (this.grantWaiting() === 0) this.onChange?.() // a slot handed straight over changes no advert
+  }
+
+  /** Grants the waiting compiles that may start now, own ones first; returns how many. */
+  private grantWaiting (): number {
+    let granted = 0
+    for (;;) {
+      const guest = this.waiting.size > 0 && this.mayStart(false) ? false : this.guestsWaiting.size > 0 && this.mayStart(true) ? true : undefined
+      if (guest === undefined) return granted
+      const next = (guest ? this.guestsWaiting : this.waiting).shift() as Waiter
+      this.take(guest)
+      granted++
+      next.grant()
+    }
   }
 
   private async spawn (job: CompileJob, signal: AbortSignal | undefined): Promise<{ exitCode: number, output: Buffer }> {
