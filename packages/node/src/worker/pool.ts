@@ -1,17 +1,18 @@
 /**
- * The local compile pool: at most `slots` compiles at once; waiting compiles are served by
- * priority (the scheduler's remaining critical path, read when a slot frees: ranked.ts), first
- * come first served among equals. A job names the compiler, its arguments, directory and the
- * output-affecting environment; the pool checks the tool is a Go compiler, runs it with the
- * node's starting heap (withStartHeap) and its share of the slots as backend concurrency
- * (withConcurrency; through the spawner when the node has one, spawner.ts;
+ * The local compile pool: at most `slots` compiles at once (but see guests, below); waiting
+ * compiles are served by priority (the scheduler's remaining critical path, read when a slot
+ * frees: ranked.ts), first come first served among equals. A job names the compiler, its
+ * arguments, directory and the output-affecting environment; the pool checks the tool is a Go
+ * compiler, runs it with the node's starting heap (withStartHeap) and its share of the slots as
+ * backend concurrency (withConcurrency; through the spawner when the node has one, spawner.ts;
  * else from Node), and returns its exit code and its stdout and stderr merged in arrival order
  * (cmd/go merges them too). A job whose signal aborts is killed.
  *
  * Peers' tasks are guests: one starts only on a free slot, and the workstation's own compiles
  * never wait for one. An own compile counts only the own compiles against the slots, so a
  * developer who comes back to a machine the mesh keeps busy builds at once, beside the guests
- * (which run at nice WORKER_NICE and take no new slot until the own compiles leave one).
+ * (which run at nice WORKER_NICE, remote/constants.ts, and take no new slot until the own
+ * compiles leave one): for a while the pool may run up to twice `slots` compiles.
  */
 import { spawn } from 'node:child_process'
 import { setPriority } from 'node:os'
