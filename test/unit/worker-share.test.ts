@@ -52,6 +52,7 @@ describe('worker: identical tasks share one compile', () => {
     assert.equal(pool.queued, 1, 'one compile waits for the slot, not two')
     assert.equal(worker.compiles, 1, 'the compiles for peers, as the idle policy counts them')
     release()
+    assert.equal(pool.free, true, 'the peers\' compile holds the slot as a guest: an own compile would start at once')
     const [ra, rb] = await Promise.all([a, b])
     assert.equal(compiles(), 1)
     assert.equal(worker.compiles, 0)
