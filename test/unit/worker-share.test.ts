@@ -13,7 +13,7 @@ import { suiteContext, tempDir, waitFor } from '../helpers/index.js'
 import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 async function sendInputs (worker: Worker, r: Requester): Promise<void> {
-  for (const sha256 of await worker.missing(r.task)) await worker.putInput(sha256, r.blobs.get(sha256) as Buffer)
+  for (const sha256 of await worker.missing(r.task)) worker.inputs.put(sha256, r.blobs.get(sha256) as Buffer)
 }
 
 describe('worker: identical tasks share one compile', () => {

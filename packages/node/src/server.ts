@@ -16,6 +16,8 @@ export { Backlog, localOrPeer, Plan, History, place, estimateMs, overdueMs, BACK
 export { Dispatcher, withOutputs } from './scheduler/dispatch.js'
 export { Worker, type CompileResult } from './remote/worker.js'
 export { Sandboxes } from './remote/sandbox.js'
+export { InputStore } from './remote/inputs.js'
+export { WORKER_INPUT_TTL_MS } from './remote/constants.js'
 export { windowUpdatesAtHalf } from './mesh/yamux-window.js'
 export { OwnLoad } from './mesh/load.js'
 export { IDLE_LOAD_PER_CORE, LOAD_SAMPLE_MS, LOAD_WINDOW_MS } from './mesh/constants.js'

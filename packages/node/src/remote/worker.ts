@@ -27,10 +27,9 @@
  * those two arrive, it is refused as busy, as it would have been at the offer, and the
  * requester tries another peer. The wire is unchanged.
  */
-import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import {
@@ -40,6 +39,7 @@ import {
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { InputStore } from './inputs.js'
 import { relocatedTrimpath } from './parse.js'
 import { Sandboxes, type Sandbox } from './sandbox.js'
 import { inputDirs } from './task-builder.js'
@@ -91,6 +91,8 @@ export class Worker {
   /** compiles running or waiting for a slot, by task key */
   private readonly jobs = new Map<string, Job>()
   private readonly sandboxes: Sandboxes
+  /** the inputs peers sent, by content (inputs.ts) */
+  readonly inputs: InputStore
   /** ran: compiles run; shared: tasks that joined a running compile instead */
   readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
 
@@ -102,11 +104,12 @@ export class Worker {
   constructor (init: WorkerInit) {
     this.init = init
     this.sandboxes = new Sandboxes(join(init.dir, 'tasks'))
+    this.inputs = new InputStore(join(init.dir, 'blobs'))
   }
 
   async start (): Promise<void> {
     await this.sandboxes.reset()
-    await mkdir(join(this.init.dir, 'blobs'), { recursive: true })
+    await this.inputs.start()
     await this.init.libp2p.handle(COMPILE_PROTOCOL, (stream: Stream, connection: { remotePeer: { toString: () => string } }) => {
       void this.serve(stream, connection.remotePeer.toString())
     }, { maxInboundStreams: 64 })
@@ -114,6 +117,7 @@ export class Worker {
 
   async stop (): Promise<void> {
     await this.init.libp2p.unhandle(COMPILE_PROTOCOL).catch(() => {})
+    await this.inputs.stop()
   }
 
   /**
@@ -206,7 +210,7 @@ export class Worker {
       for (const item of m.items) {
         if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
         allowed.delete(item.sha256)
-        if (!existsSync(this.blobPath(item.sha256))) await this.putInput(item.sha256, item.data)
+        if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
       }
     }
   }
@@ -239,26 +243,14 @@ export class Worker {
     return need.every(h => configs.has(h))
   }
 
-  private blobPath (sha256: string): string {
-    return join(this.init.dir, 'blobs', sha256.slice(0, 2), sha256)
-  }
-
-  /** The hashes of a checked task's inputs that are not in the blob store. */
-  /** The inputs not in the blob store (one stat each, synchronously: see `run`). */
+  /**
+   * The hashes of a checked task's inputs that are not in the blob store; the others count as
+   * used now (one syscall each, synchronously: see `run`).
+   */
   async missing (task: CompileTask): Promise<string[]> {
     const need = new Set<string>()
-    for (const f of task.files) if (!existsSync(this.blobPath(f.sha256))) need.add(f.sha256)
+    for (const f of task.files) if (!this.inputs.has(f.sha256)) need.add(f.sha256)
     return [...need]
-  }
-
-  /** Adds an input to the blob store, if it hashes to its name. */
-  async putInput (sha256: string, data: Uint8Array): Promise<void> {
-    if (createHash('sha256').update(data).digest('hex') !== sha256) throw new GridError('GRID_ERR_TASK_REFUSED', `input ${sha256.slice(0, 16)}… does not hash to its name`)
-    const path = this.blobPath(sha256)
-    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
-    mkdirSync(dirname(path), { recursive: true })
-    writeFileSync(tmp, data)
-    renameSync(tmp, path)
   }
 
   /**
@@ -286,7 +278,7 @@ export class Worker {
     const paths = [...Object.entries(task.inputFlags).filter(([flag]) => flag === '-importcfg' || flag === '-embedcfg').map(([, p]) => p), ...task.sources]
     for (const path of paths) {
       const sha = (byPath.get(path) as { sha256: string }).sha256
-      if (!content.has(sha)) content.set(sha, readFileSync(this.blobPath(sha), 'utf8'))
+      if (!content.has(sha)) content.set(sha, this.inputs.read(sha))
     }
     const contentOf = (f: { sha256: string }): string | undefined => content.get(f.sha256)
     const key = taskKey(task, contentOf, peer)
@@ -378,7 +370,7 @@ export class Worker {
       const target = inSandbox(f.path)
       const text = configText.get(f.path)
       if (text !== undefined) sandbox.write(target, text)
-      else sandbox.link(this.blobPath(f.sha256), target)
+      else sandbox.link(this.inputs.path(f.sha256), target)
     }
     const t1 = performance.now()
     const outDir = join(sandbox.root, '_out_')
