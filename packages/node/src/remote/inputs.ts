@@ -29,6 +29,7 @@ export class InputStore {
   private readonly dir: string
   private timer: NodeJS.Timeout | undefined
   private sweeping: Promise<SweepResult> | undefined
+  private stopping = false
 
   /** `dir`: `<cache>/worker/blobs` */
   constructor (dir: string) {
@@ -43,7 +44,9 @@ export class InputStore {
     void this.sweep()
   }
 
+  /** Stops the sweeps; one under way ends at its next file. */
   async stop (): Promise<void> {
+    this.stopping = true
     clearInterval(this.timer)
     this.timer = undefined
     await this.sweeping
@@ -86,18 +89,16 @@ export class InputStore {
 
   private async sweepOnce (now: number): Promise<SweepResult> {
     const result: SweepResult = { removed: 0, bytes: 0 }
-    try {
-      for (const shard of await readdir(this.dir).catch(() => [])) {
-        for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
-          const path = join(this.dir, shard, name)
-          const st = await stat(path).catch(() => undefined)
-          if (st === undefined || !st.isFile()) continue
-          if (now - st.mtimeMs < (name.endsWith('.tmp') ? STALE_TEMP_MS : WORKER_INPUT_TTL_MS)) continue
-          await unlink(path).then(() => { result.removed++; result.bytes += st.size }, () => {})
-        }
+    // Every step tolerates a file or directory that went away meanwhile: nothing here can fail.
+    for (const shard of await readdir(this.dir).catch(() => [])) {
+      for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
+        if (this.stopping) return result
+        const path = join(this.dir, shard, name)
+        const st = await stat(path).catch(() => undefined)
+        if (st === undefined || !st.isFile()) continue
+        if (now - st.mtimeMs < (name.endsWith('.tmp') ? STALE_TEMP_MS : WORKER_INPUT_TTL_MS)) continue
+        await unlink(path).then(() => { result.removed++; result.bytes += st.size }, () => {})
       }
-    } catch (err) {
-      log.warn(`sweeping the worker's inputs failed: ${(err as Error).message}`)
     }
     if (result.removed > 0) log.info(`removed ${result.removed} inputs of peers' tasks unused for ${WORKER_INPUT_TTL_MS / 86_400_000} days (${result.bytes} bytes)`)
     return result
