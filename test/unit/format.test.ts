@@ -86,6 +86,12 @@ describe('formatStatus', () => {
     assert.match(text, /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle$/m)
   })
 
+  it('shows the inputs of peers\' compiles kept beside the cache, when there are any', () => {
+    const cache = { ...status.cache, workerInputs: { inputs: 120, bytes: 3 * 1024 * 1024 } }
+    assert.match(formatStatus({ ...status, cache }), /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid\n +and 120 inputs of peers' compiles, 3\.0 MiB \(each kept 3 days from its last use\)$/m)
+    assert.doesNotMatch(formatStatus({ ...status, cache: { ...cache, workerInputs: { inputs: 0, bytes: 0 } } }), /inputs of peers/)
+  })
+
   it('says whether the node takes peers\' compiles now, and the own load its idle policy judges', () => {
     const mesh = status.mesh as NonNullable<NodeStatus['mesh']>
     assert.match(formatStatus({ ...status, mesh: { ...mesh, accepting: false, load: 0.8249 } }), /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle \(not taking work now; own load 0\.82 per core\)$/m)

@@ -8,7 +8,7 @@ import { mkdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, type CompileTask } from '@grid/protocol'
-import { InputStore, LocalPool, Worker, WORKER_INPUT_TTL_MS } from '@grid/node/server'
+import { Cache, cacheStats, InputStore, inputStoreDir, LocalPool, Worker, WORKER_INPUT_TTL_MS } from '@grid/node/server'
 import { suiteContext, tempDir } from '../helpers/index.js'
 
 const sha = (data: string): string => createHash('sha256').update(data).digest('hex')
@@ -51,6 +51,25 @@ describe('worker inputs', () => {
     assert.equal(store.has(fresh), true)
     assert.equal(store.read(fresh), 'package fresh')
     await store.stop()
+  })
+
+  it('counts its inputs and their bytes for the cache\'s stats, leaving temp files out', async () => {
+    const cacheDir = await tempDir(suite, 'cache')
+    const store = new InputStore(inputStoreDir(cacheDir))
+    await store.start()
+    for (const text of ['package a', 'package bb']) store.put(sha(text), Buffer.from(text))
+    await writeFile(join(inputStoreDir(cacheDir), sha('package a').slice(0, 2), `${sha('package c')}.1234abcd.tmp`), 'partial')
+    assert.deepEqual(await store.usage(), { inputs: 2, bytes: 19 })
+    await store.stop()
+    const cache = await Cache.open({ dir: cacheDir, nodeId: 'p' })
+    try {
+      const stats = await cacheStats(cache)
+      assert.deepEqual(stats.workerInputs, { inputs: 2, bytes: 19 })
+      assert.equal(stats.entries, 0)
+    } finally {
+      await cache.close()
+    }
+    assert.deepEqual(await new InputStore(join(cacheDir, 'nothing')).usage(), { inputs: 0, bytes: 0 }, 'no store yet: nothing')
   })
 
   it('refuses an input that does not hash to its name', async () => {

@@ -40,7 +40,10 @@ function formatLastBuild (b: BuildStats, now: number): string {
 }
 
 export function formatCache (c: CacheStats): string {
-  return `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
+  const line = `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
+  const w = c.workerInputs
+  if (w === undefined || w.inputs === 0) return line
+  return `${line}\n         and ${w.inputs} input${w.inputs === 1 ? '' : 's'} of peers' compiles, ${formatBytes(w.bytes)} (each kept 3 days from its last use)`
 }
 
 export function formatPeers (list: PeerInfo[], now = Date.now()): string {

@@ -10,12 +10,14 @@ import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
+import { cacheStats } from './cache-stats.js'
 import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
 import { LocalPool, Spawner, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
+import { WORKER_DIR } from './remote/constants.js'
 import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, OwnLoad, PeerView } from './mesh/index.js'
@@ -282,7 +284,7 @@ export class GridNode {
     if (libp2p !== undefined) {
       this.worker = new Worker({
         libp2p,
-        dir: join(this.cacheDir, 'worker'),
+        dir: join(this.cacheDir, WORKER_DIR),
         pool: this.pool,
         memoryBytes: options.taskMemory,
         toolchain: () => {
@@ -361,7 +363,7 @@ export class GridNode {
       buildsServed: this.builds.served,
       activeBuilds: this.builds.count,
       lastBuild: this.builds.last ?? null,
-      cache: await this.cache.stats(),
+      cache: await cacheStats(this.cache),
       counters: { ...this.counters },
       mesh: this.mesh === undefined || this.meshOptions === undefined
         ? null
@@ -805,7 +807,7 @@ export class GridNode {
       case 'status':
         return { type: 'status-result', id, status: await this.status() }
       case 'cache-stats':
-        return { type: 'cache-stats-result', id, stats: await this.cache.stats() }
+        return { type: 'cache-stats-result', id, stats: await cacheStats(this.cache) }
       case 'cache-gc':
         return { type: 'cache-gc-result', id, result: await this.cache.gc(req.maxBytes, this.builds.pinnedOutputs()) }
       case 'cache-verify':

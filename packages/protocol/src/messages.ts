@@ -112,6 +112,8 @@ export interface CacheStats {
   entries: number
   blobs: number
   bytes: number
+  /** the worker's store of inputs peers sent, beside the cache (absent from nodes before it was added, and from gc's result) */
+  workerInputs?: { inputs: number, bytes: number }
 }
 
 export interface NodeStatus {

@@ -9,7 +9,9 @@ import { withLocalCache } from './status.js'
 
 export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
 
-  stats                  entries, blobs and bytes in the cache
+  stats                  entries, blobs and bytes in the cache, and the inputs of peers'
+                         compiles this node keeps beside it (each 3 days from its last use;
+                         gc does not trim them)
   gc --max-size SIZE     trim to SIZE (e.g. 10G, 500M), least recently used first
   verify                 re-hash every blob; drop corrupt blobs and entries whose blob is gone`
 
@@ -18,7 +20,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
   switch (sub) {
     case 'stats': {
       parseFlags('cache stats', rest, {})
-      const stats = await run(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await c.stats())
+      const stats = await run(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await (await import('@grid/node/server')).cacheStats(c))
       output.out(options.json ? JSON.stringify(stats) : formatCache(stats))
       return 0
     }

@@ -19,7 +19,7 @@ export async function status (args: string[], options: GlobalOptions, output: Ou
   if (positional.length > 0) throw usageError(`grid status takes no arguments, got ${positional.join(' ')}`)
   const client = await connectNode(options)
   if (client === undefined) {
-    const cache = await withLocalCache(options.cacheDir, async c => await c.stats())
+    const cache = await withLocalCache(options.cacheDir, async c => await (await import('@grid/node/server')).cacheStats(c))
     if (options.json) output.out(JSON.stringify({ running: false, control: options.control, cache }))
     else output.out(`node: not running (nothing answers on ${options.control})\n${formatCache(cache)}`)
     return 0

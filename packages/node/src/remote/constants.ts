@@ -29,6 +29,10 @@ export const REMOTE_PER_INPUT_MB_MS = 2_000
 /** Worker-side: how long a task may run before it is killed. */
 export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
 
+/** A worker's files: `<cache>/worker/`, its input store in `blobs/` there (inputs.ts). */
+export const WORKER_DIR = 'worker'
+export const INPUTS_DIR = 'blobs'
+
 /** A worker's inputs unused this long leave its store (inputs.ts), swept this often. */
 export const WORKER_INPUT_TTL_MS = 3 * 86_400_000
 export const WORKER_SWEEP_MS = 3_600_000

@@ -16,7 +16,7 @@ import { mkdir, readdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { GridError } from '@grid/protocol'
 import { logger } from '../log.js'
-import { WORKER_INPUT_TTL_MS, WORKER_SWEEP_MS } from './constants.js'
+import { INPUTS_DIR, WORKER_DIR, WORKER_INPUT_TTL_MS, WORKER_SWEEP_MS } from './constants.js'
 
 const log = logger('grid:worker')
 
@@ -24,6 +24,11 @@ const log = logger('grid:worker')
 const STALE_TEMP_MS = 60_000
 
 export interface SweepResult { removed: number, bytes: number }
+
+/** `<cache>/worker/blobs`: the store of a node whose cache dir is `cacheDir`. */
+export function inputStoreDir (cacheDir: string): string {
+  return join(cacheDir, WORKER_DIR, INPUTS_DIR)
+}
 
 export class InputStore {
   private readonly dir: string
@@ -79,6 +84,21 @@ export class InputStore {
 
   read (sha256: string): string {
     return readFileSync(this.path(sha256), 'utf8')
+  }
+
+  /** The inputs held and their bytes (a walk of the store; temp files left out). */
+  async usage (): Promise<{ inputs: number, bytes: number }> {
+    const usage = { inputs: 0, bytes: 0 }
+    for (const shard of await readdir(this.dir).catch(() => [])) {
+      for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
+        if (name.endsWith('.tmp')) continue
+        const st = await stat(join(this.dir, shard, name)).catch(() => undefined)
+        if (st === undefined || !st.isFile()) continue
+        usage.inputs++
+        usage.bytes += st.size
+      }
+    }
+    return usage
   }
 
   /** Removes the inputs unused since `now - WORKER_INPUT_TTL_MS`, and stale temp files. One sweep at a time. */

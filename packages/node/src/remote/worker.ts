@@ -38,7 +38,7 @@ import {
 } from '@grid/protocol'
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { InputStore } from './inputs.js'
 import { relocatedTrimpath } from './parse.js'
 import { Sandboxes, type Sandbox } from './sandbox.js'
@@ -104,7 +104,7 @@ export class Worker {
   constructor (init: WorkerInit) {
     this.init = init
     this.sandboxes = new Sandboxes(join(init.dir, 'tasks'))
-    this.inputs = new InputStore(join(init.dir, 'blobs'))
+    this.inputs = new InputStore(join(init.dir, INPUTS_DIR))
   }
 
   async start (): Promise<void> {
