@@ -1,9 +1,13 @@
 // The Go shim's own unit tests (msgpack codec, frame caps, flag classification) run with the
-// real go, so CI covers the project's only Go code too.
+// real go, so CI covers the project's only Go code too; and the shim's builds in the cache dir.
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
 import { it } from 'node:test'
-import { ROOT, run } from '../helpers/index.js'
+import { ROOT, run, tempDir } from '../helpers/index.js'
+
+const DAY = 86_400_000
 
 it('go vet and go test pass for the shim', async () => {
   const cwd = join(ROOT, 'packages/node/shim')
@@ -14,4 +18,32 @@ it('go vet and go test pass for the shim', async () => {
   const test = await run('go', ['test', '-count=1', '.'], { cwd, env })
   assert.equal(test.code, 0, test.stdout + test.stderr)
   assert.match(test.stdout, /^ok\s/m)
+})
+
+it('marks the shim used at each use, and a new build removes other keys unused for 30 days', async (t) => {
+  const { detectGo, ensureShim, SHIM_UNUSED_MS } = await import('@grid/node')
+  const cacheDir = await tempDir(t, 'shim-prune')
+  const shimDir = join(cacheDir, 'shim')
+  const made = async (name: string, ageMs: number): Promise<string> => {
+    const dir = join(shimDir, name)
+    await mkdir(dir, { recursive: true })
+    await writeFile(join(dir, 'grid-shim'), 'an old build')
+    const then = new Date(Date.now() - ageMs)
+    await utimes(dir, then, then)
+    return dir
+  }
+  const unused = await made('00000000deadbeef', SHIM_UNUSED_MS + DAY)
+  const recent = await made('11111111deadbeef', SHIM_UNUSED_MS - DAY)
+  const crashed = await made('build-AbCdEf', 2 * 3_600_000)
+  const building = await made('build-GhIjKl', 60_000)
+
+  const binary = await ensureShim(cacheDir, await detectGo())
+  assert.deepEqual((await readdir(shimDir)).sort(), [basename(dirname(binary)), '11111111deadbeef', 'build-GhIjKl'].sort())
+  assert.equal(existsSync(unused) || existsSync(crashed), false)
+  assert.equal(existsSync(recent) && existsSync(building), true)
+
+  const then = new Date(Date.now() - SHIM_UNUSED_MS - DAY)
+  await utimes(dirname(binary), then, then)
+  assert.equal(await ensureShim(cacheDir, await detectGo()), binary)
+  assert.ok(Date.now() - (await stat(dirname(binary))).mtimeMs < DAY, 'a use marks the key used')
 })

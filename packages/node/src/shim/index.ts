@@ -3,11 +3,16 @@
  * with the user's own `go`, once per (shim source, Go version, GOOS/GOARCH), into
  * `<cacheDir>/shim/<key>/grid-shim`. Concurrent first builds race harmlessly: each builds into
  * a temp dir and renames it into place.
+ *
+ * Each upgrade of grid or of Go leaves the old key's build behind. Every use marks its key's
+ * directory (mtime), and building a new one removes the keys unused for SHIM_UNUSED_MS and the
+ * temp dirs of builds a crash cut short. A shell that still holds an old key's path from `grid
+ * env` that long ago gets it back by running `grid env` again.
  */
 import { createHash } from 'node:crypto'
 import { execFile } from 'node:child_process'
-import { access, mkdir, mkdtemp, readdir, readFile, rename, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GridError } from '@grid/protocol'
 import type { GoToolchain } from '../toolchain/index.js'
@@ -15,6 +20,12 @@ import type { GoToolchain } from '../toolchain/index.js'
 /** The Go source, beside dist/ in the installed package. */
 export const SHIM_SOURCE_DIR = fileURLToPath(new URL('../../shim/', import.meta.url))
 export const SHIM_BINARY = process.platform === 'win32' ? 'grid-shim.exe' : 'grid-shim'
+
+/** Another key's shim unused this long goes when a new one is built. */
+export const SHIM_UNUSED_MS = 30 * 86_400_000
+
+/** A `build-*` temp dir older than this is a crashed build's: a build takes seconds. */
+const STALE_BUILD_MS = 3_600_000
 
 async function sourceKey (toolchain: GoToolchain): Promise<string> {
   const hash = createHash('sha256')
@@ -33,6 +44,8 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   const binary = join(dir, SHIM_BINARY)
   try {
     await access(binary)
+    const now = new Date()
+    await utimes(dir, now, now).catch(() => {}) // in use: not to be pruned
     return binary
   } catch {}
   await mkdir(join(cacheDir, 'shim'), { recursive: true })
@@ -57,5 +70,23 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   } finally {
     await rm(tmp, { recursive: true, force: true })
   }
+  await pruneShims(join(cacheDir, 'shim'), dirname(binary))
   return binary
+}
+
+/**
+ * Removes from `shimDir` the keys' dirs unused for SHIM_UNUSED_MS, except `keep`, and stale
+ * temp dirs of builds. Never fails: a dir another process removes or uses meanwhile is skipped.
+ */
+export async function pruneShims (shimDir: string, keep: string, now = Date.now()): Promise<string[]> {
+  const removed: string[] = []
+  for (const name of await readdir(shimDir).catch(() => [])) {
+    const path = join(shimDir, name)
+    if (path === keep) continue
+    const st = await stat(path).catch(() => undefined)
+    if (st === undefined || !st.isDirectory()) continue
+    if (now - st.mtimeMs < (name.startsWith('build-') ? STALE_BUILD_MS : SHIM_UNUSED_MS)) continue
+    await rm(path, { recursive: true, force: true }).then(() => removed.push(name), () => {})
+  }
+  return removed
 }
