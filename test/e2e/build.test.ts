@@ -268,6 +268,28 @@ describe('grid command line', () => {
     const c = await grid(w, ['cache', 'gc', '--max-size', 'lots'])
     assert.equal(c.code, 2)
     assert.match(c.stderr, /^grid: --max-size: not a size: "lots"/m)
+    // a flag that needs a value does not take the next flag as one; a switch takes only true or false
+    const taken = await grid(w, ['--cache', '--graph', 'status'])
+    assert.equal(taken.code, 2)
+    assert.match(taken.stderr, /^grid: --cache needs a value, got the flag --graph \(GRID_ERR_USAGE\)/m)
+    const key = join(w.dir, 'swarm.key')
+    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
+    const before = await readFile(key, 'utf8')
+    const off = await grid(w, ['init', '--swarm-key', key, '--force=false'])
+    assert.equal(off.code, 2, 'the key is there and --force is off')
+    assert.match(off.stderr, /a swarm key already exists/)
+    const maybe = await grid(w, ['init', '--swarm-key', key, '--force=maybe'])
+    assert.equal(maybe.code, 2)
+    assert.match(maybe.stderr, /--force is a switch: give it alone, or as --force=true or --force=false, not =maybe/)
+    assert.equal(await readFile(key, 'utf8'), before, 'the team\'s key is untouched')
+    for (const args of [['cache', 'stats', 'extra'], ['cache', 'verify', 'extra'], ['cache', 'gc', '--max-size', '1G', 'extra']]) {
+      const r = await grid(w, args)
+      assert.equal(r.code, 2, args.join(' '))
+      assert.match(r.stderr, new RegExp(`grid ${args.slice(0, 2).join(' ')} takes no arguments, got extra`))
+    }
+    const help = await grid(w, ['help', 'help'])
+    assert.equal(help.code, 0, help.stderr)
+    assert.match(help.stdout, /^usage: grid \[global options\] <command>/m)
     // a bad flag value is a usage error, though the same check on the config file is not
     for (const [flag, value] of [['--offload', 'sometimes'], ['--trust', 'all'], ['--listen', 'foo'], ['--task-memory', '100M'], ['--compile-heap', '1M'], ['--compile-heap', 'lots'], ['--cache-max', 'lots']]) {
       const d = await grid(w, ['daemon', flag as string, value as string])

@@ -33,7 +33,8 @@ function alive (pid: number): boolean {
 describe('grid daemon --detach and grid stop', () => {
   it('start a daemon that outlives the command, refuse a second, stop it and free its cache', async (t) => {
     const w = await world(t)
-    const started = await grid(w, ['--json', 'daemon', '--detach'])
+    // as Go's flags are written: the daemon it starts must not read it as its own --detach
+    const started = await grid(w, ['--json', 'daemon', '-detach'])
     assert.equal(started.code, 0, started.stderr)
     const { pid, nodeId, control, mesh } = JSON.parse(started.stdout)
     defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })

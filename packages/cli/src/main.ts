@@ -86,7 +86,8 @@ export async function main (argv: string[]): Promise<number> {
     output = createOutput(options.json)
     if (options.version) { output.out(options.json ? JSON.stringify({ version: GRID_VERSION }) : `grid ${GRID_VERSION}`); return 0 }
     if (command === undefined || command === 'help') {
-      const topic = command === 'help' ? rest[0] : undefined
+      const asked = command === 'help' ? rest[0] : undefined
+      const topic = asked === 'help' ? undefined : asked
       if (topic !== undefined && COMMANDS[topic] === undefined) throw usageError(`no help for unknown command ${topic}`)
       const text = topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help
       // `grid` alone is a usage error: help on stderr, exit 2. Asked for, it is output.
@@ -100,7 +101,7 @@ export async function main (argv: string[]): Promise<number> {
     // grid's help (go would print its usage and exit 2); `go test ./... -args -h` passes through.
     const asksHelp = isGoCommand(command)
       ? HELP_FLAGS.includes(rest[0] ?? '')
-      : rest.includes('--help') || rest.includes('-h')
+      : rest.some(a => HELP_FLAGS.includes(a))
     if (options.help || asksHelp) {
       output.out(entry.help)
       return 0

@@ -62,19 +62,19 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
     const value = (): string => {
       if (inline !== undefined) return inline
       const next = argv[++i]
-      if (next === undefined) throw usageError(`${name} needs a value`)
-      return next
+      return flagValue(name, next, 'run `grid --help` for usage')
     }
+    const on = (): boolean => boolFlag(name, inline, 'run `grid --help` for usage')
     switch (name) {
       case '--cache': cache = value(); break
       case '--control': control = value(); break
       case '--config': config = value(); break
-      case '--json': json = true; break
-      case '--no-trimpath': trimpath = false; break
-      case '--graph': graph = true; break
+      case '--json': json = on(); break
+      case '--no-trimpath': trimpath = !on(); break
+      case '--graph': graph = on(); break
       case '--toolexec': toolexec = value(); break
-      case '-h': case '--help': help = true; break
-      case '--version': version = true; break
+      case '-h': case '--help': help = on(); break
+      case '--version': version = on(); break
       default: throw usageError(`unknown option ${name}`)
     }
   }
@@ -104,6 +104,27 @@ export function splitFlag (arg: string): [string, string | undefined] {
   return eq < 0 ? [arg, undefined] : [arg.slice(0, eq), arg.slice(eq + 1)]
 }
 
+/** A flag's value from the next argument: missing, or another flag, is a usage error. */
+function flagValue (name: string, next: string | undefined, hint: string): string {
+  if (next === undefined) throw usageError(`${name} needs a value`, hint)
+  if (next.startsWith('-') && next !== '-' && !/^-\d/.test(next)) {
+    throw usageError(`${name} needs a value, got the flag ${next}`, `give it one, or write ${name}=${next} if that is the value`)
+  }
+  return next
+}
+
+/** A switch, alone (on) or as `=true`/`=false` (`=1`/`=0`), as Go's flag package takes them. */
+function boolFlag (name: string, inline: string | undefined, hint: string): boolean {
+  if (inline === undefined || inline === 'true' || inline === '1') return true
+  if (inline === 'false' || inline === '0') return false
+  throw usageError(`${name} is a switch: give it alone, or as ${name}=true or ${name}=false, not =${inline}`, hint)
+}
+
+/** `args` without any form of the command flag `name` (`--name`, `-name`, with or without `=value`). */
+export function withoutFlag (args: string[], name: string): string[] {
+  return args.filter(a => !a.startsWith('-') || splitFlag(a)[0].replace(/^--?/, '') !== name)
+}
+
 /** Parses a command's own flags from a fixed table; rejects anything else. */
 type FlagKind = 'bool' | 'string' | 'list'
 type FlagValue<K extends FlagKind> = K extends 'bool' ? boolean : K extends 'list' ? string[] : string
@@ -120,11 +141,16 @@ export function parseFlags<T extends Record<string, FlagKind>> (
     const key = name.replace(/^--?/, '')
     const kind = table[key]
     if (kind === undefined) throw usageError(`unknown flag ${name} for grid ${command}`, `run \`grid ${command} --help\``)
-    if (kind === 'bool') { flags[key] = true; continue }
-    const v = inline ?? args[++i]
-    if (v === undefined) throw usageError(`${name} needs a value`, `run \`grid ${command} --help\``)
+    const hint = `run \`grid ${command} --help\``
+    if (kind === 'bool') { flags[key] = boolFlag(name, inline, hint); continue }
+    const v = inline ?? flagValue(name, args[++i], hint)
     if (kind === 'list') flags[key] = [...(flags[key] as string[] | undefined ?? []), v]
     else flags[key] = v
   }
   return { flags: flags as never, positional }
+}
+
+/** For a command that takes flags only: any positional argument is a usage error. */
+export function noArguments (command: string, positional: string[]): void {
+  if (positional.length > 0) throw usageError(`grid ${command} takes no arguments, got ${positional.join(' ')}`, `run \`grid ${command.split(' ')[0] as string} --help\``)
 }

@@ -1,7 +1,7 @@
 /** `grid cache stats|gc|verify`: through the running node, or on the cache directly if none runs. */
 import { formatBytes, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, sizeFlag, usageError } from '../options.js'
+import { noArguments, parseFlags, sizeFlag, usageError } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
 import { formatCache } from '../format.js'
@@ -19,13 +19,14 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
   const [sub, ...rest] = args
   switch (sub) {
     case 'stats': {
-      parseFlags('cache stats', rest, {})
+      noArguments('cache stats', parseFlags('cache stats', rest, {}).positional)
       const stats = await run(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await (await import('@grid/node/server')).cacheStats(c))
       output.out(options.json ? JSON.stringify(stats) : formatCache(stats))
       return 0
     }
     case 'gc': {
-      const { flags } = parseFlags('cache gc', rest, { 'max-size': 'string' })
+      const { flags, positional } = parseFlags('cache gc', rest, { 'max-size': 'string' })
+      noArguments('cache gc', positional)
       if (flags['max-size'] === undefined) throw usageError('grid cache gc needs --max-size SIZE', 'e.g. grid cache gc --max-size 10G')
       const maxBytes = sizeFlag(flags['max-size'], '--max-size')
       const result = await run(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
@@ -33,7 +34,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
       return 0
     }
     case 'verify': {
-      parseFlags('cache verify', rest, {})
+      noArguments('cache verify', parseFlags('cache verify', rest, {}).positional)
       const result = await run(options, async c => (await c.request({ type: 'cache-verify' })).result, async c => await c.verify())
       output.out(options.json ? JSON.stringify(result) : formatVerify(result))
       return result.corrupt > 0 ? 1 : 0

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path'
 import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, sizeFlag, usageError } from '../options.js'
+import { noArguments, parseFlags, sizeFlag, usageError, withoutFlag } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
 import { GridError, type NodeStatus } from '@grid/protocol'
@@ -57,7 +57,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     slots: 'string', listen: 'list', bootstrap: 'list', 'no-mdns': 'bool', 'swarm-key': 'string', 'accept-remote': 'string', 'no-mesh': 'bool',
     trust: 'string', verify: 'string', 'cache-max': 'string', offload: 'string', 'task-memory': 'string', 'compile-heap': 'string', detach: 'bool'
   })
-  if (positional.length > 0) throw usageError(`grid daemon takes no arguments, got ${positional.join(' ')}`)
+  noArguments('daemon', positional)
   const config = await nodeConfig(options)
   const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
   if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`)
@@ -76,7 +76,9 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const cacheMax = flags['cache-max'] !== undefined ? sizeFlag(flags['cache-max'], '--cache-max') : config.cacheMax
   const compileHeapMB = flags['compile-heap'] !== undefined ? await compileHeapFlag(flags['compile-heap']) : config.compileHeapMB
   await refuseIfRunning(options)
-  if (flags.detach === true) return await detach(args.filter(a => a !== '--detach'), mesh !== undefined, options, output)
+  // The daemon it starts gets the same flags but --detach, in whatever form it was given; and
+  // one started so never detaches again, whatever its flags.
+  if (flags.detach === true && process.env[DETACHED_ENV] !== '1') return await detach(withoutFlag(args, 'detach'), mesh !== undefined, options, output)
   // A detached daemon's stderr is a file nobody trims: its log goes to grid.log only.
   const detached = process.env[DETACHED_ENV] === '1'
   delete process.env[DETACHED_ENV] // not for the go commands and compilers it runs

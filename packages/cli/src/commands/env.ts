@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import { detectGo, ensureShim } from '@grid/node'
 import { ENV, GridError } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { noArguments, parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
 
@@ -36,9 +36,12 @@ Compared with grid build: no summary per build (grid status has the node's count
 -p stays its default; with peers that can take compiles, grid build raises it, or add -p=N to
 GOFLAGS. grid build and grid test still work in this environment: they undo it for the go they run.
 
---shell   sh (default) or fish: the syntax of the lines printed
+--shell   sh (default; also bash, zsh, ksh, dash) or fish: the syntax of the lines printed
 --unset   print the lines that restore the environment from before grid env
 With --json: {"set": {NAME: value}, "unset": [NAME]} on stdout.`
+
+/** Shells that take sh's syntax for the lines grid env prints. */
+const SH_LIKE = ['sh', 'bash', 'zsh', 'ksh', 'dash']
 
 /** What grid env sets, besides GOFLAGS. */
 const GRID_VARS = ['GOCACHEPROG', ENV.socket, ENV.gocache, ENV.withoutNode, ENV.goflagsBefore] as const
@@ -98,9 +101,10 @@ function quoteFish (value: string): string {
 
 export async function env (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('env', args, { unset: 'bool', shell: 'string' })
-  if (positional.length > 0) throw usageError(`grid env takes no arguments, got ${positional.join(' ')}`, 'run `grid env --help`')
-  const shell = flags.shell ?? 'sh'
-  if (shell !== 'sh' && shell !== 'fish') throw usageError(`unknown shell ${shell}: grid env prints for sh or fish`, 'run `grid env --help`')
+  noArguments('env', positional)
+  const asked = flags.shell ?? 'sh'
+  const shell = SH_LIKE.includes(asked) ? 'sh' : asked
+  if (shell !== 'sh' && shell !== 'fish') throw usageError(`unknown shell ${asked}: grid env prints for sh (also bash, zsh, ksh, dash) or fish`, 'run `grid env --help`')
 
   const set: Record<string, string> = {}
   const unset: string[] = []

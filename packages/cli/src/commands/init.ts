@@ -4,7 +4,7 @@ import { dirname } from 'node:path'
 import { defaultSwarmKeyPath } from '@grid/node'
 import { GridError, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
 
 export const INIT_HELP = `usage: grid [global options] init [--swarm-key FILE] [--force]
@@ -17,7 +17,7 @@ every node that does not (docs/security.md). Refuses to overwrite an existing ke
 
 export async function init (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { flags, positional } = parseFlags('init', args, { 'swarm-key': 'string', force: 'bool' })
-  if (positional.length > 0) throw usageError(`grid init takes no arguments, got ${positional.join(' ')}`)
+  noArguments('init', positional)
   const path = flags['swarm-key'] ?? defaultSwarmKeyPath(options.configPath)
   const key = generateSwarmKey()
   await mkdir(dirname(path), { recursive: true, mode: 0o700 })

@@ -1,7 +1,7 @@
 /** `grid peers`: the members this node knows, from their adverts. */
 import { GridError } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
 import { formatPeers } from '../format.js'
 import { connectNode } from '../session.js'
@@ -15,7 +15,7 @@ With --json, an array of the same (each with the peer's full advert).`
 
 export async function peers (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('peers', args, {})
-  if (positional.length > 0) throw usageError(`grid peers takes no arguments, got ${positional.join(' ')}`)
+  noArguments('peers', positional)
   const client = await connectNode(options)
   if (client === undefined) {
     throw new GridError('GRID_ERR_NODE_UNREACHABLE', `no node answers on ${options.control}`, { hint: 'start one with `grid daemon`' })

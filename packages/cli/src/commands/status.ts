@@ -1,7 +1,7 @@
 /** `grid status`: the node (if one runs), its cache and what it has served. */
 import type { Cache } from '@grid/node/server'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
 import { formatCache, formatStatus } from '../format.js'
 import { connectNode } from '../session.js'
@@ -16,7 +16,7 @@ env prints no summary of its own: the last build here is where to see what it di
 
 export async function status (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('status', args, {})
-  if (positional.length > 0) throw usageError(`grid status takes no arguments, got ${positional.join(' ')}`)
+  noArguments('status', positional)
   const client = await connectNode(options)
   if (client === undefined) {
     const cache = await withLocalCache(options.cacheDir, async c => await (await import('@grid/node/server')).cacheStats(c))

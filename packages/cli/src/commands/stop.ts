@@ -1,7 +1,7 @@
 /** `grid stop`: asks the daemon on the control socket to stop, and waits until it is gone. */
 import { GridError, errorCode, type NodeStatus } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
-import { parseFlags, usageError } from '../options.js'
+import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
 
@@ -20,7 +20,7 @@ const POLL_MS = 100
 
 export async function stop (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('stop', args, {})
-  if (positional.length > 0) throw usageError(`grid stop takes no arguments, got ${positional.join(' ')}`)
+  noArguments('stop', positional)
   const client = await connectNode(options)
   if (client === undefined) {
     if (options.json) output.out(JSON.stringify({ stopped: false, running: false, control: options.control }))
