@@ -96,26 +96,44 @@ describe('robustness', () => {
     assert.match(log, /repaired the cache index/)
   })
 
-  for (const [why, shut] of [
+  const noneCanStart = /grid: warning: no node answers on .* and none can start: .*\. This build runs as plain go/
+  for (const [why, shut, says] of [
     ['another process holds it', async (w: World) => {
       const { Cache } = await import('@grid/node/server')
       const holder = await Cache.open({ dir: w.cacheDir, nodeId: 'holder' }) // as grid cache verify does with no daemon
       return async () => { await holder.close() }
-    }],
+    }, noneCanStart],
     ['its index cannot be opened', async (w: World) => {
       await mkdir(w.cacheDir, { recursive: true })
       await writeFile(join(w.cacheDir, 'index'), 'not a LevelDB') // as a full disk or permissions keep it shut
       return async () => {}
-    }]
+    }, noneCanStart],
+    ['its control path is a directory', async (w: World) => {
+      await mkdir(w.control, { recursive: true })
+      return async () => { assert.equal((await stat(w.control)).isDirectory(), true, 'left as it was') }
+    }, /grid: warning: no node answers on .* and none can start: .* is a directory, not a socket: grid will not replace it\. This build runs as plain go/],
+    ['its control path is a file', async (w: World) => {
+      await writeFile(w.control, 'a config, say')
+      return async () => { assert.equal(await readFile(w.control, 'utf8'), 'a config, say', 'never replaced by a socket') }
+    }, /is a file, not a socket/],
+    ['the cache dir is a file', async (w: World) => {
+      await rm(w.cacheDir, { recursive: true, force: true })
+      await writeFile(w.cacheDir, 'not a dir')
+      return async () => {}
+    }, /grid: warning: cannot use .* as grid's cache dir: it, or a dir above it, is not a directory\. This build runs as plain go/]
   ] as const) {
     it(`no node, and none can start because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
       const w = await world(t)
       const release = await shut(w)
-      t.after(release)
       const out = join(w.dir, 'out')
-      const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+      let r: Awaited<ReturnType<typeof grid>>
+      try {
+        r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+      } finally {
+        await release()
+      }
       assert.equal(r.code, 0, r.stderr)
-      assert.match(r.stderr, /grid: warning: no node answers on .* and none can start: .*\. This build runs as plain go/)
+      assert.match(r.stderr, says)
       assert.match(r.stderr, /\n {2}hint: \S/)
       const s = summary(r)
       assert.equal(s.node, 'none')

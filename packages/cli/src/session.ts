@@ -4,7 +4,7 @@
  * socket and cache dir, stopped when the command is done and no other build still uses it.
  */
 import { join } from 'node:path'
-import { ControlClient, configureLogging, closeLogging } from '@grid/node'
+import { ControlClient, configureLogging, closeLogging, prepareCacheDir } from '@grid/node'
 import type { GridNode } from '@grid/node/embed'
 import { errorCode } from '@grid/protocol'
 import { meshOptions, nodeConfig } from './mesh-options.js'
@@ -40,6 +40,7 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
     if (client !== undefined) return { client, embedded: undefined, close: async () => { client.close() } }
     await beforeEmbedding
     // An embedded node logs to a file: this process's stderr carries the compiler's messages.
+    await prepareCacheDir(options.cacheDir)
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
     const mesh = await meshOptions(config, options.configPath)

@@ -18,6 +18,7 @@ import { logger } from './log.js'
 import { LocalPool, Spawner, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { WORKER_DIR } from './remote/constants.js'
+import { prepareCacheDir } from './paths.js'
 import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, OwnLoad, PeerView } from './mesh/index.js'
@@ -170,6 +171,7 @@ export class GridNode {
   get shutdownRequested (): Promise<void> { return this.stopRequested.promise }
 
   async start (): Promise<void> {
+    await prepareCacheDir(this.cacheDir)
     const identity = await loadIdentity(this.cacheDir)
     this._nodeId = identity.peerId
     this._cache = await this.openCache(identity.peerId)

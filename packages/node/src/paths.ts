@@ -1,4 +1,6 @@
 /** Where a node keeps its state, and the defaults the CLI and the daemon share. */
+import { constants } from 'node:fs'
+import { access, mkdir } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { ENV, GridError } from '@grid/protocol'
@@ -9,6 +11,25 @@ export function defaultCacheDir (env: NodeJS.ProcessEnv = process.env): string {
   if (explicit !== undefined && explicit !== '') return explicit
   const xdg = env.XDG_CACHE_HOME
   return join(xdg !== undefined && xdg !== '' ? xdg : join(homedir(), '.cache'), 'grid')
+}
+
+/**
+ * Makes the cache dir if need be and checks that this user can write it: the first step of
+ * whatever uses it (the shim's build, a node, the cache commands), so that a dir that is a
+ * file, or read-only, is one clear GRID_ERR_CACHE_OPEN and not an error from deep inside.
+ */
+export async function prepareCacheDir (dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true })
+    await access(dir, constants.W_OK | constants.X_OK)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'it, or a dir above it, is not a directory' : (err as Error).message
+    throw new GridError('GRID_ERR_CACHE_OPEN', `cannot use ${dir} as grid's cache dir: ${why}`, {
+      cause: err,
+      hint: 'make it a directory you can write, or pass another with --cache DIR (or set GRID_CACHE)'
+    })
+  }
 }
 
 /** `$GRID_CONTROL`, else `grid.sock` in the cache dir. */

@@ -108,10 +108,15 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
-/** The user's go and the shim built for it. */
-async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string }> {
+/** The user's go and the shim built for it; with no shim when the cache dir cannot hold one. */
+async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string, unusable?: GridError }> {
   const toolchain = await detectGo({ env })
-  return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
+  try {
+    return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
+  } catch (err) {
+    if (errorCode(err) !== 'GRID_ERR_CACHE_OPEN') throw err
+    return { toolchain, shim: '', unusable: err as GridError }
+  }
 }
 
 export async function runGo (sub: GoCommand, args: string[], options: GlobalOptions, output: Output): Promise<number> {
@@ -127,6 +132,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   if (found.status === 'rejected') {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
     throw found.reason
+  }
+  if (found.value.unusable !== undefined) {
+    if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
+    return await runWithoutNode(sub, args, options, output, found.value, found.value.unusable, started)
   }
   if (opened.status === 'rejected') {
     const why = withoutNodeBecause(opened.reason, options)
@@ -303,6 +312,7 @@ function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError | 
           'with a daemon running (grid daemon --detach), builds and those commands share it'
       })
     case 'GRID_ERR_CACHE_OPEN':
+    case 'GRID_ERR_SOCKET_PATH':
       return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, e.hint === undefined ? {} : { hint: e.hint })
   }
   return undefined

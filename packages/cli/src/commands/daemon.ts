@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { mkdir, readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging } from '@grid/node'
+import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging, prepareCacheDir } from '@grid/node'
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, sizeFlag, usageError, withoutFlag } from '../options.js'
@@ -76,6 +76,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const cacheMax = flags['cache-max'] !== undefined ? sizeFlag(flags['cache-max'], '--cache-max') : config.cacheMax
   const compileHeapMB = flags['compile-heap'] !== undefined ? await compileHeapFlag(flags['compile-heap']) : config.compileHeapMB
   await refuseIfRunning(options)
+  await prepareCacheDir(options.cacheDir)
   // The daemon it starts gets the same flags but --detach, in whatever form it was given; and
   // one started so never detaches again, whatever its flags.
   if (flags.detach === true && process.env[DETACHED_ENV] !== '1') return await detach(withoutFlag(args, 'detach'), mesh !== undefined, options, output)

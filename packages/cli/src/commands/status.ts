@@ -36,7 +36,8 @@ export async function status (args: string[], options: GlobalOptions, output: Ou
 
 /** Opens the cache in this process (no node runs, so nobody else holds it). */
 export async function withLocalCache<T> (cacheDir: string, fn: (cache: Cache) => Promise<T>): Promise<T> {
-  const { Cache, loadIdentity } = await import('@grid/node/server')
+  const { Cache, loadIdentity, prepareCacheDir } = await import('@grid/node/server')
+  await prepareCacheDir(cacheDir)
   const identity = await loadIdentity(cacheDir)
   const cache = await Cache.open({ dir: cacheDir, nodeId: identity.peerId })
   try {

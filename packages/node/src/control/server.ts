@@ -5,7 +5,7 @@
  * closes (a shim killed by cmd/go cancels its compile). A connection that sends a bad frame is
  * closed with the reason logged; every other connection is unaffected.
  */
-import { chmod, mkdir, unlink } from 'node:fs/promises'
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { dirname } from 'node:path'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
@@ -57,6 +57,8 @@ export class ControlServer {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(this.path, () => { server.off('error', reject); resolve() })
+    }).catch((err: Error) => {
+      throw new GridError('GRID_ERR_SOCKET_PATH', `cannot listen on ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
     await chmod(this.path, 0o600)
     this.server = server
@@ -147,7 +149,19 @@ export class ControlServer {
 }
 
 /** A socket file nobody answers on is left over from a crash: remove it. One that answers is in use. */
+const SOCKET_HINT = 'the control socket needs a path of its own in a directory you can write: pass one with --control PATH (or set GRID_CONTROL)'
+
+/**
+ * Clears the way for the socket: a socket left by a node that died is removed; one a live node
+ * answers on is GRID_ERR_CACHE_LOCKED; anything else at the path (a file, a directory) is never
+ * touched, GRID_ERR_SOCKET_PATH.
+ */
 async function removeStaleSocket (path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined)
+  if (st === undefined) return
+  if (!st.isSocket()) {
+    throw new GridError('GRID_ERR_SOCKET_PATH', `${path} is ${st.isDirectory() ? 'a directory' : 'a file'}, not a socket: grid will not replace it`, { hint: SOCKET_HINT })
+  }
   const alive = await new Promise<boolean>(resolve => {
     const probe = createConnection(path)
     probe.once('connect', () => { probe.destroy(); resolve(true) })

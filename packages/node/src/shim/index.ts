@@ -16,6 +16,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GridError } from '@grid/protocol'
 import type { GoToolchain } from '../toolchain/index.js'
+import { prepareCacheDir } from '../paths.js'
 
 /** The Go source, beside dist/ in the installed package. */
 export const SHIM_SOURCE_DIR = fileURLToPath(new URL('../../shim/', import.meta.url))
@@ -40,6 +41,7 @@ async function sourceKey (toolchain: GoToolchain): Promise<string> {
 
 /** Returns the path of a shim binary built for this toolchain, building it if needed. */
 export async function ensureShim (cacheDir: string, toolchain: GoToolchain, options: { signal?: AbortSignal } = {}): Promise<string> {
+  await prepareCacheDir(cacheDir)
   const dir = join(cacheDir, 'shim', await sourceKey(toolchain))
   const binary = join(dir, SHIM_BINARY)
   try {
