@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
-import { Sandboxes, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
+import { Sandboxes, buildTask, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
 const h = 'ab'.repeat(32)
@@ -15,7 +15,7 @@ function task (change: Partial<CompileTask> = {}): Record<string, unknown> {
     compiler: 'compile version go1.26.8',
     goroot: '/usr/local/go',
     env: { GOOS: 'linux', GOARCH: 'amd64' },
-    flags: ['-p=example.com/m', '-lang=go1.24', '-complete', '-pack'],
+    flags: ['-p=example.com/m', '-lang=go1.24', '-complete', '-nolocalimports', '-pack'],
     trimpath: '/src/m=>example.com/m',
     inputFlags: { '-importcfg': '/tmp/w/b001/importcfg' },
     sources: ['/src/m/a.go'],
@@ -44,12 +44,33 @@ describe('remote tasks', () => {
       ['source not carried', { sources: ['/src/m/b.go'] }, /sources must be/],
       ['input flag not carried', { inputFlags: { '-importcfg': '/elsewhere' } }, /does not carry/],
       ['unknown input flag', { inputFlags: { '-o': '/src/m/a.go' } }, /input flag -o is not allowed/],
-      ['bad hash', { files: [{ path: '/src/m/a.go', sha256: 'zz', size: 1 }] }, /hash of/]
+      ['bad hash', { files: [{ path: '/src/m/a.go', sha256: 'zz', size: 1 }] }, /hash of/],
+      ['the compiler\'s debug switches', { env: { GOCOMPILEDEBUG: 'dumpinlfuncprops=/home/dev/.ssh/authorized_keys' } }, /GOCOMPILEDEBUG .* is not sent to peers/],
+      ['an env value that is not a setting', { env: { GODEBUG: 'a=1 b' } }, /environment value of GODEBUG/],
+      ['a line break in a path', { files: [{ path: '/src/m/a\n.go', sha256: h, size: 10 }], sources: ['/src/m/a\n.go'] }, /clean absolute path/],
+      ['-D', { flags: ['-p=example.com/m', '-D=/'] }, /flag "-D=\/" is not allowed/],
+      ['no -nolocalimports', { flags: ['-p=example.com/m', '-pack'] }, /a task must carry -nolocalimports/],
+      ['no importcfg', { inputFlags: {} }, /a task must carry -importcfg/],
+      ['one input, two sizes', { files: [{ path: '/src/m/a.go', sha256: h, size: 10 }, { path: '/tmp/w/b001/importcfg', sha256: h, size: 11 }] }, /declared with two sizes/]
     ]
     for (const [what, change, message] of cases) {
       assert.throws(() => validateTask(task(change as Partial<CompileTask>), 'peerX'),
         (err: unknown) => errorCode(err) === 'GRID_ERR_TASK_REFUSED' && message.test((err as Error).message), what)
     }
+  })
+
+  it('keeps here a compile that peers would refuse, before it is offered', async (t) => {
+    const dir = await tempDir(t, 'unshippable')
+    await writeFile(join(dir, 'a.go'), 'package m\n')
+    await writeFile(join(dir, 'importcfg'), '# import config\n')
+    const args = (extra: string[]): string[] => ['-o', join(dir, '_pkg_.a'), '-p', 'm', '-nolocalimports', '-importcfg', join(dir, 'importcfg'), '-pack', ...extra, join(dir, 'a.go')]
+    const build = async (extra: string[], env: Record<string, string>): Promise<unknown> => {
+      const parsed = parseCompileArgs(args(extra), dir)
+      assert.ok(!('unsupported' in parsed))
+      return await buildTask(parsed, env, 'compile version go1.26.8', '/usr/local/go')
+    }
+    assert.ok('task' in (await build([], { GOOS: 'linux' }) as object), 'a plain compile goes')
+    assert.match((await build([], { GOCOMPILEDEBUG: 'checkptr=1' }) as { unsupported: string }).unsupported, /GOCOMPILEDEBUG .* is not sent to peers/)
   })
 
   it('parses cmd/go compile arguments, keeping unknown flags local', () => {

@@ -72,7 +72,14 @@ describe('worker: adversarial tasks', () => {
         { ...t, files: t.files.map(f => (f.path === importcfgPath ? evilCfg.entry : f)) },
         /names .*secret\.a, which the task does not carry/,
         new Map([...good.blobs, evilCfg.blob])],
-      ['an input that does not hash to its name', t, /does not hash to its name/, new Map([...good.blobs].map(([sha]) => [sha, Buffer.from('not what was promised')]))],
+      ['an input that does not hash to its name', t, /does not hash to its name/, new Map([...good.blobs].map(([sha, data]) => [sha, Buffer.alloc(data.length, 'x')]))],
+      ['an input longer than the task declared', { ...t, files: t.files.map(f => ({ ...f, size: 1 })) }, /sent \d+ bytes for input [0-9a-f]+…, which the task declared as 1 bytes/],
+      ['the compiler\'s debug switches, one of which writes a file', { ...t, env: { ...t.env, GOCOMPILEDEBUG: `dumpinlfuncprops=${join(outside, 'evil.pth')}` } }, /GOCOMPILEDEBUG \(the compiler's debug switches\) is not sent to peers/],
+      ['an environment value that is not a setting', { ...t, env: { ...t.env, GOEXPERIMENT: 'arenas\nx' } }, /environment value of GOEXPERIMENT has characters a setting does not/],
+      ['a path with a line break', { ...t, files: [...t.files, { path: `${t.sources[0] as string}\nimport os.go`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
+      ['local imports resolved against a directory (-D)', { ...t, flags: [...t.flags.filter(f => f !== '-nolocalimports'), '-D=/'] }, /flag "-D=\/" is not allowed/],
+      ['no -nolocalimports', { ...t, flags: t.flags.filter(f => f !== '-nolocalimports') }, /a task must carry -nolocalimports/],
+      ['no importcfg', { ...t, inputFlags: {} }, /a task must carry -importcfg/],
       ['not a task at all', { v: 1, compiler: 42 }, /refused: compiler/]
     ]
     for (const [what, task, message, blobs] of cases) {

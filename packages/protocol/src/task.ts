@@ -27,8 +27,15 @@ export const TASK_BOOL_FLAGS = [
   '-std', '-complete', '-nolocalimports', '-pack', '-compiling-runtime', '-+', '-shared', '-dynlink',
   '-race', '-msan', '-asan', '-N', '-l', '-B', '-smallframes', '-linkshared', '-wrapglobalmapinit'
 ] as const
-/** Compile flags a task may carry with a plain value (never a path). */
-export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-D', '-installsuffix', '-spectre', '-buildmode'] as const
+/**
+ * Compile flags a task may carry with a plain value (never a path). Not `-D` (the directory
+ * local imports resolve against, which cmd/go passes only outside module mode): a task must
+ * carry `-nolocalimports` and `-importcfg` (TASK_REQUIRED_FLAGS), so that the compiler opens no
+ * package but those the worker wrote into the importcfg.
+ */
+export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-installsuffix', '-spectre', '-buildmode'] as const
+/** Flags every task carries, as cmd/go gives every compile in module mode. */
+export const TASK_REQUIRED_FLAGS = ['-nolocalimports', '-importcfg'] as const
 /** Compile flags whose value is an input file (shipped in the task). */
 export const TASK_INPUT_FLAGS = ['-importcfg', '-embedcfg', '-symabis', '-pgoprofile', '-coveragecfg'] as const
 
@@ -67,10 +74,24 @@ function bad (why: string, from: string): GridError {
   return new GridError('GRID_ERR_TASK_REFUSED', `task from ${from} refused: ${why}`)
 }
 
-/** An absolute, normalised POSIX path with no `..`, no `.` element and no NUL. */
+/** An absolute, normalised POSIX path with no `..`, no `.` element and no control character. */
 export function isCleanAbsolute (p: string): boolean {
-  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || p.includes('\0')) return false
+  // eslint-disable-next-line no-control-regex
+  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || /[\x00-\x1f\x7f]/.test(p)) return false
   return p.split('/').slice(1).every(el => el !== '' && el !== '.' && el !== '..')
+}
+
+/**
+ * Why a task may not carry this value of an output-affecting variable, or undefined. Values are
+ * plain settings (`v3`, `arenas,boringcrypto`, `gotypesalias=1`); GOCOMPILEDEBUG, the
+ * compiler's debug switches, is refused whatever its value: some of them name files the
+ * compiler writes (`-d=dumpinlfuncprops=FILE`), so a compile with it stays where it was asked.
+ */
+export function taskEnvProblem (name: string, value: string): string | undefined {
+  if (name === 'GOROOT' || !(OUTPUT_ENV as readonly string[]).includes(name)) return `environment variable ${name} is not allowed`
+  if (name === 'GOCOMPILEDEBUG') return value === '' ? undefined : 'GOCOMPILEDEBUG (the compiler\'s debug switches) is not sent to peers'
+  if (value.length > 1024 || !/^[A-Za-z0-9_.,=+:-]*$/.test(value)) return `environment value of ${name} has characters a setting does not`
+  return undefined
 }
 
 /** Checks every field of a task from the wire; the worker runs nothing before this passes. */
@@ -86,8 +107,8 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   const env = t.env as Record<string, unknown>
   if (env === null || typeof env !== 'object' || Array.isArray(env)) throw bad('env', from)
   for (const [k, v] of Object.entries(env)) {
-    if (k === 'GOROOT' || !(OUTPUT_ENV as readonly string[]).includes(k)) throw bad(`environment variable ${k} is not allowed`, from)
-    if (typeof v !== 'string' || v.length > 1024 || v.includes('\0')) throw bad(`environment value of ${k}`, from)
+    const problem = typeof v === 'string' ? taskEnvProblem(k, v) : `environment value of ${k}`
+    if (problem !== undefined) throw bad(problem, from)
   }
   if (!Array.isArray(t.flags) || t.flags.length > 256) throw bad('flags', from)
   for (const f of t.flags) {
@@ -100,11 +121,14 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   if (!Array.isArray(files) || files.length > MAX_TASK_FILES) throw bad('files', from)
   let total = 0
   const paths = new Set<string>()
+  const sizes = new Map<string, number>()
   for (const f of files as Array<Record<string, unknown>>) {
     if (f === null || typeof f !== 'object') throw bad('file entry', from)
     if (typeof f.path !== 'string' || !isCleanAbsolute(f.path)) throw bad(`input path ${JSON.stringify(String(f.path).slice(0, 128))} is not a clean absolute path`, from)
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`hash of ${f.path}`, from)
     if (!Number.isSafeInteger(f.size) || (f.size as number) < 0 || (f.size as number) > MAX_TASK_FILE_BYTES) throw bad(`size of ${f.path} (max ${MAX_TASK_FILE_BYTES} bytes)`, from)
+    if ((sizes.get(f.sha256) ?? f.size) !== f.size) throw bad(`input ${f.sha256.slice(0, 16)}… is declared with two sizes`, from)
+    sizes.set(f.sha256, f.size as number)
     total += f.size as number
     paths.add(f.path)
   }
@@ -117,6 +141,9 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   }
   if (!Array.isArray(t.sources) || t.sources.length === 0 || !t.sources.every(s => typeof s === 'string' && paths.has(s) && s.endsWith('.go'))) {
     throw bad('sources must be .go files the task carries', from)
+  }
+  for (const required of TASK_REQUIRED_FLAGS) {
+    if (!(t.flags as string[]).includes(required) && (inputFlags[required] === undefined)) throw bad(`a task must carry ${required}`, from)
   }
   return t as unknown as CompileTask
 }

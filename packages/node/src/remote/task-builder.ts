@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { OUTPUT_ENV, TASK_VERSION, type CompileTask, type TaskFile } from '@grid/protocol'
+import { OUTPUT_ENV, TASK_VERSION, validateTask, type CompileTask, type TaskFile } from '@grid/protocol'
 import { exportDataOnly } from './archive.js'
 import type { ExportDataCache } from './export-cache.js'
 import type { ParsedCompile } from './parse.js'
@@ -71,6 +71,12 @@ export async function buildTask (parsed: ParsedCompile, env: Record<string, stri
     files: [...files.values()],
     asmhdr: parsed.asmhdr !== undefined,
     importPath: parsed.importPath
+  }
+  // What a worker would refuse stays here, without costing a peer its score.
+  try {
+    validateTask(task, 'this node')
+  } catch (err) {
+    return { unsupported: (err as Error).message }
   }
   return { task, blobs, out: parsed.out, asmhdr: parsed.asmhdr, inputBytes }
 }

@@ -165,7 +165,7 @@ export class Worker {
       const task = this.check(offer.task, peer)
       if (offer.eager === true) {
         // inputs sent with the offer: any of the task's, none twice (checked like any input)
-        await this.receiveInputs(read, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
+        await this.receiveInputs(read, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
         between = true
       }
       const joinOnly = this.admit(task)
@@ -175,7 +175,7 @@ export class Worker {
         await send({ type: 'need', hashes: need })
         between = false
         const wanted = new Set(need)
-        await this.receiveInputs(read, wanted, 'was not asked for')
+        await this.receiveInputs(read, task, wanted, 'was not asked for')
         between = true
         if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
@@ -200,15 +200,20 @@ export class Worker {
 
   /**
    * Reads `blobs` messages up to `done`, storing each input; every one must be in `allowed`, and
-   * leaves it (so none comes twice). An input already in the store is not written again.
+   * leaves it (so none comes twice), and be as long as the task declared it: the task's limits
+   * are on the sizes it declares. An input already in the store is not written again.
    */
-  private async receiveInputs (read: () => Promise<CompileMessage>, allowed: Set<string>, notAllowed: string): Promise<void> {
+  private async receiveInputs (read: () => Promise<CompileMessage>, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<void> {
+    const declared = new Map(task.files.map(f => [f.sha256, f.size]))
     for (;;) {
       const m = await read()
       if (m.type === 'done') return
       if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
       for (const item of m.items) {
         if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
+        if (item.data.length !== declared.get(item.sha256)) {
+          throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${item.data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${declared.get(item.sha256) ?? '?'} bytes`)
+        }
         allowed.delete(item.sha256)
         if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
       }
