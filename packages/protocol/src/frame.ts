@@ -42,6 +42,11 @@ export class FrameDecoder<T = Message> {
     this.validate = options.validate ?? (validateMessage as (value: unknown, from: string) => T)
   }
 
+  /** Bytes received of frames not yet complete. */
+  get pending (): number {
+    return this.buffered
+  }
+
   /** Adds bytes; returns every message completed by them. Throws on a bad frame. */
   push (chunk: Uint8Array): T[] {
     this.chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))

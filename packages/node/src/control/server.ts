@@ -11,6 +11,7 @@ import { dirname } from 'node:path'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
 import { logger } from '../log.js'
 import { checkSocketPath } from '../paths.js'
+import { MAX_PENDING_FRAME_BYTES, PARTIAL_FRAME_MS } from './constants.js'
 
 const log = logger('grid:control')
 
@@ -32,6 +33,9 @@ export interface ControlServerInit {
   handler: RequestHandler
   /** Called for every connection dropped for a bad frame (counted in status). */
   onBadFrame?: (reason: string) => void
+  /** PARTIAL_FRAME_MS and MAX_PENDING_FRAME_BYTES, unless given (tests) */
+  partialFrameMs?: number
+  maxPendingBytes?: number
 }
 
 let connections = 0
@@ -42,12 +46,18 @@ export class ControlServer {
   private readonly onBadFrame: ((reason: string) => void) | undefined
   private server: Server | undefined
   private readonly sockets = new Set<Socket>()
+  private readonly partialFrameMs: number
+  private readonly maxPendingBytes: number
+  /** bytes of unfinished frames held for all connections */
+  private pending = 0
 
   constructor (init: ControlServerInit) {
     checkSocketPath(init.path)
     this.path = init.path
     this.handler = init.handler
     this.onBadFrame = init.onBadFrame
+    this.partialFrameMs = init.partialFrameMs ?? PARTIAL_FRAME_MS
+    this.maxPendingBytes = init.maxPendingBytes ?? MAX_PENDING_FRAME_BYTES
   }
 
   async start (): Promise<void> {
@@ -87,23 +97,35 @@ export class ControlServer {
     const closers: Array<() => void> = []
     const decoder = new FrameDecoder({ from: name })
     const context: RequestContext = { signal: abort.signal, onClose: fn => closers.push(fn), release: undefined, done: undefined }
+    const drop = (reason: string): void => {
+      log.warn(`closing ${name}: ${reason}`)
+      this.onBadFrame?.(reason)
+      socket.destroy()
+    }
+    let held = 0 // this connection's share of this.pending
+    let stalled: NodeJS.Timeout | undefined
+    const hold = (bytes: number): void => {
+      this.pending += bytes - held
+      held = bytes
+      clearTimeout(stalled)
+      stalled = bytes === 0 ? undefined : setTimeout(() => drop(`GRID_ERR_FRAME_MALFORMED: ${name} sent part of a frame (${bytes} bytes) and nothing for ${this.partialFrameMs / 1000} s`), this.partialFrameMs).unref()
+    }
     socket.on('data', chunk => {
+      if (this.pending - held + decoder.pending + chunk.byteLength > this.maxPendingBytes) {
+        drop(`GRID_ERR_FRAME_TOO_LARGE: ${name} would take the unfinished frames the node holds past ${this.maxPendingBytes} bytes`)
+        return
+      }
       let requests
       try {
         requests = decoder.push(chunk)
       } catch (err) {
-        const reason = `${errorCode(err) ?? 'error'}: ${(err as Error).message}`
-        log.warn(`closing ${name}: ${reason}`)
-        this.onBadFrame?.(reason)
-        socket.destroy()
+        drop(`${errorCode(err) ?? 'error'}: ${(err as Error).message}`)
         return
       }
+      hold(decoder.pending)
       for (const message of requests) {
         if (!isRequestType(message.type)) {
-          const reason = `GRID_ERR_MESSAGE_INVALID: ${name} sent a ${message.type}, which is a reply`
-          log.warn(`closing ${name}: ${reason}`)
-          this.onBadFrame?.(reason)
-          socket.destroy()
+          drop(`GRID_ERR_MESSAGE_INVALID: ${name} sent a ${message.type}, which is a reply`)
           return
         }
         void this.serve(socket, message as Request, context)
@@ -111,6 +133,8 @@ export class ControlServer {
     })
     socket.on('error', err => log.debug(`${name}: ${err.message}`))
     socket.on('close', () => {
+      if (held > 0) log.debug(`${name} closed in the middle of a frame (${held} bytes)`)
+      hold(0)
       this.sockets.delete(socket)
       abort.abort(new GridError('GRID_ERR_CANCELLED', `${name} closed`))
       for (const fn of closers) fn()
