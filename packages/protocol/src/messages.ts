@@ -174,7 +174,14 @@ export interface PeerInfo {
 }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
-export interface VerifyResult { checked: number, corrupt: number, missing: number, removedEntries: number }
+export interface VerifyResult {
+  checked: number
+  corrupt: number
+  missing: number
+  removedEntries: number
+  /** blobs that could not be read, left as they are with their entries (absent: none) */
+  unreadable?: number
+}
 
 type Id = { id: number }
 

@@ -13,7 +13,8 @@ export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
                          compiles this node keeps beside it (each 3 days from its last use;
                          gc does not trim them)
   gc --max-size SIZE     trim to SIZE (e.g. 10G, 500M), least recently used first
-  verify                 re-hash every blob; drop corrupt blobs and entries whose blob is gone`
+  verify                 re-hash every blob; drop corrupt blobs and entries whose blob is gone
+                         (exits 1 if any blob was corrupt or could not be read)`
 
 export async function cache (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const [sub, ...rest] = args
@@ -37,7 +38,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
       noArguments('cache verify', parseFlags('cache verify', rest, {}).positional)
       const result = await run(options, async c => (await c.request({ type: 'cache-verify' })).result, async c => await c.verify())
       output.out(options.json ? JSON.stringify(result) : formatVerify(result))
-      return result.corrupt > 0 ? 1 : 0
+      return result.corrupt > 0 || (result.unreadable ?? 0) > 0 ? 1 : 0
     }
     default:
       throw usageError(sub === undefined ? 'grid cache needs a subcommand' : `unknown cache subcommand ${sub}`, 'run `grid cache --help`')
@@ -62,7 +63,8 @@ function formatGc (r: GcResult): string {
 }
 
 function formatVerify (r: VerifyResult): string {
-  return `checked ${r.checked} blobs: ${r.corrupt} corrupt (removed), ${r.removedEntries} entries dropped (${r.missing} without a valid blob)`
+  const unreadable = (r.unreadable ?? 0) > 0 ? `; ${r.unreadable ?? 0} could not be read (left as they are: see the log, and run verify again)` : ''
+  return `checked ${r.checked} blobs: ${r.corrupt} corrupt (removed), ${r.removedEntries} entries dropped (${r.missing} without a valid blob)${unreadable}`
 }
 
 export type { CacheStats }

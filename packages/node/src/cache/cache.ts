@@ -11,7 +11,9 @@
  *  3. Each entry records the stamp (inode, ctime) of the blob file as it was when checked.
  *     A `get` whose blob no longer has that stamp (the file was replaced or written to since)
  *     re-hashes it before serving; a blob that fails the hash is deleted with its entry and the
- *     lookup is a miss. `verify` re-hashes every blob regardless of stamps.
+ *     lookup is a miss. A blob that cannot be read (EMFILE, EACCES, EIO) is a miss and stays,
+ *     entry and all: a failed read says nothing of its bytes. Only a hash that does not match
+ *     deletes a blob. `verify` re-hashes every blob regardless of stamps.
  *  4. Only this process opens the LevelDB (LevelDB locks it); every other process asks the
  *     node over its socket. Blob files may be read by anyone holding a DiskPath.
  *  5. Each entry records the PeerId of the node that produced it.
@@ -127,7 +129,7 @@ export class Cache {
   private entriesWriting: Promise<void> = Promise.resolve()
   /** Recall lists being written (close waits for them). */
   private readonly remembering = new Set<Promise<void>>()
-  private readonly rehashing = new Map<string, Promise<boolean>>()
+  private readonly rehashing = new Map<string, Promise<BlobState>>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
   /** The absent filter once a scan of the index has filled it (invariant 8) */
@@ -168,7 +170,8 @@ export class Cache {
 
   /**
    * Looks up an ActionID; a hit's blob is checked against its stamp (invariant 3). Returns
-   * 'corrupt' when the entry existed but its blob failed the hash and was dropped.
+   * 'corrupt' when the entry existed but its blob failed the hash and was dropped; a blob that
+   * cannot be read is a miss, and its entry stays for the next get.
    */
   async get (actionId: Uint8Array): Promise<CacheHit | 'corrupt' | undefined> {
     const key = hex(actionId)
@@ -399,13 +402,35 @@ export class Cache {
     return { removedEntries, removedBlobs, removedBytes, stats: await this.stats() }
   }
 
-  /** Re-hashes every blob file; deletes the corrupt ones and every entry whose blob is gone. */
+  /**
+   * Re-hashes every blob file; deletes the corrupt ones and drops every entry whose blob is
+   * gone, of the wrong size or not a file (a directory in its place is left there). A blob that
+   * cannot be read is left as it is, with its entries, and counted `unreadable`.
+   */
   async verify (): Promise<VerifyResult> {
     let checked = 0
     let corrupt = 0
+    const unreadable = new Set<string>()
+    const cannotRead = (name: string, code: string): void => {
+      if (unreadable.has(name)) return
+      unreadable.add(name)
+      log.warn(`verify: blob ${name} cannot be read (${code}); left as it is, with its entries`)
+    }
     for (const { name, path } of await this.blobFiles()) {
+      const st = await stat(path).catch((err: NodeJS.ErrnoException) => err)
+      if (st instanceof Error) {
+        if (!isGone(st)) cannotRead(name, errno(st))
+        continue // gone since the listing: its entries are dropped below
+      }
+      if (!st.isFile()) {
+        log.warn(`verify: ${path} is not a file; left as it is, and the entries naming it are dropped`)
+        continue
+      }
+      const { state, code } = await hashBlob(path, name)
+      if (state === 'missing') continue
+      if (state === 'unreadable') { cannotRead(name, code); continue }
       checked++
-      if (await hashFile(path) !== name) {
+      if (state === 'corrupt') {
         corrupt++
         log.warn(`verify: blob ${name} does not hash to its name; removed`)
         await rm(path, { force: true })
@@ -416,12 +441,18 @@ export class Cache {
     const drop: string[] = []
     for await (const [key, raw] of this.entries.iterator()) {
       const entry = decodeEntry(raw)
-      const st = entry === undefined ? undefined : await stat(this.blobPath(hex(entry.o))).catch(() => undefined)
-      if (entry === undefined || st === undefined || st.size !== entry.s) { missing++; drop.push(key) }
+      if (entry === undefined) { missing++; drop.push(key); continue }
+      const outputHex = hex(entry.o)
+      const st = await stat(this.blobPath(outputHex)).catch((err: NodeJS.ErrnoException) => err)
+      if (st instanceof Error && !isGone(st)) { cannotRead(outputHex, errno(st)); continue }
+      if (st instanceof Error || !st.isFile() || st.size !== entry.s) { missing++; drop.push(key) }
     }
     await this.entries.batch(drop.map(key => ({ type: 'del' as const, key })))
     await this.atimes.batch(drop.map(key => ({ type: 'del' as const, key })))
-    return { checked, corrupt, missing, removedEntries: drop.length }
+    // `unreadable` only when there were some (the field is optional: absent means none)
+    const result: VerifyResult = { checked, corrupt, missing, removedEntries: drop.length }
+    if (unreadable.size > 0) result.unreadable = unreadable.size
+    return result
   }
 
   async close (): Promise<void> {
@@ -435,26 +466,47 @@ export class Cache {
     await this.db.close()
   }
 
-  /** Invariant 3: serve a blob only if it still has the stamp of its last check, or re-hashes. */
-  private async checkBlob (key: string, entry: Entry, path: string): Promise<'ok' | 'missing' | 'corrupt'> {
-    const st = statSync(path, { bigint: true, throwIfNoEntry: false })
-    if (st === undefined || st.size !== BigInt(entry.s)) {
-      log.warn(`blob ${hex(entry.o)} of ${key} is ${st === undefined ? 'missing' : 'of the wrong size'}; dropping the entry`)
+  /**
+   * Invariant 3: serve a blob only if it still has the stamp of its last check, or re-hashes.
+   * Only a failed hash deletes it; one that cannot be read now (EMFILE, EIO) is a miss, and its
+   * entry keeps the old stamp, so the next get re-hashes it again.
+   */
+  private async checkBlob (key: string, entry: Entry, path: string): Promise<BlobState> {
+    const outputHex = hex(entry.o)
+    let st
+    try {
+      st = statSync(path, { bigint: true, throwIfNoEntry: false })
+    } catch (err) {
+      log.warn(`blob ${outputHex} of ${key} cannot be read (${errno(err)}): a miss this time; kept`)
+      return 'unreadable'
+    }
+    if (st === undefined || !st.isFile() || st.size !== BigInt(entry.s)) {
+      log.warn(`blob ${outputHex} of ${key} is ${st === undefined ? 'missing' : st.isFile() ? 'of the wrong size' : 'not a file'}; dropping the entry`)
       await this.entries.del(key)
       return 'missing'
     }
     if (st.ino.toString() === entry.i && st.ctimeNs.toString() === entry.c) return 'ok'
-    const outputHex = hex(entry.o)
     let pending = this.rehashing.get(outputHex)
     if (pending === undefined) {
-      pending = hashFile(path).then(h => h === outputHex, () => false)
+      // one hash, and one warning, for every get waiting on this blob
+      pending = hashBlob(path, outputHex).then(({ state, code }) => {
+        if (state === 'unreadable') log.warn(`blob ${outputHex} cannot be read to re-hash it (${code}): a miss this time; kept`)
+        return state
+      })
       this.rehashing.set(outputHex, pending)
       void pending.finally(() => this.rehashing.delete(outputHex))
     }
-    if (await pending) {
+    const state = await pending
+    if (state === 'ok') {
       const now = await stat(path, { bigint: true }).catch(() => undefined)
       if (now !== undefined) await this.entries.put(key, packr.pack({ ...entry, i: now.ino.toString(), c: now.ctimeNs.toString() }))
       return 'ok'
+    }
+    if (state === 'unreadable') return 'unreadable'
+    if (state === 'missing') {
+      log.warn(`blob ${outputHex} of ${key} went while it was re-hashed; dropping the entry`)
+      await this.entries.del(key)
+      return 'missing'
     }
     log.warn(`blob ${outputHex} of ${key} does not hash to its name: corrupt on disk; dropped, the action will be rebuilt`)
     await rm(path, { force: true })
@@ -587,6 +639,32 @@ export async function hashFile (path: string): Promise<string> {
   const hash = createHash('sha256')
   await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), hash)
   return hash.digest('hex')
+}
+
+/**
+ * What a look at a blob found: good bytes; bytes that fail their hash (the only finding that
+ * deletes a blob); no file there (or none usable: a directory, the wrong size); or nothing
+ * known, because it could not be read.
+ */
+type BlobState = 'ok' | 'corrupt' | 'missing' | 'unreadable'
+
+/** Hashes a blob against its name. A read that fails is 'unreadable', with its errno, unless the file is gone. */
+async function hashBlob (path: string, outputHex: string): Promise<{ state: BlobState, code: string }> {
+  try {
+    return { state: await hashFile(path) === outputHex ? 'ok' : 'corrupt', code: '' }
+  } catch (err) {
+    return { state: isGone(err) ? 'missing' : 'unreadable', code: errno(err) }
+  }
+}
+
+/** The path names nothing (or goes through something that is not a directory). */
+function isGone (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+function errno (err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message
 }
 
 function writeTime (t: number): Uint8Array {
