@@ -1,14 +1,21 @@
 // The cache on real LevelDB and real files in a temp dir.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { AbsentFilter, Cache, MAX_RECALL_LISTS } from '@grid/node/server'
+import { AbsentFilter, Cache, GC_SPARES_RECENT_MS, MAX_RECALL_LISTS } from '@grid/node/server'
 import { ABSENT_PROBES, errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+
+/** Sets a file's times to `ms` ago. */
+async function age (path: string, ms: number): Promise<void> {
+  const then = new Date(Date.now() - ms)
+  await utimes(path, then, then)
+}
 
 /** Reads an absent filter as the helper does (absent.go), not through AbsentFilter. */
 function mayHoldIn (bits: Uint8Array, actionId: Uint8Array): boolean {
@@ -226,15 +233,67 @@ describe('cache', () => {
       puts.push({ action, ...(await cache.putBytes(action, randomBytes(1000))) })
       await new Promise(resolve => setTimeout(resolve, 5))
     }
+    for (const p of puts) await age(p.diskPath, GC_SPARES_RECENT_MS + 60_000) // gc spares blobs written just now
     // touch #0 so it is the most recent; pin #1
     assert.ok(typeof (await cache.get(puts[0]!.action)) === 'object')
     const pinned = new Set([Buffer.from(puts[1]!.outputId).toString('hex')])
-    const result = await cache.gc(2000, pinned)
+    const result = await cache.gc(2000, h => pinned.has(h))
     assert.equal(result.stats.bytes, 2000)
     assert.ok(typeof (await cache.get(puts[0]!.action)) === 'object', 'recently used entry kept')
     assert.ok(typeof (await cache.get(puts[1]!.action)) === 'object', 'pinned entry kept')
     assert.equal(await cache.get(puts[2]!.action), undefined)
     assert.equal(result.removedEntries, 3)
+  })
+
+  it('gc spares a blob written in the last GC_SPARES_RECENT_MS: it may be in cmd/go\'s hands, not yet pinned', async (t) => {
+    const cache = await Cache.open({ dir: await tempDir(t), nodeId: 'p' })
+    t.after(() => cache.close())
+    const old = await cache.putBytes(id(), randomBytes(1000))
+    const fresh = await cache.putBytes(id(), randomBytes(1000))
+    await age(old.diskPath, GC_SPARES_RECENT_MS + 60_000)
+    const result = await cache.gc(0)
+    assert.equal(result.removedBlobs, 1)
+    await assert.rejects(stat(old.diskPath))
+    await stat(fresh.diskPath)
+  })
+
+  it('a hit or a put and gc\'s removal of the same blob exclude each other', async (t) => {
+    const cache = await Cache.open({ dir: await tempDir(t), nodeId: 'p' })
+    t.after(() => cache.close())
+    const action = id()
+    const got = { action, ...(await cache.putBytes(action, randomBytes(1000))) }
+    const put = await cache.putBytes(id(), randomBytes(1000))
+    // re-put under another action, as the helper indexes a blob it found already in place
+    const again = id()
+    for (const p of [got, put]) await age(p.diskPath, GC_SPARES_RECENT_MS + 60_000)
+    assert.equal(typeof await cache.get(got.action), 'object', 'its stamp taken again after the aging: the next get is a stat')
+    const getPin = new Set<string>()
+    const putPin = new Set<string>()
+    let hit: Promise<unknown> | undefined
+    let stored: Promise<unknown> | undefined
+    // The pins are asked at the moment of removal; a get and a put of that blob that begin just
+    // after gc has chosen it (in the next microtask) find it being removed: a miss, a refused put.
+    const result = await cache.gc(0, h => {
+      if (h === hex(got.outputId)) queueMicrotask(() => { hit = cache.get(got.action, getPin) })
+      if (h === hex(put.outputId)) queueMicrotask(() => { stored = cache.put(again, put.outputId, 1000, undefined, putPin).catch((err: unknown) => errorCode(err)) })
+      return getPin.has(h) || putPin.has(h)
+    })
+    assert.equal(result.removedBlobs, 2)
+    assert.equal(await hit, undefined, 'no hit for a blob being removed')
+    assert.equal(getPin.size, 0)
+    assert.equal(await stored, 'GRID_ERR_CACHE_MISSING_BLOB', 'no entry for a blob being removed')
+    assert.equal(putPin.size, 0)
+    // begun before gc chose it, a put pins the blob first, and gc spares it
+    const kept = await cache.putBytes(id(), randomBytes(1000))
+    await age(kept.diskPath, GC_SPARES_RECENT_MS + 60_000)
+    const early = new Set<string>()
+    const spared = await cache.gc(0, h => {
+      if (h === hex(kept.outputId)) void cache.put(id(), kept.outputId, 1000, undefined, early)
+      return early.has(h)
+    })
+    assert.equal(spared.removedBlobs, 0)
+    await stat(kept.diskPath)
+    assert.equal(await cache.get(again), undefined)
   })
 
   it('verify re-hashes every blob and drops corrupt ones with their entries', async (t) => {

@@ -370,14 +370,27 @@ func (h *helper) put(req request, body []byte) response {
 	<-h.ready
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
-		if holds(path, body) || writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil {
+		switch {
+		case holds(path, body):
+			// Already in place (another action made these bytes): an old blob, which the node
+			// may be trimming right now, and nothing pins it for this build until its index
+			// entry arrives. cmd/go gets it only once the node has indexed it (and so pinned
+			// it, docs/cache.md invariant 6); if the node would not, this body stays private.
+			if h.indexNow(req.ActionID, req.OutputID, int64(len(body))) {
+				if h.absent != nil {
+					h.absent.add(req.ActionID)
+				}
+				return response{ID: req.ID, DiskPath: h.diskPath(name)}
+			}
+		case writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil:
 			if h.absent != nil {
 				h.absent.add(req.ActionID) // before cmd/go hears of the put, and may get it
 			}
 			h.index(req.ActionID, req.OutputID, int64(len(body)))
 			return response{ID: req.ID, DiskPath: h.diskPath(name)}
 		}
-		// The shared store is not writable: keep this body private, the build goes on.
+		// The shared store is not writable, or will not keep this blob: keep the body
+		// private, the build goes on.
 	}
 	if h.alone != nil {
 		if path, err := h.alone.put(req.ActionID, req.OutputID, body); err == nil {
@@ -422,6 +435,20 @@ func (h *helper) index(actionID, outputID []byte, size int64) {
 	} else if first {
 		time.AfterFunc(indexDelay, h.flushIndex)
 	}
+}
+
+// indexNow sends one index entry on its own and waits for the node's answer: whether the node
+// stored it (and so pinned its blob for this build).
+func (h *helper) indexNow(actionID, outputID []byte, size int64) bool {
+	entry := make([]byte, 0, indexRecordBytes)
+	entry = append(append(append(entry, actionID...), outputID...), binary.BigEndian.AppendUint64(nil, uint64(size))...)
+	reply, err := h.node.call(map[string]any{"type": "cache-index", "build": h.build, "entries": entry})
+	if err != nil || reply["type"] != "cache-indexed" {
+		h.degrade()
+		return false
+	}
+	stored, _ := asInt(reply["stored"])
+	return stored == 1
 }
 
 // flushIndex sends the pending index entries, if any. close waits for the node's answer.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -256,4 +257,61 @@ func connectFakeNode(t *testing.T, h *helper, answer func(msg map[string]any) ma
 	h.node = &nodeConn{conn: conn, nextID: 1, pending: map[int64]chan map[string]any{}}
 	go h.node.readLoop(bufio.NewReader(conn))
 	close(h.ready)
+}
+
+// A put whose bytes are already in the store hands cmd/go that blob only once the node has
+// indexed (and so pinned) it at once; a node that will not (it is trimming that blob) leaves the
+// body in a private copy. A new blob is handed out at once, its index entry sent later.
+func TestPutOfABlobInPlace(t *testing.T) {
+	dir := t.TempDir()
+	var keep atomic.Bool
+	indexed := make(chan int, 8)
+	h := &helper{build: "b", ready: make(chan struct{}), blobDir: dir, diskDir: dir}
+	defer h.removePrivateDir()
+	connectFakeNode(t, h, func(msg map[string]any) map[string]any {
+		entries, _ := msg["entries"].([]byte)
+		indexed <- len(entries) / indexRecordBytes
+		stored := 0
+		if keep.Load() {
+			stored = len(entries) / indexRecordBytes
+		}
+		return map[string]any{"type": "cache-indexed", "stored": stored}
+	})
+	body := []byte("the same bytes from two actions")
+	sum := sha256.Sum256(body)
+	name := hex.EncodeToString(sum[:])
+	blob := filepath.Join(dir, name[:2], name)
+	put := func(action byte) response {
+		res := h.put(request{ID: int64(action), ActionID: bytes.Repeat([]byte{action}, idBytes), OutputID: sum[:]}, body)
+		if res.Err != "" {
+			t.Fatalf("put: %s", res.Err)
+		}
+		return res
+	}
+
+	old := indexDelay
+	indexDelay = time.Hour // the first put's entry waits for close: only indexNow sends now
+	defer func() { indexDelay = old }()
+	if res := put(1); res.DiskPath != blob {
+		t.Fatalf("a new blob: DiskPath %s, want %s", res.DiskPath, blob)
+	}
+	if len(indexed) != 0 {
+		t.Fatal("a new blob's entry went to the node before cmd/go had its answer")
+	}
+
+	keep.Store(true)
+	if res := put(2); res.DiskPath != blob || len(indexed) != 1 || <-indexed != 1 {
+		t.Fatalf("a blob in place, indexed: DiskPath %s, want %s after one entry indexed on its own", res.DiskPath, blob)
+	}
+	keep.Store(false)
+	res := put(3)
+	if res.DiskPath == blob || strings.HasPrefix(res.DiskPath, dir) {
+		t.Fatalf("a blob in place the node would not index: DiskPath %s, want a private copy", res.DiskPath)
+	}
+	if got, err := os.ReadFile(res.DiskPath); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("the private copy: %q, %v", got, err)
+	}
+	if h.degraded.Load() {
+		t.Fatal("a refused entry is not a failed node")
+	}
 }

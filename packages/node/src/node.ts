@@ -491,9 +491,8 @@ export class GridNode {
   private async recall (build: BuildRecord): Promise<Uint8Array> {
     const buildId = build.stats.build
     try {
-      const { packed, entries } = await this.cache.recall(build.recallKey)
+      const { packed, entries } = await this.cache.recall(build.recallKey, build.pinned)
       build.recalled = entries
-      for (const e of entries.values()) build.pinned.add(hex(e.outputId))
       if (entries.size > 0) log.debug(`build ${buildId}: recalled ${entries.size} entries`)
       return packed
     } catch (err) {
@@ -514,7 +513,7 @@ export class GridNode {
       const actionId = records.slice(at, at + CACHE_ID_BYTES)
       const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)
       const size = Number(view.getBigUint64(at + 2 * CACHE_ID_BYTES))
-      puts.push(this.cache.put(actionId, outputId, size).then(() => {
+      puts.push(this.cache.put(actionId, outputId, size, undefined, build?.pinned).then(() => {
         this.peerCache?.checkPut(actionId, outputId)
         this.counters.puts++
         if (build !== undefined) {
@@ -630,7 +629,7 @@ export class GridNode {
     const cache = this._cache
     this.trimming = (async () => {
       if (await cache.approxBytes() <= max) return
-      const result = await cache.gc(Math.floor(max * TRIM_TO), this.builds.pinnedOutputs())
+      const result = await cache.gc(Math.floor(max * TRIM_TO), h => this.builds.isPinned(h))
       log.info(`cache over --cache-max: trimmed ${result.removedBytes} bytes (${result.removedEntries} entries)`)
     })().catch((err: Error) => log.warn(`trimming the cache failed: ${err.message}`)).finally(() => { this.trimming = undefined })
   }
@@ -680,7 +679,7 @@ export class GridNode {
       case 'cache-get': {
         const build = this.builds.get(req.build)
         if (build !== undefined) { build.stats.actions++; build.looked.add(hex(req.actionId)) }
-        const local = await this.cache.get(req.actionId)
+        const local = await this.cache.get(req.actionId, build?.pinned)
         if (local !== undefined && local !== 'corrupt') {
           this.counters.hits++
           if (build !== undefined) { build.stats.cache.localHits++; this.countHit(build, local.outputId, local.size) }
@@ -811,7 +810,7 @@ export class GridNode {
       case 'cache-stats':
         return { type: 'cache-stats-result', id, stats: await cacheStats(this.cache) }
       case 'cache-gc':
-        return { type: 'cache-gc-result', id, result: await this.cache.gc(req.maxBytes, this.builds.pinnedOutputs()) }
+        return { type: 'cache-gc-result', id, result: await this.cache.gc(req.maxBytes, h => this.builds.isPinned(h)) }
       case 'cache-verify':
         return { type: 'cache-verify-result', id, result: await this.cache.verify() }
       case 'shutdown':

@@ -5,7 +5,7 @@
  */
 export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
 export { Cache, AbsentFilter } from './cache/index.js'
-export { MAX_RECALL_LISTS } from './cache/constants.js'
+export { GC_SPARES_RECENT_MS, MAX_RECALL_LISTS } from './cache/constants.js'
 export { LocalPool, withConcurrency, withStartHeap, DEFAULT_SLOTS, Spawner, SpawnerGone } from './worker/index.js'
 export { loadIdentity } from './identity/index.js'
 export { ControlServer } from './control/index.js'

@@ -74,6 +74,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
     noMesh: flags['no-mesh'] === true
   })
   const cacheMax = flags['cache-max'] !== undefined ? sizeFlag(flags['cache-max'], '--cache-max') : config.cacheMax
+  if (cacheMax === 0) throw usageError('--cache-max must be more than 0', 'e.g. --cache-max 20G (grid cache gc --max-size 0 empties the cache once)')
   const compileHeapMB = flags['compile-heap'] !== undefined ? await compileHeapFlag(flags['compile-heap']) : config.compileHeapMB
   await refuseIfRunning(options)
   await prepareCacheDir(options.cacheDir)

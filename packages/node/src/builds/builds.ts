@@ -74,10 +74,10 @@ export class Builds {
 
   get count (): number { return this.active.size }
 
-  pinnedOutputs (): Set<string> {
-    const all = new Set<string>()
-    for (const record of this.active.values()) for (const h of record.pinned) all.add(h)
-    return all
+  /** Whether a running build holds the blob of this OutputID (hex): asked by `gc` as it removes. */
+  isPinned (outputHex: string): boolean {
+    for (const record of this.active.values()) if (record.pinned.has(outputHex)) return true
+    return false
   }
 
   /** Resolves once no build is active. */

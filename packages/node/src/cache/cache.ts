@@ -17,8 +17,13 @@
  *  4. Only this process opens the LevelDB (LevelDB locks it); every other process asks the
  *     node over its socket. Blob files may be read by anyone holding a DiskPath.
  *  5. Each entry records the PeerId of the node that produced it.
- *  6. `gc` never removes a blob pinned by a running build, and removes a blob only together
- *     with every entry that names it.
+ *  6. `gc` never removes a blob pinned by a running build, nor one whose file was written in
+ *     the last GC_SPARES_RECENT_MS, and removes a blob only together with every entry that
+ *     names it. A blob is pinned in the same turn of the event loop as its hit or put is
+ *     decided (`get`, `recall` and `put` take the build's pin set), and `gc` marks a blob as
+ *     being removed in the same turn as it checks the pins, so a hit and a removal of one blob
+ *     exclude each other. The helper hands cmd/go a blob it finds already in place at a put
+ *     only once the node has indexed (and pinned) it; otherwise it writes a private copy.
  *  7. Recall lists (which ActionIDs a command looked up last time) are hints only: a recalled
  *     entry is served by the helper only if its blob still has the entry's size and stamp (3);
  *     anything else is asked of the node. Entries recalled for a build are pinned by it (6).
@@ -34,7 +39,7 @@ import { Level } from 'level'
 import { CACHE_ID_BYTES, GridError, MAX_RECALL, errorCode, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
 import { AbsentFilter } from './absent.js'
-import { ATIME_FLUSH_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { ATIME_FLUSH_MS, GC_SPARES_RECENT_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
 const log = logger('grid:cache')
@@ -130,6 +135,8 @@ export class Cache {
   /** Recall lists being written (close waits for them). */
   private readonly remembering = new Set<Promise<void>>()
   private readonly rehashing = new Map<string, Promise<BlobState>>()
+  /** Blobs (hex OutputIDs) `gc` has chosen and is removing: a get or recall does not hand them out. */
+  private readonly removing = new Set<string>()
   private flushTimer: NodeJS.Timeout | undefined
   private approx: number | undefined
   /** The absent filter once a scan of the index has filled it (invariant 8) */
@@ -173,7 +180,7 @@ export class Cache {
    * 'corrupt' when the entry existed but its blob failed the hash and was dropped; a blob that
    * cannot be read is a miss, and its entry stays for the next get.
    */
-  async get (actionId: Uint8Array): Promise<CacheHit | 'corrupt' | undefined> {
+  async get (actionId: Uint8Array, pin?: Set<string>): Promise<CacheHit | 'corrupt' | undefined> {
     const key = hex(actionId)
     // Synchronous on purpose: a get sits on an action's critical path, and a LevelDB read from
     // the block cache (and a stat from the page cache) costs microseconds, far less than the
@@ -190,6 +197,9 @@ export class Cache {
     const path = this.blobPath(outputHex)
     const state = await this.checkBlob(key, entry, path)
     if (state !== 'ok') return state === 'corrupt' ? 'corrupt' : undefined
+    // from here to the return in one turn: pinned now, or being removed and a miss (invariant 6)
+    if (this.removing.has(outputHex)) return undefined
+    pin?.add(outputHex)
     this.pendingAtimes.set(key, Date.now())
     return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b }
   }
@@ -209,10 +219,10 @@ export class Cache {
 
   /**
    * The entries still in the index for the ActionIDs remembered under `key` (invariant 7),
-   * packed as RECALL_RECORD_BYTES records for the helper. Blobs are not stat'ed here: the helper
-   * checks each one's stamp when cmd/go asks for it.
+   * packed as RECALL_RECORD_BYTES records for the helper, each pinned in `pin` as it is packed.
+   * Blobs are not stat'ed here: the helper checks each one's stamp when cmd/go asks for it.
    */
-  async recall (key: string): Promise<Recalled> {
+  async recall (key: string, pin?: Set<string>): Promise<Recalled> {
     const list = await this.recallLists.get(key)
     const entries = new Map<string, { outputId: Uint8Array, size: number }>()
     if (list === undefined) return { packed: Buffer.alloc(0), entries }
@@ -229,6 +239,9 @@ export class Cache {
       if (entry === undefined || entries.has(actionHex)) continue
       let ino, ctime
       try { ino = BigInt(entry.i); ctime = BigInt(entry.c) } catch { continue }
+      const outputHex = hex(entry.o)
+      if (this.removing.has(outputHex)) continue
+      pin?.add(outputHex)
       const at = n++ * RECALL_RECORD_BYTES
       packed.set(actionId, at)
       packed.set(entry.o, at + 32)
@@ -273,7 +286,7 @@ export class Cache {
    * Records ActionID → OutputID. The blob must already be in place (invariant 2): the caller
    * hashed it. Returns the blob path.
    */
-  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, origin?: EntryOrigin): Promise<string> {
+  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, origin?: EntryOrigin, pin?: Set<string>): Promise<string> {
     const outputHex = hex(outputId)
     const path = this.blobPath(outputHex)
     let st
@@ -287,6 +300,9 @@ export class Cache {
     if (st.size !== BigInt(size)) {
       throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} says ${size} bytes, the blob has ${st.size}`)
     }
+    // in the turn of the stat: pinned, or refused while gc removes it (invariant 6)
+    if (this.removing.has(outputHex)) throw new GridError('GRID_ERR_CACHE_MISSING_BLOB', `put of ${outputHex} names a blob that gc is removing`)
+    pin?.add(outputHex)
     const key = hex(actionId)
     const entry: Entry = origin === undefined
       ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString() }
@@ -359,11 +375,12 @@ export class Cache {
   }
 
   /**
-   * Trims the cache to `maxBytes` of blobs, least recently used first, never touching a blob in
-   * `pinned` (hex OutputIDs held by running builds). Also removes stale tmp files and old
-   * orphan blobs.
+   * Trims the cache to `maxBytes` of blobs, least recently used first, never touching a blob
+   * `pinned` says a running build holds (asked at the moment of removal, invariant 6) or one
+   * written in the last GC_SPARES_RECENT_MS. Also removes stale tmp files and old orphan blobs.
    */
-  async gc (maxBytes: number, pinned: ReadonlySet<string> = new Set()): Promise<GcResult> {
+  async gc (maxBytes: number, pinned: (outputHex: string) => boolean = () => false): Promise<GcResult> {
+    const now = Date.now()
     await this.flushAtimes()
     const atimes = new Map<string, number>()
     for await (const [key, raw] of this.atimes.iterator()) atimes.set(key, readTime(raw))
@@ -385,10 +402,17 @@ export class Cache {
     let removedBytes = 0
     for (const [outputHex, blob] of order) {
       if (total <= maxBytes) break
-      if (pinned.has(outputHex)) continue
-      await this.entries.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
-      await this.atimes.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
-      await rm(this.blobPath(outputHex), { force: true })
+      if (pinned(outputHex) || this.removing.has(outputHex)) continue
+      this.removing.add(outputHex) // in the turn that checked the pins: no hit hands it out now
+      try {
+        const st = await stat(this.blobPath(outputHex)).catch(() => undefined)
+        if (st !== undefined && now - st.mtimeMs < GC_SPARES_RECENT_MS) continue
+        await this.entries.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
+        await this.atimes.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
+        await rm(this.blobPath(outputHex), { force: true })
+      } finally {
+        this.removing.delete(outputHex)
+      }
       total -= blob.size
       removedEntries += blob.keys.length
       removedBlobs++
@@ -601,12 +625,12 @@ export class Cache {
     return out
   }
 
-  private async removeOrphans (known: ReadonlySet<string>, pinned: ReadonlySet<string>): Promise<{ count: number, bytes: number }> {
+  private async removeOrphans (known: ReadonlySet<string>, pinned: (outputHex: string) => boolean): Promise<{ count: number, bytes: number }> {
     const now = Date.now()
     let count = 0
     let bytes = 0
     for (const { name, path } of await this.blobFiles()) {
-      if (known.has(name) || pinned.has(name)) continue
+      if (known.has(name) || pinned(name)) continue
       const st = await stat(path).catch(() => undefined)
       if (st === undefined || now - st.mtimeMs < ORPHAN_GRACE_MS) continue
       await unlink(path).catch(() => {})

@@ -24,6 +24,12 @@ export const STALE_TMP_MS = 60 * 60 * 1000
 export const ORPHAN_GRACE_MS = 10 * 60 * 1000
 
 /**
+ * `gc` spares a blob whose file was written this recently: one just fetched from a peer, or
+ * written by the helper, may be in cmd/go's hands before a build has pinned it.
+ */
+export const GC_SPARES_RECENT_MS = 10 * 60 * 1000
+
+/**
  * Recall lists kept (one per command and directory that ran a build, docs/cache.md): the
  * newest this many. A list of `std` is 34 KB.
  */

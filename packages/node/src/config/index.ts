@@ -142,12 +142,13 @@ function inFile (path: string, key: string): string {
 }
 
 /** A size in the config file, "20G" or a number of bytes; a bad one is the file's error. */
-function sizeIn (path: string, key: string, value: unknown): number {
-  if (Number.isSafeInteger(value)) return value as number
-  try {
-    if (typeof value === 'string') return parseSize(value)
-  } catch {}
-  throw bad(path, `"${key}" must be a size like "20G" or a number of bytes, got ${JSON.stringify(value)}`)
+/** A size (`"20G"`, or bytes) of at least `min` bytes. */
+function sizeIn (path: string, key: string, value: unknown, min = 0): number {
+  let bytes: number | undefined
+  if (Number.isSafeInteger(value)) bytes = value as number
+  else if (typeof value === 'string') { try { bytes = parseSize(value) } catch {} }
+  if (bytes !== undefined && bytes >= min) return bytes
+  throw bad(path, `"${key}" must be a size like "20G" or a number of bytes${min > 0 ? ' above 0' : ''}, got ${JSON.stringify(value)}`)
 }
 
 /** Reads the config file (a missing default file is fine; a missing explicit one is not). */
@@ -193,7 +194,7 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
             config.verify = checkPercent(value, inFile(path, key))
             break
           case 'cacheMax':
-            config.cacheMax = sizeIn(path, key, value)
+            config.cacheMax = sizeIn(path, key, value, 1)
             break
           case 'offload':
             config.offload = checkOffload(value, inFile(path, key))
