@@ -17,3 +17,12 @@ export const FETCH_MIN_BYTES_PER_MS = 20_000
 
 /** Our side opens one stream per peer; allow a few inbound ones per connection (restarts, races). */
 export const MAX_INBOUND_STREAMS = 16
+
+/**
+ * Requests of one inbound stream answered at once; the next is read when one is done. A fetch
+ * holds its whole body in memory while it is sent, so this bounds what one stream can cost
+ * (a member that asks for many bodies and reads slowly holds this many here, no more). Eight
+ * keeps the stream busy for a member's parallel gets (lookups are batched, so a burst of gets
+ * is one message) and a lookup rarely waits behind whole fetches.
+ */
+export const MAX_ANSWERS_PER_STREAM = 8

@@ -11,13 +11,17 @@
  *  - `verifyPercent`: that share of the claims peers offer is not fetched; the get is answered
  *    with a miss, cmd/go compiles, and its put is compared with the claim. A mismatch marks the
  *    producer untrusted (its claims are refused from then on) and is logged as an error.
- *  - A peer that serves bytes that do not hash to the OutputID is marked untrusted too.
+ *  - A peer that serves bytes that do not hash to the OutputID, or a body of another length than
+ *    its claim's size (the size is not signed), is marked untrusted too.
+ *
+ * Serving: a stream has at most MAX_ANSWERS_PER_STREAM requests answered at once (the rest wait,
+ * in order); a member that resets its stream or goes away mid-reply ends that stream only.
  *
  * GRID_TEST_FAULT (tests only) makes this node misbehave as a server: `serve-bad-bytes` flips a
  * byte of every body it serves; `serve-poisoned` answers lookups with a claim for another
  * entry's output, signed by itself.
  */
-import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import {
@@ -29,7 +33,7 @@ import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
 import { Channel, packr } from './channel.js'
-import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_INBOUND_STREAMS } from './constants.js'
+import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
 
 const log = logger('grid:peercache')
 
@@ -55,6 +59,15 @@ interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => vo
 export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number, lookupMs: number }
 export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'rejected' | 'fetch-failed', waitMs: number, lookupMs?: number }
 
+/** What a failed stream operation gave: an Error, or a close event (onDrain rejects with one) and its error. */
+function asError (why: unknown): Error {
+  if (why instanceof Error) return why
+  const error = (why as { error?: unknown } | undefined)?.error
+  if (error instanceof Error) return error
+  const type = (why as { type?: unknown } | undefined)?.type
+  return new Error(type === 'close' ? 'the stream closed' : String(why))
+}
+
 export class PeerCache {
   private readonly init: PeerCacheInit
   private readonly channels = new Map<string, Promise<Channel>>()
@@ -75,7 +88,9 @@ export class PeerCache {
   }
 
   async start (): Promise<void> {
-    await this.init.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, { maxInboundStreams: MAX_INBOUND_STREAMS })
+    await this.init.libp2p.handle(CACHE_PROTOCOL, (stream: Stream, connection: Connection) => {
+      void this.serve(stream, connection.remotePeer.toString())
+    }, { maxInboundStreams: MAX_INBOUND_STREAMS })
   }
 
   async stop (): Promise<void> {
@@ -105,17 +120,25 @@ export class PeerCache {
       if (build !== undefined) build.stats.cache.peer.verify.sampled++
       return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
+    const output = hex(claim.outputId).slice(0, 16)
     try {
       const body = claim.body ?? await this.fetch(peer, claim)
+      // the size is not signed: a body of another length is a wrong body, as one of other bytes is
+      if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
       const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time: claim.time }, claim.outputId)
+        .catch((err: Error & { code?: string }) => {
+          if (err.code === 'GRID_ERR_CACHE_CORRUPT') throw new GridError('GRID_ERR_CACHE_CORRUPT', `served bytes for ${output}… that do not hash to it`, { cause: err })
+          throw err
+        })
       const hit: CacheHit = {
-        outputId: claim.outputId, size: claim.size, time: claim.time, diskPath: stored.diskPath,
+        outputId: claim.outputId, size: body.length, time: claim.time, diskPath: stored.diskPath,
         producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer
       }
       return { hit, peer, bytes: body.length, waitMs: waited(), lookupMs }
     } catch (err) {
+      // a body that is not what the claim names (its bytes or its size): the peer serving it is untrusted
       if ((err as { code?: string }).code === 'GRID_ERR_CACHE_CORRUPT') {
-        this.distrust(peer, `served bytes for ${hex(claim.outputId).slice(0, 16)}… that do not hash to it`)
+        this.distrust(peer, (err as Error).message)
         if (build !== undefined) build.stats.cache.peer.rejected.badHash++
         return { miss: 'rejected', waitMs: waited(), lookupMs }
       }
@@ -246,7 +269,7 @@ export class PeerCache {
         if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
         if (msg.type === 'chunk') {
           bytes += msg.data.length
-          if (bytes > claim.size || bytes > MAX_BODY_BYTES) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', `${peer} sent more bytes than the claim says`)); return true }
+          if (bytes > claim.size || bytes > MAX_BODY_BYTES) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', `served more than the ${claim.size} bytes the claim for ${hex(claim.outputId).slice(0, 16)}… says`)); return true }
           chunks.push(msg.data)
           if (!msg.last) return false
           clearTimeout(timer)
@@ -275,24 +298,50 @@ export class PeerCache {
     return await pending
   }
 
-  /** Serves one inbound stream: lookups from our index, bodies verified on the way out. */
-  private async serve (stream: Stream): Promise<void> {
+  /**
+   * Serves one inbound stream: lookups from our index, bodies verified on the way out. At most
+   * MAX_ANSWERS_PER_STREAM requests are answered at once; the next message is read when one is
+   * done, so requests wait their turn in order and a member that asks for many bodies and reads
+   * slowly holds that many here, no more. Replies go out one at a time; the first that cannot be
+   * written (the member reset the stream or went away) ends the stream: logged, never thrown.
+   */
+  private async serve (stream: Stream, from: string): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
-    let writing: Promise<void> = Promise.resolve()
-    const reply = (msg: PeerCacheMessage): Promise<void> => {
-      writing = writing.then(async () => { await lp.write(packr.pack(msg)) })
-      return writing
+    let ended: Error | undefined
+    const end = (why: unknown): Error => {
+      if (ended === undefined) {
+        ended = asError(why)
+        if ((ended as { code?: string }).code === 'GRID_ERR_MESSAGE_INVALID') log.warn(`closing a cache stream: ${ended.message}`)
+        else log.debug(`cache stream from ${from} ended: ${ended.message}`)
+        stream.abort(ended)
+      }
+      return ended
     }
-    const from = 'peer'
+    let writing: Promise<void> = Promise.resolve()
+    const reply = async (msg: PeerCacheMessage): Promise<void> => {
+      const write = writing.then(async () => {
+        if (ended !== undefined) throw ended
+        await lp.write(packr.pack(msg)).catch((err: unknown) => { throw end(err) })
+      })
+      writing = write.catch(() => {}) // the next reply checks `ended`
+      await write
+    }
+    let answering = 0
+    let slotFree: (() => void) | undefined
     try {
       for (;;) {
+        while (answering >= MAX_ANSWERS_PER_STREAM) await new Promise<void>(resolve => { slotFree = resolve })
         const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), from)
-        void this.answer(msg, reply).catch((err: Error) => reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_INTERNAL', message: err.message }))
+        answering++
+        void this.answer(msg, reply)
+          .catch(async (err: unknown) => {
+            if (ended === undefined) await reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_INTERNAL', message: asError(err).message })
+          })
+          .catch(() => {}) // the stream ended: logged by end()
+          .finally(() => { answering--; slotFree?.(); slotFree = undefined })
       }
     } catch (err) {
-      const e = err as Error & { code?: string }
-      if (e.code === 'GRID_ERR_MESSAGE_INVALID') log.warn(`closing a cache stream: ${e.message}`)
-      stream.abort(e)
+      end(err)
     }
   }
 

@@ -1,0 +1,234 @@
+// The shared cache between peers (packages/node/src/peercache/peercache.ts, docs/cache.md "Shared
+// cache") on real libp2p nodes on loopback, with real caches in temp dirs: a member that resets
+// its stream in the middle of a reply, or asks for much and never reads, costs the serving node
+// nothing but that stream; a stream has a bounded number of answers in progress; a body whose
+// length is not the claimed size is rejected like one that does not hash to its OutputID.
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { pathToFileURL } from 'node:url'
+import { noise } from '@chainsafe/libp2p-noise'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { lpStream } from '@libp2p/utils'
+import { yamux } from '@libp2p/yamux'
+import { createLibp2p } from 'libp2p'
+import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
+import { Cache, signer } from '@grid/node/server'
+import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
+import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
+
+// The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
+const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
+  await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
+type PeerCache = InstanceType<typeof PeerCache>
+type Ctx = Parameters<typeof tempDir>[0]
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
+const MiB = 1024 * 1024
+const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
+
+async function libp2pNode (t: Ctx): Promise<{ libp2p: Libp2p, key: PrivateKey, id: string }> {
+  const key = await generateKeyPair('Ed25519')
+  const libp2p = await createLibp2p({
+    privateKey: key,
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()]
+  })
+  defer(t, async () => { await libp2p.stop() })
+  return { libp2p, key, id: libp2p.peerId.toString() }
+}
+
+interface Node { libp2p: Libp2p, id: string, cache: Cache, peerCache: PeerCache }
+
+/** A node with a cache and the shared cache, asking `peers()` (every member trusted). */
+async function cacheNode (t: Ctx, peers: () => string[] = () => []): Promise<Node> {
+  const dir = await tempDir(t, 'pc')
+  const { libp2p, key, id } = await libp2pNode(t)
+  const cache = await Cache.open({ dir, nodeId: id })
+  defer(t, async () => { await cache.close() })
+  const peerCache = new PeerCache({
+    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => 'go1.test'
+  })
+  await peerCache.start()
+  defer(t, async () => { await peerCache.stop() })
+  return { libp2p, id, cache, peerCache }
+}
+
+/** A node that asks `server` (and is connected to it). */
+async function client (t: Ctx, server: Libp2p): Promise<Node> {
+  const node = await cacheNode(t, () => [server.peerId.toString()])
+  await node.libp2p.dial(server.getMultiaddrs())
+  return node
+}
+
+async function putBlob (cache: Cache, size: number): Promise<{ actionId: Buffer, outputId: Buffer, body: Buffer }> {
+  const actionId = randomBytes(32)
+  const body = randomBytes(size)
+  const { outputId } = await cache.putBytes(actionId, body)
+  return { actionId, outputId: Buffer.from(outputId), body }
+}
+
+/** find, asked again while the lookup itself misses (the first one also opens the stream, on a busy machine). */
+async function settledFind (node: Node, actionId: Uint8Array): ReturnType<PeerCache['find']> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const result = await node.peerCache.find(actionId, undefined)
+    if (!('miss' in result) || result.miss !== 'not-found' || Date.now() > deadline) return result
+  }
+}
+
+/** The serving node still answers: another member fetches the entry through its own stream, byte for byte. */
+async function servesStill (t: Ctx, server: Node, blob: { actionId: Buffer, body: Buffer }): Promise<void> {
+  const b = await client(t, server.libp2p)
+  const result = await settledFind(b, blob.actionId)
+  assert.ok('hit' in result, `a later fetch from another member: ${JSON.stringify(result)}`)
+  assert.equal(result.bytes, blob.body.length)
+  assert.equal(result.hit.size, blob.body.length)
+  assert.ok((await b.cache.readVerified(sha256(blob.body).toString('hex')))?.equals(blob.body), 'the body stored from the later fetch')
+}
+
+/** The cache streams the server has open from `peer`. */
+function streamsFrom (server: Libp2p, peer: Libp2p): Stream[] {
+  return server.getConnections(peer.peerId).flatMap(c => c.streams).filter(s => s.protocol === CACHE_PROTOCOL)
+}
+
+/** A few turns of the event loop: an unhandled rejection is reported after the microtasks of its turn. */
+async function turns (): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise(resolve => setImmediate(resolve))
+}
+
+describe('peer cache: serving', () => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  before(() => { process.on('unhandledRejection', onUnhandled) })
+  after(() => { process.off('unhandledRejection', onUnhandled) })
+  const noUnhandled = (): void => {
+    assert.deepEqual(unhandled.map(r => r instanceof Error ? `${r.name}: ${r.message}` : String((r as Event)?.type ?? r)), [], 'unhandled rejections')
+  }
+
+  it('a member that resets its stream in the middle of a reply: the node keeps running and serves the next fetch', async (t) => {
+    const a = await cacheNode(t)
+    const blob = await putBlob(a.cache, 32 * MiB)
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(a.libp2p.getMultiaddrs())
+    const stream = await m.libp2p.dialProtocol(a.libp2p.peerId, CACHE_PROTOCOL)
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    await lp.write(packr.pack({ type: 'fetch', id: 1, outputId: blob.outputId }))
+    const first = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'a')
+    assert.equal(first.type, 'chunk', 'the node is sending the body')
+    stream.abort(new Error('the member went away'))
+    await waitFor(() => streamsFrom(a.libp2p, m.libp2p).length === 0, 10_000, () => 'the node to drop the reset stream')
+    await turns()
+    noUnhandled()
+    await servesStill(t, a, blob)
+    noUnhandled()
+  })
+
+  it('a member that asks for many bodies, never reads, then goes away: the node keeps running and serves the next fetch', async (t) => {
+    const a = await cacheNode(t)
+    const blob = await putBlob(a.cache, 4 * MiB)
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(a.libp2p.getMultiaddrs())
+    const stream = await m.libp2p.dialProtocol(a.libp2p.peerId, CACHE_PROTOCOL)
+    stream.pause() // nothing read: no window updates, the node's writes wait
+    const lp = lpStream(stream)
+    for (let id = 1; id <= 40; id++) await lp.write(packr.pack({ type: 'fetch', id, outputId: blob.outputId }))
+    await waitFor(() => a.peerCache.served.bodies >= 1, 10_000, () => 'the node to start sending')
+    await m.libp2p.stop()
+    await waitFor(() => a.libp2p.getConnections(m.libp2p.peerId).length === 0, 10_000, () => 'the member\'s connection to close')
+    await turns()
+    noUnhandled()
+    await servesStill(t, a, blob)
+    noUnhandled()
+  })
+
+  it(`at most MAX_ANSWERS_PER_STREAM (${MAX_ANSWERS_PER_STREAM}) answers in progress on one stream; the rest wait, in order`, async (t) => {
+    const a = await cacheNode(t)
+    const blobs = []
+    for (let i = 0; i < MAX_ANSWERS_PER_STREAM + 4; i++) blobs.push(await putBlob(a.cache, 1024 + i))
+    // each answer starts by reading its body: hold the reads, release them oldest first
+    const started: string[] = []
+    const gates: Array<() => void> = []
+    let released = 0
+    let most = 0
+    const readVerified = a.cache.readVerified.bind(a.cache)
+    a.cache.readVerified = async (outputHex: string) => {
+      started.push(outputHex)
+      most = Math.max(most, started.length - released) // a released small answer is done within its turn
+      await new Promise<void>(resolve => gates.push(resolve))
+      return await readVerified(outputHex)
+    }
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(a.libp2p.getMultiaddrs())
+    const stream = await m.libp2p.dialProtocol(a.libp2p.peerId, CACHE_PROTOCOL)
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    const replies: PeerCacheMessage[] = []
+    const reading = (async () => {
+      while (replies.length < blobs.length) replies.push(validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'a'))
+    })()
+    await lp.writeV(blobs.map((b, i) => packr.pack({ type: 'fetch', id: i + 1, outputId: b.outputId })))
+    while (released < blobs.length) {
+      await waitFor(() => started.length - released >= Math.min(MAX_ANSWERS_PER_STREAM, blobs.length - released), 10_000,
+        () => `answer ${released + 1} to start (${started.length} started, ${released} released)`)
+      assert.ok(most <= MAX_ANSWERS_PER_STREAM, `${most} answers in progress at once on one stream`)
+      gates[released++]?.()
+    }
+    await reading
+    assert.equal(most, MAX_ANSWERS_PER_STREAM, 'that many answers run at once')
+    assert.deepEqual(started, blobs.map(b => b.outputId.toString('hex')), 'answers start in the order asked')
+    for (const [i, b] of blobs.entries()) {
+      const reply = replies.find(r => r.id === i + 1)
+      assert.ok(reply?.type === 'chunk' && reply.last && Buffer.from(reply.data).equals(b.body), `reply ${i + 1}`)
+    }
+    stream.abort(new Error('done'))
+  })
+})
+
+describe('peer cache: a body of another size than claimed', () => {
+  /** A member that claims `blob` for its ActionID with the size `claimed`, signed by itself, and sends the body when asked. */
+  async function claimer (t: Ctx, blob: { actionId: Buffer, body: Buffer }, claimed: number): Promise<{ libp2p: Libp2p, id: string }> {
+    const p = await libp2pNode(t)
+    const toolchain = 'go1.test'
+    const outputId = sha256(blob.body)
+    const claim: Claim = {
+      actionId: blob.actionId, outputId, size: claimed, time: Date.now(), producer: p.id, toolchain,
+      sig: await signer(p.key)(claimBytes(blob.actionId, outputId, toolchain))
+    }
+    await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+      void (async () => {
+        for (;;) {
+          const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
+          if (msg.type === 'lookup') {
+            await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => blob.actionId.equals(k) ? claim : null) }))
+          } else if (msg.type === 'fetch') {
+            for (let off = 0; off < blob.body.length; off += CHUNK_BYTES) {
+              await lp.write(packr.pack({ type: 'chunk', id: msg.id, data: blob.body.subarray(off, off + CHUNK_BYTES), last: off + CHUNK_BYTES >= blob.body.length }))
+            }
+          }
+        }
+      })().catch((err: Error) => { stream.abort(err) })
+    })
+    return { libp2p: p.libp2p, id: p.id }
+  }
+
+  for (const [what, delta] of [['larger', 1000], ['smaller', -1000]] as const) {
+    it(`a claim ${what} than the body sent: a miss, the peer untrusted, nothing stored`, async (t) => {
+      const blob = { actionId: randomBytes(32), body: randomBytes(2 * CHUNK_BYTES + 4096) } // fetched, in chunks
+      const p = await claimer(t, blob, blob.body.length + delta)
+      const b = await client(t, p.libp2p)
+      const result = await settledFind(b, blob.actionId)
+      assert.deepEqual('miss' in result ? result.miss : result, 'rejected')
+      assert.match(b.peerCache.untrusted.get(p.id) ?? '', /size|bytes/, 'the serving peer is untrusted')
+      assert.equal(b.peerCache.mayAsk(), false, 'its claims are not asked for again')
+      assert.equal(await b.cache.get(blob.actionId), undefined, 'no entry stored')
+      assert.equal(existsSync(b.cache.blobPath(sha256(blob.body).toString('hex'))), false, 'no blob stored')
+    })
+  }
+})
