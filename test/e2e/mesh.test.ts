@@ -98,6 +98,9 @@ describe('mesh', () => {
     assert.deepEqual(await peerIds(m2), [m1.id])
     assert.deepEqual(await peerIds(wrongKey), [])
     assert.deepEqual(await peerIds(noKey), [])
+    // a daemon without a key says, as it starts, that it is in the open mesh; one with a key does not
+    assert.match(noKey.d.stderr(), /grid: warning: no swarm key, so this daemon is in the open mesh.*\n {2}hint: for an office, run `grid init`/)
+    assert.doesNotMatch(m1.d.stderr(), /open mesh/)
 
     // A raw libp2p host with the wrong prologue cannot open the grid protocol on a member.
     for (const prologue of [swarmPrologue(undefined), swarmPrologue(randomBytes(32))]) {

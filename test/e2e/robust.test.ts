@@ -116,6 +116,10 @@ describe('robustness', () => {
       await writeFile(w.control, 'a config, say')
       return async () => { assert.equal(await readFile(w.control, 'utf8'), 'a config, say', 'never replaced by a socket') }
     }, /is a file, not a socket/],
+    ['its config file is not JSON', async (w: World) => {
+      await writeFile(w.env.GRID_CONFIG as string, '{ "listen": ')
+      return async () => {}
+    }, /grid: warning: no node answers on .* and none can start: .*config\.json: not JSON.*\. This build runs as plain go/],
     ['the cache dir is a file', async (w: World) => {
       await rm(w.cacheDir, { recursive: true, force: true })
       await writeFile(w.cacheDir, 'not a dir')
@@ -143,6 +147,19 @@ describe('robustness', () => {
       await sameFiles(out, ref)
     })
   }
+
+  it('a swarm key the config names but that is missing: the build says so and runs alone, identical', async (t) => {
+    const w = await world(t)
+    const key = join(w.dir, 'no-such', 'swarm.key')
+    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'], swarmKey: key }))
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.ok(r.stderr.includes(`grid: warning: the swarm key ${key} is missing: this build runs without the mesh`), r.stderr)
+    assert.match(r.stderr, /\n {2}hint: copy the team's swarm\.key there/)
+    assert.equal(summary(r).node, 'embedded')
+    await sameFiles(out, ref)
+  })
 
   it('two builds at once on one node are both correct', async (t) => {
     const w = await world(t)

@@ -3,10 +3,11 @@
  * commands that need one (`grid build`), an embedded node started in this process on the same
  * socket and cache dir, stopped when the command is done and no other build still uses it.
  */
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ControlClient, configureLogging, closeLogging, prepareCacheDir } from '@grid/node'
 import type { GridNode } from '@grid/node/embed'
-import { errorCode } from '@grid/protocol'
+import { errorCode, GridError } from '@grid/protocol'
 import { meshOptions, nodeConfig } from './mesh-options.js'
 import type { GlobalOptions } from './options.js'
 
@@ -14,6 +15,8 @@ export interface Session {
   client: ControlClient
   /** Set when this process started the node. */
   embedded: GridNode | undefined
+  /** What the command should tell the user about the node it started (it runs without its mesh) */
+  warning?: GridError
   close: () => Promise<void>
 }
 
@@ -43,7 +46,15 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
     await prepareCacheDir(options.cacheDir)
     configureLogging({ stderr: 'silent', file: join(options.cacheDir, 'logs', 'grid.log') })
     const config = await nodeConfig(options)
-    const mesh = await meshOptions(config, options.configPath)
+    let mesh = await meshOptions(config, options.configPath)
+    // A daemon refuses to start without its swarm key; a build goes on, alone, and says so.
+    let warning: GridError | undefined
+    if (mesh?.swarmKeyFile !== undefined && !existsSync(mesh.swarmKeyFile)) {
+      warning = new GridError('GRID_ERR_SWARM_KEY', `the swarm key ${mesh.swarmKeyFile} is missing: this build runs without the mesh (no peers, no shared cache)`, {
+        hint: 'copy the team\'s swarm.key there, or fix "swarmKey" in the config'
+      })
+      mesh = undefined
+    }
     const { GridNode } = await import('@grid/node/embed')
     const node = new GridNode({
       cacheDir: options.cacheDir,
@@ -68,6 +79,7 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
     return {
       client: embeddedClient,
       embedded: node,
+      ...(warning === undefined ? {} : { warning }),
       close: async () => {
         embeddedClient.close()
         // Other builds found this node on the socket: serve them to the end.

@@ -149,6 +149,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     output.err('  hint: run eval "$(grid env)" again (Go, grid or the cache dir changed since)')
   }
   let session = opened.value
+  if (session.warning !== undefined) {
+    output.err(`grid: warning: ${session.warning.message}`)
+    if (session.warning.hint !== undefined) output.err(`  hint: ${session.warning.hint}`)
+  }
   const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
   const shape = GO_COMMANDS[sub]
@@ -313,6 +317,7 @@ function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError | 
       })
     case 'GRID_ERR_CACHE_OPEN':
     case 'GRID_ERR_SOCKET_PATH':
+    case 'GRID_ERR_CONFIG':
       return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, e.hint === undefined ? {} : { hint: e.hint })
   }
   return undefined

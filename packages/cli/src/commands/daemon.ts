@@ -101,6 +101,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   else {
     output.err(`grid daemon ${node.nodeId} serving ${node.control} (cache ${node.cacheDir}, ${node.pool.slots} slots)`)
     if (status.mesh !== null) output.err(`mesh: swarm ${status.mesh.swarm}, listening on\n  ${status.mesh.addrs.join('\n  ')}`)
+    warnIfOpen(status, output)
   }
   await new Promise<void>(resolve => {
     process.once('SIGINT', resolve)
@@ -162,6 +163,7 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
       const log = join(logs, 'grid.log')
       if (options.json) output.out(JSON.stringify({ nodeId: running.nodeId, pid: running.pid, control: running.control, cacheDir: running.cacheDir, log, mesh: running.mesh }))
       else output.err(`grid: daemon ${running.nodeId} started in the background (pid ${running.pid}), serving ${running.control}; log ${log}; grid stop stops it`)
+      warnIfOpen(running, output)
       return 0
     }
     if (Date.now() > deadline) {
@@ -171,6 +173,18 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
       })
     }
   }
+}
+
+/**
+ * A daemon with no swarm key is in the open mesh: any grid node on the LAN without a key is a
+ * member, and may serve it cache entries and send it compiles (docs/security.md). Fine for
+ * trying grid out on one's own machines; an office wants a key. Said at every start.
+ */
+function warnIfOpen (status: NodeStatus, output: Output): void {
+  if (status.mesh?.swarm !== 'open') return
+  output.err('grid: warning: no swarm key, so this daemon is in the open mesh: any grid node on this network without a key ' +
+    'is a member, and its cache entries and compiles are taken as a member\'s')
+  output.err('  hint: for an office, run `grid init` once and copy the swarm.key it writes to every workstation (docs/security.md)')
 }
 
 /** The status of the node on the control socket, or undefined when none answers. */
