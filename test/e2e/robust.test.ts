@@ -116,6 +116,14 @@ describe('robustness', () => {
       await writeFile(w.control, 'a config, say')
       return async () => { assert.equal(await readFile(w.control, 'utf8'), 'a config, say', 'never replaced by a socket') }
     }, /is a file, not a socket/],
+    ['its control path is too long for a socket', async (w: World) => {
+      w.env.GRID_CONTROL = join(w.dir, 'x'.repeat(120) + '.sock')
+      return async () => {
+        const s = await grid(w, ['status'])
+        assert.equal(s.code, 1, 'status says what is wrong, not "not running"')
+        assert.match(s.stderr, /over the 107-byte limit of Unix sockets.*\(GRID_ERR_SOCKET_PATH\)/)
+      }
+    }, /grid: warning: .*over the 107-byte limit of Unix sockets.*\. This build runs as plain go/],
     ['its config file is not JSON', async (w: World) => {
       await writeFile(w.env.GRID_CONFIG as string, '{ "listen": ')
       return async () => {}

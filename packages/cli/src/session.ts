@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { ControlClient, configureLogging, closeLogging, prepareCacheDir } from '@grid/node'
+import { ControlClient, checkSocketPath, configureLogging, closeLogging, prepareCacheDir } from '@grid/node'
 import type { GridNode } from '@grid/node/embed'
 import { errorCode, GridError } from '@grid/protocol'
 import { meshOptions, nodeConfig } from './mesh-options.js'
@@ -22,6 +22,7 @@ export interface Session {
 
 /** Connects to a running node, or returns undefined when none answers. */
 export async function connectNode (options: GlobalOptions): Promise<ControlClient | undefined> {
+  checkSocketPath(options.control) // a path no socket can have is an error, not "no node"
   try {
     return await ControlClient.connect(options.control)
   } catch (err) {
