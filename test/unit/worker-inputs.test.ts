@@ -27,6 +27,7 @@ describe('worker inputs', () => {
     const dir = join(await tempDir(suite, 'inputs'), 'blobs')
     const store = new InputStore(dir)
     await store.start()
+    await store.sweep() // the sweep start() begins, over an empty store: done before the files below
     const [old, usedAgain, fresh] = ['package old', 'package again', 'package fresh'].map(text => {
       store.put(sha(text), Buffer.from(text))
       return sha(text)
@@ -57,6 +58,7 @@ describe('worker inputs', () => {
     const cacheDir = await tempDir(suite, 'cache')
     const store = new InputStore(inputStoreDir(cacheDir))
     await store.start()
+    await store.sweep() // the sweep start() begins, over an empty store: done before the files below
     for (const text of ['package a', 'package bb']) store.put(sha(text), Buffer.from(text))
     await writeFile(join(inputStoreDir(cacheDir), sha('package a').slice(0, 2), `${sha('package c')}.1234abcd.tmp`), 'partial')
     assert.deepEqual(await store.usage(), { inputs: 2, bytes: 19 })
