@@ -1,11 +1,12 @@
 // `grid build` / `grid test` end to end, as a user runs them, against plain `go build -trimpath`.
 import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { FIXTURES, GOMOD, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult } from '../helpers/index.js'
+import { FIXTURES, GOMOD, GRID_BIN, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult, type World } from '../helpers/index.js'
 
 describe('grid build of the fixture module', () => {
   it('is byte-identical to go build -trimpath, and a rebuild after go clean -cache runs zero compiles', async (t) => {
@@ -150,6 +151,13 @@ describe('grid build of the fixture module', () => {
       'func main() {', '\tfmt.Println(strings.Join(os.Args[1:], " "))', '\tif len(os.Args) > 1 && os.Args[1] == "fail" {', '\t\tos.Exit(3)', '\t}', '}', ''
     ].join('\n'))
     await writeFile(join(mod, 'lint', 'lint.go'), 'package lint\n\nimport "fmt"\n\nfunc Say() { fmt.Printf("%d\\n", "not a number") }\n')
+    // a program that shuts down gracefully on a signal
+    await mkdir(join(mod, 'cmd', 'wait'), { recursive: true })
+    await writeFile(join(mod, 'cmd', 'wait', 'main.go'), [
+      'package main', '', 'import (', '\t"fmt"', '\t"os"', '\t"os/signal"', '\t"syscall"', '\t"time"', ')', '',
+      'func main() {', '\tc := make(chan os.Signal, 1)', '\tsignal.Notify(c, os.Interrupt, syscall.SIGTERM)', '\tfmt.Println("ready")',
+      '\tfmt.Println("got", <-c)', '\ttime.Sleep(300 * time.Millisecond)', '\tfmt.Println("done")', '}', ''
+    ].join('\n'))
     const plainEnv = { ...w.env, GOCACHE: referenceGocache() }
     const plain = async (args: string[], env: NodeJS.ProcessEnv = plainEnv): Promise<RunResult> => await run('go', args, { cwd: mod, env })
 
@@ -159,7 +167,7 @@ describe('grid build of the fixture module', () => {
     assert.equal(installed.code, 0, installed.stderr)
     assert.ok(summary(installed).compiles.local > 0, 'the install compiled through the node')
     assert.equal((await plain(['install', '-trimpath', './cmd/...'], { ...plainEnv, GOBIN: plainBin })).code, 0)
-    assert.deepEqual(await sameFiles(gridBin, plainBin), ['echo'])
+    assert.deepEqual(await sameFiles(gridBin, plainBin), ['echo', 'wait'])
 
     // grid run: the program's stdout is the user's; its failure is go run's (exit status 1)
     const ran = await grid(w, ['run', './cmd/echo', 'one', 'two'], { cwd: mod })
@@ -171,6 +179,15 @@ describe('grid build of the fixture module', () => {
     assert.equal(failed.code, plainFailed.code)
     assert.equal(failed.stdout, plainFailed.stdout)
     assert.equal(failed.stderr.split('\n').filter(l => !l.startsWith('grid: ')).join('\n'), plainFailed.stderr)
+
+    // Ctrl-C (SIGINT to the process group): go run waits for the program's graceful end, as
+    // without grid; grid's cache helper must not die of it and make go abort
+    const interrupted = await runUntilReady(w, mod, (child) => { process.kill(-(child.pid as number), 'SIGINT') })
+    assert.equal(interrupted.stdout, 'ready\ngot interrupt\ndone\n', interrupted.stderr)
+    assert.doesNotMatch(interrupted.stderr, /GOCACHEPROG/)
+    // SIGTERM to grid alone (a supervisor's stop): passed on to go, which dies of it, as go run would
+    const terminated = await runUntilReady(w, mod, (child) => { child.kill('SIGTERM') })
+    assert.equal(terminated.code, 143, terminated.stderr)
 
     // grid vet: go vet's diagnostics and exit status, and the vet result is cached like a build's
     const vetted = await grid(w, ['vet', './...'], { cwd: mod })
@@ -340,3 +357,25 @@ describe('grid command line', () => {
     assert.deepEqual(await readdir(w.cacheDir), ['shim'])
   })
 })
+
+/**
+ * `grid run ./cmd/wait` in a process group of its own; once the program says it is ready,
+ * `signal` is sent. Returns the exit status and the output.
+ */
+async function runUntilReady (w: World, cwd: string, signal: (child: ChildProcess) => void): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, [GRID_BIN, 'run', './cmd/wait'], { cwd, env: w.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  let signalled = false
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString()
+    if (!signalled && stdout.includes('ready\n')) { signalled = true; signal(child) }
+  })
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  // 'exit', not 'close': a program go leaves behind (go run dies of SIGTERM, as without grid)
+  // still holds the pipes; the group is killed after
+  const code = await new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  await new Promise(resolve => setTimeout(resolve, 500)) // the last output
+  try { process.kill(-(child.pid as number), 'SIGKILL') } catch {}
+  return { code, stdout, stderr }
+}

@@ -29,6 +29,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,10 @@ type helper struct {
 }
 
 func runCacheprog() int {
+	// Ctrl-C reaches the whole process group. cmd/go decides what an interrupt means (go run
+	// waits for its program, go test for its test binary); a helper that died of it would make
+	// cmd/go abort at its next cache request. The helper ends when cmd/go closes its stdin.
+	signal.Ignore(os.Interrupt)
 	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{})}
 	h.alone = goStoreFor(os.Getenv("GRID_WITHOUT_NODE"), goCacheDir())
 	h.reply(response{KnownCommands: []string{"get", "put", "close"}})

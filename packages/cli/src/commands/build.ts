@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile, rm } from 'node:fs/promises'
-import { availableParallelism, tmpdir } from 'node:os'
+import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
 import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type MessageOf } from '@grid/protocol'
@@ -281,21 +281,24 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
 }
 
 /**
- * The exit status of a go command as a shell reports it. Ctrl-C reaches go directly (same
- * process group): grid ignores it meanwhile, waits for go to finish and reports.
+ * The exit status of a go command as a shell reports it. Ctrl-C reaches go directly (the
+ * terminal signals the whole process group): grid ignores it meanwhile, waits for go to finish
+ * and reports. SIGTERM, which a supervisor sends to grid's pid alone, is passed on to go, as it
+ * would have reached a plain go command in grid's place.
  */
 async function goExit (child: ChildProcess): Promise<number> {
-  const onSignal = (): void => {}
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  const onInterrupt = (): void => {}
+  const onTerminate = (): void => { child.kill('SIGTERM') }
+  process.on('SIGINT', onInterrupt)
+  process.on('SIGTERM', onTerminate)
   try {
     return await new Promise<number>((resolve, reject) => {
       child.on('error', reject)
-      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (signalNumber(signal) ?? 1))))
+      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (osConstants.signals[signal] ?? 0))))
     })
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onInterrupt)
+    process.off('SIGTERM', onTerminate)
   }
 }
 
@@ -352,9 +355,4 @@ async function readFallbacks (path: string): Promise<Record<string, number>> {
   const text = await readFile(path, 'utf8').catch(() => '')
   for (const reason of text.split('\n')) if (reason !== '') counts[reason] = (counts[reason] ?? 0) + 1
   return counts
-}
-
-function signalNumber (signal: NodeJS.Signals): number | undefined {
-  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 }
-  return numbers[signal]
 }
