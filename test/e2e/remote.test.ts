@@ -148,8 +148,10 @@ describe('remote compiles', () => {
     }
   })
 
-  it('a peer that hangs and one that returns garbage: the build completes and both are scored down', async (t) => {
-    const { r, workers } = await cluster(t, [{ GRID_TEST_FAULT: 'worker-hang' }, { GRID_TEST_FAULT: 'worker-garbage' }])
+  it('a peer that hangs, one that returns garbage and one whose archives would run a command at link time: the build completes and all are scored down', async (t) => {
+    // the third returns the true archive with a cgo section added: `cgo_ldflag -wrapper`, which
+    // cmd/link would pass to the host linker (peerArchiveProblem)
+    const { r, workers } = await cluster(t, [{ GRID_TEST_FAULT: 'worker-hang' }, { GRID_TEST_FAULT: 'worker-garbage' }, { GRID_TEST_FAULT: 'worker-cgo-ldflag' }])
     const ref = join(r.dir, 'ref')
     const out = join(r.dir, 'out')
     assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)

@@ -37,6 +37,9 @@ export interface Requester {
   blobs: Map<string, Buffer>
   /** what cmd/go's own compile invocation writes on the requester */
   local: Buffer
+  /** the task's -buildid and its sources' //go:cgo_ lines, as the requester checks a result by (peerArchiveProblem) */
+  buildId?: string | undefined
+  pragmas?: string[]
 }
 
 /**
@@ -70,7 +73,7 @@ export async function requester (root: string, name: string, dir: string, record
   if ('unsupported' in prepared) throw new Error(`cmd/go's compile is not a task: ${prepared.unsupported}`)
   const again = await run(tool, argv.slice(1), { cwd, env: toolEnv })
   assert.equal(again.code, 0, again.stderr)
-  return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), toolchain: { compiler, goroot, tool } }
+  return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), buildId: prepared.buildId, pragmas: prepared.pragmas, toolchain: { compiler, goroot, tool } }
 }
 
 /** A worker with a real pool of one slot, counting the compiles the pool completes. */

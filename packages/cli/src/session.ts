@@ -56,6 +56,10 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
       })
       mesh = undefined
     }
+    // With no key at all, a build's own node stays alone: in the open mesh any keyless grid
+    // node on the network would be a member, whose cache entries and compiles become this
+    // build's code (docs/security.md). Joining it is a daemon's choice, made with a warning.
+    if (mesh?.swarmKeyFile === undefined) mesh = undefined
     const { GridNode } = await import('@grid/node/embed')
     const node = new GridNode({
       cacheDir: options.cacheDir,

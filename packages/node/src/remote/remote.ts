@@ -18,7 +18,7 @@ import { GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
-import { isGoArchive } from './archive.js'
+import { peerArchiveProblem } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
 import { ExportDataCache } from './export-cache.js'
 import { PeerSlots } from './peer-slots.js'
@@ -169,7 +169,9 @@ export class RemoteCompiler {
         // print them exactly as plain go build would.
         return { ok: false, peer, reason: 'remote-diagnostics' }
       }
-      if (result.archive === null || !isGoArchive(Buffer.from(result.archive))) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned something that is not a Go package archive`)
+      if (result.archive === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no package archive`)
+      const problem = peerArchiveProblem(Buffer.from(result.archive.buffer, result.archive.byteOffset, result.archive.byteLength), prepared.buildId, prepared.pragmas)
+      if (problem !== undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned an archive its task cannot produce: ${problem}`)
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
       const wallMs = performance.now() - started
       score.ok++

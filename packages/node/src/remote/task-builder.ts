@@ -21,6 +21,16 @@ export interface PreparedTask {
   out: string
   asmhdr: string | undefined
   inputBytes: number
+  /** the `//go:cgo_*` lines of the sources: all a peer's archive may carry (peerArchiveProblem) */
+  pragmas: string[]
+  /** the `-buildid` the task gives the compiler, which heads the archive's members */
+  buildId: string | undefined
+}
+
+/** The `//go:cgo_*` directive lines of a source (the compiler takes them from line starts). */
+function cgoPragmas (source: Buffer, into: string[]): void {
+  if (!source.includes('//go:cgo_')) return
+  for (const line of source.toString('utf8').split('\n')) if (line.startsWith('//go:cgo_')) into.push(line.trimEnd())
 }
 
 export async function buildTask (parsed: ParsedCompile, env: Record<string, string>, compiler: string, goroot: string, exports?: ExportDataCache): Promise<PreparedTask | { unsupported: string }> {
@@ -30,7 +40,12 @@ export async function buildTask (parsed: ParsedCompile, env: Record<string, stri
     blobs.set(sha256, bytes)
     files.set(path, { path, sha256, size: bytes.length })
   }
-  for (const src of parsed.sources) add(src, readFileSync(src))
+  const pragmas: string[] = []
+  for (const src of parsed.sources) {
+    const bytes = readFileSync(src)
+    cgoPragmas(bytes, pragmas)
+    add(src, bytes)
+  }
   for (const [flag, path] of Object.entries(parsed.inputFlags)) {
     const bytes = readFileSync(path)
     add(path, bytes)
@@ -78,7 +93,8 @@ export async function buildTask (parsed: ParsedCompile, env: Record<string, stri
   } catch (err) {
     return { unsupported: (err as Error).message }
   }
-  return { task, blobs, out: parsed.out, asmhdr: parsed.asmhdr, inputBytes }
+  const buildId = parsed.flags.find(f => f.startsWith('-buildid='))?.slice('-buildid='.length)
+  return { task, blobs, out: parsed.out, asmhdr: parsed.asmhdr, inputBytes, pragmas, buildId }
 }
 
 /** Directories of every input: each gets a sandbox => requester rule in the relocation recipe. */

@@ -39,6 +39,7 @@ import {
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { withCgoSection } from './archive.js'
 import { InputStore } from './inputs.js'
 import { relocatedTrimpath } from './parse.js'
 import { Sandboxes, type Sandbox } from './sandbox.js'
@@ -183,6 +184,9 @@ export class Worker {
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
       if (FAULT === 'worker-garbage' && result.archive !== null) result.archive = randomBytes(result.archive.length)
+      if (FAULT === 'worker-cgo-ldflag' && result.archive !== null) {
+        result.archive = withCgoSection(Buffer.from(result.archive), [['cgo_ldflag', '-wrapper'], ['cgo_ldflag', '/bin/sh,-c,exit 1']])
+      }
       await send(result)
       return true
     } catch (err) {
