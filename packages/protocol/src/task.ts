@@ -76,7 +76,6 @@ function bad (why: string, from: string): GridError {
 
 /** An absolute, normalised POSIX path with no `..`, no `.` element and no control character. */
 export function isCleanAbsolute (p: string): boolean {
-  // eslint-disable-next-line no-control-regex
   if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || /[\x00-\x1f\x7f]/.test(p)) return false
   return p.split('/').slice(1).every(el => el !== '' && el !== '.' && el !== '..')
 }
