@@ -2,7 +2,7 @@
 // membership by swarm key, and a killed peer leaving and rejoining.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -166,6 +166,85 @@ describe('mesh', () => {
     // and a valid advert from the same host is accepted: the drops were about the content
     await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ ...valid, seq: 2 }))
     await waitFor(async () => (await peerIds(m)).includes(rogueId), 10_000, () => 'the valid advert to be accepted')
+  })
+
+  it('forged members through gossip: adverts signed by fresh keys nobody is connected to are not dialled past a small rate, listed past a bound, or remembered', async (t) => {
+    const m = await member(t)
+    // 16 local ports that every forged advert names: each connection attempt to them is counted
+    const { createServer } = await import('node:net')
+    let attempts = 0
+    const ports: number[] = []
+    for (let i = 0; i < 16; i++) {
+      const server = createServer(socket => { attempts++; socket.destroy() })
+      await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+      t.after(async () => { await new Promise(resolve => server.close(resolve)) })
+      ports.push((server.address() as { port: number }).port)
+    }
+    const { gossipsub } = await import('@libp2p/gossipsub')
+    const { identify } = await import('@libp2p/identify')
+    const { generateKeyPair, publicKeyToProtobuf } = await import('@libp2p/crypto/keys')
+    const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
+    const { encodeAdvert } = await import('@grid/protocol')
+    const { ADVERT_TOPIC } = await import('@grid/node')
+    const rogue = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign' } as never) }
+    })
+    t.after(async () => { await rogue.stop() })
+    const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown>, publishConfig: unknown }
+    pubsub.subscribe(ADVERT_TOPIC)
+    await rogue.dial(multiaddr(m.addr))
+    await waitFor(() => pubsub.getSubscribers(ADVERT_TOPIC).length > 0, 10_000, () => 'the member to subscribe')
+    const rogueId = rogue.peerId.toString()
+    const advert = (peerId: string, addrs: string[]): Uint8Array => encodeAdvert({
+      v: 1, peerId, addrs, version: '0.1.0', toolchains: [], targets: ['*'], slots: { total: 1, free: 1 }, load: 0, policy: 'never', accepting: false, seq: 1
+    })
+    // The rogue's own advert: it is connected, so it is listed and remembered (peers.json is written).
+    await pubsub.publish(ADVERT_TOPIC, advert(rogueId, rogue.getMultiaddrs().map(String)))
+    const peersFile = join(m.w.cacheDir, 'peers.json')
+    const remembered = async (): Promise<string[]> => Object.keys(JSON.parse(await readFile(peersFile, 'utf8').catch(() => '{}')) as object)
+    await waitFor(async () => (await remembered()).includes(rogueId), 10_000, () => 'the connected rogue to be remembered')
+
+    // Then, as in the audit, adverts each signed by a fresh key (so each from a PeerId nobody is
+    // connected to), each naming the 16 counted ports.
+    const own = pubsub.publishConfig
+    const forged = new Set<string>()
+    const start = Date.now()
+    for (let i = 0; i < 300; i++) {
+      const key = await generateKeyPair('Ed25519')
+      const id = peerIdFromPrivateKey(key).toString()
+      pubsub.publishConfig = { type: 0, author: peerIdFromPrivateKey(key), key: publicKeyToProtobuf(key.publicKey), privateKey: key }
+      await pubsub.publish(ADVERT_TOPIC, advert(id, ports.map(p => `/ip4/127.0.0.1/tcp/${p}/p2p/${id}`)))
+      forged.add(id)
+    }
+    pubsub.publishConfig = own
+    const listedForged = async (): Promise<number> => (await peerIds(m)).filter(id => forged.has(id)).length
+    // the member took some in (a relayed advert can still introduce a far member)…
+    await waitFor(async () => (await listedForged()) > 0, 10_000, () => 'the member to take in forged adverts')
+    await new Promise(resolve => setTimeout(resolve, 10_000))
+    const seconds = (Date.now() - start) / 1000
+    const listed = await listedForged()
+    const dialled = attempts
+    t.diagnostic(`after ${seconds.toFixed(1)} s: ${listed} forged members listed, ${dialled} connection attempts to the ports they name`)
+    // …but at most MAX_ADVERT_ONLY_PEERS (64) of them, dialled at most DIAL_ADDRS_PER_SECOND (4)
+    // addresses a second after a burst of DIAL_BURST (8), plus the 16 of one member the budget
+    // went into debt for (mesh/constants.ts)
+    assert.ok(listed <= 64, `${listed} forged members listed`)
+    assert.ok(dialled <= 8 + 16 + 4 * seconds, `${dialled} connection attempts in ${seconds.toFixed(1)} s`)
+    const saved = await remembered()
+    assert.ok(saved.includes(rogueId))
+    assert.deepEqual(saved.filter(id => forged.has(id)), [], 'no forged member in peers.json')
+
+    // Once their adverts stop they age out, and nobody dials them any more.
+    await waitFor(async () => (await listedForged()) === 0, PEER_TIMEOUT_MS + 15_000, () => 'the forged members to leave the table')
+    await new Promise(resolve => setTimeout(resolve, 2_000)) // dials already under way end
+    const after = attempts
+    await new Promise(resolve => setTimeout(resolve, 5_000))
+    assert.equal(attempts - after, 0, 'no dials to forged members that aged out')
+    assert.deepEqual((await remembered()).filter(id => forged.has(id)), [])
   })
 
   it('a killed daemon leaves the peer lists within the timeout, and rejoins by itself with the same PeerId', async (t) => {

@@ -53,6 +53,42 @@ export const REDIAL_MAX_MS = 30_000
  */
 export const REJOIN_WINDOW_MS = 10 * 60_000
 
+/**
+ * Members in the peer table at most. Office meshes are a few dozen nodes and a node keeps at most
+ * MAX_CONNECTIONS connections, so a larger table could not be used; the bound stops a flood of
+ * adverts from growing it (each entry holds an advert of up to 16 KiB).
+ */
+export const MAX_PEERS = 256
+
+/**
+ * Members known only from an advert that gossip relayed: signed by a PeerId this node has no
+ * connection to, and that neither mDNS nor a bootstrap address vouches for. They are how a node
+ * learns of the far side of the mesh (a member that bootstrapped from another one), but any member
+ * can sign adverts with fresh keys naming any addresses, so at most this many are listed and
+ * dialled at a time; newer ones are dropped until one connects or ages out (PEER_TIMEOUT_MS
+ * without an advert), and none is written to peers.json before a connection to it succeeded.
+ * 64 covers an office mesh (a few dozen nodes) in which every node knows just one other.
+ */
+export const MAX_ADVERT_ONLY_PEERS = 64
+
+/**
+ * Members this node has been connected to that it remembers (for redials after a restart, in
+ * peers.json), the least recently seen forgotten first: four times MAX_ADVERT_ONLY_PEERS for an
+ * office that changes over months; at 16 addresses each the file stays under ~300 KB.
+ */
+export const MAX_KNOWN_PEERS = 256
+
+/**
+ * Dials to members and bootstrap addresses start at most this many addresses a second in total
+ * (each address is a TCP connection attempt), after a burst of DIAL_BURST. Whoever signs an advert
+ * chooses its addresses: without a rate, a member flooding forged adverts made every node send
+ * ~85 connection attempts a second at hosts of its choosing. 4 a second still reaches a few
+ * dozen remembered members within seconds of a restart (most advertise one to three addresses),
+ * and they dial back too.
+ */
+export const DIAL_ADDRS_PER_SECOND = 4
+export const DIAL_BURST = 8
+
 /** A peer that failed the handshake (not a member) is retried this rarely. */
 export const NOT_MEMBER_RETRY_MS = 5 * 60_000
 

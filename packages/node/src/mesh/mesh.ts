@@ -7,18 +7,24 @@
  *    smaller PeerId dials, the other after a grace period. Duplicate connections from
  *    simultaneous dials are closed by one rule both ends apply: keep the connection opened by
  *    the smaller PeerId.
+ *  - Whoever signs an advert chooses the addresses in it, and any member can sign with fresh
+ *    keys. So an advert from a PeerId no direct connection, mDNS or bootstrap address vouches for
+ *    is relayed, but at most MAX_ADVERT_ONLY_PEERS such members are listed and dialled at a time,
+ *    they are forgotten once their adverts stop, and only members this node has been connected
+ *    to are remembered (MAX_KNOWN_PEERS, peers.json). All dials share one budget of
+ *    DIAL_ADDRS_PER_SECOND addresses, and each member has its own backoff.
  *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged.
  *  - Adverts: gossiped on ADVERT_TOPIC on change (slot changes at most once a second) and
  *    every HEARTBEAT_MS, also fetched directly from each new connection (ADVERT_PROTOCOL) so a
  *    new peer is listed at once. Every advert is validated; bad ones are dropped and the
  *    sender logged. A peer whose adverts stop for PEER_TIMEOUT_MS leaves the table.
- *  - A peer that goes away is redialled with backoff until it leaves the table; bootstrap
- *    addresses are redialled for as long as the node runs.
+ *  - A peer that goes away is redialled with backoff for REJOIN_WINDOW_MS after its last
+ *    advert; bootstrap addresses are redialled for as long as the node runs.
  */
 import { readFile } from 'node:fs/promises'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
-import type { Connection, Libp2p, PeerId, PrivateKey, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerDiscovery, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface'
 import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping, type Ping } from '@libp2p/ping'
@@ -34,8 +40,9 @@ import {
 import { writeFileAtomic } from '../files.js'
 import { logger } from '../log.js'
 import {
-  ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE, INBOUND_CONNECTIONS_PER_SECOND,
-  MAX_CONNECTIONS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS, PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
+  ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_ADDRS_PER_SECOND, DIAL_BURST, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE,
+  INBOUND_CONNECTIONS_PER_SECOND, MAX_ADVERT_ONLY_PEERS, MAX_CONNECTIONS, MAX_KNOWN_PEERS, MAX_PEERS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS,
+  PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
 } from './constants.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
 import { windowUpdatesAtHalf } from './yamux-window.js'
@@ -52,9 +59,9 @@ export interface MeshInit {
   policy: Policy
   /** What this node can offer right now: read at every advert. `load`: the workstation's own, per core (load.ts). */
   local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
-  /** Where the members this node has seen are remembered across restarts (JSON). */
+  /** Where the members this node has been connected to are remembered across restarts (JSON). */
   peersFile?: string
-  /** Called after each valid advert from a member, with its PeerId (its free slots may have changed). */
+  /** Called after each valid advert from a connected member, with its PeerId (its free slots may have changed). */
   onAdvert?: (peerId: string) => void
 }
 
@@ -73,6 +80,13 @@ export interface PeerView {
 /** `id`: the advert's PeerId, parsed once (the scheduler asks who is connected for every compile). */
 interface PeerEntry { id: PeerId, advert: Advert, lastSeen: number, rttMs: number | undefined }
 interface DialState { failures: number, nextAttempt: number, notMember: boolean }
+/**
+ * A member whose addresses this node knows. `connected`: a direct connection to it has succeeded
+ * (entries from peers.json too, which holds only those); only these are saved, and redialled
+ * after they leave the table. `relayed`: known only from an advert gossip relayed, which anyone
+ * could have signed (MAX_ADVERT_ONLY_PEERS). Neither: mDNS or a bootstrap address vouches for it.
+ */
+interface Known { last: number, addrs: Multiaddr[], connected: boolean, relayed: boolean }
 
 type Services = { identify: unknown, ping: Ping, pubsub: GossipSub }
 
@@ -83,10 +97,20 @@ export class Mesh {
   private readonly dials = new Map<string, DialState>()
   /** bootstrap address → the PeerId it turned out to be */
   private readonly bootstrapPeers = new Map<string, string>()
+  /** PeerIds named by bootstrap addresses (/p2p/<id>) */
+  private readonly bootstrapIds: Set<string>
+  /** when a peer in the table or found by mDNS was first known without a connection (DIAL_GRACE_MS) */
   private readonly discoveredAt = new Map<string, number>()
+  /** peers mDNS found (at most MAX_PEERS): when it last answered, and at which addresses */
+  private readonly mdnsPeers = new Map<string, { last: number, addrs: Multiaddr[] }>()
   private readonly dialing = new Set<string>()
-  /** every member ever seen: when its last advert arrived, and the addresses it advertised */
-  private readonly seen = new Map<string, { last: number, addrs: Multiaddr[] }>()
+  /** members whose addresses this node knows (at most MAX_KNOWN_PEERS + MAX_PEERS) */
+  private readonly known = new Map<string, Known>()
+  /** relayed adverts dropped since the last heartbeat because MAX_ADVERT_ONLY_PEERS were listed */
+  private droppedRelayed = 0
+  /** address dials left in the budget (DIAL_ADDRS_PER_SECOND), and when it was last topped up */
+  private dialBudget = DIAL_BURST
+  private dialBudgetAt = Date.now()
   private seq = 0
   private beats = 0
   private seenChanged = false
@@ -100,6 +124,7 @@ export class Mesh {
   constructor (init: MeshInit) {
     this.init = init
     this.fingerprint = swarmFingerprint(init.swarmKey)
+    this.bootstrapIds = new Set(init.bootstrap.flatMap(a => { try { return [peerIdIn(multiaddr(a)) ?? ''] } catch { return [] } }).filter(id => id !== ''))
   }
 
   get peerId (): string { return this.node?.peerId.toString() ?? '' }
@@ -126,12 +151,15 @@ export class Mesh {
 
   /** Whether peers can be expected soon: bootstrap addresses, or members remembered from before. */
   expectsPeers (): boolean {
-    return this.init.bootstrap.length > 0 || this.seen.size > 0
+    return this.init.bootstrap.length > 0 || [...this.known.values()].some(k => k.connected)
   }
 
-  /** Whether a PeerId has ever advertised as a member of this mesh (since this node started). */
+  /**
+   * Whether a PeerId advertised as a member of this mesh: one this node has been connected to
+   * (remembered, MAX_KNOWN_PEERS), or one whose adverts are arriving.
+   */
   isKnownMember (id: string): boolean {
-    return id === this.peerId || this.seen.has(id)
+    return id === this.peerId || this.known.has(id)
   }
 
   /** This node's listen addresses with /p2p/<id>, ready for --bootstrap. */
@@ -166,21 +194,20 @@ export class Mesh {
     pubsub.addEventListener('subscription-change', () => this.schedulePublish())
     pubsub.subscribe(ADVERT_TOPIC)
     await node.handle(ADVERT_PROTOCOL, (stream: Stream) => { void this.serveAdvert(stream) }, { maxInboundStreams: 8 })
-    node.addEventListener('peer:discovery', evt => {
-      const id = evt.detail.id.toString()
-      if (id === this.peerId) return
-      if (!this.discoveredAt.has(id)) {
-        log.debug(`discovered ${id} at ${evt.detail.multiaddrs.map(String).join(', ')}`)
-        this.discoveredAt.set(id, Date.now())
-        // the smaller PeerId dials at once; the other waits DIAL_GRACE_MS in the redial loop
-        if (this.peerId < id) void this.tryDial(id, () => evt.detail.id)
-      }
-    })
+    // Not libp2p's peer:discovery: that also fires for every PeerId a failed dial adds to the
+    // peer store, such as one a forged advert named. mDNS peers come from create().
     node.addEventListener('connection:open', evt => { this.dedupe(evt.detail) })
     node.addEventListener('peer:connect', evt => {
       const id = evt.detail.toString()
       const state = this.dials.get(id)
       if (state !== undefined) { state.failures = 0; state.notMember = false }
+      const known = this.known.get(id)
+      if (known !== undefined && !known.connected) {
+        // a direct, authenticated connection: now a member to remember
+        known.connected = true
+        known.relayed = false
+        this.knownChanged()
+      }
       void this.fetchAdvert(evt.detail)
       this.schedulePublish()
     })
@@ -248,7 +275,13 @@ export class Mesh {
       transports: [tcp()],
       connectionEncrypters: [memberNoise(swarmPrologue(this.init.swarmKey), f => this.onHandshakeFailure(f))],
       streamMuxers: [yamux()],
-      peerDiscovery: this.init.mdns ? [mdns({ interval: MDNS_INTERVAL_MS })] : [],
+      peerDiscovery: this.init.mdns
+        ? [components => {
+            const discovery: PeerDiscovery = mdns({ interval: MDNS_INTERVAL_MS })(components)
+            discovery.addEventListener('peer', evt => { this.onMdnsPeer(evt.detail) })
+            return discovery
+          }]
+        : [],
       connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
       services: {
         identify: identify(),
@@ -306,32 +339,99 @@ export class Mesh {
     }
   }
 
-  /** Records a valid advert. Peer exchange: its addresses become dial candidates. */
+  /**
+   * Records a valid advert. Peer exchange: its addresses become dial candidates, unless nothing
+   * vouches for its signer and MAX_ADVERT_ONLY_PEERS such members are listed already.
+   */
   private accept (advert: Advert): void {
-    if (advert.peerId === this.peerId) return
-    const known = this.peers.get(advert.peerId)
-    if (known !== undefined && advert.seq <= known.advert.seq && Date.now() - known.lastSeen < PEER_TIMEOUT_MS) {
-      // an older advert that arrived late: keep the newer one, but it still shows the peer is alive
-      if (advert.seq < known.advert.seq) return
-    }
-    if (known === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy})`)
-    const id = known?.id ?? peerIdFromString(advert.peerId)
-    this.peers.set(advert.peerId, { id, advert, lastSeen: Date.now(), rttMs: known?.rttMs })
-    const before = this.seen.get(advert.peerId)
-    this.seen.set(advert.peerId, { last: Date.now(), addrs: parseAddrs(advert.addrs) })
-    if (before === undefined || before.addrs.join() !== advert.addrs.join()) {
-      // a new member or new addresses: remember them soon (a crash must not forget them)
-      this.seenChanged = true
-      if (this.saveTimer === undefined) {
-        this.saveTimer = setTimeout(() => { this.saveTimer = undefined; void this.saveKnownPeers() }, 500)
-        this.saveTimer.unref()
-      }
-    }
     const node = this.node
-    if (node !== undefined && node.getConnections(id).length === 0) {
-      this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? Date.now())
+    if (advert.peerId === this.peerId || node === undefined) return
+    const now = Date.now()
+    const entry = this.peers.get(advert.peerId)
+    if (entry !== undefined && advert.seq <= entry.advert.seq && now - entry.lastSeen < PEER_TIMEOUT_MS) {
+      // an older advert that arrived late: keep the newer one, but it still shows the peer is alive
+      if (advert.seq < entry.advert.seq) return
     }
-    this.init.onAdvert?.(advert.peerId)
+    const id = entry?.id ?? peerIdFromString(advert.peerId)
+    const connected = node.getConnections(id).length > 0
+    const before = this.known.get(advert.peerId)
+    const vouched = connected || before?.relayed === false || this.mdnsPeers.has(advert.peerId) || this.bootstrapIds.has(advert.peerId)
+    if (!vouched && before === undefined && this.relayedCount() >= MAX_ADVERT_ONLY_PEERS) {
+      this.droppedRelayed++
+      return
+    }
+    if (entry === undefined && this.peers.size >= MAX_PEERS && !(vouched && this.evictRelayed())) {
+      log.debug(`peer table full (${MAX_PEERS}): ${advert.peerId} not listed`)
+      return
+    }
+    if (entry === undefined) log.info(`peer ${advert.peerId} joined (${advert.toolchains.map(t => t.go).join(', ') || 'no toolchain'}, ${advert.slots.total} slots, ${advert.policy}${vouched ? '' : ', known only from a relayed advert'})`)
+    this.peers.set(advert.peerId, { id, advert, lastSeen: now, rttMs: entry?.rttMs })
+    const addrs = dialAddrs(parseAddrs(advert.addrs), advert.peerId)
+    const nowConnected = connected || before?.connected === true
+    this.known.delete(advert.peerId) // re-inserted last: the map's order is least recently seen first
+    this.known.set(advert.peerId, { last: now, addrs, connected: nowConnected, relayed: !vouched })
+    if (nowConnected && (before?.connected !== true || before.addrs.join() !== addrs.join())) {
+      // a new member or new addresses: remember them soon (a crash must not forget them)
+      this.knownChanged()
+    }
+    if (!connected) this.discoveredAt.set(advert.peerId, this.discoveredAt.get(advert.peerId) ?? now)
+    else this.init.onAdvert?.(advert.peerId)
+  }
+
+  /** Members listed only on the strength of a relayed advert. */
+  private relayedCount (): number {
+    let n = 0
+    for (const k of this.known.values()) if (k.relayed) n++
+    return n
+  }
+
+  /** Makes room in a full peer table for a member something vouches for: drops the stalest relayed one. */
+  private evictRelayed (): boolean {
+    for (const [id, k] of this.known) {
+      if (k.relayed && this.peers.has(id)) { this.forget(id); return true }
+    }
+    return false
+  }
+
+  /** Forgets a member never connected to, here and in libp2p's peer store (a failed dial adds it there). */
+  private forget (id: string): void {
+    const entry = this.peers.get(id)
+    this.peers.delete(id)
+    this.known.delete(id)
+    if (this.mdnsPeers.has(id)) return // still on this LAN: mDNS keeps it
+    this.discoveredAt.delete(id)
+    if (!this.dialing.has(id)) this.dials.delete(id)
+    const node = this.node
+    if (node === undefined) return
+    const peer = entry?.id ?? peerIdFromString(id)
+    if (node.getConnections(peer).length === 0) void node.peerStore.delete(peer).catch(() => {})
+  }
+
+  /** mDNS found a peer on this LAN (again: it answers every MDNS_INTERVAL_MS). */
+  private onMdnsPeer (info: PeerInfo): void {
+    const id = info.id.toString()
+    if (id === this.peerId) return
+    const first = !this.mdnsPeers.has(id)
+    if (first && this.mdnsPeers.size >= MAX_PEERS) return
+    const addrs = dialAddrs(info.multiaddrs, id)
+    this.mdnsPeers.set(id, { last: Date.now(), addrs })
+    const known = this.known.get(id)
+    if (known?.relayed === true) known.relayed = false
+    if (first) {
+      log.debug(`discovered ${id} at ${addrs.map(String).join(', ')}`)
+      this.discoveredAt.set(id, this.discoveredAt.get(id) ?? Date.now())
+      // the smaller PeerId dials at once; the other waits DIAL_GRACE_MS in the redial loop
+      if (this.peerId < id) void this.tryDial(id, () => addrs.length > 0 ? addrs : info.id)
+    }
+  }
+
+  /** The members to remember changed: save them soon. */
+  private knownChanged (): void {
+    this.seenChanged = true
+    if (this.saveTimer === undefined) {
+      this.saveTimer = setTimeout(() => { this.saveTimer = undefined; void this.saveKnownPeers() }, 500)
+      this.saveTimer.unref()
+    }
   }
 
   private async serveAdvert (stream: Stream): Promise<void> {
@@ -384,10 +484,11 @@ export class Mesh {
     for (const [id, entry] of this.peers) {
       if (now - entry.lastSeen > PEER_TIMEOUT_MS) {
         this.peers.delete(id)
-        this.discoveredAt.delete(id)
+        if (!this.mdnsPeers.has(id)) this.discoveredAt.delete(id)
         log.info(`peer ${id} left (no advert for ${Math.round((now - entry.lastSeen) / 1000)} s)`)
       }
     }
+    this.prune(now)
     await this.publish()
     await this.saveKnownPeers()
     const node = this.node
@@ -402,7 +503,34 @@ export class Mesh {
     }))
   }
 
-  /** Dials bootstrap addresses and known-but-unconnected peers whose backoff has passed. */
+  /**
+   * Forgets what has aged out: members never connected to whose adverts stopped (and mDNS peers
+   * that stopped answering) after PEER_TIMEOUT_MS, and the dial state of whom nobody dials.
+   */
+  private prune (now: number): void {
+    for (const [id, k] of this.known) {
+      if (!k.connected && now - k.last > PEER_TIMEOUT_MS && !this.peers.has(id)) this.forget(id)
+    }
+    for (const [id, m] of this.mdnsPeers) {
+      if (now - m.last > PEER_TIMEOUT_MS) {
+        this.mdnsPeers.delete(id)
+        if (!this.peers.has(id)) this.discoveredAt.delete(id)
+      }
+    }
+    for (const key of this.dials.keys()) {
+      if (!key.startsWith('bootstrap ') && !this.dialing.has(key) && !this.known.has(key) && !this.mdnsPeers.has(key)) this.dials.delete(key)
+    }
+    if (this.droppedRelayed > 0) {
+      log.warn(`dropped ${this.droppedRelayed} adverts from members no connection, mDNS or bootstrap address vouches for: ${MAX_ADVERT_ONLY_PEERS} such members are listed already (is a member forging adverts?)`)
+      this.droppedRelayed = 0
+    }
+  }
+
+  /**
+   * Dials bootstrap addresses and known-but-unconnected peers whose backoff has passed: first
+   * those mDNS, a bootstrap address or a past connection vouches for, then those known only from
+   * a relayed advert, as long as the dial budget lasts.
+   */
   private async redial (): Promise<void> {
     const node = this.node
     if (node === undefined) return
@@ -413,18 +541,38 @@ export class Mesh {
       if (id !== undefined && (id === this.peerId || node.getConnections(peerIdFromString(id)).length > 0)) continue
       jobs.push(this.tryDial(`bootstrap ${addr}`, () => multiaddr(addr), conn => { this.bootstrapPeers.set(addr, conn.remotePeer.toString()) }))
     }
-    const recent = [...this.seen].filter(([, s]) => now - s.last < REJOIN_WINDOW_MS).map(([id]) => id)
-    for (const id of new Set([...this.peers.keys(), ...this.discoveredAt.keys(), ...recent])) {
-      const peer = peerIdFromString(id)
+    const vouched: string[] = [...this.mdnsPeers.keys()]
+    const relayed: string[] = []
+    for (const [id, k] of this.known) {
+      if (k.relayed) relayed.push(id)
+      else if (!k.connected || now - k.last < REJOIN_WINDOW_MS) vouched.push(id)
+    }
+    for (const id of new Set([...vouched.reverse(), ...relayed])) { // most recently seen first
+      const peer = this.peers.get(id)?.id ?? peerIdFromString(id)
       if (node.getConnections(peer).length > 0) continue
       const since = this.discoveredAt.get(id) ?? now
       if (this.peerId > id && now - since < DIAL_GRACE_MS) continue // the smaller id dials first
       // Dial the addresses it advertised (they carry /p2p/<id>) when we have them: they outlive
       // libp2p's own address book, which forgets a peer that went away.
-      const addrs = this.seen.get(id)?.addrs ?? []
-      jobs.push(this.tryDial(id, () => addrs.length > 0 ? addrs : peer))
+      const addrs = this.known.get(id)?.addrs ?? []
+      const found = this.mdnsPeers.get(id)?.addrs ?? []
+      jobs.push(this.tryDial(id, () => addrs.length > 0 ? addrs : found.length > 0 ? found : peer))
     }
     await Promise.all(jobs)
+  }
+
+  /**
+   * Takes `n` address dials from the budget: DIAL_ADDRS_PER_SECOND, up to DIAL_BURST at once.
+   * A member with more addresses than a burst is dialled once the budget is full, and the dials
+   * after it wait until the budget is paid back.
+   */
+  private takeDialBudget (n: number): boolean {
+    const now = Date.now()
+    this.dialBudget = Math.min(DIAL_BURST, this.dialBudget + (now - this.dialBudgetAt) * DIAL_ADDRS_PER_SECOND / 1000)
+    this.dialBudgetAt = now
+    if (this.dialBudget < Math.min(n, DIAL_BURST)) return false
+    this.dialBudget -= n
+    return true
   }
 
   private async tryDial (key: string, target: () => Multiaddr | Multiaddr[] | PeerId, onConnect?: (conn: Connection) => void): Promise<void> {
@@ -433,9 +581,12 @@ export class Mesh {
     const state = this.dials.get(key) ?? { failures: 0, nextAttempt: 0, notMember: false }
     this.dials.set(key, state)
     if (Date.now() < state.nextAttempt) return
+    const to = target()
+    // a PeerId: libp2p dials the addresses identify or mDNS gave it, most often one
+    if (!this.takeDialBudget(Array.isArray(to) ? to.length : 1)) return // the next round tries again
     this.dialing.add(key)
     try {
-      const conn = await node.dial(target(), { signal: AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal]) })
+      const conn = await node.dial(to, { signal: AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal]) })
       state.failures = 0
       state.nextAttempt = 0
       onConnect?.(conn)
@@ -450,26 +601,33 @@ export class Mesh {
   }
 
   /**
-   * Members seen before a restart are redialled at their last addresses for REJOIN_WINDOW_MS
-   * after this start: a workstation that rebooted finds its mesh again by itself.
+   * Members this node was connected to before a restart are redialled at their last addresses
+   * for REJOIN_WINDOW_MS after this start: a workstation that rebooted finds its mesh again by
+   * itself. The file is written most recently seen first; past MAX_KNOWN_PEERS the rest is
+   * dropped (and the file rewritten).
    */
   private async loadKnownPeers (): Promise<void> {
     if (this.init.peersFile === undefined) return
     try {
       const saved = JSON.parse(await readFile(this.init.peersFile, 'utf8')) as Record<string, unknown>
-      for (const [id, addrs] of Object.entries(saved)) {
+      const entries = Object.entries(saved)
+      for (const [id, addrs] of entries.slice(0, MAX_KNOWN_PEERS).reverse()) {
         if (!Array.isArray(addrs) || !addrs.every(a => typeof a === 'string')) continue
         try { peerIdFromString(id) } catch { continue }
-        this.seen.set(id, { last: Date.now(), addrs: parseAddrs(addrs.slice(0, 16)) })
+        this.known.set(id, { last: Date.now(), addrs: dialAddrs(parseAddrs(addrs.slice(0, 16)), id), connected: true, relayed: false })
       }
+      if (entries.length > MAX_KNOWN_PEERS) this.seenChanged = true
     } catch {}
   }
 
+  /** Saves the members this node has been connected to, most recently seen first, at most MAX_KNOWN_PEERS. */
   private async saveKnownPeers (): Promise<void> {
     if (this.init.peersFile === undefined || !this.seenChanged) return
     this.seenChanged = false
+    const connected = [...this.known].filter(([, k]) => k.connected)
+    for (const [id] of connected.slice(0, Math.max(0, connected.length - MAX_KNOWN_PEERS))) this.known.delete(id)
     const out: Record<string, string[]> = {}
-    for (const [id, s] of this.seen) out[id] = s.addrs.map(String)
+    for (const [id, k] of connected.slice(-MAX_KNOWN_PEERS).reverse()) out[id] = k.addrs.map(String)
     await writeFileAtomic(this.init.peersFile, JSON.stringify(out)).catch(() => {})
   }
 
@@ -487,4 +645,17 @@ export class Mesh {
 
 function parseAddrs (addrs: string[]): Multiaddr[] {
   return addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+}
+
+/** The addresses to dial `id` at: those naming another PeerId left out, /p2p/<id> added to the rest. */
+function dialAddrs (addrs: Multiaddr[], id: string): Multiaddr[] {
+  return addrs.flatMap(a => {
+    const named = peerIdIn(a)
+    if (named === undefined) return [a.encapsulate(`/p2p/${id}`)]
+    return named === id ? [a] : []
+  })
+}
+
+function peerIdIn (a: Multiaddr): string | undefined {
+  return a.getComponents().findLast(c => c.name === 'p2p')?.value
 }
