@@ -118,6 +118,60 @@ describe('dispatch', () => {
     assert.deepEqual(await readdir(dir), ['a.go'])
   })
 
+  it('a peer\'s remote-diagnostics that a clean local rerun disproves is scored as a lie', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['liar'], join(dir, '_pkg_.a'))
+    const disproved: string[] = []
+    Object.assign(stub.remote, { disproved: (peers: Iterable<string>) => { disproved.push(...peers) } })
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 10_000, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.length === 1)
+    stub.answer('liar', { ok: false, peer: 'liar', reason: 'remote-diagnostics' })
+    const r = await running
+    assert.ok(!r.done && r.reason === 'remote-diagnostics', JSON.stringify(r))
+    assert.deepEqual(r.suspects, ['liar'], 'the peer to check against the local run')
+    assert.deepEqual(disproved, [], 'not before the local run')
+    const { tool, args: a, cwd, env } = request(dir)
+    const outcome = await d.rerun({ tool, args: a, cwd, env }, r.suspects ?? [], 'x', { signal: new AbortController().signal, priority: 0 })
+    assert.equal(outcome.exitCode, 0)
+    assert.equal(outcome.output.length, 0)
+    assert.deepEqual(disproved, ['liar'])
+  })
+
+  it('a compile that fails here too leaves the peer that reported it alone', async (t) => {
+    const dir = await pkgDir(t)
+    await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F() int { return "no" }\n')
+    const stub = stubRemote([], join(dir, '_pkg_.a'))
+    const disproved: string[] = []
+    Object.assign(stub.remote, { disproved: (peers: Iterable<string>) => { disproved.push(...peers) } })
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const { tool, args: a, cwd, env } = request(dir)
+    const outcome = await d.rerun({ tool, args: a, cwd, env }, ['honest'], 'x', { signal: new AbortController().signal, priority: 0 })
+    assert.notEqual(outcome.exitCode, 0)
+    assert.ok(outcome.output.length > 0)
+    assert.deepEqual(disproved, [])
+  })
+
+  it('a duplicate that reports diagnostics while the race\'s clean local copy wins is scored as a lie', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['slow', 'liar'], join(dir, '_pkg_.a'))
+    const disproved: string[] = []
+    Object.assign(stub.remote, { disproved: (peers: Iterable<string>) => { disproved.push(...peers) } })
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease() // the local copy queues until the liar has answered
+    t.after(release)
+    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 1, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.includes('liar'))
+    stub.answer('liar', { ok: false, peer: 'liar', reason: 'remote-diagnostics' })
+    await new Promise(resolve => setImmediate(resolve))
+    release()
+    const r = await running
+    assert.ok(r.done && r.by === 'local' && r.exitCode === 0, JSON.stringify(r))
+    assert.deepEqual(disproved, ['liar'])
+    assert.deepEqual(stub.overdue, ['slow'])
+  })
+
   it('a requester that goes away cancels everything', async (t) => {
     const dir = await pkgDir(t)
     const stub = stubRemote(['p1'], join(dir, '_pkg_.a'))

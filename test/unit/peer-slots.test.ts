@@ -4,6 +4,10 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { ADVERT_LAG_MS, PeerSlots } from '@grid/node/server'
 
+// not exported by @grid/node/server: from the built package
+const { BUSY_HOLD_MS } = await import(new URL('../../../packages/node/dist/remote/peer-slots.js', import.meta.url).href) as typeof import('../../packages/node/src/remote/peer-slots.js')
+const { MAX_TASKS_PER_PEER } = await import(new URL('../../../packages/node/dist/remote/constants.js', import.meta.url).href) as typeof import('../../packages/node/src/remote/constants.js')
+
 const ONE = { total: 1, free: 1 }
 const ONE_BUSY = { total: 1, free: 0 }
 
@@ -59,6 +63,34 @@ describe('PeerSlots', () => {
     now = 40
     slots.advertised('p')
     assert.equal(slots.free('p', ONE_BUSY), 0)
+  })
+
+  it('a peer that refused us as busy counts as full until its next advert, however free its adverts say it is', () => {
+    let now = 0
+    const slots = new PeerSlots(() => now)
+    const FREE = { total: 4, free: 4 }
+    slots.advertised('p')
+    slots.started('p')
+    slots.started('p')
+    assert.equal(slots.refused('p'), true, 'the first refusal contradicts the advert')
+    slots.ended('p', false)
+    assert.equal(slots.refused('p'), false, 'our other task offered at the same moment: the same refusal')
+    slots.ended('p', false)
+    assert.equal(slots.free('p', FREE), 0, 'no re-offer before the peer says otherwise')
+    now = 1_000
+    assert.equal(slots.free('p', FREE), 0)
+    slots.advertised('p')
+    assert.equal(slots.free('p', FREE), 4, 'its next advert is taken at its word again')
+    assert.equal(slots.refused('p'), true, 'a refusal after that advert contradicts it')
+    now = 1_000 + BUSY_HOLD_MS
+    assert.equal(slots.free('p', FREE), 4, 'held at most BUSY_HOLD_MS without an advert')
+  })
+
+  it('an advert of 1024 slots gives at most MAX_TASKS_PER_PEER of ours', () => {
+    const slots = new PeerSlots(() => 0)
+    assert.equal(slots.free('p', { total: 1024, free: 1024 }), MAX_TASKS_PER_PEER)
+    slots.started('p')
+    assert.equal(slots.free('p', { total: 1024, free: 1024 }), MAX_TASKS_PER_PEER - 1)
   })
 
   it('never more than the total, never below zero', () => {

@@ -19,7 +19,7 @@ import { LocalPool, Spawner, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { WORKER_DIR } from './remote/constants.js'
 import { prepareCacheDir } from './paths.js'
-import { Backlog, BACKLOG_DEPTH, Dispatcher, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
+import { Backlog, BACKLOG_TRIES, Dispatcher, goParallelism, localOrPeer, HISTORY_FILE, LOCAL_NICE, LONG_POLE_MS, LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS, Scheduler, place, type LocalReason } from './scheduler/index.js'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, OwnLoad, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
@@ -33,8 +33,11 @@ const log = logger('grid:node')
 
 type CompileRequest = Extract<Request, { type: 'compile' }>
 type CompileResult = Reply & { type: 'compile-result' }
-/** A compile placed here: why, and where it queues. */
-interface Placed { reason: LocalReason, priority: Rank, expectedMs: number }
+/**
+ * A compile placed here: why, and where it queues. `suspects`: peers that said it failed or
+ * printed something; the node runs it itself to see its output (Dispatcher.rerun).
+ */
+interface Placed { reason: LocalReason, priority: Rank, expectedMs: number, suspects?: string[] }
 /** What scheduling a compile gave: its result (a peer or a race copy ran it), or a local placement. */
 type Scheduled = { result: CompileResult } | Placed
 
@@ -410,7 +413,7 @@ export class GridNode {
       if (r.races.local) c.races.local++
       if (r.races.duplicate) c.races.duplicate++
     }
-    if (!r.done) return { reason: r.reason, priority, expectedMs }
+    if (!r.done) return { reason: r.reason, priority, expectedMs, ...(r.suspects === undefined ? {} : { suspects: r.suspects }) }
     if (r.by === 'local') {
       this.counters.compiles++
       this.finished(req.importPath, build, r.runMs)
@@ -439,14 +442,15 @@ export class GridNode {
   /**
    * A local slot for a compile placed here. One that stayed only because every peer was busy
    * waits in the backlog as well: if a peer frees up first, it goes there instead (and back
-   * to waiting should that fail). A long pole waits for a peer alone for a while before it
-   * queues for the local slot too (LONG_POLE_WAIT).
+   * to waiting should that fail, at most BACKLOG_TRIES times). A long pole waits for a peer
+   * alone for a while before it queues for the local slot too (LONG_POLE_WAIT). A peer's
+   * diagnostics come back as a placement with `suspects`, for the caller to run and check.
    */
-  private async localSlot (req: CompileRequest, build: BuildRecord | undefined, placed: Placed, signal: AbortSignal): Promise<{ result: CompileResult } | { free: () => void, reason: LocalReason }> {
+  private async localSlot (req: CompileRequest, build: BuildRecord | undefined, placed: Placed, signal: AbortSignal): Promise<{ result: CompileResult } | { free: () => void, reason: LocalReason } | Placed & { suspects: string[] }> {
     let reason = placed.reason
     let headStart = placed.expectedMs >= LONG_POLE_MS ? Math.min(placed.expectedMs * LONG_POLE_WAIT, LONG_POLE_WAIT_MAX_MS) : 0
-    for (;;) {
-      if (reason !== 'peers-busy' || (this.pool.free && headStart === 0) || this.remote === undefined) {
+    for (let tries = 0; ; tries++) {
+      if (reason !== 'peers-busy' || tries >= BACKLOG_TRIES || (this.pool.free && headStart === 0) || this.remote === undefined) {
         return { free: await this.pool.lease({ signal, priority: placed.priority }), reason }
       }
       const first = await localOrPeer(this.pool, this.backlog, { priority: placed.priority, headStartMs: headStart, signal, waiting: () => { this.steal() } })
@@ -454,6 +458,7 @@ export class GridNode {
       if (first !== undefined) return { free: first.free, reason }
       const r = await this.offload(req, build, placed.expectedMs, placed.priority, signal, true)
       if ('result' in r) return r
+      if (r.suspects !== undefined) return { ...r, suspects: r.suspects }
       reason = r.reason
     }
   }
@@ -736,28 +741,37 @@ export class GridNode {
         if (c !== undefined) c.running++
         let handedOver = false
         try {
-          const placed = await this.schedule(req, build, ctx.signal)
+          let placed = await this.schedule(req, build, ctx.signal)
           if ('result' in placed) return placed.result
-          if (req.canRunHere === true) {
+          // A peer's diagnostics are checked against a run whose output the node sees (below):
+          // the shim's compile-done tells only the exit status.
+          if (req.canRunHere === true && placed.suspects === undefined) {
             // The cheap shape (DESIGN §1): the shim runs the compiler itself once it holds one
             // of our slots; the slot is freed by its compile-done or when it disconnects.
             const slot = await this.localSlot(req, build, placed, ctx.signal)
             if ('result' in slot) return slot.result
-            const grantedAt = performance.now()
-            handedOver = true
-            if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
-            ctx.release = () => { slot.free(); if (c !== undefined) c.running-- }
-            ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
-            // The shim became the compiler, holding this connection: it closes when the compile ends.
-            ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
-            this.counters.compiles++
-            if (c !== undefined) c.local++
-            const nice = this.localNice()
-            const heapMB = this.pool.startHeapMB
-            return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}), concurrency: this.pool.concurrency() }
+            if ('suspects' in slot) placed = slot
+            else {
+              const grantedAt = performance.now()
+              handedOver = true
+              if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
+              ctx.release = () => { slot.free(); if (c !== undefined) c.running-- }
+              ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
+              // The shim became the compiler, holding this connection: it closes when the compile ends.
+              ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
+              this.counters.compiles++
+              if (c !== undefined) c.local++
+              const nice = this.localNice()
+              const heapMB = this.pool.startHeapMB
+              return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}), concurrency: this.pool.concurrency() }
+            }
           }
           if (c !== undefined) c.localReasons[placed.reason] = (c.localReasons[placed.reason] ?? 0) + 1
-          const outcome = await this.pool.run({ tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice: this.localNice() }, { signal: ctx.signal, priority: placed.priority })
+          const job = { tool: req.tool, args: req.args, cwd: req.cwd, env: req.env, nice: this.localNice() }
+          const slot = { signal: ctx.signal, priority: placed.priority }
+          const outcome = placed.suspects === undefined
+            ? await this.pool.run(job, slot)
+            : await this.dispatcher.rerun(job, placed.suspects, req.importPath, slot)
           this.counters.compiles++
           this.finished(req.importPath, build, outcome.runMs)
           if (c !== undefined) {
@@ -786,9 +800,9 @@ export class GridNode {
         record.recalling = this.recall(record)
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
         const remote = this.meshOptions?.offload === 'never' ? undefined : this.remote
-        const remoteSlots = remote?.capacity() ?? 0
-        // more compiles than slots wait here, so the node picks the next by the critical path
-        const parallelism = this.pool.slots + remoteSlots + (remoteSlots > 0 ? BACKLOG_DEPTH : 0)
+        // more compiles than slots wait here, so the node picks the next by the critical path;
+        // the peers' share is capped, whatever their adverts say
+        const { parallelism, remoteSlots } = goParallelism(this.pool.slots, remote?.capacity() ?? 0, availableParallelism())
         const offload = remote?.anyCapable() ?? false // every free remote slot is a capable peer's
         return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
       }

@@ -29,6 +29,14 @@ export const REMOTE_PER_INPUT_MB_MS = 2_000
 /** Worker-side: how long a task may run before it is killed. */
 export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
 
+/**
+ * A result's `compileMs` above this is refused as malformed: the worker kills a task after
+ * WORKER_TASK_TIMEOUT_MS (its compile time includes waiting for a slot, within that deadline);
+ * twice that leaves room for a slow kill. The requester also never believes a compile took
+ * longer than its own wall time for the task (remote.ts).
+ */
+export const MAX_REPORTED_COMPILE_MS = 2 * WORKER_TASK_TIMEOUT_MS
+
 /** A worker's files: `<cache>/worker/`, its input store in `blobs/` there (inputs.ts). */
 export const WORKER_DIR = 'worker'
 export const INPUTS_DIR = 'blobs'
@@ -46,5 +54,21 @@ export const STREAM_IDLE_MS = 30_000
 /** Streams a requester keeps open to one peer between tasks (more are closed). */
 export const MAX_IDLE_STREAMS = 4
 
-/** A worker's refusal when its slots are full: the requester tries another peer, no penalty. */
+/**
+ * A worker's refusal when its slots are full: `fail` with code GRID_ERR_TASK_REFUSED and exactly
+ * this message, as its answer to the offer (or, for a task admitted only to join a running
+ * compile, after a `need` of its importcfg and embedcfg alone: worker.ts). The requester tries
+ * another peer, no penalty; the same text anywhere else is a failure like any other.
+ */
 export const BUSY = 'all compile slots are busy'
+
+/**
+ * Our tasks at once on one peer, whatever its advert says. Each holds a compile stream, and
+ * libp2p allows 64 outbound streams per protocol on a connection by default (the worker, like
+ * every node, registers the protocol with that default), as the worker takes 64 inbound
+ * (worker.ts): the 65th failed here as "Too many outbound protocol streams" with an advert of
+ * 1024 slots. Half of it leaves room for the streams kept between tasks (MAX_IDLE_STREAMS) and
+ * for streams being reset, which count until the reset is processed. A host with more slots
+ * than this serves more requesters, not more of one's tasks.
+ */
+export const MAX_TASKS_PER_PEER = 32

@@ -10,6 +10,12 @@
  * and shows the same compiler, canary and GOEXPERIMENT as ours; a peer that failed recently is
  * skipped for a while. The fastest first: each peer's speed is a moving average of its
  * attempts' wall time over their expected compile time.
+ *
+ * Nothing a peer says is taken on its word: a refusal is "busy" only in the worker's own form
+ * and place (BUSY), and then the peer counts as full until its next advert (peer-slots.ts); one
+ * whose refusals keep contradicting its adverts, whose `need` is not a set of the task's inputs,
+ * whose compile time is impossible, or whose failure a clean local compile disproves is set
+ * aside like any failing peer.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -33,6 +39,16 @@ export const OFFLOAD_POLICIES: readonly Offload[] = ['never', 'busy', 'always']
 const PENALTY_MS = 30_000
 /** Races lost in a row (no success between) before a late peer is set aside like a failed one. */
 const OVERDUE_STREAK = 3
+/**
+ * Refusals as busy in a row, each the first after an advert that showed a slot free for us (no
+ * task taken between), before the peer is set aside like a failed one. An honest peer's advert
+ * lags its slots by up to a second, so another requester can take the slot it showed: one such
+ * refusal is ordinary, two in a row rare; a peer that keeps showing slots it refuses draws our
+ * compiles away from peers that would run them.
+ */
+const BUSY_STREAK = 3
+/** A peer's compile time over our expected time is clamped to this (like its speed): one wild sample cannot dominate. */
+const MAX_RATIO = 20
 
 /**
  * How a peer did on our compiles: `late` counts races lost in a row, reset by a success.
@@ -51,7 +67,25 @@ function toward (average: number | undefined, sample: number): number {
 
 /** A peer's speed moves toward elapsed / expected (clamped: one wild sample cannot dominate). */
 function addSpeedSample (score: Score, elapsedMs: number, expectedMs: number): void {
-  score.speed = toward(score.speed, Math.min(20, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))))
+  score.speed = toward(score.speed, Math.min(MAX_RATIO, Math.max(0.1, elapsedMs / Math.max(1, expectedMs))))
+}
+
+/** The libp2p error of a dial past our own limit of outbound streams for the protocol (matched by name: STYLE.md). */
+function isLocalStreamLimit (err: unknown): boolean {
+  return (err as { name?: unknown } | null)?.name === 'TooManyOutboundProtocolStreamsError'
+}
+
+type ResultMessage = Extract<CompileMessage, { type: 'result' }>
+
+/** The hashes of a task's importcfg and embedcfg: all a task admitted only to join a running compile asks for. */
+function configHashes (prepared: PreparedTask): Set<string> {
+  const paths = new Set([prepared.task.inputFlags['-importcfg'], prepared.task.inputFlags['-embedcfg']])
+  return new Set(prepared.task.files.filter(f => paths.has(f.path)).map(f => f.sha256))
+}
+
+/** Whether a message is the worker's refusal for lack of a slot, exactly as the worker sends it. */
+function isBusy (m: CompileMessage): boolean {
+  return m.type === 'fail' && m.code === 'GRID_ERR_TASK_REFUSED' && m.message === BUSY
 }
 
 export interface RemoteInit {
@@ -64,7 +98,11 @@ export interface RemoteInit {
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
 
-/** One attempt on one peer. `busy`: refused for lack of a slot (no inputs sent, no penalty). */
+/**
+ * One attempt on one peer. `busy`: refused for lack of a slot (no penalty, unless the peer keeps
+ * refusing what it advertises). `remote-diagnostics`: the compile failed or printed there; the
+ * caller reruns it here and calls `disproved` when that run is clean.
+ */
 export type Attempt =
   | { ok: true, peer: string, archive: Uint8Array, asmhdr: Uint8Array | null, transferMs: number, compileMs: number, wallMs: number }
   | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' }
@@ -84,6 +122,8 @@ export class RemoteCompiler {
   private readonly idle = new Map<string, Channel[]>()
   /** Per peer, the input hashes it holds as far as we know: it had them or we sent them. */
   private readonly held = new Map<string, Set<string>>()
+  /** Per peer, its refusals as busy in a row that contradicted an advert (BUSY_STREAK). */
+  private readonly refusals = new Map<string, number>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
   onSlotFreed: (() => void) | undefined
 
@@ -164,6 +204,11 @@ export class RemoteCompiler {
     const started = performance.now()
     try {
       const result = await this.run(peer, prepared, signal)
+      if (result === 'busy') {
+        hadSlot = false
+        this.busy(peer, prepared.task.importPath)
+        return { ok: false, peer, reason: 'busy' }
+      }
       if (result.exitCode !== 0 || result.output.length > 0) {
         // Diagnostics name sandbox paths that cmd/go cannot shorten: let the local compile
         // print them exactly as plain go build would.
@@ -174,16 +219,22 @@ export class RemoteCompiler {
       if (problem !== undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned an archive its task cannot produce: ${problem}`)
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
       const wallMs = performance.now() - started
+      // the peer's own figure (checked at decode), never more than the task took us in all
+      const compileMs = Math.min(result.compileMs, wallMs)
       score.ok++
       score.late = 0
+      this.refusals.delete(peer)
       addSpeedSample(score, wallMs, expectedMs)
-      score.ratio = toward(score.ratio, result.compileMs / Math.max(1, expectedMs))
-      score.extraMs = toward(score.extraMs, Math.max(0, wallMs - result.compileMs))
-      return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: result.transferMs, compileMs: result.compileMs, wallMs }
+      score.ratio = toward(score.ratio, Math.min(MAX_RATIO, compileMs / Math.max(1, expectedMs)))
+      score.extraMs = toward(score.extraMs, wallMs - compileMs)
+      return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: Math.max(0, wallMs - compileMs), compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
-      if ((err as Error).message.includes(BUSY)) {
+      if (isLocalStreamLimit(err)) {
+        // our own limit on streams to the peer, not its fault: it counts as full for now
         hadSlot = false
+        this.slots.refused(peer)
+        log.debug(`no stream to ${peer} for ${prepared.task.importPath}: ${(err as Error).message}`)
         return { ok: false, peer, reason: 'busy' }
       }
       score.failed++
@@ -193,6 +244,33 @@ export class RemoteCompiler {
     } finally {
       this.slots.ended(peer, hadSlot)
       this.onSlotFreed?.()
+    }
+  }
+
+  /**
+   * `peer` refused a task as busy: full until its next advert; after BUSY_STREAK refusals in a
+   * row that each contradicted an advert, set aside like a failed peer.
+   */
+  private busy (peer: string, importPath: string): void {
+    if (!this.slots.refused(peer)) return // another of our tasks offered at the same moment
+    const streak = (this.refusals.get(peer) ?? 0) + 1
+    this.refusals.set(peer, streak)
+    if (streak < BUSY_STREAK) return
+    this.refusals.delete(peer)
+    this.score(peer).failed++
+    this.penalty.set(peer, Date.now() + PENALTY_MS)
+    log.info(`${peer} refused ${importPath} as busy: ${streak} refusals in a row of slots it advertised as free; avoiding it for ${PENALTY_MS / 1000} s`)
+  }
+
+  /**
+   * A clean compile here (exit 0, nothing printed) of a task these peers said failed or printed
+   * something: compiles are deterministic, so they lied. Scored as a failure and set aside.
+   */
+  disproved (peers: Iterable<string>, importPath: string): void {
+    for (const peer of peers) {
+      this.score(peer).failed++
+      this.penalty.set(peer, Date.now() + PENALTY_MS)
+      log.info(`${peer} reported diagnostics for ${importPath}, which compiles cleanly here: avoiding it for ${PENALTY_MS / 1000} s`)
     }
   }
 
@@ -218,8 +296,11 @@ export class RemoteCompiler {
     return score
   }
 
-  /** Runs the task; a kept stream that turns out dead before any answer costs one fresh dial. */
-  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {
+  /**
+   * Runs the task: its result, or 'busy' when the worker refused it for lack of a slot. A kept
+   * stream that turns out dead before any answer costs one fresh dial.
+   */
+  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<ResultMessage | 'busy'> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS))])
     const kept = this.takeIdle(peer)
     if (kept !== undefined) {
@@ -236,7 +317,7 @@ export class RemoteCompiler {
     return await this.runOn({ stream, lp, reused: false }, peer, prepared, deadline, started)
   }
 
-  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number): Promise<Extract<CompileMessage, { type: 'result' }> & { transferMs: number }> {
+  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number): Promise<ResultMessage | 'busy'> {
     const { stream, lp } = channel
     const dialled = performance.now()
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
@@ -253,21 +334,25 @@ export class RemoteCompiler {
       answered = true
       const claimed = performance.now()
       const asked = reply.type === 'need' ? reply.hashes.length : undefined
-      if (reply.type === 'fail') {
-        keep = reply.message === BUSY // a refused offer leaves the stream between tasks
-        throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${reply.message}`, { transient: true })
+      if (isBusy(reply)) {
+        keep = true // a refused offer leaves the stream between tasks
+        return 'busy'
       }
+      if (reply.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${reply.message}`, { transient: true })
+      let joinOnly = false
       if (reply.type === 'need') {
-        const items = reply.hashes.map(sha256 => {
-          const data = prepared.blobs.get(sha256)
-          if (data === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for an input the task does not have`)
-          return { sha256, data }
-        })
+        const items = this.needed(peer, reply.hashes, prepared)
+        const configs = configHashes(prepared)
+        joinOnly = items.every(i => configs.has(i.sha256))
         await this.sendInputs(lp, items, deadline)
         reply = await read()
       } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
       const result = reply
+      // A task the worker let in with every slot taken, only to join a running compile, asks
+      // for its importcfg and embedcfg alone; if it then finds nothing to join, it is refused
+      // as busy (worker.ts). Any other refusal after inputs moved is the peer's failure.
+      if (joinOnly && isBusy(result)) return 'busy'
       if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       keep = true
@@ -280,7 +365,7 @@ export class RemoteCompiler {
         log.debug(`${prepared.task.importPath} on ${peer}: ${channel.reused ? 'kept stream' : 'dial'} ${(dialled - started).toFixed(1)} ms, ` +
           `${eager ? `${fresh.length} inputs with the offer, ` : ''}${phases} of which compile ${result.compileMs.toFixed(1)} ms`)
       }
-      return { ...result, transferMs: now - started - result.compileMs }
+      return result
     } catch (err) {
       if (deadline.aborted) keep = false
       if (channel.reused && !answered && !deadline.aborted) throw new StaleStream(err as Error)
@@ -289,6 +374,25 @@ export class RemoteCompiler {
       if (keep) this.keepIdle(peer, channel)
       else stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream dropped'))
     }
+  }
+
+  /**
+   * The inputs a worker's `need` asks for: each one of the task's, none twice (so never more than
+   * the task's own bytes). Anything else is the peer's failure, before a byte is sent: one `need`
+   * naming a 3.5 KB input 20,000 times made a requester send 71 MB.
+   */
+  private needed (peer: string, hashes: string[], prepared: PreparedTask): Array<{ sha256: string, data: Uint8Array }> {
+    if (hashes.length > prepared.blobs.size) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for ${hashes.length} inputs of a task that has ${prepared.blobs.size}`)
+    const items: Array<{ sha256: string, data: Uint8Array }> = []
+    const asked = new Set<string>()
+    for (const sha256 of hashes) {
+      const data = prepared.blobs.get(sha256)
+      if (data === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for an input the task does not have (${sha256.slice(0, 16)}…)`)
+      if (asked.has(sha256)) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for input ${sha256.slice(0, 16)}… twice`)
+      asked.add(sha256)
+      items.push({ sha256, data })
+    }
+    return items
   }
 
   /**

@@ -1,5 +1,6 @@
 /** Messages of the compile stream, length-prefixed msgpack; checked before use. */
 import { GridError, Packr } from '@grid/protocol'
+import { MAX_REPORTED_COMPILE_MS } from './constants.js'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 
@@ -29,9 +30,14 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
     case 'done': return m as CompileMessage
     case 'result':
       if (Number.isSafeInteger(m.exitCode) && m.output instanceof Uint8Array && (m.archive === null || m.archive instanceof Uint8Array) &&
-        (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && typeof m.compileMs === 'number') return m as CompileMessage
+        (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && isCompileMs(m.compileMs)) return m as CompileMessage
       throw bad()
     case 'fail': if (typeof m.code === 'string' && typeof m.message === 'string') return m as CompileMessage; throw bad()
     default: throw bad()
   }
+}
+
+/** A compile time a worker can have measured: finite, not negative, within its task deadline. */
+function isCompileMs (ms: unknown): boolean {
+  return typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 && ms <= MAX_REPORTED_COMPILE_MS
 }

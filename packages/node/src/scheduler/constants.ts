@@ -42,6 +42,27 @@ export const LONG_POLE_MS = 1_000
 export const BACKLOG_DEPTH = 12
 
 /**
+ * The peers' share of cmd/go's -p is at most REMOTE_P_PER_CORE per core of this machine, and
+ * REMOTE_P_MAX in all, whatever the adverts say (each peer's is already capped at
+ * MAX_TASKS_PER_PEER, remote/constants.ts). -p bounds every action cmd/go runs here at once,
+ * not only the compiles a peer may take: cgo, asm, pack and links, and the sleeping shims of the
+ * compiles that wait. Every remote compile also costs this machine its inputs read and hashed,
+ * shipped, and its archive checked and written, and in the lab a requester's own compiles took
+ * 66 % longer while it shipped work (docs/benchmarks/remote-timeline.md): a core keeps a few
+ * peers' slots fed, not hundreds. An advert of {1024, 1024} slots made `go build -p 1037`.
+ */
+export const REMOTE_P_PER_CORE = 8
+export const REMOTE_P_MAX = 64
+
+/**
+ * A compile waiting in the backlog goes to a peer at most this many times when the peer
+ * refuses it as busy (a slot that looked free and was not); then it waits for its local slot
+ * alone. Each try reads and hashes its inputs again: a peer that advertises slots it refuses
+ * must not draw one compile into a loop.
+ */
+export const BACKLOG_TRIES = 3
+
+/**
  * A long pole that finds every peer busy waits this share of its expected time (at most
  * LONG_POLE_WAIT_MAX_MS) for a peer alone before it queues for the local slot as well, at the
  * head of that queue: a peer's current task usually ends within a few hundred ms, and on a

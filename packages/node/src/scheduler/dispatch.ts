@@ -7,13 +7,19 @@
  * beside them and is renamed into place), so a loser can never leave half a file. A local
  * copy's result is final whatever its exit status: it is exactly what cmd/go would have run.
  * When every contender has failed, the reason goes back and the compile runs locally.
+ *
+ * A peer whose compile failed or printed something (`remote-diagnostics`) is believed only
+ * until the same compile runs here: compiles are deterministic, so when the local run (a race's
+ * local copy, or the rerun that the diagnostics call for, `rerun`) exits 0 and prints nothing,
+ * the peer lied and is scored and set aside like a failing one (RemoteCompiler.disproved).
+ * Otherwise a peer could fail every task it is given, never be scored down, and keep getting them.
  */
 import { randomBytes } from 'node:crypto'
 import { renameSync, writeFileSync } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { logger } from '../log.js'
 import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
-import type { LocalPool, Rank } from '../worker/index.js'
+import type { CompileJob, CompileOutcome, LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
 
 const log = logger('grid:scheduler')
@@ -28,7 +34,8 @@ export interface Races { local: boolean, duplicate: boolean }
 export type DispatchOutcome = (
   | { done: true, by: 'remote', exitCode: 0, output: Buffer, peer: string, transferMs: number, compileMs: number, overheadMs: number, duplicate: boolean }
   | { done: true, by: 'local', exitCode: number, output: Buffer, runMs: number }
-  | { done: false, reason: LocalReason }
+  /** `suspects`: peers that said the compile failed or printed, for `rerun` to check */
+  | { done: false, reason: LocalReason, suspects?: string[] }
 ) & { races: Races }
 
 type Contender =
@@ -78,6 +85,7 @@ export class Dispatcher {
     signal.addEventListener('abort', cancel, { once: true })
     if (signal.aborted) race.abort()
     const tried = new Set<string>()
+    const diagnosed = new Set<string>() // peers whose compile failed or printed
     const primary = { peer: '' } // the peer the first contender is waiting on
     const winner = await new Promise<Win | LocalReason>(resolve => {
       let pending = 0
@@ -89,6 +97,7 @@ export class Dispatcher {
           pending--
           if (settled) return
           if (c.ok) { settled = true; resolve(c); return }
+          if (!('local' in c) && c.reason === 'remote-diagnostics') diagnosed.add(c.peer)
           if (!('local' in c)) failure ??= c.reason === 'busy' ? 'peers-busy' : c.reason === 'cancelled' ? 'peer-error' : c.reason
           if (pending === 0) { settled = true; resolve(failure ?? 'peer-error') }
         })
@@ -112,8 +121,9 @@ export class Dispatcher {
     signal.removeEventListener('abort', cancel)
     const primaryWon = typeof winner !== 'string' && !('local' in winner) && !winner.duplicate
     if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
-    if (typeof winner === 'string') return { done: false, reason: winner, races }
+    if (typeof winner === 'string') return { done: false, reason: winner, races, ...(diagnosed.size > 0 ? { suspects: [...diagnosed] } : {}) }
     if ('local' in winner) {
+      if (winner.exitCode === 0 && winner.output.length === 0 && diagnosed.size > 0) remote.disproved(diagnosed, req.importPath)
       // a local copy's result is what cmd/go would have got: keep it, failed or not (unless
       // the shim has gone, and may be writing the same outputs itself)
       if (winner.exitCode === 0 && !signal.aborted) await this.place(winner.tmp, prepared)
@@ -138,6 +148,17 @@ export class Dispatcher {
       duplicate: winner.duplicate,
       races
     }
+  }
+
+  /**
+   * The local run of a compile that `suspects` said failed or printed something (a dispatch
+   * outcome's `suspects`): its outcome is what cmd/go gets, and when it is clean they lied.
+   * The caller needs the output to tell (a compile the shim runs itself reports only its exit).
+   */
+  async rerun (job: CompileJob, suspects: string[], importPath: string, options: { signal: AbortSignal, priority: Rank }): Promise<CompileOutcome> {
+    const outcome = await this.init.pool.run(job, options)
+    if (outcome.exitCode === 0 && outcome.output.length === 0) this.init.remote()?.disproved(suspects, importPath)
+    return outcome
   }
 
   /** The first candidates in turn, moving on only when one refuses as busy. */

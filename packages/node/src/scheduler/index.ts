@@ -1,4 +1,4 @@
-export { Scheduler, place, estimateMs, overdueMs, type LocalReason, type Placement, type PlaceInput } from './scheduler.js'
+export { Scheduler, goParallelism, place, estimateMs, overdueMs, type LocalReason, type Placement, type PlaceInput } from './scheduler.js'
 export { Backlog, localOrPeer, type SlotWait } from './backlog.js'
 export { Plan } from './plan.js'
 export { History } from './history.js'

@@ -16,7 +16,7 @@
 import { stat } from 'node:fs/promises'
 import type { GraphPackage } from '@grid/protocol'
 import type { Offload } from '../remote/index.js'
-import { COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, LONG_POLE_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
+import { BACKLOG_DEPTH, COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, LONG_POLE_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, REMOTE_P_MAX, REMOTE_P_PER_CORE, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
 import { History } from './history.js'
 import { Plan } from './plan.js'
 
@@ -44,6 +44,16 @@ export function estimateMs (sourceBytes: number): number {
 /** When a remote task counts as overdue (ms after it was sent). */
 export function overdueMs (expectedMs: number, inputBytes: number): number {
   return OVERDUE_FACTOR * (expectedMs + inputBytes / TRANSFER_BYTES_PER_MS) + OVERDUE_MARGIN_MS
+}
+
+/**
+ * cmd/go's -p for a build (node.ts, `build-begin`): the local slots, the peers' free slots (at
+ * most REMOTE_P_PER_CORE per local core and REMOTE_P_MAX in all) and, with peers, BACKLOG_DEPTH
+ * more that wait at the node. `remoteSlots` is the capped share.
+ */
+export function goParallelism (localSlots: number, freeRemoteSlots: number, cores: number): { parallelism: number, remoteSlots: number } {
+  const remoteSlots = Math.max(0, Math.min(freeRemoteSlots, REMOTE_P_PER_CORE * Math.max(1, cores), REMOTE_P_MAX))
+  return { parallelism: localSlots + remoteSlots + (remoteSlots > 0 ? BACKLOG_DEPTH : 0), remoteSlots }
 }
 
 export interface PlaceInput {

@@ -1,0 +1,235 @@
+// A requester against peers that lie: a fake worker speaking /grid/compile/1.1.0 over an
+// in-memory stream pair, behind the real RemoteCompiler. Each test is named after a defect an
+// audit reproduced with a hostile member built on raw js-libp2p.
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { lpStream, streamPair } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import { Packr } from 'msgpackr'
+import { PeerSlots } from '@grid/node/server'
+import { tempDir } from '../helpers/index.js'
+
+// Internals that @grid/node/server does not export, from the built package.
+const dist = (path: string): string => new URL(`../../../packages/node/dist/${path}`, import.meta.url).href
+const { RemoteCompiler } = await import(dist('remote/remote.js')) as typeof import('../../packages/node/src/remote/remote.js')
+const { decodeCompileMessage } = await import(dist('remote/wire.js')) as typeof import('../../packages/node/src/remote/wire.js')
+const constants = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
+const scheduler = await import(dist('scheduler/index.js')) as typeof import('../../packages/node/src/scheduler/index.js')
+const { BUSY } = constants
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
+const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex')
+const TOOLCHAIN = { go: 'go1.26', compiler: 'compile version go1.26', canary: 'c', experiment: '' }
+
+type Msg = Record<string, any>
+/** One side of a compile stream, as the fake worker sees it. */
+interface Conn { read: () => Promise<Msg>, send: (m: Msg) => Promise<void>, received: () => number }
+/** What the fake worker does with one offer; returns false to end the stream. */
+type Behaviour = (offer: Msg, conn: Conn) => Promise<boolean>
+
+/** Reads `blobs` up to `done` (an eager offer's inputs, or the answer to a need). */
+async function inputs (conn: Conn): Promise<void> {
+  for (;;) if ((await conn.read()).type === 'done') return
+}
+
+/** A fake peer behind a libp2p stub: each dial gets a stream served by `behaviour`. */
+async function fakePeer (behaviour: Behaviour, dial?: () => void) {
+  const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+  const stats = { offers: 0, dials: 0, bytesAfterNeed: 0 }
+  const serve = async (stream: Stream): Promise<void> => {
+    const lp = lpStream(stream, { maxDataLength: 96 * 2 ** 20 })
+    let received = 0
+    const conn: Conn = {
+      read: async () => { const b = (await lp.read()).subarray(); received += b.length; return packr.unpack(b) },
+      send: async (m) => { await lp.write(packr.pack(m)) },
+      received: () => received
+    }
+    try {
+      for (;;) {
+        const offer = await conn.read()
+        stats.offers++
+        if (!await behaviour(offer, conn)) break
+      }
+    } catch {} // the requester reset or closed the stream
+  }
+  const libp2p = {
+    dialProtocol: async () => {
+      stats.dials++
+      dial?.()
+      const [out, inbound] = await streamPair()
+      void serve(inbound)
+      return out
+    }
+  }
+  return { peerId, libp2p, stats }
+}
+
+function compilerFor (peer: { peerId: string, libp2p: unknown }, slots = { total: 4, free: 4 }) {
+  const advert = { accepting: true, slots, load: 0, toolchains: [TOOLCHAIN] }
+  return new RemoteCompiler({ libp2p: peer.libp2p as never, peers: () => [{ peerId: peer.peerId, advert: advert as never }], isUntrusted: () => false, own: () => TOOLCHAIN as never })
+}
+
+/** A prepared task of one ~3.5 KB source and an importcfg, built by hand (the fake worker reads none of it). */
+function preparedTask (extra: { buildId?: string } = {}) {
+  const source = Buffer.from('package x\n\n' + '// padding\n'.repeat(320))
+  const importcfg = Buffer.from('# import config\n')
+  const files = [{ path: '/src/x/a.go', sha256: sha(source), size: source.length }, { path: '/w/b001/importcfg', sha256: sha(importcfg), size: importcfg.length }]
+  const task = { v: 1, compiler: TOOLCHAIN.compiler, goroot: '/go', env: {}, flags: ['-p=x', '-nolocalimports'], trimpath: '', inputFlags: { '-importcfg': '/w/b001/importcfg' }, sources: ['/src/x/a.go'], files, asmhdr: false, importPath: 'x' }
+  return {
+    prepared: { task, blobs: new Map([[sha(source), source], [sha(importcfg), importcfg]]), out: '/nonexistent/_pkg_.a', asmhdr: undefined, inputBytes: source.length + importcfg.length, pragmas: [], buildId: extra.buildId } as never,
+    source: sha(source),
+    importcfg: sha(importcfg)
+  }
+}
+
+const busyReply = { type: 'fail', code: 'GRID_ERR_TASK_REFUSED', message: BUSY }
+
+/** Answers every offer with the worker's busy refusal, keeping the stream. */
+const alwaysBusy: Behaviour = async (offer, conn) => {
+  if (offer.eager === true) await inputs(conn)
+  await conn.send(busyReply)
+  return true
+}
+
+describe('remote compiles against hostile peers', () => {
+  it('a peer that advertises free slots and refuses every offer as busy gets a bounded number of offers, then is set aside', async () => {
+    const peer = await fakePeer(alwaysBusy)
+    const remote = compilerFor(peer)
+    const { prepared } = preparedTask()
+    const signal = new AbortController().signal
+    // What the node's backlog did: offer again whenever the peer looks free, the peer
+    // re-advertising its free slots all the while.
+    for (let i = 0; i < 40; i++) {
+      if (remote.candidates().length > 0) {
+        const a = await remote.attempt(peer.peerId, prepared, signal, 100)
+        assert.ok(!a.ok && a.reason === 'busy', JSON.stringify(a))
+        assert.equal(remote.capacity(), 0, 'refused: full until its next advert')
+      }
+      remote.advertised(peer.peerId)
+    }
+    assert.ok(peer.stats.offers <= 3, `${peer.stats.offers} offers`)
+    assert.deepEqual(remote.candidates(), [], 'set aside')
+    assert.ok((remote.scores.get(peer.peerId)?.failed ?? 0) >= 1, 'scored as failing')
+  })
+
+  it('the busy text after a need for the task\'s inputs is a peer error, not busy', async () => {
+    for (const message of [`compile failed: ${BUSY}`, BUSY]) {
+      const peer = await fakePeer(async (offer, conn) => {
+        if (offer.eager === true) await inputs(conn)
+        await conn.send({ type: 'need', hashes: offer.task.files.map((f: { sha256: string }) => f.sha256) })
+        await inputs(conn)
+        await conn.send({ type: 'fail', code: 'GRID_ERR_TASK_REFUSED', message })
+        return true
+      })
+      const remote = compilerFor(peer)
+      const a = await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
+      assert.ok(!a.ok && a.reason === 'peer-error', `${message}: ${JSON.stringify(a)}`)
+      assert.equal(remote.scores.get(peer.peerId)?.failed, 1)
+      assert.deepEqual(remote.candidates(), [], 'set aside')
+    }
+  })
+
+  it('busy after a need for the configs alone is the worker\'s join-only refusal: busy, no penalty', async () => {
+    const { prepared, importcfg } = preparedTask()
+    const peer = await fakePeer(async (offer, conn) => {
+      if (offer.eager === true) await inputs(conn)
+      await conn.send({ type: 'need', hashes: [importcfg] })
+      await inputs(conn)
+      await conn.send(busyReply)
+      return true
+    })
+    const remote = compilerFor(peer)
+    const a = await remote.attempt(peer.peerId, prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'busy', JSON.stringify(a))
+    assert.equal(remote.scores.get(peer.peerId)?.failed ?? 0, 0)
+    remote.advertised(peer.peerId)
+    assert.equal(remote.candidates().length, 1, 'free again at its next advert')
+  })
+
+  it('a need with duplicates or with hashes the task does not have is a peer error, and nothing is sent for it', async () => {
+    const { prepared, source } = preparedTask()
+    for (const hashes of [Array.from({ length: 1000 }, () => source), ['ab'.repeat(32)], [source, source]]) {
+      const peer = await fakePeer(async (offer, conn) => {
+        if (offer.eager === true) await inputs(conn)
+        await conn.send({ type: 'need', hashes })
+        const before = conn.received()
+        try { await inputs(conn) } finally { peer.stats.bytesAfterNeed = conn.received() - before }
+        await conn.send({ type: 'fail', code: 'GRID_ERR_INTERNAL', message: 'x' })
+        return false
+      })
+      const remote = compilerFor(peer)
+      const a = await remote.attempt(peer.peerId, prepared, new AbortController().signal, 100)
+      assert.ok(!a.ok && a.reason === 'peer-error', JSON.stringify(a))
+      assert.equal(remote.scores.get(peer.peerId)?.failed, 1)
+      assert.equal(peer.stats.bytesAfterNeed, 0, `bytes sent for a need of ${hashes.length}`)
+    }
+  })
+
+  it('an advert of 1024 free slots gives at most MAX_TASKS_PER_PEER, and go\'s -p stays capped', async () => {
+    const peer = await fakePeer(alwaysBusy)
+    const remote = compilerFor(peer, { total: 1024, free: 1024 })
+    assert.ok(remote.capacity() <= constants.MAX_TASKS_PER_PEER, `capacity ${remote.capacity()}`)
+    assert.ok(constants.MAX_TASKS_PER_PEER + constants.MAX_IDLE_STREAMS < 64, 'under libp2p\'s 64 streams per protocol and the worker\'s 64 inbound')
+    assert.ok(new PeerSlots().free('p', { total: 1024, free: 1024 }) <= constants.MAX_TASKS_PER_PEER)
+    const { parallelism, remoteSlots } = scheduler.goParallelism(2, 1024, 2)
+    assert.ok(remoteSlots <= 16 && parallelism <= 2 + 16 + scheduler.BACKLOG_DEPTH, `-p ${parallelism}`)
+    assert.ok(scheduler.goParallelism(64, 10_000, 1024).remoteSlots <= scheduler.REMOTE_P_MAX)
+    assert.deepEqual(scheduler.goParallelism(1, 4, 2), { parallelism: 1 + 4 + scheduler.BACKLOG_DEPTH, remoteSlots: 4 }, 'an honest advert as before')
+    assert.deepEqual(scheduler.goParallelism(4, 0, 4), { parallelism: 4, remoteSlots: 0 })
+  })
+
+  it('our own limit on outbound streams is not scored as the peer\'s failure', async () => {
+    const peer = await fakePeer(alwaysBusy, () => {
+      const err = new Error('Too many outbound protocol streams for protocol "/grid/compile/1.1.0" - 65/64')
+      err.name = 'TooManyOutboundProtocolStreamsError'
+      throw err
+    })
+    const remote = compilerFor(peer)
+    const a = await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'busy', JSON.stringify(a))
+    assert.equal(remote.scores.get(peer.peerId)?.failed ?? 0, 0)
+    remote.advertised(peer.peerId)
+    assert.equal(remote.candidates().length, 1, 'not set aside')
+  })
+
+  it('a result\'s compileMs must be finite, not negative and not absurd; one longer than the task took is clamped', async (t) => {
+    const base = { type: 'result', exitCode: 0, output: Buffer.alloc(0), archive: null, asmhdr: null }
+    for (const compileMs of [Number.NaN, -1, -1e12, Number.POSITIVE_INFINITY, 1e12]) {
+      assert.throws(() => decodeCompileMessage(packr.pack({ ...base, compileMs }), 'peerX'), /malformed result/, String(compileMs))
+    }
+    assert.equal((decodeCompileMessage(packr.pack({ ...base, compileMs: 12.5 }), 'peerX') as { compileMs: number }).compileMs, 12.5)
+
+    // a real archive, so that the result passes its checks
+    const dir = await tempDir(t, 'hostile')
+    const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
+    const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
+    await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F() int { return 1 }\n')
+    execFileSync(join(goroot, 'pkg', 'tool', hostTool, 'compile'), ['-o', join(dir, 'x.a'), '-p', 'x', '-buildid', 'abc/abc', '-pack', 'a.go'], { cwd: dir })
+    const archive = await readFile(join(dir, 'x.a'))
+    for (const compileMs of [-1e9, 500_000]) {
+      const peer = await fakePeer(async (offer, conn) => {
+        if (offer.eager === true) await inputs(conn)
+        await conn.send({ ...base, archive, compileMs })
+        return true
+      })
+      const remote = compilerFor(peer)
+      const a = await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc' }).prepared, new AbortController().signal, 100)
+      if (compileMs < 0) {
+        assert.ok(!a.ok && a.reason === 'peer-error', JSON.stringify(a))
+        assert.equal(remote.predictMs(100), undefined)
+      } else {
+        assert.ok(a.ok, JSON.stringify({ ...a, archive: undefined }))
+        assert.ok(a.compileMs <= a.wallMs, `compileMs ${a.compileMs} within wall ${a.wallMs}`)
+        assert.ok(a.transferMs >= 0)
+        const predicted = remote.predictMs(100) as number
+        assert.ok(predicted >= 0 && predicted <= 100 * 20 + a.wallMs, `predictMs ${predicted}`)
+      }
+    }
+  })
+})
