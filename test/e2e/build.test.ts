@@ -356,6 +356,50 @@ describe('grid command line', () => {
     // only the shim the test world seeded it with
     assert.deepEqual(await readdir(w.cacheDir), ['shim'])
   })
+
+  it('go\'s --C dir and --C=dir stay first on go\'s command line, as -C does', async (t) => {
+    const w = await world(t)
+    const mod = await flagsModule(w.dir)
+    const ref = join(w.dir, 'ref')
+    const plain = await run('go', ['build', '-C', mod, '-trimpath', '-o', ref + '/', '.'], { cwd: w.dir, env: { ...w.env, GOCACHE: referenceGocache() } })
+    assert.equal(plain.code, 0, plain.stderr)
+    for (const [i, chdir] of [['--C', mod], [`--C=${mod}`]].entries()) {
+      const out = join(w.dir, `out${i}`)
+      const r = await grid(w, ['--json', '--graph', 'build', ...chdir, '-o', out + '/', '.'], { cwd: w.dir })
+      assert.equal(r.code, 0, `${chdir.join(' ')}: ${r.stderr}`)
+      await sameFiles(out, ref)
+      // the first, cold, runs long enough to list the graph: go list got -C first too
+      if (i === 0) assert.notEqual(summary(r).compiles.criticalPath, null, 'the package graph was listed in that directory')
+    }
+  })
+
+  it('a -toolexec among the program\'s arguments (grid run) or the test binary\'s (after -args) is theirs, not a conflict', async (t) => {
+    const w = await world(t)
+    const mod = await flagsModule(w.dir)
+    const plainEnv = { ...w.env, GOCACHE: referenceGocache() }
+    const cases: Array<[string[], string]> = [
+      [['.', '-toolexec=foo', 'x'], 'none untagged -toolexec=foo x\n'],
+      // a value of go's own flag (-tags foo) is not the package: the program's arguments start at .
+      [['-tags', 'foo', '.', '-toolexec', 'bar'], 'none foo -toolexec bar\n']
+    ]
+    for (const [args, expected] of cases) {
+      const plain = await run('go', ['run', '-trimpath', ...args], { cwd: mod, env: plainEnv })
+      assert.equal(plain.stdout, expected, plain.stderr)
+      const ran = await grid(w, ['run', ...args], { cwd: mod })
+      assert.equal(ran.code, 0, `grid run ${args.join(' ')}: ${ran.stderr}`)
+      assert.equal(ran.stdout, expected)
+    }
+    // go's own flags before the package are still scanned, past the values of go's flags
+    const own = await grid(w, ['--json', 'run', '-tags', 'foo', '-toolexec=/bin/true', '.'], { cwd: mod })
+    assert.equal(own.code, 1)
+    assert.equal(JSON.parse(own.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+
+    const plainTest = await run('go', ['test', '-trimpath', '.', '-args', '-toolexec=foo'], { cwd: mod, env: plainEnv })
+    assert.equal(plainTest.code, 0, plainTest.stdout + plainTest.stderr)
+    const tested = await grid(w, ['test', '.', '-args', '-toolexec=foo'], { cwd: mod })
+    assert.equal(tested.code, 0, tested.stdout + tested.stderr)
+    assert.match(tested.stdout, /^ok\s+example\.com\/flags\s/m)
+  })
 })
 
 /**
@@ -378,4 +422,26 @@ async function runUntilReady (w: World, cwd: string, signal: (child: ChildProces
   await new Promise(resolve => setTimeout(resolve, 500)) // the last output
   try { process.kill(-(child.pid as number), 'SIGKILL') } catch {}
   return { code, stdout, stderr }
+}
+
+/**
+ * A module of one program that says what it was built with: `version` (for -ldflags -X), the
+ * build tag foo, and its arguments; and a test of a test-binary flag named -toolexec.
+ */
+async function flagsModule (dir: string): Promise<string> {
+  const mod = join(dir, 'flags')
+  await mkdir(mod, { recursive: true })
+  await writeFile(join(mod, 'go.mod'), 'module example.com/flags\n\ngo 1.24\n')
+  await writeFile(join(mod, 'main.go'), [
+    'package main', '', 'import (', '\t"os"', '\t"strings"', ')', '', 'var version = "none"', '',
+    'func main() {', '\tos.Stdout.WriteString(strings.Join(append([]string{version, tag}, os.Args[1:]...), " ") + "\\n")', '}', ''
+  ].join('\n'))
+  await writeFile(join(mod, 'tag_foo.go'), '//go:build foo\n\npackage main\n\nconst tag = "foo"\n')
+  await writeFile(join(mod, 'tag_other.go'), '//go:build !foo\n\npackage main\n\nconst tag = "untagged"\n')
+  await writeFile(join(mod, 'main_test.go'), [
+    'package main', '', 'import (', '\t"flag"', '\t"testing"', ')', '',
+    'var toolexec = flag.String("toolexec", "", "the test binary\'s own flag")', '',
+    'func TestArgs(t *testing.T) {', '\tif *toolexec != "foo" {', '\t\tt.Fatalf("-toolexec = %q", *toolexec)', '\t}', '}', ''
+  ].join('\n'))
+  return mod
 }

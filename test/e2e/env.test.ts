@@ -1,6 +1,7 @@
 // `grid env`: plain go commands through the node, with no grid process per build; and with no
 // node, go as without grid, caching in its own GOCACHE in its own format.
 import assert from 'node:assert/strict'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
@@ -131,4 +132,65 @@ describe('grid env', () => {
     assert.equal(shell.code, 2)
     assert.match(shell.stderr, /unknown shell csh/)
   })
+
+  it('a GOFLAGS set for one grid command in a grid env shell is kept (GOFLAGS=-tags=foo grid build), less grid env\'s own entries', async (t) => {
+    const w = await world(t)
+    const mod = await flagsModule(w.dir)
+    const ref = join(w.dir, 'ref')
+    const plain = await goBuild(['-tags=foo', '-o', ref + '/', '.'], mod)
+    assert.equal(plain.code, 0, plain.stderr)
+    const env = await gridEnv(w)
+    const changed: Array<[string, string]> = [
+      ['set for the command', '-tags=foo'],
+      ['added before grid env\'s', `-tags=foo ${env.GOFLAGS ?? ''}`]
+    ]
+    for (const [i, [how, goflags]] of changed.entries()) {
+      const out = join(w.dir, `out${i}`)
+      const r = await grid(w, ['build', '-o', out + '/', '.'], { cwd: mod, env: { ...env, GOFLAGS: goflags } })
+      assert.equal(r.code, 0, `${how}: ${r.stderr}`)
+      await sameFiles(out, ref)
+    }
+    // --unset, too, keeps the GOFLAGS of now, without grid's -trimpath and -toolexec (the
+    // user's own from before, a `go env -w GOFLAGS` included, stay)
+    const users = (env.GOFLAGS ?? '').replace(/ ?-trimpath -toolexec=\S+$/, '')
+    const undo = await grid(w, ['--json', 'env', '--unset'], { env: { ...env, GOFLAGS: `-tags=foo ${env.GOFLAGS ?? ''}` } })
+    assert.equal(undo.code, 0, undo.stderr)
+    assert.deepEqual(JSON.parse(undo.stdout).set, { GOFLAGS: ['-tags=foo', users].filter(f => f !== '').join(' ') })
+  })
+
+  it('leaves the user\'s GOFLAGS text as it is (quoted -ldflags with two spaces), and restores an empty GOFLAGS empty', async (t) => {
+    const w = await world(t)
+    const mod = await flagsModule(w.dir)
+    const goflags = '-tags=foo \'-ldflags=-X "main.version=a  b"\''
+    const ref = join(w.dir, 'ref')
+    const plain = await goBuild(['-o', ref + '/', '.'], mod, { GOFLAGS: goflags })
+    assert.equal(plain.code, 0, plain.stderr)
+    const env = await gridEnv(w, { ...w.env, GOFLAGS: goflags })
+    assert.ok(env.GOFLAGS?.startsWith(`${goflags} `), env.GOFLAGS)
+    const out = join(w.dir, 'out')
+    const built = await run('go', ['build', '-o', out + '/', '.'], { cwd: mod, env })
+    assert.equal(built.code, 0, built.stderr)
+    await sameFiles(out, ref)
+    assert.equal((await run(join(out, 'flags'), [])).stdout, 'a  b foo\n')
+
+    const empty = await gridEnv(w, { ...w.env, GOFLAGS: '' })
+    const undo = await grid(w, ['--json', 'env', '--unset'], { env: empty })
+    assert.equal(undo.code, 0, undo.stderr)
+    const { set, unset } = JSON.parse(undo.stdout)
+    assert.deepEqual(set, { GOFLAGS: '' })
+    assert.ok(!unset.includes('GOFLAGS'), unset.join(' '))
+    const sh = await grid(w, ['env', '--unset'], { env: empty })
+    assert.match(sh.stdout, /^export GOFLAGS=''$/m)
+  })
 })
+
+/** A module of one program that prints `version` (for -ldflags -X) and whether the build tag foo was set. */
+async function flagsModule (dir: string): Promise<string> {
+  const mod = join(dir, 'flags')
+  await mkdir(mod, { recursive: true })
+  await writeFile(join(mod, 'go.mod'), 'module example.com/flags\n\ngo 1.24\n')
+  await writeFile(join(mod, 'main.go'), 'package main\n\nimport "os"\n\nvar version = "none"\n\nfunc main() { os.Stdout.WriteString(version + " " + tag + "\\n") }\n')
+  await writeFile(join(mod, 'tag_foo.go'), '//go:build foo\n\npackage main\n\nconst tag = "foo"\n')
+  await writeFile(join(mod, 'tag_other.go'), '//go:build !foo\n\npackage main\n\nconst tag = "untagged"\n')
+  return mod
+}

@@ -80,9 +80,17 @@ export function parseListLine (line: string): { p: string, files: string[], impo
  * orders compiles by it and the progress line counts against it. Only for build and install,
  * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
+/** How many arguments of go's `-C dir` (or -C=dir, --C dir, --C=dir) lead, which must stay first. */
+export function chdirArgs (args: string[]): number {
+  const first = args[0] ?? ''
+  if (first === '-C' || first === '--C') return 2
+  return first.startsWith('-C=') || first.startsWith('--C=') ? 1 : 0
+}
+
 export async function listPackages (go: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<GraphPackage[] | undefined> {
+  const chdir = chdirArgs(args) // -C must stay go list's first flag too
   const text = await new Promise<string | undefined>(resolve => {
-    const child = spawn(go, ['list', '-e', '-deps', '-f', LIST_FORMAT, ...listFlags(args)], { env: { ...env, GODEBUG: withGodebug(env.GODEBUG, GRAPH_GODEBUG) }, stdio: ['ignore', 'pipe', 'ignore'], signal })
+    const child = spawn(go, ['list', ...args.slice(0, chdir), '-e', '-deps', '-f', LIST_FORMAT, ...listFlags(args.slice(chdir))], { env: { ...env, GODEBUG: withGodebug(env.GODEBUG, GRAPH_GODEBUG) }, stdio: ['ignore', 'pipe', 'ignore'], signal })
     // Below the build's own work: on a busy machine the plan arrives later, the build is not slowed.
     if (child.pid !== undefined) { try { setPriority(child.pid, GRAPH_NICE) } catch {} }
     const chunks: Buffer[] = []

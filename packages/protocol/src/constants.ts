@@ -84,7 +84,9 @@ export const ENV = {
   /** set to `gocache` by `grid env`: with no node, the cache helper uses GOCACHE as go would */
   withoutNode: 'GRID_WITHOUT_NODE',
   /** set by `grid env`: GOFLAGS as it was before, which `grid env --unset` and `grid build` restore */
-  goflagsBefore: 'GRID_ENV_GOFLAGS'
+  goflagsBefore: 'GRID_ENV_GOFLAGS',
+  /** set by `grid env`: the GOFLAGS it set, to tell one the user changed since from its own */
+  goflagsSet: 'GRID_ENV_GOFLAGS_SET'
 } as const
 
 /** Why a compile did not run through the node's pool (written by the shim). */

@@ -11,11 +11,11 @@ import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
 import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type MessageOf } from '@grid/protocol'
-import { listPackages } from '../graph.js'
+import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
 import { openSession } from '../session.js'
-import { staleGridEnv, withoutGridEnv } from './env.js'
+import { splitGoFlags, staleGridEnv, withoutGridEnv } from './env.js'
 
 /**
  * The go commands grid runs, and what grid adds to each beyond the shim and the cache helper.
@@ -75,6 +75,50 @@ before the command (\`grid --help\`).`
 const TOOLEXEC = /^--?toolexec(=|$)/
 
 /**
+ * The flags of go build, install, run and test that take a value, which may be the next
+ * argument (`-o out`, `-tags x`): cmd/go's AddBuildFlags, AddModFlag, AddModCommonFlags,
+ * AddChdirFlag and AddCoverFlags (internal/work/build.go, internal/base/flag.go), run's and
+ * test's -exec, build's and test's -o.
+ */
+const BUILD_VALUE_FLAGS = new Set([
+  'C', 'p', 'asmflags', 'buildmode', 'compiler', 'gccgoflags', 'gcflags', 'installsuffix', 'ldflags', 'mod', 'modfile',
+  'overlay', 'pgo', 'pkgdir', 'tags', 'toolexec', 'covermode', 'coverpkg', 'debug-actiongraph', 'debug-runtime-trace',
+  'debug-trace', 'exec', 'o'
+])
+
+/** go test's own flags that take a value (internal/test/testflag.go), also as -test.<name>. */
+const TEST_VALUE_FLAGS = new Set([
+  'coverprofile', 'vet', 'bench', 'benchtime', 'blockprofile', 'blockprofilerate', 'count', 'cpu', 'cpuprofile', 'fuzz',
+  'list', 'memprofile', 'memprofilerate', 'mutexprofile', 'mutexprofilefraction', 'outputdir', 'parallel', 'run',
+  'skip', 'timeout', 'fuzztime', 'fuzzminimizetime', 'trace', 'shuffle'
+])
+
+/**
+ * The arguments go parses as its own flags, without their values: for run, those before the
+ * package (go's flag parsing stops at the first argument that is not a flag; the rest are the
+ * program's); for test, those before -args (the rest are the test binary's). For build,
+ * install and vet, every argument.
+ */
+export function goOwnFlags (sub: GoCommand, args: string[]): string[] {
+  if (sub !== 'run' && sub !== 'test') return args
+  const flags: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string
+    if (a === '--' || (sub === 'test' && (a === '-args' || a === '--args'))) break
+    if (!a.startsWith('-') || a === '-') {
+      if (sub === 'run') break
+      continue // test: a package; its flags may follow
+    }
+    flags.push(a)
+    let name = a.replace(/^--?/, '')
+    if (name.includes('=')) continue
+    if (sub === 'test') name = name.replace(/^test\./, '')
+    if (BUILD_VALUE_FLAGS.has(name) || (sub === 'test' && TEST_VALUE_FLAGS.has(name))) i++
+  }
+  return flags
+}
+
+/**
  * The package graph is listed this long after go starts: a no-op build (~0.2–0.5 s) is
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
@@ -91,7 +135,8 @@ function quoteForGo (word: string): string {
 }
 
 export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean, goflags = ''): string[] {
-  const conflict = args.find(a => TOOLEXEC.test(a)) ?? (goflags.split(/\s+/).some(f => TOOLEXEC.test(f)) ? 'GOFLAGS' : undefined)
+  const conflict = goOwnFlags(sub, args).find(a => TOOLEXEC.test(a)) ??
+    (splitGoFlags(goflags).some(f => TOOLEXEC.test(f.value)) ? 'GOFLAGS' : undefined)
   if (conflict !== undefined) {
     // `grid build --toolexec auto`: grid's own option, given where go's flags go
     const at = args.indexOf(conflict)
@@ -104,7 +149,7 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
     })
   }
   // `-C dir` must stay the first flag on go's command line.
-  const chdir = args[0] === '-C' ? 2 : (args[0]?.startsWith('-C=') === true ? 1 : 0)
+  const chdir = chdirArgs(args)
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
@@ -193,7 +238,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     // throttles local work to its own slots. A -p of the user's own wins. Not for go test:
     // there -p also bounds how many test binaries run at once on this machine, and tests that
     // pass under go test must not fail under grid test for want of CPU (GO_COMMANDS).
-    if (shape.raiseP && begun.parallelism > availableParallelism() && !args.some(a => /^--?p(=|$)/.test(a))) {
+    if (shape.raiseP && begun.parallelism > availableParallelism() && !goOwnFlags(sub, args).some(a => /^--?p(=|$)/.test(a))) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
     // --toolexec auto: with no peer that could take a compile (busy ones count: they free up

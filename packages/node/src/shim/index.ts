@@ -1,8 +1,14 @@
 /**
  * Builds the Go shim (packages/node/shim: toolexec wrapper and GOCACHEPROG helper in one binary)
- * with the user's own `go`, once per (shim source, Go version, GOOS/GOARCH), into
+ * with the user's own `go`, once per (shim source, Go version, host GOOS/GOARCH), into
  * `<cacheDir>/shim/<key>/grid-shim`. Concurrent first builds race harmlessly: each builds into
  * a temp dir and renames it into place.
+ *
+ * The shim runs here, whatever the user's builds are for: it is built for the host (GOHOSTOS/
+ * GOHOSTARCH, which detectGo reports as the toolchain's goos/goarch) with every target setting
+ * at its default, from the environment or from a `go env -w` file alike (GOENV=off), so that
+ * GOARCH=arm64 or GOAMD64=v4 neither makes a binary this machine cannot run nor gives it
+ * another key.
  *
  * Each upgrade of grid or of Go leaves the old key's build behind. Every use marks its key's
  * directory (mtime), and building a new one removes the keys unused for SHIM_UNUSED_MS and the
@@ -14,7 +20,7 @@ import { execFile } from 'node:child_process'
 import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { GridError } from '@grid/protocol'
+import { GridError, OUTPUT_ENV } from '@grid/protocol'
 import type { GoToolchain } from '../toolchain/index.js'
 import { prepareCacheDir } from '../paths.js'
 
@@ -28,10 +34,27 @@ export const SHIM_UNUSED_MS = 30 * 86_400_000
 /** A `build-*` temp dir older than this is a crashed build's: a build takes seconds. */
 const STALE_BUILD_MS = 3_600_000
 
+/**
+ * The environment the shim is built in: the host's defaults for everything that changes the
+ * binary (OUTPUT_ENV, but GOROOT, which names the toolchain), no `go env -w` file, no cgo, no
+ * cache helper. go's GOCACHE as the user's go reports it, which a `go env -w GOCACHE` may have
+ * set, stays: the shim's compiles are cached where the user's are.
+ */
+function shimBuildEnv (toolchain: GoToolchain): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env, GOENV: 'off', CGO_ENABLED: '0', GOFLAGS: '-mod=mod -buildvcs=false', GOWORK: 'off', GOTOOLCHAIN: 'local', GOPROXY: 'off'
+  }
+  if (toolchain.gocache !== '') env.GOCACHE = toolchain.gocache
+  delete env.GOCACHEPROG
+  for (const name of OUTPUT_ENV) if (name !== 'GOROOT') delete env[name]
+  return env
+}
+
+/** The key of a shim build: what it is built from (source, Go version) and for (the host). */
 async function sourceKey (toolchain: GoToolchain): Promise<string> {
+  const names = (await readdir(SHIM_SOURCE_DIR)).filter(n => (n.endsWith('.go') && !n.endsWith('_test.go')) || n === 'go.mod').sort()
   const hash = createHash('sha256')
   hash.update(`${toolchain.version} ${toolchain.goos}/${toolchain.goarch}\n`)
-  const names = (await readdir(SHIM_SOURCE_DIR)).filter(n => (n.endsWith('.go') && !n.endsWith('_test.go')) || n === 'go.mod').sort()
   for (const name of names) {
     hash.update(`${name}\n`)
     hash.update(await readFile(join(SHIM_SOURCE_DIR, name)))
@@ -42,6 +65,7 @@ async function sourceKey (toolchain: GoToolchain): Promise<string> {
 /** Returns the path of a shim binary built for this toolchain, building it if needed. */
 export async function ensureShim (cacheDir: string, toolchain: GoToolchain, options: { signal?: AbortSignal } = {}): Promise<string> {
   await prepareCacheDir(cacheDir)
+  const env = shimBuildEnv(toolchain)
   const dir = join(cacheDir, 'shim', await sourceKey(toolchain))
   const binary = join(dir, SHIM_BINARY)
   try {
@@ -54,10 +78,6 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   const tmp = await mkdtemp(join(cacheDir, 'shim', 'build-'))
   try {
     await new Promise<void>((resolve, reject) => {
-      const env: NodeJS.ProcessEnv = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod -buildvcs=false', GOWORK: 'off', GOTOOLCHAIN: 'local', GOPROXY: 'off' }
-      delete env.GOCACHEPROG
-      delete env.GOOS
-      delete env.GOARCH
       execFile(toolchain.go, ['build', '-trimpath', '-ldflags=-s -w', '-o', join(tmp, SHIM_BINARY), '.'], {
         cwd: SHIM_SOURCE_DIR, env, signal: options.signal ?? AbortSignal.timeout(120_000)
       }, (err, _stdout, stderr) => {

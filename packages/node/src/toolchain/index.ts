@@ -11,6 +11,7 @@ export interface GoToolchain {
   /** e.g. `go1.26.8` */
   version: string
   goroot: string
+  /** the platform go runs on (GOHOSTOS, GOHOSTARCH), whatever the builds target: the shim's, and pkg/tool's */
   goos: string
   goarch: string
   /** cmd/go's build cache dir (`go env GOCACHE`); the cache helper links the grid's blobs into it */
@@ -39,7 +40,7 @@ const GO_ENV_TIMEOUT_MS = 30_000
 export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
   const go = options.go ?? process.env.GRID_GO ?? 'go'
   const out = await new Promise<string>((resolve, reject) => {
-    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOOS', 'GOARCH', 'GOCACHE'], {
+    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOHOSTOS', 'GOHOSTARCH', 'GOCACHE'], {
       env: options.env ?? process.env, signal: AbortSignal.any([AbortSignal.timeout(GO_ENV_TIMEOUT_MS), ...(options.signal === undefined ? [] : [options.signal])])
     }, (err, stdout, stderr) => {
       if (err === null) { resolve(stdout); return }
