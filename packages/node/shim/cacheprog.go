@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,13 +92,32 @@ func runCacheprog() int {
 	// cmd/go abort at its next cache request. The helper ends when cmd/go closes its stdin.
 	signal.Ignore(os.Interrupt)
 	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{})}
-	h.alone = goStoreFor(os.Getenv("GRID_WITHOUT_NODE"), goCacheDir())
+	mode, socket := os.Getenv("GRID_WITHOUT_NODE"), os.Getenv("GRID_SOCKET")
+	if nestedGo() {
+		// cmd/go passes its environment on to the programs and tests it runs, GOCACHEPROG and
+		// all: a go command one of them starts is not grid build's, and caches as plain go
+		// would, in its own GOCACHE (a test that sets a fresh one expects a cold cache).
+		mode, socket = withoutNodeGoCache, ""
+	}
+	h.alone = goStoreFor(mode, goCacheDir())
 	h.reply(response{KnownCommands: []string{"get", "put", "close"}})
 	// cmd/go plans the build before its first request: connect meanwhile.
-	go h.open(os.Getenv("GRID_SOCKET"))
+	go h.open(socket)
 	h.serve(os.Stdin)
 	h.removePrivateDir()
 	return 0
+}
+
+// nestedGo reports whether the go command this helper serves is not the one grid build
+// started (GRID_PARENT, grid's pid, is not its parent): a go run by a program or test that go
+// started, which inherited GOCACHEPROG. Unknown (not Linux, or no GRID_PARENT): not nested.
+func nestedGo() bool {
+	want := os.Getenv("GRID_PARENT")
+	if want == "" {
+		return false
+	}
+	got, ok := grandparent()
+	return ok && strconv.Itoa(got) != want
 }
 
 // open connects to the node and asks for its blob directory. Any failure means standalone.

@@ -7,3 +7,8 @@ package main
 func parentCommand() []string {
 	return nil
 }
+
+// grandparent is Linux-only for now: elsewhere a nested go command is not told apart.
+func grandparent() (int, bool) {
+	return 0, false
+}

@@ -81,6 +81,8 @@ export const ENV = {
   cache: 'GRID_CACHE',
   /** cmd/go's GOCACHE as `go env` reports it, for the cache helper (docs/cache.md) */
   gocache: 'GRID_GOCACHE',
+  /** set by `grid build` for the go it starts: its own pid, which the cache helper finds as its go's parent (else a nested go, cacheprog.go) */
+  parent: 'GRID_PARENT',
   /** set to `gocache` by `grid env`: with no node, the cache helper uses GOCACHE as go would */
   withoutNode: 'GRID_WITHOUT_NODE',
   /** set by `grid env`: GOFLAGS as it was before, which `grid env --unset` and `grid build` restore */

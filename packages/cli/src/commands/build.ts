@@ -253,6 +253,8 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
       [ENV.build]: build,
       [ENV.fallbackLog]: fallbackLog,
       [ENV.gocache]: toolchain.gocache,
+      // the go this process starts: a go a program or test of its starts is told apart by it
+      [ENV.parent]: String(process.pid),
       GOCACHEPROG: `${quoteForGo(shim)} cacheprog`
     }
     const child = spawn(toolchain.go, argv, {
