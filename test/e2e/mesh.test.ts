@@ -8,6 +8,7 @@ import { describe, it } from 'node:test'
 import { noise } from '@chainsafe/libp2p-noise'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
+import type { Libp2p } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { ADVERT_PROTOCOL, PEER_TIMEOUT_MS } from '@grid/node'
@@ -52,6 +53,21 @@ async function settled (m: Member): Promise<boolean> {
   return (JSON.parse(r.stdout) as Array<{ connected: boolean, connections: number }>).every(p => p.connected && p.connections === 1)
 }
 
+
+/** A raw libp2p host in the open mesh, with gossipsub: a member that does what a grid node would not. */
+async function rogueMember (t: { after: (fn: () => Promise<void>) => void }, pubsub: Record<string, unknown> = {}): Promise<Libp2p> {
+  const { gossipsub } = await import('@libp2p/gossipsub')
+  const { identify } = await import('@libp2p/identify')
+  const rogue = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
+    streamMuxers: [yamux()],
+    services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', ...pubsub } as never) }
+  })
+  t.after(async () => { await rogue.stop() })
+  return rogue
+}
 describe('mesh', () => {
   it('4 daemons with bootstrap addresses only all list each other, with toolchain and slots', async (t) => {
     const goVersion = (await run('go', ['env', 'GOVERSION'])).stdout.trim()
@@ -127,18 +143,9 @@ describe('mesh', () => {
 
   it('bad adverts over real gossip (bad fields, oversized, random bytes, a forged sender) are dropped and logged; nothing crashes', async (t) => {
     const m = await member(t)
-    const { gossipsub } = await import('@libp2p/gossipsub')
-    const { identify } = await import('@libp2p/identify')
     const { encodeAdvert } = await import('@grid/protocol')
     const { ADVERT_TOPIC } = await import('@grid/node')
-    const rogue = await createLibp2p({
-      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      transports: [tcp()],
-      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
-      streamMuxers: [yamux()],
-      services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', maxInboundDataLength: 4 * 1024 * 1024 } as never) }
-    })
-    t.after(async () => { await rogue.stop() })
+    const rogue = await rogueMember(t, { maxInboundDataLength: 4 * 1024 * 1024 })
     const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown> }
     pubsub.subscribe(ADVERT_TOPIC)
     await rogue.dial(multiaddr(m.addr))
@@ -180,20 +187,11 @@ describe('mesh', () => {
       t.after(async () => { await new Promise(resolve => server.close(resolve)) })
       ports.push((server.address() as { port: number }).port)
     }
-    const { gossipsub } = await import('@libp2p/gossipsub')
-    const { identify } = await import('@libp2p/identify')
     const { generateKeyPair, publicKeyToProtobuf } = await import('@libp2p/crypto/keys')
     const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
     const { encodeAdvert } = await import('@grid/protocol')
     const { ADVERT_TOPIC } = await import('@grid/node')
-    const rogue = await createLibp2p({
-      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-      transports: [tcp()],
-      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
-      streamMuxers: [yamux()],
-      services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign' } as never) }
-    })
-    t.after(async () => { await rogue.stop() })
+    const rogue = await rogueMember(t)
     const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown>, publishConfig: unknown }
     pubsub.subscribe(ADVERT_TOPIC)
     await rogue.dial(multiaddr(m.addr))
