@@ -4,7 +4,7 @@
  * example.com/share turned into a task as a requester would, and a worker with a real pool.
  */
 import assert from 'node:assert/strict'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { lpStream, streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
@@ -21,13 +21,21 @@ export const MODULE: Record<string, string> = {
 }
 
 /** A -toolexec that writes down cmd/go's compile of example.com/share (argv, cwd, env), then runs the tool. */
-export const RECORDER = `#!/bin/sh
+const RECORDER = `#!/bin/sh
 case "$1" in
   */compile) if [ "$TOOLEXEC_IMPORTPATH" = "example.com/share" ] && [ "$2" != "-V=full" ]; then
     pwd > "$REC.cwd"; printf '%s\\0' "$@" > "$REC.args"; env -0 > "$REC.env"; fi ;;
 esac
 exec "$@"
 `
+
+/** Writes the recording toolexec script (RECORDER) into `root`; returns its path, for `requester`. */
+export async function writeRecorder (root: string): Promise<string> {
+  const recorder = join(root, 'rec.sh')
+  await writeFile(recorder, RECORDER)
+  await chmod(recorder, 0o755)
+  return recorder
+}
 
 export interface Toolchain { compiler: string, goroot: string, tool: string }
 

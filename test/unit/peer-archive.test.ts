@@ -3,12 +3,12 @@
 // acts on it (cgo_ldflag reaches the host linker's command line), so a peer could otherwise run
 // commands on the requester at link time. Real archives from the real compiler.
 import assert from 'node:assert/strict'
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { peerArchiveProblem, withCgoSection } from '@grid/node/server'
 import { run, suiteContext, tempDir } from '../helpers/index.js'
-import { RECORDER, requester, type Requester } from '../helpers/worker.js'
+import { writeRecorder, requester, type Requester } from '../helpers/worker.js'
 
 describe('a peer\'s archive', () => {
   const suite = suiteContext()
@@ -17,9 +17,7 @@ describe('a peer\'s archive', () => {
 
   before(async () => {
     root = await tempDir(suite, 'archive')
-    const recorder = join(root, 'rec.sh')
-    await writeFile(recorder, RECORDER)
-    await chmod(recorder, 0o755)
+    const recorder = await writeRecorder(root)
     good = await requester(root, 'arch', 'src/share', recorder)
   })
 

@@ -3,12 +3,11 @@
 // the task's. The worker, its pool and the Go toolchain are real; the requester is this test
 // speaking the protocol (test/helpers/worker.ts).
 import assert from 'node:assert/strict'
-import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { suiteContext, tempDir } from '../helpers/index.js'
-import { RECORDER, openEager, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
+import { writeRecorder, openEager, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 describe('worker: eager offers', () => {
   let r: Requester & { toolchain: Toolchain }
@@ -19,9 +18,7 @@ describe('worker: eager offers', () => {
 
   before(async () => {
     const root = await tempDir(suite, 'eager')
-    const recorder = join(root, 'rec.sh')
-    await writeFile(recorder, RECORDER)
-    await chmod(recorder, 0o755)
+    const recorder = await writeRecorder(root)
     r = await requester(root, 'alice', 'src/share', recorder)
     const w = workerFor(join(root, 'worker'), r.toolchain, h => { handler = h })
     compiles = w.compiles

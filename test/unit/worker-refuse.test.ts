@@ -4,13 +4,13 @@
 // protocol (test/helpers/worker.ts).
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { chmod, readdir, writeFile } from 'node:fs/promises'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { MAX_TASK_FILE_BYTES, type CompileTask } from '@grid/protocol'
 import { suiteContext, tempDir } from '../helpers/index.js'
-import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
+import { writeRecorder, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 /** Every file below `dir`, relative to it. */
 async function tree (dir: string): Promise<string[]> {
@@ -30,9 +30,7 @@ describe('worker: adversarial tasks', () => {
 
   before(async () => {
     root = await tempDir(suite, 'refuse')
-    const recorder = join(root, 'rec.sh')
-    await writeFile(recorder, RECORDER)
-    await chmod(recorder, 0o755)
+    const recorder = await writeRecorder(root)
     good = await requester(root, 'mallory', 'src/share', recorder)
     workerDir = join(root, 'worker')
     outside = join(root, 'outside')

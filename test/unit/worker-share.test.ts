@@ -3,14 +3,13 @@
 // checkout, $WORK and dependency paths). The compiler runs once and both get the bytes their own
 // local compile writes; the compile outlives a requester that leaves, and stops when all have.
 import assert from 'node:assert/strict'
-import { chmod, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { errorCode } from '@grid/protocol'
 import type { Worker } from '@grid/node/server'
 import { suiteContext, tempDir, waitFor } from '../helpers/index.js'
-import { RECORDER, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
+import { writeRecorder, openTask, requester, workerFor, type Requester, type Toolchain } from '../helpers/worker.js'
 
 async function sendInputs (worker: Worker, r: Requester): Promise<void> {
   for (const sha256 of await worker.missing(r.task)) worker.inputs.put(sha256, r.blobs.get(sha256) as Buffer)
@@ -28,9 +27,7 @@ describe('worker: identical tasks share one compile', () => {
 
   before(async () => {
     root = await tempDir(suite, 'share')
-    const recorder = join(root, 'rec.sh')
-    await writeFile(recorder, RECORDER)
-    await chmod(recorder, 0o755)
+    const recorder = await writeRecorder(root)
     const a = await requester(root, 'alice', 'alice/src/share', recorder)
     bob = await requester(root, 'bob', 'bob/work/checkouts/7/share', recorder)
     alice = a

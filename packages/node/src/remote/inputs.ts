@@ -86,19 +86,29 @@ export class InputStore {
     return readFileSync(this.path(sha256), 'utf8')
   }
 
-  /** The inputs held and their bytes (a walk of the store; temp files left out). */
+  /** The inputs held and their bytes (temp files left out). */
   async usage (): Promise<{ inputs: number, bytes: number }> {
     const usage = { inputs: 0, bytes: 0 }
-    for (const shard of await readdir(this.dir).catch(() => [])) {
-      for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
-        if (name.endsWith('.tmp')) continue
-        const st = await stat(join(this.dir, shard, name)).catch(() => undefined)
-        if (st === undefined || !st.isFile()) continue
-        usage.inputs++
-        usage.bytes += st.size
-      }
+    for await (const { name, size } of this.files()) {
+      if (name.endsWith('.tmp')) continue
+      usage.inputs++
+      usage.bytes += size
     }
     return usage
+  }
+
+  /**
+   * Every file in the store, temp files included, with its size and mtime. Tolerates a file or
+   * directory that goes away meanwhile: nothing here can fail.
+   */
+  private async * files (): AsyncGenerator<{ name: string, path: string, size: number, mtimeMs: number }> {
+    for (const shard of await readdir(this.dir).catch(() => [])) {
+      for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
+        const path = join(this.dir, shard, name)
+        const st = await stat(path).catch(() => undefined)
+        if (st !== undefined && st.isFile()) yield { name, path, size: st.size, mtimeMs: st.mtimeMs }
+      }
+    }
   }
 
   /** Removes the inputs unused since `now - WORKER_INPUT_TTL_MS`, and stale temp files. One sweep at a time. */
@@ -109,16 +119,10 @@ export class InputStore {
 
   private async sweepOnce (now: number): Promise<SweepResult> {
     const result: SweepResult = { removed: 0, bytes: 0 }
-    // Every step tolerates a file or directory that went away meanwhile: nothing here can fail.
-    for (const shard of await readdir(this.dir).catch(() => [])) {
-      for (const name of await readdir(join(this.dir, shard)).catch(() => [])) {
-        if (this.stopping) return result
-        const path = join(this.dir, shard, name)
-        const st = await stat(path).catch(() => undefined)
-        if (st === undefined || !st.isFile()) continue
-        if (now - st.mtimeMs < (name.endsWith('.tmp') ? STALE_TEMP_MS : WORKER_INPUT_TTL_MS)) continue
-        await unlink(path).then(() => { result.removed++; result.bytes += st.size }, () => {})
-      }
+    for await (const { name, path, size, mtimeMs } of this.files()) {
+      if (this.stopping) return result
+      if (now - mtimeMs < (name.endsWith('.tmp') ? STALE_TEMP_MS : WORKER_INPUT_TTL_MS)) continue
+      await unlink(path).then(() => { result.removed++; result.bytes += size }, () => {})
     }
     if (result.removed > 0) log.info(`removed ${result.removed} inputs of peers' tasks unused for ${WORKER_INPUT_TTL_MS / 86_400_000} days (${result.bytes} bytes)`)
     return result
