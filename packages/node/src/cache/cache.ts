@@ -190,7 +190,7 @@ export class Cache {
     const entry = decodeEntry(raw)
     if (entry === undefined) {
       log.warn(`dropping undecodable index entry ${key}`)
-      await this.entries.del(key)
+      await this.dropEntry(key)
       return undefined
     }
     const outputHex = hex(entry.o)
@@ -506,7 +506,7 @@ export class Cache {
     }
     if (st === undefined || !st.isFile() || st.size !== BigInt(entry.s)) {
       log.warn(`blob ${outputHex} of ${key} is ${st === undefined ? 'missing' : st.isFile() ? 'of the wrong size' : 'not a file'}; dropping the entry`)
-      await this.entries.del(key)
+      await this.dropEntry(key)
       return 'missing'
     }
     if (st.ino.toString() === entry.i && st.ctimeNs.toString() === entry.c) return 'ok'
@@ -522,21 +522,39 @@ export class Cache {
     }
     const state = await pending
     if (state === 'ok') {
+      // The new stamp only saves the next get a hash: a write that fails (a full disk) leaves
+      // the old one, and the next get hashes again.
       const now = await stat(path, { bigint: true }).catch(() => undefined)
-      if (now !== undefined) await this.entries.put(key, packr.pack({ ...entry, i: now.ino.toString(), c: now.ctimeNs.toString() }))
+      if (now !== undefined) {
+        await this.entries.put(key, packr.pack({ ...entry, i: now.ino.toString(), c: now.ctimeNs.toString() }))
+          .catch((err: unknown) => { this.indexWriteFailed(`the new stamp of blob ${outputHex}`, err) })
+      }
       return 'ok'
     }
     if (state === 'unreadable') return 'unreadable'
     if (state === 'missing') {
       log.warn(`blob ${outputHex} of ${key} went while it was re-hashed; dropping the entry`)
-      await this.entries.del(key)
+      await this.dropEntry(key)
       return 'missing'
     }
     log.warn(`blob ${outputHex} of ${key} does not hash to its name: corrupt on disk; dropped, the action will be rebuilt`)
     await rm(path, { force: true })
-    await this.entries.del(key)
+    await this.dropEntry(key)
     this.events.onCorrupt?.(outputHex)
     return 'corrupt'
+  }
+
+  /**
+   * Drops an entry whose blob is gone or bad. The lookup is a miss either way: when the index
+   * cannot be written (a full disk), the entry stays, and the next get finds its blob gone again.
+   */
+  private async dropEntry (key: string): Promise<void> {
+    await this.entries.del(key).catch((err: unknown) => { this.indexWriteFailed(`dropping entry ${key}`, err) })
+  }
+
+  /** A write to the index that a lookup made on the side failed: logged, and the lookup goes on. */
+  private indexWriteFailed (what: string, err: unknown): void {
+    log.warn(`cannot write the cache index (${what}): ${levelMessage(err)}`)
   }
 
   /**

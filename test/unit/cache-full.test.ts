@@ -1,0 +1,78 @@
+// A disk that fills up under the cache: the index cannot be written, and what it holds is still
+// served. Real LevelDB and real files in a temp dir; the full disk is a child process under a
+// file-size limit (`ulimit -f`), whose writes past it fail as they would on a full disk.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { unlink, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { Cache } from '@grid/node/server'
+import { run, tempDir } from '../helpers/index.js'
+
+const id = (): Uint8Array => randomBytes(32)
+
+/**
+ * Opens the cache in `argv[4]`, puts entries until the index cannot take one more (the file-size
+ * limit), then gets every ActionID of `actions.json`.
+ */
+const CHILD = `
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+const [serverUrl, polyfillUrl, dir] = process.argv.slice(2)
+await import(polyfillUrl)
+const { Cache } = await import(serverUrl)
+const cache = await Cache.open({ dir, nodeId: 'p' })
+let corruptEvents = 0
+cache.events.onCorrupt = () => { corruptEvents++ }
+let filled = ''
+for (let i = 0; i < 100000 && filled === ''; i++) {
+  await cache.putBytes(randomBytes(32), randomBytes(64)).catch(err => { filled = err.message })
+}
+const actions = JSON.parse(readFileSync(join(dir, 'actions.json'), 'utf8')).map(h => Buffer.from(h, 'hex'))
+const outcomes = { hit: 0, miss: 0, corrupt: 0, rejected: [] }
+for (const a of actions) {
+  await cache.get(a).then(v => { if (v === undefined) outcomes.miss++; else if (v === 'corrupt') outcomes.corrupt++; else outcomes.hit++ },
+    err => { outcomes.rejected.push(err.message) })
+}
+await cache.close()
+process.stdout.write(JSON.stringify({ filled, outcomes, corruptEvents }))
+`
+
+describe('cache: a full disk', () => {
+  it('a get whose index write fails (a full disk) is still a hit, or a miss, never an error that ends the build\'s cache', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    const stamped = Array.from({ length: 20 }, () => id())
+    const gone = Array.from({ length: 20 }, () => id())
+    const paths: string[] = []
+    for (const a of stamped) paths.push((await cache.putBytes(a, randomBytes(512))).diskPath)
+    const gonePaths: string[] = []
+    for (const a of gone) gonePaths.push((await cache.putBytes(a, randomBytes(512))).diskPath)
+    await cache.close()
+    // A new ctime: each get re-hashes its blob and writes the new stamp. A blob that is gone: the
+    // get drops its entry. Both are index writes, which the full disk refuses.
+    const now = new Date()
+    for (const path of paths) await utimes(path, now, now)
+    for (const path of gonePaths) await unlink(path)
+    await writeFile(join(dir, 'actions.json'), JSON.stringify([...stamped, ...gone].map(a => Buffer.from(a).toString('hex'))))
+    const script = join(dir, 'child.mjs')
+    await writeFile(script, CHILD)
+    // 512 blocks (256 or 512 KiB by the shell): the index opens, its log then fills within a
+    // few thousand puts. Node ignores SIGXFSZ: a write past the limit fails with EFBIG.
+    const res = await run('sh', ['-c', 'ulimit -f 512 && exec "$@"', 'sh', process.execPath, script,
+      import.meta.resolve('@grid/node/server'), import.meta.resolve('@grid/protocol/polyfill'), dir], { timeoutMs: 60_000 })
+    assert.equal(res.code, 0, res.stderr)
+    const out = JSON.parse(res.stdout) as { filled: string, outcomes: { hit: number, miss: number, corrupt: number, rejected: string[] }, corruptEvents: number }
+    const detail = `${JSON.stringify(out)}\n${res.stderr.slice(0, 2000)}`
+    assert.match(out.filled, /File too large|No space/, `the index never filled up, so this proves nothing: ${detail}`)
+    assert.deepEqual(out.outcomes, { hit: stamped.length, miss: gone.length, corrupt: 0, rejected: [] }, detail)
+    assert.equal(out.corruptEvents, 0, detail)
+    assert.match(res.stderr, /cannot write the cache index/, 'the warning says what failed')
+    // with room again, the entries of the blobs that went are dropped, the others served
+    const again = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => again.close())
+    for (const a of gone) assert.equal(await again.get(a), undefined)
+    for (const a of stamped) assert.ok(typeof await again.get(a) === 'object')
+  })
+})
