@@ -1,13 +1,16 @@
-// A disk that fills up under the cache: the index cannot be written, and what it holds is still
-// served. Real LevelDB and real files in a temp dir; the full disk is a child process under a
-// file-size limit (`ulimit -f`), whose writes past it fail as they would on a full disk.
+// A disk that fills up under the cache, and an index removed while the node runs: the index
+// cannot be written, what it holds is still served, and it takes writes again once it can.
+// Real LevelDB and real files in a temp dir. The full disk is a child process under a file-size
+// limit (`ulimit -f`), whose writes past it fail as they would on a full disk, or a directory
+// where LevelDB's next table file goes.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { unlink, utimes, writeFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { Cache } from '@grid/node/server'
-import { run, tempDir } from '../helpers/index.js'
+import { run, tempDir, waitFor } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
 
@@ -74,5 +77,55 @@ describe('cache: a full disk', () => {
     t.after(() => again.close())
     for (const a of gone) assert.equal(await again.get(a), undefined)
     for (const a of stamped) assert.ok(typeof await again.get(a) === 'object')
+  })
+
+  it('an index that failed a table write (a full disk) takes writes again once there is room, without a restart', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p', healMs: 50 })
+    t.after(() => cache.close())
+    const body = randomBytes(64)
+    const { outputId } = await cache.putBytes(id(), body)
+    // LevelDB's next tables cannot be written (a directory has each one's name): the table its
+    // full write buffer goes to fails, as on a full disk, and from then on every write fails
+    const index = join(dir, 'index')
+    const last = Math.max(...(await readdir(index)).map(n => Number.parseInt(n, 10)).filter(n => Number.isInteger(n)))
+    const blocked = Array.from({ length: 40 }, (_, i) => join(index, `${String(last + 1 + i).padStart(6, '0')}.ldb`))
+    for (const path of blocked) await mkdir(path)
+    const kept: Uint8Array[] = []
+    let failed: string | undefined
+    for (let round = 0; round < 200 && failed === undefined; round++) {
+      const actions = Array.from({ length: 500 }, () => id())
+      const outcomes = await Promise.allSettled(actions.map(async a => await cache.put(a, outputId, body.length)))
+      outcomes.forEach((o, i) => { if (o.status === 'fulfilled') kept.push(actions[i] as Uint8Array); else failed ??= String(o.reason) })
+    }
+    assert.ok(failed !== undefined, 'the write buffer never went to a table, so this proves nothing')
+    // still failing a while later: LevelDB keeps the error
+    await new Promise(resolve => setTimeout(resolve, 200))
+    await assert.rejects(cache.put(id(), outputId, body.length))
+    // room again
+    for (const path of blocked) await rm(path, { recursive: true })
+    const after = id()
+    await waitFor(async () => await cache.put(after, outputId, body.length).then(() => true, () => false), 10_000, () => `the index never took a write again (it failed with ${failed ?? ''})`)
+    await cache.close()
+    const again = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => again.close())
+    assert.ok(typeof await again.get(after) === 'object', 'the entry put once there was room is kept')
+    assert.ok(typeof await again.get(kept[0] as Uint8Array) === 'object', 'entries put before the disk filled are kept')
+  })
+
+  it('an index removed while the node runs (rm -rf of the cache dir) is started afresh, and what is put then is kept', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p', healMs: 50 })
+    t.after(() => cache.close())
+    await rm(dir, { recursive: true, force: true })
+    // LevelDB would go on in files that are gone, until it needs a new one; what it held is
+    // lost at the next start either way
+    await waitFor(() => existsSync(join(dir, 'index', 'CURRENT')), 10_000, () => 'a new index in place of the removed one')
+    const after = id()
+    await cache.putBytes(after, randomBytes(100))
+    await cache.close()
+    const again = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => again.close())
+    assert.ok(typeof await again.get(after) === 'object', 'an entry put after the removal is kept')
   })
 })

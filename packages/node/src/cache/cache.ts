@@ -29,17 +29,22 @@
  *     anything else is asked of the node. Entries recalled for a build are pinned by it (6).
  *  8. The absent filter holds every ActionID in the index (and maybe others): a key is added
  *     to it before its entry is written, and bits are never cleared (absent.ts).
+ *
+ * The index heals (`heal`): after a write fails (a full disk), or once its directory has gone
+ * (removed by hand), it is checked every INDEX_HEAL_MS and opened again when writes still fail
+ * with room on the disk, or afresh when its directory went. LevelDB fails every write after one
+ * table it could not write until it is opened again.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
-import { mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Level } from 'level'
 import { CACHE_ID_BYTES, GridError, MAX_RECALL, errorCode, Packr, RECALL_RECORD_BYTES, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import { logger } from '../log.js'
 import { AbsentFilter } from './absent.js'
-import { ATIME_FLUSH_MS, GC_SPARES_RECENT_MS, BLOB_DIR, INDEX_DIR, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
+import { ATIME_FLUSH_MS, GC_SPARES_RECENT_MS, BLOB_DIR, INDEX_DIR, INDEX_HEAL_MS, INDEX_REOPEN_FREE_BYTES, MAX_RECALL_LISTS, ORPHAN_GRACE_MS, RECALL_SLICE, STALE_TMP_MS, TMP_DIR } from './constants.js'
 import { blobPathFor } from './layout.js'
 
 const log = logger('grid:cache')
@@ -50,6 +55,8 @@ export interface CacheInit {
   dir: string
   /** This node's PeerId: the producer recorded on its own puts. */
   nodeId: string
+  /** How often the index is checked and healed (INDEX_HEAL_MS); tests shorten it. */
+  healMs?: number
 }
 
 export interface CacheHit {
@@ -121,13 +128,14 @@ export class Cache {
   readonly dir: string
   readonly blobDir: string
   readonly nodeId: string
-  private readonly db: Level<string, Uint8Array>
-  private readonly entries: Sub
-  private readonly atimes: Sub
+  // The index and its sublevels: replaced together when `heal` opens it again.
+  private db: Level<string, Uint8Array>
+  private entries: Sub
+  private atimes: Sub
   /** recall key → the ActionIDs (32 bytes each) its last build looked up */
-  private readonly recallLists: Sub
+  private recallLists: Sub
   /** recall key → when its list was written (for keeping the newest MAX_RECALL_LISTS) */
-  private readonly recallTimes: Sub
+  private recallTimes: Sub
   private readonly pendingAtimes = new Map<string, number>()
   private readonly pendingEntries: Array<{ key: string, value: Uint8Array, resolve: () => void, reject: (err: unknown) => void }> = []
   /** The batch of index writes on its way to LevelDB, if any (close waits for it). */
@@ -146,29 +154,114 @@ export class Cache {
   /** Keys of the index batches being written (between pendingEntries and LevelDB) */
   private readonly writingKeys = new Set<string>()
   private closed = false
+  /** The first index write that failed since the last that went through, if one did */
+  private writesFailing: string | undefined
+  private readonly healMs: number
+  private healTimer: NodeJS.Timeout | undefined
+  private healing: Promise<boolean> | undefined
+  /** While `heal` closes the index and opens it again: writes wait for it */
+  private reopening: Promise<void> | undefined
   events: CacheEvents = {}
 
-  private constructor (init: CacheInit, db: Level<string, Uint8Array>) {
+  private constructor (init: CacheInit, index: OpenIndex) {
     this.dir = init.dir
     this.nodeId = init.nodeId
     this.blobDir = join(init.dir, BLOB_DIR)
-    this.db = db
-    this.entries = db.sublevel<string, Uint8Array>('e', { valueEncoding: 'view' }) as unknown as Sub
-    this.atimes = db.sublevel<string, Uint8Array>('a', { valueEncoding: 'view' }) as unknown as Sub
-    this.recallLists = db.sublevel<string, Uint8Array>('r', { valueEncoding: 'view' }) as unknown as Sub
-    this.recallTimes = db.sublevel<string, Uint8Array>('rt', { valueEncoding: 'view' }) as unknown as Sub
+    this.healMs = init.healMs ?? INDEX_HEAL_MS
+    this.db = index.db
+    this.entries = index.entries
+    this.atimes = index.atimes
+    this.recallLists = index.recallLists
+    this.recallTimes = index.recallTimes
   }
 
   static async open (init: CacheInit): Promise<Cache> {
     await mkdir(join(init.dir, BLOB_DIR, TMP_DIR), { recursive: true })
-    const db = await openIndex(init.dir)
-    const cache = new Cache(init, db)
-    // A sublevel opens a turn after its database: until then getSync fails (LEVEL_DATABASE_NOT_OPEN).
-    await Promise.all([cache.entries, cache.atimes, cache.recallLists, cache.recallTimes].map(async sub => { await sub.open() }))
+    const cache = new Cache(init, await withSublevels(await openIndex(init.dir)))
     cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
     cache.flushTimer.unref()
+    cache.healTimer = setInterval(() => { void cache.heal() }, cache.healMs)
+    cache.healTimer.unref()
     void cache.fillAbsent()
     return cache
+  }
+
+  /**
+   * Whether the index takes writes, making it do so if it can: once a write has failed (a full
+   * disk) a write is tried again, and when that fails too while the disk has room, the index is
+   * closed and opened again (LevelDB fails every write after a table it could not write, until
+   * then). An index whose directory has gone (the cache dir removed while the node ran: LevelDB
+   * goes on in files no one can open again, until it needs a new one) is opened afresh. Runs
+   * every INDEX_HEAL_MS; does nothing while writes go through and the directory is there.
+   */
+  async heal (): Promise<boolean> {
+    this.healing ??= this.healOnce().finally(() => { this.healing = undefined })
+    return await this.healing
+  }
+
+  private async healOnce (): Promise<boolean> {
+    if (this.closed || this.reopening !== undefined) return false
+    const indexDir = join(this.dir, INDEX_DIR)
+    const gone = await stat(join(indexDir, 'CURRENT')).then(() => false, (err: NodeJS.ErrnoException) => isGone(err))
+    if (!gone) {
+      if (this.writesFailing === undefined) return true
+      try {
+        await this.db.del(HEAL_PROBE_KEY)
+        log.warn(`the cache index takes writes again (they failed from: ${this.writesFailing})`)
+        this.writesFailing = undefined
+        return true
+      } catch {}
+      // LevelDB writes a table and a manifest as it opens: without room for them it would not
+      // open, and the node would be left with no index to read until it did
+      const room = await statfs(this.dir).then(s => s.bavail * s.bsize, () => 0)
+      if (room < INDEX_REOPEN_FREE_BYTES) return false
+    }
+    // Closed, the index opens again only if its file system takes files (not full, not gone
+    // read-only): a failed open leaves no index to read. Until then the old one serves reads.
+    try {
+      await mkdir(join(this.dir, BLOB_DIR, TMP_DIR), { recursive: true })
+      await mkdir(indexDir, { recursive: true })
+      const probe = join(indexDir, `${HEAL_PROBE_KEY}.${process.pid}`)
+      await writeFile(probe, Buffer.alloc(HEAL_PROBE_BYTES))
+      await unlink(probe)
+    } catch {
+      return false
+    }
+    log.warn(gone
+      ? `the cache index ${indexDir} has gone (removed while the node ran): starting a new one`
+      : `the cache index still fails writes (${this.writesFailing ?? ''}) with room on its disk: opening it again`)
+    let reopened!: () => void
+    this.reopening = new Promise<void>(resolve => { reopened = resolve })
+    try {
+      await this.entriesWriting
+      await Promise.allSettled(this.remembering)
+      await this.db.close().catch(() => {})
+      const index = await withSublevels(await openIndex(this.dir))
+      if (this.closed) { await index.db.close(); return false }
+      // in one turn: every reader sees the old index (closed: a miss) or the new one
+      this.db = index.db
+      this.entries = index.entries
+      this.atimes = index.atimes
+      this.recallLists = index.recallLists
+      this.recallTimes = index.recallTimes
+      this.approx = undefined
+      this.writesFailing = undefined
+      log.warn(`the cache index ${indexDir} is open again and takes writes`)
+      return true
+    } catch (err) {
+      // no index now: lookups miss and writes fail until the next round opens it
+      this.noteWriteFailure(err)
+      log.warn(`cannot open the cache index again: ${errorCode(err)?.startsWith('GRID_ERR_') === true ? (err as Error).message : levelMessage(err)}; trying again in ${this.healMs / 1000} s`)
+      return false
+    } finally {
+      this.reopening = undefined
+      reopened()
+    }
+  }
+
+  /** An index write failed: `heal` tries it again from its next round. */
+  private noteWriteFailure (err: unknown): void {
+    this.writesFailing ??= levelMessage(err)
   }
 
   blobPath (outputHex: string): string {
@@ -185,7 +278,7 @@ export class Cache {
     // Synchronous on purpose: a get sits on an action's critical path, and a LevelDB read from
     // the block cache (and a stat from the page cache) costs microseconds, far less than the
     // thread-pool round trip of the async calls (measured: no-op builds ~2x faster).
-    const raw = this.entries.getSync(key)
+    const raw = this.readEntry(key)
     if (raw === undefined) return undefined
     const entry = decodeEntry(raw)
     if (entry === undefined) {
@@ -234,7 +327,7 @@ export class Cache {
       if (i % RECALL_SLICE === RECALL_SLICE - 1) await new Promise(resolve => setImmediate(resolve))
       const actionId = list.subarray(i * CACHE_ID_BYTES, (i + 1) * CACHE_ID_BYTES)
       const actionHex = hex(actionId)
-      const raw = this.entries.getSync(actionHex)
+      const raw = this.readEntry(actionHex)
       const entry = raw === undefined ? undefined : decodeEntry(raw)
       if (entry === undefined || entries.has(actionHex)) continue
       let ino, ctime
@@ -265,9 +358,17 @@ export class Cache {
       ids.push(Buffer.from(h, 'hex'))
     }
     if (this.closed) return
+    await this.reopening
     const writing = this.writeRecall(key, Buffer.concat(ids))
     this.remembering.add(writing)
-    try { await writing } finally { this.remembering.delete(writing) }
+    try {
+      await writing
+    } catch (err) {
+      this.noteWriteFailure(err)
+      throw err
+    } finally {
+      this.remembering.delete(writing)
+    }
   }
 
   private async writeRecall (key: string, list: Buffer): Promise<void> {
@@ -483,6 +584,8 @@ export class Cache {
     if (this.closed) return
     this.closed = true
     clearInterval(this.flushTimer)
+    clearInterval(this.healTimer)
+    await this.healing
     await this.flushEntries()
     await this.entriesWriting
     await Promise.allSettled(this.remembering)
@@ -554,7 +657,22 @@ export class Cache {
 
   /** A write to the index that a lookup made on the side failed: logged, and the lookup goes on. */
   private indexWriteFailed (what: string, err: unknown): void {
+    this.noteWriteFailure(err)
     log.warn(`cannot write the cache index (${what}): ${levelMessage(err)}`)
+  }
+
+  /**
+   * An entry's raw value, or undefined. A read that fails (a damaged table; the index closed
+   * while `heal` opens it again) is a miss: logged, and the lookup goes on.
+   */
+  private readEntry (key: string): Uint8Array | undefined {
+    if (this.db.status !== 'open') return undefined // closed until `heal` opens it again, which logs why
+    try {
+      return this.entries.getSync(key)
+    } catch (err) {
+      log.warn(`cannot read entry ${key} of the cache index: ${levelMessage(err)}`)
+      return undefined
+    }
   }
 
   /**
@@ -569,6 +687,7 @@ export class Cache {
   }
 
   private async flushEntries (): Promise<void> {
+    await this.reopening
     const writes = this.pendingEntries.splice(0)
     if (writes.length === 0) return
     for (const w of writes) this.writingKeys.add(w.key)
@@ -578,6 +697,7 @@ export class Cache {
       await written
       for (const w of writes) w.resolve()
     } catch (err) {
+      this.noteWriteFailure(err)
       for (const w of writes) w.reject(err)
     } finally {
       for (const w of writes) this.writingKeys.delete(w.key)
@@ -625,10 +745,14 @@ export class Cache {
   }
 
   private async flushAtimes (): Promise<void> {
+    await this.reopening
     if (this.pendingAtimes.size === 0 || this.db.status !== 'open') return
     const ops = [...this.pendingAtimes].map(([key, t]) => ({ type: 'put' as const, key, value: writeTime(t) }))
     this.pendingAtimes.clear()
-    await this.atimes.batch(ops).catch((err: Error) => log.warn(`writing access times failed: ${err.message}`))
+    await this.atimes.batch(ops).catch((err: Error) => {
+      this.noteWriteFailure(err)
+      log.warn(`writing access times failed: ${levelMessage(err)}`)
+    })
   }
 
   private async blobFiles (): Promise<Array<{ name: string, path: string, dir: string }>> {
@@ -766,6 +890,21 @@ async function openIndex (cacheDir: string): Promise<Index> {
 }
 
 type Index = Level<string, Uint8Array>
+
+/** The key `heal` deletes to see whether the index takes writes (no sublevel's: none holds it). */
+const HEAL_PROBE_KEY = 'heal-probe'
+/** What `heal` writes beside the index to see whether its file system takes files again. */
+const HEAL_PROBE_BYTES = 64 * 1024
+
+interface OpenIndex { db: Index, entries: Sub, atimes: Sub, recallLists: Sub, recallTimes: Sub }
+
+/** An open index with its sublevels, each open (until then a sublevel's getSync fails: LEVEL_DATABASE_NOT_OPEN). */
+async function withSublevels (db: Index): Promise<OpenIndex> {
+  const sub = (name: string): Sub => db.sublevel<string, Uint8Array>(name, { valueEncoding: 'view' }) as unknown as Sub
+  const index = { db, entries: sub('e'), atimes: sub('a'), recallLists: sub('r'), recallTimes: sub('rt') }
+  await Promise.all([index.entries, index.atimes, index.recallLists, index.recallTimes].map(async s => { await s.open() }))
+  return index
+}
 /** On Node, `level`'s Level is classic-level's ClassicLevel, whose static repair its types omit. */
 interface Repairable { repair: (location: string) => Promise<void> }
 

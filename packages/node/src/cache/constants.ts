@@ -35,5 +35,20 @@ export const GC_SPARES_RECENT_MS = 10 * 60 * 1000
  */
 export const MAX_RECALL_LISTS = 256
 
+/**
+ * How often the index is checked: whether writes go through again after one failed (a full
+ * disk), and whether its directory is still there (a cache dir removed while the node runs).
+ * A write (or a `stat`) every 10 s costs nothing; a daemon whose index took no writes would
+ * otherwise lose every entry its builds put until it was restarted.
+ */
+export const INDEX_HEAL_MS = 10_000
+
+/**
+ * `heal` opens an index that still fails writes again only with this much free on its disk:
+ * LevelDB writes what its log holds (up to a write buffer, 4 MiB) into a table and a new
+ * manifest as it opens, and an open that fails leaves the node no index to read until it opens.
+ */
+export const INDEX_REOPEN_FREE_BYTES = 16 * 1024 * 1024
+
 /** Entries `recall` looks up between two turns of the event loop (~20 ms of work). */
 export const RECALL_SLICE = 1024
