@@ -16,13 +16,14 @@ const id = (): Uint8Array => randomBytes(32)
 
 /**
  * Opens the cache in `argv[4]`, puts entries until the index cannot take one more (the file-size
- * limit), then gets every ActionID of `actions.json`.
+ * limit), then gets every ActionID of `actions.json`, or with `argv[5]` 'gc' trims the cache to
+ * nothing.
  */
 const CHILD = `
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-const [serverUrl, polyfillUrl, dir] = process.argv.slice(2)
+const [serverUrl, polyfillUrl, dir, mode] = process.argv.slice(2)
 await import(polyfillUrl)
 const { Cache } = await import(serverUrl)
 const cache = await Cache.open({ dir, nodeId: 'p' })
@@ -31,6 +32,12 @@ cache.events.onCorrupt = () => { corruptEvents++ }
 let filled = ''
 for (let i = 0; i < 100000 && filled === ''; i++) {
   await cache.putBytes(randomBytes(32), randomBytes(64)).catch(err => { filled = err.message })
+}
+if (mode === 'gc') {
+  const gc = await cache.gc(0).then(r => ({ removedBlobs: r.removedBlobs, removedBytes: r.removedBytes }), err => ({ error: err.message }))
+  await cache.close()
+  process.stdout.write(JSON.stringify({ filled, gc }))
+  process.exit(0)
 }
 const actions = JSON.parse(readFileSync(join(dir, 'actions.json'), 'utf8')).map(h => Buffer.from(h, 'hex'))
 const outcomes = { hit: 0, miss: 0, corrupt: 0, rejected: [] }
@@ -41,6 +48,20 @@ for (const a of actions) {
 await cache.close()
 process.stdout.write(JSON.stringify({ filled, outcomes, corruptEvents }))
 `
+
+/** Runs CHILD on the cache in `dir` under a file-size limit: a disk that fills up as it runs. */
+async function onFullDisk (dir: string, mode = 'get'): Promise<{ out: any, stderr: string }> {
+  const script = join(dir, 'child.mjs')
+  await writeFile(script, CHILD)
+  // 512 blocks (256 or 512 KiB by the shell): the index opens, its log then fills within a
+  // few thousand puts. Node ignores SIGXFSZ: a write past the limit fails with EFBIG.
+  const res = await run('sh', ['-c', 'ulimit -f 512 && exec "$@"', 'sh', process.execPath, script,
+    import.meta.resolve('@grid/node/server'), import.meta.resolve('@grid/protocol/polyfill'), dir, mode], { timeoutMs: 60_000 })
+  assert.equal(res.code, 0, res.stderr)
+  const out = JSON.parse(res.stdout)
+  assert.match(out.filled, /File too large|No space/, `the index never filled up, so this proves nothing: ${res.stdout}`)
+  return { out, stderr: res.stderr }
+}
 
 describe('cache: a full disk', () => {
   it('a get whose index write fails (a full disk) is still a hit, or a miss, never an error that ends the build\'s cache', async (t) => {
@@ -59,24 +80,36 @@ describe('cache: a full disk', () => {
     for (const path of paths) await utimes(path, now, now)
     for (const path of gonePaths) await unlink(path)
     await writeFile(join(dir, 'actions.json'), JSON.stringify([...stamped, ...gone].map(a => Buffer.from(a).toString('hex'))))
-    const script = join(dir, 'child.mjs')
-    await writeFile(script, CHILD)
-    // 512 blocks (256 or 512 KiB by the shell): the index opens, its log then fills within a
-    // few thousand puts. Node ignores SIGXFSZ: a write past the limit fails with EFBIG.
-    const res = await run('sh', ['-c', 'ulimit -f 512 && exec "$@"', 'sh', process.execPath, script,
-      import.meta.resolve('@grid/node/server'), import.meta.resolve('@grid/protocol/polyfill'), dir], { timeoutMs: 60_000 })
-    assert.equal(res.code, 0, res.stderr)
-    const out = JSON.parse(res.stdout) as { filled: string, outcomes: { hit: number, miss: number, corrupt: number, rejected: string[] }, corruptEvents: number }
-    const detail = `${JSON.stringify(out)}\n${res.stderr.slice(0, 2000)}`
-    assert.match(out.filled, /File too large|No space/, `the index never filled up, so this proves nothing: ${detail}`)
+    const { out, stderr } = await onFullDisk(dir)
+    const detail = `${JSON.stringify(out)}\n${stderr.slice(0, 2000)}`
     assert.deepEqual(out.outcomes, { hit: stamped.length, miss: gone.length, corrupt: 0, rejected: [] }, detail)
     assert.equal(out.corruptEvents, 0, detail)
-    assert.match(res.stderr, /cannot write the cache index/, 'the warning says what failed')
+    assert.match(stderr, /cannot write the cache index/, 'the warning says what failed')
     // with room again, the entries of the blobs that went are dropped, the others served
     const again = await Cache.open({ dir, nodeId: 'p' })
     t.after(() => again.close())
     for (const a of gone) assert.equal(await again.get(a), undefined)
     for (const a of stamped) assert.ok(typeof await again.get(a) === 'object')
+  })
+
+  it('grid cache gc frees the space on a full disk, where the index cannot take the removal of entries', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    const actions = Array.from({ length: 20 }, () => id())
+    const paths: string[] = []
+    for (const a of actions) paths.push((await cache.putBytes(a, randomBytes(4096))).diskPath)
+    await cache.close()
+    const old = new Date(Date.now() - 3_600_000) // past the 10 minutes gc spares
+    for (const path of paths) await utimes(path, old, old)
+    const { out, stderr } = await onFullDisk(dir, 'gc')
+    const detail = `${JSON.stringify(out)}\n${stderr.slice(0, 2000)}`
+    assert.equal(out.gc.error, undefined, detail)
+    assert.ok(out.gc.removedBlobs >= actions.length && out.gc.removedBytes >= actions.length * 4096, detail)
+    for (const path of paths) assert.equal(existsSync(path), false, `${path} is still there`)
+    // with room again, the entries left naming the removed blobs are misses
+    const again = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => again.close())
+    for (const a of actions) assert.equal(await again.get(a), undefined)
   })
 
   it('an index that failed a table write (a full disk) takes writes again once there is room, without a restart', async (t) => {

@@ -18,8 +18,8 @@
  *     node over its socket. Blob files may be read by anyone holding a DiskPath.
  *  5. Each entry records the PeerId of the node that produced it.
  *  6. `gc` never removes a blob pinned by a running build, nor one whose file was written in
- *     the last GC_SPARES_RECENT_MS, and removes a blob only together with every entry that
- *     names it. A blob is pinned in the same turn of the event loop as its hit or put is
+ *     the last GC_SPARES_RECENT_MS, and removes every entry that names a blob it removes (the
+ *     blob first: on a full disk the entries stay, and a get drops them as it finds it gone). A blob is pinned in the same turn of the event loop as its hit or put is
  *     decided (`get`, `recall` and `put` take the build's pin set), and `gc` marks a blob as
  *     being removed in the same turn as it checks the pins, so a hit and a removal of one blob
  *     exclude each other. The helper hands cmd/go a blob it finds already in place at a put
@@ -501,6 +501,8 @@ export class Cache {
     let removedEntries = 0
     let removedBlobs = 0
     let removedBytes = 0
+    let kept = 0
+    let keptBecause = ''
     for (const [outputHex, blob] of order) {
       if (total <= maxBytes) break
       if (pinned(outputHex) || this.removing.has(outputHex)) continue
@@ -508,17 +510,28 @@ export class Cache {
       try {
         const st = await stat(this.blobPath(outputHex)).catch(() => undefined)
         if (st !== undefined && now - st.mtimeMs < GC_SPARES_RECENT_MS) continue
-        await this.entries.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
-        await this.atimes.batch(blob.keys.map(key => ({ type: 'del' as const, key })))
+        // The blob first: a trim is for the space, and on a full disk the index cannot take
+        // the deletions. An entry left naming a removed blob is a miss, dropped by the get
+        // (or the verify) that finds its blob gone.
         await rm(this.blobPath(outputHex), { force: true })
+        const keys = blob.keys.map(key => ({ type: 'del' as const, key }))
+        try {
+          await this.entries.batch(keys)
+          removedEntries += blob.keys.length
+          await this.atimes.batch(keys)
+        } catch (err) {
+          this.noteWriteFailure(err)
+          kept += blob.keys.length
+          keptBecause ||= levelMessage(err)
+        }
       } finally {
         this.removing.delete(outputHex)
       }
       total -= blob.size
-      removedEntries += blob.keys.length
       removedBlobs++
       removedBytes += blob.size
     }
+    if (kept > 0) log.warn(`gc: the index did not take the removal of ${kept} entries whose blobs went (${keptBecause}); they are dropped as lookups find their blobs gone`)
     const orphans = await this.removeOrphans(new Set(blobs.keys()), pinned)
     removedBlobs += orphans.count
     removedBytes += orphans.bytes
@@ -572,10 +585,17 @@ export class Cache {
       if (st instanceof Error && !isGone(st)) { cannotRead(outputHex, errno(st)); continue }
       if (st instanceof Error || !st.isFile() || st.size !== entry.s) { missing++; drop.push(key) }
     }
-    await this.entries.batch(drop.map(key => ({ type: 'del' as const, key })))
-    await this.atimes.batch(drop.map(key => ({ type: 'del' as const, key })))
+    let removedEntries = drop.length
+    try {
+      await this.entries.batch(drop.map(key => ({ type: 'del' as const, key })))
+      await this.atimes.batch(drop.map(key => ({ type: 'del' as const, key })))
+    } catch (err) {
+      // a full disk: the blobs were checked all the same, and a lookup drops such an entry
+      this.indexWriteFailed(`verify dropping ${drop.length} entries`, err)
+      removedEntries = 0
+    }
     // `unreadable` only when there were some (the field is optional: absent means none)
-    const result: VerifyResult = { checked, corrupt, missing, removedEntries: drop.length }
+    const result: VerifyResult = { checked, corrupt, missing, removedEntries }
     if (unreadable.size > 0) result.unreadable = unreadable.size
     return result
   }
