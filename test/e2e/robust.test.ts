@@ -132,7 +132,22 @@ describe('robustness', () => {
       await rm(w.cacheDir, { recursive: true, force: true })
       await writeFile(w.cacheDir, 'not a dir')
       return async () => {}
-    }, /grid: warning: cannot use .* as grid's cache dir: it, or a dir above it, is not a directory\. This build runs as plain go/]
+    }, /grid: warning: cannot use .* as grid's cache dir: it, or a dir above it, is not a directory\. This build runs as plain go/],
+    // What a full cache dir refuses first, each driven here by something in the way of the
+    // file: the shim (a new Go or grid), the node's key (a new cache dir), the blob store.
+    ['the shim cannot be written into the cache dir', async (w: World) => {
+      await rm(join(w.cacheDir, 'shim'), { recursive: true, force: true })
+      await writeFile(join(w.cacheDir, 'shim'), 'in the way')
+      return async () => {}
+    }, /grid: warning: cannot write grid's shim into the cache dir .*\. This build runs as plain go/],
+    ['the node\'s key cannot be written into the cache dir', async (w: World) => {
+      await mkdir(join(w.cacheDir, 'peer.key'), { recursive: true })
+      return async () => {}
+    }, /grid: warning: no node answers on .* and none can start: cannot read or write the node's key .*\. This build runs as plain go/],
+    ['the blob store cannot be made in the cache dir', async (w: World) => {
+      await writeFile(join(w.cacheDir, 'blobs'), 'in the way')
+      return async () => {}
+    }, /grid: warning: no node answers on .* and none can start: cannot make the blob store in .*\. This build runs as plain go/]
   ] as const) {
     it(`no node, and none can start because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
       const w = await world(t)
@@ -155,6 +170,16 @@ describe('robustness', () => {
       await sameFiles(out, ref)
     })
   }
+
+  it('a log dir that cannot be made (a full disk) costs the node its log, not the build', async (t) => {
+    const w = await world(t)
+    await writeFile(join(w.cacheDir, 'logs'), 'in the way')
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(summary(r).node, 'embedded')
+    await sameFiles(out, ref)
+  })
 
   it('a swarm key the config names but that is missing: the build says so and runs alone, identical', async (t) => {
     const w = await world(t)

@@ -47,3 +47,22 @@ it('marks the shim used at each use, and a new build removes other keys unused f
   assert.equal(await ensureShim(cacheDir, await detectGo()), binary)
   assert.ok(Date.now() - (await stat(dirname(binary))).mtimeMs < DAY, 'a use marks the key used')
 })
+
+it('is built in GOTMPDIR, where go makes its own temp files, when TMPDIR is not a directory', async (t) => {
+  const { detectGo, ensureShim } = await import('@grid/node')
+  const cacheDir = await tempDir(t, 'shim-tmpdir')
+  const notDir = join(cacheDir, 'not-a-dir')
+  await writeFile(notDir, 'a file')
+  const goTmp = join(cacheDir, 'gotmp')
+  await mkdir(goTmp)
+  const saved = { TMPDIR: process.env.TMPDIR, GOTMPDIR: process.env.GOTMPDIR }
+  t.after(() => { for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v } })
+  const go = await detectGo()
+  process.env.TMPDIR = notDir
+  process.env.GOTMPDIR = goTmp
+  const binary = await ensureShim(cacheDir, go)
+  const res = await run(binary, ['cacheprog'], { env: { ...process.env, GRID_SOCKET: '' }, timeoutMs: 10_000 })
+  assert.match(res.stdout, /KnownCommands/, `the shim runs: ${res.stdout}${res.stderr}`)
+  assert.deepEqual((await readdir(join(cacheDir, 'shim'))).filter(n => n.startsWith('build-')), [], 'no temp dir left in the cache')
+  assert.deepEqual(await readdir(goTmp), [], 'nor in GOTMPDIR')
+})

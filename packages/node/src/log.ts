@@ -44,7 +44,6 @@ export function configureLogging (options: { stderr?: Level | 'silent', file?: s
   if (options.rotateBytes !== undefined) sink.rotateBytes = options.rotateBytes
   if (options.file !== undefined) {
     sink.file?.end()
-    mkdirSync(dirname(options.file), { recursive: true })
     sink.path = options.file
     openFile()
   }
@@ -52,7 +51,8 @@ export function configureLogging (options: { stderr?: Level | 'silent', file?: s
 
 /**
  * Opens the log file (its descriptor at once, so that a rename later moves what was written).
- * A file that cannot be opened leaves the node logging to stderr only, as a failed write does.
+ * A file that cannot be opened (a full disk, its dir not a directory) leaves the node logging
+ * to stderr only, as a failed write does.
  */
 function openFile (): void {
   try {
@@ -63,6 +63,7 @@ function openFile (): void {
 }
 
 function openFileOrThrow (): void {
+  mkdirSync(dirname(sink.path), { recursive: true })
   let fd = openSync(sink.path, 'a')
   let bytes = fstatSync(fd).size
   if (bytes >= sink.rotateBytes) {

@@ -176,7 +176,12 @@ export class Cache {
   }
 
   static async open (init: CacheInit): Promise<Cache> {
-    await mkdir(join(init.dir, BLOB_DIR, TMP_DIR), { recursive: true })
+    await mkdir(join(init.dir, BLOB_DIR, TMP_DIR), { recursive: true }).catch((err: Error) => {
+      throw new GridError('GRID_ERR_CACHE_OPEN', `cannot make the blob store in ${init.dir}: ${err.message}`, {
+        cause: err,
+        hint: `free some space on the cache dir's disk; if ${join(init.dir, BLOB_DIR)} is not a directory, move it aside`
+      })
+    })
     const cache = new Cache(init, await withSublevels(await openIndex(init.dir)))
     cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
     cache.flushTimer.unref()

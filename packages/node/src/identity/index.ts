@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto'
 import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises'
 import { writeFileAtomic } from '../files.js'
 import { join } from 'node:path'
-import { GridError } from '@grid/protocol'
+import { GridError, errorCode } from '@grid/protocol'
 import type { PrivateKey } from '@libp2p/interface'
 
 export const KEY_FILE = 'peer.key'
@@ -25,7 +25,26 @@ export interface Identity {
   privateKey: () => Promise<PrivateKey>
 }
 
+/**
+ * The node's identity, from the key in the cache dir or a new one written there. A key that
+ * cannot be read or written (a full disk, a `peer.key` that is not a file) is
+ * GRID_ERR_CACHE_OPEN, as for the rest of the cache: `grid build` then runs as plain go.
+ */
 export async function loadIdentity (cacheDir: string): Promise<Identity> {
+  try {
+    return await loadOrCreate(cacheDir)
+  } catch (err) {
+    // a file system's refusal (errno codes), not grid's own errors nor a key that does not decode
+    const code = errorCode(err)
+    if (code === undefined || code.startsWith('GRID_ERR_') || !/^E[A-Z]+$/.test(code)) throw err
+    throw new GridError('GRID_ERR_CACHE_OPEN', `cannot read or write the node's key ${join(cacheDir, KEY_FILE)}: ${(err as Error).message}`, {
+      cause: err,
+      hint: `free some space on the cache dir's disk; if ${KEY_FILE} is not a file, remove it (the node makes a new key, and so a new PeerId)`
+    })
+  }
+}
+
+async function loadOrCreate (cacheDir: string): Promise<Identity> {
   const keyBytes = await readFile(join(cacheDir, KEY_FILE)).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return undefined
     throw err
@@ -75,8 +94,8 @@ async function createKey (cacheDir: string): Promise<{ privateKey: PrivateKey, b
   // file, so when two processes start at once both end up with the key that got there first,
   // and nobody ever reads a half-written one.
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`
-  await writeFile(tmp, bytes, { mode: 0o600 })
   try {
+    await writeFile(tmp, bytes, { mode: 0o600 })
     await link(tmp, path)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e

@@ -17,7 +17,8 @@
  */
 import { createHash } from 'node:crypto'
 import { execFile } from 'node:child_process'
-import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { GridError, OUTPUT_ENV } from '@grid/protocol'
@@ -62,7 +63,11 @@ async function sourceKey (toolchain: GoToolchain): Promise<string> {
   return hash.digest('hex').slice(0, 16)
 }
 
-/** Returns the path of a shim binary built for this toolchain, building it if needed. */
+/**
+ * Returns the path of a shim binary built for this toolchain, building it if needed. The cache
+ * dir not taking it (a full disk) is GRID_ERR_CACHE_OPEN, as for the rest of the cache: `grid
+ * build` then runs as plain go. A failed `go build` of it is GRID_ERR_SHIM_BUILD.
+ */
 export async function ensureShim (cacheDir: string, toolchain: GoToolchain, options: { signal?: AbortSignal } = {}): Promise<string> {
   await prepareCacheDir(cacheDir)
   const env = shimBuildEnv(toolchain)
@@ -74,26 +79,59 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
     await utimes(dir, now, now).catch(() => {}) // in use: not to be pruned
     return binary
   } catch {}
-  await mkdir(join(cacheDir, 'shim'), { recursive: true })
-  const tmp = await mkdtemp(join(cacheDir, 'shim', 'build-'))
+  // Built where go makes its own temp files (GOTMPDIR, else TMPDIR), then put in the cache dir:
+  // a go build that failed for want of room in the cache dir would look like a shim that does
+  // not build.
+  const goTmp = env.GOTMPDIR !== undefined && env.GOTMPDIR !== '' ? env.GOTMPDIR : tmpdir()
+  const work = await mkdtemp(join(goTmp, 'grid-shim-')).catch((err: Error) => {
+    throw new GridError('GRID_ERR_SHIM_BUILD', `building the shim: go's temp dir ${goTmp} cannot be used: ${err.message}`, { cause: err })
+  })
   try {
     await new Promise<void>((resolve, reject) => {
-      execFile(toolchain.go, ['build', '-trimpath', '-ldflags=-s -w', '-o', join(tmp, SHIM_BINARY), '.'], {
+      execFile(toolchain.go, ['build', '-trimpath', '-ldflags=-s -w', '-o', join(work, SHIM_BINARY), '.'], {
         cwd: SHIM_SOURCE_DIR, env, signal: options.signal ?? AbortSignal.timeout(120_000)
       }, (err, _stdout, stderr) => {
         if (err === null) resolve()
         else reject(new GridError('GRID_ERR_SHIM_BUILD', `building the shim with ${toolchain.go} (${toolchain.version}) failed: ${stderr.trim() || err.message}`, { cause: err }))
       })
     })
-    await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
-      // Someone else finished first: theirs is as good as ours.
-      if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err
-    })
+    const tmp = await cacheTemp(cacheDir, dir)
+    try {
+      await copyFile(join(work, SHIM_BINARY), join(tmp, SHIM_BINARY)).catch((err: Error) => { throw cannotWrite(cacheDir, err) })
+      await publish(tmp, cacheDir, dir)
+    } finally {
+      await rm(tmp, { recursive: true, force: true })
+    }
   } finally {
-    await rm(tmp, { recursive: true, force: true })
+    await rm(work, { recursive: true, force: true })
   }
   await pruneShims(join(cacheDir, 'shim'), dirname(binary))
   return binary
+}
+
+/** A temp dir beside `dir` in the cache, for a shim to be renamed into place. */
+async function cacheTemp (cacheDir: string, dir: string): Promise<string> {
+  try {
+    await mkdir(dirname(dir), { recursive: true })
+    return await mkdtemp(join(dirname(dir), 'build-'))
+  } catch (err) {
+    throw cannotWrite(cacheDir, err as Error)
+  }
+}
+
+/** Renames a temp dir holding a built shim into place. */
+async function publish (tmp: string, cacheDir: string, dir: string): Promise<void> {
+  await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+    // Someone else finished first: theirs is as good as ours.
+    if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw cannotWrite(cacheDir, err)
+  })
+}
+
+function cannotWrite (cacheDir: string, err: Error): GridError {
+  return new GridError('GRID_ERR_CACHE_OPEN', `cannot write grid's shim into the cache dir ${cacheDir}: ${err.message}`, {
+    cause: err,
+    hint: 'free some space on its disk (grid cache gc --max-size trims the cache), or pass another cache dir with --cache DIR (or set GRID_CACHE)'
+  })
 }
 
 /**
