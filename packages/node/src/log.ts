@@ -4,7 +4,7 @@
  * a file; an embedded node (inside `grid build`, whose stderr carries the compiler's messages)
  * writes only to the file. `DEBUG=grid:*` (or a comma list of namespaces) turns on debug lines.
  */
-import { closeSync, createWriteStream, fstatSync, mkdirSync, openSync, renameSync, type WriteStream } from 'node:fs'
+import { closeSync, createWriteStream, existsSync, fstatSync, mkdirSync, openSync, renameSync, type WriteStream } from 'node:fs'
 import { dirname } from 'node:path'
 
 /**
@@ -12,6 +12,13 @@ import { dirname } from 'node:path'
  * afresh: a daemon runs for weeks, and `DEBUG=grid:*` writes a line per compile and lookup.
  */
 export const LOG_ROTATE_BYTES = 16 * 1024 * 1024
+
+/**
+ * A log file that failed a write (a full disk) or cannot be opened is tried again this long
+ * after, and the file's path is checked as often (removed with the cache dir, its lines would go
+ * to a file no one can open): a daemon runs for weeks, and its log is where a user looks.
+ */
+export const LOG_RETRY_MS = 30_000
 
 export type Level = 'debug' | 'info' | 'warn' | 'error'
 const RANK: Record<Level | 'silent', number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
@@ -31,17 +38,21 @@ interface Sink {
   /** bytes in the file: what it held when opened, and what we wrote since */
   bytes: number
   rotateBytes: number
+  retryMs: number
+  /** when the file is next opened again (after a failure) or its path checked */
+  nextCheck: number
 }
-const sink: Sink = { stderr: 'warn', file: undefined, path: '', bytes: 0, rotateBytes: LOG_ROTATE_BYTES }
+const sink: Sink = { stderr: 'warn', file: undefined, path: '', bytes: 0, rotateBytes: LOG_ROTATE_BYTES, retryMs: LOG_RETRY_MS, nextCheck: 0 }
 const debugPatterns = (process.env.DEBUG ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
 
 function debugOn (name: string): boolean {
   return debugPatterns.some(p => p === name || (p.endsWith('*') && name.startsWith(p.slice(0, -1))))
 }
 
-export function configureLogging (options: { stderr?: Level | 'silent', file?: string, rotateBytes?: number }): void {
+export function configureLogging (options: { stderr?: Level | 'silent', file?: string, rotateBytes?: number, retryMs?: number }): void {
   if (options.stderr !== undefined) sink.stderr = options.stderr
   if (options.rotateBytes !== undefined) sink.rotateBytes = options.rotateBytes
+  if (options.retryMs !== undefined) sink.retryMs = options.retryMs
   if (options.file !== undefined) {
     sink.file?.end()
     sink.path = options.file
@@ -52,9 +63,10 @@ export function configureLogging (options: { stderr?: Level | 'silent', file?: s
 /**
  * Opens the log file (its descriptor at once, so that a rename later moves what was written).
  * A file that cannot be opened (a full disk, its dir not a directory) leaves the node logging
- * to stderr only, as a failed write does.
+ * to stderr only, as a failed write does, until it is tried again LOG_RETRY_MS later.
  */
 function openFile (): void {
+  sink.nextCheck = Date.now() + sink.retryMs
   try {
     openFileOrThrow()
   } catch {
@@ -73,7 +85,11 @@ function openFileOrThrow (): void {
     bytes = 0
   }
   const file = createWriteStream(sink.path, { fd })
-  file.on('error', () => { if (sink.file === file) sink.file = undefined })
+  file.on('error', () => {
+    if (sink.file !== file) return
+    sink.file = undefined // tried again from sink.nextCheck
+    sink.nextCheck = Date.now() + sink.retryMs
+  })
   sink.file = file
   sink.bytes = bytes
 }
@@ -83,6 +99,12 @@ function rotate (): void {
 }
 
 function toFile (line: string): void {
+  if (sink.path === '') return
+  if (Date.now() >= sink.nextCheck) {
+    if (sink.file === undefined) openFile()
+    else if (!existsSync(sink.path)) { sink.file.end(); openFile() } // removed with its dir
+    else sink.nextCheck = Date.now() + sink.retryMs
+  }
   if (sink.file === undefined) return
   sink.file.write(line)
   sink.bytes += Buffer.byteLength(line)
@@ -96,6 +118,7 @@ function toFile (line: string): void {
 export async function closeLogging (): Promise<void> {
   const file = sink.file
   sink.file = undefined
+  sink.path = '' // nothing is opened again
   if (file !== undefined) await new Promise<void>(resolve => file.end(resolve))
 }
 
