@@ -171,6 +171,23 @@ describe('robustness', () => {
     })
   }
 
+  it('a blob store that takes no more blobs (a full disk): the build warns, with the code and a hint, and is identical', async (t) => {
+    const w = await world(t)
+    // every shard dir is a file: each blob the helper writes is refused, as on a full disk
+    await mkdir(join(w.cacheDir, 'blobs'), { recursive: true })
+    for (let i = 0; i < 256; i++) await writeFile(join(w.cacheDir, 'blobs', i.toString(16).padStart(2, '0')), 'in the way')
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    await sameFiles(out, ref)
+    const s = summary(r)
+    assert.ok(s.cache.unstored > 0 && s.cache.puts === 0, JSON.stringify(s.cache))
+    assert.match(s.cache.unstoredWhy, /not a directory/)
+    const plain = await grid(w, ['build', '-o', out + '/', './...'])
+    assert.equal(plain.code, 0, plain.stderr)
+    assert.match(plain.stderr, /grid: warning: \d+ outputs of this build could not be stored in the cache \(.*not a directory\): the next build compiles them again \(GRID_ERR_CACHE_WRITE\)\n {2}hint: free some space/)
+  })
+
   it('a log dir that cannot be made (a full disk) costs the node its log, not the build', async (t) => {
     const w = await world(t)
     await writeFile(join(w.cacheDir, 'logs'), 'in the way')

@@ -407,15 +407,19 @@ func (h *helper) put(req request, body []byte) response {
 				}
 				return response{ID: req.ID, DiskPath: h.diskPath(name)}
 			}
-		case writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body) == nil:
-			if h.absent != nil {
-				h.absent.add(req.ActionID) // before cmd/go hears of the put, and may get it
+		default:
+			err := writeAtomic(filepath.Join(h.blobDir, "tmp"), path, body)
+			if err == nil {
+				if h.absent != nil {
+					h.absent.add(req.ActionID) // before cmd/go hears of the put, and may get it
+				}
+				h.index(req.ActionID, req.OutputID, int64(len(body)))
+				return response{ID: req.ID, DiskPath: h.diskPath(name)}
 			}
-			h.index(req.ActionID, req.OutputID, int64(len(body)))
-			return response{ID: req.ID, DiskPath: h.diskPath(name)}
+			h.noteUnstored(err)
 		}
-		// The shared store is not writable, or will not keep this blob: keep the body
-		// private, the build goes on.
+		// The shared store is not writable (a full disk), or will not keep this blob: keep
+		// the body private, the build goes on.
 	}
 	if h.alone != nil {
 		if path, err := h.alone.put(req.ActionID, req.OutputID, body); err == nil {

@@ -57,13 +57,16 @@ func parseRecalled(b []byte) map[string]recalledEntry {
 	return m
 }
 
-// recalledHits collects the ActionIDs served from recalled entries, and the number of misses
-// served from the node's absent filter (absent.go), until they are reported.
+// recalledHits collects the ActionIDs served from recalled entries, the number of misses
+// served from the node's absent filter (absent.go), and the puts whose bodies the store would
+// not take (kept private), until they are reported.
 type recalledHits struct {
-	mu      sync.Mutex
-	pending []byte // ActionIDs, idBytes each
-	misses  int
-	timer   *time.Timer
+	mu          sync.Mutex
+	pending     []byte // ActionIDs, idBytes each
+	misses      int
+	unstored    int
+	unstoredWhy string // the first refusal not yet reported
+	timer       *time.Timer
 }
 
 // getRecalled answers a get from a recalled entry whose blob is unchanged, or reports false.
@@ -116,6 +119,19 @@ func (h *helper) noteAbsent() {
 	h.scheduleReportLocked()
 }
 
+// noteUnstored counts a put whose body the shared store would not take (a full disk): the
+// node tells the user, who would otherwise see only builds that compile the same again.
+func (h *helper) noteUnstored(err error) {
+	r := &h.recalledHits
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.unstored++
+	if r.unstoredWhy == "" {
+		r.unstoredWhy = err.Error()
+	}
+	h.scheduleReportLocked()
+}
+
 func (h *helper) scheduleReportLocked() {
 	r := &h.recalledHits
 	if len(r.pending) >= recallBatch*idBytes || r.misses >= recallBatch {
@@ -139,15 +155,18 @@ func (h *helper) reportRecalledLocked() {
 		r.timer.Stop()
 		r.timer = nil
 	}
-	if len(r.pending) == 0 && r.misses == 0 {
+	if len(r.pending) == 0 && r.misses == 0 && r.unstored == 0 {
 		return
 	}
-	ids, misses := r.pending, r.misses
-	r.pending, r.misses = nil, 0
+	msg := map[string]any{"type": "cache-recalled", "build": h.build, "actionIds": r.pending, "misses": r.misses}
+	if r.unstored > 0 {
+		msg["unstored"], msg["unstoredWhy"] = r.unstored, r.unstoredWhy
+	}
+	r.pending, r.misses, r.unstored, r.unstoredWhy = nil, 0, 0, ""
 	h.indexing.Add(1)
 	go func() {
 		defer h.indexing.Done()
-		reply, err := h.node.call(map[string]any{"type": "cache-recalled", "build": h.build, "actionIds": ids, "misses": misses})
+		reply, err := h.node.call(msg)
 		if err != nil || reply["type"] != "ok" {
 			h.degrade() // the hits were served; only the node's counts of them are lost
 		}

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { cacheStats } from './cache-stats.js'
@@ -532,6 +532,8 @@ export class GridNode {
         return true
       }, (err: Error) => {
         log.warn(`index entry ${hex(actionId)} not stored: ${err.message}`)
+        // a put the helper got wrong is refused as such; any other refusal is the index's
+        if (build !== undefined && errorCode(err) !== 'GRID_ERR_CACHE_MISSING_BLOB') this.countUnstored(build, 1, err.message)
         return false
       }))
     }
@@ -555,6 +557,12 @@ export class GridNode {
       this.countHit(build, e.outputId, e.size)
       this.cache.touch(actionHex)
     }
+  }
+
+  /** Outputs of a build the cache could not store (the helper's blob writes, the index's writes). */
+  private countUnstored (build: BuildRecord, n: number, why: string): void {
+    build.stats.cache.unstored += n
+    if (build.stats.cache.unstoredWhy === '') build.stats.cache.unstoredWhy = why
   }
 
   /** Misses the cache helper served from the absent filter: counted as the node's own misses are. */
@@ -674,6 +682,8 @@ export class GridNode {
       this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
     }
     log.info(`build ${build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
+    // under grid env no summary is printed: the log is where this shows
+    if (stats.cache.unstored > 0) log.warn(`build ${build}: ${stats.cache.unstored} outputs could not be stored in the cache (${stats.cache.unstoredWhy}): the next build compiles them again; free some space on the disk of ${this.cacheDir}`)
     return stats
   }
 
@@ -731,6 +741,7 @@ export class GridNode {
         const build = this.builds.get(req.build)
         if (build !== undefined) this.countRecalled(build, req.actionIds)
         this.countAbsent(build, req.misses ?? 0)
+        if (build !== undefined && req.unstored !== undefined) this.countUnstored(build, req.unstored, req.unstoredWhy ?? '')
         return { type: 'ok', id }
       }
       case 'compile': {

@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   GRID_ERR_CACHE_OPEN: 'the cache dir is not a directory this user can write, or its index cannot be opened (a full disk, permissions, or damage repair could not mend)',
   GRID_ERR_CACHE_CORRUPT: 'a cache blob did not hash to its OutputID; it was dropped',
   GRID_ERR_CACHE_MISSING_BLOB: 'a cache put named a blob that is not on disk (or has another size)',
+  GRID_ERR_CACHE_WRITE: 'the cache could not store some of a build\'s outputs (a full disk); the build went on without them',
   GRID_ERR_COMPILE_REFUSED: 'a compile request named a tool or directory the node will not run',
   GRID_ERR_COMPILE_SPAWN: 'the node could not start the compiler',
   GRID_ERR_CANCELLED: 'the operation was cancelled (its requester went away)',

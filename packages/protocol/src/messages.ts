@@ -39,6 +39,13 @@ export interface BuildStats {
     hitBytes: number
     /** local blobs that failed their hash and were dropped */
     corrupt: number
+    /**
+     * Outputs cmd/go put that the cache could not store (its disk full, the file system gone
+     * read-only): kept for this build only, compiled again by the next. `unstoredWhy`: the
+     * first refusal's reason ('' when none).
+     */
+    unstored: number
+    unstoredWhy: string
     peer: {
       /** body bytes fetched from peers */
       bytes: number
@@ -97,7 +104,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     endedAt: null,
     actions: 0,
     cache: {
-      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0,
+      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '',
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
@@ -208,10 +215,11 @@ export type Request =
   /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
   | Id & { type: 'cache-index', build: string, entries: Uint8Array }
   /**
-   * ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled`, and
-   * how many gets it answered as misses from `cache-opened.absent`
+   * ActionIDs (32 bytes each, concatenated) the helper answered from `cache-opened.recalled`,
+   * how many gets it answered as misses from `cache-opened.absent`, and how many puts' bodies
+   * the blob store would not take (`unstoredWhy`: the first refusal, a full disk say)
    */
-  | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array, misses?: number }
+  | Id & { type: 'cache-recalled', build: string, actionIds: Uint8Array, misses?: number, unstored?: number, unstoredWhy?: string }
   | Id & { type: 'status' }
   | Id & { type: 'build-begin', command: string[], cwd: string }
   | Id & { type: 'build-graph', build: string, packages: GraphPackage[] }
@@ -300,7 +308,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },
-  'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint' },
+  'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint', unstored: 'optuint', unstoredWhy: 'optstr' },
   status: {},
   'build-begin': { command: 'strs', cwd: 'str' },
   'build-graph': { build: 'str', packages: 'graph' },

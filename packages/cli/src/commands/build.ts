@@ -316,6 +316,11 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
       }))
     } else {
       if (nodeLost !== undefined) output.err(`grid: the node went away during the build (${nodeLost}); the build went on without it`)
+      if (ended.cache.unstored > 0) {
+        output.err(`grid: warning: ${ended.cache.unstored} outputs of this build could not be stored in the cache (${ended.cache.unstoredWhy}): ` +
+          'the next build compiles them again (GRID_ERR_CACHE_WRITE)')
+        output.err(`  hint: free some space on the disk of the cache dir (${options.cacheDir}); grid cache gc --max-size SIZE trims the cache`)
+      }
       output.err(formatSummary(ended, wallMs, viaShim))
     }
   } finally {
