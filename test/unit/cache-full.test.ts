@@ -4,6 +4,7 @@
 // limit (`ulimit -f`), whose writes past it fail as they would on a full disk, or a directory
 // where LevelDB's next table file goes.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises'
@@ -13,6 +14,20 @@ import { Cache } from '@grid/node/server'
 import { run, tempDir, waitFor } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
+
+/** Another node: opens the cache in `argv[4]`, puts an entry, says `ready <ActionID>`, and closes it when its stdin ends. */
+const OTHER = `
+import { randomBytes } from 'node:crypto'
+const [serverUrl, polyfillUrl, dir] = process.argv.slice(2)
+await import(polyfillUrl)
+const { Cache } = await import(serverUrl)
+const cache = await Cache.open({ dir, nodeId: 'other' })
+const action = randomBytes(32)
+await cache.putBytes(action, randomBytes(64))
+process.stdout.write('ready ' + action.toString('hex') + ' \\n')
+process.stdin.resume()
+process.stdin.on('end', async () => { await cache.close(); process.exit(0) })
+`
 
 /**
  * Opens the cache in `argv[4]`, puts entries until the index cannot take one more (the file-size
@@ -160,5 +175,36 @@ describe('cache: a full disk', () => {
     const again = await Cache.open({ dir, nodeId: 'p' })
     t.after(() => again.close())
     assert.ok(typeof await again.get(after) === 'object', 'an entry put after the removal is kept')
+  })
+
+  it('an index removed and replaced by another node\'s while this one runs: this one stops writing there, and takes that one over once it is free', async (t) => {
+    const dir = await tempDir(t)
+    // healed by hand: the other node must open its cache before this one looks
+    const cache = await Cache.open({ dir, nodeId: 'p', healMs: 3_600_000 })
+    t.after(() => cache.close())
+    await cache.putBytes(id(), randomBytes(64))
+    await rm(dir, { recursive: true, force: true })
+    // another node (a build's, no daemon answering) makes a cache there and holds it
+    const script = join(await tempDir(t), 'other.mjs')
+    await writeFile(script, OTHER)
+    const other = spawn(process.execPath, [script, import.meta.resolve('@grid/node/server'), import.meta.resolve('@grid/protocol/polyfill'), dir], { stdio: ['pipe', 'pipe', 'inherit'] })
+    t.after(() => { other.kill() })
+    let said = ''
+    other.stdout.on('data', (b: Buffer) => { said += b.toString() })
+    await waitFor(() => said.includes('ready'), 20_000, () => 'the other node to open its cache')
+    const theirs = Buffer.from(said.split(' ')[1] as string, 'hex')
+    // ours no longer writes into its directory
+    await cache.heal()
+    await assert.rejects(cache.putBytes(id(), randomBytes(64)), 'this index takes no more writes in the other node\'s directory')
+    other.stdin.end() // the other node closes its cache and exits
+    await new Promise(resolve => other.once('exit', resolve))
+    const after = id()
+    assert.equal(await cache.heal(), true, 'this node takes the index over')
+    await cache.putBytes(after, randomBytes(64))
+    await cache.close()
+    const again = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => again.close())
+    assert.ok(typeof await again.get(theirs) === 'object', 'the other node\'s entry is intact')
+    assert.ok(typeof await again.get(after) === 'object', 'the entry put once this node took the index over is kept')
   })
 })

@@ -33,7 +33,9 @@
  * The index heals (`heal`): after a write fails (a full disk), or once its directory has gone
  * (removed by hand), it is checked every INDEX_HEAL_MS and opened again when writes still fail
  * with room on the disk, or afresh when its directory went. LevelDB fails every write after one
- * table it could not write until it is opened again.
+ * table it could not write until it is opened again. An index directory that another node made
+ * in place of a removed one is that node's: this one is closed at once, and opens that one when
+ * the other lets go of it.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
@@ -161,9 +163,12 @@ export class Cache {
   private healing: Promise<boolean> | undefined
   /** While `heal` closes the index and opens it again: writes wait for it */
   private reopening: Promise<void> | undefined
+  /** The inode of the index dir this cache opened: another there is another node's */
+  private indexIno: bigint
+  private lastWarning: string | undefined
   events: CacheEvents = {}
 
-  private constructor (init: CacheInit, index: OpenIndex) {
+  private constructor (init: CacheInit, index: OpenIndex, indexIno: bigint) {
     this.dir = init.dir
     this.nodeId = init.nodeId
     this.blobDir = join(init.dir, BLOB_DIR)
@@ -173,6 +178,7 @@ export class Cache {
     this.atimes = index.atimes
     this.recallLists = index.recallLists
     this.recallTimes = index.recallTimes
+    this.indexIno = indexIno
   }
 
   static async open (init: CacheInit): Promise<Cache> {
@@ -182,7 +188,8 @@ export class Cache {
         hint: `free some space on the cache dir's disk; if ${join(init.dir, BLOB_DIR)} is not a directory, move it aside`
       })
     })
-    const cache = new Cache(init, await withSublevels(await openIndex(init.dir)))
+    const index = await withSublevels(await openIndex(init.dir))
+    const cache = new Cache(init, index, (await stat(join(init.dir, INDEX_DIR), { bigint: true })).ino)
     cache.flushTimer = setInterval(() => { void cache.flushAtimes() }, ATIME_FLUSH_MS)
     cache.flushTimer.unref()
     cache.healTimer = setInterval(() => { void cache.heal() }, cache.healMs)
@@ -207,8 +214,19 @@ export class Cache {
   private async healOnce (): Promise<boolean> {
     if (this.closed || this.reopening !== undefined) return false
     const indexDir = join(this.dir, INDEX_DIR)
-    const gone = await stat(join(indexDir, 'CURRENT')).then(() => false, (err: NodeJS.ErrnoException) => isGone(err))
-    if (!gone) {
+    const st = await stat(indexDir, { bigint: true }).catch((err: NodeJS.ErrnoException) => isGone(err) ? undefined : null)
+    if (st === null) return false // cannot tell now
+    const gone = st === undefined
+    // Another node's index in its place: the cache dir was removed while this node ran, and a
+    // node started since (a build's, with no daemon answering) opened one there. This one must
+    // not go on in that directory: LevelDB makes files there by its own numbering, and deletes
+    // the ones it does not know. Closed now, and opened there once the other node lets go.
+    const replaced = st !== undefined && st.ino !== this.indexIno
+    if (replaced && this.db.status === 'open') {
+      this.warnOnce(`the cache index ${indexDir} is another node's now (the cache dir was removed while this node ran): closing this one, and opening that one once the other node is done with it`)
+      await this.closeIndex()
+    }
+    if (!gone && !replaced) {
       if (this.writesFailing === undefined) return true
       try {
         await this.db.del(HEAL_PROBE_KEY)
@@ -232,36 +250,49 @@ export class Cache {
     } catch {
       return false
     }
-    log.warn(gone
-      ? `the cache index ${indexDir} has gone (removed while the node ran): starting a new one`
-      : `the cache index still fails writes (${this.writesFailing ?? ''}) with room on its disk: opening it again`)
+    if (gone) log.warn(`the cache index ${indexDir} has gone (removed while the node ran): starting a new one`)
+    else if (!replaced) log.warn(`the cache index still fails writes (${this.writesFailing ?? ''}) with room on its disk: opening it again`)
     let reopened!: () => void
     this.reopening = new Promise<void>(resolve => { reopened = resolve })
     try {
-      await this.entriesWriting
-      await Promise.allSettled(this.remembering)
-      await this.db.close().catch(() => {})
+      await this.closeIndex()
       const index = await withSublevels(await openIndex(this.dir))
       if (this.closed) { await index.db.close(); return false }
+      const ino = (await stat(indexDir, { bigint: true })).ino
       // in one turn: every reader sees the old index (closed: a miss) or the new one
       this.db = index.db
       this.entries = index.entries
       this.atimes = index.atimes
       this.recallLists = index.recallLists
       this.recallTimes = index.recallTimes
+      this.indexIno = ino
       this.approx = undefined
       this.writesFailing = undefined
+      this.lastWarning = undefined
       log.warn(`the cache index ${indexDir} is open again and takes writes`)
       return true
     } catch (err) {
       // no index now: lookups miss and writes fail until the next round opens it
       this.noteWriteFailure(err)
-      log.warn(`cannot open the cache index again: ${errorCode(err)?.startsWith('GRID_ERR_') === true ? (err as Error).message : levelMessage(err)}; trying again in ${this.healMs / 1000} s`)
+      this.warnOnce(`cannot open the cache index again: ${errorCode(err)?.startsWith('GRID_ERR_') === true ? (err as Error).message : levelMessage(err)}; trying again every ${this.healMs / 1000} s`)
       return false
     } finally {
       this.reopening = undefined
       reopened()
     }
+  }
+
+  /** Closes the index once the writes on their way to it have settled. */
+  private async closeIndex (): Promise<void> {
+    await this.entriesWriting
+    await Promise.allSettled(this.remembering)
+    await this.db.close().catch(() => {})
+  }
+
+  /** A warning of `heal`'s, logged when it differs from the last one (it retries every round). */
+  private warnOnce (message: string): void {
+    if (message !== this.lastWarning) log.warn(message)
+    this.lastWarning = message
   }
 
   /** An index write failed: `heal` tries it again from its next round. */
