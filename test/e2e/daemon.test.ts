@@ -1,12 +1,13 @@
 // The daemon's life: `grid daemon --detach` starts it in the background, a second one is
 // refused, `grid stop` stops it and frees its cache; a daemon that cannot start says why.
 import assert from 'node:assert/strict'
-import { readdir, readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridNode } from '@grid/node/embed'
-import { defer, goBuild, grid, processRunning, procStat, sameFiles, status, waitFor, world } from '../helpers/index.js'
+import { defer, goBuild, grid, processRunning, procStat, sameFiles, status, summary, waitFor, world } from '../helpers/index.js'
 
 /** The pid of `parent`'s `grid-shim spawner` child (Linux), or undefined. */
 async function spawnerOf (parent: number): Promise<number | undefined> {
@@ -73,6 +74,44 @@ describe('grid daemon --detach and grid stop', () => {
     const nothing = await grid(w, ['--json', 'stop'])
     assert.equal(nothing.code, 0, nothing.stderr)
     assert.deepEqual(JSON.parse(nothing.stdout), { stopped: false, running: false, control: w.control })
+  })
+
+  it('a daemon whose cache dir is removed while it runs answers on its socket again, with a new index and its shim: builds hit again', async (t) => {
+    const w = await world(t)
+    // the default socket, in the cache dir: removed with it
+    w.control = join(w.cacheDir, 'grid.sock')
+    w.env.GRID_CONTROL = w.control
+    assert.equal((await grid(w, ['init'])).code, 0) // a swarm key beside the config: a mesh of its own
+    const ref = join(w.dir, 'ref')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    const started = await grid(w, ['--json', 'daemon', '--detach'])
+    assert.equal(started.code, 0, started.stderr)
+    const { pid } = JSON.parse(started.stdout)
+    defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
+    const [key] = await readdir(join(w.cacheDir, 'shim'))
+    const shim = join(w.cacheDir, 'shim', key as string, 'grid-shim')
+    if (process.platform === 'linux') await waitFor(async () => await spawnerOf(pid) !== undefined, 60_000, () => 'the daemon to start its spawner (its shim)')
+    const out = join(w.dir, 'out')
+    const build = async (): Promise<any> => {
+      await w.freshGoCache()
+      await rm(out, { recursive: true, force: true })
+      const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+      assert.equal(r.code, 0, r.stderr)
+      await sameFiles(out, ref)
+      return summary(r)
+    }
+    await build()
+    await rm(w.cacheDir, { recursive: true, force: true })
+    await waitFor(async () => (await status(w)).pid === pid, 60_000, () => 'the daemon to answer on its socket again')
+    await waitFor(() => existsSync(join(w.cacheDir, 'index', 'CURRENT')), 60_000, () => 'the daemon to start a new cache index')
+    await waitFor(() => existsSync(shim), 180_000, () => 'the daemon to build its shim again (shells under grid env name it)')
+    const second = await build()
+    assert.equal(second.node, 'daemon')
+    assert.ok(second.cache.puts > 0, JSON.stringify(second.cache))
+    const third = await build()
+    assert.equal(third.compiles.local, 0, `what the build before put is served: ${JSON.stringify(third.cache)}`)
+    const stopped = await grid(w, ['stop'])
+    assert.equal(stopped.code, 0, stopped.stderr)
   })
 
   it('stop a daemon in the middle of a build: the build completes on its own, identical to go build', async (t) => {

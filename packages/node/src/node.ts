@@ -53,6 +53,14 @@ const MESH_WARMUP_MS = 1_000
 /** Trim to this share of --cache-max, so a full cache is not trimmed on every put. */
 const TRIM_TO = 0.9
 
+/**
+ * How often a daemon checks that its control socket and shim are still where it made them:
+ * removed with the cache dir (rm -rf ~/.cache/grid), nothing could reach the daemon, another
+ * could not start beside it (its mesh port is taken), and shells under grid env would name a
+ * shim that is gone. Two stats every 10 s cost nothing.
+ */
+const HOME_CHECK_MS = 10_000
+
 export interface MeshOptions {
   listen: string[]
   bootstrap: string[]
@@ -140,6 +148,12 @@ export class GridNode {
   private probing: Promise<void> | undefined
   private readonly probeAbort = new AbortController()
   private privateKey: (() => Promise<PrivateKey>) | undefined
+  private homeTimer: NodeJS.Timeout | undefined
+  /** The last check found another node on the control socket (said once) */
+  private homeTaken = false
+  private checkingHome: Promise<void> | undefined
+  /** The shim this daemon built (its spawner's): built again if removed */
+  private shimPath: string | undefined
 
   constructor (init: GridNodeInit) {
     this.cacheDir = init.cacheDir
@@ -191,6 +205,10 @@ export class GridNode {
     } catch (err) {
       await this.stop()
       throw err
+    }
+    if (this.mode === 'daemon') {
+      this.homeTimer = setInterval(() => { this.checkingHome ??= this.checkHome().finally(() => { this.checkingHome = undefined }) }, HOME_CHECK_MS)
+      this.homeTimer.unref()
     }
     log.info(`node ${this._nodeId} (${this.mode}, pid ${process.pid}) serving ${this.control}, cache ${this.cacheDir}, ${this.pool.slots} slots`)
   }
@@ -320,7 +338,8 @@ export class GridNode {
   private async startSpawner (go: GoToolchain, signal: AbortSignal): Promise<void> {
     if (process.platform !== 'linux' || this.mode !== 'daemon') return
     try {
-      const spawner = await Spawner.start(await ensureShim(this.cacheDir, go, { signal }))
+      this.shimPath = await ensureShim(this.cacheDir, go, { signal })
+      const spawner = await Spawner.start(this.shimPath)
       if (signal.aborted) { await spawner.close(); return }
       this.pool.spawner = spawner
       log.debug(`compiles start through the shim's spawner (pid ${String(spawner.pid)})`)
@@ -329,7 +348,26 @@ export class GridNode {
     }
   }
 
+  /**
+   * A daemon's paths removed while it runs (the cache dir removed by hand): its control socket
+   * is listened on again, once nothing else answers there, and its shim is built again. The
+   * cache index and the log file see to themselves (Cache.heal, log.ts).
+   */
+  private async checkHome (): Promise<void> {
+    const socket = await this.server.recheck().catch(() => 'taken' as const)
+    if (socket === 'again') log.warn(`the control socket ${this.control} was removed while the node ran: it answers there again`)
+    else if (socket === 'taken' && !this.homeTaken) log.warn(`the control socket ${this.control} is another node's now: this node answers there again once that one has gone`)
+    this.homeTaken = socket === 'taken'
+    const go = this.goToolchain
+    if (this.shimPath !== undefined && go !== undefined && !existsSync(this.shimPath)) {
+      log.warn(`the shim ${this.shimPath} was removed while the node ran: building it again (shells under grid env name it)`)
+      await ensureShim(this.cacheDir, go, { signal: this.probeAbort.signal }).catch((err: Error) => log.warn(`cannot build the shim again: ${err.message}`))
+    }
+  }
+
   async stop (): Promise<void> {
+    clearInterval(this.homeTimer)
+    await this.checkingHome
     await this.meshStarting?.catch(() => {})
     // A node stopped soon after its mesh started (an embedded node's short build) must not
     // leave the probe's canary dir behind: cancelled, it removes it before it settles.

@@ -45,6 +45,8 @@ export class ControlServer {
   private readonly handler: RequestHandler
   private readonly onBadFrame: ((reason: string) => void) | undefined
   private server: Server | undefined
+  /** The inode of the socket this server made at `path`: another there is not ours */
+  private ino: bigint | undefined
   private readonly sockets = new Set<Socket>()
   private readonly partialFrameMs: number
   private readonly maxPendingBytes: number
@@ -61,6 +63,11 @@ export class ControlServer {
   }
 
   async start (): Promise<void> {
+    this.server = await this.listen()
+    log.debug(`listening on ${this.path}`)
+  }
+
+  private async listen (): Promise<Server> {
     await mkdir(dirname(this.path), { recursive: true })
     await removeStaleSocket(this.path)
     const server = createServer(socket => this.accept(socket))
@@ -71,8 +78,34 @@ export class ControlServer {
       throw new GridError('GRID_ERR_SOCKET_PATH', `cannot listen on ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
     await chmod(this.path, 0o600)
-    this.server = server
-    log.debug(`listening on ${this.path}`)
+    this.ino = (await lstat(this.path, { bigint: true })).ino
+    return server
+  }
+
+  /**
+   * Whether this server still answers on its path: 'ours'; 'again' when the path had gone
+   * (removed with the cache dir while the node ran, when nothing could reach the node any more)
+   * and it listens there anew; 'taken' when something else is there (another node's socket:
+   * tried again at the next check). Connections made before stay as they are.
+   */
+  async recheck (): Promise<'ours' | 'again' | 'taken'> {
+    const old = this.server
+    if (old === undefined) return 'taken'
+    const st = await lstat(this.path, { bigint: true }).catch(() => undefined)
+    if (st !== undefined && st.ino === this.ino) return 'ours'
+    if (st !== undefined) {
+      try { await removeStaleSocket(this.path) } catch { return 'taken' } // a live node's, or not a socket
+    }
+    // Closing a listener unlinks its path: the old one goes before the new one is made.
+    old.close()
+    try {
+      this.server = await this.listen()
+      return 'again'
+    } catch {
+      this.server = old // not listening any more, but its connections go on; stop closes them
+      this.ino = undefined
+      return 'taken'
+    }
   }
 
   async stop (): Promise<void> {
@@ -87,7 +120,9 @@ export class ControlServer {
       socket.destroy()
     }
     await closed
-    await unlink(this.path).catch(() => {})
+    // not another node's socket, made where this one's was removed
+    const st = await lstat(this.path, { bigint: true }).catch(() => undefined)
+    if (st !== undefined && st.ino === this.ino) await unlink(this.path).catch(() => {})
   }
 
   private accept (socket: Socket): void {
