@@ -84,8 +84,8 @@ export async function requester (root: string, name: string, dir: string, record
   return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), buildId: prepared.buildId, pragmas: prepared.pragmas, toolchain: { compiler, goroot, tool } }
 }
 
-/** A worker with a real pool of one slot, counting the compiles the pool completes. */
-export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void): { worker: Worker, pool: LocalPool, compiles: () => number } {
+/** A worker with a real pool of one slot, counting the compiles the pool completes. `minFreeBytes`: the room it wants on its disk. */
+export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void, minFreeBytes?: number): { worker: Worker, pool: LocalPool, compiles: () => number } {
   const pool = new LocalPool({ slots: 1 })
   let compiles = 0
   const runInPool = pool.run.bind(pool)
@@ -96,7 +96,7 @@ export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stre
   }
   // Only the stream test starts the worker; it hands the protocol handler to the test.
   const libp2p = { handle: async (_protocol: string, h: (stream: Stream, connection: unknown) => void) => { handle?.(h) }, unhandle: async () => {} }
-  const worker = new Worker({ libp2p: libp2p as never, dir, pool, memoryBytes: DEFAULT_TASK_MEMORY, toolchain: () => toolchain, accepting: () => true })
+  const worker = new Worker({ libp2p: libp2p as never, dir, pool, memoryBytes: DEFAULT_TASK_MEMORY, toolchain: () => toolchain, accepting: () => true, ...(minFreeBytes === undefined ? {} : { minFreeBytes }) })
   return { worker, pool, compiles: () => compiles }
 }
 

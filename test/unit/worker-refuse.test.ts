@@ -100,3 +100,22 @@ describe('worker: adversarial tasks', () => {
 function sha256Of (bytes: Buffer): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
+
+describe('worker: a full disk', () => {
+  it('a worker whose disk is full refuses a task before its inputs move, saying why, and says it takes no work', async (t) => {
+    const root = await tempDir(t, 'full')
+    const r = await requester(root, 'alice', 'src/share', await writeRecorder(root))
+    let handler!: (stream: Stream, connection: unknown) => void
+    // no disk has this much free: the worker sees its disk as full
+    const w = workerFor(join(root, 'worker'), r.toolchain, h => { handler = h }, Number.MAX_SAFE_INTEGER)
+    await w.worker.start()
+    t.after(async () => { await w.worker.stop() })
+    const opened = await openTask(handler, r, r.task)
+    assert.equal(opened.need.type, 'fail', `asked for inputs instead: ${JSON.stringify(opened.need)}`)
+    assert.equal(opened.need.code, 'GRID_ERR_TASK_REFUSED')
+    assert.match(opened.need.message, /disk is full/)
+    assert.equal(w.compiles(), 0)
+    assert.deepEqual(await tree(join(root, 'worker', 'blobs')), [], 'no input was written')
+    assert.equal(w.worker.hasRoom(), false, 'its advert says it takes no work (mesh.ts accepting)')
+  })
+})

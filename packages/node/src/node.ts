@@ -270,7 +270,8 @@ export class GridNode {
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },
-        load: load.perCore()
+        load: load.perCore(),
+        room: this.worker?.hasRoom() ?? true
       })
     })
     await mesh.start()

@@ -58,7 +58,8 @@ export interface MeshInit {
   swarmKey: Uint8Array | undefined
   policy: Policy
   /** What this node can offer right now: read at every advert. `load`: the workstation's own, per core (load.ts). */
-  local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number }
+  /** `room`: whether the disk has room for peers' tasks (the worker's; absent: it has) */
+  local: () => { toolchains: ToolchainInfo[], slots: { total: number, free: number }, load: number, room?: boolean }
   /** Where the members this node has been connected to are remembered across restarts (JSON). */
   peersFile?: string
   /** Called after each valid advert from a connected member, with its PeerId (its free slots may have changed). */
@@ -291,10 +292,12 @@ export class Mesh {
     }) as unknown as Libp2p<Services>
   }
 
-  /** Whether this node takes remote work now: its policy, and for `idle` its load. */
+  /** Whether this node takes remote work now: its policy, for `idle` its load, and room on its disk. */
   accepting (): boolean {
     const policy = this.init.policy
-    return policy === 'always' || (policy === 'idle' && this.init.local().load < IDLE_LOAD_PER_CORE)
+    const local = this.init.local()
+    if (local.room === false) return false
+    return policy === 'always' || (policy === 'idle' && local.load < IDLE_LOAD_PER_CORE)
   }
 
   private advert (): Advert {

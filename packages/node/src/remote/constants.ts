@@ -48,6 +48,22 @@ export const WORKER_SWEEP_MS = 3_600_000
 /** Worker process priority for remote tasks: below the workstation owner's own work. */
 export const WORKER_NICE = 10
 
+/**
+ * A worker refuses peers' tasks while the disk of its dir has less free than this: a task may
+ * bring up to MAX_TASK_INPUT_BYTES (256 MiB) of inputs, and one the disk cannot take fails once
+ * its inputs have moved, or fails its compile (which its requester, compiling it cleanly,
+ * takes for a lie). What room is left is its owner's.
+ */
+export const WORKER_MIN_FREE_BYTES = 256 * 1024 * 1024
+
+/** How long a worker goes by its last look at its disk's free space (else a statfs per offer). */
+export const WORKER_ROOM_CHECK_MS = 5_000
+
+/** A worker whose disk stays full says so in its log at most this often. */
+export const WORKER_FULL_WARN_MS = 10 * 60_000
+
+export const DISK_FULL = 'this node\'s disk is full: it takes no remote work until it has room'
+
 /** A worker ends a compile stream after this long without an offer on it. */
 export const STREAM_IDLE_MS = 30_000
 

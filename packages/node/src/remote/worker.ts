@@ -28,7 +28,7 @@
  * requester tries another peer. The wire is unchanged.
  */
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statfsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
@@ -38,7 +38,7 @@ import {
 } from '@grid/protocol'
 import { logger } from '../log.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_NICE, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { withCgoSection } from './archive.js'
 import { InputStore } from './inputs.js'
 import { relocatedTrimpath } from './parse.js'
@@ -62,6 +62,8 @@ export interface WorkerInit {
   toolchain: () => { compiler: string, goroot: string, tool: string } | undefined
   /** whether the node takes remote work now (its --accept-remote policy and load) */
   accepting: () => boolean
+  /** free bytes below which the worker refuses tasks (WORKER_MIN_FREE_BYTES; tests raise it) */
+  minFreeBytes?: number
 }
 
 export interface ExecuteOptions {
@@ -96,6 +98,8 @@ export class Worker {
   readonly inputs: InputStore
   /** ran: compiles run; shared: tasks that joined a running compile instead */
   readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
+  /** The last look at the disk's free space: whether there was room, and when */
+  private room = { ok: true, at: 0, warnedAt: 0 }
 
   /** Compiles running for peers now (or about to, waiting for their slot). */
   get compiles (): number {
@@ -189,7 +193,13 @@ export class Worker {
       }
       await send(result)
       return true
-    } catch (err) {
+    } catch (caught) {
+      let err = caught
+      if (isDiskFull(caught)) {
+        // an input or sandbox file the disk would not take (full, or gone read-only)
+        this.hasRoom(true) // the next offers are refused before their inputs move
+        err = new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL, { cause: caught })
+      }
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
       if (code === 'GRID_ERR_TASK_REFUSED') {
         this.stats.refused++
@@ -230,8 +240,31 @@ export class Worker {
     const own = this.init.toolchain()
     if (own === undefined) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node has not identified its Go toolchain yet')
     if (task.compiler !== own.compiler) throw new GridError('GRID_ERR_TASK_REFUSED', `task needs "${task.compiler}", this node has "${own.compiler}"`)
+    if (!this.hasRoom()) throw new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL)
     if (!this.init.accepting()) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node does not take remote work now (policy)')
     return task
+  }
+
+  /**
+   * Whether the disk of the worker's dir has room for a task (WORKER_MIN_FREE_BYTES), by a look
+   * at most WORKER_ROOM_CHECK_MS old unless `fresh`. A full disk is logged, once in a while. The
+   * node's advert says it takes no work meanwhile (mesh.ts, `accepting`).
+   */
+  hasRoom (fresh = false): boolean {
+    const now = Date.now()
+    if (!fresh && now - this.room.at < WORKER_ROOM_CHECK_MS) return this.room.ok
+    let free = Number.POSITIVE_INFINITY // a disk that cannot be looked at is left to fail the task
+    try {
+      const st = statfsSync(this.init.dir)
+      free = st.bavail * st.bsize
+    } catch {}
+    this.room.ok = free >= (this.init.minFreeBytes ?? WORKER_MIN_FREE_BYTES)
+    this.room.at = now
+    if (!this.room.ok && now - this.room.warnedAt >= WORKER_FULL_WARN_MS) {
+      this.room.warnedAt = now
+      log.warn(`${DISK_FULL} (${Math.round(free / 1048576)} MiB free on the disk of ${this.init.dir}); peers compile their tasks themselves meanwhile. Free some space on that disk`)
+    }
+    return this.room.ok
   }
 
   /**
@@ -397,6 +430,9 @@ export class Worker {
     const started = performance.now()
     const outcome = await this.init.pool.run({ tool: own.tool, args, cwd: sandbox.root, env: { ...task.env, GOROOT: own.goroot }, nice: WORKER_NICE, memoryBytes: this.init.memoryBytes }, { signal, guest: true })
     const compileMs = performance.now() - started
+    // A compile that failed on a disk that filled meanwhile failed for want of room, not for
+    // anything in the task: its requester hears that, not diagnostics it would take for a lie.
+    if (outcome.exitCode !== 0 && !this.hasRoom(true)) throw new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL)
     const read = (path: string | undefined): Buffer | null => { try { return path === undefined ? null : readFileSync(path) } catch { return null } }
     const result: CompileResult = {
       type: 'result',
@@ -410,4 +446,10 @@ export class Worker {
       `queued ${outcome.queuedMs.toFixed(1)} ms, compile ${outcome.runMs.toFixed(1)} ms, outputs read ${(performance.now() - started - compileMs).toFixed(1)} ms`)
     return result
   }
+}
+
+/** A write the file system refused for want of room (or because it went read-only). */
+function isDiskFull (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS'
 }
