@@ -188,6 +188,23 @@ describe('robustness', () => {
     assert.match(plain.stderr, /grid: warning: \d+ outputs of this build could not be stored in the cache \(.*not a directory\): the next build compiles them again \(GRID_ERR_CACHE_WRITE\)\n {2}hint: free some space/)
   })
 
+  it('a TMPDIR that is not a directory (go\'s temp files in GOTMPDIR): the build succeeds, identical to plain go', async (t) => {
+    const w = await world(t)
+    const notDir = join(w.dir, 'not-a-dir')
+    await writeFile(notDir, 'a file')
+    const goTmp = join(w.dir, 'gotmp')
+    await mkdir(goTmp)
+    // cmd/alpha: no cgo, whose own temp files go to TMPDIR whatever GOTMPDIR says
+    const env = { TMPDIR: notDir, GOTMPDIR: goTmp }
+    const plainOut = join(w.dir, 'plain')
+    const plain = await goBuild(['-o', plainOut + '/', './cmd/alpha'], GOMOD, env)
+    assert.equal(plain.code, 0, plain.stderr)
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['build', '-o', out + '/', './cmd/alpha'], { env: { ...w.env, ...env } })
+    assert.equal(r.code, 0, r.stderr)
+    await sameFiles(out, plainOut)
+  })
+
   it('a log dir that cannot be made (a full disk) costs the node its log, not the build', async (t) => {
     const w = await world(t)
     await writeFile(join(w.cacheDir, 'logs'), 'in the way')

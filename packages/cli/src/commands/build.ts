@@ -325,8 +325,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     }
   } finally {
     stop.abort()
-    await rm(fallbackLog, { force: true })
-    await rm(`${fallbackLog}.stalled`, { force: true })
+    // the shims' notes in TMPDIR: one that could not be made there (TMPDIR full, or not a
+    // directory) is not there to remove, and go's exit status is the command's either way
+    await rm(fallbackLog, { force: true }).catch(() => {})
+    await rm(`${fallbackLog}.stalled`, { force: true }).catch(() => {})
     await session.close().catch(() => {})
   }
   return exitCode
