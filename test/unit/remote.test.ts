@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
 import { Sandboxes, buildTask, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
-import { tempDir } from '../helpers/index.js'
+import { tempDir, waitFor } from '../helpers/index.js'
 
 const h = 'ab'.repeat(32)
 function task (change: Partial<CompileTask> = {}): Record<string, unknown> {
@@ -147,4 +147,38 @@ describe('worker sandboxes', () => {
       await rm(dir, { recursive: true, force: true })
     }
   })
+
+  it('do not keep a directory for every $WORK a task ever came from: past maxDirs a sandbox is replaced', async (t) => {
+    const dir = await tempDir(t, 'sbx')
+    const blob = join(dir, 'blob')
+    await writeFile(blob, 'package a\n')
+    const maxDirs = 12
+    const boxes = new Sandboxes(join(dir, 'tasks'), maxDirs)
+    // one task per build, as a helper serves builds one after another: the same sources, and
+    // the importcfg and a dependency's export data in that build's own $WORK
+    for (let build = 0; build < 60; build++) {
+      const box = boxes.acquire()
+      box.link(blob, box.at('/src/m/a.go'))
+      box.write(box.at(`/tmp/go-build${build}/b001/importcfg`), 'packagefile dep=/x\n')
+      box.link(blob, box.at(`/tmp/go-build${build}/b002/_pkg_.a`))
+      box.output(join(box.root, '_out_', '_pkg_.a'))
+      boxes.release(box)
+    }
+    // removal of a replaced sandbox runs in the background
+    let dirs = 0
+    await waitFor(async () => (dirs = await dirsUnder(join(dir, 'tasks'))) <= 2 * maxDirs, 10_000,
+      () => `at most ${2 * maxDirs} directories under the sandboxes after 60 builds (${dirs})`)
+    const box = boxes.acquire()
+    assert.ok(box.dirCount <= maxDirs, `the sandbox handed out next knows ${box.dirCount} directories`)
+    box.link(blob, box.at('/src/m/a.go'))
+    assert.equal(await readFile(box.at('/src/m/a.go'), 'utf8'), 'package a\n', 'a fresh sandbox serves a task as well')
+    boxes.release(box)
+  })
 })
+
+/** Directories below `root`, at any depth. */
+async function dirsUnder (root: string): Promise<number> {
+  let n = 0
+  for (const e of await readdir(root, { withFileTypes: true, recursive: true }).catch(() => [])) if (e.isDirectory()) n++
+  return n
+}

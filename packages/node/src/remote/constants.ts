@@ -45,6 +45,17 @@ export const INPUTS_DIR = 'blobs'
 export const WORKER_INPUT_TTL_MS = 3 * 86_400_000
 export const WORKER_SWEEP_MS = 3_600_000
 
+/**
+ * Directories one worker sandbox may gather before it is removed and a fresh one made
+ * (sandbox.ts). A sandbox keeps the directories of its tasks' inputs for the next task; the
+ * sources' directories (GOROOT, modules) and the cache's shards recur, but each build on a
+ * requester has a $WORK of its own, and every task brings its `$WORK/bNNN`: without a bound a
+ * helper gathered a few of those per build for as long as it ran, on disk and in memory (in
+ * loopback soaks of the fixture module, about four directories per task). Removing one past
+ * this costs the next task a few mkdirs, once in thousands of directories.
+ */
+export const MAX_SANDBOX_DIRS = 4096
+
 /** Worker process priority for remote tasks: below the workstation owner's own work. */
 export const WORKER_NICE = 10
 

@@ -11,11 +11,18 @@
  * What the compiler can read does not change: it opens only the files on its command line and
  * in the importcfg/embedcfg the worker writes, all of which the task carries, and an emptied
  * sandbox holds no files. A sandbox that cannot be emptied is removed instead, and never reused.
+ *
+ * Directories that recur (the sources' in GOROOT and modules, the cache's shards) are what
+ * reuse saves; cmd/go's `$WORK/bNNN` do not recur, since every build has a $WORK of its own. So
+ * a sandbox that has gathered more than MAX_SANDBOX_DIRS directories is removed like one that
+ * cannot be emptied, and the next task gets a fresh one: a node that runs for weeks does not
+ * keep a directory (and its name in memory) for every task it ever ran.
  */
 import { copyFileSync, linkSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
 import { logger } from '../log.js'
+import { MAX_SANDBOX_DIRS } from './constants.js'
 
 const log = logger('grid:worker')
 
@@ -26,6 +33,11 @@ export class Sandbox {
 
   constructor (root: string) {
     this.root = root
+  }
+
+  /** Directories made for this sandbox's tasks so far (their parents not counted). */
+  get dirCount (): number {
+    return this.dirs.size
   }
 
   /** `path` (a clean absolute path) re-rooted under the sandbox. */
@@ -88,11 +100,14 @@ export class Sandbox {
 
 export class Sandboxes {
   private readonly dir: string
+  private readonly maxDirs: number
   private readonly idle: Sandbox[] = []
   private made = 0
 
-  constructor (dir: string) {
+  /** `maxDirs`: MAX_SANDBOX_DIRS unless given (tests). */
+  constructor (dir: string, maxDirs = MAX_SANDBOX_DIRS) {
     this.dir = dir
+    this.maxDirs = maxDirs
   }
 
   /** Drops whatever an earlier run of the node left (it may have stopped mid-task). */
@@ -105,9 +120,9 @@ export class Sandboxes {
     return this.idle.pop() ?? new Sandbox(join(this.dir, `s${this.made++}`))
   }
 
-  /** Takes back a sandbox whose task has ended. */
+  /** Takes back a sandbox whose task has ended: reused, unless it cannot be emptied or has gathered too many directories. */
   release (box: Sandbox): void {
-    if (box.empty()) this.idle.push(box)
+    if (box.empty() && box.dirCount <= this.maxDirs) this.idle.push(box)
     else void rm(box.root, { recursive: true, force: true }).catch(() => {})
   }
 }
