@@ -48,6 +48,25 @@ describe('a peer\'s archive', () => {
     assert.match(peerArchiveProblem(archive, 'a/a', ['//go:cgo_export_static_x main', '//go:cgo_ldflag "-lm"']) ?? '', /cgo_export_static/, 'a verb is matched whole')
   })
 
+  it('is taken with the export directives of a Go function, which the compiler writes with its ABI', async () => {
+    // as runtime/cgo's _cgo_panic and every cgo //export (a linknamed Go function): cmd/compile
+    // writes `local remote ABI`
+    const dir = await tempDir(suite, 'cgoexport')
+    const source = ['package p', '', 'import _ "unsafe"', '', '//go:cgo_export_static F', '//go:cgo_export_dynamic F G', '//go:linkname F F', 'func F() int { return 1 }', ''].join('\n')
+    await writeFile(join(dir, 'p.go'), source)
+    const built = await run('go', ['tool', 'compile', '-p', 'example.com/p', '-std', '-pack', '-buildid=a/a', '-o', join(dir, 'p.a'), join(dir, 'p.go')])
+    assert.equal(built.code, 0, built.stderr)
+    const archive = await readFile(join(dir, 'p.a'))
+    assert.ok(archive.includes('["cgo_export_static","F","F","ABIInternal"]'), 'the compiler added the ABI')
+    const pragmas = source.split('\n').filter(l => l.startsWith('//go:cgo_'))
+    assert.equal(peerArchiveProblem(archive, 'a/a', pragmas), undefined)
+    // the ABI is the compiler's to add, the names are the source's
+    const renamed = withCgoSection(good.local, [['cgo_export_static', 'F', 'H', 'ABIInternal']])
+    assert.match(peerArchiveProblem(renamed, good.buildId, ['//go:cgo_export_static F']) ?? '', /\["cgo_export_static","F","H","ABIInternal"\]/)
+    const flag = withCgoSection(good.local, [['cgo_ldflag', '-lm', 'ABI0']])
+    assert.match(peerArchiveProblem(flag, good.buildId, ['//go:cgo_ldflag "-lm"']) ?? '', /cgo_ldflag/, 'only an export directive gets an ABI')
+  })
+
   it('is refused when it is not this task\'s: another build ID, another member, not an archive', () => {
     assert.match(peerArchiveProblem(good.local, 'other/other', []) ?? '', /not compiled with the task's build ID/)
     const extra = Buffer.concat([good.local, Buffer.from(`${'evil.o'.padEnd(16)}${'0'.padEnd(12)}${'0'.padEnd(6)}${'0'.padEnd(6)}${'644'.padEnd(8)}${'2'.padEnd(10)}\x60\nxx`, 'latin1')])

@@ -74,10 +74,25 @@ export function peerArchiveProblem (archive: Buffer, buildId: string | undefined
   for (const d of directives) {
     if (!Array.isArray(d) || d.length === 0 || !d.every(f => typeof f === 'string')) return 'its cgo section has a malformed directive'
     const [verb, ...args] = d as string[]
-    const carried = pragmas.some(line => line.startsWith(`//go:${verb as string}`) && /\s/.test(line.charAt(5 + (verb as string).length)) && args.every(a => line.includes(a)))
+    const shown = compilerAdded(verb as string, args)
+    const carried = pragmas.some(line => line.startsWith(`//go:${verb as string}`) && /\s/.test(line.charAt(5 + (verb as string).length)) && shown.every(a => line.includes(a)))
     if (!carried) return `its cgo section has a directive the task's sources do not: ${JSON.stringify(d).slice(0, 200)}`
   }
   return undefined
+}
+
+/** The ABIs cmd/compile names (cmd/internal/obj.ABI's String). */
+const ABIS: ReadonlySet<string> = new Set(['ABI0', 'ABIInternal'])
+
+/**
+ * A directive's arguments as its source line has them. cmd/compile expands the export directive
+ * of a Go function, `//go:cgo_export_static local [remote]` (and `_dynamic`), to `local remote
+ * ABI`, remote defaulting to local (cmd/compile/internal/ssagen/abi.go, GenABIWrappers): the
+ * ABI it adds is not in the line. runtime/cgo's `_cgo_panic` and every cgo `//export` are such.
+ */
+function compilerAdded (verb: string, args: string[]): string[] {
+  if ((verb === 'cgo_export_static' || verb === 'cgo_export_dynamic') && args.length === 3 && ABIS.has(args[2] as string)) return args.slice(0, 2)
+  return args
 }
 
 /** The header lines of a Go object member (`go object …` up to the blank line), or undefined. */
