@@ -716,6 +716,7 @@ export class GridNode {
     this.builds.end(build)
     const stats = this.summarise(record)
     this.peerCache?.endBuild(record)
+    void this.remote?.buildEnded()
     void this.scheduler.history.save()
     if (record.looked.size > 0) {
       this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
@@ -845,7 +846,7 @@ export class GridNode {
       }
       case 'build-begin': {
         const record = this.builds.begin(req.command, req.cwd)
-        ctx.onClose(() => this.builds.end(record.stats.build))
+        ctx.onClose(() => { if (this.builds.end(record.stats.build) !== undefined) void this.remote?.buildEnded() })
         // ready by the time go starts its cache helper, which asks for it at its first lookup
         record.recalling = this.recall(record)
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)

@@ -6,9 +6,15 @@
  * entry is keyed by path, size and mtime and never goes stale. Only the `__.PKGDEF` member is
  * read from disk when it comes first, as cmd/compile writes it. Reads are synchronous, like the
  * task builder's (task-builder.ts says why).
+ *
+ * An entry can be hit only while its file is there as it was: once cmd/go removes a build's
+ * $WORK, the entries of that build's own packages are dead. `prune` (when a build ends) drops
+ * them, so a daemon keeps the export data that recurs (the standard library's, from the cache)
+ * and not every build's: before, dead entries piled up to MAX_BYTES and stayed.
  */
 import { createHash } from 'node:crypto'
 import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { stat } from 'node:fs/promises'
 import { exportDataOnly } from './archive.js'
 
 /** Bytes of export data kept; std's is ~7.6 MB in all, cmd's a few times that. */
@@ -18,9 +24,18 @@ const HEADER = 60
 
 export interface ExportData { data: Buffer, sha256: string }
 
+/** An entry, with the file it was read from as it was then. */
+interface Entry extends ExportData { path: string, size: number, mtimeMs: number }
+
 export class ExportDataCache {
-  private readonly entries = new Map<string, ExportData>()
+  private readonly entries = new Map<string, Entry>()
   private bytes = 0
+  private pruning: Promise<number> | undefined
+
+  /** Entries held, and the bytes of their export data. */
+  get size (): { entries: number, bytes: number } {
+    return { entries: this.entries.size, bytes: this.bytes }
+  }
 
   /** The export data of the archive at `path`, or undefined if it is not a Go archive. */
   get (path: string): ExportData | undefined {
@@ -34,7 +49,7 @@ export class ExportDataCache {
     }
     const data = readExportData(path, st.size)
     if (data === undefined) return undefined
-    const entry = { data, sha256: createHash('sha256').update(data).digest('hex') }
+    const entry: Entry = { data, sha256: createHash('sha256').update(data).digest('hex'), path, size: st.size, mtimeMs: st.mtimeMs }
     this.entries.set(key, entry)
     this.bytes += data.length
     for (const [k, e] of this.entries) {
@@ -43,6 +58,28 @@ export class ExportDataCache {
       this.bytes -= e.data.length
     }
     return entry
+  }
+
+  /**
+   * Drops the entries whose file is gone or no longer the one read (a build's $WORK, once the
+   * build is over): no `get` can hit them again. One prune at a time; returns how many it dropped.
+   */
+  async prune (): Promise<number> {
+    this.pruning ??= this.pruneOnce().finally(() => { this.pruning = undefined })
+    return await this.pruning
+  }
+
+  private async pruneOnce (): Promise<number> {
+    let dropped = 0
+    for (const [key, entry] of [...this.entries]) {
+      const st = await stat(entry.path).catch(() => undefined)
+      if (st !== undefined && st.size === entry.size && st.mtimeMs === entry.mtimeMs) continue
+      if (this.entries.get(key) !== entry) continue // evicted meanwhile
+      this.entries.delete(key)
+      this.bytes -= entry.data.length
+      dropped++
+    }
+    return dropped
   }
 }
 

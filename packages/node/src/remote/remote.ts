@@ -446,6 +446,14 @@ export class RemoteCompiler {
     else void channel.stream.close().catch(() => {})
   }
 
+  /**
+   * A build ended: the export data read from its $WORK, which cmd/go has removed, is forgotten
+   * (export-cache.ts). Never fails.
+   */
+  async buildEnded (): Promise<void> {
+    await this.exports.prune().catch((err: Error) => log.debug(`pruning export data failed: ${err.message}`))
+  }
+
   /** Closes every kept stream (the node is stopping). */
   close (): void {
     for (const kept of this.idle.values()) for (const c of kept) void c.stream.close().catch(() => {})

@@ -1,0 +1,89 @@
+// A daemon runs for weeks: what it keeps for a build must go with the build. Real nodes of one
+// swarm on loopback, in this process so that the test can read their state, and real go builds
+// through the CLI; each test builds or interrupts several times and checks that the state the
+// builds left returns to where it was.
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { cp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { DEFAULT_TASK_MEMORY } from '@grid/node'
+import { GridNode, type MeshOptions } from '@grid/node/server'
+import { formatSwarmKey, generateSwarmKey } from '@grid/protocol'
+import { GOMOD, defer, grid, summary, waitFor, world, type World } from '../helpers/index.js'
+
+type Ctx = Parameters<typeof world>[0]
+
+/** A swarm key of the test's own: no other node on this machine can join its mesh. */
+async function swarmKey (w: World): Promise<string> {
+  const file = join(w.dir, 'swarm.key')
+  await writeFile(file, formatSwarmKey(generateSwarmKey()))
+  return file
+}
+
+/** A daemon-mode node of the swarm, in this process, on loopback only; stopped when the test ends. */
+async function meshNode (t: Ctx, w: World, key: string, mesh: Partial<MeshOptions>, slots?: number): Promise<GridNode> {
+  const node = new GridNode({
+    cacheDir: w.cacheDir,
+    control: w.control,
+    mode: 'daemon',
+    ...(slots === undefined ? {} : { slots }),
+    mesh: { listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false, swarmKeyFile: key, policy: 'never', trust: 'mesh', verifyPercent: 0, offload: 'busy', taskMemory: DEFAULT_TASK_MEMORY, ...mesh }
+  })
+  await node.start()
+  defer(t, async () => { await node.stop() })
+  return node
+}
+
+async function addrOf (node: GridNode): Promise<string> {
+  const addr = (await node.status()).mesh?.addrs[0]
+  assert.ok(addr !== undefined, 'the node listens')
+  return addr
+}
+
+/** The node's private parts a test reads. */
+interface Inside {
+  /** export data by `path\0size\0mtime` (remote/export-cache.ts) */
+  remote: { exports: { entries: Map<string, unknown> } } | undefined
+}
+const inside = (node: GridNode): Inside => node as unknown as Inside
+
+/** A changed comment in every .go file of the module: each of its packages compiles again. */
+async function edit (dir: string, n: number): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile() || !e.name.endsWith('.go')) continue
+    const file = join(e.parentPath, e.name)
+    const text = (await readFile(file, 'utf8')).replace(/\n\/\/ soak \d+\n$/, '\n')
+    await writeFile(file, `${text}// soak ${n}\n`)
+  }
+}
+
+describe('a long-running node', () => {
+  it('forgets the export data of each build\'s $WORK once the build is over', async (t) => {
+    const hw = await world(t)
+    const key = await swarmKey(hw)
+    const helper = await meshNode(t, hw, key, { policy: 'always' })
+    const rw = await world(t)
+    // every compile it can to the helper; the helper's cache must not answer for it
+    const requester = await meshNode(t, rw, key, { bootstrap: [await addrOf(helper)], offload: 'always', trust: 'self' }, 1)
+    await waitFor(() => requester.peers().some(p => p.connected && (p.advert.toolchains as unknown[]).length > 0), 20_000,
+      () => 'the requester to see the helper with its toolchain')
+    const src = join(rw.dir, 'src')
+    await cp(GOMOD, src, { recursive: true })
+    const paths = (): string[] => [...inside(requester).remote?.exports.entries.keys() ?? []].map(k => k.split('\0')[0] as string)
+    const gone = (): string[] => paths().filter(p => !existsSync(p))
+    for (let n = 1; n <= 4; n++) {
+      await edit(src, n)
+      const res = await grid(rw, ['--json', 'build', '-o', join(rw.dir, 'out') + '/', './...'], { cwd: src })
+      assert.equal(res.code, 0, res.stderr)
+      t.diagnostic(`build ${n}: ${JSON.stringify(summary(res).compiles.localReasons)} ${summary(res).compiles.remote} remote`)
+      assert.ok(summary(res).compiles.remote > 0, `build ${n}: compiles ran on the helper`)
+    }
+    assert.ok(paths().length > 0, 'the requester read export data for its tasks')
+    // the archives of each build's own packages were read from its $WORK, which cmd/go removed
+    // when the build ended: their export data can never be used again
+    await waitFor(() => gone().length === 0, 10_000, () => `no export data kept of archives that are gone (${gone().length} of ${paths().length}: ${gone().slice(0, 3).join(', ')}…)`)
+    assert.equal(requester.builds.count, 0)
+  })
+
+})
