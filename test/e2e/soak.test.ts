@@ -3,11 +3,12 @@
 // through the CLI; each test builds or interrupts several times and checks that the state the
 // builds left returns to where it was.
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { cp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { DEFAULT_TASK_MEMORY } from '@grid/node'
+import { ControlClient, DEFAULT_TASK_MEMORY } from '@grid/node'
 import { GridNode, type MeshOptions } from '@grid/node/server'
 import { formatSwarmKey, generateSwarmKey } from '@grid/protocol'
 import { GOMOD, defer, grid, summary, waitFor, world, type World } from '../helpers/index.js'
@@ -45,6 +46,8 @@ async function addrOf (node: GridNode): Promise<string> {
 interface Inside {
   /** export data by `path\0size\0mtime` (remote/export-cache.ts) */
   remote: { exports: { entries: Map<string, unknown> } } | undefined
+  /** claims held back for --verify, by ActionID (peercache/peercache.ts) */
+  peerCache: { sampled: Map<string, unknown> } | undefined
 }
 const inside = (node: GridNode): Inside => node as unknown as Inside
 
@@ -86,4 +89,26 @@ describe('a long-running node', () => {
     assert.equal(requester.builds.count, 0)
   })
 
+  it('a build that goes away without build-end leaves none of its --verify samples behind', async (t) => {
+    const hw = await world(t)
+    const key = await swarmKey(hw)
+    const helper = await meshNode(t, hw, key, {})
+    const rw = await world(t)
+    const requester = await meshNode(t, rw, key, { bootstrap: [await addrOf(helper)], verifyPercent: 100 })
+    await waitFor(() => requester.peers().some(p => p.connected), 20_000, () => 'the requester to see the helper')
+    const sampled = (): number => inside(requester).peerCache?.sampled.size ?? -1
+    for (let n = 0; n < 3; n++) {
+      // an entry only the helper has, which the requester holds back to compare with its own put
+      const actionId = randomBytes(32)
+      await helper.cache.putBytes(actionId, randomBytes(100))
+      const client = await ControlClient.connect(rw.control)
+      const { build } = await client.request({ type: 'build-begin', command: ['go', 'build', './...'], cwd: rw.dir })
+      const reply = await client.request({ type: 'cache-get', build, actionId })
+      assert.equal(reply.type, 'cache-miss', 'a sampled claim is a miss')
+      assert.equal(sampled(), 1, 'the claim waits for cmd/go\'s put')
+      client.close() // Ctrl-C: cmd/go never puts it, and grid build never sends build-end
+      await waitFor(() => requester.builds.count === 0, 5_000, () => 'the build to end with its connection')
+      await waitFor(() => sampled() === 0, 5_000, () => `no sampled claim left once the build has gone (${sampled()})`)
+    }
+  })
 })

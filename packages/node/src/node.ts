@@ -727,6 +727,17 @@ export class GridNode {
     return stats
   }
 
+  /**
+   * Ends a build whose `grid build` went away without build-end (interrupted, killed): no
+   * summary and no recall list, but nothing the node keeps for a build stays behind (the claims
+   * held back for --verify, each of which holds the whole record, and its $WORK's export data).
+   */
+  private dropBuild (record: BuildRecord): void {
+    if (this.builds.end(record.stats.build) === undefined) return // it ended with build-end
+    this.peerCache?.endBuild(record)
+    void this.remote?.buildEnded()
+  }
+
   /** Maps one request onto the subsystems. Every branch returns exactly one reply. */
   async handle (req: Request, ctx: RequestContext): Promise<Reply> {
     const id = req.id
@@ -846,7 +857,7 @@ export class GridNode {
       }
       case 'build-begin': {
         const record = this.builds.begin(req.command, req.cwd)
-        ctx.onClose(() => { if (this.builds.end(record.stats.build) !== undefined) void this.remote?.buildEnded() })
+        ctx.onClose(() => { this.dropBuild(record) })
         // ready by the time go starts its cache helper, which asks for it at its first lookup
         record.recalling = this.recall(record)
         log.info(`build ${record.stats.build} began: ${req.command.join(' ')}`)
