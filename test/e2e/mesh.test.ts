@@ -11,7 +11,7 @@ import { yamux } from '@libp2p/yamux'
 import type { Libp2p } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { ADVERT_PROTOCOL, PEER_TIMEOUT_MS } from '@grid/node'
+import { ADVERT_PROTOCOL, ADVERT_TOPIC, HEARTBEAT_MS, PEER_TIMEOUT_MS } from '@grid/node'
 import { formatSwarmKey, swarmPrologue } from '@grid/protocol'
 import { grid, run, startDaemon, status, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
@@ -55,13 +55,13 @@ async function settled (m: Member): Promise<boolean> {
 
 
 /** A raw libp2p host in the open mesh, with gossipsub: a member that does what a grid node would not. */
-async function rogueMember (t: { after: (fn: () => Promise<void>) => void }, pubsub: Record<string, unknown> = {}): Promise<Libp2p> {
+async function rogueMember (t: { after: (fn: () => Promise<void>) => void }, pubsub: Record<string, unknown> = {}, swarmKey?: Uint8Array): Promise<Libp2p> {
   const { gossipsub } = await import('@libp2p/gossipsub')
   const { identify } = await import('@libp2p/identify')
   const rogue = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
+    connectionEncrypters: [noise({ prologueBytes: swarmPrologue(swarmKey) })],
     streamMuxers: [yamux()],
     services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', ...pubsub } as never) }
   })
@@ -144,7 +144,6 @@ describe('mesh', () => {
   it('bad adverts over real gossip (bad fields, oversized, random bytes, a forged sender) are dropped and logged; nothing crashes', async (t) => {
     const m = await member(t)
     const { encodeAdvert } = await import('@grid/protocol')
-    const { ADVERT_TOPIC } = await import('@grid/node')
     const rogue = await rogueMember(t, { maxInboundDataLength: 4 * 1024 * 1024 })
     const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown> }
     pubsub.subscribe(ADVERT_TOPIC)
@@ -190,7 +189,6 @@ describe('mesh', () => {
     const { generateKeyPair, publicKeyToProtobuf } = await import('@libp2p/crypto/keys')
     const { peerIdFromPrivateKey } = await import('@libp2p/peer-id')
     const { encodeAdvert } = await import('@grid/protocol')
-    const { ADVERT_TOPIC } = await import('@grid/node')
     const rogue = await rogueMember(t)
     const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown>, publishConfig: unknown }
     pubsub.subscribe(ADVERT_TOPIC)
@@ -243,6 +241,33 @@ describe('mesh', () => {
     await new Promise(resolve => setTimeout(resolve, 5_000))
     assert.equal(attempts - after, 0, 'no dials to forged members that aged out')
     assert.deepEqual((await remembered()).filter(id => forged.has(id)), [])
+  })
+
+  it('more than ten PeerIds from one address within the hour (NAT, containers, fresh caches) do not deafen a member to that address', async (t) => {
+    const key = randomBytes(32)
+    const keyFile = join(await tempDir(t, 'key'), 'swarm.key')
+    await writeFile(keyFile, formatSwarmKey(key))
+    const m = await member(t, ['--swarm-key', keyFile])
+    const b = await member(t, ['--swarm-key', keyFile, '--bootstrap', m.addr])
+    await waitFor(async () => await sees(m, [b]), 20_000, () => 'the member to list b')
+    // short-lived members on the same address, each a PeerId of its own: containers behind one
+    // NAT, or builds with fresh caches; each joins the adverts' topic and goes
+    for (let i = 0; i < 14; i++) {
+      const passing = await rogueMember(t, {}, key)
+      const pubsub = passing.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[] }
+      pubsub.subscribe(ADVERT_TOPIC)
+      await passing.dial(multiaddr(m.addr))
+      await waitFor(() => pubsub.getSubscribers(ADVERT_TOPIC).length > 0, 10_000, () => 'the member to subscribe')
+      await passing.stop()
+    }
+    // b, still there on the same address, gossips an advert every heartbeat: the member hears them
+    const seqOfB = async (): Promise<number> => {
+      const list = JSON.parse((await grid(m.w, ['--json', 'peers'])).stdout) as Array<{ peerId: string, advert: { seq: number } }>
+      return list.find(p => p.peerId === b.id)?.advert.seq ?? 0
+    }
+    const before = await seqOfB()
+    let now = before
+    await waitFor(async () => (now = await seqOfB()) >= before + 2, 4 * HEARTBEAT_MS, () => `two more adverts of b gossiped to the member (seq ${before}, now ${now})`)
   })
 
   it('a killed daemon leaves the peer lists within the timeout, and rejoins by itself with the same PeerId', async (t) => {

@@ -287,7 +287,14 @@ export class Mesh {
       services: {
         identify: identify(),
         ping: ping(),
-        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, globalSignaturePolicy: 'StrictSign' })
+        // No penalty for PeerIds sharing an address (gossipsub's P6). It counts every PeerId
+        // seen from an address in the last hour (it keeps a gone peer's score that long); from
+        // the eleventh on, every peer there scores below zero and leaves the gossip mesh, and
+        // from the fifteenth everything they send is ignored (graylisted): their adverts stop,
+        // and they leave the peer table. Members behind one NAT, containers on one host, or
+        // builds with fresh caches (a new PeerId each) got there within minutes, and with
+        // them any daemon on that address. Who may join is the swarm key's to decide.
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, globalSignaturePolicy: 'StrictSign', scoreParams: { IPColocationFactorWeight: 0 } })
       }
     }) as unknown as Libp2p<Services>
   }
