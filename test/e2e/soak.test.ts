@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs'
 import { cp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { ControlClient, DEFAULT_TASK_MEMORY } from '@grid/node'
+import { ControlClient, DEFAULT_TASK_MEMORY, PEER_TIMEOUT_MS } from '@grid/node'
 import { GridNode, type MeshOptions } from '@grid/node/server'
 import { formatSwarmKey, generateSwarmKey } from '@grid/protocol'
 import { GOMOD, defer, grid, summary, waitFor, world, type World } from '../helpers/index.js'
@@ -44,10 +44,20 @@ async function addrOf (node: GridNode): Promise<string> {
 
 /** The node's private parts a test reads. */
 interface Inside {
-  /** export data by `path\0size\0mtime` (remote/export-cache.ts) */
-  remote: { exports: { entries: Map<string, unknown> } } | undefined
-  /** claims held back for --verify, by ActionID (peercache/peercache.ts) */
-  peerCache: { sampled: Map<string, unknown> } | undefined
+  remote: {
+    /** export data by `path\0size\0mtime` (remote/export-cache.ts) */
+    exports: { entries: Map<string, unknown> }
+    /** by peer: the inputs it holds, the streams kept for its next task, our tasks there (remote/remote.ts) */
+    held: Map<string, unknown>
+    idle: Map<string, unknown>
+    slots: { peers: Map<string, unknown> }
+  } | undefined
+  peerCache: {
+    /** claims held back for --verify, by ActionID (peercache/peercache.ts) */
+    sampled: Map<string, unknown>
+    /** the lookup stream to each peer */
+    channels: Map<string, unknown>
+  } | undefined
 }
 const inside = (node: GridNode): Inside => node as unknown as Inside
 
@@ -87,6 +97,31 @@ describe('a long-running node', () => {
     // when the build ended: their export data can never be used again
     await waitFor(() => gone().length === 0, 10_000, () => `no export data kept of archives that are gone (${gone().length} of ${paths().length}: ${gone().slice(0, 3).join(', ')}…)`)
     assert.equal(requester.builds.count, 0)
+  })
+
+  it('forgets what it kept to talk to a member once the member has left the mesh', async (t) => {
+    const hw = await world(t)
+    const key = await swarmKey(hw)
+    const helper = await meshNode(t, hw, key, { policy: 'always' })
+    const rw = await world(t)
+    // trust mesh: it asks the helper's cache as well
+    const requester = await meshNode(t, rw, key, { bootstrap: [await addrOf(helper)], offload: 'always' }, 1)
+    await waitFor(() => requester.peers().some(p => p.connected && (p.advert.toolchains as unknown[]).length > 0), 20_000,
+      () => 'the requester to see the helper with its toolchain')
+    const res = await grid(rw, ['--json', 'build', '-o', join(rw.dir, 'out') + '/', './...'])
+    assert.equal(res.code, 0, res.stderr)
+    assert.ok(summary(res).compiles.remote > 0, 'compiles ran on the helper')
+    const id = helper.nodeId
+    const kept = (): string[] => {
+      const r = inside(requester).remote
+      const c = inside(requester).peerCache
+      return Object.entries({ held: r?.held, idle: r?.idle, slots: r?.slots.peers, channels: c?.channels }).filter(([, m]) => m?.has(id) === true).map(([name]) => name)
+    }
+    assert.deepEqual(kept(), ['held', 'idle', 'slots', 'channels'], 'what the requester keeps for the helper while it is there')
+    // a helper that goes for good: a machine retired, a container or a CI job with a fresh cache
+    await helper.stop()
+    await waitFor(() => !requester.peers().some(p => p.peerId === id), PEER_TIMEOUT_MS + 10_000, () => 'the helper to leave the peer table')
+    assert.deepEqual(kept(), [], 'nothing kept for a member that has left')
   })
 
   it('a build that goes away without build-end leaves none of its --verify samples behind', async (t) => {

@@ -267,6 +267,7 @@ export class GridNode {
       policy: options.policy,
       peersFile: join(this.cacheDir, 'peers.json'),
       onAdvert: peerId => { this.remote?.advertised(peerId); this.steal() },
+      onLeave: peerId => { this.remote?.forget(peerId); this.peerCache?.forget(peerId) },
       local: () => ({
         toolchains: this.toolchains,
         slots: { total: this.pool.slots, free: Math.max(0, this.pool.slots - this.pool.running) },

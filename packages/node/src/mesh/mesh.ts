@@ -64,6 +64,8 @@ export interface MeshInit {
   peersFile?: string
   /** Called after each valid advert from a connected member, with its PeerId (its free slots may have changed). */
   onAdvert?: (peerId: string) => void
+  /** Called when a member leaves the peer table (its adverts stopped): what is kept to talk to it may go. */
+  onLeave?: (peerId: string) => void
 }
 
 export interface PeerView {
@@ -496,6 +498,7 @@ export class Mesh {
         this.peers.delete(id)
         if (!this.mdnsPeers.has(id)) this.discoveredAt.delete(id)
         log.info(`peer ${id} left (no advert for ${Math.round((now - entry.lastSeen) / 1000)} s)`)
+        this.init.onLeave?.(id)
       }
     }
     this.prune(now)

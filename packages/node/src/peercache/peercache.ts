@@ -99,6 +99,14 @@ export class PeerCache {
     await this.init.libp2p.unhandle(CACHE_PROTOCOL).catch(() => {})
   }
 
+  /** `peer` left the mesh: its stream goes (a lookup still on it is a miss). Whether it is trusted stays. */
+  forget (peer: string): void {
+    const channel = this.channels.get(peer)
+    if (channel === undefined) return
+    this.channels.delete(peer)
+    void channel.then(c => { c.close() }, () => {})
+  }
+
   /** Whether find would ask any peer now. */
   mayAsk (): boolean {
     return this.init.trust !== 'self' && this.init.peers().some(p => !this.untrusted.has(p))

@@ -111,6 +111,11 @@ export class PeerSlots {
     return Math.max(0, Math.min(slots.total - others, MAX_TASKS_PER_PEER) - (s?.mine ?? 0))
   }
 
+  /** Forgets `peer` (it left the mesh), unless one of our tasks is still there. */
+  forget (peer: string): void {
+    if (this.mine(peer) === 0) this.peers.delete(peer)
+  }
+
   private seen (peer: string): Seen {
     let s = this.peers.get(peer)
     if (s === undefined) { s = { mine: 0, endedAt: -Infinity, mineBeforeEnd: 0, mineInAdvert: 0, adverts: 0, refusedAt: -Infinity, refusedAfter: -1 }; this.peers.set(peer, s) }

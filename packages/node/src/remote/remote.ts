@@ -454,6 +454,21 @@ export class RemoteCompiler {
     await this.exports.prune().catch((err: Error) => log.debug(`pruning export data failed: ${err.message}`))
   }
 
+  /**
+   * `peer` left the mesh's table (its adverts stopped): what was kept to talk to it goes, the
+   * inputs we believe it holds (up to MAX_KNOWN_INPUTS) and the streams kept for its next task.
+   * A member that comes back learns them again at its first tasks. Its score stays (it is small,
+   * and `grid peers` shows it if the peer returns), and so does a penalty not yet served.
+   */
+  forget (peer: string): void {
+    this.held.delete(peer)
+    for (const c of this.idle.get(peer) ?? []) c.stream.abort(new GridError('GRID_ERR_CANCELLED', 'the peer left the mesh'))
+    this.idle.delete(peer)
+    this.refusals.delete(peer)
+    this.slots.forget(peer)
+    if ((this.penalty.get(peer) ?? 0) <= Date.now()) this.penalty.delete(peer)
+  }
+
   /** Closes every kept stream (the node is stopping). */
   close (): void {
     for (const kept of this.idle.values()) for (const c of kept) void c.stream.close().catch(() => {})
