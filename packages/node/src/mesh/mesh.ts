@@ -39,6 +39,7 @@ import {
 } from '@grid/protocol'
 import { writeFileAtomic } from '../files.js'
 import { logger } from '../log.js'
+import { deadline } from '../signals.js'
 import {
   ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_ADDRS_PER_SECOND, DIAL_BURST, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE,
   INBOUND_CONNECTIONS_PER_SECOND, MAX_ADVERT_ONLY_PEERS, MAX_CONNECTIONS, MAX_KNOWN_PEERS, MAX_PEERS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS,
@@ -459,7 +460,7 @@ export class Mesh {
   private async fetchAdvert (peer: PeerId): Promise<void> {
     const node = this.node
     if (node === undefined) return
-    const signal = AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal])
+    const { signal, done } = deadline(DIAL_TIMEOUT_MS, this.stopping.signal)
     try {
       const stream = await node.dialProtocol(peer, ADVERT_PROTOCOL, { signal })
       const lp = lpStream(stream, { maxDataLength: MAX_ADVERT_BYTES, maxBufferSize: MAX_ADVERT_BYTES * 2 })
@@ -470,6 +471,8 @@ export class Mesh {
       this.accept(advert)
     } catch (err) {
       if (!this.stopping.signal.aborted) log.debug(`advert from ${peer.toString()} not fetched: ${(err as Error).message}`)
+    } finally {
+      done()
     }
   }
 
@@ -598,8 +601,9 @@ export class Mesh {
     // a PeerId: libp2p dials the addresses identify or mDNS gave it, most often one
     if (!this.takeDialBudget(Array.isArray(to) ? to.length : 1)) return // the next round tries again
     this.dialing.add(key)
+    const dialing = deadline(DIAL_TIMEOUT_MS, this.stopping.signal)
     try {
-      const conn = await node.dial(to, { signal: AbortSignal.any([AbortSignal.timeout(DIAL_TIMEOUT_MS), this.stopping.signal]) })
+      const conn = await node.dial(to, { signal: dialing.signal })
       state.failures = 0
       state.nextAttempt = 0
       onConnect?.(conn)
@@ -609,6 +613,7 @@ export class Mesh {
       state.nextAttempt = Date.now() + (state.notMember ? NOT_MEMBER_RETRY_MS : backoff)
       if (!this.stopping.signal.aborted) log.debug(`dial ${key} failed (${state.failures}x, next in ${Math.round((state.nextAttempt - Date.now()) / 1000)} s): ${(err as Error).message}`)
     } finally {
+      dialing.done()
       this.dialing.delete(key)
     }
   }
