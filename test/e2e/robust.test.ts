@@ -297,6 +297,23 @@ describe('robustness', () => {
     assert.equal((await waiter.next(5_000)).type, 'compile-here', 'then the slot, once free')
   })
 
+  it('a compile of Go 1.25 is granted its slot without a starting heap, which its compiler would refuse (go1.26 with one)', async (t) => {
+    const w = await world(t)
+    const { GridNode } = await import('@grid/node/embed')
+    const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded', slots: 1 })
+    await node.start()
+    t.after(async () => { await node.stop() })
+    const gotooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
+    const grant = async (goversion: string): Promise<{ type: string, heapMB?: number }> => await roundTrip(w, encodeFrame({
+      type: 'compile', id: 1, build: '', tool: join(gotooldir, 'compile'), args: ['-o', join(w.dir, 'x.a'), '-p', 'x', '-goversion', goversion, join(w.dir, 'x.go')],
+      cwd: w.dir, env: {}, importPath: 'x', canRunHere: true
+    })) // the connection closes at once: the slot is free again
+    const old = await grant('go1.25.5')
+    assert.equal(old.type, 'compile-here')
+    assert.equal(old.heapMB, undefined, '-d=gcstart is an unknown debug key before Go 1.26: every compile failed')
+    assert.equal((await grant('go1.26.8')).heapMB, 512)
+  })
+
   it('malformed and oversized frames close that connection with a logged reason; the node keeps serving', async (t) => {
     const w = await world(t)
     const daemon = await startDaemon(t, w)

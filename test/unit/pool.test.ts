@@ -6,10 +6,12 @@ import { execFileSync } from 'node:child_process'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { LocalPool, withConcurrency, withStartHeap } from '@grid/node/server'
+import { LocalPool, takesStartHeap, withConcurrency, withStartHeap } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
 const compiler = join(execFileSync('go', ['env', 'GOTOOLDIR'], { encoding: 'utf8' }).trim(), process.platform === 'win32' ? 'compile.exe' : 'compile')
+/** The compiler's release, as cmd/go passes it with `-goversion` (the compiler refuses another). */
+const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' }).trim()
 
 /** The heap goal the compiler reports with `-d=gcadjust=1` when it adjusts its start. */
 function goalMB (output: Buffer): number {
@@ -20,8 +22,24 @@ function goalMB (output: Buffer): number {
 
 describe('local pool', () => {
   it('puts the starting heap first among the compiler\'s arguments, so a later -d still wins', () => {
-    assert.deepEqual(withStartHeap(['-o', 'x.a', '-d=ssa/check/on', 'x.go'], 512), ['-d=gcstart=512', '-o', 'x.a', '-d=ssa/check/on', 'x.go'])
-    assert.deepEqual(withStartHeap(['-o', 'x.a'], 0), ['-o', 'x.a'])
+    const args = ['-o', 'x.a', '-goversion', 'go1.26.8', '-d=ssa/check/on', 'x.go']
+    assert.deepEqual(withStartHeap(args, 512), ['-d=gcstart=512', ...args])
+    assert.deepEqual(withStartHeap(args, 0), args)
+  })
+
+  it('gives no starting heap to a compiler before Go 1.26, which refuses -d=gcstart and compiles nothing', () => {
+    for (const version of ['go1.24.0', 'go1.25.5', 'go1.25rc1']) {
+      for (const args of [['-p', 'p', '-goversion', version, 'x.go'], ['-p', 'p', `-goversion=${version}`, 'x.go']]) {
+        assert.deepEqual(withStartHeap(args, 512), args, version)
+        assert.equal(takesStartHeap(args), false, version)
+      }
+    }
+    for (const version of ['go1.26.0', 'go1.26rc2', 'go1.27.1', 'go1.26.8 X:nodwarf5']) {
+      assert.equal(takesStartHeap(['-goversion', version, 'x.go']), true, version)
+    }
+    // no -goversion: a devel toolchain (cmd/go passes none), whose compiler may predate the flag
+    assert.equal(takesStartHeap(['-p', 'p', 'x.go']), false)
+    assert.equal(takesStartHeap(['-p', 'p', '-goversion']), false)
   })
 
   it('lowers cmd/go\'s -c to the share of the slots, never raises it, adds none', () => {
@@ -87,7 +105,7 @@ describe('local pool', () => {
     // one-core machine's default) the compiler keeps plain GOGC and reports no adjustment
     const compile = async (startHeapMB: number, out: string): Promise<{ archive: Buffer, goal: number }> => {
       const pool = new LocalPool({ slots: 2, startHeapMB })
-      const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-c=2', '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
+      const ran = await pool.run({ tool: compiler, args: ['-p', 'p', '-c=2', '-goversion', goversion, '-trimpath', dir, '-o', join(dir, out), '-d=gcadjust=1', 'p.go'], cwd: dir, env: {} })
       assert.equal(ran.exitCode, 0, ran.output.toString())
       return { archive: await readFile(join(dir, out)), goal: goalMB(ran.output) }
     }

@@ -15,7 +15,7 @@ import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
 import { logger } from './log.js'
-import { LocalPool, Spawner, type Rank } from './worker/index.js'
+import { LocalPool, Spawner, takesStartHeap, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { WORKER_DIR } from './remote/constants.js'
 import { prepareCacheDir } from './paths.js'
@@ -825,7 +825,8 @@ export class GridNode {
               this.counters.compiles++
               if (c !== undefined) c.local++
               const nice = this.localNice()
-              const heapMB = this.pool.startHeapMB
+              // the shim adds -d=gcstart from the grant: only for a compiler that knows it
+              const heapMB = takesStartHeap(req.args) ? this.pool.startHeapMB : 0
               return { type: 'compile-here', id, ...(nice === undefined ? {} : { nice }), ...(heapMB > 0 ? { heapMB } : {}), concurrency: this.pool.concurrency() }
             }
           }

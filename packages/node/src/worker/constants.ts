@@ -22,3 +22,12 @@ export const COMPILE_TOOL = /[/\\]pkg[/\\]tool[/\\][^/\\]+[/\\]compile(\.exe)?$/
  * resident per running compile of a large package. 0 keeps the compiler's default.
  */
 export const COMPILE_START_HEAP_MB = 512
+
+/**
+ * The first Go release whose compiler knows `-d=gcstart`: an older one stops at the unknown
+ * debug key (`invalid value "gcstart=512" for flag -d: unknown debug key gcstart`) and compiles
+ * nothing, so with Go 1.24 and 1.25 every compile failed. The pool and the shim add the flag only
+ * to a compile whose `-goversion` (cmd/go passes it to every compile of a release toolchain, and
+ * the compiler refuses one that is not its own) names this release or a later one.
+ */
+export const START_HEAP_MIN_GO = [1, 26] as const

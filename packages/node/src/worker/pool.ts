@@ -19,7 +19,7 @@ import { setPriority } from 'node:os'
 import { isAbsolute } from 'node:path'
 import { GridError, MAX_COMPILE_OUTPUT_BYTES, OUTPUT_ENV } from '@grid/protocol'
 import { logger } from '../log.js'
-import { COMPILE_START_HEAP_MB, COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS } from './constants.js'
+import { COMPILE_START_HEAP_MB, COMPILE_TOOL, DEFAULT_SLOTS, KILL_GRACE_MS, START_HEAP_MIN_GO } from './constants.js'
 import { RankedQueue, type Rank } from './ranked.js'
 import { SpawnerGone, type Spawner, type SpawnOptions, type SpawnResult } from './spawner.js'
 
@@ -227,10 +227,32 @@ export class LocalPool {
 
 /**
  * A compiler's arguments with its starting heap set (`-d=gcstart=MB`, first, so that any later
- * `-d` of the caller's own still wins). The same rule as the shim's (shim/main.go withStartHeap).
+ * `-d` of the caller's own still wins), when the compiler knows the flag (`takesStartHeap`).
+ * The same rule as the shim's (shim/main.go withStartHeap), which gets `heapMB` in its grant
+ * only for such a compile.
  */
 export function withStartHeap (args: string[], heapMB: number): string[] {
-  return heapMB > 0 ? [`-d=gcstart=${heapMB}`, ...args] : args
+  return heapMB > 0 && takesStartHeap(args) ? [`-d=gcstart=${heapMB}`, ...args] : args
+}
+
+/**
+ * Whether the compiler of these arguments knows `-d=gcstart`: its `-goversion` names Go 1.26 or
+ * later (START_HEAP_MIN_GO). Without one (a devel toolchain, for which cmd/go passes none) the
+ * compiler keeps its own starting heap: the flag changes no output, and an unknown one fails the
+ * compile.
+ */
+export function takesStartHeap (args: string[]): boolean {
+  let version: string | undefined
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    const name = arg.startsWith('--') ? arg.slice(1) : arg
+    if (name === '-goversion') version = args[++i]
+    else if (name.startsWith('-goversion=')) version = name.slice('-goversion='.length)
+  }
+  const m = /^go(\d+)\.(\d+)(?!\d)/.exec(version ?? '')
+  if (m === null) return false
+  const [major, minor] = [Number(m[1]), Number(m[2])]
+  return major > START_HEAP_MIN_GO[0] || (major === START_HEAP_MIN_GO[0] && minor >= START_HEAP_MIN_GO[1])
 }
 
 /**
