@@ -11,7 +11,7 @@ import type { Stream } from '@libp2p/interface'
 import { Packr } from 'msgpackr'
 import type { CompileTask } from '@grid/protocol'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
-import { LocalPool, Worker, buildTask, parseCompileArgs } from '@grid/node/server'
+import { LocalPool, Worker, buildTask, compilerStamp, parseCompileArgs } from '@grid/node/server'
 import { run } from './index.js'
 
 export const MODULE: Record<string, string> = {
@@ -37,7 +37,7 @@ export async function writeRecorder (root: string): Promise<string> {
   return recorder
 }
 
-export interface Toolchain { compiler: string, goroot: string, tool: string }
+export interface Toolchain { compiler: string, goroot: string, tool: string, stamp: string }
 
 export interface Requester {
   name: string
@@ -81,11 +81,11 @@ export async function requester (root: string, name: string, dir: string, record
   if ('unsupported' in prepared) throw new Error(`cmd/go's compile is not a task: ${prepared.unsupported}`)
   const again = await run(tool, argv.slice(1), { cwd, env: toolEnv })
   assert.equal(again.code, 0, again.stderr)
-  return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), buildId: prepared.buildId, pragmas: prepared.pragmas, toolchain: { compiler, goroot, tool } }
+  return { name, task: prepared.task, blobs: prepared.blobs, local: await readFile(parsed.out), buildId: prepared.buildId, pragmas: prepared.pragmas, toolchain: { compiler, goroot, tool, stamp: compilerStamp(tool) ?? '' } }
 }
 
-/** A worker with a real pool of one slot, counting the compiles the pool completes. `minFreeBytes`: the room it wants on its disk. */
-export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void, minFreeBytes?: number): { worker: Worker, pool: LocalPool, compiles: () => number } {
+/** A worker with a real pool of one slot, counting the compiles the pool completes. `minFreeBytes`: the room it wants on its disk; `changed`: called when its compiler changed on disk. */
+export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void, options: { minFreeBytes?: number, changed?: () => void } = {}): { worker: Worker, pool: LocalPool, compiles: () => number } {
   const pool = new LocalPool({ slots: 1 })
   let compiles = 0
   const runInPool = pool.run.bind(pool)
@@ -96,7 +96,7 @@ export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stre
   }
   // Only the stream test starts the worker; it hands the protocol handler to the test.
   const libp2p = { handle: async (_protocol: string, h: (stream: Stream, connection: unknown) => void) => { handle?.(h) }, unhandle: async () => {} }
-  const worker = new Worker({ libp2p: libp2p as never, dir, pool, memoryBytes: DEFAULT_TASK_MEMORY, toolchain: () => toolchain, accepting: () => true, ...(minFreeBytes === undefined ? {} : { minFreeBytes }) })
+  const worker = new Worker({ libp2p: libp2p as never, dir, pool, memoryBytes: DEFAULT_TASK_MEMORY, toolchain: () => toolchain, accepting: () => true, ...options })
   return { worker, pool, compiles: () => compiles }
 }
 

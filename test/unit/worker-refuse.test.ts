@@ -95,6 +95,26 @@ describe('worker: adversarial tasks', () => {
     assert.equal(reply.type, 'result')
     assert.deepEqual((await tree(root)).filter(f => !after.includes(f) && !f.startsWith('worker/blobs/')), [], 'a good task leaves nothing either')
   })
+
+  it('refuses every task once its compiler changed on disk since it was probed, and has it probed again', async () => {
+    // A compiler rebuilt or reinstalled in place may write other bytes under the -V=full and
+    // canary the node advertised from the file it probed.
+    let changed = 0
+    let stale: (stream: Stream, connection: unknown) => void = () => {}
+    const w = workerFor(join(root, 'worker-stale'), { ...good.toolchain, stamp: 'a compiler that was replaced' }, h => { stale = h }, { changed: () => { changed++ } })
+    await w.worker.start()
+    try {
+      const t = await openTask(stale, good, good.task)
+      assert.equal(t.need.type, 'fail')
+      assert.equal(t.need.code, 'GRID_ERR_TASK_REFUSED')
+      assert.match(t.need.message, /compiler .* changed since it was identified/)
+      assert.equal(changed, 1)
+      assert.equal(w.compiles(), 0)
+    } finally {
+      await w.worker.stop()
+    }
+  })
+
 })
 
 function sha256Of (bytes: Buffer): string {
@@ -107,7 +127,7 @@ describe('worker: a full disk', () => {
     const r = await requester(root, 'alice', 'src/share', await writeRecorder(root))
     let handler!: (stream: Stream, connection: unknown) => void
     // no disk has this much free: the worker sees its disk as full
-    const w = workerFor(join(root, 'worker'), r.toolchain, h => { handler = h }, Number.MAX_SAFE_INTEGER)
+    const w = workerFor(join(root, 'worker'), r.toolchain, h => { handler = h }, { minFreeBytes: Number.MAX_SAFE_INTEGER })
     await w.worker.start()
     t.after(async () => { await w.worker.stop() })
     const opened = await openTask(handler, r, r.task)

@@ -27,7 +27,7 @@ import type { Offload, RemoteCompiler, Worker } from './remote/index.js'
 import type { GoToolchain } from './toolchain/index.js'
 import { join, resolve } from 'node:path'
 import type { BuildRecord } from './builds/index.js'
-import { detectGo, probeToolchain } from './toolchain/index.js'
+import { compilerStamp, detectGo, probeCompiler } from './toolchain/index.js'
 
 const log = logger('grid:node')
 
@@ -144,6 +144,15 @@ export class GridNode {
   private trimming: Promise<void> | undefined
   private meshStarting: Promise<void> | undefined
   private toolchains: ToolchainInfo[] = []
+  /**
+   * The compiler binary `toolchains[0]` was probed from (its path and stamp). Only a compile
+   * whose tool is this file goes to peers, who are matched to what was probed from it.
+   */
+  private ownCompiler: { path: string, stamp: string } | undefined
+  /** Compilers other than ownCompiler that builds used: each is logged once. */
+  private readonly otherCompilers = new Set<string>()
+  /** A new probe of the node's toolchain, when its compiler changed on disk since the last. */
+  private reprobing: Promise<void> | undefined
   /** The toolchain probe, running in the background once the mesh is up; stop cancels it. */
   private probing: Promise<void> | undefined
   private readonly probeAbort = new AbortController()
@@ -301,8 +310,7 @@ export class GridNode {
     this.probing = detectGo({ signal }).then(async go => {
       this.goToolchain = go
       const spawning = this.startSpawner(go, signal)
-      this.toolchains = [await probeToolchain(go, signal)]
-      mesh.schedulePublish()
+      await this.probeCompiler(go, signal)
       await spawning
     }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
     const { RemoteCompiler, Worker } = await import('./remote/index.js')
@@ -315,9 +323,11 @@ export class GridNode {
         toolchain: () => {
           const go = this.goToolchain
           const tc = this.toolchains[0]
-          if (go === undefined || tc === undefined) return undefined
-          return { compiler: tc.compiler, goroot: go.goroot, tool: join(go.goroot, 'pkg', 'tool', `${go.goos}_${go.goarch}`, 'compile') }
+          const own = this.ownCompiler
+          if (go === undefined || tc === undefined || own === undefined) return undefined
+          return { compiler: tc.compiler, goroot: go.goroot, tool: own.path, stamp: own.stamp }
         },
+        changed: () => { this.reprobe() },
         accepting: () => mesh.accepting()
       })
       await this.worker.start()
@@ -329,6 +339,54 @@ export class GridNode {
       })
       this.remote.onSlotFreed = () => { this.steal() }
     }
+  }
+
+  /** Probes the node's compiler and advertises what it found. */
+  private async probeCompiler (go: GoToolchain, signal: AbortSignal): Promise<void> {
+    const probed = await probeCompiler(go, signal)
+    this.toolchains = [probed.info]
+    this.ownCompiler = { path: probed.compile, stamp: probed.stamp }
+    this.mesh?.schedulePublish()
+  }
+
+  /**
+   * The node's compiler is no longer the file it probed (Go reinstalled, or its compiler rebuilt,
+   * while the node runs): nothing goes to peers or is taken from them for it until it has been
+   * probed again, and the adverts say what it is now.
+   */
+  private reprobe (): void {
+    if (this.reprobing !== undefined || this.ownCompiler === undefined || this.probeAbort.signal.aborted) return
+    log.warn(`the Go compiler ${this.ownCompiler.path} changed since this node identified it: identifying it again`)
+    this.toolchains = []
+    this.ownCompiler = undefined
+    this.mesh?.schedulePublish()
+    const signal = this.probeAbort.signal
+    this.reprobing = detectGo({ signal }).then(async go => {
+      this.goToolchain = go
+      await this.probeCompiler(go, signal)
+      log.info(`Go toolchain now ${this.toolchains[0]?.compiler ?? '?'}`)
+    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
+      .finally(() => { this.reprobing = undefined })
+  }
+
+  /**
+   * Whether a compile's tool is the compiler this node probed (the file itself, by its stamp):
+   * peers take only such compiles. Another one (a build with another GOROOT, whose compiler may
+   * have the same `-V=full` and still write other bytes) is logged once, with what to do; the
+   * node's own compiler changed on disk is probed again.
+   */
+  private ownCompile (tool: string): boolean {
+    const own = this.ownCompiler
+    if (own === undefined) return false
+    const stamp = compilerStamp(tool)
+    if (stamp === own.stamp) return true
+    if (tool === own.path) this.reprobe()
+    else if (!this.otherCompilers.has(tool) && this.otherCompilers.size < 64) {
+      this.otherCompilers.add(tool)
+      log.warn(`compiles by ${tool} stay on this machine (toolchain-other): peers are matched to the compiler this node identified, ${own.path} ` +
+        `(${this.toolchains[0]?.compiler ?? '?'}), and this is another one. Start the daemon with the go your builds use (on its PATH, or GRID_GO) to share them`)
+    }
+    return false
   }
 
   /**
@@ -430,6 +488,10 @@ export class GridNode {
       // local queue, which go's -p keeps short. History or nothing.
       const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
       return { reason: offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers', priority: rank(build, req.importPath, expectedMs), expectedMs }
+    }
+    if (!this.ownCompile(req.tool)) {
+      const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
+      return { reason: this.ownCompiler === undefined ? 'toolchain-unknown' : 'toolchain-other', priority: rank(build, req.importPath, expectedMs), expectedMs }
     }
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = rank(build, req.importPath, expectedMs)

@@ -37,6 +37,7 @@ import {
   type CompileTask, type Embedcfg, type Importcfg
 } from '@grid/protocol'
 import { logger } from '../log.js'
+import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { withCgoSection } from './archive.js'
@@ -58,8 +59,10 @@ export interface WorkerInit {
   pool: LocalPool
   /** address space each task's compile may use (`ulimit -v`) */
   memoryBytes: number
-  /** this node's toolchain, once probed */
-  toolchain: () => { compiler: string, goroot: string, tool: string } | undefined
+  /** this node's toolchain, once probed: its `-V=full`, GOROOT, and the compiler binary it was probed from (path and stamp) */
+  toolchain: () => { compiler: string, goroot: string, tool: string, stamp: string } | undefined
+  /** the compiler binary is no longer the one probed: the node probes it again */
+  changed?: () => void
   /** whether the node takes remote work now (its --accept-remote policy and load) */
   accepting: () => boolean
   /** free bytes below which the worker refuses tasks (WORKER_MIN_FREE_BYTES; tests raise it) */
@@ -241,6 +244,12 @@ export class Worker {
     if (own === undefined) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node has not identified its Go toolchain yet')
     if (task.compiler !== own.compiler) throw new GridError('GRID_ERR_TASK_REFUSED', `task needs "${task.compiler}", this node has "${own.compiler}"`)
     if (!this.hasRoom()) throw new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL)
+    // What the requester matched (the -V=full and canary of its advert) was probed from this
+    // file: a compiler reinstalled or rebuilt in place since may write other bytes.
+    if (compilerStamp(own.tool) !== own.stamp) {
+      this.init.changed?.()
+      throw new GridError('GRID_ERR_TASK_REFUSED', `this node's Go compiler ${own.tool} changed since it was identified`)
+    }
     if (!this.init.accepting()) throw new GridError('GRID_ERR_TASK_REFUSED', 'this node does not take remote work now (policy)')
     return task
   }

@@ -32,6 +32,7 @@ export type LocalReason =
   | 'unsupported-task' // a flag outside the task allow-list, or inputs that cannot be read
   | 'remote-diagnostics' // the peer's compile printed or failed: rerun here for go's own messages
   | 'toolchain-unknown' // this node has not probed its own toolchain yet
+  | 'toolchain-other' // the compile's compiler is not the one this node probed (another GOROOT, or Go changed since)
   | 'raced' // the peer was overdue and the local copy finished first
 
 export type Placement = { where: 'local', reason: LocalReason } | { where: 'remote' }

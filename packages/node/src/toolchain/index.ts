@@ -65,4 +65,4 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
   return { go, version, goroot, goos, goarch, gocache }
 }
 
-export { probeToolchain } from './probe.js'
+export { compilerStamp, probeCompiler, probeToolchain, type ProbedCompiler } from './probe.js'

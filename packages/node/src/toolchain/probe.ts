@@ -6,6 +6,7 @@
  */
 import { execFile } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { statSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { isAbsolute, join } from 'node:path'
@@ -42,10 +43,34 @@ async function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, signal:
 }
 
 /**
- * Probes `toolchain`. Cancelled through `signal`, it stops its commands and still removes its
- * temp dir before it rejects.
+ * Which file a compiler is, as far as a stat tells: device, inode, size and modification time.
+ * A compile whose tool has another stamp than the probed compiler's is not known to be that
+ * compiler: another GOROOT (a copy whose compiler was rebuilt has the same `-V=full`), or Go
+ * reinstalled or rebuilt in place since the probe. Undefined when the file cannot be read.
  */
+export function compilerStamp (path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true })
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`
+  } catch {
+    return undefined
+  }
+}
+
+/** A probed toolchain: what is advertised, and which compiler binary it was probed from (its path and stamp). */
+export interface ProbedCompiler { info: ToolchainInfo, compile: string, stamp: string }
+
+/** Probes `toolchain`: what a node advertises (`probeCompiler` also says which binary that is). */
 export async function probeToolchain (toolchain: GoToolchain, signal?: AbortSignal): Promise<ToolchainInfo> {
+  return (await probeCompiler(toolchain, signal)).info
+}
+
+/**
+ * Probes `toolchain`'s compiler. Cancelled through `signal`, it stops its commands and still
+ * removes its temp dir before it rejects. The stamp is taken before the compiler is run: a
+ * compiler replaced during the probe no longer matches it.
+ */
+export async function probeCompiler (toolchain: GoToolchain, signal?: AbortSignal): Promise<ProbedCompiler> {
   const env: NodeJS.ProcessEnv = { ...process.env }
   delete env.GOCACHEPROG
   // The compiler is run itself, not through `go tool`: a cancelled probe then stops at once,
@@ -53,6 +78,8 @@ export async function probeToolchain (toolchain: GoToolchain, signal?: AbortSign
   const [experiment = '', toolDir = ''] = (await run(toolchain.go, ['env', 'GOEXPERIMENT', 'GOTOOLDIR'], env, signal)).split('\n').map(s => s.trim())
   if (!isAbsolute(toolDir)) throw new Error(`${toolchain.go} env GOTOOLDIR: ${JSON.stringify(toolDir)} is not an absolute path`)
   const compile = join(toolDir, process.platform === 'win32' ? 'compile.exe' : 'compile')
+  const stamp = compilerStamp(compile)
+  if (stamp === undefined) throw new Error(`${compile}: no such compiler`)
   const compiler = (await run(compile, ['-V=full'], env, signal)).trim()
   signal?.throwIfAborted()
   const dir = await mkdtemp(join(tmpdir(), 'grid-canary-'))
@@ -61,7 +88,7 @@ export async function probeToolchain (toolchain: GoToolchain, signal?: AbortSign
     await run(compile, ['-p', 'canary', '-trimpath', `${dir}=>`, '-lang=go1.21', '-pack', '-o', join(dir, 'canary.a'), join(dir, 'canary.go')],
       { ...env, ...CANARY_ENV }, signal, dir)
     const canary = createHash('sha256').update(await readFile(join(dir, 'canary.a'))).digest('hex')
-    return { go: toolchain.version, compiler, canary, experiment }
+    return { info: { go: toolchain.version, compiler, canary, experiment }, compile, stamp }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
