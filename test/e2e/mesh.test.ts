@@ -294,4 +294,28 @@ describe('mesh', () => {
       await waitFor(async () => await sees(m, others), 45_000, () => `${m.id} to list the restarted daemon again`)
     }
   })
+
+  it('a daemon restarted at once (after an upgrade) is listed with its new advert, not its old one until the timeout', async (t) => {
+    const a = await member(t)
+    const port = await freePort()
+    const listen = ['--listen', `/ip4/127.0.0.1/tcp/${port}`]
+    const c = await member(t, [...listen, '--bootstrap', a.addr, '--slots', '2'])
+    const advertOfC = async (): Promise<{ seq: number, slots: { total: number } } | undefined> => {
+      const r = await grid(a.w, ['--json', 'peers'])
+      if (r.code !== 0) return undefined
+      return (JSON.parse(r.stdout) as Array<{ peerId: string, advert: { seq: number, slots: { total: number } } }>).find(p => p.peerId === c.id)?.advert
+    }
+    const slotsOfC = async (): Promise<number | undefined> => (await advertOfC())?.slots.total
+    // a daemon that has run a while has sent more adverts than a new one sends in seconds
+    const first = await advertOfC()
+    await waitFor(async () => { const ad = await advertOfC(); return ad !== undefined && first !== undefined && ad.slots.total === 2 && ad.seq >= first.seq + 8 }, 60_000, () => 'c to send 8 adverts')
+    await c.d.kill('SIGTERM')
+    const again = await member(t, [...listen, '--bootstrap', a.addr, '--slots', '3'], c.w)
+    assert.equal(again.id, c.id, 'same cache dir, same PeerId')
+    const restartedAt = Date.now()
+    // its adverts count on from where the old process's stopped: well within the peer timeout
+    await waitFor(async () => await slotsOfC() === 3, PEER_TIMEOUT_MS / 2, () => 'a to list c with its new advert')
+    t.diagnostic(`new advert listed ${Date.now() - restartedAt} ms after the restart`)
+  })
+
 })

@@ -46,7 +46,7 @@ export interface Advert {
   policy: Policy
   /** whether the node takes remote work right now (policy and load together) */
   accepting: boolean
-  /** increases with every advert the node sends */
+  /** increases with every advert the node sends, and across its restarts (it starts at the start's unix ms) */
   seq: number
 }
 

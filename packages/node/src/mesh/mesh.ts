@@ -115,7 +115,14 @@ export class Mesh {
   /** address dials left in the budget (DIAL_ADDRS_PER_SECOND), and when it was last topped up */
   private dialBudget = DIAL_BURST
   private dialBudgetAt = Date.now()
-  private seq = 0
+  /**
+   * The last advert's `seq`. It starts at this start's wall-clock time in ms, so that it goes on
+   * increasing across a restart (one advert a millisecond would be needed to catch up): peers
+   * keep an advert with a higher seq than a newer one for PEER_TIMEOUT_MS, and a node restarted
+   * after an upgrade of Go or grid, counting from 0 again, was listed with its old toolchain,
+   * version and slots for 20 s, its compiles refused under the old toolchain.
+   */
+  private seq = Date.now()
   private beats = 0
   private seenChanged = false
   private saveTimer: NodeJS.Timeout | undefined
