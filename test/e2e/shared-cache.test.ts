@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { ControlClient } from '@grid/node'
-import { FIXTURES, GOMOD, goBuild, grid, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, ROOT, goBuild, grid, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 
@@ -114,4 +114,31 @@ describe('shared cache', () => {
     assert.ok(s.cache.peerHits >= 10 && s.compiles.local > 0, 'the kill happened in the middle of the build')
     await sameFiles(out, refs.stdhttp as string)
   })
+
+  it('a producer whose clock is two hours ahead: go clean -testcache still reruns a test result fetched from it', async (t) => {
+    // cmd/go ignores a cached test result whose time is before `go clean -testcache`: an entry
+    // must carry its put time by this node's clock, not the producer's.
+    const p = await world(t)
+    const shifted = { NODE_OPTIONS: `--import ${join(ROOT, 'test/dist/helpers/clock-shift.js')}`, GRID_TEST_CLOCK_SHIFT_MS: String(2 * 3600_000) }
+    await startDaemon(t, p, [], shifted)
+    const produced = await grid(p, ['test', './wordfreq'])
+    assert.equal(produced.code, 0, produced.stderr)
+    const pStatus = await status(p)
+    const b = { w: await world(t) }
+    await startDaemon(t, b.w, ['--bootstrap', pStatus.mesh.addrs[0], '--offload', 'never'])
+    await waitFor(async () => {
+      const peers = JSON.parse((await grid(b.w, ['--json', 'peers'])).stdout) as Array<{ peerId: string, connected: boolean }>
+      return peers.some(x => x.peerId === pStatus.nodeId && x.connected)
+    }, 20_000, () => 'B to see the producer')
+    const fromPeer = await grid(b.w, ['--json', 'test', './wordfreq'])
+    assert.equal(fromPeer.code, 0, fromPeer.stderr)
+    assert.match(fromPeer.stderr, /wordfreq\s+\(cached\)/, 'the test result came from the peer')
+    assert.ok(summary(fromPeer).cache.peerHits > 0)
+    const cleaned = await run('go', ['clean', '-testcache'], { env: b.w.env })
+    assert.equal(cleaned.code, 0, cleaned.stderr)
+    const again = await grid(b.w, ['test', './wordfreq'])
+    assert.equal(again.code, 0, again.stderr)
+    assert.doesNotMatch(again.stdout + again.stderr, /\(cached\)/, 'go clean -testcache: the test runs again')
+  })
+
 })

@@ -253,6 +253,17 @@ describe('peer cache messages', async () => {
     refused(found([...full, { ...claim(1, 200), body: new Uint8Array(1) }]), 'entries')
   })
 
+  it('takes a claim\'s age (ms since its put, by the answering clock) and dates it by this clock; refuses a bad one', async () => {
+    const { foundTime } = await import('@grid/protocol')
+    const now = 1_800_000_000_000
+    const msg = validatePeerCacheMessage(found([{ ...claim(5), time: now + 7_200_000, age: 60_000 }]), 'peerX') as { entries: Array<Parameters<typeof foundTime>[0]> }
+    assert.equal(foundTime(msg.entries[0] as Parameters<typeof foundTime>[0], now), now - 60_000, 'the age, not a time two hours ahead')
+    assert.equal(foundTime({ ...claim(5), time: now + 7_200_000 } as unknown as Parameters<typeof foundTime>[0], now), now, 'no age: never later than now')
+    assert.equal(foundTime({ ...claim(5), time: now - 5 } as unknown as Parameters<typeof foundTime>[0], now), now - 5)
+    refused(found([{ ...claim(5), age: -1 }]), 'entries')
+    refused(found([{ ...claim(5), age: 'old' }]), 'entries')
+  })
+
   it('refuses lookups of other than 32-byte keys or over the batch limit', () => {
     assert.equal(validatePeerCacheMessage(received({ type: 'lookup', id: 1, keys: [new Uint8Array(32)] }), 'peerX').type, 'lookup')
     refused(received({ type: 'lookup', id: 1, keys: [new Uint8Array(31)] }), 'keys')

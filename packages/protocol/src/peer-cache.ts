@@ -11,7 +11,8 @@
  * verified by the receiver (sha256 = OutputID); the mapping is what `--trust` and `--verify`
  * are about. A Found is a Claim that may carry its body (`body`, when the body is at most
  * INLINE_BODY_BYTES, within INLINE_BUDGET_BYTES per reply), which saves the fetch's round trip
- * for the many small entries of a build; it is verified like a fetched one. Every message is
+ * for the many small entries of a build; it is verified like a fetched one. It also carries the
+ * entry's `age` (foundTime): `time` is by the answering node's wall clock, not the asker's. Every message is
  * checked against the field table below before use.
  */
 import { CACHE_ID_BYTES } from './constants.js'
@@ -45,8 +46,22 @@ export interface Claim {
   sig: Uint8Array
 }
 
-/** A claim in a lookup reply, with its body when that is small (not signed: it must hash to outputId). */
-export type Found = Claim & { body?: Uint8Array }
+/**
+ * A claim in a lookup reply, with its body when that is small (not signed: it must hash to
+ * outputId), and `age`: how long ago the entry was put, in ms, by the clock of the node that
+ * answers (whose `time` is by that same clock). Wall clocks of members differ; ages do not.
+ */
+export type Found = Claim & { body?: Uint8Array, age?: number }
+
+/**
+ * When a found entry was put, by this node's clock (`now`): its age subtracted from now, or, from
+ * a node that sends no age, its time, never later than now. cmd/go takes this time as the
+ * entry's, and ignores cached test results from before `go clean -testcache`: a time from a
+ * producer whose clock runs two hours ahead kept a test result cached for two hours after it.
+ */
+export function foundTime (found: Found, now: number): number {
+  return found.age === undefined ? Math.min(found.time, now) : Math.max(0, now - found.age)
+}
 
 type Id = { id: number }
 export type PeerCacheMessage =
@@ -77,8 +92,8 @@ function isClaim (v: unknown): v is Claim {
 
 function isFound (v: unknown): v is Found {
   if (!isClaim(v)) return false
-  const body = (v as Found).body
-  return body === undefined || (body instanceof Uint8Array && body.length === v.size && body.length <= INLINE_BODY_BYTES)
+  const { body, age } = v as Found
+  return (body === undefined || (body instanceof Uint8Array && body.length === v.size && body.length <= INLINE_BODY_BYTES)) && (age === undefined || checkField(age, 'uint'))
 }
 
 export function validatePeerCacheMessage (value: unknown, from: string): PeerCacheMessage {

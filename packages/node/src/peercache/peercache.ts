@@ -25,7 +25,7 @@ import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import {
-  CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes,
+  CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes, foundTime,
   validatePeerCacheMessage, type Claim, type Found, type PeerCacheMessage
 } from '@grid/protocol'
 import type { BuildRecord } from '../builds/index.js'
@@ -129,17 +129,18 @@ export class PeerCache {
       return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
     const output = hex(claim.outputId).slice(0, 16)
+    const time = foundTime(claim, Date.now()) // by our clock, not the peer's
     try {
       const body = claim.body ?? await this.fetch(peer, claim)
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
-      const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time: claim.time }, claim.outputId)
+      const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId)
         .catch((err: Error & { code?: string }) => {
           if (err.code === 'GRID_ERR_CACHE_CORRUPT') throw new GridError('GRID_ERR_CACHE_CORRUPT', `served bytes for ${output}… that do not hash to it`, { cause: err })
           throw err
         })
       const hit: CacheHit = {
-        outputId: claim.outputId, size: body.length, time: claim.time, diskPath: stored.diskPath,
+        outputId: claim.outputId, size: body.length, time, diskPath: stored.diskPath,
         producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer
       }
       return { hit, peer, bytes: body.length, waitMs: waited(), lookupMs }
@@ -399,7 +400,7 @@ export class PeerCache {
     return body
   }
 
-  private async claimFor (actionId: Uint8Array): Promise<Claim | null> {
+  private async claimFor (actionId: Uint8Array): Promise<Found | null> {
     const hit = await this.init.cache.get(actionId)
     if (hit === undefined || hit === 'corrupt') return null
     let claim: Claim
@@ -419,6 +420,6 @@ export class PeerCache {
       }
     }
     this.served.claims++
-    return claim
+    return { ...claim, age: Math.max(0, Date.now() - hit.time) } // our clock's time, as an age
   }
 }
