@@ -318,4 +318,31 @@ describe('mesh', () => {
     t.diagnostic(`new advert listed ${Date.now() - restartedAt} ms after the restart`)
   })
 
+
+  it('a member whose adverts are of a newer version is listed as not listed, with why, and its drops are logged once', async (t) => {
+    const m = await member(t)
+    const { encodeAdvert } = await import('@grid/protocol')
+    const { ADVERT_TOPIC } = await import('@grid/node')
+    const rogue = await rogueMember(t)
+    const pubsub = rogue.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown> }
+    pubsub.subscribe(ADVERT_TOPIC)
+    await rogue.dial(multiaddr(m.addr))
+    await waitFor(() => pubsub.getSubscribers(ADVERT_TOPIC).length > 0, 10_000, () => 'the member to subscribe')
+    const rogueId = rogue.peerId.toString()
+    const { Packr } = await import('msgpackr')
+    const next = (seq: number): Uint8Array => new Packr({ useRecords: false }).pack({
+      v: 2, peerId: rogueId, addrs: [], version: '0.2.0', toolchains: [], targets: ['*'], slots: { total: 1, free: 1 }, load: 0, policy: 'never', accepting: false, seq, clock: Date.now()
+    })
+    for (let seq = 1; seq <= 3; seq++) await pubsub.publish(ADVERT_TOPIC, next(seq)).catch(() => {})
+    await waitFor(() => /dropped an advert from/.test(m.d.stderr()), 10_000, () => 'the member to drop the advert')
+    await waitFor(async () => /not listed: /.test((await grid(m.w, ['peers'])).stdout), 10_000, () => 'grid peers to show the newer member')
+    const text = (await grid(m.w, ['peers'])).stdout
+    assert.match(text, new RegExp(`not listed: ${rogueId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+\\S* \\(.+\\): advert from ${rogueId}: bad version 2 .*another grid version`))
+    assert.equal((m.d.stderr().match(new RegExp(`dropped an advert from ${rogueId}`, 'g')) ?? []).length, 1, 'logged once, not at every advert')
+    // a valid advert from it lists it as usual
+    await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ v: 1, peerId: rogueId, addrs: [], version: '0.1.0', toolchains: [], targets: ['*'], slots: { total: 1, free: 1 }, load: 0, policy: 'never', accepting: false, seq: 4 }))
+    await waitFor(async () => (await peerIds(m)).includes(rogueId), 10_000, () => 'the valid advert to be accepted')
+    assert.doesNotMatch((await grid(m.w, ['peers'])).stdout, /not listed/)
+  })
+
 })

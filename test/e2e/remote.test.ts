@@ -179,6 +179,60 @@ describe('remote compiles', () => {
     assert.ok((c.localReasons['toolchain-other'] ?? 0) > 0, JSON.stringify(c.localReasons))
   })
 
+  it('a member of a newer grid version (other protocol versions) gets no compile, is not scored down, and grid peers says why', async (t) => {
+    const { r } = await cluster(t, [{}])
+    // The newer member advertises on the same topic, with the worker's toolchain and more free
+    // slots, but speaks only the next versions of the compile and cache protocols.
+    const { gossipsub } = await import('@libp2p/gossipsub')
+    const { identify } = await import('@libp2p/identify')
+    const { createLibp2p } = await import('libp2p')
+    const { tcp } = await import('@libp2p/tcp')
+    const { yamux } = await import('@libp2p/yamux')
+    const { noise } = await import('@chainsafe/libp2p-noise')
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    const { ADVERT_TOPIC } = await import('@grid/node')
+    const { encodeAdvert, swarmPrologue } = await import('@grid/protocol')
+    const newer = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })],
+      streamMuxers: [yamux()],
+      nodeInfo: { name: 'grid', version: '9.0.0' },
+      services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign' }) }
+    })
+    t.after(async () => { await newer.stop() })
+    for (const protocol of ['/grid/compile/9.0.0', '/grid/cache/9.0.0']) await newer.handle(protocol, (stream: { abort: (e: Error) => void }) => { stream.abort(new Error('test')) })
+    const pubsub = newer.services.pubsub as unknown as { subscribe: (t: string) => void, getSubscribers: (t: string) => unknown[], publish: (t: string, d: Uint8Array) => Promise<unknown> }
+    pubsub.subscribe(ADVERT_TOPIC)
+    const worker = JSON.parse((await grid(r, ['--json', 'peers'])).stdout)[0].advert
+    let seq = 0
+    const advertise = async (): Promise<void> => {
+      await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ ...worker, peerId: newer.peerId.toString(), addrs: newer.getMultiaddrs().map(String), version: '9.0.0', slots: { total: 8, free: 8 }, seq: ++seq })).catch(() => {})
+    }
+    const timer = setInterval(() => { void advertise() }, 2_000)
+    t.after(() => { clearInterval(timer) })
+    await newer.dial(multiaddr((await status(r)).mesh.addrs[0]))
+    const newerId = newer.peerId.toString()
+    const listed = async (): Promise<any> => (JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as any[]).find(p => p.peerId === newerId)
+    await waitFor(async () => { await advertise(); return (await listed())?.connected === true }, 20_000, () => 'the requester to list the newer member')
+
+    const ref = join(r.dir, 'ref')
+    const out = join(r.dir, 'out')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(res.code, 0, res.stderr)
+    await sameFiles(out, ref)
+    const c = summary(res).compiles
+    t.diagnostic(`remote ${c.remote} (${JSON.stringify(c.byPeer)}), local ${c.local} (${JSON.stringify(c.localReasons)})`)
+    assert.equal(c.byPeer[newerId] ?? 0, 0)
+    const p = await listed()
+    assert.deepEqual(p.remote, { ok: 0, failed: 0 }, 'not scored down')
+    assert.match(p.incompatible, /does not speak \/grid\/compile\/1\.1\.0/)
+    assert.match(p.agent, /^grid\/9\.0\.0/)
+    const text = (await grid(r, ['peers'])).stdout
+    assert.match(text, new RegExp(`incompatible: ${newerId} \\(grid 9\\.0\\.0\\).*does not speak /grid/compile/1\\.1\\.0.*another grid version`))
+  })
+
   it('a peer that hangs, one that returns garbage and one whose archives would run a command at link time: the build completes and all are scored down', async (t) => {
     // the third returns the true archive with a cgo section added: `cgo_ldflag -wrapper`, which
     // cmd/link would pass to the host linker (peerArchiveProblem)

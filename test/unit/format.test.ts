@@ -16,7 +16,7 @@ function peer (over: Partial<PeerInfo> = {}): PeerInfo {
     address: `/ip4/192.168.1.7/tcp/51622/p2p/${ID}`,
     rttMs: 1.5,
     lastSeen: 1_000_000,
-    advert: { toolchains: [{ go: 'go1.26.8' }], slots: { free: 1, total: 2 }, load: 0.5, policy: 'idle', accepting: true },
+    advert: { version: '0.1.0', toolchains: [{ go: 'go1.26.8' }], slots: { free: 1, total: 2 }, load: 0.5, policy: 'idle', accepting: true },
     untrusted: null,
     remote: { ok: 12, failed: 0 },
     ...over
@@ -40,8 +40,8 @@ describe('formatPeers', () => {
   it('has one row per peer with the compiles sent to it, and says when it failed some', () => {
     const text = formatPeers([peer(), peer({ peerId: 'other', connected: false, rttMs: null, remote: { ok: 3, failed: 2 } })], 1_004_000)
     const [head, first, second] = text.split('\n')
-    assert.match(head ?? '', /^PEER\s+ADDRESS\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+SENT$/)
-    assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+12$`))
+    assert.match(head ?? '', /^PEER\s+ADDRESS\s+GRID\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+SENT$/)
+    assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+0\\.1\\.0\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+12$`))
     assert.match(second ?? '', /\sdisconnected\s.*\s3 \(2 failed\)$/)
   })
 
@@ -52,6 +52,17 @@ describe('formatPeers', () => {
     assert.equal(lines[3], '')
     assert.equal(lines[4], `untrusted: ${ID}: served bytes that do not hash to their OutputID`)
     assert.doesNotMatch(formatPeers([peer()]), /untrusted/)
+  })
+
+  it('names a member of another grid version, and a connected peer no advert of which is taken, with why and what to do', () => {
+    const text = formatPeers([peer({ advert: { ...peer().advert, version: '0.2.0' }, incompatible: 'it does not speak /grid/compile/1.1.0' })], 1_004_000, [
+      { peerId: 'newer', address: '/ip4/192.168.1.9/tcp/4770', agent: 'grid/0.3.0 node/20', protocols: ['/grid/advert/2.0.0', '/grid/compile/2.0.0'], why: 'advert from newer: bad version 2' }
+    ])
+    const lines = text.split('\n')
+    assert.match(lines[1] ?? '', /\s0\.2\.0\s/, 'its grid version, in the table')
+    assert.equal(lines[3], `incompatible: ${ID} (grid 0.2.0): it does not speak /grid/compile/1.1.0 (another grid version: run the same one on every member, see \`grid --version\`)`)
+    assert.equal(lines[4], 'not listed: newer at /ip4/192.168.1.9/tcp/4770 (grid/0.3.0 node/20): advert from newer: bad version 2; it speaks /grid/advert/2.0.0 /grid/compile/2.0.0 (another grid version: run the same one on every member, see `grid --version`)')
+    assert.match(formatPeers([], 0, [{ peerId: 'x', address: null, agent: null, protocols: [], why: 'no advert yet' }]), /^not listed: x at \?: no advert yet\nno peers \(yet\)/)
   })
 
   it('says how to look further when there are no peers', () => {

@@ -233,3 +233,51 @@ describe('remote compiles against hostile peers', () => {
     }
   })
 })
+
+
+describe('remote compiles against peers of another grid version', () => {
+  /** A requester whose one peer advertises grid `version.v` (changed by the test) and is or is not known to speak the compile protocol. */
+  function versioned (peer: { peerId: string, libp2p: unknown }, version: { v: string }, speaks?: () => boolean | undefined) {
+    const advert = (): never => ({ accepting: true, slots: { total: 4, free: 4 }, load: 0, toolchains: [TOOLCHAIN], version: version.v }) as never
+    return new RemoteCompiler({ libp2p: peer.libp2p as never, peers: () => [{ peerId: peer.peerId, advert: advert() }], isUntrusted: () => false, own: () => TOOLCHAIN as never, ...(speaks === undefined ? {} : { speaks }) })
+  }
+
+  it('a worker that refuses the task as of another grid version is not scored down, and gets no task until it advertises another version', async () => {
+    const peer = await fakePeer(async (offer, conn) => {
+      if (offer.eager === true) await inputs(conn)
+      await conn.send({ type: 'fail', code: 'GRID_ERR_TASK_INCOMPATIBLE', message: 'task from x is of another grid version: the task has the field "gcflags", unknown to this version' })
+      return true
+    })
+    const version = { v: '0.2.0' }
+    let listed: boolean | undefined // what identify says of the compile protocol: not yet
+    const remote = versioned(peer, version, () => listed)
+    const a = await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))
+    assert.equal(remote.scores.get(peer.peerId)?.failed ?? 0, 0, 'not its failure')
+    assert.deepEqual(remote.candidates(), [], 'no more tasks for it')
+    assert.equal(remote.whyNone(), 'no-capable-peer')
+    listed = true // identify (pushed) lists our protocol for it after all: it started up late
+    assert.equal(remote.candidates().length, 1, 'offered tasks again once identify lists this protocol')
+    await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
+    listed = undefined
+    assert.deepEqual(remote.candidates(), [])
+    version.v = '0.3.0' // upgraded
+    assert.equal(remote.candidates().length, 1, 'offered tasks again once it runs another version')
+  })
+
+  it('a peer that does not speak this compile protocol costs no score; one identify lists without it is not dialled at all', async () => {
+    const { UnsupportedProtocolError } = await import('@libp2p/interface')
+    const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    let dials = 0
+    const libp2p = { dialProtocol: async () => { dials++; throw new UnsupportedProtocolError('Protocol selection failed - could not negotiate /grid/compile/1.1.0') } }
+    const remote = versioned({ peerId, libp2p }, { v: '0.2.0' })
+    const a = await remote.attempt(peerId, preparedTask().prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))
+    assert.equal(remote.scores.get(peerId)?.failed ?? 0, 0)
+    assert.deepEqual(remote.candidates(), [])
+    const known = versioned({ peerId, libp2p }, { v: '0.2.0' }, () => false)
+    assert.deepEqual(known.candidates(), [], 'identify said it lacks the protocol')
+    assert.match(known.incompatibleWith(peerId, { version: '0.2.0' } as never) ?? '', /does not speak \/grid\/compile\//)
+    assert.equal(dials, 1)
+  })
+})

@@ -59,6 +59,23 @@ describe('remote tasks', () => {
     }
   })
 
+  it('refuses a task of another grid version (another version, a field it does not know or lacks) as incompatible, not as a bad task', () => {
+    // A field a newer requester added may change the compile: a worker that ignored it could
+    // return another archive than the requester's own compiler writes.
+    const { importPath, ...lacking } = task()
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['another task version', task({ v: TASK_VERSION + 1 }), /version 2, this worker's is 1/],
+      ['an unknown field', { ...task(), gcflags: ['-N'] }, /the task has the field "gcflags", unknown to this version/],
+      ['a field missing', lacking, /the task has no importPath/],
+      ['an unknown field in a file entry', task({ files: [{ path: '/src/m/a.go', sha256: h, size: 10, mode: 0o755 } as never, { path: '/tmp/w/b001/importcfg', sha256: h, size: 10 }] }), /a file entry has the field "mode"/]
+    ]
+    for (const [what, value, message] of cases) {
+      assert.throws(() => validateTask(value, 'peerX'),
+        (err: unknown) => errorCode(err) === 'GRID_ERR_TASK_INCOMPATIBLE' && message.test((err as Error).message) && /another grid version/.test((err as Error).message), what)
+    }
+    assert.equal(importPath, 'example.com/m')
+  })
+
   it('keeps here a compile that peers would refuse, before it is offered', async (t) => {
     const dir = await tempDir(t, 'unshippable')
     await writeFile(join(dir, 'a.go'), 'package m\n')

@@ -78,7 +78,8 @@ describe('worker: adversarial tasks', () => {
       ['local imports resolved against a directory (-D)', { ...t, flags: [...t.flags.filter(f => f !== '-nolocalimports'), '-D=/'] }, /flag "-D=\/" is not allowed/],
       ['no -nolocalimports', { ...t, flags: t.flags.filter(f => f !== '-nolocalimports') }, /a task must carry -nolocalimports/],
       ['no importcfg', { ...t, inputFlags: {} }, /a task must carry -importcfg/],
-      ['not a task at all', { v: 1, compiler: 42 }, /refused: compiler/]
+      ['not a task at all', { v: 1, compiler: 42 }, /is of another grid version: the task has no goroot/],
+      ['a task with a field this version does not know', { ...t, gcflags: ['-N'] }, /is of another grid version: the task has the field "gcflags"/]
     ]
     for (const [what, task, message, blobs] of cases) {
       const reply = await attempt(task, blobs)

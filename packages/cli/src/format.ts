@@ -2,7 +2,7 @@
  * The human-readable renderings of the node's state (`grid status`, `grid peers`, the cache
  * commands). Pure functions of what the node reports; `--json` prints the reports instead.
  */
-import { formatBytes, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
+import { formatBytes, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo, type UnlistedPeer } from '@grid/protocol'
 
 interface Toolchain { go?: string, compiler?: string }
 
@@ -46,13 +46,17 @@ export function formatCache (c: CacheStats): string {
   return `${line}\n         and ${w.inputs} input${w.inputs === 1 ? '' : 's'} of peers' compiles, ${formatBytes(w.bytes)} (each kept 3 days from its last use)`
 }
 
-export function formatPeers (list: PeerInfo[], now = Date.now()): string {
-  if (list.length === 0) return 'no peers (yet): check `grid status` for this node\'s addresses and the log for refused connections'
+export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: UnlistedPeer[] = []): string {
+  // connected, but no advert of theirs taken: another grid version's, say
+  const others = unlisted.map(u => `not listed: ${u.peerId} at ${u.address ?? '?'}${u.agent === null ? '' : ` (${u.agent})`}: ${u.why}` +
+    (u.protocols.length > 0 ? `; it speaks ${u.protocols.join(' ')}` : '') + (u.why === 'no advert yet' ? '' : VERSION_HINT))
+  if (list.length === 0) return [...others, 'no peers (yet): check `grid status` for this node\'s addresses and the log for refused connections'].join('\n')
   const rows = list.map(p => {
-    const a = p.advert as { toolchains?: Toolchain[], slots?: { free: number, total: number }, load?: number, policy?: string, accepting?: boolean }
+    const a = p.advert as { version?: string, toolchains?: Toolchain[], slots?: { free: number, total: number }, load?: number, policy?: string, accepting?: boolean }
     return [
       p.peerId,
       peerAddress(p),
+      a.version ?? '?',
       (a.toolchains ?? []).map(t => t.go ?? '?').join(',') || '-',
       a.slots === undefined ? '-' : `${a.slots.free}/${a.slots.total}`,
       a.load === undefined ? '-' : a.load.toFixed(2),
@@ -62,13 +66,20 @@ export function formatPeers (list: PeerInfo[], now = Date.now()): string {
       p.remote.failed === 0 ? `${p.remote.ok}` : `${p.remote.ok} (${p.remote.failed} failed)`
     ]
   })
-  const head = ['PEER', 'ADDRESS', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY', 'SENT']
+  const head = ['PEER', 'ADDRESS', 'GRID', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY', 'SENT']
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
   const table = [head, ...rows].map(r => r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd())
   // a peer caught lying about the cache: its claims are refused from then on (docs/cache.md)
   const untrusted = list.filter(p => p.untrusted !== null).map(p => `untrusted: ${p.peerId}: ${p.untrusted as string}`)
-  return [...table, ...(untrusted.length === 0 ? [] : ['', ...untrusted])].join('\n')
+  // a member of another grid version: listed, but it cannot take what this node would send it
+  const incompatible = list.filter(p => p.incompatible != null).map(p =>
+    `incompatible: ${p.peerId} (grid ${(p.advert as { version?: string }).version ?? '?'}): ${p.incompatible as string}${VERSION_HINT}`)
+  const notes = [...untrusted, ...incompatible, ...others]
+  return [...table, ...(notes.length === 0 ? [] : ['', ...notes])].join('\n')
 }
+
+/** What to do about a member of another grid version. */
+const VERSION_HINT = ' (another grid version: run the same one on every member, see `grid --version`)'
 
 /**
  * The address to show for a peer: the listen address on the host this node reaches it at

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { cacheStats } from './cache-stats.js'
@@ -288,7 +288,8 @@ export class GridNode {
     this.mesh = mesh
     this.meshStartedAt = Date.now()
     this.pool.onChange = () => mesh.schedulePublish('slots')
-    const { PeerCache } = await import('./peercache/index.js')
+    const { PeerCache, CACHE_PROTOCOL } = await import('./peercache/index.js')
+    const { COMPILE_PROTOCOL } = await import('./remote/index.js')
     const libp2p = mesh.libp2p
     if (libp2p !== undefined) {
       const peerCache = new PeerCache({
@@ -300,6 +301,7 @@ export class GridNode {
         verifyPercent: options.verifyPercent,
         peers: () => mesh.connectedMembers(),
         isKnownMember: id => mesh.isKnownMember(id),
+        speaks: id => mesh.speaks(id, CACHE_PROTOCOL),
         toolchain: () => this.toolchains[0]?.compiler ?? ''
       })
       await peerCache.start()
@@ -335,7 +337,8 @@ export class GridNode {
         libp2p,
         peers: () => mesh.connectedAdverts(),
         isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
-        own: () => this.toolchains[0]
+        own: () => this.toolchains[0],
+        speaks: id => mesh.speaks(id, COMPILE_PROTOCOL)
       })
       this.remote.onSlotFreed = () => { this.steal() }
     }
@@ -760,8 +763,21 @@ export class GridNode {
       lastSeen: p.lastSeen,
       advert: p.advert as unknown as Record<string, unknown>,
       untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
-      remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 }
+      remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 },
+      incompatible: p.connected ? this.incompatibility(p) : null,
+      agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null
     }))
+  }
+
+  /** Why a listed member takes none of this node's compiles or cache lookups (another grid version), or null. */
+  private incompatibility (p: PeerView): string | null {
+    const why = [this.remote?.incompatibleWith(p.peerId, p.advert), this.peerCache?.incompatibleWith(p.peerId)].filter(w => w !== undefined)
+    return why.length === 0 ? null : why.join('; ')
+  }
+
+  /** Connected peers no advert of which was taken (another grid version's, say), for `grid peers`. */
+  unlistedPeers (): UnlistedPeer[] {
+    return (this.mesh?.unlisted() ?? []).map(u => ({ peerId: u.peerId, address: u.address ?? null, agent: u.agent ?? null, protocols: u.protocols, why: u.why }))
   }
 
   /** A build's stats with the figures derived from its record. */
@@ -957,7 +973,7 @@ export class GridNode {
         this.stopRequested.resolve()
         return { type: 'ok', id }
       case 'peers':
-        return { type: 'peers-result', id, peers: this.peers() }
+        return { type: 'peers-result', id, peers: this.peers(), unlisted: this.unlistedPeers() }
     }
   }
 }

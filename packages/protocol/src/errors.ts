@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   GRID_ERR_DAEMON_STOP: 'the node on the control socket cannot be stopped, or did not stop in time',
   GRID_ERR_NOT_MEMBER: 'a peer failed the handshake: it does not hold this swarm key',
   GRID_ERR_TASK_REFUSED: 'a worker refused a remote compile task (bad flag, path, size, toolchain or policy)',
+  GRID_ERR_TASK_INCOMPATIBLE: 'a worker refused a remote compile task of another grid version (a field it does not know, or lacks)',
   GRID_ERR_INTERNAL: 'a bug in grid: please report it with the log'
 } as const
 

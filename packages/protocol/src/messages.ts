@@ -178,7 +178,17 @@ export interface PeerInfo {
   untrusted: string | null
   /** remote compiles this node sent it: done, failed (a failed peer is avoided for a while) */
   remote: { ok: number, failed: number, speed?: number }
+  /**
+   * why it takes none of this node's compiles or cache lookups whatever its toolchain (it is of
+   * another grid version: it speaks other versions of grid's protocols), or null
+   */
+  incompatible?: string | null
+  /** its agent as libp2p's identify gave it (`grid/<version> …`), or null before identify answered */
+  agent?: string | null
 }
+
+/** A connected peer that is in no peer list, because no advert of it was taken: why, and what identify said of it. */
+export interface UnlistedPeer { peerId: string, address: string | null, agent: string | null, protocols: string[], why: string }
 
 export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
 export interface VerifyResult {
@@ -269,7 +279,7 @@ export type Reply =
   | Id & { type: 'cache-gc-result', result: GcResult }
   | Id & { type: 'cache-verify-result', result: VerifyResult }
   | Id & { type: 'ok' }
-  | Id & { type: 'peers-result', peers: PeerInfo[] }
+  | Id & { type: 'peers-result', peers: PeerInfo[], unlisted?: UnlistedPeer[] }
   | Id & { type: 'error', code: string, message: string }
 
 export type Message = Request | Reply

@@ -74,6 +74,31 @@ function bad (why: string, from: string): GridError {
   return new GridError('GRID_ERR_TASK_REFUSED', `task from ${from} refused: ${why}`)
 }
 
+/** The fields of a task, and of each of its files: a task with others, or without one of these, is of another grid version. */
+const TASK_FIELDS: ReadonlyArray<keyof CompileTask> = ['v', 'compiler', 'goroot', 'env', 'flags', 'trimpath', 'inputFlags', 'sources', 'files', 'asmhdr', 'importPath']
+const TASK_FILE_FIELDS: ReadonlyArray<keyof TaskFile> = ['path', 'sha256', 'size']
+
+/**
+ * A task of another shape than this version's: another TASK_VERSION, a field this worker does
+ * not know (a newer requester's, which might change the compile: ignoring it could return
+ * another archive than the requester's own compiler writes), or one missing (an older or newer
+ * requester's). Not a bad task but another grid version: refused as GRID_ERR_TASK_INCOMPATIBLE,
+ * which a requester does not count against the worker (it sends that worker nothing more until
+ * one of them runs another version).
+ */
+function incompatible (why: string, from: string): GridError {
+  return new GridError('GRID_ERR_TASK_INCOMPATIBLE', `task from ${from} is of another grid version: ${why}`)
+}
+
+/** Why `value` (a map) has not exactly the fields `fields`, or undefined. */
+function shapeProblem (value: Record<string, unknown>, fields: readonly string[], what: string): string | undefined {
+  const unknown = Object.keys(value).filter(k => !fields.includes(k))
+  if (unknown.length > 0) return `${what} has the field${unknown.length > 1 ? 's' : ''} ${unknown.slice(0, 4).map(k => JSON.stringify(k.slice(0, 64))).join(', ')}, unknown to this version`
+  const missing = fields.filter(k => value[k] === undefined)
+  if (missing.length > 0) return `${what} has no ${missing.join(', ')}`
+  return undefined
+}
+
 /** An absolute, normalised POSIX path with no `..`, no `.` element and no control character. */
 export function isCleanAbsolute (p: string): boolean {
   if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || /[\x00-\x1f\x7f]/.test(p)) return false
@@ -97,7 +122,9 @@ export function taskEnvProblem (name: string, value: string): string | undefined
 export function validateTask (value: unknown, from = 'peer'): CompileTask {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('not a map', from)
   const t = value as Record<string, unknown>
-  if (t.v !== TASK_VERSION) throw bad(`version ${String(t.v)}`, from)
+  if (t.v !== TASK_VERSION) throw incompatible(`version ${String(t.v).slice(0, 16)}, this worker's is ${TASK_VERSION}`, from)
+  const shape = shapeProblem(t, TASK_FIELDS, 'the task')
+  if (shape !== undefined) throw incompatible(shape, from)
   if (typeof t.compiler !== 'string' || t.compiler.length > 256) throw bad('compiler', from)
   if (typeof t.goroot !== 'string' || !isCleanAbsolute(t.goroot)) throw bad('goroot must be an absolute path', from)
   if (typeof t.importPath !== 'string' || t.importPath.length > 1024) throw bad('importPath', from)
@@ -123,6 +150,8 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   const sizes = new Map<string, number>()
   for (const f of files as Array<Record<string, unknown>>) {
     if (f === null || typeof f !== 'object') throw bad('file entry', from)
+    const fileShape = shapeProblem(f, TASK_FILE_FIELDS, 'a file entry')
+    if (fileShape !== undefined) throw incompatible(fileShape, from)
     if (typeof f.path !== 'string' || !isCleanAbsolute(f.path)) throw bad(`input path ${JSON.stringify(String(f.path).slice(0, 128))} is not a clean absolute path`, from)
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`hash of ${f.path}`, from)
     if (!Number.isSafeInteger(f.size) || (f.size as number) < 0 || (f.size as number) > MAX_TASK_FILE_BYTES) throw bad(`size of ${f.path} (max ${MAX_TASK_FILE_BYTES} bytes)`, from)

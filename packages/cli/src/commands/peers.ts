@@ -8,9 +8,11 @@ import { connectNode } from '../session.js'
 
 export const PEERS_HELP = `usage: grid [global options] peers
 
-Lists the peers the running node knows: PeerId, address, Go toolchain, compile slots (free/total),
-load, round-trip time, when its last advert arrived, its policy for remote work, and the compiles
-this node sent it (with those that failed).
+Lists the peers the running node knows: PeerId, address, grid version, Go toolchain, compile
+slots (free/total), load, round-trip time, when its last advert arrived, its policy for remote
+work, and the compiles this node sent it (with those that failed). Below the table: peers whose
+cache entries are refused, members of another grid version (incompatible), and connected peers
+no advert of which this node takes (not listed), each with why.
 With --json, an array of the same (each with the peer's full advert).`
 
 export async function peers (args: string[], options: GlobalOptions, output: Output): Promise<number> {
@@ -21,8 +23,8 @@ export async function peers (args: string[], options: GlobalOptions, output: Out
     throw new GridError('GRID_ERR_NODE_UNREACHABLE', `no node answers on ${options.control}`, { hint: 'start one with `grid daemon`' })
   }
   try {
-    const { peers: list } = await client.request({ type: 'peers' })
-    output.out(options.json ? JSON.stringify(list) : formatPeers(list))
+    const { peers: list, unlisted } = await client.request({ type: 'peers' })
+    output.out(options.json ? JSON.stringify(list) : formatPeers(list, Date.now(), unlisted ?? []))
   } finally {
     client.close()
   }

@@ -23,7 +23,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
-import { identify } from '@libp2p/identify'
+import { identify, identifyPush } from '@libp2p/identify'
 import type { Connection, Libp2p, PeerDiscovery, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface'
 import { mdns } from '@libp2p/mdns'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -92,7 +92,16 @@ interface DialState { failures: number, nextAttempt: number, notMember: boolean 
  */
 interface Known { last: number, addrs: Multiaddr[], connected: boolean, relayed: boolean }
 
-type Services = { identify: unknown, ping: Ping, pubsub: GossipSub }
+type Services = { identify: unknown, identifyPush: unknown, ping: Ping, pubsub: GossipSub }
+
+/**
+ * A connected peer as libp2p's identify described it: the protocols it handles (grid's, with
+ * their versions, among them) and its agent (`grid/<version> …`). Kept while it is connected.
+ */
+export interface Identified { protocols: string[], agent: string | undefined }
+
+/** A connected peer that is not in the peer table: no advert of it has been taken, and why. */
+export interface Unlisted { peerId: string, address: string | undefined, agent: string | undefined, protocols: string[], why: string }
 
 export class Mesh {
   private readonly init: MeshInit
@@ -112,6 +121,10 @@ export class Mesh {
   private readonly known = new Map<string, Known>()
   /** relayed adverts dropped since the last heartbeat because MAX_ADVERT_ONLY_PEERS were listed */
   private droppedRelayed = 0
+  /** connected peers as identify described them (at most MAX_CONNECTIONS: one per connected peer) */
+  private readonly identified = new Map<string, Identified>()
+  /** why the last advert of a connected peer was not taken (its sender, for `unlisted`) */
+  private readonly refusedAdverts = new Map<string, string>()
   /** address dials left in the budget (DIAL_ADDRS_PER_SECOND), and when it was last topped up */
   private dialBudget = DIAL_BURST
   private dialBudgetAt = Date.now()
@@ -158,6 +171,46 @@ export class Mesh {
     if (node === undefined) return connected
     for (const [peerId, e] of this.peers) if (node.getConnections(e.id).length > 0) connected.push({ peerId, advert: e.advert })
     return connected
+  }
+
+  /**
+   * Whether a connected peer handles `protocol` (one of grid's, `/grid/<name>/<version>`), as
+   * identify listed its protocols: true when listed; false when another version of it is listed
+   * and not this one (a member of another grid version); undefined otherwise. A node registers its
+   * grid protocols a moment after it connects, and an older node does not push the change, so a
+   * list without any version of it says nothing yet.
+   */
+  speaks (peerId: string, protocol: string): boolean | undefined {
+    const listed = this.identified.get(peerId)?.protocols
+    if (listed === undefined) return undefined
+    if (listed.includes(protocol)) return true
+    const family = protocol.slice(0, protocol.lastIndexOf('/') + 1)
+    return listed.some(p => p.startsWith(family)) ? false : undefined
+  }
+
+  /** What identify said of a connected peer, if it has answered. */
+  identifiedAs (peerId: string): Identified | undefined {
+    return this.identified.get(peerId)
+  }
+
+  /**
+   * Connected peers that are not in the peer table, and why: a member whose adverts this node
+   * refuses or cannot fetch (another grid version's, say) is connected but listed nowhere else.
+   */
+  unlisted (): Unlisted[] {
+    const node = this.node
+    if (node === undefined) return []
+    const seen = new Set<string>()
+    const out: Unlisted[] = []
+    for (const conn of node.getConnections()) {
+      const id = conn.remotePeer.toString()
+      if (seen.has(id) || this.peers.has(id)) continue
+      seen.add(id)
+      const identified = this.identified.get(id)
+      const why = this.refusedAdverts.get(id) ?? (this.speaks(id, ADVERT_PROTOCOL) === false ? `it does not speak ${ADVERT_PROTOCOL}` : 'no advert yet')
+      out.push({ peerId: id, address: conn.remoteAddr.toString(), agent: identified?.agent, protocols: (identified?.protocols ?? []).filter(p => p.startsWith('/grid/')), why })
+    }
+    return out.sort((a, b) => a.peerId.localeCompare(b.peerId))
   }
 
   /** Whether peers can be expected soon: bootstrap addresses, or members remembered from before. */
@@ -222,7 +275,17 @@ export class Mesh {
       void this.fetchAdvert(evt.detail)
       this.schedulePublish()
     })
-    node.addEventListener('peer:disconnect', evt => log.debug(`disconnected from ${evt.detail.toString()}`))
+    node.addEventListener('peer:identify', evt => {
+      const id = evt.detail.peerId.toString()
+      if (node.getConnections(evt.detail.peerId).length === 0) return
+      this.identified.set(id, { protocols: [...evt.detail.protocols], agent: evt.detail.agentVersion })
+    })
+    node.addEventListener('peer:disconnect', evt => {
+      const id = evt.detail.toString()
+      this.identified.delete(id)
+      this.refusedAdverts.delete(id)
+      log.debug(`disconnected from ${id}`)
+    })
     this.timers.push(setInterval(() => { void this.heartbeat() }, HEARTBEAT_MS))
     this.timers.push(setInterval(() => { void this.redial() }, REDIAL_MIN_MS))
     for (const t of this.timers) t.unref()
@@ -282,6 +345,8 @@ export class Mesh {
     return await createLibp2p({
       privateKey: this.init.privateKey,
       start: false,
+      // identify tells this agent to every peer: a member of another grid version is recognisable
+      nodeInfo: { name: 'grid', version: GRID_VERSION },
       addresses: { listen },
       transports: [tcp()],
       connectionEncrypters: [memberNoise(swarmPrologue(this.init.swarmKey), f => this.onHandshakeFailure(f))],
@@ -296,6 +361,9 @@ export class Mesh {
       connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
       services: {
         identify: identify(),
+        // tells the peers when this node's protocols change: it registers the compile and cache
+        // protocols after it has joined the mesh, and peers use it by what identify lists (speaks)
+        identifyPush: identifyPush(),
         ping: ping(),
         // No penalty for PeerIds sharing an address (gossipsub's P6). It counts every PeerId
         // seen from an address in the last hour (it keeps a gone peer's score that long); from
@@ -354,7 +422,12 @@ export class Mesh {
       if (advert.peerId !== sender) throw new GridError('GRID_ERR_ADVERT_INVALID', `advert names ${advert.peerId} but is signed by ${sender}`)
       return 'accept'
     } catch (err) {
-      log.warn(`dropped an advert from ${sender} (relayed by ${from.toString()}): ${(err as Error).message}`)
+      const message = (err as Error).message
+      // A member of another grid version sends adverts this one cannot read, every heartbeat:
+      // said once per connection, and shown by `grid peers` (unlisted).
+      const connected = msg.type === 'signed' && msg.from !== undefined && this.node !== undefined && this.node.getConnections(msg.from).length > 0
+      if (!connected || this.refusedAdverts.get(sender) !== message) log.warn(`dropped an advert from ${sender} (relayed by ${from.toString()}): ${message}`)
+      if (connected) this.rememberRefused(sender, message)
       return 'reject'
     }
   }
@@ -477,10 +550,19 @@ export class Mesh {
       if (advert.peerId !== peer.toString()) throw new GridError('GRID_ERR_ADVERT_INVALID', `advert names ${advert.peerId}`)
       this.accept(advert)
     } catch (err) {
-      if (!this.stopping.signal.aborted) log.debug(`advert from ${peer.toString()} not fetched: ${(err as Error).message}`)
+      if (this.stopping.signal.aborted) return
+      const message = (err as { name?: string }).name === 'UnsupportedProtocolError' ? `it does not speak ${ADVERT_PROTOCOL}` : (err as Error).message
+      log.debug(`advert from ${peer.toString()} not fetched: ${message}`)
+      if ((err as { code?: string }).code === 'GRID_ERR_ADVERT_INVALID' || (err as { name?: string }).name === 'UnsupportedProtocolError') this.rememberRefused(peer.toString(), message)
     } finally {
       done()
     }
+  }
+
+  /** Why a connected peer's advert was not taken (one per connected peer: MAX_CONNECTIONS). */
+  private rememberRefused (peerId: string, why: string): void {
+    if (this.refusedAdverts.size >= MAX_CONNECTIONS && !this.refusedAdverts.has(peerId)) return
+    this.refusedAdverts.set(peerId, why)
   }
 
   /** Both ends keep the connection opened by the smaller PeerId; the oldest if it opened several. */

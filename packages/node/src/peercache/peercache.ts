@@ -49,6 +49,8 @@ export interface PeerCacheInit {
   /** peers to ask: connected members */
   peers: () => string[]
   isKnownMember: (id: string) => boolean
+  /** whether a peer handles CACHE_PROTOCOL, as identify said (undefined: not known yet): one of another grid version is not asked */
+  speaks?: (peerId: string) => boolean | undefined
   /** this node's `go tool compile -V=full`, signed into its claims */
   toolchain: () => string
 }
@@ -109,7 +111,17 @@ export class PeerCache {
 
   /** Whether find would ask any peer now. */
   mayAsk (): boolean {
-    return this.init.trust !== 'self' && this.init.peers().some(p => !this.untrusted.has(p))
+    return this.init.trust !== 'self' && this.askable().length > 0
+  }
+
+  /** The peers a lookup goes to: connected members not untrusted, and not of another grid version. */
+  private askable (): string[] {
+    return this.init.peers().filter(p => !this.untrusted.has(p) && this.init.speaks?.(p) !== false)
+  }
+
+  /** Why `peer` is asked nothing whatever it holds: another grid version's cache protocol; or undefined. */
+  incompatibleWith (peer: string): string | undefined {
+    return this.init.speaks?.(peer) === false ? `it does not speak ${CACHE_PROTOCOL}` : undefined
   }
 
   /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
@@ -117,7 +129,7 @@ export class PeerCache {
     const started = performance.now()
     const waited = (): number => performance.now() - started
     if (this.init.trust === 'self') return { miss: 'no-peers', waitMs: 0 }
-    const peers = this.init.peers().filter(p => !this.untrusted.has(p))
+    const peers = this.askable()
     if (peers.length === 0) return { miss: 'no-peers', waitMs: 0 }
     const found = await this.firstClaim(peers, actionId, build)
     const lookupMs = waited()

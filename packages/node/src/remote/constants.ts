@@ -26,6 +26,15 @@ export const MAX_KNOWN_INPUTS = 100_000
 export const REMOTE_BASE_MS = 30_000
 export const REMOTE_PER_INPUT_MB_MS = 2_000
 
+/**
+ * A peer found to be of another grid version by trying (it did not speak COMPILE_PROTOCOL, or
+ * refused a task as GRID_ERR_TASK_INCOMPATIBLE) gets no task for this long while it advertises
+ * the same grid version, unless identify lists our protocol for it meanwhile. A node registers its
+ * compile protocol a moment after it joins the mesh, so one refusal is not taken as final; an
+ * offer every five minutes to a member of another version costs one round trip.
+ */
+export const INCOMPATIBLE_RETRY_MS = 5 * 60_000
+
 /** Worker-side: how long a task may run before it is killed. */
 export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
 

@@ -20,9 +20,9 @@
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
+import { GRID_VERSION, GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
 import { peerArchiveProblem } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
@@ -75,6 +75,17 @@ function isLocalStreamLimit (err: unknown): boolean {
   return (err as { name?: unknown } | null)?.name === 'TooManyOutboundProtocolStreamsError'
 }
 
+/**
+ * Why a failed attempt shows the peer to be of another grid version, or undefined: it does not
+ * handle COMPILE_PROTOCOL (multistream-select's UnsupportedProtocolError, matched by name), or
+ * its worker refused the task as GRID_ERR_TASK_INCOMPATIBLE.
+ */
+function incompatibility (err: unknown): string | undefined {
+  if ((err as { name?: unknown } | null)?.name === 'UnsupportedProtocolError') return `it does not speak ${COMPILE_PROTOCOL}`
+  if ((err as { code?: unknown } | null)?.code === 'GRID_ERR_TASK_INCOMPATIBLE') return (err as Error).message
+  return undefined
+}
+
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
 /** The hashes of a task's importcfg and embedcfg: all a task admitted only to join a running compile asks for. */
@@ -94,6 +105,8 @@ export interface RemoteInit {
   peers: () => Array<{ peerId: string, advert: Advert }>
   isUntrusted: (peerId: string) => boolean
   own: () => ToolchainInfo | undefined
+  /** whether the peer handles COMPILE_PROTOCOL, as identify said; undefined: not known yet */
+  speaks?: (peerId: string) => boolean | undefined
 }
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
@@ -105,7 +118,7 @@ export interface RemoteRequest { args: string[], cwd: string, env: Record<string
  */
 export type Attempt =
   | { ok: true, peer: string, archive: Uint8Array, asmhdr: Uint8Array | null, transferMs: number, compileMs: number, wallMs: number }
-  | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' }
+  | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' | 'incompatible' }
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
@@ -124,6 +137,12 @@ export class RemoteCompiler {
   private readonly held = new Map<string, Set<string>>()
   /** Per peer, its refusals as busy in a row that contradicted an advert (BUSY_STREAK). */
   private readonly refusals = new Map<string, number>()
+  /**
+   * Peers of another grid version, which cannot take our tasks (`incompatibility`): the grid
+   * version their advert showed then, why, and until when. Not a failure of theirs; they get no
+   * task while they advertise that version, for INCOMPATIBLE_RETRY_MS.
+   */
+  private readonly incompatible = new Map<string, { version: string, why: string, until: number }>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
   onSlotFreed: (() => void) | undefined
 
@@ -193,7 +212,23 @@ export class RemoteCompiler {
   private capable (peerId: string, advert: Advert): boolean {
     const own = this.init.own()
     if (own === undefined || !advert.accepting || this.init.isUntrusted(peerId) || (this.penalty.get(peerId) ?? 0) > Date.now()) return false
+    if (this.incompatibleWith(peerId, advert) !== undefined) return false
     return advert.toolchains.some(t => t.compiler === own.compiler && t.canary === own.canary && t.experiment === own.experiment)
+  }
+
+  /**
+   * Why `peer` (advertising `advert`) cannot take our tasks whatever its toolchain, or undefined:
+   * identify lists another version of the compile protocol and not ours, or an attempt showed it
+   * to be of another grid version (while it advertises the version it had then, for a while).
+   */
+  incompatibleWith (peerId: string, advert: Advert): string | undefined {
+    const speaks = this.init.speaks?.(peerId)
+    if (speaks === false) return `it does not speak ${COMPILE_PROTOCOL}`
+    const known = this.incompatible.get(peerId)
+    if (known === undefined) return undefined
+    if (speaks !== true && known.version === advert.version && Date.now() < known.until) return known.why
+    this.incompatible.delete(peerId) // identify lists our protocol now, it runs another version, or it is time to try again
+    return undefined
   }
 
   /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
@@ -230,6 +265,15 @@ export class RemoteCompiler {
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: Math.max(0, wallMs - compileMs), compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
+      const why = incompatibility(err)
+      if (why !== undefined) {
+        // another grid version: not the peer's failure, and nothing more to send it for now
+        hadSlot = false
+        const version = this.init.peers().find(p => p.peerId === peer)?.advert.version ?? ''
+        if (!this.incompatible.has(peer)) log.info(`${peer} (grid ${version || '?'}, this node ${GRID_VERSION}) cannot take this node's compiles: ${why}; none go to it while it runs that version (tried again in ${INCOMPATIBLE_RETRY_MS / 60_000} min)`)
+        this.incompatible.set(peer, { version, why, until: Date.now() + INCOMPATIBLE_RETRY_MS })
+        return { ok: false, peer, reason: 'incompatible' }
+      }
       if (isLocalStreamLimit(err)) {
         // our own limit on streams to the peer, not its fault: it counts as full for now
         hadSlot = false
@@ -338,7 +382,7 @@ export class RemoteCompiler {
         keep = true // a refused offer leaves the stream between tasks
         return 'busy'
       }
-      if (reply.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${reply.message}`, { transient: true })
+      if (reply.type === 'fail') throw refusal(peer, reply)
       let joinOnly = false
       if (reply.type === 'need') {
         const items = this.needed(peer, reply.hashes, prepared)
@@ -353,7 +397,7 @@ export class RemoteCompiler {
       // for its importcfg and embedcfg alone; if it then finds nothing to join, it is refused
       // as busy (worker.ts). Any other refusal after inputs moved is the peer's failure.
       if (joinOnly && isBusy(result)) return 'busy'
-      if (result.type === 'fail') throw new GridError('GRID_ERR_TASK_REFUSED', `${peer}: ${result.message}`, { transient: true })
+      if (result.type === 'fail') throw refusal(peer, result)
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       keep = true
       this.remember(held, prepared.blobs.keys())
@@ -474,6 +518,11 @@ export class RemoteCompiler {
     for (const kept of this.idle.values()) for (const c of kept) void c.stream.close().catch(() => {})
     this.idle.clear()
   }
+}
+
+/** A worker's `fail`, as the error it is: a refusal as incompatible keeps its code (`incompatibility`). */
+function refusal (peer: string, m: Extract<CompileMessage, { type: 'fail' }>): GridError {
+  return new GridError(m.code === 'GRID_ERR_TASK_INCOMPATIBLE' ? 'GRID_ERR_TASK_INCOMPATIBLE' : 'GRID_ERR_TASK_REFUSED', `${peer}: ${m.message}`, { transient: true })
 }
 
 /** A kept stream failed before the peer answered anything: it was closed while idle. */

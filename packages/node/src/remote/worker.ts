@@ -204,7 +204,7 @@ export class Worker {
         err = new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL, { cause: caught })
       }
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
-      if (code === 'GRID_ERR_TASK_REFUSED') {
+      if (code === 'GRID_ERR_TASK_REFUSED' || code === 'GRID_ERR_TASK_INCOMPATIBLE') {
         this.stats.refused++
         const busy = (err as Error).message === BUSY
         if (busy) log.debug(`refused a task from ${peer}: ${BUSY}`)

@@ -98,7 +98,7 @@ export class Dispatcher {
           if (settled) return
           if (c.ok) { settled = true; resolve(c); return }
           if (!('local' in c) && c.reason === 'remote-diagnostics') diagnosed.add(c.peer)
-          if (!('local' in c)) failure ??= c.reason === 'busy' ? 'peers-busy' : c.reason === 'cancelled' ? 'peer-error' : c.reason
+          if (!('local' in c)) failure ??= c.reason === 'busy' ? 'peers-busy' : c.reason === 'incompatible' ? 'no-capable-peer' : c.reason === 'cancelled' ? 'peer-error' : c.reason
           if (pending === 0) { settled = true; resolve(failure ?? 'peer-error') }
         })
       }
@@ -161,14 +161,14 @@ export class Dispatcher {
     return outcome
   }
 
-  /** The first candidates in turn, moving on only when one refuses as busy. */
+  /** The first candidates in turn, moving on only when one refuses as busy or is of another grid version. */
   private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
     let last: Attempt | undefined
     for (const peer of peers.slice(0, MAX_ATTEMPTS)) {
       tried.add(peer)
       current.peer = peer
       last = await remote.attempt(peer, prepared, signal, expectedMs)
-      if (last.ok || last.reason !== 'busy') break
+      if (last.ok || (last.reason !== 'busy' && last.reason !== 'incompatible')) break
     }
     current.peer = '' // settled: whatever it was, the attempt has already been scored
     return { ...(last as Attempt), duplicate: false }
