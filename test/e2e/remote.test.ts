@@ -1,12 +1,12 @@
 // Compiles on peers: three daemons on loopback, byte-identical output, and peers that die,
 // hang or lie costing time, never correctness.
 import assert from 'node:assert/strict'
-import { chmod, cp, mkdir, readdir, symlink, writeFile } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { cp, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BACKLOG_DEPTH, LOCAL_NICE } from '@grid/node/server'
 import { encodeFrame } from '@grid/protocol'
-import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, roundTrip, run, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, MODDEP, goBuild, grid, moduleProxyEnv, patchedGoroot, roundTrip, run, sameFiles, startDaemon, status, summary, tempDir, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 type Ctx = Parameters<typeof world>[0]
@@ -150,21 +150,9 @@ describe('remote compiles', () => {
 
   it('a build with another GOROOT whose compiler has the same -V=full (a patched copy) compiles nothing on peers and is byte-identical to plain go', async (t) => {
     const { r } = await cluster(t)
-    // The daemons probed the go on PATH. The copy shares everything with it but its compiler:
-    // a script that runs the same compiler with -l (no inlining), and passes -V=full through,
-    // so that cmd/go sees the same release (the same action IDs) and the output differs.
-    const goroot = (await run('go', ['env', 'GOROOT'])).stdout.trim()
-    const tooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
-    const copy = join(await tempDir(t, 'goroot'), 'go')
-    const copyTools = join(copy, relative(goroot, tooldir))
-    await mkdir(copyTools, { recursive: true })
-    for (const name of await readdir(goroot)) if (name !== 'pkg') await symlink(join(goroot, name), join(copy, name))
-    for (const name of await readdir(join(goroot, 'pkg'))) if (name !== 'tool') await symlink(join(goroot, 'pkg', name), join(copy, 'pkg', name))
-    for (const name of await readdir(tooldir)) if (name !== 'compile') await symlink(join(tooldir, name), join(copyTools, name))
-    const compile = join(copyTools, 'compile')
-    await writeFile(compile, `#!/bin/sh\ncase "$1" in -V*) exec ${join(tooldir, 'compile')} "$@";; esac\nexec ${join(tooldir, 'compile')} -l "$@"\n`)
-    await chmod(compile, 0o755)
-    const env = { GOROOT: copy }
+    // The daemons probed the go on PATH; this GOROOT's compiler prints the same -V=full and
+    // writes other bytes (patchedGoroot).
+    const env = { GOROOT: await patchedGoroot(t) }
     const ref = join(r.dir, 'ref')
     const out = join(r.dir, 'out')
     // plain go with that GOROOT, in a GOCACHE of its own (the stock compiler's entries have the same keys)

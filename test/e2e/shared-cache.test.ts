@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { ControlClient } from '@grid/node'
-import { FIXTURES, GOMOD, ROOT, goBuild, grid, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, ROOT, goBuild, grid, patchedGoroot, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type Daemon, type World } from '../helpers/index.js'
 
 const STDHTTP = join(FIXTURES, 'stdhttp')
 
@@ -139,6 +139,39 @@ describe('shared cache', () => {
     const again = await grid(b.w, ['test', './wordfreq'])
     assert.equal(again.code, 0, again.stderr)
     assert.doesNotMatch(again.stdout + again.stderr, /\(cached\)/, 'go clean -testcache: the test runs again')
+  })
+
+
+  it('a build with another GOROOT whose compiler has the same -V=full neither takes peers\' entries nor gives them its own', async (t) => {
+    // cmd/go's ActionIDs are the same for both compilers: only the grid can keep them apart.
+    const goroot = await patchedGoroot(t)
+    const aAddr = await startA() // A's cache holds the stock compiler's entries (before)
+    const memberOf = async (addr: string): Promise<World> => {
+      const w = await world(t)
+      await startDaemon(t, w, ['--bootstrap', addr, '--offload', 'never'])
+      await waitFor(async () => {
+        const peers = JSON.parse((await grid(w, ['--json', 'peers'])).stdout) as Array<{ connected: boolean, advert: { toolchains: unknown[] } }>
+        return peers.some(p => p.connected && p.advert.toolchains.length > 0)
+      }, 20_000, () => 'the new member to see its peer')
+      return w
+    }
+    // B builds with the patched GOROOT: none of A's entries, and its binaries are plain go's with that GOROOT
+    const b = await memberOf(aAddr)
+    const patchedRef = join(b.dir, 'ref-patched')
+    const plain = await run('go', ['build', '-trimpath', '-o', patchedRef + '/', './...'], { cwd: GOMOD, env: { ...process.env, GOROOT: goroot, GOCACHE: join(b.dir, 'gocache-ref') } })
+    assert.equal(plain.code, 0, plain.stderr)
+    const patched = await grid(b, ['--json', 'build', '-o', join(b.dir, 'out-patched') + '/', './...'], { env: { ...b.env, GOROOT: goroot } })
+    assert.equal(patched.code, 0, patched.stderr)
+    assert.equal(summary(patched).cache.peerHits, 0, 'no entry of the stock compiler')
+    await sameFiles(join(b.dir, 'out-patched'), patchedRef)
+    // C, joining through B, builds with the stock compiler: B's entries are the patched
+    // compiler's and are not served (A's may be: they are the stock compiler's)
+    const bStatus = await status(b)
+    const c = await memberOf(bStatus.mesh.addrs[0])
+    const stock = await grid(c, ['--json', 'build', '-o', join(c.dir, 'out') + '/', './...'])
+    assert.equal(stock.code, 0, stock.stderr)
+    assert.equal(summary(stock).cache.peer.byPeer[bStatus.nodeId], undefined, 'no entry of the patched compiler')
+    await sameFiles(join(c.dir, 'out'), refs.gomod as string)
   })
 
 })

@@ -4,10 +4,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { cp, mkdtemp, readdir, readFile, rm, mkdir, writeFile } from 'node:fs/promises'
+import { chmod, cp, mkdtemp, readdir, readFile, rm, mkdir, symlink, writeFile } from 'node:fs/promises'
 import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, type TestContext } from 'node:test'
 import { detectGo, ensureShim } from '@grid/node'
@@ -191,6 +191,27 @@ export async function goBuild (args: string[], cwd = GOMOD, extraEnv: NodeJS.Pro
  */
 export async function moduleProxyEnv (t: Ctx): Promise<NodeJS.ProcessEnv> {
   return { GOPROXY: `file://${join(FIXTURES, 'goproxy')}`, GONOSUMDB: 'example.com', GOFLAGS: '-modcacherw', GOMODCACHE: await tempDir(t, 'modcache') }
+}
+
+/**
+ * A GOROOT beside the one of the go on PATH that shares everything with it but its compiler: a
+ * script that runs the same compiler with -l (no inlining) and passes -V=full through, as a
+ * compiler rebuilt from patched sources would. cmd/go sees the same release (the same action
+ * IDs); the output differs. Use it as GOROOT, with a GOCACHE of its own.
+ */
+export async function patchedGoroot (t: Ctx): Promise<string> {
+  const goroot = (await run('go', ['env', 'GOROOT'])).stdout.trim()
+  const tooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
+  const copy = join(await tempDir(t, 'goroot'), 'go')
+  const copyTools = join(copy, relative(goroot, tooldir))
+  await mkdir(copyTools, { recursive: true })
+  for (const name of await readdir(goroot)) if (name !== 'pkg') await symlink(join(goroot, name), join(copy, name))
+  for (const name of await readdir(join(goroot, 'pkg'))) if (name !== 'tool') await symlink(join(goroot, 'pkg', name), join(copy, 'pkg', name))
+  for (const name of await readdir(tooldir)) if (name !== 'compile') await symlink(join(tooldir, name), join(copyTools, name))
+  const compile = join(copyTools, 'compile')
+  await writeFile(compile, `#!/bin/sh\ncase "$1" in -V*) exec ${join(tooldir, 'compile')} "$@";; esac\nexec ${join(tooldir, 'compile')} -l "$@"\n`)
+  await chmod(compile, 0o755)
+  return copy
 }
 
 /** Asserts two output dirs hold the same files with the same bytes; returns the names. */

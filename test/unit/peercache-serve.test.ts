@@ -47,13 +47,13 @@ async function libp2pNode (t: Ctx): Promise<{ libp2p: Libp2p, key: PrivateKey, i
 interface Node { libp2p: Libp2p, id: string, cache: Cache, peerCache: PeerCache }
 
 /** A node with a cache and the shared cache, asking `peers()` (every member trusted). */
-async function cacheNode (t: Ctx, peers: () => string[] = () => []): Promise<Node> {
+async function cacheNode (t: Ctx, peers: () => string[] = () => [], toolchain = 'go1.test'): Promise<Node> {
   const dir = await tempDir(t, 'pc')
   const { libp2p, key, id } = await libp2pNode(t)
   const cache = await Cache.open({ dir, nodeId: id })
   defer(t, async () => { await cache.close() })
   const peerCache = new PeerCache({
-    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => 'go1.test'
+    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => toolchain
   })
   await peerCache.start()
   defer(t, async () => { await peerCache.stop() })
@@ -231,4 +231,32 @@ describe('peer cache: a body of another size than claimed', () => {
       assert.equal(existsSync(b.cache.blobPath(sha256(blob.body).toString('hex'))), false, 'no blob stored')
     })
   }
+})
+
+
+describe('peer cache: toolchains', () => {
+  it('a claim of another toolchain is skipped, not taken as a lie; an own entry another compiler made is not served', async (t) => {
+    const server = await cacheNode(t, () => [], 'compile version go1.26.8 canary 0123456789abcdef')
+    const blob = await putBlob(server.cache, 1000)
+    // the asker's compiler prints the same -V=full but has another canary
+    const other = await cacheNode(t, () => [server.id], 'compile version go1.26.8 canary fedcba9876543210')
+    await other.libp2p.dial(server.libp2p.getMultiaddrs())
+    const build = { stats: { cache: { peer: { rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0 } } } } }
+    const deadline = Date.now() + 20_000
+    while (build.stats.cache.peer.rejected.toolchain === 0 && Date.now() < deadline) await other.peerCache.find(blob.actionId, build as never)
+    assert.equal(build.stats.cache.peer.rejected.toolchain, 1, 'skipped as of another toolchain')
+    assert.equal(build.stats.cache.peer.rejected.badClaim, 0)
+    assert.equal(other.peerCache.untrusted.size, 0, 'not a lie')
+    assert.equal(await other.cache.get(blob.actionId), undefined, 'nothing taken')
+    // an entry of a build whose compiler was not the server's own (shared: false) is not served
+    const same = await cacheNode(t, () => [server.id], 'compile version go1.26.8 canary 0123456789abcdef')
+    await same.libp2p.dial(server.libp2p.getMultiaddrs())
+    const foreign = randomBytes(32)
+    const body = randomBytes(500)
+    const { outputId } = await server.cache.putBytes(foreign, body)
+    await server.cache.put(foreign, outputId, body.length, undefined, undefined, { toolchain: undefined, shared: false })
+    assert.ok('hit' in await settledFind(same, blob.actionId), 'own entries are served')
+    const result = await same.peerCache.find(foreign, undefined)
+    assert.ok('miss' in result && result.miss === 'not-found', JSON.stringify(result))
+  })
 })

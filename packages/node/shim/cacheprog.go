@@ -136,6 +136,11 @@ func (h *helper) open(socket string) {
 	r := bufio.NewReader(conn)
 	var reply map[string]any
 	open := map[string]any{"type": "cache-open", "id": 1, "build": h.build}
+	// cmd/go sets GOTOOLDIR for its helper: the node shares the build's entries with peers only
+	// when their compiler is the one it advertises (a copy of a GOROOT may hold another).
+	if dir := os.Getenv("GOTOOLDIR"); dir != "" {
+		open["gotooldir"] = dir
+	}
 	if h.build == "" {
 		// Under `grid env`, no grid build named us: the node opens a build for this go command.
 		if command := parentCommand(); command != nil {

@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { cacheStats } from './cache-stats.js'
@@ -151,6 +151,10 @@ export class GridNode {
   private ownCompiler: { path: string, stamp: string } | undefined
   /** Compilers other than ownCompiler that builds used: each is logged once. */
   private readonly otherCompilers = new Set<string>()
+  /** Settles once the first probe of the node's toolchain has ended (the mesh has started). */
+  private probed: Promise<void> | undefined
+  /** Builds whose compiler is not the node's, logged once each. */
+  private readonly otherCompilerBuilds = new WeakSet<BuildRecord>()
   /** A new probe of the node's toolchain, when its compiler changed on disk since the last. */
   private reprobing: Promise<void> | undefined
   /** The toolchain probe, running in the background once the mesh is up; stop cancels it. */
@@ -302,19 +306,21 @@ export class GridNode {
         peers: () => mesh.connectedMembers(),
         isKnownMember: id => mesh.isKnownMember(id),
         speaks: id => mesh.speaks(id, CACHE_PROTOCOL),
-        toolchain: () => this.toolchains[0]?.compiler ?? ''
+        toolchain: () => { const t = this.toolchains[0]; return t === undefined ? '' : toolchainLabel(t) }
       })
       await peerCache.start()
       this.peerCache = peerCache
     }
     // The toolchain probe compiles a canary (~30 ms): adverts go out without it, then with it.
     const signal = this.probeAbort.signal
+    let probed: () => void = () => {}
+    this.probed = new Promise(resolve => { probed = resolve })
     this.probing = detectGo({ signal }).then(async go => {
       this.goToolchain = go
       const spawning = this.startSpawner(go, signal)
-      await this.probeCompiler(go, signal)
+      await this.probeCompiler(go, signal).finally(probed)
       await spawning
-    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
+    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) }).finally(probed)
     const { RemoteCompiler, Worker } = await import('./remote/index.js')
     if (libp2p !== undefined) {
       this.worker = new Worker({
@@ -619,11 +625,15 @@ export class GridNode {
   private async index (records: Uint8Array, build: BuildRecord | undefined): Promise<number> {
     const view = new DataView(records.buffer, records.byteOffset, records.byteLength)
     const puts: Array<Promise<boolean>> = []
+    // shared with peers under this node's toolchain, but not what another compiler made
+    const compiler = this.buildCompiler(build)
+    const toolchain = this.toolchains[0]
+    const own = { toolchain: compiler === 'own' && toolchain !== undefined ? toolchainLabel(toolchain) : undefined, shared: compiler !== 'other' }
     for (let at = 0; at + INDEX_RECORD_BYTES <= records.length; at += INDEX_RECORD_BYTES) {
       const actionId = records.slice(at, at + CACHE_ID_BYTES)
       const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)
       const size = Number(view.getBigUint64(at + 2 * CACHE_ID_BYTES))
-      puts.push(this.cache.put(actionId, outputId, size, undefined, build?.pinned).then(() => {
+      puts.push(this.cache.put(actionId, outputId, size, undefined, build?.pinned, own).then(() => {
         this.peerCache?.checkPut(actionId, outputId)
         this.counters.puts++
         if (build !== undefined) {
@@ -714,6 +724,12 @@ export class GridNode {
     }
     const peerCache = this.peerCache
     if (peerCache === undefined) return undefined
+    if (this.toolchains.length === 0 && this.probed !== undefined) {
+      // claims are taken only under this node's toolchain: a node that has just joined the mesh
+      // (an embedded one, on its first miss) identifies it first
+      await Promise.race([this.probed, new Promise(resolve => setTimeout(resolve, MESH_WARMUP_MS))])
+    }
+    if (this.buildCompiler(build) === 'other') return undefined
     const result = await peerCache.find(actionId, build)
     if (build !== undefined) {
       build.stats.cache.peer.waitMs += Math.round(result.waitMs * 1000) / 1000
@@ -731,6 +747,25 @@ export class GridNode {
     }
     this.maybeTrim()
     return result.hit
+  }
+
+  /**
+   * Whether a build's entries are made by this node's compiler ('own'), by another one ('other':
+   * a GOROOT of its own, whose compiler may print the same `-V=full` and write other bytes; its
+   * entries are neither taken from peers nor given to them, as its compiles are not shipped), or
+   * 'unknown' (its cache helper did not say, or the node's compiler is not probed yet).
+   */
+  private buildCompiler (build: BuildRecord | undefined): 'own' | 'other' | 'unknown' {
+    const dir = build?.gotooldir
+    if (dir === undefined || build === undefined || this.ownCompiler === undefined) return 'unknown'
+    const tool = join(dir, process.platform === 'win32' ? 'compile.exe' : 'compile')
+    if (this.ownCompile(tool)) return 'own'
+    if (this.ownCompiler === undefined) return 'unknown' // it changed on disk: probed again
+    if (!this.otherCompilerBuilds.has(build)) {
+      this.otherCompilerBuilds.add(build)
+      log.info(`build ${build.stats.build} uses the compiler ${tool}, not this node's: its cache entries are neither taken from peers nor served to them`)
+    }
+    return 'other'
   }
 
   private async waitForPeer (ms: number): Promise<void> {
@@ -860,6 +895,7 @@ export class GridNode {
           })
           log.info(`build ${opened} began (grid env): ${req.command.join(' ')}`)
         }
+        if (build !== undefined && req.gotooldir !== undefined) build.gotooldir ??= req.gotooldir
         const recalled = await (build?.recalling ?? new Uint8Array(0))
         const absent = this.absentFilterForHelper()
         return {

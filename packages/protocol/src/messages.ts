@@ -54,7 +54,8 @@ export interface BuildStats {
       byPeer: Record<string, { hits: number, bytes: number }>
       /** lookups that went to peers, and their latency (ask → first usable answer or deadline) */
       lookups: { count: number, p50Ms: number, p99Ms: number }
-      rejected: { badHash: number, badClaim: number }
+      /** badHash, badClaim: a peer's lie; toolchain: a claim of another toolchain than this node's (not a lie) */
+      rejected: { badHash: number, badClaim: number, toolchain?: number }
       verify: { sampled: number, confirmed: number, mismatched: number }
     }
   }
@@ -105,7 +106,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     actions: 0,
     cache: {
       hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '',
-      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
+      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
       local: 0, remote: 0, fromBacklog: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,
@@ -220,7 +221,8 @@ export type Request =
    * the go command that started it, where, and its pid, so that the node can count and recall
    * a build for it, and count the compiles of shims that name the same go command's pid
    */
-  | Id & { type: 'cache-open', build: string, command?: string[], cwd?: string, goPid?: number }
+  /** `gotooldir`: its go command's GOTOOLDIR (cmd/go sets it for the helper), whose compiler made the build's entries */
+  | Id & { type: 'cache-open', build: string, command?: string[], cwd?: string, goPid?: number, gotooldir?: string }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
   | Id & { type: 'cache-index', build: string, entries: Uint8Array }
@@ -315,7 +317,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'compile-done': { build: 'str', exitCode: 'int' },
   'compile-here': { nice: 'optuint', heapMB: 'optuint', concurrency: 'optuint' },
   'compile-wait': {},
-  'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint' },
+  'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint', gotooldir: 'optstr' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },
   'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint', unstored: 'optuint', unstoredWhy: 'optstr' },

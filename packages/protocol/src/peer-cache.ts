@@ -40,7 +40,7 @@ export interface Claim {
   time: number
   /** PeerId of the node that produced the entry */
   producer: string
-  /** `go tool compile -V=full` of the producer, part of what it signed */
+  /** the producer's toolchain (`toolchainLabel`: `-V=full` and canary), part of what it signed */
   toolchain: string
   /** producer's Ed25519 signature over claimBytes(actionId, outputId, toolchain) */
   sig: Uint8Array
@@ -114,6 +114,17 @@ export function validatePeerCacheMessage (value: unknown, from: string): PeerCac
     if (!ok) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${value.type} from peer ${from}: bad field ${name}`)
   }
   return value as unknown as PeerCacheMessage
+}
+
+/**
+ * The toolchain a node's claims name (`Claim.toolchain`): the compiler's `-V=full` and its
+ * canary (DESIGN §4). cmd/go's ActionIDs tell releases apart but not two compilers of one
+ * release (a rebuilt compiler prints the same `-V=full`): a node takes a peer's entry only when
+ * the claim names its own toolchain. At most 256 characters, as claims allow.
+ */
+export function toolchainLabel (t: { compiler: string, canary: string }): string {
+  const label = `${t.compiler} canary ${t.canary.slice(0, 16)}`
+  return label.length <= 256 ? label : `${t.compiler.slice(0, 200)}… canary ${t.canary.slice(0, 16)}`
 }
 
 /** The bytes a producer signs: one labelled line per part, so nothing can be shifted between parts. */

@@ -28,6 +28,8 @@ export interface BuildRecord {
   recalled: Map<string, { outputId: Uint8Array, size: number }>
   /** the same entries packed for `cache-opened`, looked up once the build begins */
   recalling: Promise<Uint8Array> | undefined
+  /** its go command's GOTOOLDIR, from its cache helper (`cache-open`), when it said: whose compiler made its entries */
+  gotooldir?: string
 }
 
 export class Builds {

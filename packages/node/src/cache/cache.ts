@@ -71,9 +71,15 @@ export interface CacheHit {
   producer: string
   /** For entries fetched from peers: the producer's signature, its toolchain, who served it. */
   sig: Uint8Array | undefined
+  /** the producer's toolchain (toolchainLabel); for this node's own entries, when it was known at the put */
   toolchain: string | undefined
   servedBy: string | undefined
+  /** false for an entry of a build whose compiler was not the node's: never served to peers */
+  shared: boolean
 }
+
+/** How this node's own put is shared: under its toolchain's label (when known), or not at all (another compiler's). */
+export interface OwnPut { toolchain: string | undefined, shared: boolean }
 
 /** What `recall` found: the entries packed for the helper, and each by hex ActionID. */
 export interface Recalled {
@@ -103,10 +109,12 @@ interface Entry {
   /** blob stamp when last hashed or written: inode and ctime in ns, as decimal strings */
   i: string
   c: string
-  /** entries from peers: producer's signature, its toolchain, the peer that served it */
+  /** entries from peers: producer's signature, its toolchain, the peer that served it (k: also own entries' toolchain) */
   g?: Uint8Array
   k?: string
   b?: string
+  /** set: an own entry of a build whose compiler was not the node's, never served to peers */
+  n?: true
 }
 
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
@@ -330,7 +338,7 @@ export class Cache {
     if (this.removing.has(outputHex)) return undefined
     pin?.add(outputHex)
     this.pendingAtimes.set(key, Date.now())
-    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b }
+    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b, shared: entry.n !== true }
   }
 
   /**
@@ -423,7 +431,7 @@ export class Cache {
    * Records ActionID → OutputID. The blob must already be in place (invariant 2): the caller
    * hashed it. Returns the blob path.
    */
-  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, origin?: EntryOrigin, pin?: Set<string>): Promise<string> {
+  async put (actionId: Uint8Array, outputId: Uint8Array, size: number, origin?: EntryOrigin, pin?: Set<string>, own?: OwnPut): Promise<string> {
     const outputHex = hex(outputId)
     const path = this.blobPath(outputHex)
     let st
@@ -442,7 +450,7 @@ export class Cache {
     pin?.add(outputHex)
     const key = hex(actionId)
     const entry: Entry = origin === undefined
-      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString() }
+      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString(), ...(own?.toolchain === undefined ? {} : { k: own.toolchain }), ...(own?.shared === false ? { n: true as const } : {}) }
       : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
     this.noteAbsent(actionId)
     await this.writeEntry(key, packr.pack(entry))

@@ -51,7 +51,10 @@ export interface PeerCacheInit {
   isKnownMember: (id: string) => boolean
   /** whether a peer handles CACHE_PROTOCOL, as identify said (undefined: not known yet): one of another grid version is not asked */
   speaks?: (peerId: string) => boolean | undefined
-  /** this node's `go tool compile -V=full`, signed into its claims */
+  /**
+   * this node's toolchain (toolchainLabel: `-V=full` and canary), signed into its claims; '' until
+   * probed. Only claims that name it are taken, and own entries are served under it.
+   */
   toolchain: () => string
 }
 
@@ -128,7 +131,7 @@ export class PeerCache {
   async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
     const started = performance.now()
     const waited = (): number => performance.now() - started
-    if (this.init.trust === 'self') return { miss: 'no-peers', waitMs: 0 }
+    if (this.init.trust === 'self' || this.init.toolchain() === '') return { miss: 'no-peers', waitMs: 0 }
     const peers = this.askable()
     if (peers.length === 0) return { miss: 'no-peers', waitMs: 0 }
     const found = await this.firstClaim(peers, actionId, build)
@@ -153,7 +156,7 @@ export class PeerCache {
         })
       const hit: CacheHit = {
         outputId: claim.outputId, size: body.length, time, diskPath: stored.diskPath,
-        producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer
+        producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, shared: true
       }
       return { hit, peer, bytes: body.length, waitMs: waited(), lookupMs }
     } catch (err) {
@@ -209,10 +212,18 @@ export class PeerCache {
       for (const peer of peers) {
         this.lookup(peer, actionId).then(async claim => {
           if (claim !== null && !done) {
-            const why = await this.refuse(claim, actionId)
-            if (why === undefined) { finish({ claim, peer }); return }
-            if (build !== undefined) build.stats.cache.peer.rejected.badClaim++
-            log.warn(`refused a claim from ${peer}: ${why}`)
+            const own = this.init.toolchain()
+            if (claim.toolchain !== own) {
+              // another compiler's entry (another canary, or a node of another grid version):
+              // not a lie, and not ours to use; cmd/go's ActionID does not tell them apart
+              if (build !== undefined) build.stats.cache.peer.rejected.toolchain = (build.stats.cache.peer.rejected.toolchain ?? 0) + 1
+              log.debug(`a claim from ${peer} is of the toolchain "${claim.toolchain.slice(0, 100)}", not this node's "${own}"`)
+            } else {
+              const why = await this.refuse(claim, actionId)
+              if (why === undefined) { finish({ claim, peer }); return }
+              if (build !== undefined) build.stats.cache.peer.rejected.badClaim++
+              log.warn(`refused a claim from ${peer}: ${why}`)
+            }
           }
           if (--open === 0) finish(undefined)
         }, () => { if (--open === 0) finish(undefined) })
@@ -419,6 +430,9 @@ export class PeerCache {
     if (hit.producer === this.init.selfId || hit.sig === undefined || hit.toolchain === undefined) {
       if (hit.producer !== this.init.selfId) return null // an unsigned entry of someone else: not ours to vouch for
       const toolchain = this.init.toolchain()
+      // Only what this node's own compiler made, as far as it knows: not the entry of a build
+      // with another compiler, nor one put under another toolchain (before Go changed here).
+      if (!hit.shared || toolchain === '' || (hit.toolchain !== undefined && hit.toolchain !== toolchain)) return null
       claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: this.init.selfId, toolchain, sig: await this.sign(claimBytes(actionId, hit.outputId, toolchain)) }
     } else {
       claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: hit.producer, toolchain: hit.toolchain, sig: hit.sig }
