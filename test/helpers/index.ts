@@ -195,11 +195,11 @@ export async function moduleProxyEnv (t: Ctx): Promise<NodeJS.ProcessEnv> {
 
 /**
  * A GOROOT beside the one of the go on PATH that shares everything with it but its compiler: a
- * script that runs the same compiler with -l (no inlining) and passes -V=full through, as a
- * compiler rebuilt from patched sources would. cmd/go sees the same release (the same action
- * IDs); the output differs. Use it as GOROOT, with a GOCACHE of its own.
+ * script that runs the same compiler with `flags` (default -l: no inlining) and passes -V=full
+ * through, as a compiler rebuilt from patched sources would. cmd/go sees the same release (the
+ * same action IDs); the output differs. Use it as GOROOT, with a GOCACHE of its own.
  */
-export async function patchedGoroot (t: Ctx): Promise<string> {
+export async function patchedGoroot (t: Ctx, flags = ['-l']): Promise<string> {
   const goroot = (await run('go', ['env', 'GOROOT'])).stdout.trim()
   const tooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
   const copy = join(await tempDir(t, 'goroot'), 'go')
@@ -209,7 +209,7 @@ export async function patchedGoroot (t: Ctx): Promise<string> {
   for (const name of await readdir(join(goroot, 'pkg'))) if (name !== 'tool') await symlink(join(goroot, 'pkg', name), join(copy, 'pkg', name))
   for (const name of await readdir(tooldir)) if (name !== 'compile') await symlink(join(tooldir, name), join(copyTools, name))
   const compile = join(copyTools, 'compile')
-  await writeFile(compile, `#!/bin/sh\ncase "$1" in -V*) exec ${join(tooldir, 'compile')} "$@";; esac\nexec ${join(tooldir, 'compile')} -l "$@"\n`)
+  await writeFile(compile, `#!/bin/sh\ncase "$1" in -V*) exec ${join(tooldir, 'compile')} "$@";; esac\nexec ${join(tooldir, 'compile')} ${flags.join(' ')} "$@"\n`)
   await chmod(compile, 0o755)
   return copy
 }

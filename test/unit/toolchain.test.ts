@@ -4,8 +4,9 @@ import assert from 'node:assert/strict'
 import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { detectGo } from '@grid/node'
 import { probeToolchain } from '@grid/node/server'
-import { defer, tempDir, waitFor } from '../helpers/index.js'
+import { defer, patchedGoroot, tempDir, waitFor } from '../helpers/index.js'
 
 describe('toolchain probe', () => {
   it('cancelled while its canary compiles, stops and leaves no temp dir', async (t) => {
@@ -32,4 +33,18 @@ describe('toolchain probe', () => {
     await assert.rejects(probing, /abort/i)
     assert.deepEqual(await readdir(tmp), [], 'the canary dir is removed')
   })
+
+  it('gives another canary for a compiler that decides otherwise on what a release decides (the same -V=full)', async (t) => {
+    // A compiler that inlines no function with a closure stands for one rebuilt from patched
+    // sources: the canary of generics and a loop alone did not tell it from the release.
+    const stock = await detectGo()
+    const goroot = await patchedGoroot(t, ['-d=inlfuncswithclosures=0'])
+    const go = join(await tempDir(t), 'go')
+    await writeFile(go, `#!/bin/sh\nGOROOT='${goroot}' exec '${join(stock.goroot, 'bin', 'go')}' "$@"\n`)
+    await chmod(go, 0o755)
+    const [own, patched] = [await probeToolchain(stock), await probeToolchain({ ...stock, go, goroot })]
+    assert.equal(patched.compiler, own.compiler, 'the same -V=full')
+    assert.notEqual(patched.canary, own.canary)
+  })
+
 })

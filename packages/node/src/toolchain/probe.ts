@@ -13,6 +13,15 @@ import { isAbsolute, join } from 'node:path'
 import type { ToolchainInfo } from '@grid/protocol'
 import type { GoToolchain } from './index.js'
 
+/**
+ * The canary package. Its archive (export data with the inline bodies, and code) depends on
+ * what the compiler decides about each construct here, so a compiler that decides otherwise on
+ * any of them gives another canary. A canary of generics and one loop let through a compiler
+ * whose inlining budget was halved (80 to 40) and one that inlines no function with a closure:
+ * hence functions of growing inlining cost and their callers, escapes, closures, interfaces,
+ * maps, string switches and defers. Changing this source changes every node's canary: nodes of
+ * grid versions before and after it share neither compiles nor cache entries (docs/mesh.md).
+ */
 const CANARY_SOURCE = `package canary
 
 type Pair[T any] struct{ A, B T }
@@ -24,6 +33,82 @@ func Sum(xs []int) (n int) {
 		n += x
 	}
 	return n
+}
+
+// Inlining: functions of growing cost, and their callers.
+func c1(a, b int) int { return a*b + a - b }
+
+func c2(a, b, c int) int {
+	if a > b {
+		return c1(a, c) ^ b
+	}
+	return c1(b, c) | a
+}
+
+func c3(a, b, c, d int) int {
+	x := c2(a, b, c)
+	for i := 0; i < d; i++ {
+		x += i * a
+	}
+	return x - c1(d, b)
+}
+
+func c4(xs []int, k int) int {
+	n := 0
+	for i, x := range xs {
+		if x%k == 0 {
+			n += c3(x, i, k, 3)
+		} else {
+			n -= c2(x, i, k)
+		}
+	}
+	return n
+}
+
+func Use(xs []int, k int) int { return c1(k, 2) + c2(k, 3, 4) + c3(k, 1, 2, 3) + c4(xs, k) }
+
+// Escapes, interfaces, defers, maps, string switches, closures.
+type Shape interface{ Area() float64 }
+
+type Rect struct{ W, H float64 }
+
+func (r Rect) Area() float64 { return r.W * r.H }
+
+func Areas(n int) (total float64) {
+	defer func() { total += 1 }()
+	shapes := make([]Shape, 0, n)
+	for i := 0; i < n; i++ {
+		shapes = append(shapes, Rect{float64(i), 2})
+	}
+	for _, s := range shapes {
+		total += s.Area()
+	}
+	return total
+}
+
+func Count(words []string) map[string]int {
+	m := map[string]int{}
+	for _, w := range words {
+		m[w+"!"]++
+	}
+	return m
+}
+
+func Kind(s string) int {
+	switch s {
+	case "alpha", "beta":
+		return 1
+	case "gamma":
+		return 2
+	case "delta", "epsilon", "zeta":
+		return 3
+	}
+	return len(s)
+}
+
+func Adder() func(int) int {
+	total := 0
+	return func(x int) int { total += x; return total }
 }
 `
 
