@@ -167,6 +167,23 @@ describe('remote compiles', () => {
     assert.ok((c.localReasons['toolchain-other'] ?? 0) > 0, JSON.stringify(c.localReasons))
   })
 
+  it('a worker whose compiler prints the release\'s -V=full but decides otherwise gets no compile, and grid peers says why', async (t) => {
+    // its GOROOT's compiler inlines no function with a closure: a compiler rebuilt from patched sources
+    const { r } = await cluster(t, [{ GOROOT: await patchedGoroot(t, ['-d=inlfuncswithclosures=0']) }])
+    const ref = join(r.dir, 'ref')
+    const out = join(r.dir, 'out')
+    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(res.code, 0, res.stderr)
+    await sameFiles(out, ref)
+    const c = summary(res).compiles
+    assert.equal(c.remote, 0, JSON.stringify(c))
+    assert.ok((c.localReasons['no-capable-peer'] ?? 0) > 0, JSON.stringify(c.localReasons))
+    const [p] = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ otherToolchain: string | null }>
+    assert.match(p?.otherToolchain ?? '', /compiles the canary to other bytes/)
+    assert.match((await grid(r, ['peers'])).stdout, /other toolchain: \w+: its compiler prints this node's "compile version go/)
+  })
+
   it('a member of a newer grid version (other protocol versions) gets no compile, is not scored down, and grid peers says why', async (t) => {
     const { r } = await cluster(t, [{}])
     // The newer member advertises on the same topic, with the worker's toolchain and more free

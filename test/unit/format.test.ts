@@ -65,6 +65,11 @@ describe('formatPeers', () => {
     assert.match(formatPeers([], 0, [{ peerId: 'x', address: null, agent: null, protocols: [], why: 'no advert yet' }]), /^not listed: x at \?: no advert yet\nno peers \(yet\)/)
   })
 
+  it('names a member whose toolchain is another, with how', () => {
+    const text = formatPeers([peer({ otherToolchain: 'its compiler prints this node\'s "compile version go1.26.8" but compiles the canary to other bytes (built from other sources?)' })])
+    assert.equal(text.split('\n')[3], `other toolchain: ${ID}: its compiler prints this node's "compile version go1.26.8" but compiles the canary to other bytes (built from other sources?)`)
+  })
+
   it('says how to look further when there are no peers', () => {
     assert.match(formatPeers([]), /^no peers \(yet\): check `grid status`/)
   })

@@ -74,7 +74,9 @@ export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: Unlis
   // a member of another grid version: listed, but it cannot take what this node would send it
   const incompatible = list.filter(p => p.incompatible != null).map(p =>
     `incompatible: ${p.peerId} (grid ${(p.advert as { version?: string }).version ?? '?'}): ${p.incompatible as string}${VERSION_HINT}`)
-  const notes = [...untrusted, ...incompatible, ...others]
+  // another toolchain: compiles do not go to it, nor do its cache entries come here
+  const otherToolchain = list.filter(p => p.otherToolchain != null).map(p => `other toolchain: ${p.peerId}: ${p.otherToolchain as string}`)
+  const notes = [...untrusted, ...incompatible, ...otherToolchain, ...others]
   return [...table, ...(notes.length === 0 ? [] : ['', ...notes])].join('\n')
 }
 

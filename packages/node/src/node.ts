@@ -800,8 +800,20 @@ export class GridNode {
       untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
       remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 },
       incompatible: p.connected ? this.incompatibility(p) : null,
-      agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null
+      agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null,
+      otherToolchain: this.otherToolchain(p.advert)
     }))
+  }
+
+  /** How a peer's advertised toolchain differs from this node's, or null (the same, or not known yet on either side). */
+  private otherToolchain (advert: { toolchains: ToolchainInfo[] }): string | null {
+    const own = this.toolchains[0]
+    if (own === undefined || advert.toolchains.length === 0) return null
+    if (advert.toolchains.some(t => t.compiler === own.compiler && t.canary === own.canary && t.experiment === own.experiment)) return null
+    const t = advert.toolchains[0] as ToolchainInfo
+    if (t.compiler !== own.compiler) return `its compiler is "${t.compiler}", this node's "${own.compiler}"`
+    if (t.canary !== own.canary) return `its compiler prints this node's "${own.compiler}" but compiles the canary to other bytes (built from other sources?)`
+    return `its GOEXPERIMENT is "${t.experiment}", this node's "${own.experiment}"`
   }
 
   /** Why a listed member takes none of this node's compiles or cache lookups (another grid version), or null. */

@@ -186,6 +186,8 @@ export interface PeerInfo {
   incompatible?: string | null
   /** its agent as libp2p's identify gave it (`grid/<version> …`), or null before identify answered */
   agent?: string | null
+  /** how its toolchain differs from this node's (then it takes none of its compiles, and none of its cache entries are taken), or null */
+  otherToolchain?: string | null
 }
 
 /** A connected peer that is in no peer list, because no advert of it was taken: why, and what identify said of it. */
