@@ -125,6 +125,8 @@ export class Mesh {
   private readonly identified = new Map<string, Identified>()
   /** why the last advert of a connected peer was not taken (its sender, for `unlisted`) */
   private readonly refusedAdverts = new Map<string, string>()
+  /** the last reason logged for dropping each sender's adverts (at most MAX_PEERS, then forgotten) */
+  private readonly loggedDrops = new Map<string, string>()
   /** address dials left in the budget (DIAL_ADDRS_PER_SECOND), and when it was last topped up */
   private dialBudget = DIAL_BURST
   private dialBudgetAt = Date.now()
@@ -424,9 +426,13 @@ export class Mesh {
     } catch (err) {
       const message = (err as Error).message
       // A member of another grid version sends adverts this one cannot read, every heartbeat:
-      // said once per connection, and shown by `grid peers` (unlisted).
+      // each reason is said once per sender, and `grid peers` shows the connected ones (unlisted).
+      if (this.loggedDrops.get(sender) !== message) {
+        log.warn(`dropped an advert from ${sender} (relayed by ${from.toString()}): ${message}`)
+        if (this.loggedDrops.size >= MAX_PEERS) this.loggedDrops.clear()
+        this.loggedDrops.set(sender, message)
+      }
       const connected = msg.type === 'signed' && msg.from !== undefined && this.node !== undefined && this.node.getConnections(msg.from).length > 0
-      if (!connected || this.refusedAdverts.get(sender) !== message) log.warn(`dropped an advert from ${sender} (relayed by ${from.toString()}): ${message}`)
       if (connected) this.rememberRefused(sender, message)
       return 'reject'
     }
