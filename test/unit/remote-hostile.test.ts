@@ -90,6 +90,16 @@ function preparedTask (extra: { buildId?: string } = {}) {
 
 const busyReply = { type: 'fail', code: 'GRID_ERR_TASK_REFUSED', message: BUSY }
 
+/** A real archive of package x with build ID abc/abc, so that a result carrying it passes its checks. */
+async function realArchive (t: Parameters<typeof tempDir>[0]): Promise<Buffer> {
+  const dir = await tempDir(t, 'hostile')
+  const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
+  const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
+  await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F() int { return 1 }\n')
+  execFileSync(join(goroot, 'pkg', 'tool', hostTool, 'compile'), ['-o', join(dir, 'x.a'), '-p', 'x', '-buildid', 'abc/abc', '-pack', 'a.go'], { cwd: dir })
+  return await readFile(join(dir, 'x.a'))
+}
+
 /** Answers every offer with the worker's busy refusal, keeping the stream. */
 const alwaysBusy: Behaviour = async (offer, conn) => {
   if (offer.eager === true) await inputs(conn)
@@ -205,13 +215,7 @@ describe('remote compiles against hostile peers', () => {
     }
     assert.equal((decodeCompileMessage(packr.pack({ ...base, compileMs: 12.5 }), 'peerX') as { compileMs: number }).compileMs, 12.5)
 
-    // a real archive, so that the result passes its checks
-    const dir = await tempDir(t, 'hostile')
-    const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
-    const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
-    await writeFile(join(dir, 'a.go'), 'package x\n\nfunc F() int { return 1 }\n')
-    execFileSync(join(goroot, 'pkg', 'tool', hostTool, 'compile'), ['-o', join(dir, 'x.a'), '-p', 'x', '-buildid', 'abc/abc', '-pack', 'a.go'], { cwd: dir })
-    const archive = await readFile(join(dir, 'x.a'))
+    const archive = await realArchive(t)
     for (const compileMs of [-1e9, 500_000]) {
       const peer = await fakePeer(async (offer, conn) => {
         if (offer.eager === true) await inputs(conn)
@@ -231,6 +235,33 @@ describe('remote compiles against hostile peers', () => {
         assert.ok(predicted >= 0 && predicted <= 100 * 20 + a.wallMs, `predictMs ${predicted}`)
       }
     }
+  })
+
+  it('remembers a peer holds a task\'s sources, not its importcfg, which names the build\'s $WORK and never comes again', async (t) => {
+    const archive = await realArchive(t)
+    const eagerHashes: string[][] = []
+    const peer = await fakePeer(async (offer, conn) => {
+      const got: string[] = []
+      if (offer.eager === true) {
+        for (;;) {
+          const m = await conn.read()
+          if (m.type === 'done') break
+          for (const item of m.items as Array<{ sha256: string }>) got.push(item.sha256)
+        }
+      }
+      eagerHashes.push(got)
+      await conn.send({ type: 'result', exitCode: 0, output: Buffer.alloc(0), archive, asmhdr: null, compileMs: 1 })
+      return true
+    })
+    const remote = compilerFor(peer)
+    const { prepared, source, importcfg } = preparedTask({ buildId: 'abc/abc' })
+    for (let i = 0; i < 2; i++) {
+      const a = await remote.attempt(peer.peerId, prepared, new AbortController().signal, 100)
+      assert.ok(a.ok, JSON.stringify({ ...a, archive: undefined }))
+    }
+    assert.deepEqual(eagerHashes.map(h => h.sort()), [[source, importcfg].sort(), [importcfg]], 'the source went once, the importcfg with each task')
+    const held = (remote as unknown as { held: Map<string, Set<string>> }).held.get(peer.peerId)
+    assert.deepEqual([...held ?? []], [source], 'what the requester keeps for the peer')
   })
 })
 

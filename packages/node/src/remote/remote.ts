@@ -400,7 +400,7 @@ export class RemoteCompiler {
       if (result.type === 'fail') throw refusal(peer, result)
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       keep = true
-      this.remember(held, prepared.blobs.keys())
+      this.remember(held, prepared)
       const now = performance.now()
       if (log.debugEnabled) {
         const phases = asked === undefined
@@ -466,10 +466,16 @@ export class RemoteCompiler {
     return held
   }
 
-  /** After a result the peer holds every input of the task. */
-  private remember (held: Set<string>, hashes: Iterable<string>): void {
+  /**
+   * After a result the peer holds every input of the task. Its importcfg and embedcfg are not
+   * remembered: they name the build's own $WORK, so they almost never come again, and a daemon
+   * would otherwise keep one hash per task it ever shipped, for every peer (up to
+   * MAX_KNOWN_INPUTS each). When one does come again, it is a few hundred bytes sent again.
+   */
+  private remember (held: Set<string>, prepared: PreparedTask): void {
     if (held.size > MAX_KNOWN_INPUTS) held.clear()
-    for (const h of hashes) held.add(h)
+    const configs = configHashes(prepared)
+    for (const h of prepared.blobs.keys()) if (!configs.has(h)) held.add(h)
   }
 
   /** A kept stream to `peer` that still looks open, if there is one. */
