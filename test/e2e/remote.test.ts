@@ -19,6 +19,17 @@ async function addrOf (w: World): Promise<string> {
  * Workers that take work, and a requester that by default sends every compile it can to them
  * (`requesterArgs` replace that policy).
  */
+/** The fixture module built by plain go and through grid on `r`: grid's binaries must be the same bytes; its compile summary. */
+async function fixtureAgainstPlain (r: World): Promise<any> {
+  const ref = join(r.dir, 'ref')
+  const out = join(r.dir, 'out')
+  assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
+  const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
+  assert.equal(res.code, 0, res.stderr)
+  await sameFiles(out, ref)
+  return summary(res).compiles
+}
+
 async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}], requesterArgs = ['--offload', 'always']): Promise<{ r: World, workers: Array<{ w: World, d: Daemon }> }> {
   const workers = []
   for (const env of workerEnv) {
@@ -170,13 +181,7 @@ describe('remote compiles', () => {
   it('a worker whose compiler prints the release\'s -V=full but decides otherwise gets no compile, and grid peers says why', async (t) => {
     // its GOROOT's compiler inlines no function with a closure: a compiler rebuilt from patched sources
     const { r } = await cluster(t, [{ GOROOT: await patchedGoroot(t, ['-d=inlfuncswithclosures=0']) }])
-    const ref = join(r.dir, 'ref')
-    const out = join(r.dir, 'out')
-    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
-    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
-    assert.equal(res.code, 0, res.stderr)
-    await sameFiles(out, ref)
-    const c = summary(res).compiles
+    const c = await fixtureAgainstPlain(r)
     assert.equal(c.remote, 0, JSON.stringify(c))
     assert.ok((c.localReasons['no-capable-peer'] ?? 0) > 0, JSON.stringify(c.localReasons))
     const [p] = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ otherToolchain: string | null }>
@@ -221,13 +226,7 @@ describe('remote compiles', () => {
     const listed = async (): Promise<any> => (JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as any[]).find(p => p.peerId === newerId)
     await waitFor(async () => { await advertise(); return (await listed())?.connected === true }, 20_000, () => 'the requester to list the newer member')
 
-    const ref = join(r.dir, 'ref')
-    const out = join(r.dir, 'out')
-    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
-    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
-    assert.equal(res.code, 0, res.stderr)
-    await sameFiles(out, ref)
-    const c = summary(res).compiles
+    const c = await fixtureAgainstPlain(r)
     t.diagnostic(`remote ${c.remote} (${JSON.stringify(c.byPeer)}), local ${c.local} (${JSON.stringify(c.localReasons)})`)
     assert.equal(c.byPeer[newerId] ?? 0, 0)
     const p = await listed()
@@ -242,17 +241,11 @@ describe('remote compiles', () => {
     // the third returns the true archive with a cgo section added: `cgo_ldflag -wrapper`, which
     // cmd/link would pass to the host linker (peerArchiveProblem)
     const { r, workers } = await cluster(t, [{ GRID_TEST_FAULT: 'worker-hang' }, { GRID_TEST_FAULT: 'worker-garbage' }, { GRID_TEST_FAULT: 'worker-cgo-ldflag' }])
-    const ref = join(r.dir, 'ref')
-    const out = join(r.dir, 'out')
-    assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
-    const res = await grid(r, ['--json', 'build', '-o', out + '/', './...'])
-    assert.equal(res.code, 0, res.stderr)
-    const c = summary(res).compiles
+    const c = await fixtureAgainstPlain(r)
     t.diagnostic(`remote ${c.remote}, local ${c.local}, reasons ${JSON.stringify(c.localReasons)}, races ${JSON.stringify(c.races)}`)
     assert.ok((c.localReasons['peer-error'] ?? 0) >= 1, 'the lying peer failed at least once')
     // the hanging peer's task went overdue and a local copy won the race (not a 30 s deadline)
     assert.ok(c.races.local >= 1 && c.races.localWon >= 1 && (c.localReasons.raced ?? 0) >= 1, `raced: ${JSON.stringify(c.races)}`)
-    await sameFiles(out, ref)
     const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ peerId: string, remote: { ok: number, failed: number } }>
     for (const { w } of workers) {
       const id = (await status(w)).nodeId
