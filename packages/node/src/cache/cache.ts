@@ -138,14 +138,15 @@ export class Cache {
   readonly dir: string
   readonly blobDir: string
   readonly nodeId: string
-  // The index and its sublevels: replaced together when `heal` opens it again.
-  private db: Level<string, Uint8Array>
-  private entries: Sub
-  private atimes: Sub
+  /** The index and its sublevels: replaced as one when `heal` opens it again. */
+  private index: OpenIndex
+  private get db (): Index { return this.index.db }
+  private get entries (): Sub { return this.index.entries }
+  private get atimes (): Sub { return this.index.atimes }
   /** recall key → the ActionIDs (32 bytes each) its last build looked up */
-  private recallLists: Sub
+  private get recallLists (): Sub { return this.index.recallLists }
   /** recall key → when its list was written (for keeping the newest MAX_RECALL_LISTS) */
-  private recallTimes: Sub
+  private get recallTimes (): Sub { return this.index.recallTimes }
   private readonly pendingAtimes = new Map<string, number>()
   private readonly pendingEntries: Array<{ key: string, value: Uint8Array, resolve: () => void, reject: (err: unknown) => void }> = []
   /** The batch of index writes on its way to LevelDB, if any (close waits for it). */
@@ -181,11 +182,7 @@ export class Cache {
     this.nodeId = init.nodeId
     this.blobDir = join(init.dir, BLOB_DIR)
     this.healMs = init.healMs ?? INDEX_HEAL_MS
-    this.db = index.db
-    this.entries = index.entries
-    this.atimes = index.atimes
-    this.recallLists = index.recallLists
-    this.recallTimes = index.recallTimes
+    this.index = index
     this.indexIno = indexIno
   }
 
@@ -268,11 +265,7 @@ export class Cache {
       if (this.closed) { await index.db.close(); return false }
       const ino = (await stat(indexDir, { bigint: true })).ino
       // in one turn: every reader sees the old index (closed: a miss) or the new one
-      this.db = index.db
-      this.entries = index.entries
-      this.atimes = index.atimes
-      this.recallLists = index.recallLists
-      this.recallTimes = index.recallTimes
+      this.index = index
       this.indexIno = ino
       this.approx = undefined
       this.writesFailing = undefined

@@ -557,9 +557,10 @@ export class Mesh {
       this.accept(advert)
     } catch (err) {
       if (this.stopping.signal.aborted) return
-      const message = (err as { name?: string }).name === 'UnsupportedProtocolError' ? `it does not speak ${ADVERT_PROTOCOL}` : (err as Error).message
+      const unsupported = (err as { name?: string }).name === 'UnsupportedProtocolError'
+      const message = unsupported ? `it does not speak ${ADVERT_PROTOCOL}` : (err as Error).message
       log.debug(`advert from ${peer.toString()} not fetched: ${message}`)
-      if ((err as { code?: string }).code === 'GRID_ERR_ADVERT_INVALID' || (err as { name?: string }).name === 'UnsupportedProtocolError') this.rememberRefused(peer.toString(), message)
+      if (unsupported || (err as { code?: string }).code === 'GRID_ERR_ADVERT_INVALID') this.rememberRefused(peer.toString(), message)
     } finally {
       done()
     }
