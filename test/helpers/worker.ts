@@ -53,9 +53,10 @@ export interface Requester {
 /**
  * Builds example.com/share from `<root>/<dir>` with `go build -trimpath` (fresh GOCACHE, its own
  * $WORK), keeps cmd/go's compile invocation of it, turns that into a task as the requester
- * would, and runs the invocation again as is for the reference bytes.
+ * would, and runs the invocation again as is for the reference bytes. `goEnv`: more of go's
+ * environment (a GOOS and GOARCH to build for, say).
  */
-export async function requester (root: string, name: string, dir: string, recorder: string): Promise<Requester & { toolchain: Toolchain }> {
+export async function requester (root: string, name: string, dir: string, recorder: string, goEnv: NodeJS.ProcessEnv = {}): Promise<Requester & { toolchain: Toolchain }> {
   const src = join(root, dir)
   for (const [file, text] of Object.entries(MODULE)) {
     await mkdir(join(src, file, '..'), { recursive: true })
@@ -63,7 +64,7 @@ export async function requester (root: string, name: string, dir: string, record
   }
   const rec = join(root, `rec-${name}`)
   const env: NodeJS.ProcessEnv = {
-    ...process.env, REC: rec, GOCACHE: join(root, `gocache-${name}`), GOTMPDIR: join(root, `tmp-${name}`), GOFLAGS: '', GOWORK: 'off', GOPROXY: 'off'
+    ...process.env, REC: rec, GOCACHE: join(root, `gocache-${name}`), GOTMPDIR: join(root, `tmp-${name}`), GOFLAGS: '', GOWORK: 'off', GOPROXY: 'off', ...goEnv
   }
   delete env.GOCACHEPROG
   await mkdir(env.GOTMPDIR as string, { recursive: true })

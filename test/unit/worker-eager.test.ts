@@ -48,6 +48,18 @@ describe('worker: eager offers', () => {
     assert.equal(compiles(), 3)
   })
 
+  it('a compile for wasm, which cmd/go gives -dwarf=false, is a task too, and its archive is cmd/go\'s', async () => {
+    // cmd/go passes -dwarf=false to every compile for wasm and plan9, and to the main package
+    // of go run and of a test: such compiles used to stay here (unsupported-task)
+    const root = await tempDir(suite, 'wasm')
+    const w = await requester(root, 'wasm', 'src/share', await writeRecorder(root), { GOOS: 'js', GOARCH: 'wasm' })
+    assert.ok(w.task.flags.includes('-dwarf=false'), w.task.flags.join(' '))
+    const t = await openEager(handler, w, w.task, [...w.blobs.keys()])
+    assert.equal(t.need.type, 'result', JSON.stringify(t.need).slice(0, 200))
+    assert.equal(t.need.exitCode, 0)
+    assert.ok(Buffer.from(t.need.archive).equals(w.local), 'the archive is byte-identical to cmd/go\'s')
+  })
+
   it('refuses an input sent with the offer that is not one of the task\'s, and compiles nothing', async () => {
     const before = compiles()
     const stranger = Buffer.from('package evil\n')

@@ -28,12 +28,14 @@ export const TASK_BOOL_FLAGS = [
   '-race', '-msan', '-asan', '-N', '-l', '-B', '-smallframes', '-linkshared', '-wrapglobalmapinit'
 ] as const
 /**
- * Compile flags a task may carry with a plain value (never a path). Not `-D` (the directory
+ * Compile flags a task may carry with a plain value (never a path). `-dwarf=false` is cmd/go's
+ * own for every compile for wasm and plan9, and for the main package of `go run` and of a test
+ * binary: without it, those never went to peers. Not `-D` (the directory
  * local imports resolve against, which cmd/go passes only outside module mode): a task must
  * carry `-nolocalimports` and `-importcfg` (TASK_REQUIRED_FLAGS), so that the compiler opens no
  * package but those the worker wrote into the importcfg.
  */
-export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-installsuffix', '-spectre', '-buildmode'] as const
+export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-installsuffix', '-spectre', '-buildmode', '-dwarf'] as const
 /** Flags every task carries, as cmd/go gives every compile in module mode. */
 export const TASK_REQUIRED_FLAGS = ['-nolocalimports', '-importcfg'] as const
 /** Compile flags whose value is an input file (shipped in the task). */
