@@ -49,6 +49,7 @@ describe('remote tasks', () => {
       ['an env value that is not a setting', { env: { GODEBUG: 'a=1 b' } }, /environment value of GODEBUG/],
       ['a line break in a path', { files: [{ path: '/src/m/a\n.go', sha256: h, size: 10 }], sources: ['/src/m/a\n.go'] }, /clean absolute path/],
       ['-D', { flags: ['-p=example.com/m', '-D=/'] }, /flag "-D=\/" is not allowed/],
+      ['a debug switch but cmd/go\'s -d=libfuzzer', { flags: ['-p=example.com/m', '-nolocalimports', '-d=libfuzzer', '-d=ssa/check/on'] }, /flag "-d=ssa\/check\/on" is not allowed/],
       ['no -nolocalimports', { flags: ['-p=example.com/m', '-pack'] }, /a task must carry -nolocalimports/],
       ['no importcfg', { inputFlags: {} }, /a task must carry -importcfg/],
       ['one input, two sizes', { files: [{ path: '/src/m/a.go', sha256: h, size: 10 }, { path: '/tmp/w/b001/importcfg', sha256: h, size: 11 }] }, /declared with two sizes/]

@@ -60,6 +60,19 @@ describe('worker: eager offers', () => {
     assert.ok(Buffer.from(t.need.archive).equals(w.local), 'the archive is byte-identical to cmd/go\'s')
   })
 
+  it('a compile go test -fuzz instruments (-d=libfuzzer) is a task too, and its archive is cmd/go\'s', async () => {
+    // cmd/go gives -d=libfuzzer to every package a go test -fuzz builds: the shim ran each
+    // of them itself, past the node (fallback unsupported-flag), like a -d that writes files
+    const root = await tempDir(suite, 'fuzz')
+    const f = await requester(root, 'fuzz', 'src/share', await writeRecorder(root), { GOFLAGS: '-gcflags=-d=libfuzzer' })
+    assert.ok(f.task.flags.includes('-d=libfuzzer'), f.task.flags.join(' '))
+    const t = await openEager(handler, f, f.task, [...f.blobs.keys()])
+    assert.equal(t.need.type, 'result', JSON.stringify(t.need).slice(0, 200))
+    assert.equal(t.need.exitCode, 0)
+    assert.ok(Buffer.from(t.need.archive).equals(f.local), 'the archive is byte-identical to cmd/go\'s')
+    assert.ok(!Buffer.from(t.need.archive).equals(r.local), 'and instrumented')
+  })
+
   it('refuses an input sent with the offer that is not one of the task\'s, and compiles nothing', async () => {
     const before = compiles()
     const stranger = Buffer.from('package evil\n')

@@ -158,9 +158,17 @@ func hasFlag(args []string, prefix string) bool {
 }
 
 // writesExtraFiles reports whether this compile would write files the node does not return.
+// fuzzFlag is the one debug switch cmd/go itself gives compiles, to every package a
+// `go test -fuzz` instruments; it writes no file, so those compiles go to the node
+// (TASK_DEBUG_FLAGS in packages/protocol/src/task.ts).
+const fuzzFlag = "-d=libfuzzer"
+
 func writesExtraFiles(args []string) bool {
 	for _, a := range args {
 		a = normFlag(a)
+		if a == fuzzFlag {
+			continue // cmd/go's fuzz instrumentation (go test -fuzz): writes no file
+		}
 		if a == "-d" || strings.HasPrefix(a, "-d=") {
 			return true
 		}

@@ -305,6 +305,9 @@ func TestFlagChecks(t *testing.T) {
 		{[]string{"-bench=/tmp/b"}, true},
 		{[]string{"-d", "ssa/check/on"}, true},
 		{[]string{"-d=checkptr"}, true},
+		{[]string{"-d=libfuzzer", "a.go"}, false},
+		{[]string{"-d=libfuzzer", "-d=checkptr"}, true},
+		{[]string{"-d=libfuzzer,checkptr"}, true},
 	} {
 		if got := writesExtraFiles(c.args); got != c.want {
 			t.Errorf("writesExtraFiles(%q) = %v", c.args, got)

@@ -36,6 +36,12 @@ export const TASK_BOOL_FLAGS = [
  * package but those the worker wrote into the importcfg.
  */
 export const TASK_VALUE_FLAGS = ['-p', '-lang', '-buildid', '-goversion', '-c', '-installsuffix', '-spectre', '-buildmode', '-dwarf'] as const
+/**
+ * The compiler's debug switches (`-d=…`) a task may carry, each whole: cmd/go's own
+ * `-d=libfuzzer`, which instruments every package a `go test -fuzz` builds and writes no file.
+ * Any other `-d` stays where it was asked (some write files; the shim runs them itself).
+ */
+export const TASK_DEBUG_FLAGS = ['-d=libfuzzer'] as const
 /** Flags every task carries, as cmd/go gives every compile in module mode. */
 export const TASK_REQUIRED_FLAGS = ['-nolocalimports', '-importcfg'] as const
 /** Compile flags whose value is an input file (shipped in the task). */
@@ -142,7 +148,9 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   for (const f of t.flags) {
     if (typeof f !== 'string' || f.includes('\0')) throw bad('flags', from)
     const [name, value] = f.includes('=') ? [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)] : [f, undefined]
-    const ok = value === undefined ? (TASK_BOOL_FLAGS as readonly string[]).includes(name) : (TASK_VALUE_FLAGS as readonly string[]).includes(name) && !value.includes('/../')
+    const ok = value === undefined
+      ? (TASK_BOOL_FLAGS as readonly string[]).includes(name)
+      : ((TASK_VALUE_FLAGS as readonly string[]).includes(name) && !value.includes('/../')) || (TASK_DEBUG_FLAGS as readonly string[]).includes(f)
     if (!ok) throw bad(`flag ${JSON.stringify(f.slice(0, 64))} is not allowed`, from)
   }
   const files = t.files

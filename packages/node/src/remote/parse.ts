@@ -4,7 +4,7 @@
  * local, with the flag named as the reason.
  */
 import { isAbsolute, resolve } from 'node:path'
-import { TASK_BOOL_FLAGS, TASK_INPUT_FLAGS, TASK_VALUE_FLAGS } from '@grid/protocol'
+import { TASK_BOOL_FLAGS, TASK_DEBUG_FLAGS, TASK_INPUT_FLAGS, TASK_VALUE_FLAGS } from '@grid/protocol'
 
 export interface ParsedCompile {
   flags: string[]
@@ -19,6 +19,7 @@ export interface ParsedCompile {
 const BOOL = new Set<string>(TASK_BOOL_FLAGS)
 const VALUE = new Set<string>(TASK_VALUE_FLAGS)
 const INPUT = new Set<string>(TASK_INPUT_FLAGS)
+const DEBUG = new Set<string>(TASK_DEBUG_FLAGS)
 
 export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | { unsupported: string } {
   const flags: string[] = []
@@ -40,6 +41,7 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
     const eq = norm.indexOf('=')
     const name = eq < 0 ? norm : norm.slice(0, eq)
     if (BOOL.has(name) && eq < 0) { flags.push(name); continue }
+    if (DEBUG.has(norm)) { flags.push(norm); continue }
     const takesValue = VALUE.has(name) || INPUT.has(name) || name === '-o' || name === '-trimpath' || name === '-asmhdr'
     if (!takesValue) return { unsupported: `flag ${name}` }
     const value = eq < 0 ? args[++i] : norm.slice(eq + 1)
