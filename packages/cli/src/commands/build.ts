@@ -48,7 +48,9 @@ export const BUILD_HELP = `usage: grid [global options] build [go build flags] [
 
 Runs \`go build\` (or install, run, test, vet) with every argument passed through unchanged,
 adding -trimpath, -toolexec=<grid shim> and GOCACHEPROG=<grid cache helper>. Compiles go
-through the grid node; every cmd/go cache entry is stored in the grid cache. Exit status and
+through the grid node, which runs them here or on peers; every cmd/go cache entry is stored in
+the grid cache. Which build modes and flags keep their compiles here, and why: docs/remote.md,
+"Build modes"; the summary counts each such compile's reason. Exit status and
 compiler messages are those of \`go build -trimpath\` (and so on).
 
 With grid --toolexec auto, -toolexec is added only when a peer can take compiles as the build
