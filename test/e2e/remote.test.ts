@@ -120,6 +120,10 @@ describe('remote compiles', () => {
     // go -p: the one local slot, the workers' 4 free slots, and BACKLOG_DEPTH more waiting here
     const p = s.command.indexOf('-p')
     assert.equal(p >= 0 ? s.command[p + 1] : undefined, String(1 + 4 + BACKLOG_DEPTH), `go's -p in ${s.command.join(' ')}`)
+    // a -p of the user's own wins, in GOFLAGS too (go's command line would override it)
+    const own = await grid(r, ['--json', 'build', '-o', join(r.dir, 'own') + '/', '.'], { cwd: STDHTTP, env: { ...r.env, GOFLAGS: '-p=3' } })
+    assert.equal(own.code, 0, own.stderr)
+    assert.ok(!summary(own).command.includes('-p'), `grid raised GOFLAGS' -p=3: ${summary(own).command.join(' ')}`)
     assert.ok(c.remote > 0 && c.fromBacklog > 0, `peers took compiles from the backlog: ${JSON.stringify(c)}`)
     assert.ok(c.fromBacklog <= c.remote)
     await sameFiles(out, ref)

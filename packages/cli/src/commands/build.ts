@@ -237,10 +237,14 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
       output.err('  hint: restart the daemon (stop it, then run `grid daemon` again)')
     }
     // With remote slots, go needs more actions in flight than cores (DESIGN §2); the node
-    // throttles local work to its own slots. A -p of the user's own wins. Not for go test:
+    // throttles local work to its own slots. A -p of the user's own wins, in the arguments or
+    // in GOFLAGS (the environment's or `go env -w`'s, which ours on go's command line would
+    // override). Not for go test:
     // there -p also bounds how many test binaries run at once on this machine, and tests that
     // pass under go test must not fail under grid test for want of CPU (GO_COMMANDS).
-    if (shape.raiseP && begun.parallelism > availableParallelism() && !goOwnFlags(sub, args).some(a => /^--?p(=|$)/.test(a))) {
+    const isP = (a: string): boolean => /^--?p(=|$)/.test(a)
+    const ownP = goOwnFlags(sub, args).some(isP) || splitGoFlags(toolchain.goflags ?? '').some(f => isP(f.value))
+    if (shape.raiseP && begun.parallelism > availableParallelism() && !ownP) {
       argv.splice(argv.findIndex(a => a.startsWith('-toolexec=')), 0, '-p', String(begun.parallelism))
     }
     // --toolexec auto: with no peer that could take a compile (busy ones count: they free up

@@ -16,6 +16,8 @@ export interface GoToolchain {
   goarch: string
   /** cmd/go's build cache dir (`go env GOCACHE`); the cache helper links the grid's blobs into it */
   gocache: string
+  /** `go env GOFLAGS`: the environment's and go's env file's (`go env -w`), which go applies to every build */
+  goflags?: string
 }
 
 /** Parses `go1.26.8`, `go1.24rc1`, `go1.25-20250101-RC00 cl/…` into [major, minor]. */
@@ -40,7 +42,7 @@ const GO_ENV_TIMEOUT_MS = 30_000
 export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
   const go = options.go ?? process.env.GRID_GO ?? 'go'
   const out = await new Promise<string>((resolve, reject) => {
-    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOHOSTOS', 'GOHOSTARCH', 'GOCACHE'], {
+    execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOHOSTOS', 'GOHOSTARCH', 'GOCACHE', 'GOFLAGS'], {
       env: options.env ?? process.env, signal: AbortSignal.any([AbortSignal.timeout(GO_ENV_TIMEOUT_MS), ...(options.signal === undefined ? [] : [options.signal])])
     }, (err, stdout, stderr) => {
       if (err === null) { resolve(stdout); return }
@@ -60,9 +62,9 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
       })
     })
   })
-  const [version = '', goroot = '', goos = '', goarch = '', gocache = ''] = out.split('\n').map(s => s.trim())
+  const [version = '', goroot = '', goos = '', goarch = '', gocache = '', goflags = ''] = out.split('\n').map(s => s.trim())
   checkGoVersion(version)
-  return { go, version, goroot, goos, goarch, gocache }
+  return { go, version, goroot, goos, goarch, gocache, goflags }
 }
 
 export { compilerStamp, probeCompiler, probeToolchain, type ProbedCompiler } from './probe.js'
