@@ -235,10 +235,10 @@ describe('remote compiles', () => {
     assert.equal(c.byPeer[newerId] ?? 0, 0)
     const p = await listed()
     assert.deepEqual(p.remote, { ok: 0, failed: 0 }, 'not scored down')
-    assert.match(p.incompatible, /does not speak \/grid\/compile\/1\.1\.0/)
+    assert.match(p.incompatible, /does not speak \/grid\/compile\/1\.2\.0/)
     assert.match(p.agent, /^grid\/9\.0\.0/)
     const text = (await grid(r, ['peers'])).stdout
-    assert.match(text, new RegExp(`incompatible: ${newerId} \\(grid 9\\.0\\.0\\).*does not speak /grid/compile/1\\.1\\.0.*another grid version`))
+    assert.match(text, new RegExp(`incompatible: ${newerId} \\(grid 9\\.0\\.0\\).*does not speak /grid/compile/1\\.2\\.0.*another grid version`))
   })
 
   it('a peer that hangs, one that returns garbage and one whose archives would run a command at link time: the build completes and all are scored down', async (t) => {

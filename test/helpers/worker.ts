@@ -108,7 +108,7 @@ const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: fal
 export interface OpenedTask { need: any, finish: (blobs?: Map<string, Buffer>) => Promise<any> }
 
 /**
- * A requester's side of /grid/compile/1.1.0 against `handler`, one step at a time. `offer`
+ * A requester's side of /grid/compile/1.2.0 against `handler`, one step at a time. `offer`
  * sends the next task on the same stream once the last one is answered.
  */
 export async function openTask (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown): Promise<OpenedTask & { stream: Stream, offer: (task: unknown, who: Pick<Requester, 'blobs'>) => Promise<OpenedTask> }> {

@@ -55,12 +55,12 @@ describe('formatPeers', () => {
   })
 
   it('names a member of another grid version, and a connected peer no advert of which is taken, with why and what to do', () => {
-    const text = formatPeers([peer({ advert: { ...peer().advert, version: '0.2.0' }, incompatible: 'it does not speak /grid/compile/1.1.0' })], 1_004_000, [
+    const text = formatPeers([peer({ advert: { ...peer().advert, version: '0.2.0' }, incompatible: 'it does not speak /grid/compile/1.2.0' })], 1_004_000, [
       { peerId: 'newer', address: '/ip4/192.168.1.9/tcp/4770', agent: 'grid/0.3.0 node/20', protocols: ['/grid/advert/2.0.0', '/grid/compile/2.0.0'], why: 'advert from newer: bad version 2' }
     ])
     const lines = text.split('\n')
     assert.match(lines[1] ?? '', /\s0\.2\.0\s/, 'its grid version, in the table')
-    assert.equal(lines[3], `incompatible: ${ID} (grid 0.2.0): it does not speak /grid/compile/1.1.0 (another grid version: run the same one on every member, see \`grid --version\`)`)
+    assert.equal(lines[3], `incompatible: ${ID} (grid 0.2.0): it does not speak /grid/compile/1.2.0 (another grid version: run the same one on every member, see \`grid --version\`)`)
     assert.equal(lines[4], 'not listed: newer at /ip4/192.168.1.9/tcp/4770 (grid/0.3.0 node/20): advert from newer: bad version 2; it speaks /grid/advert/2.0.0 /grid/compile/2.0.0 (another grid version: run the same one on every member, see `grid --version`)')
     assert.match(formatPeers([], 0, [{ peerId: 'x', address: null, agent: null, protocols: [], why: 'no advert yet' }]), /^not listed: x at \?: no advert yet\nno peers \(yet\)/)
   })

@@ -1,4 +1,4 @@
-// A requester against peers that lie: a fake worker speaking /grid/compile/1.1.0 over an
+// A requester against peers that lie: a fake worker speaking /grid/compile/1.2.0 over an
 // in-memory stream pair, behind the real RemoteCompiler. Each test is named after a defect an
 // audit reproduced with a hostile member built on raw js-libp2p.
 import assert from 'node:assert/strict'
@@ -196,7 +196,7 @@ describe('remote compiles against hostile peers', () => {
 
   it('our own limit on outbound streams is not scored as the peer\'s failure', async () => {
     const peer = await fakePeer(alwaysBusy, () => {
-      const err = new Error('Too many outbound protocol streams for protocol "/grid/compile/1.1.0" - 65/64')
+      const err = new Error('Too many outbound protocol streams for protocol "/grid/compile/1.2.0" - 65/64')
       err.name = 'TooManyOutboundProtocolStreamsError'
       throw err
     })
@@ -300,7 +300,7 @@ describe('remote compiles against peers of another grid version', () => {
     const { UnsupportedProtocolError } = await import('@libp2p/interface')
     const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
     let dials = 0
-    const libp2p = { dialProtocol: async () => { dials++; throw new UnsupportedProtocolError('Protocol selection failed - could not negotiate /grid/compile/1.1.0') } }
+    const libp2p = { dialProtocol: async () => { dials++; throw new UnsupportedProtocolError('Protocol selection failed - could not negotiate /grid/compile/1.2.0') } }
     const remote = versioned({ peerId, libp2p }, { v: '0.2.0' })
     const a = await remote.attempt(peerId, preparedTask().prepared, new AbortController().signal, 100)
     assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))

@@ -4,7 +4,7 @@
  * trimpath rules); the worker validates it, materialises the inputs in a sandbox and builds
  * the compile command itself (shared/DESIGN.md §3).
  *
- * Contract on `/grid/compile/1.1.0`, tasks one after another on a stream:
+ * Contract on `/grid/compile/1.2.0`, tasks one after another on a stream:
  *   requester → offer {task}          worker → need {hashes}  | fail {code, message}
  *   requester → blobs {items}* , done worker → result {exitCode, output, archive, asmhdr} | fail
  * or, eager (the inputs the requester expects the worker to lack come with the offer):

@@ -1,6 +1,12 @@
 /** Remote compile protocol name, limits and deadlines. */
 
-export const COMPILE_PROTOCOL = '/grid/compile/1.1.0'
+/**
+ * 1.1.0: eager offers. 1.2.0: a task may carry `-dwarf=…` and `-d=libfuzzer` (TASK_VALUE_FLAGS,
+ * TASK_DEBUG_FLAGS), which a 1.1.0 worker refuses as flags it does not allow: the requester would
+ * take that for the worker's failure and set it aside, where a member of another version must
+ * only get no tasks (docs/mesh.md).
+ */
+export const COMPILE_PROTOCOL = '/grid/compile/1.2.0'
 
 /** A message on the compile stream: the biggest is a result with a package archive (std's biggest ~13 MB; cmd's ~40 MB). */
 export const MAX_COMPILE_MESSAGE_BYTES = 96 * 1024 * 1024
