@@ -1,0 +1,45 @@
+// Other users of a shared workstation: what grid makes on disk is its user's alone, and what it
+// finds there (a cache dir, a control socket) must be its user's own. Real files, a real Unix
+// socket and the real CLI; cases that need a file of another user's run as root only (chown).
+import assert from 'node:assert/strict'
+import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { prepareCacheDir } from '@grid/node'
+import { errorCode } from '@grid/protocol'
+import { tempDir } from '../helpers/index.js'
+
+const isRoot = process.getuid?.() === 0
+const NOBODY = 65534
+
+/** Runs `fn` under `mask`, the umask a user's login gave, and restores the test's. */
+async function underUmask<T> (mask: number, fn: () => Promise<T>): Promise<T> {
+  const old = process.umask(mask)
+  try { return await fn() } finally { process.umask(old) }
+}
+
+const modeOf = async (path: string): Promise<number> => (await lstat(path)).mode & 0o777
+
+describe('local access: other users of the machine', () => {
+  it('makes the cache dir 0700 under a umask of 0002, and tightens an existing one of ours', async (t) => {
+    const dir = await tempDir(t)
+    const fresh = join(dir, 'fresh', 'grid')
+    await underUmask(0o002, async () => { await prepareCacheDir(fresh) })
+    assert.equal(await modeOf(fresh), 0o700, 'a new cache dir is private: it holds the shim cmd/go runs and the code of every build')
+    const old = join(dir, 'old')
+    await mkdir(old)
+    await chmod(old, 0o775)
+    await writeFile(join(old, 'keep'), 'x')
+    await prepareCacheDir(old)
+    assert.equal(await modeOf(old), 0o700, 'an old group-writable cache dir is made private')
+    assert.equal((await stat(join(old, 'keep'))).isFile(), true, 'and loses nothing')
+  })
+
+  it('refuses a cache dir that another user owns', { skip: !isRoot && 'needs root, to give a dir to another user' }, async (t) => {
+    const dir = join(await tempDir(t), 'theirs')
+    await mkdir(dir, { mode: 0o777 })
+    await chmod(dir, 0o777)
+    await chown(dir, NOBODY, NOBODY)
+    await assert.rejects(prepareCacheDir(dir), (err: Error) => errorCode(err) === 'GRID_ERR_CACHE_OPEN' && /another user/.test(err.message))
+  })
+})
