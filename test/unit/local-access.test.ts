@@ -2,12 +2,15 @@
 // finds there (a cache dir, a control socket) must be its user's own. Real files, a real Unix
 // socket and the real CLI; cases that need a file of another user's run as root only (chown).
 import assert from 'node:assert/strict'
+import { lstatSync } from 'node:fs'
 import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises'
+import { Server } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { prepareCacheDir } from '@grid/node'
+import { ControlClient, prepareCacheDir } from '@grid/node'
+import { ControlServer } from '@grid/node/server'
 import { errorCode } from '@grid/protocol'
-import { tempDir } from '../helpers/index.js'
+import { defer, tempDir } from '../helpers/index.js'
 
 const isRoot = process.getuid?.() === 0
 const NOBODY = 65534
@@ -41,5 +44,31 @@ describe('local access: other users of the machine', () => {
     await chmod(dir, 0o777)
     await chown(dir, NOBODY, NOBODY)
     await assert.rejects(prepareCacheDir(dir), (err: Error) => errorCode(err) === 'GRID_ERR_CACHE_OPEN' && /another user/.test(err.message))
+  })
+
+  it('binds the control socket 0600: no moment in which another user can connect', async (t) => {
+    const path = join(await tempDir(t), 's.sock')
+    // the socket's mode right after bind(2), before anything else the server does
+    let atBind: number | undefined
+    const listen = Server.prototype.listen
+    Server.prototype.listen = function (this: Server, ...args: unknown[]) {
+      const result = (listen as (...a: unknown[]) => Server).apply(this, args)
+      if (args[0] === path) atBind = lstatSync(path).mode & 0o777
+      return result
+    } as typeof listen
+    defer(t, () => { Server.prototype.listen = listen })
+    const server = new ControlServer({ path, handler: async () => { throw new Error('no requests here') } })
+    await underUmask(0o002, async () => { await server.start() })
+    defer(t, async () => { await server.stop() })
+    assert.equal(atBind, 0o600)
+  })
+
+  it('does not talk to a control socket another user made', { skip: !isRoot && 'needs root, to give a socket to another user' }, async (t) => {
+    const path = join(await tempDir(t), 'theirs.sock')
+    const server = new ControlServer({ path, handler: async () => { throw new Error('no requests here') } })
+    await server.start()
+    defer(t, async () => { await server.stop() })
+    await chown(path, NOBODY, NOBODY)
+    await assert.rejects(ControlClient.connect(path), (err: Error) => errorCode(err) === 'GRID_ERR_SOCKET_PATH' && /another user/.test(err.message))
   })
 })

@@ -3,10 +3,14 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"syscall"
 	"time"
 )
+
+// errForeignSocket: the node's socket belongs to another user.
+var errForeignSocket = errors.New("the socket belongs to another user")
 
 // dialNode connects to the node's Unix socket with plain system calls rather than the net
 // package: importing net cost every shim process ~90 page faults and two more threads at start,
@@ -17,7 +21,14 @@ import (
 // The send timeout bounds connect(2) itself: on Linux it waits for room in the node's accept
 // backlog for at most that long. It is left set: the descriptor is non-blocking from then on,
 // where it has no effect.
+//
+// A socket another user made is refused (errForeignSocket), unconnected: their node would answer
+// this user's compiles and cache gets (a --control path in /tmp is predictable, so another user
+// can be listening there first). The compile then runs here, as with no node.
 func dialNode(path string, timeout time.Duration) (nodeSocket, error) {
+	if info, err := os.Lstat(path); err == nil && !ownFile(info) {
+		return nil, &os.PathError{Op: "dial", Path: path, Err: errForeignSocket}
+	}
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return nil, err

@@ -71,7 +71,7 @@ const MAX_SOCKET_PATH_BYTES = process.platform === 'linux' ? 107 : 103
 export function checkSocketPath (path: string): void {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
     throw new GridError('GRID_ERR_SOCKET_PATH', `control socket path is ${Buffer.byteLength(path)} bytes, over the ${MAX_SOCKET_PATH_BYTES}-byte limit of Unix sockets: ${path}`, {
-      hint: 'pass a shorter path with --control /tmp/grid-$USER.sock (or set GRID_CONTROL)'
+      hint: 'pass a shorter path in a directory of your own with --control, such as $XDG_RUNTIME_DIR/grid.sock (or set GRID_CONTROL); in a shared one such as /tmp another user can take the name first'
     })
   }
 }

@@ -3,6 +3,7 @@
  * flight, replies matched by id. Every request has a deadline (its signal, or a default), and a
  * closed connection fails every pending request with GRID_ERR_NODE_CLOSED.
  */
+import { lstat } from 'node:fs/promises'
 import { createConnection, type Socket } from 'node:net'
 import { encodeFrame, FrameDecoder, GridError, REPLIES, type MessageOf, type Reply, type Request, type RequestType } from '@grid/protocol'
 import { ANSWER_TIMEOUT_MS, CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './constants.js'
@@ -47,6 +48,7 @@ export class ControlClient {
   }
 
   static async connect (path: string, options: { timeoutMs?: number } = {}): Promise<ControlClient> {
+    await checkOwner(path)
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = createConnection(path)
       const timer = setTimeout(() => { s.destroy(); reject(unreachable(path)) }, options.timeoutMs ?? CONNECT_TIMEOUT_MS)
@@ -94,6 +96,21 @@ export class ControlClient {
     for (const waiter of this.pending.values()) waiter.reject(err)
     this.pending.clear()
   }
+}
+
+/**
+ * Refuses a socket another user made: their node would answer this user's builds with cache
+ * entries and compiles of their choosing (code in this user's binaries). A --control path in a
+ * shared directory such as /tmp is predictable, so another user can be listening there first.
+ * Root's sockets are not trusted either: a node is its own user's.
+ */
+async function checkOwner (path: string): Promise<void> {
+  if (process.getuid === undefined) return // Windows: no owners
+  const st = await lstat(path).catch(() => undefined)
+  if (st === undefined || st.uid === process.getuid()) return // none there: unreachable, as the connect says
+  throw new GridError('GRID_ERR_SOCKET_PATH', `the control socket ${path} belongs to another user (uid ${st.uid}): grid talks only to a node of this user's`, {
+    hint: 'pass a path of your own with --control (or set GRID_CONTROL); the default, grid.sock in your cache dir, is private'
+  })
 }
 
 function unreachable (path: string, cause?: unknown): GridError {

@@ -73,7 +73,16 @@ export class ControlServer {
     const server = createServer(socket => this.accept(socket))
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen(this.path, () => { server.off('error', reject); resolve() })
+      // Whoever can connect can have the node run a compiler binary of their naming, so the
+      // socket is made 0600 by the umask in force at bind(2), which listen() calls before it
+      // returns: a chmod after it would leave a window in which another user (of our group,
+      // under umask 0002, or anyone, for a --control path in /tmp) connects, and stays connected.
+      const umask = process.umask(0o177)
+      try {
+        server.listen(this.path, () => { server.off('error', reject); resolve() })
+      } finally {
+        process.umask(umask)
+      }
     }).catch((err: Error) => {
       throw new GridError('GRID_ERR_SOCKET_PATH', `cannot listen on ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
