@@ -84,9 +84,7 @@ func main() {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			fallback("node-error", tool, args)
 		}
-		if f, err := os.Create(mark); err == nil {
-			f.Close()
-		}
+		setStalled(mark)
 		fallback("node-stalled", tool, args)
 	}
 	if reply.runHere {
@@ -128,10 +126,24 @@ func stalledMark() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("grid-node-stalled-%d", os.Getppid()))
 }
 
-// markedStalled reports whether an earlier compile left mark less than stalledFor ago.
+// markedStalled reports whether an earlier compile left mark less than stalledFor ago. Under
+// grid env the mark's name in TMPDIR is predictable, so only a regular file of this user's
+// counts: another user could otherwise keep this user's go commands off their node.
 func markedStalled(mark string) bool {
-	info, err := os.Stat(mark)
-	return err == nil && time.Since(info.ModTime()) < stalledFor
+	info, err := os.Lstat(mark)
+	return err == nil && info.Mode().IsRegular() && ownFile(info) && time.Since(info.ModTime()) < stalledFor
+}
+
+// setStalled leaves (or refreshes) the mark. Never through a symlink, and never truncating: a
+// link planted at the predictable name must not make this user write to a file it points to.
+func setStalled(mark string) {
+	f, err := os.OpenFile(mark, os.O_WRONLY|os.O_CREATE|noFollow, 0o600)
+	if err != nil {
+		return
+	}
+	f.Close()
+	now := time.Now()
+	os.Chtimes(mark, now, now)
 }
 
 // isCompile reports whether tool is cmd/compile.
@@ -186,7 +198,7 @@ func fallback(reason, tool string, args []string) {
 	if path := os.Getenv("GRID_FALLBACK_LOG"); path != "" {
 		// One O_APPEND write per line, so concurrent shims never interleave. Errors are ignored:
 		// the log is a statistic, the compile is what matters.
-		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|noFollow, 0o600); err == nil {
 			f.Write([]byte(reason + "\n"))
 			f.Close()
 		}

@@ -6,6 +6,7 @@
  * line on a terminal and one summary line (or a JSON object with --json) at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { readFile, rm } from 'node:fs/promises'
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -201,7 +202,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     if (session.warning.hint !== undefined) output.err(`  hint: ${session.warning.hint}`)
   }
   const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
-  const fallbackLog = join(tmpdir(), `grid-fallbacks-${process.pid}-${Date.now()}`)
+  // A name no other user of a shared TMPDIR can guess and plant a file or link at first (the
+  // shims append to it, and leave `.stalled` beside it)
+  const fallbackLog = join(tmpdir(), `grid-fallbacks-${randomBytes(12).toString('hex')}`)
   const shape = GO_COMMANDS[sub]
   const live = process.stderr.isTTY && !options.json && shape.progress
   const stop = new AbortController()
