@@ -3,14 +3,14 @@
 // socket and the real CLI; cases that need a file of another user's run as root only (chown).
 import assert from 'node:assert/strict'
 import { lstatSync } from 'node:fs'
-import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, lstat, mkdir, readFile, stat, symlink, unlink, writeFile } from 'node:fs/promises'
 import { Server } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ControlClient, prepareCacheDir } from '@grid/node'
 import { ControlServer } from '@grid/node/server'
 import { errorCode } from '@grid/protocol'
-import { defer, tempDir } from '../helpers/index.js'
+import { GRID_BIN, defer, run, tempDir } from '../helpers/index.js'
 
 const isRoot = process.getuid?.() === 0
 const NOBODY = 65534
@@ -70,5 +70,23 @@ describe('local access: other users of the machine', () => {
     defer(t, async () => { await server.stop() })
     await chown(path, NOBODY, NOBODY)
     await assert.rejects(ControlClient.connect(path), (err: Error) => errorCode(err) === 'GRID_ERR_SOCKET_PATH' && /another user/.test(err.message))
+  })
+
+  it('grid init --force writes the new swarm key 0600 whatever the old file\'s mode, and not through a symlink', async (t) => {
+    const dir = await tempDir(t)
+    const key = join(dir, 'swarm.key')
+    assert.equal((await run(process.execPath, [GRID_BIN, 'init', '--swarm-key', key])).code, 0)
+    await chmod(key, 0o644) // copied in by hand, say
+    const r = await run(process.execPath, [GRID_BIN, 'init', '--swarm-key', key, '--force'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(await modeOf(key), 0o600)
+    const other = join(dir, 'other')
+    await writeFile(other, 'not a key')
+    await unlink(key)
+    await symlink(other, key)
+    assert.equal((await run(process.execPath, [GRID_BIN, 'init', '--swarm-key', key, '--force'])).code, 0)
+    assert.equal(await readFile(other, 'utf8'), 'not a key', 'the file a symlink at the key\'s path names is left alone')
+    assert.equal((await lstat(key)).isFile(), true)
+    assert.equal(await modeOf(key), 0o600)
   })
 })

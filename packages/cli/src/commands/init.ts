@@ -1,5 +1,6 @@
 /** `grid init`: create the team's swarm key. */
-import { mkdir, writeFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { defaultSwarmKeyPath } from '@grid/node'
 import { GridError, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
@@ -22,7 +23,8 @@ export async function init (args: string[], options: GlobalOptions, output: Outp
   const key = generateSwarmKey()
   await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   try {
-    await writeFile(path, formatSwarmKey(key), { mode: 0o600, flag: flags.force === true ? 'w' : 'wx' })
+    if (flags.force === true) await replaceKey(path, formatSwarmKey(key))
+    else await writeFile(path, formatSwarmKey(key), { mode: 0o600, flag: 'wx' })
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new GridError('GRID_ERR_USAGE', `a swarm key already exists at ${path}`, { hint: 'keep it (copy it to the other members), or pass --force to replace it' })
@@ -33,4 +35,20 @@ export async function init (args: string[], options: GlobalOptions, output: Outp
   if (options.json) output.out(JSON.stringify({ path, fingerprint }))
   else output.out(`wrote swarm key ${fingerprint} to ${path}\ncopy this file to every member, then (re)start their daemons`)
   return 0
+}
+
+/**
+ * Writes a new key in place of an old one: a new file (mode 0600) renamed over it. Writing into
+ * the old file would keep its mode (a key copied in with 0644 stayed readable to every local
+ * user) and would follow a symlink at the path.
+ */
+async function replaceKey (path: string, text: string): Promise<void> {
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`
+  try {
+    await writeFile(tmp, text, { mode: 0o600, flag: 'wx' })
+    await rename(tmp, path)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
 }
