@@ -21,6 +21,13 @@ export const TASK_VERSION = 1
 export const MAX_TASK_INPUT_BYTES = 256 * 1024 * 1024
 export const MAX_TASK_FILES = 4096
 export const MAX_TASK_FILE_BYTES = 64 * 1024 * 1024
+/**
+ * Directories a task's input paths lie in, all levels counted: what a worker makes to lay the
+ * inputs out (one mkdir each, in its sandbox). A real task needs a few hundred (its sources'
+ * dir, cmd/go's $WORK, the cache shards of its export data, embedded trees); without a cap,
+ * 4096 paths of 2,000 levels each made a worker create millions of directories for one task.
+ */
+export const MAX_TASK_DIRS = 8192
 
 /** Compile flags a task may carry, without a value. */
 export const TASK_BOOL_FLAGS = [
@@ -157,6 +164,7 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   if (!Array.isArray(files) || files.length > MAX_TASK_FILES) throw bad('files', from)
   let total = 0
   const paths = new Set<string>()
+  const dirs = new Set<string>()
   const sizes = new Map<string, number>()
   for (const f of files as Array<Record<string, unknown>>) {
     if (f === null || typeof f !== 'object') throw bad('file entry', from)
@@ -169,6 +177,8 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
     sizes.set(f.sha256, f.size as number)
     total += f.size as number
     paths.add(f.path)
+    for (let d = f.path.slice(0, f.path.lastIndexOf('/')); d !== '' && !dirs.has(d); d = d.slice(0, d.lastIndexOf('/'))) dirs.add(d)
+    if (dirs.size > MAX_TASK_DIRS) throw bad(`input paths lie in over ${MAX_TASK_DIRS} directories`, from)
   }
   if (total > MAX_TASK_INPUT_BYTES) throw bad(`inputs total ${total} bytes, over ${MAX_TASK_INPUT_BYTES}`, from)
   const inputFlags = t.inputFlags as Record<string, unknown>
