@@ -57,6 +57,7 @@ describe('worker: adversarial tasks', () => {
     const before = await tree(root)
     const t = good.task
     const importcfgPath = t.inputFlags['-importcfg'] as string
+    const below = file(`${t.sources[0] as string}/x.go`, 'package share\n')
     const evilCfg = file(importcfgPath, `packagefile example.com/share/dep=${join(outside, 'secret.a')}\n`)
     const cases: Array<[string, unknown, RegExp, Map<string, Buffer>?]> = [
       ['a path with ..', { ...t, files: [...t.files, { path: `${t.sources[0]}/../../../../etc/passwd`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
@@ -77,6 +78,7 @@ describe('worker: adversarial tasks', () => {
       ['input paths in more directories than a task needs (each one a mkdir in the sandbox)',
         { ...t, files: [...t.files, ...Array.from({ length: 8 }, (_, i) => ({ path: `/x${i}${'/d'.repeat(1900)}/f`, sha256: 'ab'.repeat(32), size: 0 }))] },
         /input paths lie in over 8192 directories/],
+      ['a path that is also the directory of another input', { ...t, files: [...t.files, below.entry] }, /input path ".*share\.go" is also the directory of another input/, new Map([...good.blobs, below.blob])],
       ['a path with a line break', { ...t, files: [...t.files, { path: `${t.sources[0] as string}\nimport os.go`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
       ['local imports resolved against a directory (-D)', { ...t, flags: [...t.flags.filter(f => f !== '-nolocalimports'), '-D=/'] }, /flag "-D=\/" is not allowed/],
       ['no -nolocalimports', { ...t, flags: t.flags.filter(f => f !== '-nolocalimports') }, /a task must carry -nolocalimports/],

@@ -181,6 +181,9 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
     if (dirs.size > MAX_TASK_DIRS) throw bad(`input paths lie in over ${MAX_TASK_DIRS} directories`, from)
   }
   if (total > MAX_TASK_INPUT_BYTES) throw bad(`inputs total ${total} bytes, over ${MAX_TASK_INPUT_BYTES}`, from)
+  // A file where another input needs a directory: the worker could not lay both out (no real
+  // compile has one), and failed with the file system's error, naming its own sandbox.
+  for (const p of paths) if (dirs.has(p)) throw bad(`input path ${JSON.stringify(p.slice(0, 128))} is also the directory of another input`, from)
   const inputFlags = t.inputFlags as Record<string, unknown>
   if (inputFlags === null || typeof inputFlags !== 'object' || Array.isArray(inputFlags)) throw bad('inputFlags', from)
   for (const [k, v] of Object.entries(inputFlags)) {
