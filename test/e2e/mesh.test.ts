@@ -2,7 +2,7 @@
 // membership by swarm key, and a killed peer leaving and rejoining.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -101,8 +101,12 @@ describe('mesh', () => {
     const other = join(keys, 'other.key')
     await writeFile(key, formatSwarmKey(randomBytes(32)))
     await writeFile(other, formatSwarmKey(randomBytes(32)))
+    await chmod(key, 0o644) // as a key copied in by hand often is
     const m1 = await member(t, ['--swarm-key', key])
+    assert.match(m1.d.stderr(), /grid: warning: the swarm key .*team\.key is readable by other users of this machine \(mode 644\): each of them can join the mesh\n {2}hint: chmod 600/)
+    await chmod(key, 0o600)
     const m2 = await member(t, ['--swarm-key', key, '--bootstrap', m1.addr])
+    assert.doesNotMatch(m2.d.stderr(), /readable by other users/)
     const wrongKey = await member(t, ['--swarm-key', other, '--bootstrap', m1.addr, '--bootstrap', m2.addr])
     const noKey = await member(t, ['--bootstrap', m1.addr, '--bootstrap', m2.addr])
     await waitFor(async () => (await sees(m1, [m2])) && (await sees(m2, [m1])), 20_000, () => 'the two members to find each other')

@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging, prepareCacheDir } from '@grid/node'
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
@@ -78,6 +78,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const compileHeapMB = flags['compile-heap'] !== undefined ? await compileHeapFlag(flags['compile-heap']) : config.compileHeapMB
   await refuseIfRunning(options)
   await prepareCacheDir(options.cacheDir)
+  if (process.env[DETACHED_ENV] !== '1') await warnIfKeyReadable(mesh?.swarmKeyFile, output)
   // The daemon it starts gets the same flags but --detach, in whatever form it was given; and
   // one started so never detaches again, whatever its flags.
   if (flags.detach === true && process.env[DETACHED_ENV] !== '1') return await detach(withoutFlag(args, 'detach'), mesh !== undefined, options, output)
@@ -185,6 +186,18 @@ function warnIfOpen (status: NodeStatus, output: Output): void {
   output.err('grid: warning: no swarm key, so this daemon is in the open mesh: any grid node on this network without a key ' +
     'is a member, and its cache entries and compiles are taken as a member\'s')
   output.err('  hint: for an office, run `grid init` once and copy the swarm.key it writes to every workstation (docs/security.md)')
+}
+
+/**
+ * A swarm key other users of this machine can read makes each of them a member (a key copied
+ * in by hand is often 0644). Said at every start, like the open mesh; the key is still used.
+ */
+async function warnIfKeyReadable (file: string | undefined, output: Output): Promise<void> {
+  if (file === undefined || process.platform === 'win32') return
+  const st = await stat(file).catch(() => undefined)
+  if (st === undefined || (st.mode & 0o044) === 0) return
+  output.err(`grid: warning: the swarm key ${file} is readable by other users of this machine (mode ${(st.mode & 0o777).toString(8)}): each of them can join the mesh`)
+  output.err(`  hint: chmod 600 ${file}`)
 }
 
 /** The status of the node on the control socket, or undefined when none answers. */
