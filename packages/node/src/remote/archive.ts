@@ -142,3 +142,20 @@ export function withCgoSection (archive: Buffer, directives: string[][]): Buffer
     return Buffer.concat([header, body, body.length % 2 === 1 ? Buffer.from('\n') : Buffer.alloc(0)])
   })])
 }
+
+/**
+ * Why a go_asm.h a peer returned is not one the compiler writes, or undefined. The compiler's
+ * (cmd/compile/internal/gc dumpasmhdr) holds `//` comment lines and `#define NAME VALUE` lines
+ * only. cmd/go hands the file to the assembler, whose preprocessor acts on every directive in
+ * it: a peer's `#include "/dev/tty"` would hold the build waiting on the terminal, and the
+ * `#include` of any local file failed the build, printing that file's first line.
+ */
+export function asmHeaderProblem (header: Buffer): string | undefined {
+  const text = header.toString('utf8')
+  if (text.length > 0 && !text.endsWith('\n')) return 'its go_asm.h does not end with a line break'
+  for (const line of text.slice(0, -1).split('\n')) {
+    const ok = line === '' || (/^(\/\/|#define [^\s()\\]+ )[^\x00-\x1f\x7f]*$/.test(line) && !line.endsWith('\\'))
+    if (!ok) return `its go_asm.h has a line the compiler does not write: ${JSON.stringify(line.slice(0, 80))}`
+  }
+  return undefined
+}

@@ -24,7 +24,7 @@ import { GRID_VERSION, GridError, type Advert, type ToolchainInfo } from '@grid/
 import { logger } from '../log.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import { parseCompileArgs } from './parse.js'
-import { peerArchiveProblem } from './archive.js'
+import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
 import { ExportDataCache } from './export-cache.js'
 import { PeerSlots } from './peer-slots.js'
@@ -253,6 +253,8 @@ export class RemoteCompiler {
       const problem = peerArchiveProblem(Buffer.from(result.archive.buffer, result.archive.byteOffset, result.archive.byteLength), prepared.buildId, prepared.pragmas)
       if (problem !== undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned an archive its task cannot produce: ${problem}`)
       if (prepared.asmhdr !== undefined && result.asmhdr === null) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned no go_asm.h`)
+      const header = prepared.asmhdr !== undefined && result.asmhdr !== null ? asmHeaderProblem(Buffer.from(result.asmhdr.buffer, result.asmhdr.byteOffset, result.asmhdr.byteLength)) : undefined
+      if (header !== undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} returned a go_asm.h its task cannot produce: ${header}`)
       const wallMs = performance.now() - started
       // the peer's own figure (checked at decode), never more than the task took us in all
       const compileMs = Math.min(result.compileMs, wallMs)
