@@ -177,7 +177,11 @@ describe('adverts', async () => {
       ['peerId', { peerId: 42 }],
       ['version 2', { v: 2 }],
       ['accepting', { accepting: 'yes' }],
-      ['seq', { seq: -1 }]
+      ['seq', { seq: -1 }],
+      // printed by other members (grid peers, logs): no terminal escape sequences
+      ['version', { version: '0.1.0\x1b]0;owned\x07' }],
+      ['toolchains', { toolchains: [{ ...good.toolchains[0], compiler: 'compile version go1.26\n\x1b[2J' }] }],
+      ['addrs', { addrs: ['/ip4/1.2.3.4/tcp/1\x9b2J'] }]
     ]
     for (const [field, change] of cases) {
       const bytes = new Packr({ useRecords: false }).pack({ ...good, ...change })

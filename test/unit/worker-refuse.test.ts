@@ -65,6 +65,8 @@ describe('worker: adversarial tasks', () => {
       ['an unknown flag', { ...t, flags: [...t.flags, `-cpuprofile=${join(outside, 'prof')}`] }, /flag "-cpuprofile=.*" is not allowed/],
       ['an output flag', { ...t, flags: [...t.flags, `-o=${join(outside, 'x.a')}`] }, /flag "-o=.*" is not allowed/],
       ['an oversized input', { ...t, files: t.files.map((f, i) => (i === 0 ? { ...f, size: MAX_TASK_FILE_BYTES + 1 } : f)) }, /size of .* \(max \d+ bytes\)/],
+      ['a compiler with a terminal escape sequence, which the refusal would print', { ...t, compiler: `${t.compiler}\n\x1b[2J` }, /^task from mallory refused: compiler$/],
+      ['an import path with a line break, which logs would print', { ...t, importPath: 'x\nERROR forged' }, /^task from mallory refused: importPath$/],
       ['a toolchain the worker lacks', { ...t, compiler: 'compile version go1.19.13' }, /task needs "compile version go1.19.13", this node has "compile version go/],
       ['an environment variable outside the list', { ...t, env: { ...t.env, LD_PRELOAD: join(outside, 'evil.so') } }, /LD_PRELOAD is not allowed/],
       ['an importcfg naming a file the task does not carry',

@@ -62,7 +62,13 @@ function invalid (field: string, from: string): GridError {
   return new GridError('GRID_ERR_ADVERT_INVALID', `advert from ${from}: bad ${field}`)
 }
 
-const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length <= max
+/**
+ * A string of an advert: within its length, and with no control character. Members print these
+ * (`grid peers`, their logs): a terminal escape sequence from one member must not reach another
+ * member's terminal.
+ */
+const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length <= max && !CONTROL.test(v)
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 
 function checkToolchain (t: unknown): t is ToolchainInfo {

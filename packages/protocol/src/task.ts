@@ -140,9 +140,10 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   if (t.v !== TASK_VERSION) throw incompatible(`version ${String(t.v).slice(0, 16)}, this worker's is ${TASK_VERSION}`, from)
   const shape = shapeProblem(t, TASK_FIELDS, 'the task')
   if (shape !== undefined) throw incompatible(shape, from)
-  if (typeof t.compiler !== 'string' || t.compiler.length > 256) throw bad('compiler', from)
+  // shown in refusals and logs (a terminal escape sequence must not reach the worker's terminal)
+  if (typeof t.compiler !== 'string' || t.compiler.length > 256 || /[\x00-\x1f\x7f-\x9f]/.test(t.compiler)) throw bad('compiler', from)
   if (typeof t.goroot !== 'string' || !isCleanAbsolute(t.goroot)) throw bad('goroot must be an absolute path', from)
-  if (typeof t.importPath !== 'string' || t.importPath.length > 1024) throw bad('importPath', from)
+  if (typeof t.importPath !== 'string' || t.importPath.length > 1024 || /[\x00-\x1f\x7f-\x9f]/.test(t.importPath)) throw bad('importPath', from)
   if (typeof t.trimpath !== 'string' || t.trimpath.length > 64 * 1024) throw bad('trimpath', from)
   if (typeof t.asmhdr !== 'boolean') throw bad('asmhdr', from)
   const env = t.env as Record<string, unknown>
