@@ -104,6 +104,15 @@ describe('worker: adversarial tasks', () => {
     assert.deepEqual((await tree(root)).filter(f => !after.includes(f) && !f.startsWith('worker/blobs/')), [], 'a good task leaves nothing either')
   })
 
+  it('a task its file system cannot lay out fails without naming the worker\'s own paths', async () => {
+    // a clean path of 4,090 characters: within the task's limits, past PATH_MAX once under the sandbox
+    const long = file(`/${'a'.repeat(254)}`.repeat(16) + '/x.go', 'package share\n')
+    const reply = await attempt({ ...good.task, files: [...good.task.files, long.entry] }, new Map([...good.blobs, long.blob])) as { type: string, code?: string, message?: string }
+    assert.equal(reply.type, 'fail', JSON.stringify(reply).slice(0, 300))
+    assert.equal(reply.code, 'GRID_ERR_INTERNAL')
+    assert.ok(!(reply.message ?? '').includes(workerDir), `the reply names the worker's directory: ${reply.message ?? ''}`)
+  })
+
   it('refuses every task once its compiler changed on disk since it was probed, and has it probed again', async () => {
     // A compiler rebuilt or reinstalled in place may write other bytes under the -V=full and
     // canary the node advertised from the file it probed.

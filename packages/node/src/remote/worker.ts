@@ -203,6 +203,15 @@ export class Worker {
         this.hasRoom(true) // the next offers are refused before their inputs move
         err = new GridError('GRID_ERR_TASK_REFUSED', DISK_FULL, { cause: caught })
       }
+      // Only grid's own errors go to the requester as they are: a file system's error (a path
+      // too long once under the sandbox, say) names this node's directories, and its code is
+      // none of grid's. It is logged here, and the requester hears GRID_ERR_INTERNAL.
+      const own = errorCode(err)?.startsWith('GRID_ERR_') === true
+      if (!own) {
+        if (signal.aborted) log.debug(`task from ${peer} ended: ${(err as Error).message}`) // the requester went away, or the deadline passed
+        else log.warn(`task from ${peer} failed here: ${(err as Error).message}`)
+        err = new GridError('GRID_ERR_INTERNAL', `the worker could not run the task (${errorCode(err) ?? (err as Error).name})`, { cause: err })
+      }
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
       if (code === 'GRID_ERR_TASK_REFUSED' || code === 'GRID_ERR_TASK_INCOMPATIBLE') {
         this.stats.refused++
