@@ -2,7 +2,7 @@
 // real go, so CI covers the project's only Go code too; and the shim's builds in the cache dir.
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { mkdir, readdir, stat, utimes, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { it } from 'node:test'
 import { ROOT, run, tempDir } from '../helpers/index.js'
@@ -46,6 +46,25 @@ it('marks the shim used at each use, and a new build removes other keys unused f
   await utimes(dirname(binary), then, then)
   assert.equal(await ensureShim(cacheDir, await detectGo()), binary)
   assert.ok(Date.now() - (await stat(dirname(binary))).mtimeMs < DAY, 'a use marks the key used')
+})
+
+it('is built anew where another user could have replaced it (a cache dir an older grid left group-writable), and never group-writable itself', async (t) => {
+  const { detectGo, ensureShim } = await import('@grid/node')
+  const cacheDir = await tempDir(t, 'shim-tamper')
+  const go = await detectGo()
+  const old = process.umask(0o002) // a umask that makes new files group-writable
+  try {
+    const binary = await ensureShim(cacheDir, go)
+    assert.equal((await stat(binary)).mode & 0o022, 0, 'the shim is not group-writable under umask 0002')
+    assert.equal(await ensureShim(cacheDir, go), binary)
+    await writeFile(binary, '#!/bin/sh\necho planted\n')
+    await chmod(dirname(binary), 0o775)
+    assert.equal(await ensureShim(cacheDir, go), binary)
+    assert.notEqual((await readFile(binary, 'utf8')).slice(0, 9), '#!/bin/sh', 'the planted shim was replaced by a build')
+    assert.equal((await stat(dirname(binary))).mode & 0o022, 0)
+  } finally {
+    process.umask(old)
+  }
 })
 
 it('is built in GOTMPDIR, where go makes its own temp files, when TMPDIR is not a directory', async (t) => {

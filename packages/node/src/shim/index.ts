@@ -17,7 +17,7 @@
  */
 import { createHash } from 'node:crypto'
 import { execFile } from 'node:child_process'
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
+import { access, chmod, copyFile, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -75,9 +75,15 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   const binary = join(dir, SHIM_BINARY)
   try {
     await access(binary)
-    const now = new Date()
-    await utimes(dir, now, now).catch(() => {}) // in use: not to be pruned
-    return binary
+    if (await tamperable(dir, binary)) {
+      // cmd/go runs this file for every tool: one that another user could have replaced (made
+      // when the cache dir was open to others) is built anew, as if it were not there.
+      await rm(dir, { recursive: true, force: true })
+    } else {
+      const now = new Date()
+      await utimes(dir, now, now).catch(() => {}) // in use: not to be pruned
+      return binary
+    }
   } catch {}
   // Built where go makes its own temp files (GOTMPDIR, else TMPDIR), then put in the cache dir:
   // a go build that failed for want of room in the cache dir would look like a shim that does
@@ -98,6 +104,7 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
     const tmp = await cacheTemp(cacheDir, dir)
     try {
       await copyFile(join(work, SHIM_BINARY), join(tmp, SHIM_BINARY)).catch((err: Error) => { throw cannotWrite(cacheDir, err) })
+      await chmod(join(tmp, SHIM_BINARY), 0o755) // go build's mode follows the umask: 0775 under 0002 (see tamperable)
       await publish(tmp, cacheDir, dir)
     } finally {
       await rm(tmp, { recursive: true, force: true })
@@ -107,6 +114,20 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   }
   await pruneShims(join(cacheDir, 'shim'), dirname(binary))
   return binary
+}
+
+/**
+ * Whether another user owns, or could write, the shim or its dir: the cache dir is private now
+ * (prepareCacheDir), but one an older grid made under umask 0002 was writable by the group.
+ */
+async function tamperable (dir: string, binary: string): Promise<boolean> {
+  if (process.getuid === undefined) return false // Windows: no owners and modes
+  const uid = process.getuid()
+  for (const path of [dir, binary]) {
+    const st = await lstat(path)
+    if (st.uid !== uid || (st.mode & 0o022) !== 0 || st.isSymbolicLink()) return true
+  }
+  return false
 }
 
 /** A temp dir beside `dir` in the cache, for a shim to be renamed into place. */
