@@ -6,6 +6,7 @@
  */
 import { Packr } from './msgpack.js'
 import { GridError } from './errors.js'
+import { CONTROL_CHAR } from './constants.js'
 
 export const ADVERT_VERSION = 1
 /** A real advert is well under 2 KiB; anything over this cap is refused before decoding. */
@@ -67,8 +68,7 @@ function invalid (field: string, from: string): GridError {
  * (`grid peers`, their logs): a terminal escape sequence from one member must not reach another
  * member's terminal.
  */
-const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length <= max && !CONTROL.test(v)
-const CONTROL = /[\x00-\x1f\x7f-\x9f]/
+const isStr = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length <= max && !CONTROL_CHAR.test(v)
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
 
 function checkToolchain (t: unknown): t is ToolchainInfo {

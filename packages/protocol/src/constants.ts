@@ -109,3 +109,10 @@ export const COMPILE_KEEPALIVE_MS = 5_000
 export const COMPILE_STALL_MS = 30_000
 
 export const GRID_VERSION = '0.1.0'
+
+/**
+ * A control character (C0, DEL, C1): refused in every string a peer sends that grid prints or
+ * logs (advert fields, a task's compiler, import path and input paths), so that one member's
+ * terminal escape sequence never reaches another member's terminal.
+ */
+export const CONTROL_CHAR = /[\x00-\x1f\x7f-\x9f]/

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto'
 import { GridError } from './errors.js'
-import { OUTPUT_ENV } from './constants.js'
+import { CONTROL_CHAR, OUTPUT_ENV } from './constants.js'
 
 export const TASK_VERSION = 1
 /** Inputs of one task, all files together: std's biggest package is ~2.2 MB of source plus export data. */
@@ -116,7 +116,7 @@ function shapeProblem (value: Record<string, unknown>, fields: readonly string[]
 
 /** An absolute, normalised POSIX path with no `..`, no `.` element and no control character. */
 export function isCleanAbsolute (p: string): boolean {
-  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || /[\x00-\x1f\x7f]/.test(p)) return false
+  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || CONTROL_CHAR.test(p)) return false
   return p.split('/').slice(1).every(el => el !== '' && el !== '.' && el !== '..')
 }
 
@@ -141,9 +141,9 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   const shape = shapeProblem(t, TASK_FIELDS, 'the task')
   if (shape !== undefined) throw incompatible(shape, from)
   // shown in refusals and logs (a terminal escape sequence must not reach the worker's terminal)
-  if (typeof t.compiler !== 'string' || t.compiler.length > 256 || /[\x00-\x1f\x7f-\x9f]/.test(t.compiler)) throw bad('compiler', from)
+  if (typeof t.compiler !== 'string' || t.compiler.length > 256 || CONTROL_CHAR.test(t.compiler)) throw bad('compiler', from)
   if (typeof t.goroot !== 'string' || !isCleanAbsolute(t.goroot)) throw bad('goroot must be an absolute path', from)
-  if (typeof t.importPath !== 'string' || t.importPath.length > 1024 || /[\x00-\x1f\x7f-\x9f]/.test(t.importPath)) throw bad('importPath', from)
+  if (typeof t.importPath !== 'string' || t.importPath.length > 1024 || CONTROL_CHAR.test(t.importPath)) throw bad('importPath', from)
   if (typeof t.trimpath !== 'string' || t.trimpath.length > 64 * 1024) throw bad('trimpath', from)
   if (typeof t.asmhdr !== 'boolean') throw bad('asmhdr', from)
   const env = t.env as Record<string, unknown>
