@@ -7,7 +7,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridNode } from '@grid/node/embed'
-import { defer, goBuild, grid, processRunning, procStat, sameFiles, status, summary, waitFor, world } from '../helpers/index.js'
+import { defer, goBuild, grid, processRunning, procStat, sameFiles, startDaemon, status, summary, waitFor, world } from '../helpers/index.js'
 
 /** The pid of `parent`'s `grid-shim spawner` child (Linux), or undefined. */
 async function spawnerOf (parent: number): Promise<number | undefined> {
@@ -132,6 +132,16 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(built.code, 0, built.stderr)
     assert.match(built.stderr, /the node went away during the build/)
     await sameFiles(out, ref)
+  })
+
+  it('a daemon in a terminal that closes (SIGHUP) stops as for SIGTERM: its socket removed, its cache closed', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w, ['--no-mesh'])
+    await daemon.kill('SIGHUP')
+    assert.equal(daemon.child.signalCode, null, `it stopped itself, not killed by SIGHUP: ${daemon.stderr()}`)
+    assert.equal(daemon.child.exitCode, 0, daemon.stderr())
+    assert.match(daemon.stderr(), /node stopped/)
+    assert.equal(existsSync(w.control), false, 'no stale socket left behind')
   })
 
   it('report why a daemon started in the background could not start, and leave nothing running', async (t) => {

@@ -1,6 +1,6 @@
 /**
- * `grid daemon`: a long-lived node on the control socket and in the mesh, until SIGINT, SIGTERM
- * or `grid stop`; with --detach, started in the background once its flags are checked here.
+ * `grid daemon`: a long-lived node on the control socket and in the mesh, until SIGINT, SIGTERM,
+ * SIGHUP or `grid stop`; with --detach, started in the background once its flags are checked here.
  */
 import { spawn } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
@@ -18,7 +18,8 @@ export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
 Runs a grid node in the foreground: it serves builds on the control socket, keeps the cache
 index open and joins the office mesh. Logs go to stderr and to <cache>/logs/grid.log. Stops on
-SIGINT, SIGTERM or grid stop. To start it at login, see "The daemon" in the README.
+SIGINT, SIGTERM, SIGHUP (its terminal closed) or grid stop. To start it at login, see "The
+daemon" in the README.
 
   --detach                  start the daemon in the background and return once it answers
                             (in the mesh, unless --no-mesh); what it prints goes to
@@ -107,6 +108,9 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   await new Promise<void>(resolve => {
     process.once('SIGINT', resolve)
     process.once('SIGTERM', resolve)
+    // The terminal it runs in was closed: stop as for SIGTERM (its socket removed, its peers
+    // told), not as Node's default for SIGHUP would, killed where it stands.
+    process.once('SIGHUP', resolve)
     void node.shutdownRequested.then(resolve)
   })
   await node.stop()
