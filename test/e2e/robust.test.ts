@@ -265,6 +265,24 @@ describe('robustness', () => {
     await sameFiles(out, ref)
   })
 
+  it('a daemon that hangs during a build (SIGSTOP): the build goes on without it and does not wait for it at the end, identical', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w, ['--no-mesh'])
+    const pid = daemon.child.pid as number
+    t.after(() => { try { process.kill(pid, 'SIGCONT') } catch {} }) // if it is still there
+    const out = join(w.dir, 'out')
+    const building = grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    await waitFor(async () => (await status(w)).counters?.compiles >= 3, 120_000, () => 'three compiles on the node')
+    process.kill(pid, 'SIGSTOP')
+    const r = await building
+    assert.equal(r.code, 0, r.stderr)
+    const s = summary(r)
+    assert.ok(s.compiles.fallbacks['node-stalled'] > 0, JSON.stringify(s.compiles.fallbacks))
+    // the shims or the cache helper found it hung: build-end is not given its usual 15 s
+    assert.match(s.nodeLost, /stopped answering during the build/)
+    await sameFiles(out, ref)
+  })
+
   it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
     const w = await world(t)
     const { GridNode } = await import('@grid/node/embed')

@@ -665,7 +665,9 @@ var (
 // callTimeout bounds one request to the node. A healthy node answers a lookup in well under a
 // second even when it fetches the body from a peer (peercache/constants.ts bounds those: ~6 s
 // for a 64 MiB body); after this long the helper gives up on the node and the build goes on
-// without the cache. The shims give up on a silent node after as long (stallLimit).
+// without the cache. The shims give up on a silent node after as long (stallLimit); the
+// helper that gives up first leaves the build's stalled mark, as a shim does, so that the
+// compiles after it do not ask the node.
 var callTimeout = 30 * time.Second
 
 // call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
@@ -697,6 +699,8 @@ func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
 	case reply, ok = <-ch:
 	case <-timer.C:
 		n.fail() // a node that stops answering must not stall the build
+		// nor make each compile of the build wait as long again before it gives up on it
+		setStalled(stalledMark())
 		return nil, errNodeStalled
 	}
 	if !ok {

@@ -134,7 +134,9 @@ func markedStalled(mark string) bool {
 	return err == nil && info.Mode().IsRegular() && ownFile(info) && time.Since(info.ModTime()) < stalledFor
 }
 
-// setStalled leaves (or refreshes) the mark. Never through a symlink, and never truncating: a
+// setStalled leaves (or refreshes) mark: the node hung during this build (a shim's compile, or
+// the cache helper's call, heard nothing from it for stallLimit). Best effort: without it, each
+// later compile finds the node hung on its own. Never through a symlink, and never truncating: a
 // link planted at the predictable name must not make this user write to a file it points to.
 func setStalled(mark string) {
 	f, err := os.OpenFile(mark, os.O_WRONLY|os.O_CREATE|noFollow, 0o600)

@@ -349,8 +349,11 @@ func fakeNode(t *testing.T, serve func(c net.Conn)) nodeSocket {
 }
 
 // A node that takes a request and never answers must not hold up cmd/go: the call gives up
-// after callTimeout, fails the connection, and later calls fail at once.
+// after callTimeout, fails the connection, and later calls fail at once. It leaves the
+// build's stalled mark, so that the build's compiles do not each wait on the node as long.
 func TestCallToStalledNode(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "fallbacks")
+	t.Setenv("GRID_FALLBACK_LOG", mark)
 	conn := fakeNode(t, func(c net.Conn) {
 		io.Copy(io.Discard, c) // read everything, answer nothing
 	})
@@ -368,6 +371,9 @@ func TestCallToStalledNode(t *testing.T) {
 	}
 	if _, err := n.call(map[string]any{"type": "cache-get"}); err != errNodeGone {
 		t.Fatalf("call after the stall: got %v, want errNodeGone", err)
+	}
+	if !markedStalled(stalledMark()) {
+		t.Fatal("the helper found the node hung, but left no stalled mark for the build's compiles")
 	}
 }
 

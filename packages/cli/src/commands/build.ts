@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFile, rm } from 'node:fs/promises'
+import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
@@ -126,6 +126,8 @@ export function goOwnFlags (sub: GoCommand, args: string[]): string[] {
  * over by then, and cmd/go's first compiles are small leaf packages that need no ranking.
  */
 const GRAPH_DELAY_MS = 500
+/** How long build-end may take from a node found hung during the build. */
+const HUNG_END_MS = 2_000
 /** How a request fails when the node has gone away (stopped or died) since we connected. */
 const NODE_GONE = ['GRID_ERR_NODE_CLOSED', 'GRID_ERR_NODE_UNREACHABLE']
 
@@ -304,9 +306,12 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     exitCode = await exited
     stop.abort()
     clear()
-    // The node may have died during the build: go finished without it, and so do we.
-    const ended = await session.client.request({ type: 'build-end', build }).then(r => r.stats, (err: Error) => {
-      nodeLost = err.message
+    // The node may have died during the build: go finished without it, and so do we. One that
+    // a compile or the cache helper found hung (their stalled mark) gets a moment, not the
+    // usual 15 s: go is done, and the wait would be the user's alone.
+    const hung = await stat(`${fallbackLog}.stalled`).then(() => true, () => false)
+    const ended = await session.client.request({ type: 'build-end', build }, hung ? { signal: AbortSignal.timeout(HUNG_END_MS) } : {}).then(r => r.stats, (err: Error) => {
+      nodeLost = hung ? `the node at ${options.control} stopped answering during the build (hung, or a stopped process)` : err.message
       return lastStats ?? emptyBuildStats(build, ['go', ...argv])
     })
     ended.compiles.fallbacks = await readFallbacks(fallbackLog)
