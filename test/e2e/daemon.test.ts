@@ -144,6 +144,24 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(existsSync(w.control), false, 'no stale socket left behind')
   })
 
+  it('grid status waits for a node that holds the cache but does not answer on its socket (a daemon starting or stopping)', async (t) => {
+    const w = await world(t)
+    // what a daemon holds from opening its index until its socket answers (its mesh starting),
+    // and again from its socket closing until its index is closed
+    const { Cache, loadIdentity } = await import('@grid/node/server')
+    const held = await Cache.open({ dir: w.cacheDir, nodeId: (await loadIdentity(w.cacheDir)).peerId })
+    let open = true
+    defer(t, async () => { if (open) await held.close() })
+    const asking = grid(w, ['--json', 'status'])
+    const early = await Promise.race([asking, new Promise<undefined>(resolve => setTimeout(resolve, 3_000, undefined))])
+    assert.equal(early, undefined, `it waits for the cache rather than fail: ${early?.stdout ?? ''}${early?.stderr ?? ''}`)
+    open = false
+    await held.close()
+    const r = await asking
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).running, false)
+  })
+
   it('report why a daemon started in the background could not start, and leave nothing running', async (t) => {
     const w = await world(t)
     const taken = createServer()

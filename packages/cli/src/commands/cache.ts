@@ -3,9 +3,8 @@ import { formatBytes, type CacheStats, type GcResult, type VerifyResult } from '
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, sizeFlag, usageError } from '../options.js'
 import type { Output } from '../output.js'
-import { connectNode } from '../session.js'
 import { formatCache } from '../format.js'
-import { withLocalCache } from './status.js'
+import { viaNodeOrCache } from './status.js'
 
 export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
 
@@ -21,7 +20,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
   switch (sub) {
     case 'stats': {
       noArguments('cache stats', parseFlags('cache stats', rest, {}).positional)
-      const stats = await run(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await (await import('@grid/node/server')).cacheStats(c))
+      const stats = await viaNodeOrCache(options, async c => (await c.request({ type: 'cache-stats' })).stats, async c => await (await import('@grid/node/server')).cacheStats(c))
       output.out(options.json ? JSON.stringify(stats) : formatCache(stats))
       return 0
     }
@@ -30,31 +29,18 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
       noArguments('cache gc', positional)
       if (flags['max-size'] === undefined) throw usageError('grid cache gc needs --max-size SIZE', 'e.g. grid cache gc --max-size 10G')
       const maxBytes = sizeFlag(flags['max-size'], '--max-size')
-      const result = await run(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
+      const result = await viaNodeOrCache(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
       output.out(options.json ? JSON.stringify(result) : formatGc(result))
       return 0
     }
     case 'verify': {
       noArguments('cache verify', parseFlags('cache verify', rest, {}).positional)
-      const result = await run(options, async c => (await c.request({ type: 'cache-verify' })).result, async c => await c.verify())
+      const result = await viaNodeOrCache(options, async c => (await c.request({ type: 'cache-verify' })).result, async c => await c.verify())
       output.out(options.json ? JSON.stringify(result) : formatVerify(result))
       return result.corrupt > 0 || (result.unreadable ?? 0) > 0 ? 1 : 0
     }
     default:
       throw usageError(sub === undefined ? 'grid cache needs a subcommand' : `unknown cache subcommand ${sub}`, 'run `grid cache --help`')
-  }
-}
-
-type ViaNode<T> = (client: NonNullable<Awaited<ReturnType<typeof connectNode>>>) => Promise<T>
-type Direct<T> = (cache: Parameters<Parameters<typeof withLocalCache>[1]>[0]) => Promise<T>
-
-async function run<T> (options: GlobalOptions, viaNode: ViaNode<T>, direct: Direct<T>): Promise<T> {
-  const client = await connectNode(options)
-  if (client === undefined) return await withLocalCache(options.cacheDir, direct)
-  try {
-    return await viaNode(client)
-  } finally {
-    client.close()
   }
 }
 
