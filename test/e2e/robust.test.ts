@@ -283,6 +283,22 @@ describe('robustness', () => {
     await sameFiles(out, ref)
   })
 
+  it('Ctrl-C while grid builds its shim (a first build after an upgrade): grid dies of it as go does and leaves no temp dir', async (t) => {
+    const w = await world(t)
+    const gotmp = join(w.dir, 'gotmp')
+    await mkdir(gotmp)
+    // a cache dir with no shim yet: grid builds one, in a temp dir in go's GOTMPDIR
+    const env = { ...w.env, GRID_CACHE: join(w.dir, 'upgraded'), GOTMPDIR: gotmp }
+    const child = spawn(process.execPath, [GRID_BIN, 'build', './...'], { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
+    const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
+    t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
+    const building = async (): Promise<string[]> => (await readdir(gotmp)).filter(name => name.startsWith('grid-shim-'))
+    await waitFor(async () => (await building()).length > 0, 60_000, () => 'the shim\'s build to start')
+    process.kill(-(child.pid as number), 'SIGINT') // as a terminal does: to the whole process group
+    assert.equal(await exited, 'SIGINT')
+    assert.deepEqual(await building(), [], 'the shim build\'s temp dir is removed')
+  })
+
   it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
     const w = await world(t)
     const { GridNode } = await import('@grid/node/embed')

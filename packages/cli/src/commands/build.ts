@@ -159,10 +159,10 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
 }
 
 /** The user's go and the shim built for it; with no shim when the cache dir cannot hold one. */
-async function findGo (cacheDir: string, env: NodeJS.ProcessEnv): Promise<{ toolchain: GoToolchain, shim: string, unusable?: GridError }> {
+async function findGo (cacheDir: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<{ toolchain: GoToolchain, shim: string, unusable?: GridError }> {
   const toolchain = await detectGo({ env })
   try {
-    return { toolchain, shim: await ensureShim(cacheDir, toolchain) }
+    return { toolchain, shim: await ensureShim(cacheDir, toolchain, signal === undefined ? {} : { signal }) }
   } catch (err) {
     if (errorCode(err) !== 'GRID_ERR_CACHE_OPEN') throw err
     return { toolchain, shim: '', unusable: err as GridError }
@@ -177,8 +177,21 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // Under `grid env`, go would get grid's -toolexec twice: every go here runs in the
   // environment from before it.
   const baseEnv = withoutGridEnv(process.env)
-  const finding = findGo(options.cacheDir, baseEnv)
+  // Ctrl-C reaches go and its tools directly (the terminal signals the whole process group), but
+  // before go runs it is grid's own steps it stops: the shim's first build after an upgrade
+  // (seconds, in a temp dir of its own) or an embedded node's start. They are stopped and
+  // tidied up, and then grid dies of the signal, as go would have.
+  const interrupted = new AbortController()
+  const onInterrupt = (): void => { interrupted.abort() }
+  process.once('SIGINT', onInterrupt)
+  const finding = findGo(options.cacheDir, baseEnv, interrupted.signal)
   const [found, opened] = await Promise.allSettled([finding, openSession(options, finding)])
+  process.off('SIGINT', onInterrupt)
+  if (interrupted.signal.aborted) {
+    if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
+    process.kill(process.pid, 'SIGINT') // no handler now: the default action, as for go
+    return 130
+  }
   if (found.status === 'rejected') {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
     throw found.reason
