@@ -134,6 +134,23 @@ describe('grid daemon --detach and grid stop', () => {
     await sameFiles(out, ref)
   })
 
+  it('two grid daemon --detach at once: one starts, the other is refused as a second daemon', async (t) => {
+    const w = await world(t)
+    const both = await Promise.all([1, 2].map(async () => await grid(w, ['--json', 'daemon', '--detach', '--no-mesh'])))
+    for (const r of both) {
+      if (r.code === 0) { const { pid } = JSON.parse(r.stdout); defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') }) }
+    }
+    const started = both.filter(r => r.code === 0)
+    assert.equal(started.length, 1, both.map(r => r.stdout + r.stderr).join('\n'))
+    const { pid } = JSON.parse((started[0] as { stdout: string }).stdout)
+    const refused = both.find(r => r.code !== 0) as { code: number, stdout: string }
+    assert.equal(refused.code, 1)
+    const { error } = JSON.parse(refused.stdout)
+    assert.equal(error.code, 'GRID_ERR_DAEMON_RUNNING', error.message)
+    assert.match(error.message, new RegExp(`a grid daemon \\(pid ${pid}\\) already answers`))
+    assert.equal((await grid(w, ['stop'])).code, 0)
+  })
+
   it('a daemon in a terminal that closes (SIGHUP) stops as for SIGTERM: its socket removed, its cache closed', async (t) => {
     const w = await world(t)
     const daemon = await startDaemon(t, w, ['--no-mesh'])

@@ -127,9 +127,12 @@ const POLL_MS = 100
 /** A second daemon on the same socket would only fail later, on the cache lock: say so now. */
 async function refuseIfRunning (options: GlobalOptions): Promise<void> {
   const running = await statusOf(options)
-  if (running === undefined) return
+  if (running !== undefined) throw alreadyRunning(running, options)
+}
+
+function alreadyRunning (running: NodeStatus, options: GlobalOptions): GridError {
   const what = running.mode === 'daemon' ? 'a grid daemon' : 'the embedded node of a running grid build'
-  throw new GridError('GRID_ERR_DAEMON_RUNNING', `${what} (pid ${running.pid}) already answers on ${options.control}`, {
+  return new GridError('GRID_ERR_DAEMON_RUNNING', `${what} (pid ${running.pid}) already answers on ${options.control}`, {
     hint: running.mode === 'daemon'
       ? 'it is already running; grid stop stops it (or give a second daemon its own --cache)'
       : 'wait for that build to finish, then start the daemon'
@@ -158,6 +161,13 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
     const how = await Promise.race([exited, new Promise<undefined>(resolve => setTimeout(resolve, POLL_MS, undefined))])
     if (how !== undefined) {
       const printed = (await readFile(outPath, 'utf8').catch(() => '')).trimEnd()
+      // Another daemon took the cache first: one started at the same moment (two --detach at
+      // once, both before either answered), which answers once its mesh is up. Then this is
+      // the refusal a second daemon gets.
+      if (printed.includes('GRID_ERR_CACHE_LOCKED')) {
+        const other = await answering(options, Math.min(deadline, Date.now() + LOCKED_WAIT_MS))
+        if (other !== undefined) throw alreadyRunning(other, options)
+      }
       throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background exited (${how}) before it answered on ${options.control}${printed === '' ? '' : `; it printed:\n${printed}`}`, {
         hint: `everything it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
       })
@@ -202,6 +212,18 @@ async function warnIfKeyReadable (file: string | undefined, output: Output): Pro
   if (st === undefined || (st.mode & 0o044) === 0) return
   output.err(`grid: warning: the swarm key ${file} is readable by other users of this machine (mode ${(st.mode & 0o777).toString(8)}): each of them can join the mesh`)
   output.err(`  hint: chmod 600 ${file}`)
+}
+
+/** How long --detach waits for the daemon that holds the cache its own could not open. */
+const LOCKED_WAIT_MS = 15_000
+
+/** The status of the node that answers on the control socket by `deadline`, or undefined. */
+async function answering (options: GlobalOptions, deadline: number): Promise<NodeStatus | undefined> {
+  for (;;) {
+    const running = await statusOf(options)
+    if (running !== undefined || Date.now() > deadline) return running
+    await new Promise(resolve => setTimeout(resolve, POLL_MS))
+  }
 }
 
 /** The status of the node on the control socket, or undefined when none answers. */
