@@ -161,7 +161,7 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(existsSync(w.control), false, 'no stale socket left behind')
   })
 
-  it('grid status waits for a node that holds the cache but does not answer on its socket (a daemon starting or stopping)', async (t) => {
+  it('grid status and grid stop wait for a node that holds the cache but does not answer on its socket (a daemon starting or stopping)', async (t) => {
     const w = await world(t)
     // what a daemon holds from opening its index until its socket answers (its mesh starting),
     // and again from its socket closing until its index is closed
@@ -169,14 +169,18 @@ describe('grid daemon --detach and grid stop', () => {
     const held = await Cache.open({ dir: w.cacheDir, nodeId: (await loadIdentity(w.cacheDir)).peerId })
     let open = true
     defer(t, async () => { if (open) await held.close() })
-    const asking = grid(w, ['--json', 'status'])
-    const early = await Promise.race([asking, new Promise<undefined>(resolve => setTimeout(resolve, 3_000, undefined))])
-    assert.equal(early, undefined, `it waits for the cache rather than fail: ${early?.stdout ?? ''}${early?.stderr ?? ''}`)
+    const asking = [grid(w, ['--json', 'status']), grid(w, ['--json', 'stop'])] as const
+    for (const command of asking) {
+      const early = await Promise.race([command, new Promise<undefined>(resolve => setTimeout(resolve, 3_000, undefined))])
+      assert.equal(early, undefined, `it waits for the cache rather than fail, or find nothing to stop: ${early?.stdout ?? ''}${early?.stderr ?? ''}`)
+    }
     open = false
     await held.close()
-    const r = await asking
-    assert.equal(r.code, 0, r.stderr)
-    assert.equal(JSON.parse(r.stdout).running, false)
+    const [status, stop] = await Promise.all(asking)
+    assert.equal(status.code, 0, status.stderr)
+    assert.equal(JSON.parse(status.stdout).running, false)
+    assert.equal(stop.code, 0, stop.stderr)
+    assert.deepEqual(JSON.parse(stop.stdout), { stopped: false, running: false, control: w.control })
   })
 
   it('report why a daemon started in the background could not start, and leave nothing running', async (t) => {
