@@ -12,6 +12,16 @@ import { ControlClient } from '@grid/node'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
 import { GOMOD, GRID_BIN, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
+/** Whether a process on this machine names `path` on its command line (Linux; elsewhere: no). */
+async function processesNaming (path: string): Promise<boolean> {
+  for (const name of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(name)) continue
+    const argv = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '')
+    if (argv.includes(path)) return true
+  }
+  return false
+}
+
 describe('robustness', () => {
   const suite = suiteContext()
   let ref = ''
@@ -283,21 +293,24 @@ describe('robustness', () => {
     await sameFiles(out, ref)
   })
 
-  it('Ctrl-C while grid builds its shim (a first build after an upgrade): grid dies of it as go does and leaves no temp dir', async (t) => {
-    const w = await world(t)
-    const gotmp = join(w.dir, 'gotmp')
-    await mkdir(gotmp)
-    // a cache dir with no shim yet: grid builds one, in a temp dir in go's GOTMPDIR
-    const env = { ...w.env, GRID_CACHE: join(w.dir, 'upgraded'), GOTMPDIR: gotmp }
-    const child = spawn(process.execPath, [GRID_BIN, 'build', './...'], { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
-    const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
-    t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
-    const building = async (): Promise<string[]> => (await readdir(gotmp)).filter(name => name.startsWith('grid-shim-'))
-    await waitFor(async () => (await building()).length > 0, 60_000, () => 'the shim\'s build to start')
-    process.kill(-(child.pid as number), 'SIGINT') // as a terminal does: to the whole process group
-    assert.equal(await exited, 'SIGINT')
-    assert.deepEqual(await building(), [], 'the shim build\'s temp dir is removed')
-  })
+  for (const [how, signal, group] of [['Ctrl-C', 'SIGINT', true], ['SIGTERM to grid alone (a supervisor)', 'SIGTERM', false]] as const) {
+    it(`${how} while grid builds its shim (a first build after an upgrade): grid dies of it as go does, leaving no go build or temp dir`, async (t) => {
+      const w = await world(t)
+      const gotmp = join(w.dir, 'gotmp')
+      await mkdir(gotmp)
+      // a cache dir with no shim yet: grid builds one, with go build in a temp dir in GOTMPDIR
+      const env = { ...w.env, GRID_CACHE: join(w.dir, 'upgraded'), GOTMPDIR: gotmp }
+      const child = spawn(process.execPath, [GRID_BIN, 'build', './...'], { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
+      const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
+      t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
+      const building = async (): Promise<string[]> => (await readdir(gotmp)).filter(name => name.startsWith('grid-shim-'))
+      await waitFor(async () => (await building()).length > 0, 60_000, () => 'the shim\'s build to start')
+      process.kill(group ? -(child.pid as number) : child.pid as number, signal) // a terminal signals the whole process group
+      assert.equal(await exited, signal)
+      await waitFor(async () => !(await processesNaming(gotmp)), 10_000, () => 'no go build of the shim left running')
+      assert.deepEqual(await building(), [], 'the shim build\'s temp dir is removed')
+    })
+  }
 
   it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
     const w = await world(t)

@@ -177,20 +177,23 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // Under `grid env`, go would get grid's -toolexec twice: every go here runs in the
   // environment from before it.
   const baseEnv = withoutGridEnv(process.env)
-  // Ctrl-C reaches go and its tools directly (the terminal signals the whole process group), but
-  // before go runs it is grid's own steps it stops: the shim's first build after an upgrade
-  // (seconds, in a temp dir of its own) or an embedded node's start. They are stopped and
-  // tidied up, and then grid dies of the signal, as go would have.
+  // Ctrl-C reaches go and its tools directly (the terminal signals the whole process group), and
+  // grid passes a SIGTERM on to go (goExit); but before go runs, it is grid's own steps that
+  // they stop: the shim's first build after an upgrade (seconds, a go build in a temp dir of
+  // its own, which SIGTERM to grid alone would leave running) or an embedded node's start.
+  // They are stopped and tidied up, and then grid dies of the signal, as go would have.
   const interrupted = new AbortController()
-  const onInterrupt = (): void => { interrupted.abort() }
-  process.once('SIGINT', onInterrupt)
+  let caught: NodeJS.Signals | undefined
+  const onSignal = (signal: NodeJS.Signals): void => { caught ??= signal; interrupted.abort() }
+  const stopSignals = ['SIGINT', 'SIGTERM'] as const
+  for (const signal of stopSignals) process.once(signal, onSignal)
   const finding = findGo(options.cacheDir, baseEnv, interrupted.signal)
   const [found, opened] = await Promise.allSettled([finding, openSession(options, finding)])
-  process.off('SIGINT', onInterrupt)
-  if (interrupted.signal.aborted) {
+  for (const signal of stopSignals) process.off(signal, onSignal)
+  if (caught !== undefined) {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
-    process.kill(process.pid, 'SIGINT') // no handler now: the default action, as for go
-    return 130
+    process.kill(process.pid, caught) // no handler now: the default action, as for go
+    return 128 + (osConstants.signals[caught] ?? 0)
   }
   if (found.status === 'rejected') {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
