@@ -293,14 +293,16 @@ describe('robustness', () => {
     await sameFiles(out, ref)
   })
 
-  for (const [how, signal, group] of [['Ctrl-C', 'SIGINT', true], ['SIGTERM to grid alone (a supervisor)', 'SIGTERM', false]] as const) {
-    it(`${how} while grid builds its shim (a first build after an upgrade): grid dies of it as go does, leaving no go build or temp dir`, async (t) => {
+  for (const [how, signal, group, command] of [
+    ['Ctrl-C', 'SIGINT', true, 'build'], ['SIGTERM to grid alone (a supervisor)', 'SIGTERM', false, 'build'], ['Ctrl-C', 'SIGINT', true, 'env']
+  ] as const) {
+    it(`${how} while grid ${command} builds its shim (a first one after an upgrade): grid dies of it as go does, leaving no go build or temp dir`, async (t) => {
       const w = await world(t)
       const gotmp = join(w.dir, 'gotmp')
       await mkdir(gotmp)
       // a cache dir with no shim yet: grid builds one, with go build in a temp dir in GOTMPDIR
       const env = { ...w.env, GRID_CACHE: join(w.dir, 'upgraded'), GOTMPDIR: gotmp }
-      const child = spawn(process.execPath, [GRID_BIN, 'build', './...'], { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
+      const child = spawn(process.execPath, [GRID_BIN, command, ...(command === 'build' ? ['./...'] : [])], { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
       const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
       t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
       const building = async (): Promise<string[]> => (await readdir(gotmp)).filter(name => name.startsWith('grid-shim-'))

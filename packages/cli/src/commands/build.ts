@@ -15,6 +15,7 @@ import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type Buil
 import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
+import { BeforeGo } from '../interrupt.js'
 import { openSession } from '../session.js'
 import { splitGoFlags, staleGridEnv, withoutGridEnv } from './env.js'
 
@@ -177,24 +178,12 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // Under `grid env`, go would get grid's -toolexec twice: every go here runs in the
   // environment from before it.
   const baseEnv = withoutGridEnv(process.env)
-  // Ctrl-C reaches go and its tools directly (the terminal signals the whole process group), and
-  // grid passes a SIGTERM on to go (goExit); but before go runs, it is grid's own steps that
-  // they stop: the shim's first build after an upgrade (seconds, a go build in a temp dir of
-  // its own, which SIGTERM to grid alone would leave running) or an embedded node's start.
-  // They are stopped and tidied up, and then grid dies of the signal, as go would have.
-  const interrupted = new AbortController()
-  let caught: NodeJS.Signals | undefined
-  const onSignal = (signal: NodeJS.Signals): void => { caught ??= signal; interrupted.abort() }
-  const stopSignals = ['SIGINT', 'SIGTERM'] as const
-  for (const signal of stopSignals) process.once(signal, onSignal)
-  const finding = findGo(options.cacheDir, baseEnv, interrupted.signal)
+  // Ctrl-C or SIGTERM before go runs stop grid's own steps (interrupt.ts).
+  const beforeGo = new BeforeGo()
+  const finding = findGo(options.cacheDir, baseEnv, beforeGo.signal)
   const [found, opened] = await Promise.allSettled([finding, openSession(options, finding)])
-  for (const signal of stopSignals) process.off(signal, onSignal)
-  if (caught !== undefined) {
-    if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
-    process.kill(process.pid, caught) // no handler now: the default action, as for go
-    return 128 + (osConstants.signals[caught] ?? 0)
-  }
+  const died = await beforeGo.end(async () => { if (opened.status === 'fulfilled') await opened.value.close() })
+  if (died !== undefined) return died
   if (found.status === 'rejected') {
     if (opened.status === 'fulfilled') await opened.value.close().catch(() => {})
     throw found.reason

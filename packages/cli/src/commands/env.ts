@@ -17,6 +17,7 @@ import { ENV, GridError } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, usageError } from '../options.js'
 import type { Output } from '../output.js'
+import { BeforeGo } from '../interrupt.js'
 import { connectNode } from '../session.js'
 
 export const ENV_HELP = `usage: grid [global options] env [--unset] [--shell sh|fish]
@@ -217,7 +218,13 @@ export async function env (args: string[], options: GlobalOptions, output: Outpu
   } else {
     const base = withoutGridEnv(process.env)
     const toolchain = await detectGo({ env: base })
-    const shim = plainPath(await ensureShim(options.cacheDir, toolchain))
+    // Ctrl-C while the shim is built (after an upgrade) stops that build and its temp dir goes
+    const beforeGo = new BeforeGo()
+    const [built] = await Promise.allSettled([ensureShim(options.cacheDir, toolchain, { signal: beforeGo.signal })])
+    const died = await beforeGo.end()
+    if (died !== undefined) return died
+    if (built.status === 'rejected') throw built.reason
+    const shim = plainPath(built.value)
     const fromGo = await goEnvFlags(toolchain.go, base)
     const gocacheprog = fromGo.gocacheprog
     // The user's GOFLAGS as cmd/go takes it: the environment's, else the `go env -w` file's.
