@@ -170,8 +170,9 @@ describe('grid daemon --detach and grid stop', () => {
     let open = true
     defer(t, async () => { if (open) await held.close() })
     const asking = [grid(w, ['--json', 'status']), grid(w, ['--json', 'stop'])] as const
+    const aWhile = new Promise<undefined>(resolve => setTimeout(resolve, 3_000, undefined))
     for (const command of asking) {
-      const early = await Promise.race([command, new Promise<undefined>(resolve => setTimeout(resolve, 3_000, undefined))])
+      const early = await Promise.race([command, aWhile])
       assert.equal(early, undefined, `it waits for the cache rather than fail, or find nothing to stop: ${early?.stdout ?? ''}${early?.stderr ?? ''}`)
     }
     open = false
