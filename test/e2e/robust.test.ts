@@ -314,6 +314,22 @@ describe('robustness', () => {
     })
   }
 
+  it('a second Ctrl-C ends grid at once while a step before go does not heed the first (a go that hangs)', async (t) => {
+    const w = await world(t)
+    // a go that hangs and ignores Ctrl-C, as on a home on a stalled file server
+    const hung = join(w.dir, 'go')
+    await writeFile(hung, '#!/bin/sh\ntrap "" INT\nsleep 3600\n', { mode: 0o755 })
+    const child = spawn(process.execPath, [GRID_BIN, 'build', './...'], { cwd: GOMOD, env: { ...w.env, GRID_GO: hung }, detached: true, stdio: 'ignore' })
+    const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
+    t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
+    await waitFor(async () => await processesNaming(hung), 60_000, () => 'grid to ask the go that hangs')
+    process.kill(-(child.pid as number), 'SIGINT')
+    await new Promise(resolve => setTimeout(resolve, 1_000)) // two presses, not one signal twice (they would merge)
+    process.kill(-(child.pid as number), 'SIGINT')
+    const ended = await Promise.race([exited, new Promise(resolve => setTimeout(resolve, 20_000, 'still running 20 s after the second Ctrl-C'))])
+    assert.equal(ended, 'SIGINT')
+  })
+
   it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
     const w = await world(t)
     const { GridNode } = await import('@grid/node/embed')

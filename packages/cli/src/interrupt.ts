@@ -16,6 +16,13 @@ export class BeforeGo {
   private readonly onSignal = (signal: NodeJS.Signals): void => {
     this.caught ??= signal
     this.controller.abort()
+    // A step that does not heed the abort (a go env on a hung file system) must not make grid
+    // unkillable: a second Ctrl-C gets the default action, at once.
+    this.release()
+  }
+
+  private release (): void {
+    for (const signal of STOP_SIGNALS) process.off(signal, this.onSignal)
   }
 
   constructor () {
@@ -31,7 +38,7 @@ export class BeforeGo {
    * nothing catches it); the exit status a shell would report is returned in case it lingers.
    */
   async end (undo: () => Promise<void> = async () => {}): Promise<number | undefined> {
-    for (const signal of STOP_SIGNALS) process.off(signal, this.onSignal)
+    this.release()
     if (this.caught === undefined) return undefined
     await undo().catch(() => {})
     process.kill(process.pid, this.caught)
