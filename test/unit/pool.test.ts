@@ -3,10 +3,11 @@
 // same archive as without them.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { readFile, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { LocalPool, takesStartHeap, withConcurrency, withStartHeap } from '@grid/node/server'
+import { errorCode } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 const compiler = join(execFileSync('go', ['env', 'GOTOOLDIR'], { encoding: 'utf8' }).trim(), process.platform === 'win32' ? 'compile.exe' : 'compile')
@@ -96,6 +97,19 @@ describe('local pool', () => {
     ;(await guest3)()
     assert.equal(pool.running, 0)
     assert.deepEqual(changes, [1, 2, 3, 4, 3, 2, 1, 0], 'adverts follow the slots taken and freed, not the hand-overs')
+  })
+
+  it('a compiler killed by a signal it was not sent is an error (GRID_ERR_COMPILE_KILLED), not a failed compile', async (t) => {
+    // The OOM killer, a daemon stopping with its process group: the compiler said nothing of
+    // the package. As exit status 1 a peer's came back as a failed compile, and its requester,
+    // finding the package clean, took the peer for a liar.
+    const dir = await tempDir(t, 'grid-pool')
+    const tool = join(dir, 'pkg', 'tool', 'linux_amd64', 'compile')
+    await mkdir(dirname(tool), { recursive: true })
+    await writeFile(tool, '#!/bin/sh\nkill -KILL $$\n', { mode: 0o755 })
+    const pool = new LocalPool({ slots: 1 })
+    await assert.rejects(pool.run({ tool, args: ['-p', 'p', 'p.go'], cwd: dir, env: {} }), (err: Error) => errorCode(err) === 'GRID_ERR_COMPILE_KILLED' && /SIGKILL/.test(err.message))
+    assert.equal(pool.running, 0, 'its slot is free again')
   })
 
   it('starts the compiler with its starting heap; the archive is byte-identical to the compiler\'s default', async (t) => {

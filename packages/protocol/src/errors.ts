@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   GRID_ERR_CACHE_WRITE: 'the cache could not store some of a build\'s outputs (a full disk); the build went on without them',
   GRID_ERR_COMPILE_REFUSED: 'a compile request named a tool or directory the node will not run',
   GRID_ERR_COMPILE_SPAWN: 'the node could not start the compiler',
+  GRID_ERR_COMPILE_KILLED: 'the compiler was killed by a signal (out of memory, its node stopping), so it compiled nothing',
   GRID_ERR_CANCELLED: 'the operation was cancelled (its requester went away)',
   GRID_ERR_SOCKET_PATH: 'the control socket path is too long for a Unix socket, names something that is not a socket, or cannot be listened on',
   GRID_ERR_ADVERT_INVALID: 'a gossip advert was too large, undecodable, or had a bad field; it was dropped',

@@ -220,8 +220,16 @@ export class LocalPool {
       throw new GridError('GRID_ERR_COMPILE_SPAWN', `cannot run ${job.tool}: ${err.message}`, { cause: err, transient: true })
     })
     if (isAborted(signal)) throw new GridError('GRID_ERR_CANCELLED', 'compile cancelled')
-    if (ended.signal !== null) log.warn(`compile of ${job.cwd} killed by ${ended.signal}`)
-    return { exitCode: ended.signal !== null || ended.exitCode < 0 ? 1 : ended.exitCode, output: ended.output }
+    // A compiler killed by a signal grid did not send (the OOM killer, a daemon stopping with
+    // its process group, a user's kill) compiled nothing, and said nothing of the package: not a
+    // result but an error. As an exit status it was taken for the compile's verdict: a peer's
+    // came back as a failed compile, and the requester, finding the package clean, took the
+    // peer for a liar. So the shim runs it again itself, and a requester tries elsewhere.
+    if (ended.signal !== null || ended.exitCode < 0) {
+      log.warn(`compile of ${job.cwd} killed by ${ended.signal ?? 'a signal'}`)
+      throw new GridError('GRID_ERR_COMPILE_KILLED', `the compiler for ${job.cwd} was killed by ${ended.signal ?? 'a signal'}`, { transient: true })
+    }
+    return { exitCode: ended.exitCode, output: ended.output }
   }
 }
 
