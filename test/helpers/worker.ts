@@ -54,11 +54,12 @@ export interface Requester {
  * Builds example.com/share from `<root>/<dir>` with `go build -trimpath` (fresh GOCACHE, its own
  * $WORK), keeps cmd/go's compile invocation of it, turns that into a task as the requester
  * would, and runs the invocation again as is for the reference bytes. `goEnv`: more of go's
- * environment (a GOOS and GOARCH to build for, say).
+ * environment (a GOOS and GOARCH to build for, say); `files`: more of the module's files, or
+ * other contents for MODULE's.
  */
-export async function requester (root: string, name: string, dir: string, recorder: string, goEnv: NodeJS.ProcessEnv = {}): Promise<Requester & { toolchain: Toolchain }> {
+export async function requester (root: string, name: string, dir: string, recorder: string, goEnv: NodeJS.ProcessEnv = {}, files: Record<string, string> = {}): Promise<Requester & { toolchain: Toolchain }> {
   const src = join(root, dir)
-  for (const [file, text] of Object.entries(MODULE)) {
+  for (const [file, text] of Object.entries({ ...MODULE, ...files })) {
     await mkdir(join(src, file, '..'), { recursive: true })
     await writeFile(join(src, file), text)
   }

@@ -73,6 +73,21 @@ describe('worker: eager offers', () => {
     assert.ok(!Buffer.from(t.need.archive).equals(r.local), 'and instrumented')
   })
 
+  it('a package embedding a tree of some hundred directories compiles there, and its archive is cmd/go\'s', async () => {
+    // The worker's -trimpath had a rule per input directory: past ~300 long ones it outgrew
+    // Linux's 128 KiB cap on one argument, and the compiler could not start (E2BIG) on any peer.
+    const root = await tempDir(suite, 'tree')
+    const files: Record<string, string> = {
+      'share.go': 'package share\n\nimport "embed"\n\n//go:embed tree\nvar Tree embed.FS\n'
+    }
+    for (let i = 0; i < 400; i++) files[`tree/${'d'.repeat(150)}${i}/f.txt`] = `${i}\n`
+    const e = await requester(root, 'tree', 'src/share', await writeRecorder(root), {}, files)
+    const t = await openEager(handler, e, e.task, [...e.blobs.keys()])
+    assert.equal(t.need.type, 'result', JSON.stringify(t.need).slice(0, 200))
+    assert.equal(t.need.exitCode, 0)
+    assert.ok(Buffer.from(t.need.archive).equals(e.local), 'the archive is byte-identical to cmd/go\'s')
+  })
+
   it('refuses an input sent with the offer that is not one of the task\'s, and compiles nothing', async () => {
     const before = compiles()
     const stranger = Buffer.from('package evil\n')

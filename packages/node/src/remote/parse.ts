@@ -70,7 +70,11 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
  *   Xi=>Ri            requester paths cmd/go has a rule for (//line)
  *   S+G=>$GOROOT      sandboxed paths under the requester's GOROOT G (the default rewrite)
  *   G=>$GOROOT        requester paths under G
- *   S+D=>D            every other input directory D: back to the requester's path
+ *   S+/T=>/T          every other sandboxed path, under each top directory T of the inputs:
+ *                     back to the requester's path
+ * (One rule per input directory D, S+D=>D, did the last in one argument that grew with the
+ * inputs' directories: a package embedding a tree of some hundred directories passed Linux's
+ * 128 KiB cap on one argument, and every worker failed to start its compiler, E2BIG.)
  * The order matters: with G=>$GOROOT before Xi=>Ri, cgo's //line paths in std (runtime/cgo)
  * came out as $GOROOT/src/runtime/cgo/… instead of runtime/cgo/… (test/unit/remote.test.ts).
  * A rule with an empty prefix never matches; sandboxed it would match every input, so it is
@@ -79,12 +83,18 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
 export function relocatedTrimpath (sandbox: string, original: string, inputDirs: string[], requesterGoroot: string): string {
   const rules = original === '' ? [] : original.split(';')
   const prefixed = rules.filter(r => (r.includes('=>') ? r.slice(0, r.lastIndexOf('=>')) : r) !== '')
-  const dirs = [...new Set(inputDirs)].map(d => `${sandbox}${d}=>${d}`)
+  const tops = [...new Set(inputDirs.map(topDir))].map(d => `${sandbox}${d}=>${d}`)
   return [
     ...prefixed.map(r => sandbox + r),
     ...rules,
     `${sandbox}${requesterGoroot}=>$GOROOT`,
     `${requesterGoroot}=>$GOROOT`,
-    ...dirs
+    ...tops
   ].join(';')
+}
+
+/** `/a` of `/a/b/c`; `/` stays `/`. */
+function topDir (dir: string): string {
+  const end = dir.indexOf('/', 1)
+  return end < 0 ? dir : dir.slice(0, end)
 }
