@@ -12,6 +12,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { lpStream, streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { Packr } from 'msgpackr'
+import { closeLogging, configureLogging } from '@grid/node'
 import { PeerSlots } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
@@ -235,6 +236,24 @@ describe('remote compiles against hostile peers', () => {
         assert.ok(predicted >= 0 && predicted <= 100 * 20 + a.wallMs, `predictMs ${predicted}`)
       }
     }
+  })
+
+  it('says in its log, once, why a compile cannot be a task: the summary only counts unsupported-task', async (t) => {
+    const file = join(await tempDir(t), 'grid.log')
+    configureLogging({ stderr: 'silent', file })
+    try {
+      const c = compilerFor({ peerId: 'p', libp2p: {} })
+      for (const importPath of ['a', 'b']) {
+        const r = await c.prepare({ args: ['-p', importPath, '-S', '-o', '/w/b1/_pkg_.a', 'a.go'], cwd: '/m', env: {}, importPath, goroot: '/g' })
+        assert.deepEqual(r, { reason: 'unsupported-task' })
+      }
+    } finally {
+      await closeLogging()
+      configureLogging({ stderr: 'silent' })
+    }
+    const said = (await readFile(file, 'utf8')).split('\n').filter(l => l.includes('unsupported-task'))
+    assert.equal(said.length, 1, said.join('\n'))
+    assert.match(said[0] ?? '', /for flag -S, a's first/)
   })
 
   it('a go_asm.h with more than the compiler\'s #define lines (an #include the assembler here would act on) is a peer error', async (t) => {

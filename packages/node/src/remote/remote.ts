@@ -143,6 +143,8 @@ export class RemoteCompiler {
    * task while they advertise that version, for INCOMPATIBLE_RETRY_MS.
    */
   private readonly incompatible = new Map<string, { version: string, why: string, until: number }>()
+  /** Why compiles could not be tasks, each said once in the log (the summary only counts them). */
+  private readonly unsupportedSaid = new Set<string>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
   onSlotFreed: (() => void) | undefined
 
@@ -165,10 +167,19 @@ export class RemoteCompiler {
     const own = this.init.own()
     if (own === undefined) return { reason: 'toolchain-unknown' }
     const parsed = parseCompileArgs(req.args, req.cwd)
-    if ('unsupported' in parsed) return { reason: 'unsupported-task' }
+    if ('unsupported' in parsed) return this.unsupported(req.importPath, parsed.unsupported)
     const prepared = await buildTask(parsed, req.env, own.compiler, req.goroot, this.exports).catch((err: Error) => ({ unsupported: err.message }))
-    if ('unsupported' in prepared) return { reason: 'unsupported-task' }
+    if ('unsupported' in prepared) return this.unsupported(req.importPath, prepared.unsupported)
     return prepared
+  }
+
+  /** A compile that cannot be a task; why, in the log the first time (of the first 100 reasons). */
+  private unsupported (importPath: string, why: string): { reason: 'unsupported-task' } {
+    if (!this.unsupportedSaid.has(why) && this.unsupportedSaid.size < 100) {
+      this.unsupportedSaid.add(why)
+      log.info(`compiles stay here (unsupported-task) for ${why}, ${importPath}'s first; docs/remote.md, "Build modes"`)
+    }
+    return { reason: 'unsupported-task' }
   }
 
   /**
