@@ -148,6 +148,10 @@ describe('grid daemon --detach and grid stop', () => {
     const { error } = JSON.parse(refused.stdout)
     assert.equal(error.code, 'GRID_ERR_DAEMON_RUNNING', error.message)
     assert.match(error.message, new RegExp(`a grid daemon \\(pid ${pid}\\) already answers`))
+    // daemon.out is the running daemon's: the refused one's words went to a file of its own
+    const out = await readFile(join(w.cacheDir, 'logs', 'daemon.out'), 'utf8')
+    assert.doesNotMatch(out, /GRID_ERR_CACHE_LOCKED/, out)
+    assert.deepEqual((await readdir(join(w.cacheDir, 'logs'))).filter(f => f.startsWith('daemon.out.')), [], 'nor is that file left behind')
     assert.equal((await grid(w, ['stop'])).code, 0)
   })
 

@@ -3,8 +3,9 @@
  * SIGHUP or `grid stop`; with --detach, started in the background once its flags are checked here.
  */
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { closeSync, openSync } from 'node:fs'
-import { mkdir, readFile, stat } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging, prepareCacheDir } from '@grid/node'
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
@@ -149,7 +150,10 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
   await mkdir(logs, { recursive: true })
   const outPath = join(logs, 'daemon.out')
   const globals = ['--cache', resolve(options.cacheDir), '--control', resolve(options.control), ...(options.configExplicit ? ['--config', resolve(options.configPath)] : [])]
-  const fd = openSync(outPath, 'w')
+  // Its own file until it answers (then renamed to daemon.out): of two --detach at once, the
+  // second daemon, refused, wrote over what the first printed, and each read the other's words.
+  const ownPath = `${outPath}.${randomBytes(4).toString('hex')}`
+  const fd = openSync(ownPath, 'wx')
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1] as string, ...globals, 'daemon', ...args], {
     detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, [DETACHED_ENV]: '1' }
   })
@@ -160,14 +164,18 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
   for (;;) {
     const how = await Promise.race([exited, new Promise<undefined>(resolve => setTimeout(resolve, POLL_MS, undefined))])
     if (how !== undefined) {
-      const printed = (await readFile(outPath, 'utf8').catch(() => '')).trimEnd()
+      const printed = (await readFile(ownPath, 'utf8').catch(() => '')).trimEnd()
       // Another daemon took the cache first: one started at the same moment (two --detach at
       // once, both before either answered), which answers once its mesh is up. Then this is
       // the refusal a second daemon gets.
       if (printed.includes('GRID_ERR_CACHE_LOCKED')) {
         const other = await answering(options, Math.min(deadline, Date.now() + LOCKED_WAIT_MS))
-        if (other !== undefined) throw alreadyRunning(other, options)
+        if (other !== undefined) {
+          await rm(ownPath, { force: true })
+          throw alreadyRunning(other, options)
+        }
       }
+      await rename(ownPath, outPath).catch(() => {})
       throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background exited (${how}) before it answered on ${options.control}${printed === '' ? '' : `; it printed:\n${printed}`}`, {
         hint: `everything it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
       })
@@ -175,6 +183,7 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
     const running = await statusOf(options)
     if (running !== undefined && running.pid === child.pid && (!withMesh || running.mesh !== null)) {
       child.unref()
+      await rename(ownPath, outPath).catch(() => {})
       const log = join(logs, 'grid.log')
       if (options.json) output.out(JSON.stringify({ nodeId: running.nodeId, pid: running.pid, control: running.control, cacheDir: running.cacheDir, log, mesh: running.mesh }))
       else output.err(`grid: daemon ${running.nodeId} started in the background (pid ${running.pid}), serving ${running.control}; log ${log}; grid stop stops it`)
@@ -183,6 +192,7 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
     }
     if (Date.now() > deadline) {
       child.kill('SIGTERM')
+      await rename(ownPath, outPath).catch(() => {})
       throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background (pid ${child.pid}) did not answer on ${options.control} within ${DETACH_TIMEOUT_MS / 1000} s, so it was stopped`, {
         hint: `what it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
       })
