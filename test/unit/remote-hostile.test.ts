@@ -77,8 +77,8 @@ function compilerFor (peer: { peerId: string, libp2p: unknown }, slots = { total
 }
 
 /** A prepared task of one ~3.5 KB source and an importcfg, built by hand (the fake worker reads none of it). */
-function preparedTask (extra: { buildId?: string } = {}) {
-  const source = Buffer.from('package x\n\n' + '// padding\n'.repeat(320))
+function preparedTask (extra: { buildId?: string, paddingLines?: number } = {}) {
+  const source = Buffer.from('package x\n\n' + '// padding\n'.repeat(extra.paddingLines ?? 320))
   const importcfg = Buffer.from('# import config\n')
   const files = [{ path: '/src/x/a.go', sha256: sha(source), size: source.length }, { path: '/w/b001/importcfg', sha256: sha(importcfg), size: importcfg.length }]
   const task = { v: 1, compiler: TOOLCHAIN.compiler, goroot: '/go', env: {}, flags: ['-p=x', '-nolocalimports'], trimpath: '', inputFlags: { '-importcfg': '/w/b001/importcfg' }, sources: ['/src/x/a.go'], files, asmhdr: false, importPath: 'x' }
@@ -270,6 +270,38 @@ describe('remote compiles against hostile peers', () => {
       assert.equal(a.ok, ok, `${JSON.stringify(asmhdr)}: ${JSON.stringify({ ...a, archive: undefined, asmhdr: undefined })}`)
       if (!ok) assert.ok(!a.ok && a.reason === 'peer-error')
     }
+  })
+
+  it('a peer on a slow link is predicted slow for a long pole: its link is timed on the tasks that moved many bytes', async (t) => {
+    // In the lab a helper on 10 Mbit/s Wi-Fi was predicted at 7.7 s for runtime (9 s here): its
+    // fixed cost was learnt on small tasks, and runtime's inputs and 13 MB archive took ~20 s to
+    // move. The build took 60-68 s, against 44 s with no helper at all.
+    const archive = await realArchive(t)
+    const linkPeer = async (msPerMiB: number) => await fakePeer(async (offer, conn) => {
+      const before = conn.received()
+      if (offer.eager === true) await inputs(conn)
+      else {
+        await conn.send({ type: 'need', hashes: offer.task.files.map((f: { sha256: string }) => f.sha256) })
+        await inputs(conn)
+      }
+      const compileMs = offer.task.files[0].size > 100_000 ? 300 : 50
+      await new Promise(resolve => setTimeout(resolve, compileMs + msPerMiB * (conn.received() - before) / 2 ** 20))
+      await conn.send({ type: 'result', exitCode: 0, output: Buffer.alloc(0), archive, asmhdr: null, compileMs })
+      return true
+    })
+    const longPole = 9000
+    const placed = async (msPerMiB: number): Promise<string> => {
+      const peer = await linkPeer(msPerMiB)
+      const remote = compilerFor(peer)
+      const signal = new AbortController().signal
+      const small = await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc' }).prepared, signal, 50)
+      assert.ok(small.ok)
+      const big = await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc', paddingLines: 100_000 }).prepared, signal, 300)
+      assert.ok(big.ok)
+      return scheduler.place({ offload: 'busy', mesh: true, localFree: true, expectedMs: longPole, peerMs: () => remote.predictMs(longPole) }).where
+    }
+    assert.equal(await placed(0), 'remote', 'a peer as fast as this host, on a fast link, takes the long pole')
+    assert.equal(await placed(1000), 'local', 'the same peer behind ~8 Mbit/s keeps it here')
   })
 
   it('remembers a peer holds a task\'s sources, not its importcfg, which names the build\'s $WORK and never comes again', async (t) => {

@@ -49,15 +49,25 @@ const OVERDUE_STREAK = 3
 const BUSY_STREAK = 3
 /** A peer's compile time over our expected time is clamped to this (like its speed): one wild sample cannot dominate. */
 const MAX_RATIO = 20
+/**
+ * A task that moved at least this many bytes (inputs sent and the archive back) times the
+ * peer's link (`msPerByte`); a smaller one times its fixed cost (`extraMs`). On a gigabit LAN a
+ * small task's time beyond the compile is its sandbox and round trips; on a 10 Mbit/s Wi-Fi
+ * link, runtime's 13 MB archive alone took 11 s, which the fixed cost of small tasks hid.
+ */
+const LINK_SAMPLE_BYTES = 256 * 1024
+/** Decay per task of the sums behind `bytesPerExpectedMs` (the last ~20 tasks count most). */
+const BYTES_DECAY = 0.95
 
 /**
  * How a peer did on our compiles: `late` counts races lost in a row, reset by a success.
- * `ratio` (its compile time over our expected time) and `extraMs` (wall time beyond its
- * compile: shipping, its sandbox, the way back) predict a task's wall time there; both are
- * moving averages over successes, undefined before the first.
+ * `ratio` (its compile time over our expected time), `extraMs` (wall time beyond its compile
+ * on tasks that moved little: its sandbox, the round trips) and `msPerByte` (on tasks that moved
+ * LINK_SAMPLE_BYTES or more, the rest of that time per byte moved: its link) predict a task's
+ * wall time there; all are moving averages over successes, undefined before the first.
  */
-interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined }
-/** Weight of a new sample in a peer's moving averages (speed, ratio, extraMs). */
+interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined, msPerByte: number | undefined }
+/** Weight of a new sample in a peer's moving averages (speed, ratio, extraMs, msPerByte). */
 const SPEED_ALPHA = 0.3
 
 /** Moves a moving average toward a sample (the first sample is taken as it is). */
@@ -147,6 +157,9 @@ export class RemoteCompiler {
   private readonly unsupportedSaid = new Set<string>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
   onSlotFreed: (() => void) | undefined
+  /** Decayed sums over our tasks of the bytes each moved and of its expected compile time. */
+  private movedBytes = 0
+  private movedExpectedMs = 0
 
   constructor (init: RemoteInit) {
     this.init = init
@@ -184,15 +197,17 @@ export class RemoteCompiler {
 
   /**
    * The shortest wall time a free peer is predicted to take for a compile we expect to take
-   * `expectedMs` here: its compile ratio times that, plus its usual time beyond the compile.
-   * Undefined when no free peer has finished one of our tasks yet.
+   * `expectedMs` here: its compile ratio times that, plus its fixed cost beyond the compile,
+   * plus the bytes such a compile moves (our tasks' bytes per ms of expected compile) at the
+   * speed of its link. Undefined when no free peer has finished one of our tasks yet.
    */
   predictMs (expectedMs: number): number | undefined {
+    const bytes = this.movedExpectedMs > 0 ? expectedMs * this.movedBytes / this.movedExpectedMs : 0
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      if (score?.ratio === undefined || score.extraMs === undefined) continue
-      const ms = expectedMs * score.ratio + score.extraMs
+      if (score?.ratio === undefined || (score.extraMs === undefined && score.msPerByte === undefined)) continue
+      const ms = expectedMs * score.ratio + (score.extraMs ?? 0) + bytes * (score.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
     return best
@@ -248,8 +263,9 @@ export class RemoteCompiler {
     let hadSlot = true // a refusal as busy never held a slot there
     const score = this.score(peer)
     const started = performance.now()
+    const io = { sent: 0 }
     try {
-      const result = await this.run(peer, prepared, signal)
+      const result = await this.run(peer, prepared, signal, io)
       if (result === 'busy') {
         hadSlot = false
         this.busy(peer, prepared.task.importPath)
@@ -274,7 +290,11 @@ export class RemoteCompiler {
       this.refusals.delete(peer)
       addSpeedSample(score, wallMs, expectedMs)
       score.ratio = toward(score.ratio, Math.min(MAX_RATIO, compileMs / Math.max(1, expectedMs)))
-      score.extraMs = toward(score.extraMs, wallMs - compileMs)
+      const moved = io.sent + result.archive.byteLength + (result.asmhdr?.byteLength ?? 0)
+      this.movedBytes = this.movedBytes * BYTES_DECAY + moved
+      this.movedExpectedMs = this.movedExpectedMs * BYTES_DECAY + Math.max(1, expectedMs)
+      if (moved < LINK_SAMPLE_BYTES || score.extraMs === undefined) score.extraMs = toward(score.extraMs, wallMs - compileMs)
+      if (moved >= LINK_SAMPLE_BYTES) score.msPerByte = toward(score.msPerByte, Math.max(0, wallMs - compileMs - score.extraMs) / moved)
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: Math.max(0, wallMs - compileMs), compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
@@ -349,7 +369,7 @@ export class RemoteCompiler {
 
   private score (peer: string): Score {
     let score = this.scores.get(peer)
-    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined }; this.scores.set(peer, score) }
+    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined, msPerByte: undefined }; this.scores.set(peer, score) }
     return score
   }
 
@@ -357,24 +377,26 @@ export class RemoteCompiler {
    * Runs the task: its result, or 'busy' when the worker refused it for lack of a slot. A kept
    * stream that turns out dead before any answer costs one fresh dial.
    */
-  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal): Promise<ResultMessage | 'busy'> {
+  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: { sent: number }): Promise<ResultMessage | 'busy'> {
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS))])
     const kept = this.takeIdle(peer)
     if (kept !== undefined) {
       try {
-        return await this.runOn(kept, peer, prepared, deadline, performance.now())
+        return await this.runOn(kept, peer, prepared, deadline, performance.now(), io)
       } catch (err) {
         if (!(err instanceof StaleStream) || deadline.aborted) throw err
         log.debug(`kept stream to ${peer} was closed: dialling`)
+        io.sent = 0 // what went down the dead stream is not what this task moves
       }
     }
     const started = performance.now()
     const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: deadline })
     const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
-    return await this.runOn({ stream, lp, reused: false }, peer, prepared, deadline, started)
+    return await this.runOn({ stream, lp, reused: false }, peer, prepared, deadline, started, io)
   }
 
-  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number): Promise<ResultMessage | 'busy'> {
+  /** `io.sent` counts the input bytes sent. */
+  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: { sent: number }): Promise<ResultMessage | 'busy'> {
     const { stream, lp } = channel
     const dialled = performance.now()
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
@@ -385,7 +407,10 @@ export class RemoteCompiler {
     const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
     try {
       const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}) })
-      if (eager) await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), deadline, offer)
+      if (eager) {
+        await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), deadline, offer)
+        io.sent += fresh.reduce((n, [, data]) => n + data.length, 0)
+      }
       else await lp.write(offer, { signal: deadline })
       let reply = await read()
       answered = true
@@ -402,6 +427,7 @@ export class RemoteCompiler {
         const configs = configHashes(prepared)
         joinOnly = items.every(i => configs.has(i.sha256))
         await this.sendInputs(lp, items, deadline)
+        io.sent += items.reduce((n, i) => n + i.data.length, 0)
         reply = await read()
       } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
