@@ -1,6 +1,7 @@
 // Three hosts of the lab office (network namespaces on one bridge), mDNS only: no bootstrap
 // address anywhere, and every daemon finds the other two.
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { it } from 'node:test'
 import { waitFor } from '../helpers/index.js'
 import { LAB_GRID_BIN, createLab, labAvailable } from '../helpers/lab.js'
@@ -31,4 +32,33 @@ it('3 lab hosts with mDNS only discover each other', { skip: skip ?? false }, as
       return peers.filter(p => p.connected).map(p => p.peerId).sort().join() === others.join()
     }, 30_000, () => `${h.name} to find the other two by mDNS (last: ${last})`)
   }
+})
+
+// A partition: the two hosts cannot reach each other for a while (a switch between them fails,
+// a VPN drops), then can again. Each had advertised 127.0.0.1 beside its LAN address; once the
+// LAN address failed, its redial went on to 127.0.0.1:4770, reached the dialling node itself,
+// failed the handshake, and took the other for a non-member: neither dialled the other again
+// for 5 minutes.
+it('2 lab hosts split by a partition connect again soon after it ends', { skip: skip ?? false }, async (t) => {
+  const lab = await createLab(t, { hosts: 2, cpu: 0.5 })
+  await lab.startAll(['--slots', '1'])
+  const [h1, h2] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0]]
+  const connected = async (h: typeof h1): Promise<boolean | undefined> => {
+    const r = await lab.run(h.name, process.execPath, [LAB_GRID_BIN, '--json', 'peers'])
+    if (r.code !== 0) return undefined
+    return (JSON.parse(r.stdout) as Array<{ connected: boolean }>).some(p => p.connected)
+  }
+  const route = (op: 'add' | 'del'): void => {
+    for (const [from, to] of [[h1, h2], [h2, h1]] as const) execFileSync('ip', ['-n', from.netns, 'route', op, 'prohibit', `${to.ip}/32`])
+  }
+  await waitFor(async () => await connected(h1) === true && await connected(h2) === true, 30_000, () => 'the two hosts to connect')
+  route('add')
+  try {
+    // libp2p's connection monitor closes the dead connection; the redials (every second) fail
+    await waitFor(async () => await connected(h1) === false && await connected(h2) === false, 30_000, () => 'the partition to close the connection')
+    await new Promise(resolve => setTimeout(resolve, 3_000))
+  } finally {
+    route('del')
+  }
+  await waitFor(async () => await connected(h1) === true && await connected(h2) === true, 30_000, () => 'the two hosts to connect again after the partition')
 })

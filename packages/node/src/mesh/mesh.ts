@@ -22,6 +22,7 @@
  *    advert; bootstrap addresses are redialled for as long as the node runs.
  */
 import { readFile } from 'node:fs/promises'
+import { networkInterfaces } from 'node:os'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
 import type { Connection, Libp2p, PeerDiscovery, PeerId, PeerInfo, PrivateKey, Stream } from '@libp2p/interface'
@@ -761,13 +762,33 @@ function parseAddrs (addrs: string[]): Multiaddr[] {
   return addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
 }
 
-/** The addresses to dial `id` at: those naming another PeerId left out, /p2p/<id> added to the rest. */
+/**
+ * The addresses to dial `id` at: those naming another PeerId left out, /p2p/<id> added to the
+ * rest; and, when it has others, none at an IP address of this host's own. A member listening on
+ * all interfaces advertises 127.0.0.1 (and a docker0 or VPN address that other hosts have too):
+ * once its LAN address failed (a partition, a cable pulled), libp2p went on to 127.0.0.1:4770,
+ * reached this node itself, failed the handshake, and took the member for a non-member, not
+ * dialled again for 5 minutes (NOT_MEMBER_RETRY_MS) by either side: the mesh stayed split.
+ * Members that share this host (tests on loopback) advertise only such addresses, and keep them.
+ */
 function dialAddrs (addrs: Multiaddr[], id: string): Multiaddr[] {
-  return addrs.flatMap(a => {
-    const named = peerIdIn(a)
-    if (named === undefined) return [a.encapsulate(`/p2p/${id}`)]
-    return named === id ? [a] : []
+  const named = addrs.flatMap(a => {
+    const other = peerIdIn(a)
+    if (other === undefined) return [a.encapsulate(`/p2p/${id}`)]
+    return other === id ? [a] : []
   })
+  const own = ownIps()
+  const elsewhere = named.filter(a => !own.has(ipOf(a) ?? ''))
+  return elsewhere.length > 0 ? elsewhere : named
+}
+
+/** This host's own IP addresses (every interface, loopback included). */
+function ownIps (): Set<string> {
+  return new Set(Object.values(networkInterfaces()).flatMap(list => (list ?? []).map(i => i.address)))
+}
+
+function ipOf (a: Multiaddr): string | undefined {
+  return a.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value
 }
 
 function peerIdIn (a: Multiaddr): string | undefined {
