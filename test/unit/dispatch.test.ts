@@ -18,7 +18,7 @@ const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' })
 type Answer = { ok: true, peer: string, archive: Uint8Array, asmhdr: null, transferMs: number, compileMs: number, wallMs: number } | { ok: false, peer: string, reason: string }
 
 /** Peers whose attempts wait until the test answers them (or the dispatcher cancels them). */
-function stubRemote (peers: string[], out: string) {
+function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number) => number | undefined = () => undefined) {
   const calls: string[] = []
   const overdue: string[] = []
   const answers = new Map<string, (a: Answer) => void>()
@@ -26,6 +26,7 @@ function stubRemote (peers: string[], out: string) {
     prepare: async () => ({ task: { importPath: 'x' }, blobs: new Map(), out, asmhdr: undefined, inputBytes: 0 }),
     candidates: () => peers.filter(p => !calls.includes(p)).map(peerId => ({ peerId, free: 1, load: 0, speed: 1 })),
     whyNone: () => 'no-peers',
+    predictMs,
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {
@@ -103,6 +104,27 @@ describe('dispatch', () => {
     assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from spare')
     assert.deepEqual(stub.overdue, ['slow'])
     assert.equal(pool.queued, 0, 'the queued local copy was withdrawn')
+  })
+
+  it('a long pole is not sent to a free peer predicted clearly slower (a slow link), even with the local slot taken', async (t) => {
+    // In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http whenever the
+    // requester's slot was taken or the backlog offered them: ~20 s each, against 4-10 s here.
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['slow'], join(dir, '_pkg_.a'), expectedMs => 3 * expectedMs)
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 5_000, 0, new AbortController().signal)
+    await Promise.race([running, waitUntil(() => stub.calls.length === 1)])
+    stub.answer('slow', good('slow', 'from slow'))
+    const r = await running
+    assert.ok(!r.done && r.reason === 'peers-slower', JSON.stringify(r))
+    assert.deepEqual(stub.calls, [])
+    // a short compile, or a peer predicted about as fast, still goes
+    const fast = stubRemote(['fast'], join(dir, '_pkg_.a'), expectedMs => expectedMs)
+    const d2 = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => fast.remote as never })
+    const going = d2.compile(request(dir), 5_000, 0, new AbortController().signal)
+    await waitUntil(() => fast.calls.length === 1)
+    fast.answer('fast', good('fast', 'from fast'))
+    assert.ok((await going).done)
   })
 
   it('a failing peer before the deadline gives its reason back, and nothing is written', async (t) => {

@@ -28,6 +28,7 @@ export type LocalReason =
   | 'no-peers' // no connected member (or the mesh is not up yet)
   | 'no-capable-peer' // members, but none with this compiler, canary and GOEXPERIMENT that takes work
   | 'peers-busy' // capable peers, all slots taken
+  | 'peers-slower' // a long pole, and the free peers predicted clearly slower than here (their link, their CPU)
   | 'peer-error' // the peer failed, timed out or returned something unusable
   | 'unsupported-task' // a flag outside the task allow-list, or inputs that cannot be read
   | 'remote-diagnostics' // the peer's compile printed or failed: rerun here for go's own messages
