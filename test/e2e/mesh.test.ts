@@ -2,7 +2,7 @@
 // membership by swarm key, and a killed peer leaving and rejoining.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { chmod, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -297,6 +297,24 @@ describe('mesh', () => {
     for (const [m, others] of [[a, [b, again]], [b, [a, again]], [again, [a, b]]] as Array<[Member, Member[]]>) {
       await waitFor(async () => await sees(m, others), 45_000, () => `${m.id} to list the restarted daemon again`)
     }
+  })
+
+  it('a member remembered at an address another member has now (DHCP) is not taken for a non-member, and is found again', async (t) => {
+    const b = await member(t)
+    const c = await member(t, ['--bootstrap', b.addr])
+    // a remembers b, and redials it at once: of two members the smaller PeerId dials (the other
+    // waits for it), so a gets a key whose PeerId sorts before b's
+    const w = await world(t)
+    const { loadIdentity } = await import('@grid/node/server')
+    for (let i = 0; i < 64 && (await loadIdentity(w.cacheDir)).peerId > b.id; i++) await rm(join(w.cacheDir, 'peer.key'))
+    // a's peers.json from before: b at the address c has now (DHCP moved it); a hears of b's
+    // own address from c
+    const stale = `${c.addr.slice(0, c.addr.indexOf('/p2p/'))}/p2p/${b.id}`
+    await writeFile(join(w.cacheDir, 'peers.json'), JSON.stringify({ [b.id]: [stale] }))
+    const a = await member(t, ['--bootstrap', c.addr], w)
+    await waitFor(async () => /another member answered there|GRID_ERR_NOT_MEMBER/.test(a.d.stderr()), 20_000, () => `a to dial b at c's address: ${a.d.stderr()}`)
+    assert.doesNotMatch(a.d.stderr(), /GRID_ERR_NOT_MEMBER/, 'c answered as a member, only not as b')
+    await waitFor(async () => await sees(a, [b, c]), 20_000, () => `a to list b and c: ${a.d.stderr()}`)
   })
 
   it('a daemon restarted at once (after an upgrade) is listed with its new advert, not its old one until the timeout', async (t) => {

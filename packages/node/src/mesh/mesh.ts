@@ -749,6 +749,14 @@ export class Mesh {
   private onHandshakeFailure (f: HandshakeFailure): void {
     if (this.stopping.signal.aborted) return
     const who = f.remotePeer ?? f.remoteAddr
+    if (f.error.name === 'UnexpectedPeerError') {
+      // Noise decrypted the other end's identity, so it holds this swarm key: a member, only
+      // not the one dialled. Its address is stale (DHCP gave it to another workstation) or this
+      // host's own (a member's 127.0.0.1 reached this node itself). Marked a non-member, the
+      // member dialled was not tried again for 5 minutes at any address.
+      log.info(`${who} is not at ${f.remoteAddr} any more: another member answered there (${f.error.message})`)
+      return
+    }
     log.warn(`refused ${f.direction} connection ${f.direction === 'inbound' ? 'from' : 'to'} ${who}: the handshake failed, so it is not a member of swarm ${this.fingerprint} (it has no swarm key or another one) [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
     if (f.remotePeer !== undefined) {
       const state = this.dials.get(f.remotePeer) ?? { failures: 0, nextAttempt: 0, notMember: true }
