@@ -332,14 +332,10 @@ describe('robustness', () => {
 
   it('a compile waiting for a slot hears compile-wait every few seconds, so its shim can tell a busy node from a hung one', async (t) => {
     const w = await world(t)
-    const { GridNode } = await import('@grid/node/embed')
-    const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded', slots: 1 })
-    await node.start()
-    t.after(async () => { await node.stop() })
+    const gotooldir = await oneSlotNode(t, w)
     const client = await ControlClient.connect(w.control)
     t.after(() => { client.close() })
     const { build } = await client.request({ type: 'build-begin', command: ['go', 'build'], cwd: w.dir })
-    const gotooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
     const compile = encodeFrame({
       type: 'compile', id: 1, build, tool: join(gotooldir, 'compile'), args: ['-o', join(w.dir, 'x.a'), '-p', 'x', join(w.dir, 'x.go')],
       cwd: w.dir, env: {}, importPath: 'x', canRunHere: true
@@ -364,11 +360,7 @@ describe('robustness', () => {
 
   it('a compile of Go 1.25 is granted its slot without a starting heap, which its compiler would refuse (go1.26 with one)', async (t) => {
     const w = await world(t)
-    const { GridNode } = await import('@grid/node/embed')
-    const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded', slots: 1 })
-    await node.start()
-    t.after(async () => { await node.stop() })
-    const gotooldir = (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
+    const gotooldir = await oneSlotNode(t, w)
     const grant = async (goversion: string): Promise<{ type: string, heapMB?: number }> => await roundTrip(w, encodeFrame({
       type: 'compile', id: 1, build: '', tool: join(gotooldir, 'compile'), args: ['-o', join(w.dir, 'x.a'), '-p', 'x', '-goversion', goversion, join(w.dir, 'x.go')],
       cwd: w.dir, env: {}, importPath: 'x', canRunHere: true
@@ -448,6 +440,15 @@ describe('robustness', () => {
     }
   })
 })
+
+/** An embedded node of one slot on `w`'s socket, stopped after the test; go's GOTOOLDIR, for the compiles the test sends it. */
+async function oneSlotNode (t: { after: (fn: () => Promise<void>) => void }, w: World): Promise<string> {
+  const { GridNode } = await import('@grid/node/embed')
+  const node = new GridNode({ cacheDir: w.cacheDir, control: w.control, mode: 'embedded', slots: 1 })
+  await node.start()
+  t.after(async () => { await node.stop() })
+  return (await run('go', ['env', 'GOTOOLDIR'])).stdout.trim()
+}
 
 function rawFrame (value: unknown): Buffer {
   const body = new Packr({ useRecords: false }).pack(value)

@@ -13,6 +13,7 @@ import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, sizeFlag, usageError, withoutFlag } from '../options.js'
 import type { Output } from '../output.js'
 import { connectNode } from '../session.js'
+import { LOCKED_WAIT_MS } from './status.js'
 import { GridError, type NodeStatus } from '@grid/protocol'
 
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
@@ -169,6 +170,7 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
       // once, both before either answered), which answers once its mesh is up. Then this is
       // the refusal a second daemon gets.
       if (printed.includes('GRID_ERR_CACHE_LOCKED')) {
+        // as long as grid status waits for a daemon that holds the cache and does not answer yet
         const other = await answering(options, Math.min(deadline, Date.now() + LOCKED_WAIT_MS))
         if (other !== undefined) {
           await rm(ownPath, { force: true })
@@ -223,9 +225,6 @@ async function warnIfKeyReadable (file: string | undefined, output: Output): Pro
   output.err(`grid: warning: the swarm key ${file} is readable by other users of this machine (mode ${(st.mode & 0o777).toString(8)}): each of them can join the mesh`)
   output.err(`  hint: chmod 600 ${file}`)
 }
-
-/** How long --detach waits for the daemon that holds the cache its own could not open. */
-const LOCKED_WAIT_MS = 15_000
 
 /** The status of the node that answers on the control socket by `deadline`, or undefined. */
 async function answering (options: GlobalOptions, deadline: number): Promise<NodeStatus | undefined> {

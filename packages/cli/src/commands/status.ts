@@ -36,7 +36,7 @@ export async function status (args: string[], options: GlobalOptions, output: Ou
 }
 
 /** How long a command waits for a cache held by a node that does not answer (yet, or any more). */
-const LOCKED_WAIT_MS = 15_000
+export const LOCKED_WAIT_MS = 15_000
 const LOCKED_POLL_MS = 100
 
 /**
