@@ -28,7 +28,7 @@ export const ERROR_CODES = {
   GRID_ERR_CANCELLED: 'the operation was cancelled (its requester went away)',
   GRID_ERR_SOCKET_PATH: 'the control socket path is too long for a Unix socket, names something that is not a socket, or cannot be listened on',
   GRID_ERR_ADVERT_INVALID: 'a gossip advert was too large, undecodable, or had a bad field; it was dropped',
-  GRID_ERR_SWARM_KEY: 'the swarm key file is missing or not in the swarm key format',
+  GRID_ERR_SWARM_KEY: 'the swarm key file is missing or not in the swarm key format, or grid init cannot write it',
   GRID_ERR_CONFIG: 'the config file is unreadable, not JSON, or has an unknown or mistyped key',
   GRID_ERR_MESH_START: 'the mesh could not start (for example the listen address is invalid or taken)',
   GRID_ERR_DAEMON_RUNNING: 'a node already answers on the control socket, so no daemon was started',

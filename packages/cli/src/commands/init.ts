@@ -1,9 +1,9 @@
 /** `grid init`: create the team's swarm key. */
 import { randomBytes } from 'node:crypto'
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { defaultSwarmKeyPath } from '@grid/node'
-import { GridError, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
+import { GridError, errorCode, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
@@ -21,20 +21,36 @@ export async function init (args: string[], options: GlobalOptions, output: Outp
   noArguments('init', positional)
   const path = flags['swarm-key'] ?? defaultSwarmKeyPath(options.configPath)
   const key = generateSwarmKey()
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
   try {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+      throw cannotWrite(path, err, `its directory cannot be made (${(err as Error).message})`)
+    })
     if (flags.force === true) await replaceKey(path, formatSwarmKey(key))
     else await writeFile(path, formatSwarmKey(key), { mode: 0o600, flag: 'wx' })
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+    const code = errorCode(err)
+    if (code === 'EEXIST' && !await isDirectory(path)) {
       throw new GridError('GRID_ERR_USAGE', `a swarm key already exists at ${path}`, { hint: 'keep it (copy it to the other members), or pass --force to replace it' })
     }
+    if (code === 'EEXIST' || code === 'EISDIR') throw cannotWrite(path, err, 'it is a directory')
+    // the file system's refusal (permissions, a full disk): the path is the user's to fix
+    if (code !== undefined && /^E[A-Z]+$/.test(code)) throw cannotWrite(path, err, (err as Error).message)
     throw err
   }
   const fingerprint = swarmFingerprint(key)
   if (options.json) output.out(JSON.stringify({ path, fingerprint }))
   else output.out(`wrote swarm key ${fingerprint} to ${path}\ncopy this file to every member, then (re)start their daemons`)
   return 0
+}
+
+function cannotWrite (path: string, cause: unknown, why: string): GridError {
+  return new GridError('GRID_ERR_SWARM_KEY', `cannot write the swarm key to ${path}: ${why}`, {
+    cause, hint: 'name a file in a directory you can write: grid init --swarm-key FILE (and give the daemons the same path: --swarm-key FILE, or "swarmKey" in the config)'
+  })
+}
+
+async function isDirectory (path: string): Promise<boolean> {
+  return await stat(path).then(st => st.isDirectory(), () => false)
 }
 
 /**

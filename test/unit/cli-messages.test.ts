@@ -1,0 +1,53 @@
+// What a user sees when they get something wrong: an error with its code and a hint, on stdout
+// as JSON with --json, never a stack trace (which the CLI prints for GRID_ERR_INTERNAL, a bug).
+import assert from 'node:assert/strict'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { GRID_BIN, run, tempDir, type RunResult } from '../helpers/index.js'
+
+/** The CLI with a cache, control socket and config of the test's own. */
+async function cli (dir: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+  const config = join(dir, 'config.json')
+  await writeFile(config, JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] }))
+  const env: NodeJS.ProcessEnv = { ...process.env, GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: join(dir, 'g.sock'), GRID_CONFIG: config }
+  delete env.DEBUG
+  return await run(process.execPath, [GRID_BIN, ...args], { cwd: dir, env, timeoutMs })
+}
+
+/** A user error: its code and hint on stderr, no stack trace. */
+function userError (r: RunResult, code: string, message: RegExp): void {
+  assert.match(r.stderr, new RegExp(`^grid: .*\\(${code}\\)$`, 'm'), r.stderr)
+  assert.match(r.stderr, message)
+  assert.match(r.stderr, /^ {2}hint: /m, 'with a hint')
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace')
+}
+
+describe('messages for user errors', () => {
+  it('grid init at a path where no file can be written is GRID_ERR_SWARM_KEY with a hint, not a bug with a stack trace', async (t) => {
+    const dir = await tempDir(t)
+    const file = join(dir, 'file')
+    await writeFile(file, 'not a directory')
+    const underFile = await cli(dir, ['init', '--swarm-key', join(file, 'swarm.key')])
+    assert.equal(underFile.code, 1)
+    userError(underFile, 'GRID_ERR_SWARM_KEY', /cannot write the swarm key to .*file\/swarm\.key/)
+
+    const aDir = join(dir, 'keys')
+    await mkdir(aDir)
+    const plain = await cli(dir, ['init', '--swarm-key', aDir])
+    assert.equal(plain.code, 1)
+    userError(plain, 'GRID_ERR_SWARM_KEY', /: it is a directory/)
+    assert.doesNotMatch(plain.stderr, /already exists/, 'a directory is not a key that is there already')
+    const forced = await cli(dir, ['init', '--swarm-key', aDir, '--force'])
+    assert.equal(forced.code, 1)
+    userError(forced, 'GRID_ERR_SWARM_KEY', /: it is a directory/)
+    assert.deepEqual(await readdir(aDir), [], 'nothing is left in it')
+    assert.deepEqual((await readdir(dir)).sort(), ['config.json', 'file', 'keys'], 'nor beside it')
+
+    const json = await cli(dir, ['--json', 'init', '--swarm-key', join(file, 'swarm.key')])
+    assert.equal(json.code, 1)
+    const { error } = JSON.parse(json.stdout)
+    assert.equal(error.code, 'GRID_ERR_SWARM_KEY')
+    assert.equal(typeof error.hint, 'string')
+  })
+})
