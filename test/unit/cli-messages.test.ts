@@ -50,4 +50,14 @@ describe('messages for user errors', () => {
     assert.equal(error.code, 'GRID_ERR_SWARM_KEY')
     assert.equal(typeof error.hint, 'string')
   })
+
+  it('grid daemon --no-mesh still refuses a bad mesh flag by name, rather than ignore it', async (t) => {
+    const dir = await tempDir(t)
+    for (const [flag, value] of [['--trust', 'all'], ['--accept-remote', 'sometimes'], ['--listen', 'foo'], ['--task-memory', '100M']]) {
+      // Without the check it would start a daemon: the timeout ends it.
+      const r = await cli(dir, ['daemon', '--no-mesh', flag as string, value as string], 15_000)
+      assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`)
+      userError(r, 'GRID_ERR_USAGE', new RegExp(`^grid: ${flag}:? `, 'm'))
+    }
+  })
 })

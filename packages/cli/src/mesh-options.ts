@@ -27,12 +27,12 @@ export async function nodeConfig (options: GlobalOptions): Promise<Readonly<Node
 }
 
 export async function meshOptions (config: Readonly<NodeConfig>, configPath: string, flags: MeshFlags = {}): Promise<MeshOptions | undefined> {
-  if (flags.noMesh === true || !config.mesh) return undefined
+  // Every flag is checked, also for a node without a mesh: a typo is refused, not ignored.
   for (const a of flags.listen ?? []) await flagValue(async () => { await checkMultiaddr(a, '--listen') })
   for (const a of flags.bootstrap ?? []) await flagValue(async () => { await checkMultiaddr(a, '--bootstrap') })
   const defaultKey = defaultSwarmKeyPath(configPath)
   const { acceptRemote, trust, verify, offload, taskMemory } = flags
-  return {
+  const options: MeshOptions = {
     listen: flags.listen !== undefined && flags.listen.length > 0 ? flags.listen : config.listen,
     bootstrap: [...config.bootstrap, ...(flags.bootstrap ?? [])],
     mdns: flags.noMdns === true ? false : config.mdns,
@@ -43,6 +43,7 @@ export async function meshOptions (config: Readonly<NodeConfig>, configPath: str
     offload: offload !== undefined ? await flagValue(() => checkOffload(offload, '--offload')) : config.offload,
     taskMemory: taskMemory !== undefined ? await flagValue(() => checkTaskMemory(sizeFlag(taskMemory, '--task-memory'), '--task-memory')) : config.taskMemory
   }
+  return flags.noMesh === true || !config.mesh ? undefined : options
 }
 
 /** `--compile-heap SIZE`: the compilers' starting heap in MiB (0: the compiler's own). */
