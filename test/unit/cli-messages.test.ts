@@ -60,4 +60,19 @@ describe('messages for user errors', () => {
       userError(r, 'GRID_ERR_USAGE', new RegExp(`^grid: ${flag}:? `, 'm'))
     }
   })
+
+  it('with --json, grid with no command is a JSON usage error on stdout, as an unknown command is', async (t) => {
+    const dir = await tempDir(t)
+    for (const args of [['--json'], ['--json', 'frobnicate']]) {
+      const r = await cli(dir, args)
+      assert.equal(r.code, 2, args.join(' '))
+      const { error } = JSON.parse(r.stdout)
+      assert.equal(error.code, 'GRID_ERR_USAGE', args.join(' '))
+      assert.equal(typeof error.hint, 'string')
+    }
+    const plain = await cli(dir, [])
+    assert.equal(plain.code, 2)
+    assert.equal(plain.stdout, '')
+    assert.match(plain.stderr, /^usage: grid \[global options\] <command>/m, 'without --json, the help on stderr')
+  })
 })

@@ -90,8 +90,13 @@ export async function main (argv: string[]): Promise<number> {
       const topic = asked === 'help' ? undefined : asked
       if (topic !== undefined && COMMANDS[topic] === undefined) throw usageError(`no help for unknown command ${topic}`)
       const text = topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help
-      // `grid` alone is a usage error: help on stderr, exit 2. Asked for, it is output.
-      if (command === undefined && !options.help) { output.err(text); return 2 }
+      // `grid` alone is a usage error: help on stderr, exit 2 (with --json, the error on
+      // stdout, as for every other). Asked for, it is output.
+      if (command === undefined && !options.help) {
+        if (options.json) throw usageError('no command given', 'run `grid --help` for the commands')
+        output.err(text)
+        return 2
+      }
       output.out(text)
       return 0
     }
