@@ -4,7 +4,8 @@ import assert from 'node:assert/strict'
 import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { GRID_BIN, run, tempDir, type RunResult } from '../helpers/index.js'
+import { detectGo } from '@grid/node'
+import { GRID_BIN, defer, run, tempDir, type RunResult } from '../helpers/index.js'
 
 /** The CLI with a cache, control socket and config of the test's own. */
 async function cli (dir: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
@@ -74,5 +75,19 @@ describe('messages for user errors', () => {
     assert.equal(plain.code, 2)
     assert.equal(plain.stdout, '')
     assert.match(plain.stderr, /^usage: grid \[global options\] <command>/m, 'without --json, the help on stderr')
+  })
+
+  it('GRID_GO set but empty is the go on PATH, as an empty GRID_CACHE is the default cache', async (t) => {
+    const old = process.env.GRID_GO
+    defer(t, () => { if (old === undefined) delete process.env.GRID_GO; else process.env.GRID_GO = old })
+    delete process.env.GRID_GO
+    const onPath = await detectGo()
+    process.env.GRID_GO = ''
+    const empty = await detectGo()
+    assert.equal(empty.go, 'go')
+    assert.equal(empty.goroot, onPath.goroot)
+    process.env.GRID_GO = join(await tempDir(t), 'nope')
+    await assert.rejects(detectGo(), (err: Error & { code?: string, hint?: string }) =>
+      err.code === 'GRID_ERR_GO_MISSING' && /GRID_GO names it/.test(err.message) && /GRID_GO/.test(err.hint ?? ''))
   })
 })

@@ -6,7 +6,7 @@
  */
 
 export const ERROR_CODES = {
-  GRID_ERR_GO_MISSING: 'no `go` command on PATH',
+  GRID_ERR_GO_MISSING: 'no `go` command on PATH (or at the path GRID_GO names)',
   GRID_ERR_GO_TOO_OLD: 'the Go toolchain is older than grid needs (GOCACHEPROG needs Go 1.24)',
   GRID_ERR_SHIM_BUILD: 'building the toolexec shim with the local Go toolchain failed',
   GRID_ERR_USAGE: 'unknown command, unknown flag or bad flag value',

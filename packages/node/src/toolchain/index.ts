@@ -40,7 +40,9 @@ export function checkGoVersion (version: string): void {
 const GO_ENV_TIMEOUT_MS = 30_000
 
 export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv, signal?: AbortSignal } = {}): Promise<GoToolchain> {
-  const go = options.go ?? process.env.GRID_GO ?? 'go'
+  // GRID_GO set but empty is unset, as for grid's other variables
+  const fromEnv = options.go === undefined && (process.env.GRID_GO ?? '') !== ''
+  const go = options.go ?? (fromEnv ? process.env.GRID_GO as string : 'go')
   const out = await new Promise<string>((resolve, reject) => {
     execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOHOSTOS', 'GOHOSTARCH', 'GOCACHE', 'GOFLAGS'], {
       env: options.env ?? process.env, signal: AbortSignal.any([AbortSignal.timeout(GO_ENV_TIMEOUT_MS), ...(options.signal === undefined ? [] : [options.signal])])
@@ -48,8 +50,8 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
       if (err === null) { resolve(stdout); return }
       if (options.signal?.aborted === true) { reject(err); return } // cancelled: says nothing about go
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        reject(new GridError('GRID_ERR_GO_MISSING', `no \`${go}\` command found on PATH`, {
-          cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) and put it on PATH'
+        reject(new GridError('GRID_ERR_GO_MISSING', fromEnv ? `no \`${go}\` command found (GRID_GO names it)` : `no \`${go}\` command found on PATH`, {
+          cause: err, hint: fromEnv ? 'set GRID_GO to the path of a go 1.24+ command, or unset it to use the go on PATH' : 'install Go 1.24+ (https://go.dev/dl) and put it on PATH, or set GRID_GO to its path'
         }))
         return
       }
