@@ -8,12 +8,12 @@ import { detectGo } from '@grid/node'
 import { GRID_BIN, defer, run, tempDir, type RunResult } from '../helpers/index.js'
 
 /** The CLI with a cache, control socket and config of the test's own. */
-async function cli (dir: string, args: string[], timeoutMs = 30_000): Promise<RunResult> {
+async function cli (dir: string, args: string[], timeoutMs = 30_000, cwd = dir, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const config = join(dir, 'config.json')
   await writeFile(config, JSON.stringify({ mdns: false, listen: ['/ip4/127.0.0.1/tcp/0'] }))
-  const env: NodeJS.ProcessEnv = { ...process.env, GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: join(dir, 'g.sock'), GRID_CONFIG: config }
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: join(dir, 'g.sock'), GRID_CONFIG: config }
   delete env.DEBUG
-  return await run(process.execPath, [GRID_BIN, ...args], { cwd: dir, env, timeoutMs })
+  return await run(process.execPath, [GRID_BIN, ...args], { cwd, env, timeoutMs })
 }
 
 /** A user error: its code and hint on stderr, no stack trace. */
@@ -89,5 +89,23 @@ describe('messages for user errors', () => {
     process.env.GRID_GO = join(await tempDir(t), 'nope')
     await assert.rejects(detectGo(), (err: Error & { code?: string, hint?: string }) =>
       err.code === 'GRID_ERR_GO_MISSING' && /GRID_GO names it/.test(err.message) && /GRID_GO/.test(err.hint ?? ''))
+  })
+
+  it('a go that cannot run `go env` (go.mod asks for a toolchain it cannot fetch) is go\'s error, not "grid needs go1.24"', async (t) => {
+    const dir = await tempDir(t)
+    const mod = join(dir, 'mod')
+    await mkdir(mod)
+    await writeFile(join(mod, 'go.mod'), 'module example.com/future\n\ngo 1.99\n')
+    await writeFile(join(mod, 'main.go'), 'package main\n\nfunc main() {}\n')
+    // the real go, offline: it cannot fetch go1.99, and says so
+    const env = { GOPROXY: 'off', GOTOOLCHAIN: 'auto' }
+    const plain = await run('go', ['build', '.'], { cwd: mod, env: { ...process.env, ...env } })
+    assert.equal(plain.code, 1)
+    const r = await cli(dir, ['--json', 'build', '.'], 30_000, mod, env)
+    assert.equal(r.code, 1)
+    const { error } = JSON.parse(r.stdout)
+    assert.equal(error.code, 'GRID_ERR_GO_FAILED', error.message)
+    assert.ok(error.message.includes(plain.stderr.trim().split('\n').at(-1) as string), `go's own words: ${error.message}`)
+    assert.doesNotMatch(error.message, /grid needs go1\.24/)
   })
 })

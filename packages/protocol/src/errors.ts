@@ -8,6 +8,7 @@
 export const ERROR_CODES = {
   GRID_ERR_GO_MISSING: 'no `go` command on PATH (or at the path GRID_GO names)',
   GRID_ERR_GO_TOO_OLD: 'the Go toolchain is older than grid needs (GOCACHEPROG needs Go 1.24)',
+  GRID_ERR_GO_FAILED: '`go env` failed for a reason go names (a toolchain it cannot fetch, say): plain go would fail too',
   GRID_ERR_SHIM_BUILD: 'building the toolexec shim with the local Go toolchain failed',
   GRID_ERR_USAGE: 'unknown command, unknown flag or bad flag value',
   GRID_ERR_TOOLEXEC_CONFLICT: 'the go arguments already set -toolexec, which grid needs for itself',

@@ -55,11 +55,21 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
         }))
         return
       }
-      // `go env GOVERSION` does not exist before Go 1.16: report what `go version` says.
-      execFile(go, ['version'], (err2, vout) => {
-        const found = err2 === null ? vout.trim() : stderr.trim()
-        reject(new GridError('GRID_ERR_GO_TOO_OLD', `\`${go} env\` failed (found: ${found}); grid needs go${MIN_GO_VERSION.join('.')} or newer`, {
-          cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) or put a newer go first on PATH'
+      // `go env GOVERSION` does not exist before Go 1.16: an old go is told by `go version`.
+      // Any other go whose `go env` fails says why itself (a toolchain that go.mod asks for and
+      // GOTOOLCHAIN cannot fetch, a GOROOT without its files), and plain go would fail the same.
+      execFile(go, ['version'], { env: options.env ?? process.env, signal: AbortSignal.timeout(GO_ENV_TIMEOUT_MS) }, (err2, vout) => {
+        const m = /\bgo(\d+)\.(\d+)/.exec(vout)
+        const [wantMajor, wantMinor] = MIN_GO_VERSION
+        const old = err2 === null && (m === null || Number(m[1]) < wantMajor || (Number(m[1]) === wantMajor && Number(m[2]) < wantMinor))
+        if (old) {
+          reject(new GridError('GRID_ERR_GO_TOO_OLD', `\`${go} env\` failed (found: ${vout.trim()}); grid needs go${MIN_GO_VERSION.join('.')} or newer`, {
+            cause: err, hint: 'install Go 1.24+ (https://go.dev/dl) or put a newer go first on PATH'
+          }))
+          return
+        }
+        reject(new GridError('GRID_ERR_GO_FAILED', `\`${go} env\` failed: ${stderr.trim() === '' ? (err as Error).message : stderr.trim()}`, {
+          cause: err, hint: 'go says why: fix what it names (a go or toolchain line in go.mod that GOTOOLCHAIN cannot fetch, GOROOT); plain go fails the same way until then'
         }))
       })
     })
