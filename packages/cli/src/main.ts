@@ -50,7 +50,11 @@ global options (before the command):
                      peer can take compiles at the build's start, else go runs its tools itself
                      and only the cache goes through grid (env GRID_TOOLEXEC)
   --version          print the grid version
-  -h, --help         this help`
+  -h, --help         this help
+
+environment:
+  GRID_GO            the go command to use (default: go on PATH)
+  DEBUG=grid:*       the node's debug log on stderr (it always logs to <cache>/logs/grid.log)`
 
 const HELP_FLAGS = ['-h', '-help', '--help']
 

@@ -31,7 +31,7 @@ export const ERROR_CODES = {
   GRID_ERR_ADVERT_INVALID: 'a gossip advert was too large, undecodable, or had a bad field; it was dropped',
   GRID_ERR_SWARM_KEY: 'the swarm key file is missing or not in the swarm key format, or grid init cannot write it',
   GRID_ERR_CONFIG: 'the config file is unreadable, not JSON, or has an unknown or mistyped key',
-  GRID_ERR_MESH_START: 'the mesh could not start (for example the listen address is invalid or taken)',
+  GRID_ERR_MESH_START: 'the mesh could not start (the listen address is invalid or taken, or peer.id does not match peer.key)',
   GRID_ERR_DAEMON_RUNNING: 'a node already answers on the control socket, so no daemon was started',
   GRID_ERR_DAEMON_START: 'the daemon started in the background exited or did not answer in time',
   GRID_ERR_DAEMON_STOP: 'the node on the control socket cannot be stopped, or did not stop in time',
