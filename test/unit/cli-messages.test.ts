@@ -52,7 +52,7 @@ describe('messages for user errors', () => {
     assert.equal(typeof error.hint, 'string')
   })
 
-  it('grid daemon --no-mesh still refuses a bad mesh flag by name, rather than ignore it', async (t) => {
+  it('grid daemon --no-mesh still refuses a bad mesh flag by name, rather than ignore it; the hint is the daemon\'s help', async (t) => {
     const dir = await tempDir(t)
     for (const [flag, value] of [['--trust', 'all'], ['--accept-remote', 'sometimes'], ['--listen', 'foo'], ['--task-memory', '100M']]) {
       // Without the check it would start a daemon: the timeout ends it.
@@ -60,6 +60,10 @@ describe('messages for user errors', () => {
       assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`)
       userError(r, 'GRID_ERR_USAGE', new RegExp(`^grid: ${flag}:? `, 'm'))
     }
+    // the help a bad daemon flag points at is the daemon's, which lists the values
+    const slots = await cli(dir, ['daemon', '--slots', '0'])
+    assert.equal(slots.code, 2)
+    userError(slots, 'GRID_ERR_USAGE', /^ {2}hint: run `grid daemon --help`/m)
   })
 
   it('with --json, grid with no command is a JSON usage error on stdout, as an unknown command is', async (t) => {

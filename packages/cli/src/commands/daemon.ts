@@ -63,7 +63,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   noArguments('daemon', positional)
   const config = await nodeConfig(options)
   const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
-  if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`)
+  if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`, 'run `grid daemon --help` for the values')
   const mesh = await meshOptions(config, options.configPath, {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),
