@@ -81,6 +81,18 @@ describe('messages for user errors', () => {
     assert.match(plain.stderr, /^usage: grid \[global options\] <command>/m, 'without --json, the help on stderr')
   })
 
+  it('a bad GRID_TOOLEXEC does not take the help that explains it; elsewhere its hint says how to fix it', async (t) => {
+    const dir = await tempDir(t)
+    const env = { GRID_TOOLEXEC: 'sometimes' }
+    for (const args of [['--help'], ['help', 'build'], ['--version']]) {
+      const r = await cli(dir, args, 30_000, dir, env)
+      assert.equal(r.code, 0, `grid ${args.join(' ')}: ${r.stderr}`)
+    }
+    const r = await cli(dir, ['status'], 30_000, dir, env)
+    assert.equal(r.code, 2)
+    userError(r, 'GRID_ERR_USAGE', /GRID_TOOLEXEC must be always or auto, not "sometimes"[^]*hint: set GRID_TOOLEXEC to always or auto, or unset it/)
+  })
+
   it('GRID_GO set but empty is the go on PATH, as an empty GRID_CACHE is the default cache', async (t) => {
     const old = process.env.GRID_GO
     defer(t, () => { if (old === undefined) delete process.env.GRID_GO; else process.env.GRID_GO = old })

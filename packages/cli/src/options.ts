@@ -80,8 +80,12 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   const cacheDir = cache ?? defaultCacheDir(env)
   const mode = toolexec ?? (env.GRID_TOOLEXEC === '' ? undefined : env.GRID_TOOLEXEC) ?? 'always'
-  if (!(TOOLEXEC_MODES as readonly string[]).includes(mode)) {
-    throw usageError(`${toolexec === undefined ? 'GRID_TOOLEXEC' : '--toolexec'} must be always or auto, not ${JSON.stringify(mode)}`)
+  // A bad GRID_TOOLEXEC in the shell must not take the help that explains it (nor the version).
+  const helpOnly = help || version || argv[i] === 'help'
+  if (!(TOOLEXEC_MODES as readonly string[]).includes(mode) && !(helpOnly && toolexec === undefined)) {
+    throw toolexec === undefined
+      ? usageError(`GRID_TOOLEXEC must be always or auto, not ${JSON.stringify(mode)}`, 'set GRID_TOOLEXEC to always or auto, or unset it')
+      : usageError(`--toolexec must be always or auto, not ${JSON.stringify(mode)}`)
   }
   const configExplicit = config !== undefined || (env.GRID_CONFIG ?? '') !== ''
   const options = Object.freeze({
