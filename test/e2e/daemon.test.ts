@@ -165,6 +165,18 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(existsSync(w.control), false, 'no stale socket left behind')
   })
 
+  it('grid peers on a daemon without a mesh says it has none, rather than to wait for peers', async (t) => {
+    const w = await world(t)
+    await startDaemon(t, w, ['--no-mesh'])
+    const r = await grid(w, ['peers'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^no peers: this node runs without a mesh/)
+    assert.doesNotMatch(r.stdout, /\(yet\)/)
+    const json = await grid(w, ['--json', 'peers'])
+    assert.deepEqual(JSON.parse(json.stdout), [])
+    assert.equal((await grid(w, ['stop'])).code, 0)
+  })
+
   it('grid status and grid stop wait for a node that holds the cache but does not answer on its socket (a daemon starting or stopping)', async (t) => {
     const w = await world(t)
     // what a daemon holds from opening its index until its socket answers (its mesh starting),

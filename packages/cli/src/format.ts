@@ -46,10 +46,12 @@ export function formatCache (c: CacheStats): string {
   return `${line}\n         and ${w.inputs} input${w.inputs === 1 ? '' : 's'} of peers' compiles, ${formatBytes(w.bytes)} (each kept 3 days from its last use)`
 }
 
-export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: UnlistedPeer[] = []): string {
+/** `meshOff`: the node runs without a mesh, so it has no peers to wait for. */
+export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: UnlistedPeer[] = [], meshOff = false): string {
   // connected, but no advert of theirs taken: another grid version's, say
   const others = unlisted.map(u => `not listed: ${u.peerId} at ${u.address ?? '?'}${u.agent === null ? '' : ` (${u.agent})`}: ${u.why}` +
     (u.protocols.length > 0 ? `; it speaks ${u.protocols.join(' ')}` : '') + (u.why === 'no advert yet' ? '' : VERSION_HINT))
+  if (list.length === 0 && meshOff) return 'no peers: this node runs without a mesh (grid daemon --no-mesh, "mesh": false in the config, or the node of a grid build with no swarm key)'
   if (list.length === 0) return [...others, 'no peers (yet): check `grid status` for this node\'s addresses and the log for refused connections'].join('\n')
   const rows = list.map(p => {
     const a = p.advert as { version?: string, toolchains?: Toolchain[], slots?: { free: number, total: number }, load?: number, policy?: string, accepting?: boolean }

@@ -24,7 +24,9 @@ export async function peers (args: string[], options: GlobalOptions, output: Out
   }
   try {
     const { peers: list, unlisted } = await client.request({ type: 'peers' })
-    output.out(options.json ? JSON.stringify(list) : formatPeers(list, Date.now(), unlisted ?? []))
+    // none: say whether that is because the node has no mesh at all, not one still forming
+    const meshOff = !options.json && list.length === 0 && (await client.request({ type: 'status' })).status.mesh === null
+    output.out(options.json ? JSON.stringify(list) : formatPeers(list, Date.now(), unlisted ?? [], meshOff))
   } finally {
     client.close()
   }
