@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
+import { Trimmer } from './cache/trim.js'
 import { cacheStats } from './cache-stats.js'
 import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
@@ -49,9 +50,6 @@ const LOCK_WAIT_MS = 5_000
  * peer, so a build that starts while peers hold everything does not compile the first packages.
  */
 const MESH_WARMUP_MS = 1_000
-
-/** Trim to this share of --cache-max, so a full cache is not trimmed on every put. */
-const TRIM_TO = 0.9
 
 /**
  * How often a daemon checks that its control socket and shim are still where it made them:
@@ -141,7 +139,8 @@ export class GridNode {
   private goToolchain: GoToolchain | undefined
   private meshStartedAt = 0
   private readonly cacheMax: number | undefined
-  private trimming: Promise<void> | undefined
+  /** --cache-max: trims the cache past it (cache/trim.ts); made once the cache is open */
+  private trimmer: Trimmer | undefined
   private meshStarting: Promise<void> | undefined
   private toolchains: ToolchainInfo[] = []
   /**
@@ -206,6 +205,7 @@ export class GridNode {
     this._nodeId = identity.peerId
     this._cache = await this.openCache(identity.peerId)
     this._cache.events.onCorrupt = () => { this.counters.corrupt++ }
+    if (this.cacheMax !== undefined) this.trimmer = new Trimmer({ cache: this._cache, maxBytes: this.cacheMax, pinned: h => this.builds.isPinned(h) })
     this.privateKey = identity.privateKey
     await this.scheduler.start()
     try {
@@ -456,6 +456,7 @@ export class GridNode {
     this.load = undefined
     await this.server.stop()
     await this.scheduler.stop()
+    this.trimmer = undefined
     await this._cache?.close()
     this._cache = undefined
     log.info('node stopped')
@@ -775,16 +776,9 @@ export class GridNode {
     }
   }
 
-  /** --cache-max: trim in the background when the blobs pass the limit, one trim at a time. */
+  /** --cache-max: trim in the background when the blobs pass the limit (cache/trim.ts). */
   private maybeTrim (): void {
-    const max = this.cacheMax
-    if (max === undefined || this.trimming !== undefined || this._cache === undefined) return
-    const cache = this._cache
-    this.trimming = (async () => {
-      if (await cache.approxBytes() <= max) return
-      const result = await cache.gc(Math.floor(max * TRIM_TO), h => this.builds.isPinned(h))
-      log.info(`cache over --cache-max: trimmed ${result.removedBytes} bytes (${result.removedEntries} entries)`)
-    })().catch((err: Error) => log.warn(`trimming the cache failed: ${err.message}`)).finally(() => { this.trimming = undefined })
+    this.trimmer?.maybe()
   }
 
   peers (): PeerInfo[] {

@@ -5,7 +5,8 @@
  */
 export { GridNode, type GridNodeInit, type MeshOptions } from './node.js'
 export { Cache, AbsentFilter } from './cache/index.js'
-export { GC_SPARES_RECENT_MS, MAX_RECALL_LISTS } from './cache/constants.js'
+export { GC_SPARES_RECENT_MS, MAX_RECALL_LISTS, RETRIM_MS } from './cache/constants.js'
+export { Trimmer } from './cache/trim.js'
 export { LocalPool, withConcurrency, withStartHeap, takesStartHeap, DEFAULT_SLOTS, Spawner, SpawnerGone } from './worker/index.js'
 export { loadIdentity } from './identity/index.js'
 export { ControlServer } from './control/index.js'

@@ -52,3 +52,15 @@ export const INDEX_REOPEN_FREE_BYTES = 16 * 1024 * 1024
 
 /** Entries `recall` looks up between two turns of the event loop (~20 ms of work). */
 export const RECALL_SLICE = 1024
+
+/** `--cache-max` trims the cache to this share of the limit, so a full cache is not trimmed on every put. */
+export const TRIM_TO = 0.9
+
+/**
+ * A `--cache-max` trim that ended over the limit (what was left is held by running builds or
+ * was written in the last GC_SPARES_RECENT_MS) is not run again for this long (trim.ts). Each
+ * trim scans the whole index and stats every blob it spares: asked after every put, it kept a
+ * node busy for the whole of a cold build (half a core, with 100k entries). A minute lets the
+ * cache pass the limit by at most a minute's puts more than what no trim could take anyway.
+ */
+export const RETRIM_MS = 60_000
