@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { describe, it, mock } from 'node:test'
 import { execFileSync } from 'node:child_process'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
+import { MAX_GRAPH_PACKAGES } from '@grid/protocol'
 import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, localOrPeer, overdueMs, place, withOutputs } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
@@ -49,6 +50,15 @@ describe('scheduler', () => {
     // main's imports built again for it: c [main] → b [main] → main is the longest chain
     const measured = new Map([['c', 100], ['a', 10], ['b', 50], ['main', 5], ['d', 7], ['c [main]', 300], ['b [main]', 200], ['a [main]', 1]])
     assert.deepEqual(plan.criticalPath(measured), { ms: 505, totalMs: 673 })
+  })
+
+  it('plans a chain of imports as deep as build-graph admits (it ran out of call stack at ~10,000)', () => {
+    const depth = MAX_GRAPH_PACKAGES
+    const chain = Array.from({ length: depth }, (_, n) => ({ p: `m/p${n}`, i: n === 0 ? [] : [`m/p${n - 1}`], b: 0 }))
+    const plan = new Plan(chain, () => 2)
+    assert.equal(plan.priority('m/p0'), 2 * depth, 'the root waits for the whole chain above it')
+    assert.equal(plan.priority(`m/p${depth - 1}`), 2)
+    assert.deepEqual(plan.criticalPath(new Map(chain.map(p => [p.p, 3]))), { ms: 3 * depth, totalMs: 3 * depth })
   })
 
   it('survives an import cycle in a broken graph', () => {

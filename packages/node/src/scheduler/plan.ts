@@ -69,22 +69,40 @@ function variantOf (key: string): { pkg: string, variant: string | undefined } {
   return m === null ? { pkg: key, variant: undefined } : { pkg: m[1] as string, variant: m[2] as string }
 }
 
-/** For every node: its weight plus the heaviest chain of dependents above it. */
+/**
+ * For every node: its weight plus the heaviest chain of dependents above it. Depth first with a
+ * stack of its own, not the call stack: `build-graph` admits MAX_GRAPH_PACKAGES, and a chain of
+ * ~10,000 imports ran out of call stack (RangeError), leaving the build without a plan.
+ */
 function longestPaths (nodes: Iterable<string>, weight: Map<string, number>, dependents: (node: string) => string[]): Map<string, number> {
   const memo = new Map<string, number>()
   const visiting = new Set<string>()
-  const visit = (p: string): number => {
-    const known = memo.get(p)
-    if (known !== undefined) return known
-    if (visiting.has(p)) return 0 // an import cycle (go list -e reports broken graphs): cut it
-    visiting.add(p)
-    let above = 0
-    for (const d of dependents(p)) above = Math.max(above, visit(d))
-    visiting.delete(p)
-    const length = (weight.get(p) ?? 0) + above
-    memo.set(p, length)
-    return length
+  /** a node being visited: its dependents, the next to visit, and the heaviest chain above it so far */
+  interface Frame { node: string, above: string[], next: number, heaviest: number }
+  const stack: Frame[] = []
+  const enter = (node: string): void => {
+    visiting.add(node)
+    stack.push({ node, above: dependents(node), next: 0, heaviest: 0 })
   }
-  for (const p of nodes) visit(p)
+  for (const root of nodes) {
+    if (memo.has(root)) continue
+    enter(root)
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as Frame
+      if (top.next < top.above.length) {
+        const d = top.above[top.next++] as string
+        const known = memo.get(d)
+        if (known !== undefined) top.heaviest = Math.max(top.heaviest, known)
+        else if (!visiting.has(d)) enter(d) // one being visited: an import cycle (go list -e reports broken graphs), cut
+        continue
+      }
+      stack.pop()
+      visiting.delete(top.node)
+      const length = (weight.get(top.node) ?? 0) + top.heaviest
+      memo.set(top.node, length)
+      const below = stack[stack.length - 1]
+      if (below !== undefined) below.heaviest = Math.max(below.heaviest, length)
+    }
+  }
   return memo
 }
