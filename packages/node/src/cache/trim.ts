@@ -12,6 +12,7 @@
  * put, each a scan of the whole index and a `stat` of every blob it spares, it would keep the
  * node busy for as long as the build ran, and slow that build with it.
  */
+import { formatBytes } from '@grid/protocol'
 import { logger } from '../log.js'
 import type { Cache } from './cache.js'
 import { GC_SPARES_RECENT_MS, RETRIM_MS, TRIM_TO } from './constants.js'
@@ -59,10 +60,10 @@ export class Trimmer {
     if (await cache.approxBytes() <= maxBytes) { this.stuckAt = undefined; return }
     const result = await cache.gc(Math.floor(maxBytes * TRIM_TO), pinned)
     const left = result.stats.bytes
-    log.info(`cache over --cache-max: trimmed ${result.removedBytes} bytes (${result.removedEntries} entries)`)
+    log.info(`cache over --cache-max: trimmed ${formatBytes(result.removedBytes)} (${result.removedEntries} entries)`)
     if (left > maxBytes) {
       if (this.stuckAt === undefined) {
-        log.warn(`the cache is still over --cache-max (${left} of ${maxBytes} bytes) after a trim: what is left is held by running builds or was written ` +
+        log.warn(`the cache is still over --cache-max (${formatBytes(left)} of ${formatBytes(maxBytes)}) after a trim: what is left is held by running builds or was written ` +
           `in the last ${GC_SPARES_RECENT_MS / 60_000} minutes; trimming again in ${Math.round(this.retrimMs / 1000)} s`)
       }
       this.stuckAt = Date.now()
