@@ -284,7 +284,7 @@ export type Reply =
   | Id & { type: 'cache-verify-result', result: VerifyResult }
   | Id & { type: 'ok' }
   | Id & { type: 'peers-result', peers: PeerInfo[], unlisted?: UnlistedPeer[] }
-  | Id & { type: 'error', code: string, message: string }
+  | Id & { type: 'error', code: string, message: string, hint?: string }
 
 export type Message = Request | Reply
 export type MessageType = Message['type']
@@ -346,7 +346,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-verify-result': { result: 'map' },
   ok: {},
   'peers-result': { peers: 'maps' },
-  error: { code: 'str', message: 'str' }
+  error: { code: 'str', message: 'str', hint: 'optstr' }
 }
 
 export function isRequestType (type: string): type is RequestType {

@@ -82,7 +82,7 @@ export class ControlClient {
       this.socket.write(encodeFrame({ ...body, id } as unknown as Request))
     })
     if (reply.type === 'error') {
-      throw new GridError(reply.code as 'GRID_ERR_INTERNAL', reply.message)
+      throw new GridError(reply.code as 'GRID_ERR_INTERNAL', reply.message, reply.hint === undefined ? {} : { hint: reply.hint })
     }
     return reply as ReplyTo<T>
   }

@@ -196,7 +196,9 @@ export class ControlServer {
     } catch (err) {
       const code = errorCode(err) ?? 'GRID_ERR_INTERNAL'
       if (code === 'GRID_ERR_INTERNAL') log.error(`${request.type} failed: ${(err as Error).stack ?? String(err)}`)
-      reply = { type: 'error', id: request.id, code, message: (err as Error).message }
+      // the hint goes with it: the CLI shows it as it shows its own errors' hints
+      const hint = (err as { hint?: unknown }).hint
+      reply = { type: 'error', id: request.id, code, message: (err as Error).message, ...(typeof hint === 'string' ? { hint } : {}) }
     } finally {
       clearInterval(keepalive)
     }
