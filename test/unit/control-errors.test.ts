@@ -39,4 +39,13 @@ describe('errors the node sends back', () => {
     })
   })
 
+  it('with --json, an error without a hint still has the key, null (as the README documents)', async (t) => {
+    const { dir, control } = await refusingNode(t, new GridError('GRID_ERR_MESSAGE_INVALID', 'no active build b1'))
+    const json = await cli(dir, control, ['--json', 'status'])
+    assert.equal(json.code, 1)
+    assert.deepEqual(JSON.parse(json.stdout), { error: { code: 'GRID_ERR_MESSAGE_INVALID', message: 'no active build b1', hint: null } })
+    const text = await cli(dir, control, ['status'])
+    assert.equal(text.code, 1)
+    assert.doesNotMatch(text.stderr, /hint/)
+  })
 })

@@ -19,7 +19,7 @@ export function renderError (output: Output, err: unknown): void {
   const e = err as { code?: string, message?: string, hint?: string }
   const code = typeof e.code === 'string' && e.code.startsWith('GRID_ERR_') ? e.code : 'GRID_ERR_INTERNAL'
   if (output.json) {
-    output.out(JSON.stringify({ error: { code, message: e.message ?? String(err), hint: e.hint } }))
+    output.out(JSON.stringify({ error: { code, message: e.message ?? String(err), hint: e.hint ?? null } }))
     return
   }
   output.err(`grid: ${e.message ?? String(err)} (${code})`)
