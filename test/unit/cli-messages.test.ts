@@ -81,6 +81,17 @@ describe('messages for user errors', () => {
     assert.match(plain.stderr, /^usage: grid \[global options\] <command>/m, 'without --json, the help on stderr')
   })
 
+  it('grid -help is the help, as grid CMD -help is the command\'s, not "unknown option -help"', async (t) => {
+    const dir = await tempDir(t)
+    const long = await cli(dir, ['--help'])
+    const short = await cli(dir, ['-help'])
+    assert.equal(short.code, 0, short.stderr)
+    assert.equal(short.stdout, long.stdout)
+    const status = await cli(dir, ['-help', 'status'])
+    assert.equal(status.code, 0, status.stderr)
+    assert.equal(status.stdout, (await cli(dir, ['status', '-help'])).stdout)
+  })
+
   it('a bad GRID_TOOLEXEC does not take the help that explains it; elsewhere its hint says how to fix it', async (t) => {
     const dir = await tempDir(t)
     const env = { GRID_TOOLEXEC: 'sometimes' }

@@ -50,7 +50,7 @@ global options (before the command):
                      peer can take compiles at the build's start, else go runs its tools itself
                      and only the cache goes through grid (env GRID_TOOLEXEC)
   --version          print the grid version
-  -h, --help         this help
+  -h, -help, --help  this help
 
 environment:
   GRID_GO            the go command to use (default: go on PATH)

@@ -73,7 +73,7 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
       case '--no-trimpath': trimpath = !on(); break
       case '--graph': graph = on(); break
       case '--toolexec': toolexec = value(); break
-      case '-h': case '--help': help = on(); break
+      case '-h': case '-help': case '--help': help = on(); break
       case '--version': version = on(); break
       default: throw usageError(`unknown option ${name}`)
     }
