@@ -92,6 +92,38 @@ describe('messages for user errors', () => {
     assert.equal(status.stdout, (await cli(dir, ['status', '-help'])).stdout)
   })
 
+  it('--json is taken in one set of forms before and after grid\'s commands, and a bad global option is a JSON error when it was asked for', async (t) => {
+    const dir = await tempDir(t)
+    // a bad global option: the error in the form asked for, whatever form --json has
+    for (const args of [['--json=true', '--bogus'], ['--bogus', '--json=1'], ['--bogus', 'status', '--json'], ['--json=maybe', 'status']]) {
+      const r = await cli(dir, args)
+      assert.equal(r.code, 2, args.join(' '))
+      assert.equal(JSON.parse(r.stdout).error.code, 'GRID_ERR_USAGE', args.join(' '))
+      assert.equal(r.stderr, '', args.join(' '))
+    }
+    for (const args of [['--json=false', '--bogus'], ['--bogus', 'build', '--json']]) {
+      const r = await cli(dir, args)
+      assert.equal(r.code, 2, args.join(' '))
+      userError(r, 'GRID_ERR_USAGE', /unknown option --bogus/)
+      assert.equal(r.stdout, '', args.join(' '))
+    }
+    // after a command of grid's own, --json takes the forms it takes before it (and -json, as
+    // the commands' own flags are taken)
+    for (const args of [['--json=true', 'status'], ['status', '--json'], ['status', '--json=true'], ['status', '--json=1'], ['status', '-json']]) {
+      const r = await cli(dir, args)
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
+      assert.equal(JSON.parse(r.stdout).running, false, args.join(' '))
+    }
+    for (const args of [['status', '--json=false'], ['--json', 'status', '--json=false']]) {
+      const r = await cli(dir, args)
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stdout, /^node: not running/, args.join(' '))
+    }
+    const bad = await cli(dir, ['status', '--json=maybe'])
+    assert.equal(bad.code, 2)
+    assert.match(JSON.parse(bad.stdout).error.message, /--json is a switch/)
+  })
+
   it('a bad GRID_TOOLEXEC does not take the help that explains it; elsewhere its hint says how to fix it', async (t) => {
     const dir = await tempDir(t)
     const env = { GRID_TOOLEXEC: 'sometimes' }

@@ -11,7 +11,7 @@ import { STATUS_HELP, status } from './commands/status.js'
 import { STOP_HELP, stop } from './commands/stop.js'
 import { PEERS_HELP, peers } from './commands/peers.js'
 import { INIT_HELP, init } from './commands/init.js'
-import { parseGlobal, usageError, type GlobalOptions } from './options.js'
+import { asksJson, parseGlobal, takeJson, usageError, type GlobalOptions } from './options.js'
 import { createOutput, renderError, type Output } from './output.js'
 
 export const HELP = `grid: a peer-to-peer compile grid for Go
@@ -40,8 +40,9 @@ global options (before the command):
   --cache DIR        cache dir (env GRID_CACHE; default $XDG_CACHE_HOME/grid or ~/.cache/grid)
   --config FILE      config file (env GRID_CONFIG; default $XDG_CONFIG_HOME/grid/config.json,
                      else ~/.config/grid/config.json)
-  --json             machine-readable output on stdout (also accepted after status, peers,
-                     cache, init, env, daemon and stop)
+  --json             machine-readable output on stdout, errors too (also accepted, as --json,
+                     --json=false or -json, after status, peers, cache, init, env, daemon and
+                     stop)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            build, install: list the package graph even when no peer can take
                      compiles, so the summary reports the build's critical path (costs
@@ -75,17 +76,18 @@ const COMMANDS: Record<string, { run: Command, help: string }> = {
 }
 
 export async function main (argv: string[]): Promise<number> {
-  const jsonGuess = argv.includes('--json')
-  let output = createOutput(jsonGuess)
+  // --json is global, but `grid peers --json` is what people type: after grid's own commands
+  // it means the same. After build, test and the other go commands every argument is go's.
+  const ownFlags = (command: string): boolean => !isGoCommand(command)
+  let output = createOutput(asksJson(argv, ownFlags))
   try {
     const parsed = parseGlobal(argv)
     const { command } = parsed
     let { options, rest } = parsed
-    // --json is global, but `grid peers --json` is what people type: after grid's own commands
-    // it means the same. After build, test and the other go commands every argument is go's.
-    if (!isGoCommand(command) && rest.includes('--json')) {
-      rest = rest.filter(a => a !== '--json')
-      options = { ...options, json: true }
+    if (command !== undefined && ownFlags(command)) {
+      const taken = takeJson(command, rest)
+      rest = taken.rest
+      if (taken.json !== undefined) options = { ...options, json: taken.json }
     }
     output = createOutput(options.json)
     if (options.version) { output.out(options.json ? JSON.stringify({ version: GRID_VERSION }) : `grid ${GRID_VERSION}`); return 0 }

@@ -103,6 +103,54 @@ export function parseGlobal (argv: string[], env: NodeJS.ProcessEnv = process.en
   return { options, command: argv[i], rest: argv.slice(i + 1) }
 }
 
+/** --json after one of grid's own commands, in the forms its own flags take. */
+const JSON_FLAGS = ['--json', '-json']
+
+/** The global options that take a value; the others are switches. */
+const VALUE_OPTIONS: ReadonlySet<string> = new Set(['--cache', '--control', '--config', '--toolexec'])
+
+/**
+ * Whether `argv` asks for --json, read leniently before anything is checked, so that an error in
+ * the options themselves is given in the form asked for: --json among the global options, or
+ * after a command whose flags are grid's (`ownFlags`), in any form `takeJson` takes.
+ */
+export function asksJson (argv: string[], ownFlags: (command: string) => boolean): boolean {
+  let json = false
+  const see = (arg: string, names: string[]): void => {
+    const [name, inline] = splitFlag(arg)
+    if (names.includes(name)) json = inline !== 'false' && inline !== '0'
+  }
+  let i = 0
+  for (; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (!arg.startsWith('-')) break
+    see(arg, ['--json'])
+    // a value of its own, not a flag (which parseGlobal refuses as a value)
+    if (VALUE_OPTIONS.has(arg) && !(argv[i + 1] ?? '-').startsWith('-')) i++
+  }
+  const command = argv[i]
+  if (command !== undefined && ownFlags(command)) for (const arg of argv.slice(i + 1)) see(arg, JSON_FLAGS)
+  return json
+}
+
+/**
+ * --json after one of grid's own commands: `grid peers --json` is what people type, and means
+ * what it means before the command, in the same forms (`--json`, `--json=false`), and as
+ * `-json`, as the commands' own flags are taken. Returns the rest without it, and its value if
+ * it was there (the last one wins).
+ */
+export function takeJson (command: string, rest: string[]): { rest: string[], json: boolean | undefined } {
+  let json: boolean | undefined
+  const others = rest.filter(arg => {
+    if (!arg.startsWith('-')) return true
+    const [name, inline] = splitFlag(arg)
+    if (!JSON_FLAGS.includes(name)) return true
+    json = boolFlag(name, inline, `run \`grid ${command} --help\``)
+    return false
+  })
+  return { rest: others, json }
+}
+
 export function splitFlag (arg: string): [string, string | undefined] {
   const eq = arg.indexOf('=')
   return eq < 0 ? [arg, undefined] : [arg.slice(0, eq), arg.slice(eq + 1)]
