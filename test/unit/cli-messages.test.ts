@@ -124,6 +124,14 @@ describe('messages for user errors', () => {
     assert.match(JSON.parse(bad.stdout).error.message, /--json is a switch/)
   })
 
+  it('a daemon that fails to start says why, and not that its node "stopped"', async (t) => {
+    const dir = await tempDir(t)
+    const r = await cli(dir, ['daemon', '--swarm-key', join(dir, 'missing.key')])
+    assert.equal(r.code, 1)
+    userError(r, 'GRID_ERR_SWARM_KEY', /cannot read the swarm key .*missing\.key/)
+    assert.doesNotMatch(r.stderr, /stopped/, 'a node that never started did not stop')
+  })
+
   it('a bad GRID_TOOLEXEC does not take the help that explains it; elsewhere its hint says how to fix it', async (t) => {
     const dir = await tempDir(t)
     const env = { GRID_TOOLEXEC: 'sometimes' }

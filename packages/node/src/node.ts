@@ -161,6 +161,8 @@ export class GridNode {
   private readonly probeAbort = new AbortController()
   private privateKey: (() => Promise<PrivateKey>) | undefined
   private homeTimer: NodeJS.Timeout | undefined
+  /** start() finished: only a node that started says it stopped */
+  private started = false
   /** The last check found another node on the control socket (said once) */
   private homeTaken = false
   private checkingHome: Promise<void> | undefined
@@ -216,9 +218,13 @@ export class GridNode {
       if (this.meshOptions !== undefined && this.mode === 'daemon') await this.ensureMesh()
       await this.server.start()
     } catch (err) {
+      // closes what it had opened; the caller reports err (a daemon's "node stopped" before
+      // its real error read as if it had run)
+      log.debug(`node did not start: ${(err as Error).message}`)
       await this.stop()
       throw err
     }
+    this.started = true
     if (this.mode === 'daemon') {
       this.homeTimer = setInterval(() => { this.checkingHome ??= this.checkHome().finally(() => { this.checkingHome = undefined }) }, HOME_CHECK_MS)
       this.homeTimer.unref()
@@ -459,7 +465,8 @@ export class GridNode {
     this.trimmer = undefined
     await this._cache?.close()
     this._cache = undefined
-    log.info('node stopped')
+    if (this.started) log.info('node stopped')
+    this.started = false
   }
 
   async status (): Promise<NodeStatus> {
