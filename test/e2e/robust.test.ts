@@ -154,6 +154,10 @@ describe('robustness', () => {
       await mkdir(join(w.cacheDir, 'peer.key'), { recursive: true })
       return async () => {}
     }, /grid: warning: no node answers on .* and none can start: cannot read or write the node's key .*\. This build runs as plain go/],
+    ['the node\'s key is not a key', async (w: World) => {
+      await writeFile(join(w.cacheDir, 'peer.key'), 'garbage\n')
+      return async () => {}
+    }, /grid: warning: no node answers on .* and none can start: the node's key .*peer\.key is not a key grid can read .*\. This build runs as plain go.*\n {2}hint: move it aside/],
     ['the blob store cannot be made in the cache dir', async (w: World) => {
       await writeFile(join(w.cacheDir, 'blobs'), 'in the way')
       return async () => {}

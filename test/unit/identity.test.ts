@@ -1,11 +1,12 @@
 // The node's identity: its key in the cache dir, and the PeerId kept beside it.
 import assert from 'node:assert/strict'
-import { readFile, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { loadIdentity, signer, verifier } from '@grid/node/server'
-import { errorCode } from '@grid/protocol'
+import { errorCode, type GridError } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 describe('identity', () => {
@@ -27,6 +28,31 @@ describe('identity', () => {
     await writeFile(join(dir, 'peer.id'), `${'0'.repeat(64)} 12D3KooWsomeoneelse\n`)
     assert.equal((await loadIdentity(dir)).peerId, peerId)
     assert.ok((await readFile(join(dir, 'peer.id'), 'utf8')).includes(peerId))
+  })
+
+  it('a peer.key that is not a key is GRID_ERR_CACHE_OPEN naming the file, at once or when the mesh loads it; moved aside, a new key is made', async (t) => {
+    const dir = await tempDir(t)
+    const keyFile = join(dir, 'peer.key')
+    const garbage = Buffer.from('garbage\n')
+    await writeFile(keyFile, garbage)
+    const refused = (err: unknown): boolean => {
+      const e = err as GridError
+      assert.equal(e.code, 'GRID_ERR_CACHE_OPEN')
+      assert.ok(e.message.includes(`the node's key ${keyFile} is not a key`), e.message)
+      assert.ok(e.hint?.includes(`mv ${keyFile} ${keyFile}.bad`), e.hint)
+      return true
+    }
+    // no peer.id: the key is decoded as the node starts
+    await assert.rejects(loadIdentity(dir), refused)
+    // a peer.id that names this file: the PeerId is read from it, the key decoded for the mesh
+    await writeFile(join(dir, 'peer.id'), `${createHash('sha256').update(garbage).digest('hex')} 12D3KooWsomeone\n`)
+    const lazy = await loadIdentity(dir)
+    await assert.rejects(lazy.privateKey(), refused)
+    // what the hint says to do
+    await rename(keyFile, `${keyFile}.bad`)
+    const fresh = await loadIdentity(dir)
+    assert.match(fresh.peerId, /^12D3KooW/)
+    assert.equal((await fresh.privateKey()).type, 'Ed25519')
   })
 
   it('refuses the key when peer.id names the key file but another PeerId', async (t) => {

@@ -19,7 +19,7 @@ export const ERROR_CODES = {
   GRID_ERR_NODE_CLOSED: 'the node closed the connection before answering',
   GRID_ERR_TIMEOUT: 'a request to the node took longer than its deadline',
   GRID_ERR_CACHE_LOCKED: 'another process holds the cache index open',
-  GRID_ERR_CACHE_OPEN: 'the cache dir is not a directory this user can write, or its index cannot be opened (a full disk, permissions, or damage repair could not mend)',
+  GRID_ERR_CACHE_OPEN: 'the cache dir is not a directory this user can write, its index cannot be opened (a full disk, permissions, or damage repair could not mend), or its peer.key is not a key',
   GRID_ERR_CACHE_CORRUPT: 'a cache blob did not hash to its OutputID; it was dropped',
   GRID_ERR_CACHE_MISSING_BLOB: 'a cache put named a blob that is not on disk (or has another size)',
   GRID_ERR_CACHE_WRITE: 'the cache could not store some of a build\'s outputs (a full disk); the build went on without them',

@@ -27,8 +27,9 @@ export interface Identity {
 
 /**
  * The node's identity, from the key in the cache dir or a new one written there. A key that
- * cannot be read or written (a full disk, a `peer.key` that is not a file) is
- * GRID_ERR_CACHE_OPEN, as for the rest of the cache: `grid build` then runs as plain go.
+ * cannot be read or written (a full disk, a `peer.key` that is not a file), or that is not a key
+ * (whether read now, or when the mesh starts), is GRID_ERR_CACHE_OPEN, as for the rest of the
+ * cache: `grid build` then runs as plain go.
  */
 export async function loadIdentity (cacheDir: string): Promise<Identity> {
   try {
@@ -53,17 +54,17 @@ async function loadOrCreate (cacheDir: string): Promise<Identity> {
     const [sum, peerId] = (await readFile(join(cacheDir, ID_FILE), 'utf8').catch(() => '')).trim().split(' ')
     if (peerId !== undefined && peerId !== '' && sum === sha256(keyBytes)) {
       let loaded: Promise<PrivateKey> | undefined
-      return { peerId, privateKey: async () => await (loaded ??= checkedKey(keyBytes, peerId)) }
+      return { peerId, privateKey: async () => await (loaded ??= checkedKey(cacheDir, keyBytes, peerId)) }
     }
   }
-  const { privateKey, bytes } = keyBytes === undefined ? await createKey(cacheDir) : { privateKey: await decodeKey(keyBytes), bytes: keyBytes }
+  const { privateKey, bytes } = keyBytes === undefined ? await createKey(cacheDir) : { privateKey: await decodeKey(cacheDir, keyBytes), bytes: keyBytes }
   const peerId = await peerIdOf(privateKey)
   await writeIdFile(cacheDir, bytes, peerId).catch(() => {}) // only a shortcut for next time
   return { peerId, privateKey: async () => privateKey }
 }
 
-async function checkedKey (keyBytes: Uint8Array, peerId: string): Promise<PrivateKey> {
-  const privateKey = await decodeKey(keyBytes)
+async function checkedKey (cacheDir: string, keyBytes: Uint8Array, peerId: string): Promise<PrivateKey> {
+  const privateKey = await decodeKey(cacheDir, keyBytes)
   const derived = await peerIdOf(privateKey)
   if (derived !== peerId) {
     throw new GridError('GRID_ERR_MESH_START', `${ID_FILE} names ${peerId}, but ${KEY_FILE} is the key of ${derived}`, {
@@ -73,9 +74,18 @@ async function checkedKey (keyBytes: Uint8Array, peerId: string): Promise<Privat
   return privateKey
 }
 
-async function decodeKey (bytes: Uint8Array): Promise<PrivateKey> {
+/** The key in `cacheDir`'s key file, whose `bytes` are given; one that does not decode names the file. */
+async function decodeKey (cacheDir: string, bytes: Uint8Array): Promise<PrivateKey> {
   const { privateKeyFromProtobuf } = await import('@libp2p/crypto/keys')
-  return privateKeyFromProtobuf(bytes)
+  try {
+    return privateKeyFromProtobuf(bytes)
+  } catch (err) {
+    const path = join(cacheDir, KEY_FILE)
+    throw new GridError('GRID_ERR_CACHE_OPEN', `the node's key ${path} is not a key grid can read (${bytes.length} bytes: ${(err as Error).message})`, {
+      cause: err,
+      hint: `move it aside (mv ${path} ${path}.bad): the node then makes a new key, and so has a new PeerId`
+    })
+  }
 }
 
 async function peerIdOf (privateKey: PrivateKey): Promise<string> {
@@ -100,7 +110,7 @@ async function createKey (cacheDir: string): Promise<{ privateKey: PrivateKey, b
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
     const theirs = await readFile(path)
-    return { privateKey: await decodeKey(theirs), bytes: theirs }
+    return { privateKey: await decodeKey(cacheDir, theirs), bytes: theirs }
   } finally {
     await unlink(tmp).catch(() => {})
   }
