@@ -132,6 +132,14 @@ describe('messages for user errors', () => {
     assert.doesNotMatch(r.stderr, /stopped/, 'a node that never started did not stop')
   })
 
+  it('a --control path whose directory cannot be made is GRID_ERR_SOCKET_PATH with a hint, not a bug with a stack trace', async (t) => {
+    const dir = await tempDir(t)
+    await writeFile(join(dir, 'file'), 'not a directory')
+    const r = await cli(dir, ['--control', join(dir, 'file', 'run', 'g.sock'), 'daemon', '--no-mesh'])
+    assert.equal(r.code, 1, r.stderr)
+    userError(r, 'GRID_ERR_SOCKET_PATH', /cannot make the control socket's directory for .*file\/run\/g\.sock: ENOTDIR/)
+  })
+
   it('a bad GRID_TOOLEXEC does not take the help that explains it; elsewhere its hint says how to fix it', async (t) => {
     const dir = await tempDir(t)
     const env = { GRID_TOOLEXEC: 'sometimes' }

@@ -68,7 +68,9 @@ export class ControlServer {
   }
 
   private async listen (): Promise<Server> {
-    await mkdir(dirname(this.path), { recursive: true })
+    await mkdir(dirname(this.path), { recursive: true }).catch((err: Error) => {
+      throw new GridError('GRID_ERR_SOCKET_PATH', `cannot make the control socket's directory for ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
+    })
     await removeStaleSocket(this.path)
     const server = createServer(socket => this.accept(socket))
     await new Promise<void>((resolve, reject) => {
