@@ -132,6 +132,20 @@ describe('messages for user errors', () => {
     assert.doesNotMatch(r.stderr, /stopped/, 'a node that never started did not stop')
   })
 
+  it('a --cache, --control or --swarm-key under /proc is an error naming it, not a hang (Node\'s recursive mkdir spins there)', { skip: process.platform !== 'linux' }, async (t) => {
+    const dir = await tempDir(t)
+    // Without the fix each spins until the timeout kills it.
+    const cache = await cli(dir, ['--cache', '/proc/grid-test/cache', 'status'], 15_000)
+    assert.equal(cache.code, 1, cache.stderr)
+    userError(cache, 'GRID_ERR_CACHE_OPEN', /cannot use \/proc\/grid-test\/cache as grid's cache dir: ENOENT/)
+    const key = await cli(dir, ['init', '--swarm-key', '/proc/grid-test/swarm.key'], 15_000)
+    assert.equal(key.code, 1, key.stderr)
+    userError(key, 'GRID_ERR_SWARM_KEY', /its directory cannot be made/)
+    const control = await cli(dir, ['--control', '/proc/grid-test/g.sock', 'daemon', '--no-mesh'], 15_000)
+    assert.equal(control.code, 1, control.stderr)
+    userError(control, 'GRID_ERR_SOCKET_PATH', /cannot make the control socket's directory for \/proc\/grid-test\/g\.sock/)
+  })
+
   it('a --control path whose directory cannot be made is GRID_ERR_SOCKET_PATH with a hint, not a bug with a stack trace', async (t) => {
     const dir = await tempDir(t)
     await writeFile(join(dir, 'file'), 'not a directory')

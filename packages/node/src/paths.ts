@@ -1,9 +1,10 @@
 /** Where a node keeps its state, and the defaults the CLI and the daemon share. */
 import { constants } from 'node:fs'
-import { access, chmod, mkdir, stat } from 'node:fs/promises'
+import { access, chmod, stat } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { ENV, GridError } from '@grid/protocol'
+import { makeDirs } from './files.js'
 
 /** `$GRID_CACHE`, else `$XDG_CACHE_HOME/grid`, else `~/.cache/grid`. */
 export function defaultCacheDir (env: NodeJS.ProcessEnv = process.env): string {
@@ -27,7 +28,7 @@ export function defaultCacheDir (env: NodeJS.ProcessEnv = process.env): string {
  */
 export async function prepareCacheDir (dir: string): Promise<void> {
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 })
+    await makeDirs(dir, 0o700)
     await access(dir, constants.W_OK | constants.X_OK)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code

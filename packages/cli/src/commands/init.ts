@@ -1,8 +1,8 @@
 /** `grid init`: create the team's swarm key. */
 import { randomBytes } from 'node:crypto'
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { defaultSwarmKeyPath } from '@grid/node'
+import { defaultSwarmKeyPath, makeDirs } from '@grid/node'
 import { GridError, errorCode, formatSwarmKey, generateSwarmKey, swarmFingerprint } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags } from '../options.js'
@@ -22,7 +22,7 @@ export async function init (args: string[], options: GlobalOptions, output: Outp
   const path = flags['swarm-key'] ?? defaultSwarmKeyPath(options.configPath)
   const key = generateSwarmKey()
   try {
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    await makeDirs(dirname(path), 0o700).catch((err: unknown) => {
       throw cannotWrite(path, err, `its directory cannot be made (${(err as Error).message})`)
     })
     if (flags.force === true) await replaceKey(path, formatSwarmKey(key))

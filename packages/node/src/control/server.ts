@@ -5,10 +5,11 @@
  * closes (a shim killed by cmd/go cancels its compile). A connection that sends a bad frame is
  * closed with the reason logged; every other connection is unaffected.
  */
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises'
+import { chmod, lstat, unlink } from 'node:fs/promises'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { dirname } from 'node:path'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
+import { makeDirs } from '../files.js'
 import { logger } from '../log.js'
 import { checkSocketPath } from '../paths.js'
 import { MAX_PENDING_FRAME_BYTES, PARTIAL_FRAME_MS } from './constants.js'
@@ -68,7 +69,7 @@ export class ControlServer {
   }
 
   private async listen (): Promise<Server> {
-    await mkdir(dirname(this.path), { recursive: true }).catch((err: Error) => {
+    await makeDirs(dirname(this.path)).catch((err: Error) => {
       throw new GridError('GRID_ERR_SOCKET_PATH', `cannot make the control socket's directory for ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
     await removeStaleSocket(this.path)
