@@ -77,6 +77,8 @@ describe('remote compiles', () => {
       if (name === 'stdhttp') assert.ok(share >= 0.3, `${name}: ${c.remote} of ${c.remote + c.local} compiles ran on peers`)
       if (name === 'gomod-cover') assert.equal(c.localReasons['unsupported-task'] ?? 0, 0, 'coverage compiles are tasks like any other')
       if (name === 'moddep') assert.ok(c.remote > 0 && c.remote + c.local <= 3, `moddep: its own three packages, some on peers: ${JSON.stringify(c)}`)
+      // its dependency came into a fresh module cache as go loaded the packages: a download, not an edit
+      assert.equal(summary(res).cache.edited, 0, `${name}: every output stored`)
       await sameFiles(out, ref)
     }
   })

@@ -2,6 +2,8 @@
 // from A's cache, verified by content hash; and lying, poisoning or vanishing peers cost time,
 // never correctness.
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { ControlClient } from '@grid/node'
@@ -174,4 +176,47 @@ describe('shared cache', () => {
     await sameFiles(join(c.dir, 'out'), refs.gomod as string)
   })
 
+  it('a source saved after cmd/go hashed it: its output is not stored, so after an undo neither A nor B builds from the saved one', async (t) => {
+    // cmd/go hashes a package's files, runs its C compiler, then its Go compiler, which reads
+    // them again. The C compiler here saves word.go once in between, as an editor would: A's
+    // archive is of the new word.go under the action ID of the old. Stored so (plain go keeps
+    // it in its own GOCACHE), the old word.go, back after an undo, was a hit on it: on A, and
+    // on every member of the mesh.
+    const aAddr = await startA()
+    const mod = join(a.dir, 'edited')
+    await mkdir(join(mod, 'p'), { recursive: true })
+    await writeFile(join(mod, 'go.mod'), 'module example.com/edited\n\ngo 1.22\n')
+    await writeFile(join(mod, 'p', 'c.go'), 'package p\n\n// static int seven(void) { return 7; }\nimport "C"\n\nfunc Seven() int { return int(C.seven()) }\n')
+    const word = join(mod, 'p', 'word.go')
+    const before = 'package p\n\nconst Word = "before"\n'
+    await writeFile(word, before)
+    const armed = join(a.dir, 'armed')
+    const cc = join(a.dir, 'cc')
+    // (p's own C compiles name p's directory, -I; runtime/cgo's come before p is hashed)
+    await writeFile(cc, `#!/bin/sh\nfor a; do if [ "$a" = ${join(mod, 'p')} ] && rm ${armed} 2>/dev/null; then printf 'package p\\n\\nconst Word = "after!"\\n' > ${word}; fi; done\nexec gcc "$@"\n`)
+    await chmod(cc, 0o755)
+    const cgo = { CC: cc, CGO_ENABLED: '1' }
+
+    await writeFile(armed, '')
+    const first = await grid(a, ['--json', 'build', '-o', join(a.dir, 'first.a'), './p'], { cwd: mod, env: { ...a.env, ...cgo } })
+    assert.equal(first.code, 0, first.stderr)
+    assert.ok(!existsSync(armed), 'the C compiler saved word.go during the build')
+    assert.ok((await readFile(join(a.dir, 'first.a'))).includes('after!'), 'the archive is of the word.go saved during the build')
+    assert.equal(summary(first).cache.edited, 1, `one output not stored: ${JSON.stringify(summary(first).cache)}`)
+
+    await writeFile(word, before) // the undo
+    const ref = join(a.dir, 'edited-ref.a')
+    const plain = await goBuild(['-o', ref, './p'], mod, cgo)
+    assert.equal(plain.code, 0, plain.stderr)
+    const b = await nodeB(t, aAddr)
+    const fromB = await grid(b.w, ['--json', 'build', '-o', join(b.w.dir, 'p.a'), './p'], { cwd: mod, env: { ...b.w.env, ...cgo } })
+    assert.equal(fromB.code, 0, fromB.stderr)
+    assert.ok(summary(fromB).cache.peerHits > 0, 'B had its other entries from A')
+    assert.deepEqual(await readFile(join(b.w.dir, 'p.a')), await readFile(ref), 'B\'s archive is go build -trimpath\'s of the sources as they are')
+    await a.freshGoCache()
+    const again = await grid(a, ['--json', 'build', '-o', join(a.dir, 'again.a'), './p'], { cwd: mod, env: { ...a.env, ...cgo } })
+    assert.equal(again.code, 0, again.stderr)
+    assert.deepEqual(await readFile(join(a.dir, 'again.a')), await readFile(ref), 'so is A\'s')
+    assert.equal(summary(again).cache.edited, 0)
+  })
 })

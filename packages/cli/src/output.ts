@@ -49,7 +49,8 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
     (viaShim
       ? `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}`
       : 'compiles left to go (--toolexec auto: no peer could take one)') +
-    `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''} · ${(wallMs / 1000).toFixed(1)} s`
+    `${c.corrupt > 0 ? ` · ${c.corrupt} corrupt blobs dropped` : ''}` +
+    `${(c.edited ?? 0) > 0 ? ` · ${c.edited} outputs not stored (their sources changed during the build)` : ''} · ${(wallMs / 1000).toFixed(1)} s`
 }
 
 /** Why compiles stayed local, most common first (DESIGN §8: never distribute silently). */

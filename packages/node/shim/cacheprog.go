@@ -61,7 +61,8 @@ type response struct {
 }
 
 type helper struct {
-	build string
+	build   string
+	started time.Time // cmd/go starts us before it hashes any file (cache-open's ageMs)
 
 	outMu    sync.Mutex     // serialises writes to stdout
 	inFlight sync.WaitGroup // get/put requests being served
@@ -91,7 +92,7 @@ func runCacheprog() int {
 	// waits for its program, go test for its test binary); a helper that died of it would make
 	// cmd/go abort at its next cache request. The helper ends when cmd/go closes its stdin.
 	signal.Ignore(os.Interrupt)
-	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{})}
+	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{}), started: time.Now()}
 	mode, socket := os.Getenv("GRID_WITHOUT_NODE"), os.Getenv("GRID_SOCKET")
 	if nestedGo() {
 		// cmd/go passes its environment on to the programs and tests it runs, GOCACHEPROG and
@@ -148,6 +149,11 @@ func (h *helper) open(socket string) {
 			open["command"], open["cwd"], open["goPid"] = command, cwd, os.Getppid()
 		}
 	}
+	// cmd/go waits for our first line before its first action, which hashes files (and after it
+	// has downloaded the modules it loads): the node checks the files of this build's compiles
+	// for changes since then. How long ago, not when: no clock to share, and it fits the uints
+	// the node takes (a time in ms since 1970 would travel as a uint64, which it reads as a BigInt)
+	open["ageMs"] = time.Since(h.started).Milliseconds()
 	err = writeFrame(conn, open)
 	if err == nil {
 		reply, err = readFrame(r)

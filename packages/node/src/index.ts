@@ -13,3 +13,4 @@ export { LOG_ROTATE_BYTES, configureLogging, closeLogging, logger, type Logger }
 export type { MeshOptions, GridNodeInit } from './node.js'
 export { loadConfig, defaultConfigPath, defaultSwarmKeyPath, configDir, checkMultiaddr, checkPolicy, checkTrust, checkPercent, checkOffload, checkTaskMemory, checkCompileHeap, DEFAULT_LISTEN, DEFAULT_TASK_MEMORY, type NodeConfig } from './config/index.js'
 export { DEFAULT_PORT, HEARTBEAT_MS, PEER_TIMEOUT_MS, ADVERT_PROTOCOL, ADVERT_TOPIC } from './mesh/constants.js'
+export { buildIdAction, compileFiles } from './builds/index.js'

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
-import { Builds } from './builds/index.js'
+import { Builds, HELPER_OPEN_MS } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
 import { cacheStats } from './cache-stats.js'
@@ -641,7 +641,7 @@ export class GridNode {
       const actionId = records.slice(at, at + CACHE_ID_BYTES)
       const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)
       const size = Number(view.getBigUint64(at + 2 * CACHE_ID_BYTES))
-      puts.push(this.cache.put(actionId, outputId, size, undefined, build?.pinned, own).then(() => {
+      const put = async (): Promise<boolean> => await this.cache.put(actionId, outputId, size, undefined, build?.pinned, own).then(() => {
         this.peerCache?.checkPut(actionId, outputId)
         this.counters.puts++
         if (build !== undefined) {
@@ -658,12 +658,27 @@ export class GridNode {
         // a put the helper got wrong is refused as such; any other refusal is the index's
         if (build !== undefined && errorCode(err) !== 'GRID_ERR_CACHE_MISSING_BLOB') this.countUnstored(build, 1, err.message)
         return false
-      }))
+      })
+      puts.push(this.storable(actionId, outputId, build).then(async ok => ok && await put()))
     }
     const stored = (await Promise.all(puts)).filter(Boolean).length
     if (log.debugEnabled) log.debug(`indexed ${stored} of ${puts.length} entries`)
     this.maybeTrim()
     return stored
+  }
+
+  /**
+   * Whether an output cmd/go put may be stored under its ActionID: not when a file its compile
+   * read changed during the build (builds/sources.ts), so may not be what cmd/go hashed. Such a
+   * blob stays pinned for the build, which has been handed it, and goes at a later `gc`.
+   */
+  private async storable (actionId: Uint8Array, outputId: Uint8Array, build: BuildRecord | undefined): Promise<boolean> {
+    const changed = await build?.sources.changed(actionId)
+    if (changed === undefined || build === undefined) return true
+    build.pinned.add(hex(outputId))
+    build.stats.cache.edited++
+    log.info(`build ${build.stats.build}: output of action ${hex(actionId)} not stored: ${changed} changed during the build`)
+    return false
   }
 
   /** Hits the cache helper served from recalled entries: counted as the node's own gets are. */
@@ -897,7 +912,10 @@ export class GridNode {
         if (build === undefined && req.build === '' && req.command !== undefined) {
           // A helper under `grid env`: no grid build named it, so its connection is the build,
           // counted, recalled and remembered as one (a go command run by hand is one build).
-          const record = build = this.builds.begin(req.command, req.cwd ?? '')
+          // cmd/go starts its helper, then hashes files while the helper connects (a helper of
+          // an older grid does not say when it started)
+          const since = Date.now() - (req.ageMs ?? HELPER_OPEN_MS)
+          const record = build = this.builds.begin(req.command, req.cwd ?? '', since)
           const goPid = req.goPid
           opened = record.stats.build
           record.recalling = this.recall(record)
@@ -909,6 +927,7 @@ export class GridNode {
           log.info(`build ${opened} began (grid env): ${req.command.join(' ')}`)
         }
         if (build !== undefined && req.gotooldir !== undefined) build.gotooldir ??= req.gotooldir
+        if (build !== undefined && req.ageMs !== undefined) build.sources.helperStarted(Date.now() - req.ageMs)
         const recalled = await (build?.recalling ?? new Uint8Array(0))
         const absent = this.absentFilterForHelper()
         return {
@@ -927,6 +946,7 @@ export class GridNode {
         this.wantMesh()
         // a shim under `grid env` names its go command's pid, whose helper opened the build
         const build = this.builds.get(req.build === '' && req.goPid !== undefined ? this.envBuilds.get(req.goPid) ?? '' : req.build)
+        build?.sources.register(req.args, req.cwd) // before it runs: checked when go puts its output
         const c = build?.stats.compiles
         if (c !== undefined) c.running++
         let handedOver = false

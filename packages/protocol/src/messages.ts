@@ -46,6 +46,11 @@ export interface BuildStats {
      */
     unstored: number
     unstoredWhy: string
+    /**
+     * Outputs cmd/go put that were not stored because a file their compile read changed during
+     * the build (after cmd/go may have hashed it): compiled again by the next build.
+     */
+    edited: number
     peer: {
       /** body bytes fetched from peers */
       bytes: number
@@ -105,7 +110,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     endedAt: null,
     actions: 0,
     cache: {
-      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '',
+      hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '', edited: 0,
       peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 } }
     },
     compiles: {
@@ -224,7 +229,8 @@ export type Request =
    * a build for it, and count the compiles of shims that name the same go command's pid
    */
   /** `gotooldir`: its go command's GOTOOLDIR (cmd/go sets it for the helper), whose compiler made the build's entries */
-  | Id & { type: 'cache-open', build: string, command?: string[], cwd?: string, goPid?: number, gotooldir?: string }
+  /** `ageMs`: how long ago the helper started, before its go command hashed any file */
+  | Id & { type: 'cache-open', build: string, command?: string[], cwd?: string, goPid?: number, gotooldir?: string, ageMs?: number }
   | Id & { type: 'cache-get', build: string, actionId: Uint8Array }
   /** index entries for blobs the helper has put in place: INDEX_RECORD_BYTES each, concatenated */
   | Id & { type: 'cache-index', build: string, entries: Uint8Array }
@@ -319,7 +325,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'compile-done': { build: 'str', exitCode: 'int' },
   'compile-here': { nice: 'optuint', heapMB: 'optuint', concurrency: 'optuint' },
   'compile-wait': {},
-  'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint', gotooldir: 'optstr' },
+  'cache-open': { build: 'str', command: 'optstrs', cwd: 'optstr', goPid: 'optuint', gotooldir: 'optstr', ageMs: 'optuint' },
   'cache-get': { build: 'str', actionId: 'id32' },
   'cache-index': { build: 'str', entries: 'index' },
   'cache-recalled': { build: 'str', actionIds: 'ids32', misses: 'optuint', unstored: 'optuint', unstoredWhy: 'optstr' },

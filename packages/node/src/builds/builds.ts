@@ -7,6 +7,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { Plan } from '../scheduler/index.js'
+import { BuildSources } from './sources.js'
 
 export interface BuildRecord {
   stats: BuildStats
@@ -28,6 +29,8 @@ export interface BuildRecord {
   recalled: Map<string, { outputId: Uint8Array, size: number }>
   /** the same entries packed for `cache-opened`, looked up once the build begins */
   recalling: Promise<Uint8Array> | undefined
+  /** the files each of its compiles reads, checked as cmd/go puts their outputs (sources.ts) */
+  sources: BuildSources
   /** its go command's GOTOOLDIR, from its cache helper (`cache-open`), when it said: whose compiler made its entries */
   gotooldir?: string
 }
@@ -39,7 +42,8 @@ export class Builds {
   /** the stats of the build that ended last */
   last: BuildStats | undefined
 
-  begin (command: string[], cwd: string): BuildRecord {
+  /** @param since when its go command may have begun hashing files (default: now) */
+  begin (command: string[], cwd: string, since = Date.now()): BuildRecord {
     const id = randomBytes(8).toString('hex')
     const recallKey = createHash('sha256').update(JSON.stringify([cwd, command])).digest('hex').slice(0, 32)
     const record: BuildRecord = {
@@ -52,7 +56,8 @@ export class Builds {
       recallKey,
       looked: new Set(),
       recalled: new Map(),
-      recalling: undefined
+      recalling: undefined,
+      sources: new BuildSources(since)
     }
     this.active.set(id, record)
     return record
