@@ -185,9 +185,10 @@ describe('grid build of the fixture module', () => {
     const interrupted = await runUntilReady(w, mod, (child) => { process.kill(-(child.pid as number), 'SIGINT') })
     assert.equal(interrupted.stdout, 'ready\ngot interrupt\ndone\n', interrupted.stderr)
     assert.doesNotMatch(interrupted.stderr, /GOCACHEPROG/)
-    // SIGTERM to grid alone (a supervisor's stop): passed on to go, which dies of it, as go run would
+    // SIGTERM to grid alone (a supervisor's stop): passed on to go, which dies of it, as go run
+    // would, and so does grid
     const terminated = await runUntilReady(w, mod, (child) => { child.kill('SIGTERM') })
-    assert.equal(terminated.code, 143, terminated.stderr)
+    assert.equal(terminated.signal, 'SIGTERM', terminated.stderr)
 
     // grid vet: go vet's diagnostics and exit status, and the vet result is cached like a build's
     const vetted = await grid(w, ['vet', './...'], { cwd: mod })
@@ -434,7 +435,7 @@ describe('grid command line', () => {
  * `grid run ./cmd/wait` in a process group of its own; once the program says it is ready,
  * `signal` is sent. Returns the exit status and the output.
  */
-async function runUntilReady (w: World, cwd: string, signal: (child: ChildProcess) => void): Promise<{ code: number | null, stdout: string, stderr: string }> {
+async function runUntilReady (w: World, cwd: string, signal: (child: ChildProcess) => void): Promise<{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }> {
   const child = spawn(process.execPath, [GRID_BIN, 'run', './cmd/wait'], { cwd, env: w.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
@@ -446,10 +447,10 @@ async function runUntilReady (w: World, cwd: string, signal: (child: ChildProces
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
   // 'exit', not 'close': a program go leaves behind (go run dies of SIGTERM, as without grid)
   // still holds the pipes; the group is killed after
-  const code = await new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+  const ended = await new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
   await new Promise(resolve => setTimeout(resolve, 500)) // the last output
   try { process.kill(-(child.pid as number), 'SIGKILL') } catch {}
-  return { code, stdout, stderr }
+  return { ...ended, stdout, stderr }
 }
 
 /**

@@ -318,6 +318,29 @@ describe('robustness', () => {
     })
   }
 
+  for (const [how, signal, group] of [['Ctrl-C', 'SIGINT', true], ['SIGTERM to grid alone (a supervisor)', 'SIGTERM', false]] as const) {
+    it(`${how} while go builds: grid dies of it as go does, so that a shell script stops there too`, async (t) => {
+      // A shell tells a command that died of Ctrl-C from one that exited 130: a script's loop of
+      // builds stopped at the first under plain go, and under grid went on to the next build.
+      const w = await world(t)
+      await startDaemon(t, w, ['--no-mesh'])
+      const interrupt = async (cmd: string, args: string[], env: NodeJS.ProcessEnv, started: () => Promise<boolean>): Promise<NodeJS.Signals | number | null> => {
+        const child = spawn(cmd, args, { cwd: GOMOD, env, detached: true, stdio: 'ignore' })
+        const exited = new Promise<NodeJS.Signals | number | null>(resolve => child.once('exit', (code, signal) => resolve(signal ?? code)))
+        t.after(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
+        await waitFor(started, 120_000, () => `${cmd} to start compiling`)
+        process.kill(group ? -(child.pid as number) : child.pid as number, signal) // a terminal signals the whole process group
+        return await exited
+      }
+      const plainCache = join(w.dir, 'gocache-plain')
+      const plain = await interrupt('go', ['build', '-a', '-trimpath', './...'], { ...w.env, GOCACHE: plainCache },
+        async () => (await readdir(plainCache).catch(() => [])).length > 16) // go's cache has its first entries
+      assert.equal(plain, signal, 'plain go dies of it')
+      const viaGrid = await interrupt(process.execPath, [GRID_BIN, 'build', '-a', './...'], w.env, async () => (await status(w)).counters?.compiles >= 1)
+      assert.equal(viaGrid, signal, 'so does grid')
+    })
+  }
+
   it('a second Ctrl-C ends grid at once while a step before go does not heed the first (a go that hangs)', async (t) => {
     const w = await world(t)
     // a go that hangs and ignores Ctrl-C, as on a home on a stalled file server

@@ -10,6 +10,33 @@ import { constants as osConstants } from 'node:os'
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const
 
+/**
+ * The signals that go dying of makes grid die of too, once it has said what it has to
+ * (`dieLikeGo`): those that stop a command (a terminal's Ctrl-C or hang-up, a supervisor's
+ * SIGTERM), whose default action dumps no core. A shell tells a command that died of Ctrl-C from
+ * one that exited 130: a script (`for d in a b; do grid build ./$d; done`) stops at the first,
+ * and at the second goes on, as it would after a program that handled the Ctrl-C itself.
+ */
+const MIRRORED = new Set<string>(['SIGINT', 'SIGTERM', 'SIGHUP'])
+
+let goSignal: NodeJS.Signals | undefined
+
+/** go died of `signal` (build.ts): grid will too, as it exits. */
+export function goDiedOf (signal: NodeJS.Signals): void {
+  if (MIRRORED.has(signal)) goSignal = signal
+}
+
+/**
+ * Dies of the signal go died of, if it did (its default action, nothing catching it any more);
+ * returns false when go did not. Called last, once the summary is written (bin/grid.js).
+ */
+export function dieLikeGo (): boolean {
+  if (goSignal === undefined) return false
+  process.removeAllListeners(goSignal)
+  process.kill(process.pid, goSignal)
+  return true
+}
+
 export class BeforeGo {
   private readonly controller = new AbortController()
   private caught: NodeJS.Signals | undefined

@@ -14,6 +14,8 @@ import { INIT_HELP, init } from './commands/init.js'
 import { asksJson, parseGlobal, takeJson, usageError, type GlobalOptions } from './options.js'
 import { createOutput, renderError, type Output } from './output.js'
 
+export { dieLikeGo } from './interrupt.js'
+
 export const HELP = `grid: a peer-to-peer compile grid for Go
 
 usage: grid [global options] <command> [arguments]

@@ -15,7 +15,7 @@ import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type Buil
 import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
-import { BeforeGo } from '../interrupt.js'
+import { BeforeGo, goDiedOf } from '../interrupt.js'
 import { openSession } from '../session.js'
 import { splitGoFlags, staleGridEnv, withoutGridEnv } from './env.js'
 
@@ -367,7 +367,10 @@ async function goExit (child: ChildProcess): Promise<number> {
   try {
     return await new Promise<number>((resolve, reject) => {
       child.on('error', reject)
-      child.on('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128 + (osConstants.signals[signal] ?? 0))))
+      child.on('close', (code, signal) => {
+        if (signal !== null) goDiedOf(signal) // and so will grid, once it has said what it has to
+        resolve(code ?? (signal === null ? 1 : 128 + (osConstants.signals[signal] ?? 0)))
+      })
     })
   } finally {
     process.off('SIGINT', onInterrupt)
