@@ -137,6 +137,19 @@ describe('grid build of the fixture module', () => {
     // with --json, go's stdout moves to stderr and stdout is the summary alone
     assert.match(second.stderr, /^ok\s+example\.com\/gridfixture\/wordfreq\s+\(cached\)$/m)
     assert.equal(summary(second).compiles.local, 0)
+
+    // On a terminal (script(1) gives grid one, as stdout and stderr), as a user runs it: go
+    // writes the test's result line to the terminal itself while grid's progress line is drawn
+    // there; it came out as `grid: … 1.2 sok  <pkg> 1.0s`. A test that takes a second has
+    // the progress line drawn by then.
+    const slow = join(w.dir, 'slow')
+    await mkdir(slow)
+    await writeFile(join(slow, 'go.mod'), 'module example.com/slow\n\ngo 1.22\n')
+    await writeFile(join(slow, 'slow_test.go'), 'package slow\n\nimport (\n\t"testing"\n\t"time"\n)\n\nfunc TestSlow(t *testing.T) { time.Sleep(time.Second) }\n')
+    const tty = await run('script', ['-qec', `${process.execPath} ${GRID_BIN} test -count=1 .`, '/dev/null'], { cwd: slow, env: w.env })
+    assert.equal(tty.code, 0, tty.stdout)
+    const result = tty.stdout.split('\n').find(l => l.includes('example.com/slow'))
+    assert.match(result ?? '', /^ok {2}\texample\.com\/slow\t[\d.]+s\r?$/, JSON.stringify(tty.stdout))
   })
 
   it('grid install, run and vet are go install, run and vet: the same binaries, program output, exit status and diagnostics', async (t) => {

@@ -29,12 +29,23 @@ import { splitGoFlags, staleGridEnv, withoutGridEnv } from './env.js'
  * the terminal.
  */
 export const GO_COMMANDS = {
-  build: { raiseP: true, graph: true, progress: true },
-  install: { raiseP: true, graph: true, progress: true },
-  run: { raiseP: true, graph: false, progress: false },
-  test: { raiseP: false, graph: false, progress: true },
-  vet: { raiseP: false, graph: false, progress: true }
+  build: { raiseP: true, graph: true, progress: true, results: false },
+  install: { raiseP: true, graph: true, progress: true, results: false },
+  run: { raiseP: true, graph: false, progress: false, results: true },
+  test: { raiseP: false, graph: false, progress: true, results: true },
+  vet: { raiseP: false, graph: false, progress: true, results: false }
 } as const
+
+/**
+ * Whether go writes what the user ran it for to its stdout (`results`: a test's lines, the
+ * program's output; or go's own -json): on the terminal the progress line is drawn on, it
+ * would be glued to the progress text (go's stdout is the terminal itself, not grid's pipe,
+ * so that tests and programs see a terminal as under plain go), and that line is shown only
+ * when go's stdout is elsewhere (a file, a pipe).
+ */
+function resultsOnStdout (sub: GoCommand, args: string[]): boolean {
+  return GO_COMMANDS[sub].results || goOwnFlags(sub, args).some(a => /^--?json(=|$)/.test(a))
+}
 
 export type GoCommand = keyof typeof GO_COMMANDS
 
@@ -70,7 +81,7 @@ many vet processes, all on this machine; they stay go's default unless you set -
 If no node answers on the control socket, an embedded node runs for the length of the build.
 With --json, go's own stdout goes to stderr and stdout holds only the summary object (under
 grid run, that includes the program's stdout). grid run shows no progress line: the program
-has the terminal.
+has the terminal; nor do grid test and -json when stdout is the terminal (the results go there).
 
 Flags after the command are go's: \`go help build\`, \`go help install\`, \`go help run\`,
 \`go help test\`, \`go help testflag\` and \`go help vet\` describe them. Grid's own options go
@@ -213,7 +224,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // shims append to it, and leave `.stalled` beside it)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${randomBytes(12).toString('hex')}`)
   const shape = GO_COMMANDS[sub]
-  const live = process.stderr.isTTY && !options.json && shape.progress
+  const live = process.stderr.isTTY && !options.json && shape.progress && !(process.stdout.isTTY && resultsOnStdout(sub, args))
   const stop = new AbortController()
   let exitCode = 1
   let nodeLost: string | undefined
