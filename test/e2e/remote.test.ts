@@ -1,7 +1,7 @@
 // Compiles on peers: three daemons on loopback, byte-identical output, and peers that die,
 // hang or lie costing time, never correctness.
 import assert from 'node:assert/strict'
-import { cp, writeFile } from 'node:fs/promises'
+import { cp, mkdir, rm, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BACKLOG_DEPTH, LOCAL_NICE } from '@grid/node/server'
@@ -182,6 +182,42 @@ describe('remote compiles', () => {
     await sameFiles(out, ref)
     assert.equal(c.remote, 0, 'the peers run the compiler they probed, not this one')
     assert.ok((c.localReasons['toolchain-other'] ?? 0) > 0, JSON.stringify(c.localReasons))
+  })
+
+  it('a daemon that probes its compiler while Go is half reinstalled (no go) identifies it again once go is back, and its peers see its toolchain', async (t) => {
+    // The worker's GOROOT: a copy whose compiler is a file of its own (patchedGoroot with no
+    // flags: the stock compiler's bytes), run through a go that fails while `gone` exists, as
+    // during `rm -rf /usr/local/go && tar -C /usr/local -xzf go….tar.gz`.
+    const dir = await tempDir(t, 'reinstall')
+    const goroot = await patchedGoroot(t, [])
+    const realGo = join((await run('go', ['env', 'GOROOT'])).stdout.trim(), 'bin', 'go')
+    const gone = join(dir, 'gone')
+    const wrapper = join(dir, 'go')
+    await writeFile(wrapper, `#!/bin/sh\nif [ -e '${gone}' ]; then echo 'go: not there (being reinstalled)' >&2; exit 1; fi\nexec '${realGo}' "$@"\n`, { mode: 0o755 })
+    const { r, workers: [worker] } = await cluster(t, [{ GOROOT: goroot, GRID_GO: wrapper }])
+    const w = worker as { w: World, d: Daemon }
+    const toolchains = async (): Promise<number | undefined> => {
+      const peers = JSON.parse((await grid(r, ['--json', 'peers'])).stdout) as Array<{ peerId: string, advert: { toolchains: unknown[] } }>
+      const id = (await status(w.w)).nodeId as string
+      return peers.find(p => p.peerId === id)?.advert.toolchains.length
+    }
+    // Go is being reinstalled: its compiler is another file now, and go is gone. A build on the
+    // worker with that GOROOT has it look at its compiler, and probe it again: which fails.
+    await writeFile(gone, '')
+    const compile = join((await run('go', ['env', 'GOTOOLDIR'], { env: { ...process.env, GOROOT: goroot } })).stdout.trim(), 'compile')
+    const later = new Date(Date.now() + 60_000)
+    await utimes(compile, later, later)
+    const mod = join(dir, 'mod')
+    await mkdir(mod)
+    await writeFile(join(mod, 'go.mod'), 'module tiny\n\ngo 1.24\n')
+    await writeFile(join(mod, 'p.go'), 'package p\n\nfunc F() int { return 1 }\n')
+    const res = await grid(w.w, ['build', './...'], { cwd: mod, env: { ...w.w.env, GOROOT: goroot } })
+    assert.equal(res.code, 0, res.stderr)
+    await waitFor(async () => await toolchains() === 0, 20_000, () => `the worker to advertise no toolchain: ${w.d.stderr()}`)
+    assert.match(w.d.stderr(), /no Go toolchain to advertise: .*not there/)
+    // Go is back: the daemon identifies its compiler again by itself (no build, no restart).
+    await rm(gone)
+    await waitFor(async () => await toolchains() === 1, 30_000, () => `the worker to advertise its toolchain again: ${w.d.stderr()}`)
   })
 
   it('a worker whose compiler prints the release\'s -V=full but decides otherwise gets no compile, and grid peers says why', async (t) => {

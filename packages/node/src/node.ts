@@ -156,6 +156,12 @@ export class GridNode {
   private readonly otherCompilerBuilds = new WeakSet<BuildRecord>()
   /** A new probe of the node's toolchain, when its compiler changed on disk since the last. */
   private reprobing: Promise<void> | undefined
+  /**
+   * Why the last probe of the node's toolchain failed (no `go`, or one that does not run: Go
+   * being reinstalled as the probe ran), undefined once one succeeded. A daemon probes again at
+   * each home check until one does: without a toolchain it shares no compile and no cache entry.
+   */
+  private probeFailed: string | undefined
   /** The toolchain probe, running in the background once the mesh is up; stop cancels it. */
   private probing: Promise<void> | undefined
   private readonly probeAbort = new AbortController()
@@ -326,7 +332,7 @@ export class GridNode {
       const spawning = this.startSpawner(go, signal)
       await this.probeCompiler(go, signal).finally(probed)
       await spawning
-    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) }).finally(probed)
+    }).catch((err: Error) => { if (!signal.aborted) this.probeFailure(err) }).finally(probed)
     const { RemoteCompiler, Worker } = await import('./remote/index.js')
     if (libp2p !== undefined) {
       this.worker = new Worker({
@@ -370,18 +376,38 @@ export class GridNode {
    * probed again, and the adverts say what it is now.
    */
   private reprobe (): void {
-    if (this.reprobing !== undefined || this.ownCompiler === undefined || this.probeAbort.signal.aborted) return
-    log.warn(`the Go compiler ${this.ownCompiler.path} changed since this node identified it: identifying it again`)
-    this.toolchains = []
-    this.ownCompiler = undefined
-    this.mesh?.schedulePublish()
+    if (this.reprobing !== undefined || this.probeAbort.signal.aborted) return
+    if (this.ownCompiler !== undefined) {
+      log.warn(`the Go compiler ${this.ownCompiler.path} changed since this node identified it: identifying it again`)
+      this.toolchains = []
+      this.ownCompiler = undefined
+      this.mesh?.schedulePublish()
+    } else if (this.probeFailed === undefined) {
+      return // the first probe is still running
+    }
     const signal = this.probeAbort.signal
     this.reprobing = detectGo({ signal }).then(async go => {
       this.goToolchain = go
       await this.probeCompiler(go, signal)
       log.info(`Go toolchain now ${this.toolchains[0]?.compiler ?? '?'}`)
-    }).catch((err: Error) => { if (!signal.aborted) log.warn(`no Go toolchain to advertise: ${err.message}`) })
+      // a first probe that failed never got as far as the spawner
+      if (this.probeFailed !== undefined && this.shimPath === undefined) await this.startSpawner(go, signal)
+      this.probeFailed = undefined
+    }).catch((err: Error) => { if (!signal.aborted) this.probeFailure(err) })
       .finally(() => { this.reprobing = undefined })
+  }
+
+  /**
+   * A probe of the node's toolchain failed: said once per reason, and (a daemon) tried again at
+   * its next home check. Go reinstalled while the node runs (`rm -rf /usr/local/go`, then the
+   * new archive unpacked) has no `go`, or half of one, for a few seconds: a node that gave up
+   * then would share nothing with its peers until restarted.
+   */
+  private probeFailure (err: Error): void {
+    if (err.message !== this.probeFailed) {
+      log.warn(`no Go toolchain to advertise: ${err.message}${this.mode === 'daemon' ? ` (tried again every ${HOME_CHECK_MS / 1000} s)` : ''}`)
+    }
+    this.probeFailed = err.message
   }
 
   /**
@@ -438,6 +464,7 @@ export class GridNode {
       log.warn(`the shim ${this.shimPath} was removed while the node ran: building it again (shells under grid env name it)`)
       await ensureShim(this.cacheDir, go, { signal: this.probeAbort.signal }).catch((err: Error) => log.warn(`cannot build the shim again: ${err.message}`))
     }
+    if (this.probeFailed !== undefined) this.reprobe()
   }
 
   async stop (): Promise<void> {
@@ -448,6 +475,7 @@ export class GridNode {
     // leave the probe's canary dir behind: cancelled, it removes it before it settles.
     this.probeAbort.abort()
     await this.probing
+    await this.reprobing
     await this.peerCache?.stop()
     this.peerCache = undefined
     await this.worker?.stop()
