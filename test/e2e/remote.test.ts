@@ -258,8 +258,9 @@ describe('remote compiles', () => {
     pubsub.subscribe(ADVERT_TOPIC)
     const worker = JSON.parse((await grid(r, ['--json', 'peers'])).stdout)[0].advert
     let seq = 0
+    let toolchains = worker.toolchains
     const advertise = async (): Promise<void> => {
-      await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ ...worker, peerId: newer.peerId.toString(), addrs: newer.getMultiaddrs().map(String), version: '9.0.0', slots: { total: 8, free: 8 }, seq: ++seq })).catch(() => {})
+      await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ ...worker, toolchains, peerId: newer.peerId.toString(), addrs: newer.getMultiaddrs().map(String), version: '9.0.0', slots: { total: 8, free: 8 }, seq: ++seq })).catch(() => {})
     }
     const timer = setInterval(() => { void advertise() }, 2_000)
     t.after(() => { clearInterval(timer) })
@@ -277,6 +278,11 @@ describe('remote compiles', () => {
     assert.match(p.agent, /^grid\/9\.0\.0/)
     const text = (await grid(r, ['peers'])).stdout
     assert.match(text, new RegExp(`incompatible: ${newerId} \\(grid 9\\.0\\.0\\).*does not speak /grid/compile/1\\.2\\.0.*another grid version`))
+    // A grid version whose canary package changed advertises another canary for the same
+    // release: what differs is grid, and grid peers says so rather than suspect its compiler.
+    toolchains = worker.toolchains.map((tc: { canary: string }) => ({ ...tc, canary: 'f'.repeat(64) }))
+    await waitFor(async () => { await advertise(); return (await listed())?.otherToolchain != null }, 20_000, () => 'the requester to take the newer member\'s canary')
+    assert.match((await listed()).otherToolchain, /compiles the canary to other bytes: it runs another grid version/)
   })
 
   it('a peer that hangs, one that returns garbage and one whose archives would run a command at link time: the build completes and all are scored down', async (t) => {

@@ -66,8 +66,8 @@ describe('formatPeers', () => {
   })
 
   it('names a member whose toolchain is another, with how', () => {
-    const text = formatPeers([peer({ otherToolchain: 'its compiler prints this node\'s "compile version go1.26.8" but compiles the canary to other bytes (built from other sources?)' })])
-    assert.equal(text.split('\n')[3], `other toolchain: ${ID}: its compiler prints this node's "compile version go1.26.8" but compiles the canary to other bytes (built from other sources?)`)
+    const text = formatPeers([peer({ otherToolchain: 'its compiler prints this node\'s "compile version go1.26.8" but compiles the canary to other bytes (built from other sources, or another grid version\'s canary?)' })])
+    assert.equal(text.split('\n')[3], `other toolchain: ${ID}: its compiler prints this node's "compile version go1.26.8" but compiles the canary to other bytes (built from other sources, or another grid version\'s canary?)`)
   })
 
   it('says how to look further when there are no peers', () => {

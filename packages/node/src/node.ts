@@ -832,31 +832,42 @@ export class GridNode {
   }
 
   peers (): PeerInfo[] {
-    return (this.mesh?.list() ?? []).map((p: PeerView) => ({
-      peerId: p.peerId,
-      addrs: p.addrs,
-      connected: p.connected,
-      connections: p.connections,
-      address: p.address ?? null,
-      rttMs: p.rttMs ?? null,
-      lastSeen: p.lastSeen,
-      advert: p.advert as unknown as Record<string, unknown>,
-      untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
-      remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 },
-      incompatible: p.connected ? this.incompatibility(p) : null,
-      agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null,
-      otherToolchain: this.otherToolchain(p.advert)
-    }))
+    return (this.mesh?.list() ?? []).map((p: PeerView) => {
+      const incompatible = p.connected ? this.incompatibility(p) : null
+      return {
+        peerId: p.peerId,
+        addrs: p.addrs,
+        connected: p.connected,
+        connections: p.connections,
+        address: p.address ?? null,
+        rttMs: p.rttMs ?? null,
+        lastSeen: p.lastSeen,
+        advert: p.advert as unknown as Record<string, unknown>,
+        untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
+        remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 },
+        incompatible,
+        agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null,
+        otherToolchain: this.otherToolchain(p.advert, incompatible !== null)
+      }
+    })
   }
 
-  /** How a peer's advertised toolchain differs from this node's, or null (the same, or not known yet on either side). */
-  private otherToolchain (advert: { toolchains: ToolchainInfo[] }): string | null {
+  /**
+   * How a peer's advertised toolchain differs from this node's, or null (the same, or not known
+   * yet on either side). The canary is compiled from a package of grid's own (toolchain/probe.ts),
+   * which grid versions may change: the same release then gives another canary on a member of
+   * another version, and that is what to look at first, not its compiler.
+   */
+  private otherToolchain (advert: { toolchains: ToolchainInfo[] }, otherGridVersion: boolean): string | null {
     const own = this.toolchains[0]
     if (own === undefined || advert.toolchains.length === 0) return null
     if (advert.toolchains.some(t => t.compiler === own.compiler && t.canary === own.canary && t.experiment === own.experiment)) return null
     const t = advert.toolchains[0] as ToolchainInfo
     if (t.compiler !== own.compiler) return `its compiler is "${t.compiler}", this node's "${own.compiler}"`
-    if (t.canary !== own.canary) return `its compiler prints this node's "${own.compiler}" but compiles the canary to other bytes (built from other sources?)`
+    if (t.canary !== own.canary) {
+      return `its compiler prints this node's "${own.compiler}" but compiles the canary to other bytes` +
+        (otherGridVersion ? ': it runs another grid version, whose canary may differ (run the same grid version on every member)' : ' (built from other sources, or another grid version\'s canary?)')
+    }
     return `its GOEXPERIMENT is "${t.experiment}", this node's "${own.experiment}"`
   }
 
