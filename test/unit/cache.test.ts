@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { AbsentFilter, Cache, GC_SPARES_RECENT_MS, MAX_RECALL_LISTS } from '@grid/node/server'
 import { ABSENT_PROBES, errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
-import { tempDir } from '../helpers/index.js'
+import { GRID_BIN, run, tempDir } from '../helpers/index.js'
 
 const id = (): Uint8Array => randomBytes(32)
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
@@ -253,8 +253,21 @@ describe('cache', () => {
     await age(old.diskPath, GC_SPARES_RECENT_MS + 60_000)
     const result = await cache.gc(0)
     assert.equal(result.removedBlobs, 1)
+    assert.deepEqual(result.spared, { blobs: 1, bytes: 1000 }, 'the blob left past the size is counted')
     await assert.rejects(stat(old.diskPath))
     await stat(fresh.diskPath)
+  })
+
+  it('grid cache gc right after a build filled the disk says that it kept the fresh blobs, and why, instead of only "removed 0"', async (t) => {
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    await cache.putBytes(id(), randomBytes(3000))
+    await cache.close()
+    // no node on this socket: the command opens the cache itself
+    const r = await run(process.execPath, [GRID_BIN, '--cache', dir, '--control', join(dir, 'none.sock'), 'cache', 'gc', '--max-size', '0'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stdout, /^removed 0 entries, 0 blobs, 0 B$/m)
+    assert.match(r.stdout, /^kept 1 blobs \(2\.9 KiB\) past the size: in use by a running build, or written in the last 10 minutes.*run grid cache gc again once they are older$/m)
   })
 
   it('a hit or a put and gc\'s removal of the same blob exclude each other', async (t) => {

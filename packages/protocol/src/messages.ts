@@ -198,7 +198,17 @@ export interface PeerInfo {
 /** A connected peer that is in no peer list, because no advert of it was taken: why, and what identify said of it. */
 export interface UnlistedPeer { peerId: string, address: string | null, agent: string | null, protocols: string[], why: string }
 
-export interface GcResult { removedEntries: number, removedBlobs: number, removedBytes: number, stats: CacheStats }
+export interface GcResult {
+  removedEntries: number
+  removedBlobs: number
+  removedBytes: number
+  /**
+   * blobs the size called for that gc left: held by a running build, or written in the last 10
+   * minutes (docs/cache.md, invariant 6); absent from nodes before it was added
+   */
+  spared?: { blobs: number, bytes: number }
+  stats: CacheStats
+}
 export interface VerifyResult {
   checked: number
   corrupt: number

@@ -45,7 +45,11 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
 }
 
 function formatGc (r: GcResult): string {
-  return `removed ${r.removedEntries} entries, ${r.removedBlobs} blobs, ${formatBytes(r.removedBytes)}\n${formatCache(r.stats)}`
+  // Right after a build filled the disk every blob is that recent: say why they stay, and when they can go.
+  const spared = r.spared !== undefined && r.spared.blobs > 0
+    ? `\nkept ${r.spared.blobs} blobs (${formatBytes(r.spared.bytes)}) past the size: in use by a running build, or written in the last 10 minutes, which a build may be reading; run grid cache gc again once they are older`
+    : ''
+  return `removed ${r.removedEntries} entries, ${r.removedBlobs} blobs, ${formatBytes(r.removedBytes)}${spared}\n${formatCache(r.stats)}`
 }
 
 function formatVerify (r: VerifyResult): string {

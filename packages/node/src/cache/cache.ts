@@ -540,13 +540,16 @@ export class Cache {
     let removedBytes = 0
     let kept = 0
     let keptBecause = ''
+    // over the size but left: held by a running build, or written too recently (invariant 6)
+    const spared = { blobs: 0, bytes: 0 }
+    const spare = (blob: { size: number }): void => { spared.blobs++; spared.bytes += blob.size }
     for (const [outputHex, blob] of order) {
       if (total <= maxBytes) break
-      if (pinned(outputHex) || this.removing.has(outputHex)) continue
+      if (pinned(outputHex) || this.removing.has(outputHex)) { spare(blob); continue }
       this.removing.add(outputHex) // in the turn that checked the pins: no hit hands it out now
       try {
         const st = await stat(this.blobPath(outputHex)).catch(() => undefined)
-        if (st !== undefined && now - st.mtimeMs < GC_SPARES_RECENT_MS) continue
+        if (st !== undefined && now - st.mtimeMs < GC_SPARES_RECENT_MS) { spare(blob); continue }
         // The blob first: a trim is for the space, and on a full disk the index cannot take
         // the deletions. An entry left naming a removed blob is a miss, dropped by the get
         // (or the verify) that finds its blob gone.
@@ -573,8 +576,9 @@ export class Cache {
     removedBlobs += orphans.count
     removedBytes += orphans.bytes
     this.approx = undefined
-    log.info(`gc to ${maxBytes} bytes: removed ${removedEntries} entries, ${removedBlobs} blobs, ${removedBytes} bytes`)
-    return { removedEntries, removedBlobs, removedBytes, stats: await this.stats() }
+    log.info(`gc to ${maxBytes} bytes: removed ${removedEntries} entries, ${removedBlobs} blobs, ${removedBytes} bytes` +
+      (spared.blobs > 0 ? `; spared ${spared.blobs} blobs, ${spared.bytes} bytes, in use or written in the last ${GC_SPARES_RECENT_MS / 60_000} minutes` : ''))
+    return { removedEntries, removedBlobs, removedBytes, spared, stats: await this.stats() }
   }
 
   /**
