@@ -462,7 +462,9 @@ export class GridNode {
     const go = this.goToolchain
     if (this.shimPath !== undefined && go !== undefined && !existsSync(this.shimPath)) {
       log.warn(`the shim ${this.shimPath} was removed while the node ran: building it again (shells under grid env name it)`)
-      await ensureShim(this.cacheDir, go, { signal: this.probeAbort.signal }).catch((err: Error) => log.warn(`cannot build the shim again: ${err.message}`))
+      // for the node's go now: one reinstalled as another release since (reprobe) has another key, and path
+      const rebuilt = await ensureShim(this.cacheDir, go, { signal: this.probeAbort.signal }).catch((err: Error) => { log.warn(`cannot build the shim again: ${err.message}`) })
+      if (rebuilt !== undefined) this.shimPath = rebuilt
     }
     if (this.probeFailed !== undefined) this.reprobe()
   }
