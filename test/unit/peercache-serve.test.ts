@@ -47,13 +47,13 @@ async function libp2pNode (t: Ctx): Promise<{ libp2p: Libp2p, key: PrivateKey, i
 interface Node { libp2p: Libp2p, id: string, cache: Cache, peerCache: PeerCache }
 
 /** A node with a cache and the shared cache, asking `peers()` (every member trusted). */
-async function cacheNode (t: Ctx, peers: () => string[] = () => [], toolchain = 'go1.test'): Promise<Node> {
+async function cacheNode (t: Ctx, peers: () => string[] = () => [], toolchain = 'go1.test', compilerStamp?: string): Promise<Node> {
   const dir = await tempDir(t, 'pc')
   const { libp2p, key, id } = await libp2pNode(t)
   const cache = await Cache.open({ dir, nodeId: id })
   defer(t, async () => { await cache.close() })
   const peerCache = new PeerCache({
-    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => toolchain
+    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => toolchain, compilerStamp: () => compilerStamp
   })
   await peerCache.start()
   defer(t, async () => { await peerCache.stop() })
@@ -257,6 +257,28 @@ describe('peer cache: toolchains', () => {
     await server.cache.put(foreign, outputId, body.length, undefined, undefined, { toolchain: undefined, shared: false })
     assert.ok('hit' in await settledFind(same, blob.actionId), 'own entries are served')
     const result = await same.peerCache.find(foreign, undefined)
+    assert.ok('miss' in result && result.miss === 'not-found', JSON.stringify(result))
+  })
+
+  it('an own entry put before the node knew its compiler is served only if the build\'s compiler is the one it probed since', async (t) => {
+    // An embedded node that never joined the mesh (so never probed), or a daemon still probing,
+    // stores its entries with the stamp of the build's compiler (its GOTOOLDIR's); a daemon that
+    // later serves the cache compares it with its own compiler's.
+    const toolchain = 'compile version go1.26.8 canary 0123456789abcdef'
+    const server = await cacheNode(t, () => [], toolchain, '1:100:4096:1700000000000000000')
+    const asker = await cacheNode(t, () => [server.id], toolchain)
+    await asker.libp2p.dial(server.libp2p.getMultiaddrs())
+    const put = async (compiler: string): Promise<Uint8Array> => {
+      const action = randomBytes(32)
+      const body = randomBytes(500)
+      const { outputId } = await server.cache.putBytes(action, body)
+      await server.cache.put(action, outputId, body.length, undefined, undefined, { toolchain: undefined, shared: true, compiler })
+      return action
+    }
+    const ours = await put('1:100:4096:1700000000000000000')
+    const another = await put('1:200:4096:1700000000000000000') // another GOROOT's compiler: the same -V=full, other bytes
+    assert.ok('hit' in await settledFind(asker, ours), 'made by the compiler the node probed: served')
+    const result = await asker.peerCache.find(another, undefined)
     assert.ok('miss' in result && result.miss === 'not-found', JSON.stringify(result))
   })
 })

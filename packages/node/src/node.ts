@@ -318,7 +318,8 @@ export class GridNode {
         peers: () => mesh.connectedMembers(),
         isKnownMember: id => mesh.isKnownMember(id),
         speaks: id => mesh.speaks(id, CACHE_PROTOCOL),
-        toolchain: () => { const t = this.toolchains[0]; return t === undefined ? '' : toolchainLabel(t) }
+        toolchain: () => { const t = this.toolchains[0]; return t === undefined ? '' : toolchainLabel(t) },
+        compilerStamp: () => this.ownCompiler?.stamp
       })
       await peerCache.start()
       this.peerCache = peerCache
@@ -666,7 +667,16 @@ export class GridNode {
     // shared with peers under this node's toolchain, but not what another compiler made
     const compiler = this.buildCompiler(build)
     const toolchain = this.toolchains[0]
-    const own = { toolchain: compiler === 'own' && toolchain !== undefined ? toolchainLabel(toolchain) : undefined, shared: compiler !== 'other' }
+    // Not known yet (an embedded node that never probes, a daemon still probing): the build's
+    // compiler, by its stamp, for peercache to compare with the node's once probed. Served as
+    // the node's own, another GOROOT's entries (the same -V=full, other bytes) reached peers.
+    const dir = compiler === 'unknown' ? build?.gotooldir : undefined
+    const stamp = dir === undefined ? undefined : compilerStamp(join(dir, process.platform === 'win32' ? 'compile.exe' : 'compile'))
+    const own = {
+      toolchain: compiler === 'own' && toolchain !== undefined ? toolchainLabel(toolchain) : undefined,
+      shared: compiler !== 'other' && !(dir !== undefined && stamp === undefined),
+      ...(stamp === undefined ? {} : { compiler: stamp })
+    }
     for (let at = 0; at + INDEX_RECORD_BYTES <= records.length; at += INDEX_RECORD_BYTES) {
       const actionId = records.slice(at, at + CACHE_ID_BYTES)
       const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)

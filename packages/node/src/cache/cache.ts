@@ -76,10 +76,18 @@ export interface CacheHit {
   servedBy: string | undefined
   /** false for an entry of a build whose compiler was not the node's: never served to peers */
   shared: boolean
+  /** an own entry put before the node knew its own compiler: the stamp of the build's compiler, if it said */
+  compiler?: string | undefined
 }
 
 /** How this node's own put is shared: under its toolchain's label (when known), or not at all (another compiler's). */
-export interface OwnPut { toolchain: string | undefined, shared: boolean }
+/**
+ * How an own put was made: under which toolchain (when the node knew its own compiler made it),
+ * whether it may be served to peers at all, and, when the node could not tell yet whose compiler
+ * made it (not probed yet: an embedded node that never joins the mesh, or a daemon starting),
+ * the stamp of the compiler the build named (its GOTOOLDIR's), for `claimFor` to compare.
+ */
+export interface OwnPut { toolchain: string | undefined, shared: boolean, compiler?: string }
 
 /** What `recall` found: the entries packed for the helper, and each by hex ActionID. */
 export interface Recalled {
@@ -115,6 +123,8 @@ interface Entry {
   b?: string
   /** set: an own entry of a build whose compiler was not the node's, never served to peers */
   n?: true
+  /** an own entry put before the node knew its compiler: the stamp of the build's (compilerStamp) */
+  x?: string
 }
 
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
@@ -331,7 +341,7 @@ export class Cache {
     if (this.removing.has(outputHex)) return undefined
     pin?.add(outputHex)
     this.pendingAtimes.set(key, Date.now())
-    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b, shared: entry.n !== true }
+    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b, shared: entry.n !== true, compiler: entry.x }
   }
 
   /**
@@ -443,7 +453,7 @@ export class Cache {
     pin?.add(outputHex)
     const key = hex(actionId)
     const entry: Entry = origin === undefined
-      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString(), ...(own?.toolchain === undefined ? {} : { k: own.toolchain }), ...(own?.shared === false ? { n: true as const } : {}) }
+      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString(), ...(own?.toolchain === undefined ? {} : { k: own.toolchain }), ...(own?.shared === false ? { n: true as const } : {}), ...(own?.compiler === undefined ? {} : { x: own.compiler }) }
       : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
     this.noteAbsent(actionId)
     await this.writeEntry(key, packr.pack(entry))

@@ -56,6 +56,12 @@ export interface PeerCacheInit {
    * probed. Only claims that name it are taken, and own entries are served under it.
    */
   toolchain: () => string
+  /**
+   * the stamp (compilerStamp) of the compiler file `toolchain` was probed from, undefined until
+   * probed: an own entry put before then names its build's compiler's stamp, and is served only
+   * when they match
+   */
+  compilerStamp?: () => string | undefined
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
@@ -433,6 +439,8 @@ export class PeerCache {
       // Only what this node's own compiler made, as far as it knows: not the entry of a build
       // with another compiler, nor one put under another toolchain (before Go changed here).
       if (!hit.shared || toolchain === '' || (hit.toolchain !== undefined && hit.toolchain !== toolchain)) return null
+      // put before the node knew its compiler: only if the build's compiler is the file it probed since
+      if (hit.toolchain === undefined && hit.compiler !== undefined && hit.compiler !== this.init.compilerStamp?.()) return null
       claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: this.init.selfId, toolchain, sig: await this.sign(claimBytes(actionId, hit.outputId, toolchain)) }
     } else {
       claim = { actionId, outputId: hit.outputId, size: hit.size, time: hit.time, producer: hit.producer, toolchain: hit.toolchain, sig: hit.sig }
