@@ -161,9 +161,25 @@ describe('robustness', () => {
     ['the blob store cannot be made in the cache dir', async (w: World) => {
       await writeFile(join(w.cacheDir, 'blobs'), 'in the way')
       return async () => {}
-    }, /grid: warning: no node answers on .* and none can start: cannot make the blob store in .*\. This build runs as plain go/]
+    }, /grid: warning: no node answers on .* and none can start: cannot make the blob store in .*\. This build runs as plain go/],
+    // The node answers, and fails as it never should (a bug, a daemon of another version): the
+    // grid never fails a build, go builds without it.
+    ['the node answering fails the build\'s start with an error of its own', async (w: World) => {
+      const { ControlServer } = await import('@grid/node/server')
+      const { GridError } = await import('@grid/protocol')
+      const server = new ControlServer({ path: w.control, handler: async () => { throw new GridError('GRID_ERR_INTERNAL', 'a bug in the node') } })
+      await server.start()
+      return async () => { await server.stop() }
+    }, /grid: warning: the node at .* could not take this build: a bug in the node \(GRID_ERR_INTERNAL\)\. This build runs as plain go/],
+    ['the shim does not build with this go', async (w: World) => {
+      await rm(join(w.cacheDir, 'shim'), { recursive: true, force: true })
+      const wrapper = join(w.dir, 'go-no-shim')
+      await writeFile(wrapper, '#!/bin/sh\ncase "$*" in *grid-shim*) echo "this go builds no shim" >&2; exit 1;; esac\nexec go "$@"\n', { mode: 0o755 })
+      w.env.GRID_GO = wrapper
+      return async () => {}
+    }, /grid: warning: building the shim with .*go-no-shim .* failed: this go builds no shim\. This build runs as plain go/]
   ] as const) {
-    it(`no node, and none can start because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
+    it(`no node can take the build because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
       const w = await world(t)
       const release = await shut(w)
       const out = join(w.dir, 'out')

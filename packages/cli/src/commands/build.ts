@@ -11,7 +11,7 @@ import { readFile, rm, stat } from 'node:fs/promises'
 import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
-import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, type BuildStats, type MessageOf } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, isGridError, type BuildStats, type MessageOf } from '@grid/protocol'
 import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
@@ -170,13 +170,18 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
-/** The user's go and the shim built for it; with no shim when the cache dir cannot hold one. */
+/**
+ * The user's go and the shim built for it; with no shim when the cache dir cannot hold one, or
+ * the shim does not build (plain go builds all the same). No go, or one too old, is the error.
+ */
 async function findGo (cacheDir: string, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<{ toolchain: GoToolchain, shim: string, unusable?: GridError }> {
   const toolchain = await detectGo({ env })
   try {
     return { toolchain, shim: await ensureShim(cacheDir, toolchain, signal === undefined ? {} : { signal }) }
   } catch (err) {
-    if (errorCode(err) !== 'GRID_ERR_CACHE_OPEN') throw err
+    if (signal?.aborted === true) throw err
+    const code = errorCode(err)
+    if (code !== 'GRID_ERR_CACHE_OPEN' && code !== 'GRID_ERR_SHIM_BUILD') throw err
     return { toolchain, shim: '', unusable: err as GridError }
   }
 }
@@ -204,9 +209,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     return await runWithoutNode(sub, args, options, output, found.value, found.value.unusable, started)
   }
   if (opened.status === 'rejected') {
-    const why = withoutNodeBecause(opened.reason, options)
-    if (why === undefined) throw opened.reason
-    return await runWithoutNode(sub, args, options, output, found.value, why, started)
+    return await runWithoutNode(sub, args, options, output, found.value, withoutNodeBecause(opened.reason, options), started)
   }
   const { toolchain, shim } = found.value
   const stale = staleGridEnv(process.env, shim)
@@ -243,9 +246,7 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     })
   } catch (err) {
     await session.close().catch(() => {})
-    const why = withoutNodeBecause(err, options)
-    if (why === undefined) throw err
-    return await runWithoutNode(sub, args, options, output, found.value, why, started)
+    return await runWithoutNode(sub, args, options, output, found.value, withoutNodeBecause(err, options), started)
   }
   try {
     const build = begun.build
@@ -390,14 +391,17 @@ async function goExit (child: ChildProcess): Promise<number> {
 }
 
 /**
- * Whether a failure to reach or start a node is one a build goes on without, and what to tell
- * the user: the node does not answer in time (it is hung, or its machine is), or none answers
- * and none can start here because another process (grid cache verify, say, with no daemon
- * running) holds the cache or its index does not open (a full disk). undefined: another error.
+ * What to tell the user when no node could take the build, which then runs as plain go: the node
+ * does not answer in time (it is hung, or its machine is), or none answers and none can start
+ * here because another process (grid cache verify, say, with no daemon running) holds the cache
+ * or its index does not open (a full disk); or the node failed in a way it never should (a bug,
+ * a daemon of another version refusing the request). The grid never fails a build: whatever the
+ * node does, go can build without it.
  */
-function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError | undefined {
+function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError {
   const e = err as GridError
-  switch (errorCode(err)) {
+  const code = errorCode(err)
+  switch (code) {
     case 'GRID_ERR_TIMEOUT':
       return e
     case 'GRID_ERR_CACHE_LOCKED':
@@ -410,7 +414,11 @@ function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError | 
     case 'GRID_ERR_CONFIG':
       return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, e.hint === undefined ? {} : { hint: e.hint })
   }
-  return undefined
+  const message = err instanceof Error ? err.message : String(err)
+  const gridCode = isGridError(err) ? err.code : 'GRID_ERR_INTERNAL'
+  return new GridError(gridCode, `the node at ${options.control} could not take this build: ${message} (${gridCode})`, {
+    hint: e.hint ?? `the node's log says more (${join(options.cacheDir, 'logs', 'grid.log')} for a node of this cache dir); GRID_ERR_INTERNAL is a bug in grid, please report it`
+  })
 }
 
 /**

@@ -90,7 +90,7 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   // not build.
   const goTmp = env.GOTMPDIR !== undefined && env.GOTMPDIR !== '' ? env.GOTMPDIR : tmpdir()
   const work = await mkdtemp(join(goTmp, 'grid-shim-')).catch((err: Error) => {
-    throw new GridError('GRID_ERR_SHIM_BUILD', `building the shim: go's temp dir ${goTmp} cannot be used: ${err.message}`, { cause: err })
+    throw new GridError('GRID_ERR_SHIM_BUILD', `building the shim: go's temp dir ${goTmp} cannot be used: ${err.message}`, { cause: err, hint: 'set GOTMPDIR (or TMPDIR) to a directory you can write' })
   })
   try {
     await new Promise<void>((resolve, reject) => {
@@ -98,7 +98,7 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
         cwd: SHIM_SOURCE_DIR, env, signal: AbortSignal.any([AbortSignal.timeout(120_000), ...(options.signal === undefined ? [] : [options.signal])])
       }, (err, _stdout, stderr) => {
         if (err === null) resolve()
-        else reject(new GridError('GRID_ERR_SHIM_BUILD', `building the shim with ${toolchain.go} (${toolchain.version}) failed: ${stderr.trim() || err.message}`, { cause: err }))
+        else reject(new GridError('GRID_ERR_SHIM_BUILD', `building the shim with ${toolchain.go} (${toolchain.version}) failed: ${stderr.trim() || err.message}`, { cause: err, hint: SHIM_BUILD_HINT }))
       })
     })
     const tmp = await cacheTemp(cacheDir, dir)
@@ -147,6 +147,9 @@ async function publish (tmp: string, cacheDir: string, dir: string): Promise<voi
     if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw cannotWrite(cacheDir, err)
   })
 }
+
+/** What to check when go does not build the shim (a small program of the standard library only). */
+const SHIM_BUILD_HINT = 'go says why: check that this go builds a small program (GOROOT, GOFLAGS, GOTOOLCHAIN); until it builds the shim, grid build runs as plain go'
 
 function cannotWrite (cacheDir: string, err: Error): GridError {
   return new GridError('GRID_ERR_CACHE_OPEN', `cannot write grid's shim into the cache dir ${cacheDir}: ${err.message}`, {
