@@ -414,10 +414,11 @@ function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError {
     case 'GRID_ERR_CONFIG':
       return new GridError(e.code, `no node answers on ${options.control} and none can start: ${e.message}`, e.hint === undefined ? {} : { hint: e.hint })
   }
+  // anything at all: a GridError of the node's, or what the embedded node threw
   const message = err instanceof Error ? err.message : String(err)
   const gridCode = isGridError(err) ? err.code : 'GRID_ERR_INTERNAL'
   return new GridError(gridCode, `the node at ${options.control} could not take this build: ${message} (${gridCode})`, {
-    hint: e.hint ?? `the node's log says more (${join(options.cacheDir, 'logs', 'grid.log')} for a node of this cache dir); GRID_ERR_INTERNAL is a bug in grid, please report it`
+    hint: (isGridError(err) ? err.hint : undefined) ?? `the node's log says more (${join(options.cacheDir, 'logs', 'grid.log')} for a node of this cache dir); GRID_ERR_INTERNAL is a bug in grid, please report it`
   })
 }
 
