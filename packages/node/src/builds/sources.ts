@@ -23,7 +23,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve, sep } from 'node:path'
-import { TASK_INPUT_FLAGS, TASK_VALUE_FLAGS } from '@grid/protocol'
+import { VALUE_FLAGS } from '../remote/parse.js'
 
 /**
  * How far a file's ctime may lag the moment it was changed: Linux stamps files from its coarse
@@ -39,8 +39,8 @@ export const FILE_CLOCK_SLACK_MS = 50
  */
 export const HELPER_OPEN_MS = 1000
 
-/** Compile flags that take a value, as `-flag v` or `-flag=v` (packages/protocol/src/task.ts, and those only the requester sees). */
-const VALUED = new Set<string>([...TASK_VALUE_FLAGS, ...TASK_INPUT_FLAGS, '-o', '-trimpath', '-asmhdr', '-D', '-I'])
+/** Compile flags that take a value, as `-flag v` or `-flag=v`: those a task may carry or the requester reads (remote/parse.ts), and two no task takes. */
+const VALUED = new Set<string>([...VALUE_FLAGS, '-D', '-I'])
 
 export class BuildSources {
   /** the files each compile reads (listed once its embedcfg and package directory are read), by action */

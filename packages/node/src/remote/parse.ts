@@ -17,9 +17,14 @@ export interface ParsedCompile {
 }
 
 const BOOL = new Set<string>(TASK_BOOL_FLAGS)
-const VALUE = new Set<string>(TASK_VALUE_FLAGS)
 const INPUT = new Set<string>(TASK_INPUT_FLAGS)
 const DEBUG = new Set<string>(TASK_DEBUG_FLAGS)
+
+/**
+ * The compile flags this node understands that take a value (`-flag v` or `-flag=v`): the
+ * task's, and those only the requester sees (builds/sources.ts reads command lines by it too).
+ */
+export const VALUE_FLAGS: ReadonlySet<string> = new Set<string>([...TASK_VALUE_FLAGS, ...TASK_INPUT_FLAGS, '-o', '-trimpath', '-asmhdr'])
 
 export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | { unsupported: string } {
   const flags: string[] = []
@@ -42,8 +47,7 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
     const name = eq < 0 ? norm : norm.slice(0, eq)
     if (BOOL.has(name) && eq < 0) { flags.push(name); continue }
     if (DEBUG.has(norm)) { flags.push(norm); continue }
-    const takesValue = VALUE.has(name) || INPUT.has(name) || name === '-o' || name === '-trimpath' || name === '-asmhdr'
-    if (!takesValue) return { unsupported: `flag ${name}` }
+    if (!VALUE_FLAGS.has(name)) return { unsupported: `flag ${name}` }
     const value = eq < 0 ? args[++i] : norm.slice(eq + 1)
     if (value === undefined) return { unsupported: `flag ${name} without a value` }
     if (name === '-o') out = abs(value)
