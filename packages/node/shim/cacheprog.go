@@ -407,11 +407,24 @@ func (h *helper) put(req request, body []byte) response {
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
 		switch {
-		case holds(path, body):
+		case len(body) <= privateCopyMax && holds(path, body):
 			// Already in place (another action made these bytes): an old blob, which the node
 			// may be trimming right now, and nothing pins it for this build until its index
-			// entry arrives. cmd/go gets it only once the node has indexed it (and so pinned
-			// it, docs/cache.md invariant 6); if the node would not, this body stays private.
+			// entry arrives (docs/cache.md invariant 6). A small body costs less to copy than
+			// cmd/go's wait for the node: cmd/go gets a private copy at once, and the entry
+			// goes with the others (if the blob has gone by then, the node logs it and stores
+			// nothing). Many of a cold build's puts are such bodies: the empty output, and a few
+			// bytes that many actions share.
+			if res, err := h.putPrivate(req, body); err == nil {
+				if h.absent != nil {
+					h.absent.add(req.ActionID)
+				}
+				h.index(req.ActionID, req.OutputID, int64(len(body)))
+				return res
+			}
+		case holds(path, body):
+			// The same for a larger body: cmd/go gets the blob only once the node has indexed
+			// it (and so pinned it); if the node would not, this body stays private.
 			if h.indexNow(req.ActionID, req.OutputID, int64(len(body))) {
 				if h.absent != nil {
 					h.absent.add(req.ActionID)
@@ -432,19 +445,34 @@ func (h *helper) put(req request, body []byte) response {
 		// The shared store is not writable (a full disk), or will not keep this blob: keep
 		// the body private, the build goes on.
 	}
+	res, err := h.putPrivate(req, body)
+	if err != nil {
+		return response{ID: req.ID, Err: "put: " + err.Error()}
+	}
+	return res
+}
+
+// privateCopyMax is the largest body that a put of bytes already in the store copies to a
+// private file rather than wait for the node to index (and pin) the shared blob.
+const privateCopyMax = 64 << 10
+
+// putPrivate keeps a body out of the shared store: in GOCACHE in go's own format under `grid
+// env`, else in this helper's private dir, removed on exit.
+func (h *helper) putPrivate(req request, body []byte) (response, error) {
 	if h.alone != nil {
 		if path, err := h.alone.put(req.ActionID, req.OutputID, body); err == nil {
-			return response{ID: req.ID, DiskPath: path}
+			return response{ID: req.ID, DiskPath: path}, nil
 		}
 	}
 	dir, err := h.privateDir()
-	if err == nil {
-		path := filepath.Join(dir, name)
-		if err = writeAtomic(dir, path, body); err == nil {
-			return response{ID: req.ID, DiskPath: path}
-		}
+	if err != nil {
+		return response{}, err
 	}
-	return response{ID: req.ID, Err: "put: " + err.Error()}
+	path := filepath.Join(dir, hex.EncodeToString(req.OutputID))
+	if err := writeAtomic(dir, path, body); err != nil {
+		return response{}, err
+	}
+	return response{ID: req.ID, DiskPath: path}, nil
 }
 
 // indexRecordBytes and maxIndexBatch are INDEX_RECORD_BYTES and MAX_INDEX_BATCH of
@@ -456,8 +484,9 @@ const (
 
 // indexDelay is how long an index entry waits for others to share its message to the node. The
 // blob is in place already: only a later lookup needs the entry, and close sends what is left.
-// A cold std build puts ~1,450 entries, a few hundred of them in its first second.
-var indexDelay = 5 * time.Millisecond
+// A cold std build puts ~1,450 entries, a few hundred of them in its first second; each message
+// costs the node a frame, a LevelDB batch and a reply, and both processes a wake-up.
+var indexDelay = 50 * time.Millisecond
 
 // index tells the node about a blob now in place, without holding up cmd/go: entries go out
 // together in one cache-index (flushIndex) once indexDelay has passed since the first of them

@@ -261,7 +261,8 @@ func connectFakeNode(t *testing.T, h *helper, answer func(msg map[string]any) ma
 
 // A put whose bytes are already in the store hands cmd/go that blob only once the node has
 // indexed (and so pinned) it at once; a node that will not (it is trimming that blob) leaves the
-// body in a private copy. A new blob is handed out at once, its index entry sent later.
+// body in a private copy. A small body gets a private copy at once, its entry sent later with
+// the others, as a new blob's is: cmd/go does not wait for the node.
 func TestPutOfABlobInPlace(t *testing.T) {
 	dir := t.TempDir()
 	var keep atomic.Bool
@@ -277,41 +278,65 @@ func TestPutOfABlobInPlace(t *testing.T) {
 		}
 		return map[string]any{"type": "cache-indexed", "stored": stored}
 	})
-	body := []byte("the same bytes from two actions")
-	sum := sha256.Sum256(body)
-	name := hex.EncodeToString(sum[:])
-	blob := filepath.Join(dir, name[:2], name)
-	put := func(action byte) response {
+	put := func(action byte, body []byte) response {
+		sum := sha256.Sum256(body)
 		res := h.put(request{ID: int64(action), ActionID: bytes.Repeat([]byte{action}, idBytes), OutputID: sum[:]}, body)
 		if res.Err != "" {
 			t.Fatalf("put: %s", res.Err)
 		}
 		return res
 	}
+	blobOf := func(body []byte) string {
+		sum := sha256.Sum256(body)
+		name := hex.EncodeToString(sum[:])
+		return filepath.Join(dir, name[:2], name)
+	}
+	private := func(what string, res response, body []byte) {
+		t.Helper()
+		if strings.HasPrefix(res.DiskPath, dir) {
+			t.Fatalf("%s: DiskPath %s, want a private copy", what, res.DiskPath)
+		}
+		if got, err := os.ReadFile(res.DiskPath); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("%s: the private copy: %d bytes, %v", what, len(got), err)
+		}
+	}
 
 	old := indexDelay
-	indexDelay = time.Hour // the first put's entry waits for close: only indexNow sends now
+	indexDelay = time.Hour // entries wait for close: only indexNow sends now
 	defer func() { indexDelay = old }()
-	if res := put(1); res.DiskPath != blob {
-		t.Fatalf("a new blob: DiskPath %s, want %s", res.DiskPath, blob)
+	large := bytes.Repeat([]byte("the same bytes from two actions "), privateCopyMax/32+1)
+	if res := put(1, large); res.DiskPath != blobOf(large) {
+		t.Fatalf("a new blob: DiskPath %s, want %s", res.DiskPath, blobOf(large))
 	}
 	if len(indexed) != 0 {
 		t.Fatal("a new blob's entry went to the node before cmd/go had its answer")
 	}
 
 	keep.Store(true)
-	if res := put(2); res.DiskPath != blob || len(indexed) != 1 || <-indexed != 1 {
-		t.Fatalf("a blob in place, indexed: DiskPath %s, want %s after one entry indexed on its own", res.DiskPath, blob)
+	if res := put(2, large); res.DiskPath != blobOf(large) || len(indexed) != 1 || <-indexed != 1 {
+		t.Fatalf("a blob in place, indexed: DiskPath %s, want %s after one entry indexed on its own", res.DiskPath, blobOf(large))
 	}
 	keep.Store(false)
-	res := put(3)
-	if res.DiskPath == blob || strings.HasPrefix(res.DiskPath, dir) {
-		t.Fatalf("a blob in place the node would not index: DiskPath %s, want a private copy", res.DiskPath)
-	}
-	if got, err := os.ReadFile(res.DiskPath); err != nil || !bytes.Equal(got, body) {
-		t.Fatalf("the private copy: %q, %v", got, err)
+	private("a blob in place the node would not index", put(3, large), large)
+	if got := <-indexed; got != 1 {
+		t.Fatalf("a blob in place the node would not index: %d entries sent on their own, want 1", got)
 	}
 	if h.degraded.Load() {
 		t.Fatal("a refused entry is not a failed node")
+	}
+
+	for i, small := range [][]byte{nil, []byte("a few bytes many actions share")} {
+		if res := put(byte(4+2*i), small); res.DiskPath != blobOf(small) {
+			t.Fatalf("a new small blob: DiskPath %s, want %s", res.DiskPath, blobOf(small))
+		}
+		private("a small blob in place", put(byte(5+2*i), small), small)
+	}
+	if len(indexed) != 0 {
+		t.Fatal("a small blob in place went to the node on its own: cmd/go waited for it")
+	}
+	h.flushIndex() // as close does
+	h.indexing.Wait()
+	if got := <-indexed; got != 5 {
+		t.Fatalf("at close: %d entries, want 5 (the first put's and the four small ones')", got)
 	}
 }

@@ -23,7 +23,8 @@
  *     decided (`get`, `recall` and `put` take the build's pin set), and `gc` marks a blob as
  *     being removed in the same turn as it checks the pins, so a hit and a removal of one blob
  *     exclude each other. The helper hands cmd/go a blob it finds already in place at a put
- *     only once the node has indexed (and pinned) it; otherwise it writes a private copy.
+ *     only once the node has indexed (and pinned) it; otherwise (and at once for a small
+ *     body) it writes a private copy.
  *  7. Recall lists (which ActionIDs a command looked up last time) are hints only: a recalled
  *     entry is served by the helper only if its blob still has the entry's size and stamp (3);
  *     anything else is asked of the node. Entries recalled for a build are pinned by it (6).
