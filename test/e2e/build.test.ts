@@ -42,7 +42,8 @@ describe('grid build of the fixture module', () => {
     assert.ok(s2.cache.hits > 50, `warm rebuild had ${s2.cache.hits} hits`)
     assert.equal((await status(w)).counters.compiles, compilesBefore, 'the node ran no compile')
     await sameFiles(out2, ref)
-    assert.equal(s2.cache.recalled, 0, 'another command (-o differs): nothing recalled')
+    // another command (-o differs) has no list of its own: the directory's newest serves
+    assert.equal(s2.cache.recalled, s2.cache.hits, `the first build's lookups recalled: ${JSON.stringify(s2.cache)}`)
 
     // The same command again: the node hands the helper what it looked up last time, and the
     // helper answers those gets itself. The counts are the same as if the node had.

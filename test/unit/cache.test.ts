@@ -64,12 +64,17 @@ describe('cache', () => {
     const actions = [id(), id()]
     const puts = await Promise.all(bodies.map(async (b, i) => await cache.putBytes(actions[i] as Uint8Array, b)))
     const unknown = id() // looked up, never put: not recalled
-    await cache.remember('k', [...actions, unknown].map(a => Buffer.from(a).toString('hex')))
+    // under its command's key and its directory's, as a build's end does
+    await cache.remember(['k', 'dir'], [...actions, unknown].map(a => Buffer.from(a).toString('hex')))
     await cache.close() // the list outlives the node
     cache = await Cache.open({ dir, nodeId: 'p' })
     t.after(() => cache.close())
-    assert.equal((await cache.recall('other')).packed.length, 0)
-    const { packed, entries } = await cache.recall('k')
+    assert.equal((await cache.recall(['other'])).packed.length, 0)
+    assert.equal((await cache.recall(['other', 'dir'])).entries.size, 2, 'another command in the directory: its newest list')
+    await cache.remember(['k2', 'dir'], [Buffer.from(actions[0] as Uint8Array).toString('hex')])
+    assert.equal((await cache.recall(['other', 'dir'])).entries.size, 1, 'the directory\'s newest list')
+    assert.equal((await cache.recall(['k', 'dir'])).entries.size, 2, 'the command\'s own list first')
+    const { packed, entries } = await cache.recall(['k'])
     assert.equal(packed.length, 2 * RECALL_RECORD_BYTES)
     assert.equal(entries.size, 2)
     for (let i = 0; i < 2; i++) {
@@ -142,12 +147,12 @@ describe('cache', () => {
     await cache.putBytes(action, randomBytes(10))
     const a = Buffer.from(action).toString('hex')
     for (let i = 0; i <= MAX_RECALL_LISTS; i++) {
-      await cache.remember(`k${i}`, [a])
+      await cache.remember([`k${i}`], [a])
       await new Promise(resolve => setTimeout(resolve, 2)) // lists are ordered by their ms
     }
-    assert.equal((await cache.recall('k0')).entries.size, 0, 'the oldest list was forgotten')
-    assert.equal((await cache.recall('k1')).entries.size, 1)
-    assert.equal((await cache.recall(`k${MAX_RECALL_LISTS}`)).entries.size, 1)
+    assert.equal((await cache.recall(['k0'])).entries.size, 0, 'the oldest list was forgotten')
+    assert.equal((await cache.recall(['k1'])).entries.size, 1)
+    assert.equal((await cache.recall([`k${MAX_RECALL_LISTS}`])).entries.size, 1)
   })
 
   it('refuses a put whose blob is not on disk', async (t) => {

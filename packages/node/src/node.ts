@@ -646,7 +646,7 @@ export class GridNode {
   private async recall (build: BuildRecord): Promise<Uint8Array> {
     const buildId = build.stats.build
     try {
-      const { packed, entries } = await this.cache.recall(build.recallKey, build.pinned)
+      const { packed, entries } = await this.cache.recall(build.recallKeys, build.pinned)
       build.recalled = entries
       if (entries.size > 0) log.debug(`build ${buildId}: recalled ${entries.size} entries`)
       return packed
@@ -912,7 +912,7 @@ export class GridNode {
     void this.remote?.buildEnded()
     void this.scheduler.history.save()
     if (record.looked.size > 0) {
-      this.cache.remember(record.recallKey, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
+      this.cache.remember(record.recallKeys, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
     }
     log.info(`build ${build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
     // under grid env no summary is printed: the log is where this shows

@@ -21,8 +21,11 @@ export interface BuildRecord {
   plan: Plan | undefined
   /** compile time of each package in this build, ms (for the measured critical path) */
   durations: Map<string, number>
-  /** names this build's command in its directory: the key of its recall list (docs/cache.md) */
-  recallKey: string
+  /**
+   * The keys of its recall list (docs/cache.md, "Recall"): its command in its directory, then
+   * the directory alone (the newest list of any command there, for a command's first build).
+   */
+  recallKeys: [string, string]
   /** hex ActionIDs this build looked up or put: its recall list when it ends */
   looked: Set<string>
   /** entries handed to its cache helpers at `cache-open`, by hex ActionID */
@@ -45,7 +48,8 @@ export class Builds {
   /** @param since when its go command may have begun hashing files (default: now) */
   begin (command: string[], cwd: string, since = Date.now()): BuildRecord {
     const id = randomBytes(8).toString('hex')
-    const recallKey = createHash('sha256').update(JSON.stringify([cwd, command])).digest('hex').slice(0, 32)
+    const key = (parts: unknown[]): string => createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32)
+    const recallKeys: [string, string] = [key([cwd, command]), key([cwd])]
     const record: BuildRecord = {
       stats: emptyBuildStats(id, command),
       pinned: new Set(),
@@ -53,7 +57,7 @@ export class Builds {
       overheadMs: [],
       plan: undefined,
       durations: new Map(),
-      recallKey,
+      recallKeys,
       looked: new Set(),
       recalled: new Map(),
       recalling: undefined,

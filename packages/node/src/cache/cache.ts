@@ -359,12 +359,17 @@ export class Cache {
   }
 
   /**
-   * The entries still in the index for the ActionIDs remembered under `key` (invariant 7),
-   * packed as RECALL_RECORD_BYTES records for the helper, each pinned in `pin` as it is packed.
-   * Blobs are not stat'ed here: the helper checks each one's stamp when cmd/go asks for it.
+   * The entries still in the index for the ActionIDs remembered under the first of `keys` that
+   * has a list (invariant 7), packed as RECALL_RECORD_BYTES records for the helper, each pinned
+   * in `pin` as it is packed. Blobs are not stat'ed here: the helper checks each one's stamp
+   * when cmd/go asks for it.
    */
-  async recall (key: string, pin?: Set<string>): Promise<Recalled> {
-    const list = await this.recallLists.get(key)
+  async recall (keys: string[], pin?: Set<string>): Promise<Recalled> {
+    let list: Uint8Array | undefined
+    for (const key of keys) {
+      list = await this.recallLists.get(key)
+      if (list !== undefined) break
+    }
     const entries = new Map<string, { outputId: Uint8Array, size: number }>()
     if (list === undefined) return { packed: Buffer.alloc(0), entries }
     const count = Math.min(Math.floor(list.length / CACHE_ID_BYTES), MAX_RECALL)
@@ -396,10 +401,10 @@ export class Cache {
   }
 
   /**
-   * Remembers the ActionIDs (hex) a build looked up under `key`, replacing the last list, and
-   * forgets the oldest lists beyond MAX_RECALL_LISTS.
+   * Remembers the ActionIDs (hex) a build looked up under each of `keys`, replacing their last
+   * lists, and forgets the oldest lists beyond MAX_RECALL_LISTS.
    */
-  async remember (key: string, actionHexes: Iterable<string>): Promise<void> {
+  async remember (keys: string[], actionHexes: Iterable<string>): Promise<void> {
     const ids: Buffer[] = []
     for (const h of actionHexes) {
       if (ids.length === MAX_RECALL) break
@@ -407,7 +412,7 @@ export class Cache {
     }
     if (this.closed) return
     await this.reopening
-    const writing = this.writeRecall(key, Buffer.concat(ids))
+    const writing = this.writeRecall(keys, Buffer.concat(ids))
     this.remembering.add(writing)
     try {
       await writing
@@ -419,9 +424,10 @@ export class Cache {
     }
   }
 
-  private async writeRecall (key: string, list: Buffer): Promise<void> {
-    await this.recallLists.put(key, list)
-    await this.recallTimes.put(key, writeTime(Date.now()))
+  private async writeRecall (keys: string[], list: Buffer): Promise<void> {
+    const now = writeTime(Date.now())
+    await this.recallLists.batch(keys.map(key => ({ type: 'put' as const, key, value: list })))
+    await this.recallTimes.batch(keys.map(key => ({ type: 'put' as const, key, value: now })))
     const times: Array<[string, number]> = []
     for await (const [k, raw] of this.recallTimes.iterator()) times.push([k, readTime(raw)])
     if (times.length <= MAX_RECALL_LISTS) return
