@@ -406,8 +406,9 @@ func (h *helper) put(req request, body []byte) response {
 	<-h.ready
 	if !h.degraded.Load() {
 		path := filepath.Join(h.blobDir, name[:2], name)
+		inPlace := holds(path, body)
 		switch {
-		case len(body) <= privateCopyMax && holds(path, body):
+		case inPlace && len(body) <= privateCopyMax:
 			// Already in place (another action made these bytes): an old blob, which the node
 			// may be trimming right now, and nothing pins it for this build until its index
 			// entry arrives (docs/cache.md invariant 6). A small body costs less to copy than
@@ -422,7 +423,7 @@ func (h *helper) put(req request, body []byte) response {
 				h.index(req.ActionID, req.OutputID, int64(len(body)))
 				return res
 			}
-		case holds(path, body):
+		case inPlace:
 			// The same for a larger body: cmd/go gets the blob only once the node has indexed
 			// it (and so pinned it); if the node would not, this body stays private.
 			if h.indexNow(req.ActionID, req.OutputID, int64(len(body))) {
