@@ -125,6 +125,16 @@ function tryExec (cmd, args, options = {}) {
   try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], ...options }).trim() } catch { return null }
 }
 
+/**
+ * The cache misses a warm build of the target still has: `go build` of several packages links
+ * each command among them and discards the result, every time, plain go too (`go build -x`
+ * shows it), so each such link's lookup misses. One package, or none that is a command: none.
+ */
+function relinkedMains () {
+  const names = tryExec('go', ['list', '-f', '{{.Name}}', ...options.target])?.split('\n') ?? []
+  return names.length > 1 ? names.filter(n => n === 'main').length : 0
+}
+
 const CLOCK_TICKS = Number(tryExec('getconf', ['CLK_TCK'])) || 100
 
 /** CPU ticks from /proc/<pid>/stat: the process itself and its reaped descendants. */
@@ -562,6 +572,7 @@ async function main () {
       rounds: options.rounds,
       noopRunsPerRound: options.noopRuns,
       target: options.target,
+      relinked: relinkedMains(),
       plain: `go build -trimpath ${options.target.join(' ')}`,
       grid: `grid --cache <tmp> --control <tmp sock> --json build ${options.target.join(' ')}`,
       notes: [
@@ -691,7 +702,7 @@ function check (report, load) {
   for (const name of ['rebuild', 'noopDaemon', 'noopEnv', 'noopEmbedded']) {
     for (const s of samples[name]?.grid ?? []) {
       if (compiles(s) !== 0) problems.push(`${name} round ${s.round}: ${compiles(s)} compiles with a warm grid cache`)
-      if (s.grid.cache.misses !== 0) problems.push(`${name} round ${s.round}: ${s.grid.cache.misses} cache misses with a warm grid cache`)
+      if (s.grid.cache.misses > report.config.relinked) problems.push(`${name} round ${s.round}: ${s.grid.cache.misses} cache misses with a warm grid cache (${report.config.relinked} expected: main packages relinked)`)
     }
   }
   if (load.busy) {
