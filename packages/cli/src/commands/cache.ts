@@ -1,4 +1,5 @@
 /** `grid cache stats|gc|verify`: through the running node, or on the cache directly if none runs. */
+import { GC_SPARES_RECENT_MS } from '@grid/node'
 import { formatBytes, type CacheStats, type GcResult, type VerifyResult } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, sizeFlag, usageError } from '../options.js'
@@ -47,7 +48,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
 function formatGc (r: GcResult): string {
   // Right after a build filled the disk every blob is that recent: say why they stay, and when they can go.
   const spared = r.spared !== undefined && r.spared.blobs > 0
-    ? `\nkept ${r.spared.blobs} blobs (${formatBytes(r.spared.bytes)}) past the size: in use by a running build, or written in the last 10 minutes, which a build may be reading; run grid cache gc again once they are older`
+    ? `\nkept ${r.spared.blobs} blobs (${formatBytes(r.spared.bytes)}) past the size: in use by a running build, or written in the last ${GC_SPARES_RECENT_MS / 60_000} minutes, which a build may be reading; run grid cache gc again once they are older`
     : ''
   return `removed ${r.removedEntries} entries, ${r.removedBlobs} blobs, ${formatBytes(r.removedBytes)}${spared}\n${formatCache(r.stats)}`
 }
