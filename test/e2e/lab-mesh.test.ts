@@ -62,3 +62,34 @@ it('2 lab hosts split by a partition connect again soon after it ends', { skip: 
   }
   await waitFor(async () => await connected(h1) === true && await connected(h2) === true, 30_000, () => 'the two hosts to connect again after the partition')
 })
+
+// A helper on 10 Mbit/s Wi-Fi beside one on the gigabit LAN: when a build begins, h1 measures
+// the link of each helper it has not timed (docs/remote.md, "Links"), so that its first long
+// pole does not go to the slow one; `grid peers` shows what it found.
+it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart from 1 Gbit', { skip: skip ?? false }, async (t) => {
+  const lab = await createLab(t, { hosts: 3, cpu: 'max' })
+  const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]]
+  for (const [netns, dev] of [[h3.netns, 'eth0'], [`${lab.prefix}-sw`, 'h3']] as const) {
+    execFileSync('tc', ['-n', netns, 'qdisc', 'change', 'dev', dev, 'root', 'tbf', 'rate', '10mbit', 'burst', '256kb', 'latency', '5ms'])
+  }
+  for (const h of [h2, h3]) await lab.start(h.name, ['--slots', '1', '--accept-remote', 'always'])
+  await lab.start(h1.name, ['--slots', '1'])
+  const id = async (h: typeof h1): Promise<string> => JSON.parse((await lab.run(h.name, process.execPath, [LAB_GRID_BIN, '--json', 'status'])).stdout).nodeId
+  const [fast, slow] = [await id(h2), await id(h3)]
+  type Peer = { peerId: string, remote: { msPerByte?: number } }
+  let peers: Peer[] = []
+  await waitFor(async () => {
+    // every build's beginning looks for peers to time (h1 may still be probing its own toolchain)
+    const build = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, 'build', 'unsafe'])
+    assert.equal(build.code, 0, build.stderr)
+    const r = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, '--json', 'peers'])
+    peers = r.code === 0 ? JSON.parse(r.stdout) : []
+    return peers.filter(p => p.remote.msPerByte !== undefined).length === 2
+  }, 60_000, () => `h1 to time both helpers' links (last: ${JSON.stringify(peers.map(p => [p.peerId, p.remote]))})`)
+  const mbs = (peerId: string): number => 1 / (peers.find(p => p.peerId === peerId)?.remote.msPerByte as number) / 1000
+  assert.ok(mbs(slow) > 0.5 && mbs(slow) < 3, `the 10 Mbit/s helper at ${mbs(slow).toFixed(2)} MB/s`)
+  assert.ok(mbs(fast) > 8, `the 1 Gbit helper at ${mbs(fast).toFixed(2)} MB/s`)
+  const text = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, 'peers'])
+  assert.match(text.stdout, /LINK/)
+  assert.match(text.stdout.split('\n').find(l => l.startsWith(slow)) ?? '', / \d\.\d MB\/s /)
+})

@@ -27,6 +27,7 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     candidates: () => peers.filter(p => !calls.includes(p)).map(peerId => ({ peerId, free: 1, load: 0, speed: 1 })),
     whyNone: () => 'no-peers',
     predictMs,
+    probeLinks: () => {},
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {

@@ -37,12 +37,12 @@ describe('peerAddress', () => {
 })
 
 describe('formatPeers', () => {
-  it('has one row per peer with the compiles sent to it, and says when it failed some', () => {
-    const text = formatPeers([peer(), peer({ peerId: 'other', connected: false, rttMs: null, remote: { ok: 3, failed: 2 } })], 1_004_000)
+  it('has one row per peer with its link as measured and the compiles sent to it, and says when it failed some', () => {
+    const text = formatPeers([peer({ remote: { ok: 12, failed: 0, msPerByte: 8e-4 } }), peer({ peerId: 'other', connected: false, rttMs: null, remote: { ok: 3, failed: 2 } })], 1_004_000)
     const [head, first, second] = text.split('\n')
-    assert.match(head ?? '', /^PEER\s+ADDRESS\s+GRID\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+SENT$/)
-    assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+0\\.1\\.0\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+12$`))
-    assert.match(second ?? '', /\sdisconnected\s.*\s3 \(2 failed\)$/)
+    assert.match(head ?? '', /^PEER\s+ADDRESS\s+GRID\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+LINK\s+SENT$/)
+    assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+0\\.1\\.0\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+1\\.3 MB/s\\s+12$`))
+    assert.match(second ?? '', /\sdisconnected\s.*\s-\s+3 \(2 failed\)$/)
   })
 
   it('names the peers whose cache entries are refused, and why, below the table', () => {

@@ -9,17 +9,13 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
-import { noise } from '@chainsafe/libp2p-noise'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Libp2p, PrivateKey, Stream } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { yamux } from '@libp2p/yamux'
-import { createLibp2p } from 'libp2p'
 import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
 import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
+import { libp2pNode } from '../helpers/libp2p.js'
 
 // The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
 const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
@@ -30,19 +26,6 @@ type Ctx = Parameters<typeof tempDir>[0]
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 const MiB = 1024 * 1024
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
-
-async function libp2pNode (t: Ctx): Promise<{ libp2p: Libp2p, key: PrivateKey, id: string }> {
-  const key = await generateKeyPair('Ed25519')
-  const libp2p = await createLibp2p({
-    privateKey: key,
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()]
-  })
-  defer(t, async () => { await libp2p.stop() })
-  return { libp2p, key, id: libp2p.peerId.toString() }
-}
 
 interface Node { libp2p: Libp2p, id: string, cache: Cache, peerCache: PeerCache }
 

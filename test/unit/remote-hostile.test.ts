@@ -304,6 +304,27 @@ describe('remote compiles against hostile peers', () => {
     assert.equal(await placed(1000), 'local', 'the same peer behind ~8 Mbit/s keeps it here')
   })
 
+  it('a peer whose link a probe timed, before any task of ours: a slow link keeps a long pole here and ranks last', async () => {
+    // The first long pole of a build (runtime) used to go to a peer nobody had timed, presumed
+    // as fast as this host: on 10 Mbit/s Wi-Fi its inputs and archive took ~20 s to move.
+    const advert = { accepting: true, slots: { total: 1, free: 1 }, load: 0, toolchains: [TOOLCHAIN] }
+    let ids = ['slow']
+    const remote = new RemoteCompiler({ libp2p: {} as never, peers: () => ids.map(peerId => ({ peerId, advert: advert as never })), isUntrusted: () => false, own: () => TOOLCHAIN as never })
+    const longPole = 9000
+    const where = (): string => scheduler.place({ offload: 'busy', mesh: true, localFree: true, expectedMs: longPole, peerMs: () => remote.predictMs(longPole) }).where
+    assert.equal(remote.predictMs(longPole), longPole, 'not timed: presumed as fast as this host')
+    assert.equal(where(), 'remote')
+    remote.linkMeasured('slow', { rttMs: 1, msPerByte: 8e-4, atLeast: false }) // 10 Mbit/s
+    assert.ok((remote.predictMs(longPole) as number) > longPole * 1.5, `predicted ${remote.predictMs(longPole)} ms`)
+    assert.equal(where(), 'local', 'the only free peer is on a slow link')
+    ids = ['slow', 'fast', 'untimed']
+    assert.deepEqual(remote.candidates().map(c => c.peerId), ['fast', 'untimed', 'slow'], 'the slow link last')
+    assert.equal(where(), 'remote', 'peers not timed yet are presumed as fast as this host')
+    remote.linkMeasured('fast', { rttMs: 0.2, msPerByte: 1e-5, atLeast: false }) // ~100 MB/s
+    assert.equal(where(), 'remote', 'a free peer on a fast link takes it')
+    assert.equal(remote.candidates().at(-1)?.peerId, 'slow')
+  })
+
   it('remembers a peer holds a task\'s sources, not its importcfg, which names the build\'s $WORK and never comes again', async (t) => {
     const archive = await realArchive(t)
     const eagerHashes: string[][] = []

@@ -2,7 +2,7 @@
  * The human-readable renderings of the node's state (`grid status`, `grid peers`, the cache
  * commands). Pure functions of what the node reports; `--json` prints the reports instead.
  */
-import { formatBytes, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo, type UnlistedPeer } from '@grid/protocol'
+import { formatBytes, formatLinkRate, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo, type UnlistedPeer } from '@grid/protocol'
 
 interface Toolchain { go?: string, compiler?: string }
 
@@ -65,10 +65,11 @@ export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: Unlis
       p.rttMs === null ? (p.connected ? '?' : 'disconnected') : `${p.rttMs.toFixed(1)} ms`,
       `${Math.round((now - p.lastSeen) / 1000)} s ago`,
       `${a.policy ?? '?'}${a.accepting === true ? '' : ' (busy)'}`,
+      p.remote.msPerByte === undefined || p.remote.msPerByte === null ? '-' : formatLinkRate(p.remote.msPerByte),
       p.remote.failed === 0 ? `${p.remote.ok}` : `${p.remote.ok} (${p.remote.failed} failed)`
     ]
   })
-  const head = ['PEER', 'ADDRESS', 'GRID', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY', 'SENT']
+  const head = ['PEER', 'ADDRESS', 'GRID', 'GO', 'SLOTS', 'LOAD', 'RTT', 'SEEN', 'POLICY', 'LINK', 'SENT']
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] as string).length)))
   const table = [head, ...rows].map(r => r.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd())
   // a peer caught lying about the cache: its claims are refused from then on (docs/cache.md)

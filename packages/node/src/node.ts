@@ -24,7 +24,7 @@ import { Backlog, BACKLOG_TRIES, Dispatcher, goParallelism, localOrPeer, HISTORY
 import type { PrivateKey } from '@libp2p/interface'
 import type { Mesh, OwnLoad, PeerView } from './mesh/index.js'
 import type { PeerCache, Trust } from './peercache/index.js'
-import type { Offload, RemoteCompiler, Worker } from './remote/index.js'
+import type { LinkProbes, Offload, RemoteCompiler, Worker } from './remote/index.js'
 import type { GoToolchain } from './toolchain/index.js'
 import { join, resolve } from 'node:path'
 import type { BuildRecord } from './builds/index.js'
@@ -134,6 +134,7 @@ export class GridNode {
   private peerCache: PeerCache | undefined
   private remote: RemoteCompiler | undefined
   private worker: Worker | undefined
+  private links: LinkProbes | undefined
   /** the workstation's own load, for the `idle` policy and the adverts (mesh/load.ts) */
   private load: OwnLoad | undefined
   private goToolchain: GoToolchain | undefined
@@ -334,7 +335,7 @@ export class GridNode {
       await this.probeCompiler(go, signal).finally(probed)
       await spawning
     }).catch((err: Error) => { if (!signal.aborted) this.probeFailure(err) }).finally(probed)
-    const { RemoteCompiler, Worker } = await import('./remote/index.js')
+    const { LinkProbes, RemoteCompiler, Worker } = await import('./remote/index.js')
     if (libp2p !== undefined) {
       this.worker = new Worker({
         libp2p,
@@ -352,12 +353,15 @@ export class GridNode {
         accepting: () => mesh.accepting()
       })
       await this.worker.start()
+      this.links = new LinkProbes(libp2p)
+      await this.links.start()
       this.remote = new RemoteCompiler({
         libp2p,
         peers: () => mesh.connectedAdverts(),
         isUntrusted: id => this.peerCache?.untrusted.has(id) ?? false,
         own: () => this.toolchains[0],
-        speaks: id => mesh.speaks(id, COMPILE_PROTOCOL)
+        speaks: id => mesh.speaks(id, COMPILE_PROTOCOL),
+        links: this.links
       })
       this.remote.onSlotFreed = () => { this.steal() }
     }
@@ -483,6 +487,8 @@ export class GridNode {
     this.peerCache = undefined
     await this.worker?.stop()
     this.worker = undefined
+    await this.links?.stop()
+    this.links = undefined
     await this.pool.spawner?.close()
     this.pool.spawner = undefined
     this.remote?.close()
@@ -546,7 +552,7 @@ export class GridNode {
     const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerMs: () => remote.predictMs(expectedMs) })
     if (expectedMs >= LONG_POLE_MS && log.debugEnabled) {
       const peerMs = remote.predictMs(expectedMs)
-      log.debug(`long pole ${req.importPath}: expected ${Math.round(expectedMs)} ms here, ${peerMs === undefined ? 'no peer timed' : `${Math.round(peerMs)} ms on the best free peer`}, ` +
+      log.debug(`long pole ${req.importPath}: expected ${Math.round(expectedMs)} ms here, ${peerMs === undefined ? 'no peer free' : `${Math.round(peerMs)} ms on the best free peer`}, ` +
         `local slot ${this.pool.free ? 'free' : 'taken'}: ${placement.where === 'local' ? `local (${placement.reason})` : 'remote'}`)
     }
     if (placement.where === 'local') return { reason: placement.reason, priority, expectedMs }
@@ -1066,6 +1072,7 @@ export class GridNode {
         // the peers' share is capped, whatever their adverts say
         const { parallelism, remoteSlots } = goParallelism(this.pool.slots, remote?.capacity() ?? 0, availableParallelism())
         const offload = remote?.anyCapable() ?? false // every free remote slot is a capable peer's
+        remote?.probeLinks() // before its long poles are placed (remote/link.ts)
         return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
       }
       case 'build-graph': {

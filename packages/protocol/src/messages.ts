@@ -182,8 +182,11 @@ export interface PeerInfo {
   advert: Record<string, unknown>
   /** why this node no longer accepts the peer's cache entries, or null */
   untrusted: string | null
-  /** remote compiles this node sent it: done, failed (a failed peer is avoided for a while) */
-  remote: { ok: number, failed: number, speed?: number }
+  /**
+   * remote compiles this node sent it: done, failed (a failed peer is avoided for a while);
+   * `msPerByte`, its link as last measured (a probe, or a task that moved 256 KiB or more)
+   */
+  remote: { ok: number, failed: number, speed?: number, msPerByte?: number }
   /**
    * why it takes none of this node's compiles or cache lookups whatever its toolchain (it is of
    * another grid version: it speaks other versions of grid's protocols), or null

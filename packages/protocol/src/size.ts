@@ -23,3 +23,12 @@ export function formatBytes (n: number): string {
   while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
 }
+
+/**
+ * A link's speed from its time per byte (ms), in MB/s (decimal, as links are sold): '>1000 MB/s'
+ * beyond a gigabyte a second, where a probe on a LAN no longer tells links apart.
+ */
+export function formatLinkRate (msPerByte: number): string {
+  const mbs = msPerByte > 0 ? 1 / msPerByte / 1000 : Infinity
+  return mbs >= 1000 ? '>1000 MB/s' : `${mbs.toFixed(mbs < 10 ? 1 : 0)} MB/s`
+}

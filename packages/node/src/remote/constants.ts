@@ -114,3 +114,33 @@ export const BUSY = 'all compile slots are busy'
  * than this serves more requesters, not more of one's tasks.
  */
 export const MAX_TASKS_PER_PEER = 32
+
+/** A peer's link is measured on this protocol (link.ts). */
+export const LINK_PROTOCOL = '/grid/link/1.0.0'
+
+/**
+ * A link probe's big frames: each long enough to get past a shaper's burst (tc's tbf lets
+ * 256 KB through at line rate) and to take ~0.8 s on 10 Mbit/s Wi-Fi, a few ms on a gigabit
+ * LAN. A probe is one round trip of a few bytes, then LINK_PROBE_ROUNDS − 1 of these.
+ */
+export const LINK_PROBE_BYTES = 1024 * 1024
+export const LINK_PROBE_ROUNDS = 3
+/** A probe ends after this long; one cut short says its link is at least that slow. */
+export const LINK_PROBE_TIMEOUT_MS = 4_000
+/** A peer answers one probe from each peer at most this often. */
+export const LINK_PROBE_MIN_GAP_MS = 10_000
+/**
+ * A requester measures again a link it last timed (by a probe or a big task) longer ago than
+ * this, at its next build: laptops move between desks and Wi-Fi.
+ */
+export const LINK_STALE_MS = 10 * 60_000
+
+/**
+ * Bytes a compile is presumed to move (inputs out, archive back) per ms of its expected time
+ * before any task of ours has shown it: low on purpose. In the lab (0.5-core hosts) std's
+ * remote tasks moved ~3 KB per expected ms, runtime ~1.3 KB; on a full core compiles take a
+ * quarter of the time for the same bytes. With this prior a long pole stays here when the only
+ * free peer's link is slower than ~4 MB/s (the compile predicted 25 % longer there: FASTER_PEER),
+ * and goes to one on a gigabit LAN.
+ */
+export const LINK_PRIOR_BYTES_PER_MS = 1_000

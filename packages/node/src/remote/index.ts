@@ -1,6 +1,7 @@
 export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type Attempt, type Candidate, type RemoteRequest } from './remote.js'
 export type { PreparedTask } from './task-builder.js'
 export { Worker } from './worker.js'
+export { LinkProbes, type LinkSample } from './link.js'
 export { parseCompileArgs, relocatedTrimpath } from './parse.js'
 export { exportDataOnly } from './archive.js'
-export { COMPILE_PROTOCOL } from './constants.js'
+export { COMPILE_PROTOCOL, LINK_PROTOCOL } from './constants.js'

@@ -20,9 +20,10 @@
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
-import { GRID_VERSION, GridError, type Advert, type ToolchainInfo } from '@grid/protocol'
+import { GRID_VERSION, GridError, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
 import { buildTask, type PreparedTask } from './task-builder.js'
@@ -64,9 +65,11 @@ const BYTES_DECAY = 0.95
  * `ratio` (its compile time over our expected time), `extraMs` (wall time beyond its compile
  * on tasks that moved little: its sandbox, the round trips) and `msPerByte` (on tasks that moved
  * LINK_SAMPLE_BYTES or more, the rest of that time per byte moved: its link) predict a task's
- * wall time there; all are moving averages over successes, undefined before the first.
+ * wall time there; all are moving averages over successes, undefined before the first, except
+ * that a link probe (link.ts) sets `msPerByte` outright. `linkAt`: when `msPerByte` was last
+ * measured (Date.now()).
  */
-interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined, msPerByte: number | undefined }
+interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined, msPerByte: number | undefined, linkAt: number | undefined }
 /** Weight of a new sample in a peer's moving averages (speed, ratio, extraMs, msPerByte). */
 const SPEED_ALPHA = 0.3
 
@@ -117,6 +120,8 @@ export interface RemoteInit {
   own: () => ToolchainInfo | undefined
   /** whether the peer handles COMPILE_PROTOCOL, as identify said; undefined: not known yet */
   speaks?: (peerId: string) => boolean | undefined
+  /** measures peers' links before big tasks go to them (absent: learnt from tasks alone) */
+  links?: LinkProbes
 }
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
@@ -160,6 +165,13 @@ export class RemoteCompiler {
   /** Decayed sums over our tasks of the bytes each moved and of its expected compile time. */
   private movedBytes = 0
   private movedExpectedMs = 0
+  /** Per peer, when its link was last probed (a probe that failed is not tried again sooner either). */
+  private readonly probedAt = new Map<string, number>()
+  /** Whether links are being probed, and when `probeLinks` last looked for peers to probe. */
+  private probing = false
+  private probeLookedAt = 0
+  /** Aborted when the node stops: probes in flight end. */
+  private readonly closing = new AbortController()
 
   constructor (init: RemoteInit) {
     this.init = init
@@ -198,19 +210,63 @@ export class RemoteCompiler {
   /**
    * The shortest wall time a free peer is predicted to take for a compile we expect to take
    * `expectedMs` here: its compile ratio times that, plus its fixed cost beyond the compile,
-   * plus the bytes such a compile moves (our tasks' bytes per ms of expected compile) at the
-   * speed of its link. Undefined when no free peer has finished one of our tasks yet.
+   * plus the bytes such a compile moves (`bytesPerExpectedMs`) at the speed of its link. What
+   * is not known of a peer yet is presumed as here: a peer that has finished none of our tasks
+   * compiles as fast as this host, and one whose link was not timed moves bytes for free.
+   * Undefined when no peer is free.
    */
   predictMs (expectedMs: number): number | undefined {
-    const bytes = this.movedExpectedMs > 0 ? expectedMs * this.movedBytes / this.movedExpectedMs : 0
+    const bytes = expectedMs * this.bytesPerExpectedMs()
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      if (score?.ratio === undefined || (score.extraMs === undefined && score.msPerByte === undefined)) continue
-      const ms = expectedMs * score.ratio + (score.extraMs ?? 0) + bytes * (score.msPerByte ?? 0)
+      const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + bytes * (score?.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
     return best
+  }
+
+  /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
+  private bytesPerExpectedMs (): number {
+    return this.movedExpectedMs > 0 ? this.movedBytes / this.movedExpectedMs : LINK_PRIOR_BYTES_PER_MS
+  }
+
+  /**
+   * Measures, in the background and one at a time, the link of each capable peer whose link
+   * was not timed (by a probe or a big task) within LINK_STALE_MS: probes at once would share
+   * this host's own link, and each would look slower. Cheap to call per compile: it looks for
+   * such peers at most once a second.
+   */
+  probeLinks (): void {
+    const links = this.init.links
+    const now = Date.now()
+    if (links === undefined || this.probing || now - this.probeLookedAt < 1_000) return
+    this.probeLookedAt = now
+    const fresh = (at: number | undefined): boolean => at !== undefined && now - at < LINK_STALE_MS
+    const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !fresh(this.scores.get(p.peerId)?.linkAt) && !fresh(this.probedAt.get(p.peerId)))
+    if (due.length === 0) return
+    this.probing = true
+    void (async () => {
+      for (const { peerId } of due) {
+        if (this.closing.signal.aborted) return
+        this.probedAt.set(peerId, Date.now())
+        const sample = await links.measure(peerId, this.closing.signal)
+        if (sample !== undefined) this.linkMeasured(peerId, sample)
+      }
+    })().finally(() => { this.probing = false })
+  }
+
+  /**
+   * A probe timed `peer`'s link: its time per byte replaces what tasks taught, and a peer that
+   * has run none of our tasks yet ranks by it (a compile's bytes at that speed, per ms of
+   * compile), so that a slow link is not the first choice for a big task.
+   */
+  linkMeasured (peer: string, sample: LinkSample): void {
+    const score = this.score(peer)
+    score.msPerByte = sample.msPerByte
+    score.linkAt = Date.now()
+    if (score.ok === 0 && score.failed === 0) score.speed = Math.min(MAX_RATIO, 1 + sample.msPerByte * this.bytesPerExpectedMs())
+    log.info(`link to ${peer}: ${sample.atLeast ? 'at most ' : ''}${formatLinkRate(sample.msPerByte)}, round trip ${sample.rttMs.toFixed(1)} ms`)
   }
 
   /** Whether any connected member could take our compiles (free slots or not). */
@@ -294,7 +350,10 @@ export class RemoteCompiler {
       this.movedBytes = this.movedBytes * BYTES_DECAY + moved
       this.movedExpectedMs = this.movedExpectedMs * BYTES_DECAY + Math.max(1, expectedMs)
       if (moved < LINK_SAMPLE_BYTES || score.extraMs === undefined) score.extraMs = toward(score.extraMs, wallMs - compileMs)
-      if (moved >= LINK_SAMPLE_BYTES) score.msPerByte = toward(score.msPerByte, Math.max(0, wallMs - compileMs - score.extraMs) / moved)
+      if (moved >= LINK_SAMPLE_BYTES) {
+        score.msPerByte = toward(score.msPerByte, Math.max(0, wallMs - compileMs - score.extraMs) / moved)
+        score.linkAt = Date.now()
+      }
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: Math.max(0, wallMs - compileMs), compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
@@ -369,7 +428,7 @@ export class RemoteCompiler {
 
   private score (peer: string): Score {
     let score = this.scores.get(peer)
-    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined, msPerByte: undefined }; this.scores.set(peer, score) }
+    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined, msPerByte: undefined, linkAt: undefined }; this.scores.set(peer, score) }
     return score
   }
 
@@ -546,8 +605,9 @@ export class RemoteCompiler {
   /**
    * `peer` left the mesh's table (its adverts stopped): what was kept to talk to it goes, the
    * inputs we believe it holds (up to MAX_KNOWN_INPUTS) and the streams kept for its next task.
-   * A member that comes back learns them again at its first tasks. Its score stays (it is small,
-   * and `grid peers` shows it if the peer returns), and so does a penalty not yet served.
+   * A member that comes back learns them again at its first tasks, and its link is probed again.
+   * Its score stays (it is small, and `grid peers` shows it if the peer returns), and so does a
+   * penalty not yet served.
    */
   forget (peer: string): void {
     this.held.delete(peer)
@@ -555,11 +615,16 @@ export class RemoteCompiler {
     this.idle.delete(peer)
     this.refusals.delete(peer)
     this.slots.forget(peer)
+    // it may come back over another link (a laptop that moved): measured again then
+    this.probedAt.delete(peer)
+    const score = this.scores.get(peer)
+    if (score !== undefined) score.linkAt = undefined
     if ((this.penalty.get(peer) ?? 0) <= Date.now()) this.penalty.delete(peer)
   }
 
-  /** Closes every kept stream (the node is stopping). */
+  /** Closes every kept stream and ends link probes (the node is stopping). */
   close (): void {
+    this.closing.abort()
     for (const kept of this.idle.values()) for (const c of kept) void c.stream.close().catch(() => {})
     this.idle.clear()
   }

@@ -67,6 +67,7 @@ export class Dispatcher {
     const races: Races = { local: false, duplicate: false }
     const remote = this.init.remote()
     if (remote === undefined) return { done: false, reason: 'no-peers', races }
+    remote.probeLinks() // a peer that joined since the build began (remote/link.ts)
     // Preparing reads and hashes every input: not for a compile no peer could take.
     if (remote.candidates().length === 0) return { done: false, reason: remote.whyNone(), races }
     // A long pole stays for a local slot when the free peers are predicted clearly slower (place()

@@ -66,8 +66,8 @@ export interface PlaceInput {
   expectedMs: number
   /**
    * The wall time (transfer included) this compile is predicted to take on the best free
-   * peer, from how that peer did on earlier tasks; undefined when no free peer has a record.
-   * Asked only when it decides.
+   * peer, from how that peer did on earlier tasks and its link's probe (a peer not timed is
+   * presumed as fast as this host); undefined when no peer is free. Asked only when it decides.
    */
   peerMs?: () => number | undefined
 }
