@@ -28,6 +28,7 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     whyNone: () => 'no-peers',
     predictMs,
     probeLinks: () => {},
+    linkOfBest: async () => {},
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {

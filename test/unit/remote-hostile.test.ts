@@ -325,6 +325,34 @@ describe('remote compiles against hostile peers', () => {
     assert.equal(remote.candidates().at(-1)?.peerId, 'slow')
   })
 
+  it('a long pole waits for the probe of its best peer\'s link that a build\'s start began, and only for it', async () => {
+    // In the lab runtime arrived ~1 s after the build began, while the 10 Mbit/s helper's
+    // probe (~2 s) was still running: it went there, presumed fast, and took 21 s to fail.
+    const advert = { accepting: true, slots: { total: 1, free: 1 }, load: 0, toolchains: [TOOLCHAIN] }
+    const probed: string[] = []
+    const links = {
+      measure: async (peer: string) => {
+        probed.push(peer)
+        await new Promise(resolve => setTimeout(resolve, 300))
+        return { rttMs: 1, msPerByte: 8e-4, atLeast: false }
+      }
+    }
+    const remote = new RemoteCompiler({ libp2p: {} as never, peers: () => [{ peerId: 'wifi', advert: advert as never }], isUntrusted: () => false, own: () => TOOLCHAIN as never, links: links as never })
+    const longPole = 9000
+    remote.probeLinks()
+    assert.equal(remote.predictMs(longPole), longPole, 'while the probe runs the peer is presumed as fast as here')
+    const started = performance.now()
+    await remote.linkOfBest(new AbortController().signal)
+    const waited = performance.now() - started
+    assert.ok(waited >= 250 && waited < 2_000, `waited ${waited} ms`)
+    assert.ok((remote.predictMs(longPole) as number) > longPole * 1.5, 'then its link is known')
+    remote.probeLinks()
+    const again = performance.now()
+    await remote.linkOfBest(new AbortController().signal)
+    assert.ok(performance.now() - again < 50, 'a link measured is not measured again, nor waited for')
+    assert.deepEqual(probed, ['wifi'])
+  })
+
   it('remembers a peer holds a task\'s sources, not its importcfg, which names the build\'s $WORK and never comes again', async (t) => {
     const archive = await realArchive(t)
     const eagerHashes: string[][] = []

@@ -17,12 +17,13 @@
  * whose compile time is impossible, or whose failure a clean local compile disproves is set
  * aside like any failing peer.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
@@ -167,6 +168,8 @@ export class RemoteCompiler {
   private movedExpectedMs = 0
   /** Per peer, when its link was last probed (a probe that failed is not tried again sooner either). */
   private readonly probedAt = new Map<string, number>()
+  /** Per peer, its probe that is due or running, settled when it has finished (`linkOfBest`). */
+  private readonly measuring = new Map<string, Promise<void>>()
   /** Whether links are being probed, and when `probeLinks` last looked for peers to probe. */
   private probing = false
   private probeLookedAt = 0
@@ -246,14 +249,43 @@ export class RemoteCompiler {
     const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !fresh(this.scores.get(p.peerId)?.linkAt) && !fresh(this.probedAt.get(p.peerId)))
     if (due.length === 0) return
     this.probing = true
+    const settle = new Map(due.map(({ peerId }) => {
+      let resolve = (): void => {}
+      this.measuring.set(peerId, new Promise<void>(resolve_ => { resolve = resolve_ }))
+      return [peerId, resolve]
+    }))
     void (async () => {
-      for (const { peerId } of due) {
+      for (const [peerId, resolve] of settle) {
         if (this.closing.signal.aborted) return
         this.probedAt.set(peerId, Date.now())
         const sample = await links.measure(peerId, this.closing.signal)
         if (sample !== undefined) this.linkMeasured(peerId, sample)
+        this.measuring.delete(peerId)
+        resolve()
       }
-    })().finally(() => { this.probing = false })
+    })().finally(() => {
+      this.probing = false
+      for (const [peerId, resolve] of settle) { this.measuring.delete(peerId); resolve() }
+    })
+  }
+
+  /**
+   * Waits while the best candidate's link is being measured (its probe due or running), for at
+   * most LINK_PROBE_TIMEOUT_MS in all: a long pole is placed by what its link costs. The probes
+   * of a build's start are usually done before its first long pole (runtime) arrives; a
+   * 10 Mbit/s link takes ~2 s to measure, a gigabit one a few ms.
+   */
+  async linkOfBest (signal: AbortSignal): Promise<void> {
+    const until = performance.now() + LINK_PROBE_TIMEOUT_MS
+    for (;;) {
+      const best = this.candidates()[0]
+      const pending = best === undefined ? undefined : this.measuring.get(best.peerId)
+      const left = until - performance.now()
+      if (pending === undefined || left <= 0 || signal.aborted) return
+      const done = new AbortController()
+      await Promise.race([pending, sleep(left, undefined, { signal: AbortSignal.any([signal, done.signal]) }).catch(() => {})])
+      done.abort()
+    }
   }
 
   /**

@@ -75,6 +75,7 @@ export class Dispatcher {
     // was taken, and one the backlog offers a freed peer). In the lab a helper on 10 Mbit/s Wi-Fi
     // took runtime, net and net/http that way: ~20 s each to move, against 4-10 s here.
     if (expectedMs >= LONG_POLE_MS) {
+      await remote.linkOfBest(signal) // measured at the build's start: a few ms on a LAN, ~2 s on 10 Mbit/s
       const peerMs = remote.predictMs(expectedMs)
       if (peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) return { done: false, reason: 'peers-slower', races }
     }
