@@ -18,12 +18,13 @@ const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' })
 type Answer = { ok: true, peer: string, archive: Uint8Array, asmhdr: null, transferMs: number, compileMs: number, wallMs: number } | { ok: false, peer: string, reason: string }
 
 /** Peers whose attempts wait until the test answers them (or the dispatcher cancels them). */
-function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number) => number | undefined = () => undefined) {
+function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: number) => number | undefined = () => undefined) {
   const calls: string[] = []
   const overdue: string[] = []
   const answers = new Map<string, (a: Answer) => void>()
   const remote = {
-    prepare: async () => ({ task: { importPath: 'x' }, blobs: new Map(), out, asmhdr: undefined, inputBytes: 0 }),
+    // one 1000-byte source and a 100-byte importcfg
+    prepare: async () => ({ task: { importPath: 'x', sources: ['/m/a.go'], files: [{ path: '/m/a.go', size: 1000 }, { path: '/w/importcfg', size: 100 }] }, blobs: new Map(), out, asmhdr: undefined, inputBytes: 1100 }),
     candidates: () => peers.filter(p => !calls.includes(p)).map(peerId => ({ peerId, free: 1, load: 0, speed: 1 })),
     whyNone: () => 'no-peers',
     predictMs,
@@ -112,7 +113,8 @@ describe('dispatch', () => {
     // In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http whenever the
     // requester's slot was taken or the backlog offered them: ~20 s each, against 4-10 s here.
     const dir = await pkgDir(t)
-    const stub = stubRemote(['slow'], join(dir, '_pkg_.a'), expectedMs => 3 * expectedMs)
+    const asked: Array<number | undefined> = []
+    const stub = stubRemote(['slow'], join(dir, '_pkg_.a'), (expectedMs, bytes) => { asked.push(bytes); return 3 * expectedMs })
     const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
     const running = d.compile(request(dir), 5_000, 0, new AbortController().signal)
     await Promise.race([running, waitUntil(() => stub.calls.length === 1)])
@@ -120,6 +122,9 @@ describe('dispatch', () => {
     const r = await running
     assert.ok(!r.done && r.reason === 'peers-slower', JSON.stringify(r))
     assert.deepEqual(stub.calls, [])
+    // predicted with the task's own bytes: its inputs, and an archive of five times its sources
+    // (runtime: 3 MB of inputs, a 13 MB archive; small tasks' bytes per ms would say far less)
+    assert.deepEqual(asked, [1100 + 5 * 1000])
     // a short compile, or a peer predicted about as fast, still goes
     const fast = stubRemote(['fast'], join(dir, '_pkg_.a'), expectedMs => expectedMs)
     const d2 = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => fast.remote as never })

@@ -1,5 +1,5 @@
 export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type Attempt, type Candidate, type RemoteRequest } from './remote.js'
-export type { PreparedTask } from './task-builder.js'
+export { taskBytes, type PreparedTask } from './task-builder.js'
 export { Worker } from './worker.js'
 export { LinkProbes, type LinkSample } from './link.js'
 export { parseCompileArgs, relocatedTrimpath } from './parse.js'

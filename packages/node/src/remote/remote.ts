@@ -216,10 +216,9 @@ export class RemoteCompiler {
    * plus the bytes such a compile moves (`bytesPerExpectedMs`) at the speed of its link. What
    * is not known of a peer yet is presumed as here: a peer that has finished none of our tasks
    * compiles as fast as this host, and one whose link was not timed moves bytes for free.
-   * Undefined when no peer is free.
+   * `bytes`: what the task moves, when known (`taskBytes`). Undefined when no peer is free.
    */
-  predictMs (expectedMs: number): number | undefined {
-    const bytes = expectedMs * this.bytesPerExpectedMs()
+  predictMs (expectedMs: number, bytes = expectedMs * this.bytesPerExpectedMs()): number | undefined {
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { OUTPUT_ENV, TASK_VERSION, validateTask, type CompileTask, type TaskFile } from '@grid/protocol'
 import { exportDataOnly } from './archive.js'
+import { ARCHIVE_BYTES_PER_SOURCE_BYTE } from './constants.js'
 import type { ExportDataCache } from './export-cache.js'
 import type { ParsedCompile } from './parse.js'
 
@@ -100,4 +101,16 @@ export async function buildTask (parsed: ParsedCompile, env: Record<string, stri
 /** Directories of every input: each gets a sandbox => requester rule in the relocation recipe. */
 export function inputDirs (task: CompileTask): string[] {
   return [...new Set(task.files.map(f => dirname(f.path)))]
+}
+
+/**
+ * The bytes a task moves to a peer that holds none of its inputs: the inputs, and an archive
+ * guessed from the size of its sources. Our tasks' bytes per ms of expected compile are learnt
+ * mostly from small packages, whose archives are small beside the export data they take in; a
+ * long pole's archive is not (runtime's inputs are 3 MB, its archive 13 MB).
+ */
+export function taskBytes (prepared: PreparedTask): number {
+  const sources = new Set(prepared.task.sources)
+  const sourceBytes = prepared.task.files.reduce((n, f) => n + (sources.has(f.path) ? f.size : 0), 0)
+  return prepared.inputBytes + ARCHIVE_BYTES_PER_SOURCE_BYTE * sourceBytes
 }

@@ -19,6 +19,7 @@ import { renameSync, writeFileSync } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { logger } from '../log.js'
 import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
+import { taskBytes } from '../remote/task-builder.js'
 import type { CompileJob, CompileOutcome, LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
 import { FASTER_PEER, LONG_POLE_MS } from './constants.js'
@@ -70,15 +71,10 @@ export class Dispatcher {
     remote.probeLinks() // a peer that joined since the build began (remote/link.ts)
     // Preparing reads and hashes every input: not for a compile no peer could take.
     if (remote.candidates().length === 0) return { done: false, reason: remote.whyNone(), races }
-    // A long pole stays for a local slot when the free peers are predicted clearly slower (place()
-    // asks this only while a local slot is free; this also covers a compile placed while the slot
-    // was taken, and one the backlog offers a freed peer). In the lab a helper on 10 Mbit/s Wi-Fi
-    // took runtime, net and net/http that way: ~20 s each to move, against 4-10 s here.
-    if (expectedMs >= LONG_POLE_MS) {
-      await remote.linkOfBest(signal) // measured at the build's start: a few ms on a LAN, ~2 s on 10 Mbit/s
-      const peerMs = remote.predictMs(expectedMs)
-      if (peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) return { done: false, reason: 'peers-slower', races }
-    }
+    // A long pole is placed by what its best peer's link costs: measured when the build began, a
+    // few ms on a LAN, ~2 s on 10 Mbit/s.
+    const longPole = expectedMs >= LONG_POLE_MS
+    if (longPole) await remote.linkOfBest(signal)
     this.preparing++
     let prepared: Awaited<ReturnType<RemoteCompiler['prepare']>>
     try {
@@ -88,6 +84,15 @@ export class Dispatcher {
     }
     const preparedAt = performance.now()
     if ('reason' in prepared) return { done: false, reason: prepared.reason, races }
+    // A long pole stays for a local slot when the free peers are predicted clearly slower, with
+    // the bytes of this task (place() asks only while a local slot is free, and without them;
+    // this also covers a compile placed while the slot was taken, and one the backlog offers a
+    // freed peer). In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http that
+    // way: ~20 s each to move, against 4-10 s here.
+    if (longPole) {
+      const peerMs = remote.predictMs(expectedMs, taskBytes(prepared))
+      if (peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) return { done: false, reason: 'peers-slower', races }
+    }
     const first = remote.candidates()
     if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
 
