@@ -18,7 +18,7 @@ const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' })
 type Answer = { ok: true, peer: string, archive: Uint8Array, asmhdr: null, transferMs: number, compileMs: number, wallMs: number } | { ok: false, peer: string, reason: string }
 
 /** Peers whose attempts wait until the test answers them (or the dispatcher cancels them). */
-function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: number) => number | undefined = () => undefined) {
+function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: number) => number | undefined = () => undefined, msPerByte = 0) {
   const calls: string[] = []
   const overdue: string[] = []
   const answers = new Map<string, (a: Answer) => void>()
@@ -30,6 +30,7 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     predictMs,
     probeLinks: () => {},
     linkOfBest: async () => {},
+    linkMs: (bytes: number) => bytes * msPerByte,
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {
@@ -125,6 +126,13 @@ describe('dispatch', () => {
     // predicted with the task's own bytes: its inputs, and an archive of five times its sources
     // (runtime: 3 MB of inputs, a 13 MB archive; small tasks' bytes per ms would say far less)
     assert.deepEqual(asked, [1100 + 5 * 1000])
+    // nor to one predicted about as fast whose link alone would take over a fifth of its time
+    // here: 6100 bytes at 0.2 ms each (the compile ratio and the expected time come from small
+    // compiles; the link is measured)
+    const wifi = stubRemote(['wifi'], join(dir, '_pkg_.a'), expectedMs => expectedMs, 0.2)
+    const onWifi = await new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => wifi.remote as never }).compile(request(dir), 5_000, 0, new AbortController().signal)
+    assert.ok(!onWifi.done && onWifi.reason === 'peers-slower', JSON.stringify(onWifi))
+    assert.deepEqual(wifi.calls, [])
     // a short compile, or a peer predicted about as fast, still goes
     const fast = stubRemote(['fast'], join(dir, '_pkg_.a'), expectedMs => expectedMs)
     const d2 = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => fast.remote as never })

@@ -317,8 +317,10 @@ describe('remote compiles against hostile peers', () => {
     remote.linkMeasured('slow', { rttMs: 1, msPerByte: 8e-4, atLeast: false }) // 10 Mbit/s
     assert.ok((remote.predictMs(longPole) as number) > longPole * 1.5, `predicted ${remote.predictMs(longPole)} ms`)
     assert.equal(where(), 'local', 'the only free peer is on a slow link')
+    assert.equal(Math.round(remote.linkMs(1e6)), 800, 'a megabyte over its link')
     ids = ['slow', 'fast', 'untimed']
     assert.deepEqual(remote.candidates().map(c => c.peerId), ['fast', 'untimed', 'slow'], 'the slow link last')
+    assert.equal(remote.linkMs(1e6), 0, 'the first candidate now, its link not timed')
     assert.equal(where(), 'remote', 'peers not timed yet are presumed as fast as this host')
     remote.linkMeasured('fast', { rttMs: 0.2, msPerByte: 1e-5, atLeast: false }) // ~100 MB/s
     assert.equal(where(), 'remote', 'a free peer on a fast link takes it')

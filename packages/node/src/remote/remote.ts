@@ -228,6 +228,15 @@ export class RemoteCompiler {
     return best
   }
 
+  /**
+   * How long `bytes` take over the link of the peer a compile would go to now (the first
+   * candidate), as last measured; 0 when there is none, or its link was never timed.
+   */
+  linkMs (bytes: number): number {
+    const best = this.candidates()[0]
+    return best === undefined ? 0 : bytes * (this.scores.get(best.peerId)?.msPerByte ?? 0)
+  }
+
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
   private bytesPerExpectedMs (): number {
     return this.movedExpectedMs > 0 ? this.movedBytes / this.movedExpectedMs : LINK_PRIOR_BYTES_PER_MS

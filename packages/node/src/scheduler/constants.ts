@@ -30,6 +30,17 @@ export const FASTER_PEER = 0.8
 export const LONG_POLE_MS = 1_000
 
 /**
+ * A long pole also stays here when moving its bytes over the link of the peer it would go to
+ * would take more than this share of its expected time here (`peers-slower`). The trip is time
+ * in which neither host compiles it, at the head of the critical path; the peer's compile ratio
+ * and this host's expected time, learnt from small compiles, can both be off by half for a long
+ * pole, but a link's time per byte is measured. In the lab a helper on 10 Mbit/s Wi-Fi was
+ * predicted only 9 % slower for runtime (its 16 MB: 11 s on the link, against 18.6 s expected
+ * here, where it took ~13 s), and took 22.7 s there.
+ */
+export const LONG_POLE_LINK_SHARE = 0.2
+
+/**
  * With peers, cmd/go's -p is the local slots plus the peers' free slots plus this many more:
  * compiles that wait at the node (backlog.ts, the local queue), so a peer that finishes a task
  * finds the next one already there, and the node, not cmd/go, chooses which goes next. cmd/go

@@ -22,7 +22,7 @@ import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../re
 import { taskBytes } from '../remote/task-builder.js'
 import type { CompileJob, CompileOutcome, LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
-import { FASTER_PEER, LONG_POLE_MS } from './constants.js'
+import { FASTER_PEER, LONG_POLE_LINK_SHARE, LONG_POLE_MS } from './constants.js'
 
 const log = logger('grid:scheduler')
 
@@ -90,8 +90,11 @@ export class Dispatcher {
     // freed peer). In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http that
     // way: ~20 s each to move, against 4-10 s here.
     if (longPole) {
-      const peerMs = remote.predictMs(expectedMs, taskBytes(prepared))
-      if (peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) return { done: false, reason: 'peers-slower', races }
+      const bytes = taskBytes(prepared)
+      const peerMs = remote.predictMs(expectedMs, bytes)
+      if ((peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) || remote.linkMs(bytes) > LONG_POLE_LINK_SHARE * expectedMs) {
+        return { done: false, reason: 'peers-slower', races }
+      }
     }
     const first = remote.candidates()
     if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
