@@ -140,11 +140,11 @@ export const LINK_STALE_MS = 30 * 60_000
 
 /**
  * Bytes a compile is presumed to move (inputs out, archive back) per ms of its expected time
- * before any task of ours has shown it: low on purpose. In the lab (0.5-core hosts) std's
- * remote tasks moved ~3 KB per expected ms, runtime ~1.3 KB; on a full core compiles take a
- * quarter of the time for the same bytes. With this prior a long pole stays here when the only
- * free peer's link is slower than ~4 MB/s (the compile predicted 25 % longer there: FASTER_PEER),
- * and goes to one on a gigabit LAN.
+ * before any task of ours has shown it, where the compile's own bytes are not at hand: placing
+ * a compile while the local slot is free, and ranking peers that no task of ours has timed by
+ * their probed link (a long pole is judged by its own bytes: task-builder.ts `taskBytes`). Low
+ * on purpose: in the lab (0.5-core hosts) std's remote tasks moved ~3 KB per expected ms,
+ * runtime ~1.3 KB; on a full core compiles take a quarter of the time for the same bytes.
  */
 export const LINK_PRIOR_BYTES_PER_MS = 1_000
 

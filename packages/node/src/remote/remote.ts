@@ -256,6 +256,8 @@ export class RemoteCompiler {
     const fresh = (at: number | undefined): boolean => at !== undefined && now - at < LINK_STALE_MS
     const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !fresh(this.scores.get(p.peerId)?.linkAt) && !fresh(this.probedAt.get(p.peerId)))
     if (due.length === 0) return
+    // the peers our compiles would go to first are measured first (`linkOfBest` waits for them)
+    due.sort((a, b) => (this.scores.get(a.peerId)?.speed ?? 1) - (this.scores.get(b.peerId)?.speed ?? 1))
     this.probing = true
     const settle = new Map(due.map(({ peerId }) => {
       let resolve = (): void => {}
