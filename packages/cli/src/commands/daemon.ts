@@ -178,8 +178,12 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
         }
       }
       await rename(ownPath, outPath).catch(() => {})
-      throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background exited (${how}) before it answered on ${options.control}${printed === '' ? '' : `; it printed:\n${printed}`}`, {
-        hint: `everything it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
+      const where = `everything it printed is in ${outPath}, its log in ${join(logs, 'grid.log')}`
+      // its own error, on the same line and with its hint first, rather than nested below ours
+      const own = lastError(printed)
+      throw new GridError('GRID_ERR_DAEMON_START', `the daemon started in the background exited (${how}) before it answered on ${options.control}` +
+        (own !== undefined ? `: ${own.message}` : printed === '' ? '' : `; it printed:\n${printed}`), {
+        hint: own?.hint === undefined ? where : `${own.hint}; ${where}`
       })
     }
     const running = await statusOf(options)
@@ -200,6 +204,21 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
       })
     }
   }
+}
+
+/**
+ * The last error a grid command printed (`grid: MESSAGE (CODE)`, then its `  hint: …` line, as
+ * output.ts writes them), or undefined when it printed none (a crash prints a stack instead).
+ */
+export function lastError (printed: string): { message: string, hint: string | undefined } | undefined {
+  const lines = printed.split('\n')
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /^grid: (.*\(GRID_ERR_[A-Z_]+\))$/.exec(lines[i] as string)
+    if (m === null) continue
+    const hint = /^ {2}hint: (.*)$/.exec(lines[i + 1] ?? '')?.[1]
+    return { message: m[1] as string, hint }
+  }
+  return undefined
 }
 
 /**
