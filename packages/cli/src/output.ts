@@ -27,6 +27,21 @@ export function renderError (output: Output, err: unknown): void {
   if (code === 'GRID_ERR_INTERNAL' && err instanceof Error && err.stack !== undefined) output.err(err.stack)
 }
 
+/**
+ * The last error a grid command printed (`grid: MESSAGE (CODE)`, then its `  hint: …` line, as
+ * renderError writes them), or undefined when it printed none (a crash prints a stack instead).
+ */
+export function lastError (printed: string): { message: string, hint: string | undefined } | undefined {
+  const lines = printed.split('\n')
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /^grid: (.*\(GRID_ERR_[A-Z_]+\))$/.exec(lines[i] as string)
+    if (m === null) continue
+    const hint = /^ {2}hint: (.*)$/.exec(lines[i + 1] ?? '')?.[1]
+    return { message: m[1] as string, hint }
+  }
+  return undefined
+}
+
 export function fallbackCount (stats: BuildStats): number {
   return Object.values(stats.compiles.fallbacks).reduce((a, b) => a + b, 0)
 }

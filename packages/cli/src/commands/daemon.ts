@@ -11,7 +11,7 @@ import { DEFAULT_PORT, PEER_TIMEOUT_MS, closeLogging, configureLogging, prepareC
 import { compileHeapFlag, meshOptions, nodeConfig } from '../mesh-options.js'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags, sizeFlag, usageError, withoutFlag } from '../options.js'
-import type { Output } from '../output.js'
+import { lastError, type Output } from '../output.js'
 import { connectNode } from '../session.js'
 import { LOCKED_WAIT_MS } from './status.js'
 import { GridError, type NodeStatus } from '@grid/protocol'
@@ -204,21 +204,6 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
       })
     }
   }
-}
-
-/**
- * The last error a grid command printed (`grid: MESSAGE (CODE)`, then its `  hint: …` line, as
- * output.ts writes them), or undefined when it printed none (a crash prints a stack instead).
- */
-export function lastError (printed: string): { message: string, hint: string | undefined } | undefined {
-  const lines = printed.split('\n')
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const m = /^grid: (.*\(GRID_ERR_[A-Z_]+\))$/.exec(lines[i] as string)
-    if (m === null) continue
-    const hint = /^ {2}hint: (.*)$/.exec(lines[i + 1] ?? '')?.[1]
-    return { message: m[1] as string, hint }
-  }
-  return undefined
 }
 
 /**

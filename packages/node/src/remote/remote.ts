@@ -170,8 +170,7 @@ export class RemoteCompiler {
   private readonly probedAt = new Map<string, number>()
   /** Per peer, its probe that is due or running, settled when it has finished (`linkOfBest`). */
   private readonly measuring = new Map<string, Promise<void>>()
-  /** Whether links are being probed, and when `probeLinks` last looked for peers to probe. */
-  private probing = false
+  /** When `probeLinks` last looked for peers to probe. */
   private probeLookedAt = 0
   /** Aborted when the node stops: probes in flight end. */
   private readonly closing = new AbortController()
@@ -251,32 +250,28 @@ export class RemoteCompiler {
   probeLinks (): void {
     const links = this.init.links
     const now = Date.now()
-    if (links === undefined || this.probing || now - this.probeLookedAt < 1_000) return
+    if (links === undefined || this.measuring.size > 0 || now - this.probeLookedAt < 1_000) return
     this.probeLookedAt = now
     const fresh = (at: number | undefined): boolean => at !== undefined && now - at < LINK_STALE_MS
     const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !fresh(this.scores.get(p.peerId)?.linkAt) && !fresh(this.probedAt.get(p.peerId)))
     if (due.length === 0) return
     // the peers our compiles would go to first are measured first (`linkOfBest` waits for them)
     due.sort((a, b) => (this.scores.get(a.peerId)?.speed ?? 1) - (this.scores.get(b.peerId)?.speed ?? 1))
-    this.probing = true
-    const settle = new Map(due.map(({ peerId }) => {
-      let resolve = (): void => {}
-      this.measuring.set(peerId, new Promise<void>(resolve_ => { resolve = resolve_ }))
-      return [peerId, resolve]
-    }))
-    void (async () => {
-      for (const [peerId, resolve] of settle) {
-        if (this.closing.signal.aborted) return
-        this.probedAt.set(peerId, Date.now())
-        const sample = await links.measure(peerId, this.closing.signal)
-        if (sample !== undefined) this.linkMeasured(peerId, sample)
-        this.measuring.delete(peerId)
-        resolve()
-      }
-    })().finally(() => {
-      this.probing = false
-      for (const [peerId, resolve] of settle) { this.measuring.delete(peerId); resolve() }
-    })
+    // one after another: each peer's promise settles once its own probe has
+    let queue = Promise.resolve()
+    for (const { peerId } of due) {
+      queue = queue.then(async () => {
+        try {
+          if (this.closing.signal.aborted) return
+          this.probedAt.set(peerId, Date.now())
+          const sample = await links.measure(peerId, this.closing.signal)
+          if (sample !== undefined) this.linkMeasured(peerId, sample)
+        } finally {
+          this.measuring.delete(peerId)
+        }
+      }).catch((err: Error) => { log.debug(`link probe of ${peerId} failed: ${err.message}`) })
+      this.measuring.set(peerId, queue)
+    }
   }
 
   /**
