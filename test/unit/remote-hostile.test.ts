@@ -355,6 +355,36 @@ describe('remote compiles against hostile peers', () => {
     assert.deepEqual(probed, ['wifi'])
   })
 
+  it('a member the shared cache fetches from is probed once, after the probes due, whether or not it takes our compiles', async () => {
+    // A member with a warm cache that takes no compiles (--accept-remote never) is not probed
+    // when a build begins; the shared cache asks for its link before weighing a big body.
+    const taking = { accepting: true, slots: { total: 1, free: 1 }, load: 0, toolchains: [TOOLCHAIN] }
+    const cacheOnly = { ...taking, accepting: false }
+    const probed: string[] = []
+    const links = {
+      measure: async (peer: string) => {
+        probed.push(peer)
+        await new Promise(resolve => setTimeout(resolve, 100))
+        return { rttMs: 1, msPerByte: peer === 'cache-only' ? 8e-4 : 1e-5, atLeast: false }
+      }
+    }
+    const peers = [{ peerId: 'helper', advert: taking as never }, { peerId: 'cache-only', advert: cacheOnly as never }]
+    const remote = new RemoteCompiler({ libp2p: {} as never, peers: () => peers, isUntrusted: () => false, own: () => TOOLCHAIN as never, links: links as never })
+    remote.probeLinks()
+    remote.measureLink('cache-only')
+    remote.measureLink('cache-only')
+    assert.equal(remote.msPerByte('cache-only'), undefined, 'not timed yet')
+    const until = Date.now() + 5_000
+    while (remote.msPerByte('cache-only') === undefined && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 20))
+    assert.deepEqual(probed, ['helper', 'cache-only'], 'one probe each, one after the other, the build\'s first')
+    assert.equal(remote.msPerByte('cache-only'), 8e-4)
+    assert.equal(remote.msPerByte('helper'), 1e-5)
+    remote.measureLink('cache-only')
+    remote.probeLinks()
+    await new Promise(resolve => setTimeout(resolve, 150))
+    assert.deepEqual(probed, ['helper', 'cache-only'], 'links timed lately are not probed again')
+  })
+
   it('remembers a peer holds a task\'s sources, not its importcfg, which names the build\'s $WORK and never comes again', async (t) => {
     const archive = await realArchive(t)
     const eagerHashes: string[][] = []

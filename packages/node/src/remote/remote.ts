@@ -172,6 +172,8 @@ export class RemoteCompiler {
   private readonly measuring = new Map<string, Promise<void>>()
   /** When `probeLinks` last looked for peers to probe. */
   private probeLookedAt = 0
+  /** The last probe of the chain (`enqueueProbe`). */
+  private probes: Promise<void> = Promise.resolve()
   /** Aborted when the node stops: probes in flight end. */
   private readonly closing = new AbortController()
 
@@ -248,30 +250,59 @@ export class RemoteCompiler {
    * such peers at most once a second.
    */
   probeLinks (): void {
-    const links = this.init.links
     const now = Date.now()
-    if (links === undefined || this.measuring.size > 0 || now - this.probeLookedAt < 1_000) return
+    if (this.init.links === undefined || this.measuring.size > 0 || now - this.probeLookedAt < 1_000) return
     this.probeLookedAt = now
-    const fresh = (at: number | undefined): boolean => at !== undefined && now - at < LINK_STALE_MS
-    const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !fresh(this.scores.get(p.peerId)?.linkAt) && !fresh(this.probedAt.get(p.peerId)))
-    if (due.length === 0) return
+    const due = this.init.peers().filter(p => this.capable(p.peerId, p.advert) && !this.linkFresh(p.peerId, now))
     // the peers our compiles would go to first are measured first (`linkOfBest` waits for them)
     due.sort((a, b) => (this.scores.get(a.peerId)?.speed ?? 1) - (this.scores.get(b.peerId)?.speed ?? 1))
-    // one after another: each peer's promise settles once its own probe has
-    let queue = Promise.resolve()
-    for (const { peerId } of due) {
-      queue = queue.then(async () => {
-        try {
-          if (this.closing.signal.aborted) return
-          this.probedAt.set(peerId, Date.now())
-          const sample = await links.measure(peerId, this.closing.signal)
-          if (sample !== undefined) this.linkMeasured(peerId, sample)
-        } finally {
-          this.measuring.delete(peerId)
-        }
-      }).catch((err: Error) => { log.debug(`link probe of ${peerId} failed: ${err.message}`) })
-      this.measuring.set(peerId, queue)
-    }
+    for (const { peerId } of due) this.enqueueProbe(peerId)
+  }
+
+  /**
+   * `peer`'s link as last timed (by a probe, or by our tasks that moved much), in ms per byte;
+   * undefined when it never was.
+   */
+  msPerByte (peer: string): number | undefined {
+    return this.scores.get(peer)?.msPerByte
+  }
+
+  /**
+   * Times `peer`'s link in the background, after the probes already due, unless it was timed
+   * within LINK_STALE_MS or is being timed. For a member whose cache this node fetches from:
+   * one that takes no compiles of ours is not probed by `probeLinks`.
+   */
+  measureLink (peer: string): void {
+    if (this.init.links === undefined || this.measuring.has(peer) || this.linkFresh(peer, Date.now())) return
+    this.enqueueProbe(peer)
+  }
+
+  /** Whether `peer`'s link was timed, or a probe of it tried, within LINK_STALE_MS. */
+  private linkFresh (peer: string, now: number): boolean {
+    const fresh = (at: number | undefined): boolean => at !== undefined && now - at < LINK_STALE_MS
+    return fresh(this.scores.get(peer)?.linkAt) || fresh(this.probedAt.get(peer))
+  }
+
+  /**
+   * Adds `peer`'s probe to the one chain of probes: one after another, since probes at once
+   * would share this host's own link and each would look slower. Its promise in `measuring`
+   * settles once its own probe has.
+   */
+  private enqueueProbe (peerId: string): void {
+    const links = this.init.links
+    if (links === undefined) return
+    const queue = this.probes.then(async () => {
+      try {
+        if (this.closing.signal.aborted) return
+        this.probedAt.set(peerId, Date.now())
+        const sample = await links.measure(peerId, this.closing.signal)
+        if (sample !== undefined) this.linkMeasured(peerId, sample)
+      } finally {
+        this.measuring.delete(peerId)
+      }
+    }).catch((err: Error) => { log.debug(`link probe of ${peerId} failed: ${err.message}`) })
+    this.probes = queue
+    this.measuring.set(peerId, queue)
   }
 
   /**
