@@ -1,7 +1,9 @@
-// The text of `grid peers` and `grid status`: what a developer reads when checking the office mesh.
+// The text of `grid peers` and `grid status`: what a developer reads when checking the office mesh;
+// and the build summary's words on the shared cache.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { formatPeers, formatStatus, peerAddress } from '@grid/cli/format'
+import { formatSummary } from '@grid/cli/output'
 import { emptyBuildStats, type NodeStatus, type PeerInfo } from '@grid/protocol'
 
 const ID = '12D3KooWAkayn13m9K2JAbwqFhG2pB5Xn51zm7MY8YphKArGrf23'
@@ -131,5 +133,23 @@ describe('formatStatus', () => {
     assert.match(formatStatus({ ...status, mesh: null }), /^mesh: +off$/m)
     const { worker: _, ...noWorker } = status.mesh as NonNullable<NodeStatus['mesh']>
     assert.doesNotMatch(formatStatus({ ...status, mesh: noWorker }), /tasks from peers/)
+  })
+})
+
+describe('formatSummary', () => {
+  it('says how many entries peers had that were compiled here instead, over a slow link, and only when some were', () => {
+    const stats = emptyBuildStats('b', ['go', 'build', './...'])
+    stats.actions = 10
+    stats.cache.hits = 3
+    stats.cache.peerHits = 3
+    stats.cache.peer.byPeer[ID] = { hits: 3, bytes: 3000 }
+    stats.cache.peer.bytes = 3000
+    assert.doesNotMatch(formatSummary(stats, 1000), /slow link/)
+    stats.cache.peer.slowLink = 1
+    assert.match(formatSummary(stats, 1000), / · 1 peer entry compiled instead \(slow link\) · /)
+    stats.cache.peer.slowLink = 7
+    assert.match(formatSummary(stats, 1000), / · 7 peer entries compiled instead \(slow link\) · /)
+    delete stats.cache.peer.slowLink // a node from before the count
+    assert.doesNotMatch(formatSummary(stats, 1000), /slow link/)
   })
 })

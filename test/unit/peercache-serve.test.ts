@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
+import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
 import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
@@ -21,6 +21,7 @@ import { libp2pNode } from '../helpers/libp2p.js'
 const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
   await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
 type PeerCache = InstanceType<typeof PeerCache>
+type PeerCacheInit = PeerCacheModule.PeerCacheInit
 type Ctx = Parameters<typeof tempDir>[0]
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
@@ -30,13 +31,13 @@ const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest(
 interface Node { libp2p: Libp2p, id: string, cache: Cache, peerCache: PeerCache }
 
 /** A node with a cache and the shared cache, asking `peers()` (every member trusted). */
-async function cacheNode (t: Ctx, peers: () => string[] = () => [], toolchain = 'go1.test', compilerStamp?: string): Promise<Node> {
+async function cacheNode (t: Ctx, peers: () => string[] = () => [], toolchain = 'go1.test', compilerStamp?: string, extra: Partial<PeerCacheInit> = {}): Promise<Node> {
   const dir = await tempDir(t, 'pc')
   const { libp2p, key, id } = await libp2pNode(t)
   const cache = await Cache.open({ dir, nodeId: id })
   defer(t, async () => { await cache.close() })
   const peerCache = new PeerCache({
-    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => toolchain, compilerStamp: () => compilerStamp
+    libp2p, cache, privateKey: key, selfId: id, trust: 'mesh', verifyPercent: 0, peers, isKnownMember: () => true, toolchain: () => toolchain, compilerStamp: () => compilerStamp, ...extra
   })
   await peerCache.start()
   defer(t, async () => { await peerCache.stop() })
@@ -263,5 +264,44 @@ describe('peer cache: toolchains', () => {
     assert.ok('hit' in await settledFind(asker, ours), 'made by the compiler the node probed: served')
     const result = await asker.peerCache.find(another, undefined)
     assert.ok('miss' in result && result.miss === 'not-found', JSON.stringify(result))
+  })
+})
+
+describe('peer cache: slow links', () => {
+  it('a body that would come slower over its peer\'s link than compiling it here is compiled instead; on a fast link, untimed, or with the claim, it comes', async (t) => {
+    // A member on 10 Mbit/s Wi-Fi that fetched all of std from a peer's cache took 101 s where it
+    // builds alone in 72 s (docs/mesh.md).
+    const server = await cacheNode(t)
+    let msPerByte: number | undefined
+    const asked: string[] = []
+    const c = await cacheNode(t, () => [server.id], 'go1.test', undefined, {
+      compileMs: bytes => 8 + bytes / 5000, // 256 KiB: ~60 ms here
+      link: { msPerByte: () => msPerByte, measure: peer => { asked.push(peer) } }
+    })
+    await c.libp2p.dial(server.libp2p.getMultiaddrs())
+    const blobs = await Promise.all([1, 2, 3].map(async () => await putBlob(server.cache, 256 * 1024)))
+    const inline = await putBlob(server.cache, 4 * 1024)
+    const build = { stats: emptyBuildStats('b', ['go', 'build']) } as never
+    const find = async (actionId: Uint8Array): Promise<string> => {
+      const deadline = Date.now() + 20_000
+      for (;;) {
+        const r = await c.peerCache.find(actionId, build)
+        if (!('miss' in r)) return 'hit'
+        if (r.miss !== 'not-found' || Date.now() > deadline) return r.miss
+      }
+    }
+
+    assert.equal(await find(blobs[0]!.actionId), 'hit', 'a link never timed: fetched')
+    assert.ok(asked.includes(server.id), 'and its link is asked to be timed')
+    msPerByte = 8e-4 // 10 Mbit/s: 256 KiB take ~210 ms
+    const bodies = server.peerCache.served.bodies
+    assert.equal(await find(blobs[1]!.actionId), 'slow-link')
+    assert.equal(server.peerCache.served.bodies, bodies, 'its body was not asked for')
+    assert.equal(await c.cache.get(blobs[1]!.actionId), undefined, 'nothing stored')
+    assert.equal((build as { stats: { cache: { peer: { slowLink: number } } } }).stats.cache.peer.slowLink, 1, 'counted for the build')
+    assert.equal(await find(inline.actionId), 'hit', 'a small body comes with the claim: no fetch to weigh')
+    msPerByte = 1e-5 // ~100 MB/s
+    assert.equal(await find(blobs[2]!.actionId), 'hit', 'on a fast link it is fetched')
+    assert.equal(await find(blobs[1]!.actionId), 'hit', 'and so is the one compiled before')
   })
 })

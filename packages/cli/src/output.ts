@@ -58,7 +58,9 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
     : ''
   const rejected = c.peer.rejected.badHash + c.peer.rejected.badClaim
   const verify = c.peer.verify
-  const trust = (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
+  const slow = c.peer.slowLink ?? 0
+  const trust = (slow > 0 ? ` · ${slow} peer entr${slow === 1 ? 'y' : 'ies'} compiled instead (slow link)` : '') +
+    (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
     (verify.sampled > 0 ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` : '')
   return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
     (viaShim

@@ -320,7 +320,9 @@ export class GridNode {
         isKnownMember: id => mesh.isKnownMember(id),
         speaks: id => mesh.speaks(id, CACHE_PROTOCOL),
         toolchain: () => { const t = this.toolchains[0]; return t === undefined ? '' : toolchainLabel(t) },
-        compilerStamp: () => this.ownCompiler?.stamp
+        compilerStamp: () => this.ownCompiler?.stamp,
+        compileMs: bytes => this.scheduler.archiveMs(bytes),
+        link: { msPerByte: peer => this.remote?.msPerByte(peer), measure: peer => { this.remote?.measureLink(peer) } }
       })
       await peerCache.start()
       this.peerCache = peerCache

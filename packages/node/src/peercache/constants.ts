@@ -15,6 +15,13 @@ export const BATCH_WINDOW_MS = 1
 export const FETCH_BASE_MS = 3_000
 export const FETCH_MIN_BYTES_PER_MS = 20_000
 
+/**
+ * On a link timed slower than that (peercache.ts `slowerToFetch` let the body through: compiling
+ * it would take longer still), the deadline is this many times the body's bytes at the timed
+ * speed, plus the base: room for the other bodies on their way over the same link.
+ */
+export const FETCH_LINK_MARGIN = 3
+
 /** Our side opens one stream per peer; allow a few inbound ones per connection (restarts, races). */
 export const MAX_INBOUND_STREAMS = 16
 

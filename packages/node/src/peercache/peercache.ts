@@ -33,7 +33,7 @@ import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
 import { Channel, packr } from './channel.js'
-import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
+import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
 
 const log = logger('grid:peercache')
 
@@ -62,13 +62,33 @@ export interface PeerCacheInit {
    * when they match
    */
   compilerStamp?: () => string | undefined
+  /**
+   * What compiling an entry here instead is expected to take, in ms, for a body of that many
+   * bytes; with `link`, a body whose bytes alone would take longer over its peer's link is not
+   * fetched, and cmd/go compiles it (`slowerToFetch`). Absent: every claimed body is fetched.
+   */
+  compileMs?: (bytes: number) => number
+  /** A peer's link in ms per byte as last timed (undefined: never), and a way to have it timed in the background. */
+  link?: { msPerByte: (peer: string) => number | undefined, measure: (peer: string) => void }
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
 
 /** waitMs: the whole wait (lookup and fetch); lookupMs: the lookup alone, when peers were asked. */
 export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number, lookupMs: number }
-export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'rejected' | 'fetch-failed', waitMs: number, lookupMs?: number }
+export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'slow-link' | 'rejected' | 'fetch-failed', waitMs: number, lookupMs?: number }
+
+/**
+ * Whether a body of `bytes` is predicted to come slower over a link of `msPerByte` than compiling
+ * it here takes (`compileMs`, for an entry of that size). A member on 10 Mbit/s Wi-Fi whose builds
+ * fetched every entry from a peer's warm cache took 101 s for std against 72 s alone
+ * (docs/mesh.md, "Measured in the lab"). The bytes alone are weighed, not the bodies already on
+ * their way: cmd/go's gets come in bursts, and on a gigabit link a burst's queue would turn
+ * away bodies that still come sooner than a busy host compiles them.
+ */
+export function slowerToFetch (bytes: number, msPerByte: number, compileMs: number): boolean {
+  return bytes * msPerByte > compileMs
+}
 
 /** What a failed stream operation gave: an Error, or a close event (onDrain rejects with one) and its error. */
 function asError (why: unknown): Error {
@@ -149,10 +169,15 @@ export class PeerCache {
       if (build !== undefined) build.stats.cache.peer.verify.sampled++
       return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
+    const msPerByte = claim.body === undefined ? this.linkOf(peer) : undefined
+    if (msPerByte !== undefined && this.init.compileMs !== undefined && slowerToFetch(claim.size, msPerByte, this.init.compileMs(claim.size))) {
+      if (build !== undefined) build.stats.cache.peer.slowLink = (build.stats.cache.peer.slowLink ?? 0) + 1
+      return { miss: 'slow-link', waitMs: waited(), lookupMs }
+    }
     const output = hex(claim.outputId).slice(0, 16)
     const time = foundTime(claim, Date.now()) // by our clock, not the peer's
     try {
-      const body = claim.body ?? await this.fetch(peer, claim)
+      const body = claim.body ?? await this.fetch(peer, claim, msPerByte)
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
       const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId)
@@ -175,6 +200,18 @@ export class PeerCache {
       log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
       return { miss: 'fetch-failed', waitMs: waited(), lookupMs }
     }
+  }
+
+  /**
+   * `peer`'s link in ms per byte as last timed, undefined if never (or no link is known here).
+   * A link not timed lately is timed again in the background; one never timed is fetched from
+   * meanwhile.
+   */
+  private linkOf (peer: string): number | undefined {
+    const link = this.init.link
+    if (link === undefined) return undefined
+    link.measure(peer)
+    return link.msPerByte(peer)
   }
 
   /** cmd/go put an entry: if we held back a claim for it (--verify), compare. */
@@ -297,9 +334,10 @@ export class PeerCache {
     const timer = setTimeout(() => { cancel(); answer([]) }, LOOKUP_TIMEOUT_MS)
   }
 
-  private async fetch (peer: string, claim: Claim): Promise<Buffer> {
+  /** `msPerByte`: the peer's link as last timed, which may allow a slow link more time than the floor rate. */
+  private async fetch (peer: string, claim: Claim, msPerByte = 0): Promise<Buffer> {
     const channel = await this.channel(peer)
-    const deadline = FETCH_BASE_MS + claim.size / FETCH_MIN_BYTES_PER_MS
+    const deadline = FETCH_BASE_MS + Math.max(claim.size / FETCH_MIN_BYTES_PER_MS, FETCH_LINK_MARGIN * claim.size * msPerByte)
     return await new Promise((resolve, reject) => {
       const chunks: Uint8Array[] = []
       let bytes = 0

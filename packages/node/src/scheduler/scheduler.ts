@@ -16,6 +16,7 @@
 import { stat } from 'node:fs/promises'
 import type { GraphPackage } from '@grid/protocol'
 import type { Offload } from '../remote/index.js'
+import { ARCHIVE_BYTES_PER_SOURCE_BYTE } from '../remote/constants.js'
 import { BACKLOG_DEPTH, COST_BASE_MS, COST_BYTES_PER_MS, FASTER_PEER, LONG_POLE_MS, OVERDUE_FACTOR, OVERDUE_MARGIN_MS, REMOTE_P_MAX, REMOTE_P_PER_CORE, SCALE_DECAY, SCALE_MAX, SCALE_MIN, TINY_MS, TRANSFER_BYTES_PER_MS } from './constants.js'
 import { History } from './history.js'
 import { Plan } from './plan.js'
@@ -120,6 +121,14 @@ export class Scheduler {
 
   private estimate (sourceBytes: number): number {
     return estimateMs(sourceBytes) * this.scale
+  }
+
+  /**
+   * Expected time here of a compile whose archive has `bytes` (ARCHIVE_BYTES_PER_SOURCE_BYTE to
+   * its sources): the shared cache weighs fetching a peer's entry against it.
+   */
+  archiveMs (bytes: number): number {
+    return this.estimate(bytes / ARCHIVE_BYTES_PER_SOURCE_BYTE)
   }
 
   /** A build's plan from its package graph, costed by history, else by source size. */
