@@ -304,4 +304,29 @@ describe('peer cache: slow links', () => {
     assert.equal(await find(blobs[2]!.actionId), 'hit', 'on a fast link it is fetched')
     assert.equal(await find(blobs[1]!.actionId), 'hit', 'and so is the one compiled before')
   })
+
+  it('a claim from a member on a slow link is kept aside while the others answer: the same entry comes from one on a fast link', async (t) => {
+    const wifi = await cacheNode(t)
+    const desk = await cacheNode(t)
+    const links: Record<string, number> = { [wifi.id]: 8e-4, [desk.id]: 1e-5 }
+    let peers = [wifi.id, desk.id]
+    const c = await cacheNode(t, () => peers, 'go1.test', undefined, {
+      compileMs: bytes => 8 + bytes / 5000,
+      link: { msPerByte: peer => links[peer], measure: () => {} }
+    })
+    await c.libp2p.dial(wifi.libp2p.getMultiaddrs())
+    await c.libp2p.dial(desk.libp2p.getMultiaddrs())
+    const both = await putBlob(wifi.cache, 256 * 1024)
+    await desk.cache.putBytes(both.actionId, both.body)
+    const onlyWifi = await putBlob(wifi.cache, 256 * 1024)
+    const result = await settledFind(c, both.actionId)
+    assert.ok('hit' in result, JSON.stringify(result))
+    assert.equal(result.peer, desk.id, 'fetched from the member on the fast link')
+    assert.equal(wifi.peerCache.served.bodies, 0, 'nothing asked of the one on Wi-Fi')
+    const slow = await settledFind(c, onlyWifi.actionId)
+    assert.deepEqual('miss' in slow ? slow.miss : slow, 'slow-link', 'an entry only the slow member has is compiled here')
+    peers = [wifi.id]
+    links[wifi.id] = 1e-5 // it came back to its desk, and its link was timed again
+    assert.ok('hit' in await settledFind(c, onlyWifi.actionId))
+  })
 })

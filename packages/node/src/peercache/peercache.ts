@@ -169,15 +169,14 @@ export class PeerCache {
       if (build !== undefined) build.stats.cache.peer.verify.sampled++
       return { miss: 'verify-sample', waitMs: waited(), lookupMs }
     }
-    const msPerByte = claim.body === undefined ? this.linkOf(peer) : undefined
-    if (msPerByte !== undefined && this.init.compileMs !== undefined && slowerToFetch(claim.size, msPerByte, this.init.compileMs(claim.size))) {
+    if (this.slowFrom(peer, claim)) {
       if (build !== undefined) build.stats.cache.peer.slowLink = (build.stats.cache.peer.slowLink ?? 0) + 1
       return { miss: 'slow-link', waitMs: waited(), lookupMs }
     }
     const output = hex(claim.outputId).slice(0, 16)
     const time = foundTime(claim, Date.now()) // by our clock, not the peer's
     try {
-      const body = claim.body ?? await this.fetch(peer, claim, msPerByte)
+      const body = claim.body ?? await this.fetch(peer, claim, this.linkOf(peer))
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
       const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId)
@@ -200,6 +199,13 @@ export class PeerCache {
       log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
       return { miss: 'fetch-failed', waitMs: waited(), lookupMs }
     }
+  }
+
+  /** Whether the body of `claim` would come slower from `peer` than compiling it here (`slowerToFetch`). */
+  private slowFrom (peer: string, claim: Found): boolean {
+    if (claim.body !== undefined || this.init.compileMs === undefined) return false
+    const msPerByte = this.linkOf(peer)
+    return msPerByte !== undefined && slowerToFetch(claim.size, msPerByte, this.init.compileMs(claim.size))
   }
 
   /**
@@ -241,11 +247,17 @@ export class PeerCache {
     this.untrusted.set(peer, why)
   }
 
+  /**
+   * The first usable claim of the peers' answers. One whose body would come slower over its
+   * peer's link than a compile here (`slowFrom`) is kept aside while the other peers answer: a
+   * member on Wi-Fi that answers first must not turn away the same entry on a desk's cable.
+   */
   private async firstClaim (peers: string[], actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ claim: Found, peer: string } | undefined> {
     return await new Promise(resolve => {
       let open = peers.length
       let done = false
-      const timer = setTimeout(() => finish(undefined), LOOKUP_TIMEOUT_MS)
+      let slow: { claim: Found, peer: string } | undefined
+      const timer = setTimeout(() => finish(slow), LOOKUP_TIMEOUT_MS)
       const finish = (result: { claim: Found, peer: string } | undefined): void => {
         if (done) return
         done = true
@@ -263,13 +275,16 @@ export class PeerCache {
               log.debug(`a claim from ${peer} is of the toolchain "${claim.toolchain.slice(0, 100)}", not this node's "${own}"`)
             } else {
               const why = await this.refuse(claim, actionId)
-              if (why === undefined) { finish({ claim, peer }); return }
-              if (build !== undefined) build.stats.cache.peer.rejected.badClaim++
-              log.warn(`refused a claim from ${peer}: ${why}`)
+              if (why === undefined && !this.slowFrom(peer, claim)) { finish({ claim, peer }); return }
+              if (why === undefined) slow ??= { claim, peer }
+              else {
+                if (build !== undefined) build.stats.cache.peer.rejected.badClaim++
+                log.warn(`refused a claim from ${peer}: ${why}`)
+              }
             }
           }
-          if (--open === 0) finish(undefined)
-        }, () => { if (--open === 0) finish(undefined) })
+          if (--open === 0) finish(slow)
+        }, () => { if (--open === 0) finish(slow) })
       }
     })
   }
