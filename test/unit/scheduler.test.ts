@@ -90,6 +90,9 @@ describe('scheduler', () => {
     assert.ok(estimateMs(2_700_000) > 1000, 'runtime-sized source is a long pole')
     assert.ok(overdueMs(1000, 0) > overdueMs(10, 0))
     assert.ok(overdueMs(10, 50_000_000) > overdueMs(10, 0), 'inputs take time to send')
+    // a task of 500 KB both ways to a peer on 10 Mbit/s Wi-Fi (8e-4 ms per byte): 400 ms on the link
+    assert.equal(overdueMs(100, 100_000, 400), 2 * (100 + 400) + 500, 'a link timed slow gives its time')
+    assert.equal(overdueMs(100, 100_000, 0.5), overdueMs(100, 100_000), 'a fast link: the inputs at 50 MB/s, as before')
   })
 
   it('remembers durations as a moving average across restarts, and ignores a corrupt file', async (t) => {

@@ -89,8 +89,8 @@ export class Dispatcher {
     // this also covers a compile placed while the slot was taken, and one the backlog offers a
     // freed peer). In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http that
     // way: ~20 s each to move, against 4-10 s here.
+    const bytes = taskBytes(prepared)
     if (longPole) {
-      const bytes = taskBytes(prepared)
       const peerMs = remote.predictMs(expectedMs, bytes)
       if ((peerMs !== undefined && peerMs * FASTER_PEER >= expectedMs) || remote.linkMs(bytes) > LONG_POLE_LINK_SHARE * expectedMs) {
         return { done: false, reason: 'peers-slower', races }
@@ -98,6 +98,7 @@ export class Dispatcher {
     }
     const first = remote.candidates()
     if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
+    const overdue = overdueMs(expectedMs, prepared.inputBytes, remote.linkMs(bytes)) // over the first candidate's link
 
     const race = new AbortController()
     const cancel = (): void => race.abort()
@@ -133,7 +134,7 @@ export class Dispatcher {
           tried.add(spare.peerId)
           contend(remote.attempt(spare.peerId, prepared, race.signal, expectedMs).then(a => ({ ...a, duplicate: true })))
         }
-      }, overdueMs(expectedMs, prepared.inputBytes))
+      }, overdue)
       race.signal.addEventListener('abort', () => clearTimeout(timer), { once: true })
     })
     race.abort() // the losers stop here

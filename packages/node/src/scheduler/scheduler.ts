@@ -44,9 +44,14 @@ export function estimateMs (sourceBytes: number): number {
   return COST_BASE_MS + sourceBytes / COST_BYTES_PER_MS
 }
 
-/** When a remote task counts as overdue (ms after it was sent). */
-export function overdueMs (expectedMs: number, inputBytes: number): number {
-  return OVERDUE_FACTOR * (expectedMs + inputBytes / TRANSFER_BYTES_PER_MS) + OVERDUE_MARGIN_MS
+/**
+ * When a remote task counts as overdue (ms after it was sent). `linkMs`: what its bytes both
+ * ways take over the link of the peer it goes to, as that link was timed, when slower than the
+ * inputs at TRANSFER_BYTES_PER_MS: a requester on 10 Mbit/s Wi-Fi raced one in ten of its tasks
+ * to fast helpers by a local copy that lost, on its one slot.
+ */
+export function overdueMs (expectedMs: number, inputBytes: number, linkMs = 0): number {
+  return OVERDUE_FACTOR * (expectedMs + Math.max(inputBytes / TRANSFER_BYTES_PER_MS, linkMs)) + OVERDUE_MARGIN_MS
 }
 
 /**
