@@ -1,10 +1,13 @@
 // Deadlines that the mesh's stop signal also cancels: a daemon dials for as long as it runs, so
 // each dial must leave nothing behind on that signal.
 import assert from 'node:assert/strict'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { deadline } from '@grid/node/server'
+import { ROOT } from '../helpers/index.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
@@ -33,6 +36,31 @@ describe('deadline', () => {
     assert.equal((stopped.signal.reason as Error).message, 'node stopping')
     stopped.done()
     assert.equal(deadline(60_000, stop.signal).signal.aborted, true, 'a deadline on a stopped node is over at once')
+  })
+
+  it('aborts when its time is up even after the garbage collector has run (AbortSignal.any with a timeout does not on Node 20), with or without another signal', async () => {
+    for (const stop of [new AbortController().signal, undefined]) {
+      const timed = deadline(100, stop)
+      const aborted = new Promise<string>(resolve => timed.signal.addEventListener('abort', () => { resolve('aborted') }, { once: true }))
+      await new Promise(resolve => setTimeout(resolve, 20))
+      gc()
+      const waited = await Promise.race([aborted, new Promise<string>(resolve => setTimeout(() => { resolve('never aborted') }, 2_000))])
+      assert.equal(waited, 'aborted')
+      timed.done()
+    }
+  })
+
+  it('is the only deadline in the sources: none puts AbortSignal.timeout inside AbortSignal.any', async () => {
+    const offenders: string[] = []
+    for (const pkg of await readdir(join(ROOT, 'packages'))) {
+      const src = join(ROOT, 'packages', pkg, 'src')
+      for (const file of await readdir(src, { recursive: true }).catch(() => [])) {
+        if (!file.endsWith('.ts')) continue
+        const code = (await readFile(join(src, file), 'utf8')).split('\n').filter(line => !/^\s*(\*|\/\/|\/\*)/.test(line)).join('\n') // comments may name it
+        for (const m of code.matchAll(/AbortSignal\.any\(\[[^\]]*\]\)/g)) if (m[0].includes('AbortSignal.timeout(')) offenders.push(`packages/${pkg}/src/${file}`)
+      }
+    }
+    assert.deepEqual(offenders, [], 'use deadline() from packages/node/src/signals.ts, or execFile\'s timeout option')
   })
 
   it('leaves nothing on the long-lived signal once done: a daemon redials a dead bootstrap address every 30 s for weeks', async () => {

@@ -1,30 +1,37 @@
-/** Deadlines for operations that a long-lived signal (a node stopping) also cancels. */
+/**
+ * Deadlines for operations that another signal (a node stopping, a requester gone) also cancels.
+ *
+ * Not `AbortSignal.any([AbortSignal.timeout(ms), stop])`, for two faults of Node 20 (measured on
+ * 20.20):
+ * * the timeout signal inside it is held only weakly: once the garbage collector has run, the
+ *   composite never aborts (nodejs/node#57736, fixed in Node 24). A link probe of a peer that
+ *   never answered waited on a read with such a deadline for good, in CI;
+ * * each such signal leaves a record on `stop` that is never freed (~100 bytes each), and the
+ *   mesh's stop signal lives as long as the daemon, which dials a bootstrap address that does not
+ *   answer every 30 s for as long as it runs.
+ * The timer here holds its controller strongly, and `done` takes everything off `stop`. A child
+ * process's deadline is execFile's own `timeout` option.
+ */
 
 export interface Deadline {
   signal: AbortSignal
-  /** Detaches the deadline from the long-lived signal and clears its timer: call it when the operation is over. */
+  /** Detaches the deadline from the other signal and clears its timer: call it when the operation is over. */
   done: () => void
 }
 
-/**
- * A signal that aborts after `ms` (a TimeoutError) or when `stop` aborts. Not
- * `AbortSignal.any([AbortSignal.timeout(ms), stop])`: on Node 20 each such signal leaves a
- * record on `stop` that is never freed (~100 bytes each, measured on 20.20), and the mesh's
- * stop signal lives as long as the daemon, which dials a bootstrap address that does not
- * answer every 30 s for as long as it runs.
- */
-export function deadline (ms: number, stop: AbortSignal): Deadline {
+/** A signal that aborts after `ms` (a TimeoutError) or when `stop` aborts. */
+export function deadline (ms: number, stop?: AbortSignal): Deadline {
   const controller = new AbortController()
-  const onStop = (): void => { controller.abort(stop.reason) }
+  const onStop = (): void => { controller.abort(stop?.reason) }
   const timer = setTimeout(() => { controller.abort(new DOMException(`timed out after ${ms} ms`, 'TimeoutError')) }, ms)
   timer.unref()
-  if (stop.aborted) onStop()
-  else stop.addEventListener('abort', onStop, { once: true })
+  if (stop?.aborted === true) onStop()
+  else stop?.addEventListener('abort', onStop, { once: true })
   return {
     signal: controller.signal,
     done: () => {
       clearTimeout(timer)
-      stop.removeEventListener('abort', onStop)
+      stop?.removeEventListener('abort', onStop)
     }
   }
 }

@@ -17,6 +17,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GridError } from '@grid/protocol'
 import { logger } from '../log.js'
+import { deadline } from '../signals.js'
 import { LINK_PROBE_BYTES, LINK_PROBE_MIN_GAP_MS, LINK_PROBE_ROUNDS, LINK_PROBE_TIMEOUT_MS, LINK_PROTOCOL } from './constants.js'
 import { packr } from './wire.js'
 
@@ -94,18 +95,18 @@ export class LinkProbes {
    * protocol, refused, or failed before the round trip was timed).
    */
   async measure (peer: string, signal: AbortSignal): Promise<LinkSample | undefined> {
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(LINK_PROBE_TIMEOUT_MS)])
+    const timed = deadline(LINK_PROBE_TIMEOUT_MS, signal)
     let stream: Stream | undefined
     let rttMs: number | undefined
     let best: number | undefined
     let bigStarted = 0
     try {
-      stream = await this.libp2p.dialProtocol(peerIdFromString(peer), LINK_PROTOCOL, { signal: deadline })
+      stream = await this.libp2p.dialProtocol(peerIdFromString(peer), LINK_PROTOCOL, { signal: timed.signal })
       const lp = lpStream(stream, { maxDataLength: ENVELOPE_BYTES })
       const round = async (bytes: number): Promise<number> => {
         const started = performance.now()
-        await lp.write(packr.pack({ type: 'probe', pad: new Uint8Array(bytes) }), { signal: deadline })
-        const ack = decodeLinkMessage((await lp.read({ signal: deadline })).subarray(), peer)
+        await lp.write(packr.pack({ type: 'probe', pad: new Uint8Array(bytes) }), { signal: timed.signal })
+        const ack = decodeLinkMessage((await lp.read({ signal: timed.signal })).subarray(), peer)
         if (ack.type !== 'ack' || ack.bytes !== bytes) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} acknowledged a link probe wrongly`)
         return performance.now() - started
       }
@@ -115,7 +116,7 @@ export class LinkProbes {
         const ms = await round(LINK_PROBE_BYTES)
         best = Math.min(best ?? ms, ms)
       }
-      await stream.close().catch(() => {})
+      await stream.close({ signal: timed.signal }).catch(() => {})
       return { rttMs, msPerByte: Math.max(0, best as number - rttMs) / LINK_PROBE_BYTES, atLeast: false }
     } catch (err) {
       stream?.abort(new GridError('GRID_ERR_CANCELLED', 'link probe ended'))
@@ -124,12 +125,14 @@ export class LinkProbes {
         return undefined
       }
       if (best !== undefined) return { rttMs, msPerByte: Math.max(0, best - rttMs) / LINK_PROBE_BYTES, atLeast: false }
-      if (!deadline.aborted) {
+      if (!timed.signal.aborted) {
         log.debug(`link probe of ${peer} failed: ${(err as Error).message}`)
         return undefined
       }
       // out of time with the bytes on their way: the link is at least this slow
       return { rttMs, msPerByte: Math.max(0, performance.now() - bigStarted - rttMs) / LINK_PROBE_BYTES, atLeast: true }
+    } finally {
+      timed.done()
     }
   }
 }

@@ -23,6 +23,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
+import { deadline } from '../signals.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
@@ -505,21 +506,25 @@ export class RemoteCompiler {
    * stream that turns out dead before any answer costs one fresh dial.
    */
   private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: { sent: number }): Promise<ResultMessage | 'busy'> {
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS))])
-    const kept = this.takeIdle(peer)
-    if (kept !== undefined) {
-      try {
-        return await this.runOn(kept, peer, prepared, deadline, performance.now(), io)
-      } catch (err) {
-        if (!(err instanceof StaleStream) || deadline.aborted) throw err
-        log.debug(`kept stream to ${peer} was closed: dialling`)
-        io.sent = 0 // what went down the dead stream is not what this task moves
+    const timed = deadline(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS), signal)
+    try {
+      const kept = this.takeIdle(peer)
+      if (kept !== undefined) {
+        try {
+          return await this.runOn(kept, peer, prepared, timed.signal, performance.now(), io)
+        } catch (err) {
+          if (!(err instanceof StaleStream) || timed.signal.aborted) throw err
+          log.debug(`kept stream to ${peer} was closed: dialling`)
+          io.sent = 0 // what went down the dead stream is not what this task moves
+        }
       }
+      const started = performance.now()
+      const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: timed.signal })
+      const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
+      return await this.runOn({ stream, lp, reused: false }, peer, prepared, timed.signal, started, io)
+    } finally {
+      timed.done()
     }
-    const started = performance.now()
-    const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: deadline })
-    const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
-    return await this.runOn({ stream, lp, reused: false }, peer, prepared, deadline, started, io)
   }
 
   /** `io.sent` counts the input bytes sent. */

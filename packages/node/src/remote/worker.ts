@@ -37,6 +37,7 @@ import {
   type CompileTask, type Embedcfg, type Importcfg
 } from '@grid/protocol'
 import { logger } from '../log.js'
+import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
 import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
@@ -143,10 +144,13 @@ export class Worker {
     try {
       for (;;) {
         let first: Uint8Array
+        const idle = deadline(STREAM_IDLE_MS, gone.signal)
         try {
-          first = (await lp.read({ signal: AbortSignal.any([AbortSignal.timeout(STREAM_IDLE_MS), gone.signal]) })).subarray()
+          first = (await lp.read({ signal: idle.signal })).subarray()
         } catch {
           break // closed by the requester, gone, or idle
+        } finally {
+          idle.done()
         }
         if (!await this.task(first, lp, peer, gone.signal)) break
       }
@@ -162,7 +166,8 @@ export class Worker {
    * itself (the requester sends nothing more for it); not after a failure mid-task.
    */
   private async task (first: Uint8Array, lp: ReturnType<typeof lpStream>, peer: string, gone: AbortSignal): Promise<boolean> {
-    const signal = AbortSignal.any([AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS), gone])
+    const timed = deadline(WORKER_TASK_TIMEOUT_MS, gone)
+    const signal = timed.signal
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
     const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
     let between = true // nothing more of this task is on its way from the requester
@@ -221,6 +226,8 @@ export class Worker {
       } else { this.stats.failed++; log.debug(`task from ${peer} failed: ${(err as Error).message}`) }
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
       return between && !signal.aborted && code !== 'GRID_ERR_MESSAGE_INVALID'
+    } finally {
+      timed.done()
     }
   }
 
@@ -361,14 +368,15 @@ export class Worker {
   private startJob (task: CompileTask, key: string, configs: TaskConfigs): Job {
     const controller = new AbortController()
     const state = { key, offerKey: taskOfferKey(task), importPath: task.importPath, waiters: 0, settled: false, controller }
-    const signal = AbortSignal.any([controller.signal, AbortSignal.timeout(WORKER_TASK_TIMEOUT_MS)])
+    const timed = deadline(WORKER_TASK_TIMEOUT_MS, controller.signal)
     const result = (async () => {
       const sandbox = this.sandboxes.acquire()
       try {
-        const result = await this.run(task, configs, sandbox, signal)
+        const result = await this.run(task, configs, sandbox, timed.signal)
         this.stats.ran++
         return result
       } finally {
+        timed.done()
         state.settled = true
         if (this.jobs.get(key) === state) this.jobs.delete(key)
         this.sandboxes.release(sandbox)

@@ -95,7 +95,7 @@ export async function ensureShim (cacheDir: string, toolchain: GoToolchain, opti
   try {
     await new Promise<void>((resolve, reject) => {
       execFile(toolchain.go, ['build', '-trimpath', '-ldflags=-s -w', '-o', join(work, SHIM_BINARY), '.'], {
-        cwd: SHIM_SOURCE_DIR, env, signal: AbortSignal.any([AbortSignal.timeout(120_000), ...(options.signal === undefined ? [] : [options.signal])])
+        cwd: SHIM_SOURCE_DIR, env, timeout: 120_000, signal: options.signal
       }, (err, _stdout, stderr) => {
         if (err === null) resolve()
         else reject(new GridError('GRID_ERR_SHIM_BUILD', `building the shim with ${toolchain.go} (${toolchain.version}) failed: ${stderr.trim() || err.message}`, { cause: err, hint: SHIM_BUILD_HINT }))

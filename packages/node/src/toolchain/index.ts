@@ -45,7 +45,7 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
   const go = options.go ?? (fromEnv ? process.env.GRID_GO as string : 'go')
   const out = await new Promise<string>((resolve, reject) => {
     execFile(go, ['env', 'GOVERSION', 'GOROOT', 'GOHOSTOS', 'GOHOSTARCH', 'GOCACHE', 'GOFLAGS'], {
-      env: options.env ?? process.env, signal: AbortSignal.any([AbortSignal.timeout(GO_ENV_TIMEOUT_MS), ...(options.signal === undefined ? [] : [options.signal])])
+      env: options.env ?? process.env, timeout: GO_ENV_TIMEOUT_MS, signal: options.signal
     }, (err, stdout, stderr) => {
       if (err === null) { resolve(stdout); return }
       if (options.signal?.aborted === true) { reject(err); return } // cancelled: says nothing about go
@@ -58,7 +58,7 @@ export async function detectGo (options: { go?: string, env?: NodeJS.ProcessEnv,
       // `go env GOVERSION` does not exist before Go 1.16: an old go is told by `go version`.
       // Any other go whose `go env` fails says why itself (a toolchain that go.mod asks for and
       // GOTOOLCHAIN cannot fetch, a GOROOT without its files), and plain go would fail the same.
-      execFile(go, ['version'], { env: options.env ?? process.env, signal: AbortSignal.timeout(GO_ENV_TIMEOUT_MS) }, (err2, vout) => {
+      execFile(go, ['version'], { env: options.env ?? process.env, timeout: GO_ENV_TIMEOUT_MS }, (err2, vout) => {
         const m = /\bgo(\d+)\.(\d+)/.exec(vout)
         const [wantMajor, wantMinor] = MIN_GO_VERSION
         const old = err2 === null && (m === null || Number(m[1]) < wantMajor || (Number(m[1]) === wantMajor && Number(m[2]) < wantMinor))

@@ -120,7 +120,7 @@ const PROBE_COMMAND_TIMEOUT_MS = 60_000
 
 async function run (cmd: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal | undefined, cwd?: string): Promise<string> {
   return await new Promise((resolve, reject) => {
-    execFile(cmd, args, { env, cwd, signal: AbortSignal.any([AbortSignal.timeout(PROBE_COMMAND_TIMEOUT_MS), ...(signal === undefined ? [] : [signal])]) }, (err, stdout, stderr) => {
+    execFile(cmd, args, { env, cwd, timeout: PROBE_COMMAND_TIMEOUT_MS, signal }, (err, stdout, stderr) => {
       if (err === null) resolve(stdout)
       else reject(new Error(`${cmd} ${args.join(' ')}: ${stderr.trim() || err.message}`))
     })
