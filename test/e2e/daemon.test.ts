@@ -114,6 +114,18 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(stopped.code, 0, stopped.stderr)
   })
 
+  it('a daemon without a mesh builds its shim again when it is removed (shells under grid env name it)', async (t) => {
+    const w = await world(t)
+    const daemon = await startDaemon(t, w, ['--no-mesh'], { DEBUG: 'grid:node' })
+    await waitFor(() => /looking after the shim/.test(daemon.stderr()), 60_000, () => `the daemon to find its shim: ${daemon.stderr()}`)
+    const [key] = await readdir(join(w.cacheDir, 'shim'))
+    const shim = join(w.cacheDir, 'shim', key as string, 'grid-shim')
+    assert.ok(existsSync(shim))
+    await rm(join(w.cacheDir, 'shim'), { recursive: true, force: true })
+    await waitFor(() => existsSync(shim), 120_000, () => `the daemon to build its shim again: ${daemon.stderr()}`)
+    assert.match(daemon.stderr(), /was removed while the node ran: building it again/)
+  })
+
   it('stop a daemon in the middle of a build: the build completes on its own, identical to go build', async (t) => {
     const w = await world(t)
     const ref = join(w.dir, 'ref')

@@ -235,6 +235,7 @@ export class GridNode {
     if (this.mode === 'daemon') {
       this.homeTimer = setInterval(() => { this.checkingHome ??= this.checkHome().finally(() => { this.checkingHome = undefined }) }, HOME_CHECK_MS)
       this.homeTimer.unref()
+      if (this.meshOptions === undefined) this.probing = this.findShim() // with a mesh, startSpawner finds it
     }
     log.info(`node ${this._nodeId} (${this.mode}, pid ${process.pid}) serving ${this.control}, cache ${this.cacheDir}, ${this.pool.slots} slots`)
   }
@@ -453,6 +454,22 @@ export class GridNode {
       log.debug(`compiles start through the shim's spawner (pid ${String(spawner.pid)})`)
     } catch (err) {
       if (!signal.aborted) log.warn(`compiles start from Node, not the shim's spawner: ${(err as Error).message}`)
+    }
+  }
+
+  /**
+   * A daemon without a mesh (`--no-mesh`) starts no spawner, but looks after its shim too:
+   * shells under `grid env` name it, and checkHome builds it again if it is removed.
+   */
+  private async findShim (): Promise<void> {
+    const signal = this.probeAbort.signal
+    try {
+      const go = await detectGo({ signal })
+      this.goToolchain = go
+      this.shimPath = await ensureShim(this.cacheDir, go, { signal })
+      log.debug(`looking after the shim ${this.shimPath}`)
+    } catch (err) {
+      if (!signal.aborted) log.warn(`the shim is not looked after: ${(err as Error).message}`)
     }
   }
 
