@@ -178,6 +178,17 @@ export function referenceGocache (): string {
   return referenceCache
 }
 
+/** The project's own source files under `dir` (TypeScript and Go, declarations left out), for tests that read the code. */
+export async function sourceFiles (dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name)
+    if (entry.isDirectory()) out.push(...await sourceFiles(path))
+    else if (/\.(ts|go)$/.test(entry.name) && !entry.name.endsWith('.d.ts')) out.push(path)
+  }
+  return out
+}
+
 /** Plain `go build -trimpath`: the reference output. */
 export async function goBuild (args: string[], cwd = GOMOD, extraEnv: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...extraEnv, GOCACHE: referenceGocache() }

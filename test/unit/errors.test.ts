@@ -1,20 +1,10 @@
 // docs/errors.md and the codes the code can throw must agree, both ways.
 import assert from 'node:assert/strict'
-import { readFile, readdir } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { it } from 'node:test'
 import { ERROR_CODES } from '@grid/protocol'
-import { ROOT } from '../helpers/index.js'
-
-async function sources (dir: string): Promise<string[]> {
-  const out: string[] = []
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name)
-    if (entry.isDirectory()) out.push(...await sources(path))
-    else if (/\.(ts|go)$/.test(entry.name) && !entry.name.endsWith('.d.ts')) out.push(path)
-  }
-  return out
-}
+import { ROOT, sourceFiles } from '../helpers/index.js'
 
 it('every error code is documented in docs/errors.md and every documented code exists', async () => {
   const doc = await readFile(join(ROOT, 'docs/errors.md'), 'utf8')
@@ -26,9 +16,9 @@ it('every error code is documented in docs/errors.md and every documented code e
 
 it('every code used in the source is declared', async () => {
   const files = [
-    ...await sources(join(ROOT, 'packages/protocol/src')),
-    ...await sources(join(ROOT, 'packages/node/src')),
-    ...await sources(join(ROOT, 'packages/cli/src'))
+    ...await sourceFiles(join(ROOT, 'packages/protocol/src')),
+    ...await sourceFiles(join(ROOT, 'packages/node/src')),
+    ...await sourceFiles(join(ROOT, 'packages/cli/src'))
   ]
   for (const file of files) {
     const text = await readFile(file, 'utf8')
