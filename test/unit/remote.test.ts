@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
-import { Sandboxes, buildTask, exportDataOnly, parseCompileArgs, relocatedTrimpath } from '@grid/node/server'
+import { Sandboxes, buildTask, exportDataOnly, parseCompileArgs, redirectOutputs, relocatedTrimpath } from '@grid/node/server'
 import { tempDir, waitFor } from '../helpers/index.js'
 
 const h = 'ab'.repeat(32)
@@ -99,6 +99,17 @@ describe('remote tasks', () => {
     assert.deepEqual(p.inputFlags, { '-importcfg': '/w/b1/importcfg' })
     assert.equal(p.trimpath, '/m=>x;/w/b1=>')
     assert.deepEqual(parseCompileArgs(['-o', '/x.a', '-json=0,file:///tmp', 'a.go'], '/m'), { unsupported: 'flag -json' })
+  })
+
+  it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {
+    const to = { out: '/w/b1/_pkg_.a.r', asmhdr: '/w/b1/go_asm.h.r' }
+    const args = ['-o', '/w/b1/_pkg_.a', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h', '-pack', 'a.go']
+    assert.deepEqual(redirectOutputs(args, to),
+      ['-o', '/w/b1/_pkg_.a.r', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h.r', '-pack', 'a.go'])
+    assert.deepEqual(redirectOutputs(['--o=/w/b1/_pkg_.a', '--asmhdr', '/w/b1/go_asm.h', 'a.go'], to),
+      ['-o=/w/b1/_pkg_.a.r', '-asmhdr', '/w/b1/go_asm.h.r', 'a.go'])
+    // a flag's separate value is a value, whatever it looks like
+    assert.deepEqual(redirectOutputs(['-p', '-o', '-o', '/w/b1/_pkg_.a', 'a.go'], to), ['-p', '-o', '-o', '/w/b1/_pkg_.a.r', 'a.go'])
   })
 
   it('builds the relocation rules in the order that keeps -trimpath outputs identical', () => {

@@ -8,7 +8,7 @@ import { describe, it, mock } from 'node:test'
 import { execFileSync } from 'node:child_process'
 import { DEFAULT_TASK_MEMORY } from '@grid/node'
 import { MAX_GRAPH_PACKAGES } from '@grid/protocol'
-import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, localOrPeer, overdueMs, place, withOutputs } from '@grid/node/server'
+import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, localOrPeer, overdueMs, place } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
 //   main ─┬─ a ── c (runtime-like, slow)
@@ -257,11 +257,5 @@ describe('scheduler', () => {
     const capped = await pool.run(job(DEFAULT_TASK_MEMORY))
     assert.equal(capped.exitCode, 0, capped.output.toString())
     assert.ok((await readFile(join(dir, 'x.a'))).length > 0)
-  })
-
-  it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {
-    const args = ['-o', '/w/b1/_pkg_.a', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h', '-pack', 'a.go']
-    assert.deepEqual(withOutputs(args, { out: '/w/b1/_pkg_.a.r', asmhdr: '/w/b1/go_asm.h.r' }),
-      ['-o', '/w/b1/_pkg_.a.r', '-trimpath', '/w/b1=>', '-p', 'x', '-asmhdr=/w/b1/go_asm.h.r', '-pack', 'a.go'])
   })
 })

@@ -2,6 +2,6 @@ export { RemoteCompiler, OFFLOAD_POLICIES, type Offload, type Attempt, type Cand
 export { taskBytes, type PreparedTask } from './task-builder.js'
 export { Worker } from './worker.js'
 export { LinkProbes, type LinkSample } from './link.js'
-export { parseCompileArgs, relocatedTrimpath } from './parse.js'
+export { parseCompileArgs, redirectOutputs, relocatedTrimpath } from './parse.js'
 export { exportDataOnly } from './archive.js'
 export { COMPILE_PROTOCOL, LINK_PROTOCOL } from './constants.js'

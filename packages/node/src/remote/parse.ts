@@ -42,9 +42,7 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
       sources.push(abs(arg))
       continue
     }
-    const norm = arg.startsWith('--') ? arg.slice(1) : arg
-    const eq = norm.indexOf('=')
-    const name = eq < 0 ? norm : norm.slice(0, eq)
+    const { norm, name, eq } = flag(arg)
     if (BOOL.has(name) && eq < 0) { flags.push(name); continue }
     if (DEBUG.has(norm)) { flags.push(norm); continue }
     if (!VALUE_FLAGS.has(name)) return { unsupported: `flag ${name}` }
@@ -62,6 +60,40 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
   if (out === undefined) return { unsupported: 'no -o' }
   if (sources.length === 0) return { unsupported: 'no Go files' }
   return { flags, trimpath, inputFlags, sources, out, asmhdr, importPath }
+}
+
+/**
+ * The compile's arguments with `-o` and `-asmhdr` pointing elsewhere (a local run racing a
+ * remote one writes beside cmd/go's outputs). The output does not depend on where it is
+ * written (the worker's sandboxed `-o` shows it byte for byte). Read as `parseCompileArgs`
+ * reads them: a flag's separate value is never taken for a flag.
+ */
+export function redirectOutputs (args: string[], to: { out: string, asmhdr: string | undefined }): string[] {
+  const result: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    if (!arg.startsWith('-')) { result.push(arg); continue }
+    const { name, eq } = flag(arg)
+    const target = name === '-o' ? to.out : name === '-asmhdr' ? to.asmhdr : undefined
+    const separate = eq < 0 && VALUE_FLAGS.has(name) && i + 1 < args.length
+    if (target === undefined) {
+      result.push(arg)
+      if (separate) result.push(args[++i] as string)
+    } else if (eq >= 0) {
+      result.push(`${name}=${target}`)
+    } else {
+      result.push(name, target)
+      i++
+    }
+  }
+  return result
+}
+
+/** A flag argument read as cmd/compile reads it: `--x` is `-x`, and `-x=v` has its value inline. */
+function flag (arg: string): { norm: string, name: string, eq: number } {
+  const norm = arg.startsWith('--') ? arg.slice(1) : arg
+  const eq = norm.indexOf('=')
+  return { norm, name: eq < 0 ? norm : norm.slice(0, eq), eq }
 }
 
 /**

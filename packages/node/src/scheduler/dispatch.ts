@@ -19,6 +19,7 @@ import { renameSync, writeFileSync } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { logger } from '../log.js'
 import type { Attempt, PreparedTask, RemoteCompiler, RemoteRequest } from '../remote/index.js'
+import { redirectOutputs } from '../remote/parse.js'
 import { taskBytes } from '../remote/task-builder.js'
 import type { CompileJob, CompileOutcome, LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
@@ -199,7 +200,7 @@ export class Dispatcher {
     const suffix = `.grid-race-${randomBytes(4).toString('hex')}`
     const tmp: Outputs = { out: prepared.out + suffix, asmhdr: prepared.asmhdr === undefined ? undefined : prepared.asmhdr + suffix }
     try {
-      const outcome = await this.init.pool.run({ tool: req.tool, args: withOutputs(req.args, tmp), cwd: req.cwd, env: req.env }, { signal, priority })
+      const outcome = await this.init.pool.run({ tool: req.tool, args: redirectOutputs(req.args, tmp), cwd: req.cwd, env: req.env }, { signal, priority })
       return { ok: true, local: true, exitCode: outcome.exitCode, output: outcome.output, runMs: outcome.runMs, tmp }
     } catch {
       await removeOutputs(tmp)
@@ -231,21 +232,4 @@ export class Dispatcher {
 async function removeOutputs (tmp: Outputs): Promise<void> {
   await rm(tmp.out, { force: true })
   if (tmp.asmhdr !== undefined) await rm(tmp.asmhdr, { force: true })
-}
-
-/**
- * The compile's arguments with `-o` and `-asmhdr` pointing elsewhere. The output does not
- * depend on where it is written (the worker's sandboxed `-o` shows it byte for byte).
- */
-export function withOutputs (args: string[], to: { out: string, asmhdr: string | undefined }): string[] {
-  const result: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string
-    const name = (arg.startsWith('--') ? arg.slice(1) : arg).split('=')[0]
-    const target = name === '-o' ? to.out : name === '-asmhdr' ? to.asmhdr : undefined
-    if (target === undefined) { result.push(arg); continue }
-    if (arg.includes('=')) result.push(`${name}=${target}`)
-    else { result.push(name as string, target); i++ }
-  }
-  return result
 }
