@@ -22,9 +22,11 @@ var errForeignSocket = errors.New("the socket belongs to another user")
 // backlog for at most that long. It is left set: the descriptor is non-blocking from then on,
 // where it has no effect.
 //
-// A socket another user made is refused (errForeignSocket), unconnected: their node would answer
-// this user's compiles and cache gets (a --control path in /tmp is predictable, so another user
-// can be listening there first). The compile then runs here, as with no node.
+// A socket another user made is refused (errForeignSocket): their node would answer this user's
+// compiles and cache gets (a --control path in /tmp is predictable, so another user can be
+// listening there first). The compile then runs here, as with no node. The file's owner is
+// looked at before the connect, and on Linux the listener's own uid after it (SO_PEERCRED),
+// which closes the gap between the two: a socket made there once the file was looked at.
 func dialNode(path string, timeout time.Duration) (nodeSocket, error) {
 	if info, err := os.Lstat(path); err == nil && !ownFile(info) {
 		return nil, &os.PathError{Op: "dial", Path: path, Err: errForeignSocket}
@@ -43,6 +45,12 @@ func dialNode(path string, timeout time.Duration) (nodeSocket, error) {
 			if err = syscall.Connect(fd, addr); err != syscall.EINTR {
 				break
 			}
+		}
+	}
+	if err == nil {
+		var own bool
+		if own, err = peerIsOwn(fd); err == nil && !own {
+			err = errForeignSocket
 		}
 	}
 	if err == nil {
