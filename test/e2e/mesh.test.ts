@@ -361,10 +361,17 @@ describe('mesh', () => {
     const text = (await grid(m.w, ['peers'])).stdout
     assert.match(text, new RegExp(`not listed: ${rogueId} at /ip4/127\\.0\\.0\\.1/tcp/\\d+\\S* \\(.+\\): advert from ${rogueId}: bad version 2 .*another grid version`))
     assert.equal((m.d.stderr().match(new RegExp(`dropped an advert from ${rogueId}`, 'g')) ?? []).length, 1, 'logged once, not at every advert')
+    // for scripts: not in the peers array, which lists the listed, but in the status, with why
+    assert.ok(!(await peerIds(m)).includes(rogueId))
+    const unlisted = (JSON.parse((await grid(m.w, ['--json', 'status'])).stdout) as { mesh: { unlisted: Array<{ peerId: string, why: string }> } }).mesh.unlisted
+    assert.deepEqual(unlisted.map(u => u.peerId), [rogueId])
+    assert.match(unlisted[0]?.why ?? '', /bad version 2/)
+    assert.match((await grid(m.w, ['status'])).stdout, /peers \(and 1 connected but not listed: see grid peers\)/)
     // a valid advert from it lists it as usual
     await pubsub.publish(ADVERT_TOPIC, encodeAdvert({ v: 1, peerId: rogueId, addrs: [], version: '0.1.0', toolchains: [], targets: ['*'], slots: { total: 1, free: 1 }, load: 0, policy: 'never', accepting: false, seq: 4 }))
     await waitFor(async () => (await peerIds(m)).includes(rogueId), 10_000, () => 'the valid advert to be accepted')
     assert.doesNotMatch((await grid(m.w, ['peers'])).stdout, /not listed/)
+    assert.deepEqual((JSON.parse((await grid(m.w, ['--json', 'status'])).stdout) as { mesh: { unlisted: unknown[] } }).mesh.unlisted, [])
   })
 
 })

@@ -19,11 +19,16 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
       `compiles for its builds ${c.compiles} here, ${c.remoteCompiles} on peers; ${c.corrupt} corrupt blobs dropped, ${c.badFrames} bad connections`,
     ...(s.mesh === null
       ? ['mesh:    off']
-      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
+      : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers${notListed(s.mesh.unlisted)}, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
           ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed`]),
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
+}
+
+/** Connected members no advert of which is taken, when there are any (`grid peers` says why). */
+function notListed (unlisted: UnlistedPeer[] | undefined): string {
+  return unlisted === undefined || unlisted.length === 0 ? '' : ` (and ${unlisted.length} connected but not listed: see grid peers)`
 }
 
 /** Whether the node takes peers' compiles now, and the load its `idle` policy judges by. */

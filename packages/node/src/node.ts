@@ -543,7 +543,7 @@ export class GridNode {
       counters: { ...this.counters },
       mesh: this.mesh === undefined || this.meshOptions === undefined
         ? null
-        : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, accepting: this.mesh.accepting(), ...(this.load === undefined ? {} : { load: Math.round(this.load.perCore() * 100) / 100 }), peers: this.mesh.list().length, ...(this.worker === undefined ? {} : { worker: { ...this.worker.stats } }) }
+        : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, accepting: this.mesh.accepting(), ...(this.load === undefined ? {} : { load: Math.round(this.load.perCore() * 100) / 100 }), peers: this.mesh.list().length, unlisted: this.unlistedPeers(), ...(this.worker === undefined ? {} : { worker: { ...this.worker.stats } }) }
     }
   }
 

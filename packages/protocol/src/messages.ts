@@ -168,6 +168,11 @@ export interface MeshStatus {
   load?: number
   peers: number
   /**
+   * connected peers that are in no peer list, because no advert of theirs was taken (what
+   * `grid peers` shows below its table as "not listed"); absent from nodes before it was added
+   */
+  unlisted?: UnlistedPeer[]
+  /**
    * Compile tasks peers sent this node: run here, joined to an identical one already running,
    * refused (busy, or not acceptable: docs/remote.md), failed. Absent when no worker runs.
    */

@@ -14,7 +14,8 @@ work, its link as this node measured it (MB/s: probed when a build begins, and t
 tasks), and the compiles this node sent it (with those that failed). Below the table: peers whose
 cache entries are refused, members of another grid version (incompatible) or toolchain (other
 toolchain), and connected peers no advert of which this node takes (not listed), each with why.
-With --json, an array of the same (each with the peer's full advert).`
+With --json, an array of the listed peers (each with its full advert); the connected ones
+not listed are in \`grid --json status\`, under mesh.unlisted.`
 
 export async function peers (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('peers', args, {})
