@@ -414,6 +414,10 @@ describe('grid command line', () => {
       // the first, cold, runs long enough to list the graph: go list got -C first too
       if (i === 0) assert.notEqual(summary(r).compiles.criticalPath, null, 'the package graph was listed in that directory')
     }
+    // a -C with no value is go's to refuse, as plain go does (not the directory "-trimpath")
+    const bare = await grid(w, ['build', '-C'], { cwd: mod })
+    assert.equal(bare.code, 2, bare.stderr)
+    assert.match(bare.stderr, /flag needs an argument: -C/)
   })
 
   it('a -toolexec among the program\'s arguments (grid run) or the test binary\'s (after -args) is theirs, not a conflict', async (t) => {

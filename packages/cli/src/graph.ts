@@ -76,16 +76,21 @@ export function parseListLine (line: string): { p: string, files: string[], impo
 }
 
 /**
+ * How many arguments of go's `-C dir` (or -C=dir, --C dir, --C=dir) lead, which must stay first.
+ * A `-C` with no value is left where it is, for go to say what it says of it ("flag needs an
+ * argument"): taken as leading, the flag grid adds after it became its directory.
+ */
+export function chdirArgs (args: string[]): number {
+  const first = args[0] ?? ''
+  if (first === '-C' || first === '--C') return args.length >= 2 ? 2 : 0
+  return first.startsWith('-C=') || first.startsWith('--C=') ? 1 : 0
+}
+
+/**
  * The build's package graph from `go list -deps` (0.1–0.5 s, run beside the build): the node
  * orders compiles by it and the progress line counts against it. Only for build and install,
  * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
-/** How many arguments of go's `-C dir` (or -C=dir, --C dir, --C=dir) lead, which must stay first. */
-export function chdirArgs (args: string[]): number {
-  const first = args[0] ?? ''
-  if (first === '-C' || first === '--C') return 2
-  return first.startsWith('-C=') || first.startsWith('--C=') ? 1 : 0
-}
 
 export async function listPackages (go: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<GraphPackage[] | undefined> {
   const chdir = chdirArgs(args) // -C must stay go list's first flag too
