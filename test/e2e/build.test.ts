@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, GRID_BIN, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult, type World } from '../helpers/index.js'
@@ -418,6 +418,31 @@ describe('grid command line', () => {
     const bare = await grid(w, ['build', '-C'], { cwd: mod })
     assert.equal(bare.code, 2, bare.stderr)
     assert.match(bare.stderr, /flag needs an argument: -C/)
+  })
+
+  it('a checkout whose path is not UTF-8: its compiles run here, its outputs are stored, and it is byte-identical', async (t) => {
+    const w = await world(t)
+    // node names paths by strings: the directory is made from bytes and entered by the shell
+    await rename(await flagsModule(w.dir), Buffer.concat([Buffer.from(join(w.dir, 'lat')), Buffer.from([0xe9]), Buffer.from('n')]))
+    const inLatin1 = async (env: NodeJS.ProcessEnv, ...cmd: string[]): Promise<RunResult> =>
+      await run('bash', ['-c', 'cd "$D/lat"$\'\\xe9\'"n" && exec "$@"', 'bash', ...cmd], { env: { ...env, D: w.dir } })
+    const ref = join(w.dir, 'ref')
+    const plain = await inLatin1({ ...w.env, GOCACHE: referenceGocache() }, 'go', 'build', '-trimpath', '-o', ref + '/', '.')
+    assert.equal(plain.code, 0, plain.stderr)
+    const builds = []
+    for (const i of [1, 2]) {
+      const out = join(w.dir, `out${i}`)
+      const r = await inLatin1({ ...w.env, GOCACHE: join(w.dir, `gocache-${i}`) }, process.execPath, GRID_BIN, '--json', 'build', '-o', out + '/', '.')
+      assert.equal(r.code, 0, r.stderr)
+      await sameFiles(out, ref)
+      builds.push(summary(r))
+    }
+    const [cold, warm] = builds
+    // cmd/go runs every compile in its own directory: all of them stay here
+    assert.equal(cold.compiles.localReasons['path-not-utf8'], cold.compiles.local, JSON.stringify(cold.compiles.localReasons))
+    assert.deepEqual(cold.compiles.fallbacks, {}, 'no compile failed in the node for want of its files')
+    assert.equal(cold.cache.edited ?? 0, 0, 'not taken for sources edited during the build')
+    assert.equal(warm.compiles.local + warm.compiles.remote, 0, 'every output of the first build was stored')
   })
 
   it('a -toolexec among the program\'s arguments (grid run) or the test binary\'s (after -args) is theirs, not a conflict', async (t) => {

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
-import { Builds, HELPER_OPEN_MS } from './builds/index.js'
+import { Builds, HELPER_OPEN_MS, notUtf8 } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
 import { cacheStats } from './cache-stats.js'
@@ -556,6 +556,10 @@ export class GridNode {
     const plan = build?.plan
     const offload = this.meshOptions?.offload ?? 'busy' // no mesh: placed locally as no-peers
     const remote = this.remote
+    if (notUtf8(req)) { // no file of it could be opened here (builds/sources.ts)
+      const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
+      return { reason: 'path-not-utf8', priority: rank(build, req.importPath, expectedMs), expectedMs }
+    }
     if (offload === 'never' || remote === undefined || !remote.anyCapable()) {
       // Nowhere to ship it: its expected cost (a few stats of its sources) would only order the
       // local queue, which go's -p keeps short. History or nothing.

@@ -1,2 +1,2 @@
 export { Builds, type BuildRecord } from './builds.js'
-export { BuildSources, FILE_CLOCK_SLACK_MS, HELPER_OPEN_MS, buildIdAction, compileFiles } from './sources.js'
+export { BuildSources, FILE_CLOCK_SLACK_MS, HELPER_OPEN_MS, buildIdAction, compileFiles, notUtf8 } from './sources.js'

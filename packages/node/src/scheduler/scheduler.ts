@@ -35,6 +35,7 @@ export type LocalReason =
   | 'remote-diagnostics' // the peer's compile printed or failed: rerun here for go's own messages
   | 'toolchain-unknown' // this node has not probed its own toolchain yet
   | 'toolchain-other' // the compile's compiler is not the one this node probed (another GOROOT, or Go changed since)
+  | 'path-not-utf8' // its directory or an argument is a path that is not UTF-8, which this node cannot open
   | 'raced' // the peer was overdue and the local copy finished first
 
 export type Placement = { where: 'local', reason: LocalReason } | { where: 'remote' }
