@@ -91,7 +91,6 @@ export function chdirArgs (args: string[]): number {
  * orders compiles by it and the progress line counts against it. Only for build and install,
  * whose flags `go list` also takes. undefined if go list fails: the build goes on without it.
  */
-
 export async function listPackages (go: string, args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<GraphPackage[] | undefined> {
   const chdir = chdirArgs(args) // -C must stay go list's first flag too
   const text = await new Promise<string | undefined>(resolve => {

@@ -39,19 +39,19 @@ export const FILE_CLOCK_SLACK_MS = 50
  */
 export const HELPER_OPEN_MS = 1000
 
+/** What a byte that is not UTF-8 becomes in a string decoded from it. */
+const LOST = '\uFFFD'
+
 /**
  * Whether a compile's directory or arguments hold bytes that are not UTF-8 (a checkout under a
  * Latin-1 name): the shim sends them as strings, and they arrive with U+FFFD in place of those
  * bytes, paths no file system call here can open (nor a process be started in). Such a compile
- * runs where cmd/go runs it. cmd/go runs every compile in its own directory, so a build started
- * in such a directory keeps all of its compiles here.
+ * runs where cmd/go runs it. cmd/go starts every compile in the go command's own working
+ * directory, so a build started in such a directory keeps all of its compiles here.
  */
 export function notUtf8 (req: { args: string[], cwd: string }): boolean {
   return req.cwd.includes(LOST) || req.args.some(a => a.includes(LOST))
 }
-
-/** What a byte that is not UTF-8 becomes in a string decoded from it. */
-const LOST = '\uFFFD'
 
 /** Compile flags that take a value, as `-flag v` or `-flag=v`: those a task may carry or the requester reads (remote/parse.ts), and two no task takes. */
 const VALUED = new Set<string>([...VALUE_FLAGS, '-D', '-I'])
