@@ -438,7 +438,7 @@ describe('grid command line', () => {
       builds.push(summary(r))
     }
     const [cold, warm] = builds
-    // cmd/go runs every compile in its own directory: all of them stay here
+    // cmd/go starts every compile in its own working directory: all of them stay here
     assert.equal(cold.compiles.localReasons['path-not-utf8'], cold.compiles.local, JSON.stringify(cold.compiles.localReasons))
     assert.deepEqual(cold.compiles.fallbacks, {}, 'no compile failed in the node for want of its files')
     assert.equal(cold.cache.edited ?? 0, 0, 'not taken for sources edited during the build')
