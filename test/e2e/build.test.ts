@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { FIXTURES, GOMOD, GRID_BIN, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult, type World } from '../helpers/index.js'
 
@@ -100,8 +100,10 @@ describe('grid build of the fixture module', () => {
     const out = join(w.dir, 'x.a')
     for (let i = 0; i < 3; i++) {
       await rm(out, { force: true })
-      await w.freshGoCache()
-      const r = await grid(w, ['--json', 'build', '-o', out, './asmsum'])
+      const gocache = await w.freshGoCache()
+      // the last with GOCACHE spelled as no clean path is: cmd/go compares paths with it as given
+      const env = i === 2 ? { ...w.env, GOCACHE: `${dirname(gocache)}//./${basename(gocache)}` } : w.env
+      const r = await grid(w, ['--json', 'build', '-o', out, './asmsum'], { env })
       assert.equal(r.code, 0, r.stderr)
       const s = summary(r)
       if (i > 0) assert.deepEqual([s.cache.misses, s.compiles.local], [0, 0], `build ${i + 1}: ${JSON.stringify(s.cache)}`)

@@ -32,6 +32,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -544,7 +545,23 @@ func (h *helper) flushIndex() {
 
 // diskPath is the path cmd/go gets for the blob of an OutputID (hex).
 func (h *helper) diskPath(name string) string {
-	return filepath.Join(h.diskDir, name[:2], name)
+	return under(h.diskDir, name[:2], name)
+}
+
+// under names a path below dir keeping dir spelled as it is. cmd/go tells the files of its
+// cache from others by whether their path starts with GOCACHE as given, string for string
+// (moveOrCopyFile in cmd/go/internal/work): filepath.Join would clean a GOCACHE of `/a//b`,
+// `/a/../b` or `/a/./b` into another spelling, and `go build -o x.a` would then move the
+// shared blob out of the store (under another build reading it) instead of copying it.
+func under(dir string, names ...string) string {
+	path := dir
+	for _, name := range names {
+		if !strings.HasSuffix(path, string(filepath.Separator)) && !strings.HasSuffix(path, "/") {
+			path += string(filepath.Separator)
+		}
+		path += name
+	}
+	return path
 }
 
 // goCacheDir is the GOCACHE of the cmd/go that started this helper: its own environment's, or
@@ -568,7 +585,7 @@ func linkStore(gocache, blobDir string) string {
 		return blobDir
 	}
 	sum := sha256.Sum256([]byte(blobDir))
-	link := filepath.Join(gocache, "grid-"+hex.EncodeToString(sum[:8]))
+	link := under(gocache, "grid-"+hex.EncodeToString(sum[:8]))
 	if target, err := os.Readlink(link); err == nil && target == blobDir {
 		return link
 	}

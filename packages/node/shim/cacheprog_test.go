@@ -160,6 +160,18 @@ func TestLinkStore(t *testing.T) {
 	if got := linkStore(filepath.Join(gocache, "missing"), store); got != store {
 		t.Errorf("a GOCACHE that does not exist: %q", got)
 	}
+	// cmd/go copies a cache file only when its path starts with GOCACHE as spelled, string for
+	// string; else it renames it out of the store
+	for _, spelled := range []string{gocache + "/", filepath.Dir(gocache) + "//" + filepath.Base(gocache), gocache + "/../" + filepath.Base(gocache), gocache + "/."} {
+		link := linkStore(spelled, store)
+		h := &helper{diskDir: link}
+		if path := h.diskPath("44c93a"); !strings.HasPrefix(link, spelled) || !strings.HasPrefix(path, spelled) {
+			t.Errorf("GOCACHE %q: link %q, blob path %q do not start with it", spelled, link, path)
+		}
+		if target, err := os.Readlink(link); err != nil || target != store {
+			t.Errorf("GOCACHE %q: link points to %q (%v)", spelled, target, err)
+		}
+	}
 }
 
 // writeAtomic remembers the directories it made; one removed since (by hand, by a gc) is made

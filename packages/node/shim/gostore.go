@@ -45,7 +45,7 @@ func goStoreFor(mode, gocache string) *goStore {
 
 func (s *goStore) file(id []byte, kind string) string {
 	name := hex.EncodeToString(id)
-	return filepath.Join(s.dir, name[:2], name+"-"+kind)
+	return under(s.dir, name[:2], name+"-"+kind) // GOCACHE's own spelling, as cmd/go's paths have it
 }
 
 // get answers a get from GOCACHE: a miss unless the action file is well formed, names this
