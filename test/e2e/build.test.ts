@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
-import { FIXTURES, GOMOD, GRID_BIN, goBuild, grid, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult, type World } from '../helpers/index.js'
+import { FIXTURES, GOMOD, GRID_BIN, goBuild, grid, nestedGoModule, referenceGocache, run, sameFiles, startDaemon, status, summary, tempDir, world, type RunResult, type World } from '../helpers/index.js'
 
 describe('grid build of the fixture module', () => {
   it('is byte-identical to go build -trimpath, and a rebuild after go clean -cache runs zero compiles', async (t) => {
@@ -223,24 +223,7 @@ describe('grid build of the fixture module', () => {
   it('a go command that a test runs caches in its own GOCACHE, as under plain go test', async (t) => {
     // cmd/go passes its environment, GOCACHEPROG and all, to the test binaries it runs
     const w = await world(t)
-    const mod = join(w.dir, 'nested')
-    await mkdir(mod, { recursive: true })
-    await writeFile(join(mod, 'go.mod'), 'module example.com/nested\n\ngo 1.24\n')
-    await writeFile(join(mod, 'nested.go'), 'package nested\n')
-    await writeFile(join(mod, 'nested_test.go'), [
-      'package nested', '', 'import (', '\t"os"', '\t"os/exec"', '\t"path/filepath"', '\t"testing"', ')', '',
-      'func TestNestedGoCachesItself(t *testing.T) {',
-      '\tdir := t.TempDir()',
-      '\tcache := filepath.Join(dir, "cache")',
-      '\tos.WriteFile(filepath.Join(dir, "go.mod"), []byte("module x\\n\\ngo 1.24\\n"), 0o644)',
-      '\tos.WriteFile(filepath.Join(dir, "x.go"), []byte("package x\\n\\nfunc F() int { return 1 }\\n"), 0o644)',
-      '\tcmd := exec.Command("go", "build", ".")',
-      '\tcmd.Dir = dir',
-      '\tcmd.Env = append(os.Environ(), "GOCACHE="+cache, "GOFLAGS=")',
-      '\tif out, err := cmd.CombinedOutput(); err != nil {', '\t\tt.Fatalf("%v: %s", err, out)', '\t}',
-      '\tif entries, _ := filepath.Glob(filepath.Join(cache, "??", "*-a")); len(entries) == 0 {',
-      '\t\tt.Fatal("the nested go build cached nothing in its own GOCACHE")', '\t}', '}', ''
-    ].join('\n'))
+    const mod = await nestedGoModule(w.dir)
     const plain = await run('go', ['test', '-count=1', '-trimpath', '.'], { cwd: mod, env: { ...w.env, GOCACHE: referenceGocache() } })
     assert.equal(plain.code, 0, plain.stdout + plain.stderr)
     const r = await grid(w, ['test', '-count=1', '.'], { cwd: mod })

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { GOMOD, goBuild, grid, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
+import { GOMOD, goBuild, grid, nestedGoModule, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
 
 /** The variables `grid --json env` sets, applied to the world's environment. */
 async function gridEnv (w: World, env: NodeJS.ProcessEnv = w.env): Promise<NodeJS.ProcessEnv> {
@@ -83,6 +83,25 @@ describe('grid env', () => {
     assert.equal(stale.code, 0, stale.stderr)
     assert.match(stale.stderr, /grid: warning: this shell's grid env names another cache helper \(\/old\/grid-shim cacheprog\)/)
     assert.match(stale.stderr, /hint: run eval "\$\(grid env\)" again/)
+  })
+
+  it('a go command that a test runs with a GOCACHE of its own caches there; one that keeps go\'s shares the grid cache', async (t) => {
+    // cmd/go passes its environment, GOCACHEPROG and all, to the test binaries it runs, and
+    // under grid env no grid build names its go: the helper looks for a go above its own
+    const w = await world(t)
+    const mod = await nestedGoModule(w.dir)
+    await startDaemon(t, w)
+    const env = await gridEnv(w)
+    // each go command whose cache helper goes to the node is a build there
+    const own = await run('go', ['test', '-count=1', '-v', '-run', 'TestNestedGoCachesItself', '.'], { cwd: mod, env })
+    assert.equal(own.code, 0, own.stdout + own.stderr)
+    assert.match(own.stdout, /--- PASS: TestNestedGoCachesItself/)
+    const s1 = await statusAfter(w, 1) // the nested go build ended before its go test did
+    assert.deepEqual([s1.buildsServed, s1.lastBuild.command.slice(0, 2)], [1, ['go', 'test']], 'the nested go with a GOCACHE of its own did not go to the node')
+    const shared = await run('go', ['test', '-count=1', '-v', '-run', 'TestNestedGoSameCache', '.'], { cwd: mod, env })
+    assert.equal(shared.code, 0, shared.stdout + shared.stderr)
+    const s = await statusAfter(w, 3)
+    assert.equal(s.buildsServed, 3, 'the go test that kept its GOCACHE, and the go build its test ran')
   })
 
   it('with no node, go caches in GOCACHE in its own format: plain go reads it back', async (t) => {

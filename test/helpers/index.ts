@@ -61,6 +61,39 @@ export function suiteContext (): Ctx {
   return { after: (fn: () => unknown) => { teardown.push(fn) } }
 }
 
+/**
+ * A module whose tests run go themselves, as cmd/go passes them its environment (GOCACHEPROG
+ * included): one with a fresh GOCACHE, which must find the cold cache it asked for and fill it
+ * in go's own format, and one that keeps the GOCACHE it inherited, as a build tool written in
+ * Go does. Returns its directory.
+ */
+export async function nestedGoModule (dir: string): Promise<string> {
+  const mod = join(dir, 'nested')
+  await mkdir(mod, { recursive: true })
+  await writeFile(join(mod, 'go.mod'), 'module example.com/nested\n\ngo 1.24\n')
+  await writeFile(join(mod, 'nested.go'), 'package nested\n')
+  await writeFile(join(mod, 'nested_test.go'), [
+    'package nested', '', 'import (', '\t"os"', '\t"os/exec"', '\t"path/filepath"', '\t"testing"', ')', '',
+    '// a tiny module in a temp dir, built by go with env added to the test\'s',
+    'func build(t *testing.T, env ...string) {',
+    '\tdir := t.TempDir()',
+    '\tos.WriteFile(filepath.Join(dir, "go.mod"), []byte("module x\\n\\ngo 1.24\\n"), 0o644)',
+    '\tos.WriteFile(filepath.Join(dir, "x.go"), []byte("package x\\n\\nfunc F() int { return 1 }\\n"), 0o644)',
+    '\tcmd := exec.Command("go", "build", ".")',
+    '\tcmd.Dir = dir',
+    '\tcmd.Env = append(os.Environ(), env...)',
+    '\tif out, err := cmd.CombinedOutput(); err != nil {', '\t\tt.Fatalf("%v: %s", err, out)', '\t}',
+    '}', '',
+    'func TestNestedGoCachesItself(t *testing.T) {',
+    '\tcache := filepath.Join(t.TempDir(), "cache")',
+    '\tbuild(t, "GOCACHE="+cache, "GOFLAGS=")',
+    '\tif entries, _ := filepath.Glob(filepath.Join(cache, "??", "*-a")); len(entries) == 0 {',
+    '\t\tt.Fatal("the nested go build cached nothing in its own GOCACHE")', '\t}', '}', '',
+    'func TestNestedGoSameCache(t *testing.T) {', '\tbuild(t)', '}', ''
+  ].join('\n'))
+  return mod
+}
+
 /** A temp dir removed when the test (or suite) ends. Short, so socket paths fit. */
 export async function tempDir (t: Ctx, prefix = 'g'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`))

@@ -110,13 +110,16 @@ func runCacheprog() int {
 	return 0
 }
 
-// nestedGo reports whether the go command this helper serves is not the one grid build
-// started (GRID_PARENT, grid's pid, is not its parent): a go run by a program or test that go
-// started, which inherited GOCACHEPROG. Unknown (not Linux, or no GRID_PARENT): not nested.
+// nestedGo reports whether the go command this helper serves was started by a program or test
+// that another go command ran, and inherited GOCACHEPROG from it: under grid build, it is not
+// the go that grid build started (GRID_PARENT, grid's pid, is not its parent); under grid env
+// (no GRID_PARENT), a go above it has another GOCACHE (ownCacheUnderGo). A nested go under
+// grid env with the same GOCACHE shares the cache as it would under plain go: a build tool
+// written in Go (go run ./build) keeps the grid cache. Unknown (not Linux): not nested.
 func nestedGo() bool {
 	want := os.Getenv("GRID_PARENT")
 	if want == "" {
-		return false
+		return ownCacheUnderGo()
 	}
 	got, ok := grandparent()
 	return ok && strconv.Itoa(got) != want
