@@ -212,13 +212,20 @@ export function referenceGocache (): string {
 }
 
 /** The project's own source files under `dir` (TypeScript and Go, declarations left out), for tests that read the code. */
-export async function sourceFiles (dir: string): Promise<string[]> {
+async function sourceFiles (dir: string): Promise<string[]> {
   const out: string[] = []
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name)
     if (entry.isDirectory()) out.push(...await sourceFiles(path))
     else if (/\.(ts|go)$/.test(entry.name) && !entry.name.endsWith('.d.ts')) out.push(path)
   }
+  return out
+}
+
+/** The source files of the three packages' `src` (protocol, node, cli), for tests that read the code. */
+export async function packageSources (): Promise<string[]> {
+  const out: string[] = []
+  for (const pkg of ['protocol', 'node', 'cli']) out.push(...await sourceFiles(join(ROOT, 'packages', pkg, 'src')))
   return out
 }
 

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { it } from 'node:test'
 import { ERROR_CODES } from '@grid/protocol'
-import { ROOT, sourceFiles } from '../helpers/index.js'
+import { ROOT, packageSources } from '../helpers/index.js'
 
 it('every error code is documented in docs/errors.md and every documented code exists', async () => {
   const doc = await readFile(join(ROOT, 'docs/errors.md'), 'utf8')
@@ -15,12 +15,7 @@ it('every error code is documented in docs/errors.md and every documented code e
 })
 
 it('every code used in the source is declared', async () => {
-  const files = [
-    ...await sourceFiles(join(ROOT, 'packages/protocol/src')),
-    ...await sourceFiles(join(ROOT, 'packages/node/src')),
-    ...await sourceFiles(join(ROOT, 'packages/cli/src'))
-  ]
-  for (const file of files) {
+  for (const file of await packageSources()) {
     const text = await readFile(file, 'utf8')
     for (const m of text.matchAll(/'(GRID_ERR_[A-Z0-9_]+)'/g)) {
       assert.ok(Object.hasOwn(ERROR_CODES, m[1] as string), `${file} uses undeclared ${m[1]}`)

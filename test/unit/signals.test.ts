@@ -3,12 +3,12 @@
 // must leave nothing behind on the mesh's stop signal.
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { relative } from 'node:path'
 import { describe, it } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { deadline } from '@grid/node/server'
-import { ROOT, sourceFiles } from '../helpers/index.js'
+import { ROOT, packageSources } from '../helpers/index.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
@@ -68,12 +68,10 @@ describe('deadline', () => {
 
   it('is the only deadline in the sources: none puts AbortSignal.timeout inside AbortSignal.any', async () => {
     const offenders: string[] = []
-    for (const pkg of ['protocol', 'node', 'cli']) {
-      for (const file of await sourceFiles(join(ROOT, 'packages', pkg, 'src'))) {
-        if (!file.endsWith('.ts')) continue
-        const code = (await readFile(file, 'utf8')).split('\n').filter(line => !/^\s*(\*|\/\/|\/\*)/.test(line)).join('\n') // comments may name it
-        for (const call of calls(code, 'AbortSignal.any(')) if (call.includes('AbortSignal.timeout(')) offenders.push(relative(ROOT, file))
-      }
+    for (const file of await packageSources()) {
+      if (!file.endsWith('.ts')) continue
+      const code = (await readFile(file, 'utf8')).split('\n').filter(line => !/^\s*(\*|\/\/|\/\*)/.test(line)).join('\n') // comments may name it
+      for (const call of calls(code, 'AbortSignal.any(')) if (call.includes('AbortSignal.timeout(')) offenders.push(relative(ROOT, file))
     }
     assert.deepEqual(offenders, [], 'use deadline() from packages/node/src/signals.ts, or execFile\'s timeout option')
   })

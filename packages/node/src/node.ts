@@ -556,20 +556,15 @@ export class GridNode {
     const plan = build?.plan
     const offload = this.meshOptions?.offload ?? 'busy' // no mesh: placed locally as no-peers
     const remote = this.remote
-    if (notUtf8(req)) { // no file of it could be opened here (builds/sources.ts)
+    // Kept here before its cost is estimated: that (a few stats of its sources) would only order
+    // the local queue, which go's -p keeps short. History or nothing.
+    const here = (reason: LocalReason): Placed => {
       const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
-      return { reason: 'path-not-utf8', priority: rank(build, req.importPath, expectedMs), expectedMs }
+      return { reason, priority: rank(build, req.importPath, expectedMs), expectedMs }
     }
-    if (offload === 'never' || remote === undefined || !remote.anyCapable()) {
-      // Nowhere to ship it: its expected cost (a few stats of its sources) would only order the
-      // local queue, which go's -p keeps short. History or nothing.
-      const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
-      return { reason: offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers', priority: rank(build, req.importPath, expectedMs), expectedMs }
-    }
-    if (!this.ownCompile(req.tool)) {
-      const expectedMs = this.scheduler.history.get(req.importPath) ?? 0
-      return { reason: this.ownCompiler === undefined ? 'toolchain-unknown' : 'toolchain-other', priority: rank(build, req.importPath, expectedMs), expectedMs }
-    }
+    if (notUtf8(req)) return here('path-not-utf8') // no file of it could be opened here (builds/sources.ts)
+    if (offload === 'never' || remote === undefined || !remote.anyCapable()) return here(offload === 'never' ? 'policy' : remote?.whyNone() ?? 'no-peers') // nowhere to ship it
+    if (!this.ownCompile(req.tool)) return here(this.ownCompiler === undefined ? 'toolchain-unknown' : 'toolchain-other')
     const expectedMs = await this.scheduler.expectedMs(req.importPath, plan, () => goFiles(req.args, req.cwd))
     const priority = rank(build, req.importPath, expectedMs)
     const placement = place({ offload, mesh: true, localFree: this.pool.free, expectedMs, peerMs: () => remote.predictMs(expectedMs) })
