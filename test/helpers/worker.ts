@@ -127,14 +127,14 @@ export async function openTask (handler: (stream: Stream, connection: unknown) =
 /**
  * An eager offer on a fresh stream: the task, the inputs `sent` (by hash, from `r.blobs`, or
  * given) and `done` in one write. `need` is the worker's first answer (a result, a need or a
- * fail); `finish` answers a need as `openTask`'s does.
+ * fail); `finish` answers a need as `openTask`'s does. `offer`: more fields of the offer.
  */
-export async function openEager (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown, sent: Array<string | { sha256: string, data: Buffer }>): Promise<OpenedTask & { stream: Stream }> {
+export async function openEager (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown, sent: Array<string | { sha256: string, data: Buffer }>, offer: Record<string, unknown> = {}): Promise<OpenedTask & { stream: Stream }> {
   const [out, inbound] = await streamPair()
   handler(inbound, { remotePeer: { toString: () => r.name } })
   const lp = lpStream(out)
   const items = sent.map(i => typeof i === 'string' ? { sha256: i, data: r.blobs.get(i) } : i)
-  await lp.writeV([packr.pack({ type: 'offer', task, eager: true }), ...(items.length > 0 ? [packr.pack({ type: 'blobs', items })] : []), packr.pack({ type: 'done' })])
+  await lp.writeV([packr.pack({ ...offer, type: 'offer', task, eager: true }), ...(items.length > 0 ? [packr.pack({ type: 'blobs', items })] : []), packr.pack({ type: 'done' })])
   const first = packr.unpack((await lp.read()).subarray())
   return { stream: out, need: first, finish: async (blobs = r.blobs) => await answerNeed(lp, first, blobs) }
 }

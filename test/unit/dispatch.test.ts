@@ -17,8 +17,10 @@ const goversion = execFileSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' })
 
 type Answer = { ok: true, peer: string, archive: Uint8Array, asmhdr: null, transferMs: number, compileMs: number, wallMs: number } | { ok: false, peer: string, reason: string }
 
+type TaskBytes = { inputs: number, archive: number }
+
 /** Peers whose attempts wait until the test answers them (or the dispatcher cancels them). */
-function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: number) => number | undefined = () => undefined, msPerByte = 0) {
+function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: TaskBytes) => number | undefined = () => undefined, msPerByte = 0) {
   const calls: string[] = []
   const overdue: string[] = []
   const answers = new Map<string, (a: Answer) => void>()
@@ -30,7 +32,7 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     predictMs,
     probeLinks: () => {},
     linkOfBest: async () => {},
-    linkMs: (bytes: number) => bytes * msPerByte,
+    linkMs: (bytes: TaskBytes) => (bytes.inputs + bytes.archive) * msPerByte,
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {
@@ -114,7 +116,7 @@ describe('dispatch', () => {
     // In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http whenever the
     // requester's slot was taken or the backlog offered them: ~20 s each, against 4-10 s here.
     const dir = await pkgDir(t)
-    const asked: Array<number | undefined> = []
+    const asked: Array<TaskBytes | undefined> = []
     const stub = stubRemote(['slow'], join(dir, '_pkg_.a'), (expectedMs, bytes) => { asked.push(bytes); return 3 * expectedMs })
     const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
     const running = d.compile(request(dir), 5_000, 0, new AbortController().signal)
@@ -125,7 +127,7 @@ describe('dispatch', () => {
     assert.deepEqual(stub.calls, [])
     // predicted with the task's own bytes: its inputs, and an archive of five times its sources
     // (runtime: 3 MB of inputs, a 13 MB archive; small tasks' bytes per ms would say far less)
-    assert.deepEqual(asked, [1100 + 5 * 1000])
+    assert.deepEqual(asked, [{ inputs: 1100, archive: 5 * 1000 }])
     // nor to one predicted about as fast whose link alone would take over a fifth of its time
     // here: 6100 bytes at 0.2 ms each (the compile ratio and the expected time come from small
     // compiles; the link is measured)

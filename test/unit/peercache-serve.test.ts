@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
+import { brotliCompressSync, brotliDecompressSync } from 'node:zlib'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
@@ -174,34 +175,44 @@ describe('peer cache: serving', () => {
   })
 })
 
-describe('peer cache: a body of another size than claimed', () => {
-  /** A member that claims `blob` for its ActionID with the size `claimed`, signed by itself, and sends the body when asked. */
-  async function claimer (t: Ctx, blob: { actionId: Buffer, body: Buffer }, claimed: number): Promise<{ libp2p: Libp2p, id: string }> {
-    const p = await libp2pNode(t)
-    const toolchain = 'go1.test'
-    const outputId = sha256(blob.body)
-    const claim: Claim = {
-      actionId: blob.actionId, outputId, size: claimed, time: Date.now(), producer: p.id, toolchain,
-      sig: await signer(p.key)(claimBytes(blob.actionId, outputId, toolchain))
-    }
-    await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
-      const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
-      void (async () => {
-        for (;;) {
-          const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
-          if (msg.type === 'lookup') {
-            await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => blob.actionId.equals(k) ? claim : null) }))
-          } else if (msg.type === 'fetch') {
-            for (let off = 0; off < blob.body.length; off += CHUNK_BYTES) {
-              await lp.write(packr.pack({ type: 'chunk', id: msg.id, data: blob.body.subarray(off, off + CHUNK_BYTES), last: off + CHUNK_BYTES >= blob.body.length }))
-            }
-          }
-        }
-      })().catch((err: Error) => { stream.abort(err) })
-    })
-    return { libp2p: p.libp2p, id: p.id }
-  }
+type ChunkOf = (body: Buffer, fetch: Extract<PeerCacheMessage, { type: 'fetch' }>) => Promise<Array<{ data: Uint8Array, last: boolean, packed?: string }>>
 
+/** A body in chunks of CHUNK_BYTES, as it is. */
+const plainChunks: ChunkOf = async body => {
+  const chunks = []
+  for (let off = 0; off < body.length; off += CHUNK_BYTES) chunks.push({ data: body.subarray(off, off + CHUNK_BYTES), last: off + CHUNK_BYTES >= body.length })
+  return chunks
+}
+
+/**
+ * A member that claims `blob` for its ActionID with the size `claimed`, signed by itself, and
+ * sends the body when asked: as it is, in chunks, or what `chunks` makes of the fetch.
+ */
+async function claimer (t: Ctx, blob: { actionId: Buffer, body: Buffer }, claimed: number, chunks = plainChunks): Promise<{ libp2p: Libp2p, id: string }> {
+  const p = await libp2pNode(t)
+  const toolchain = 'go1.test'
+  const outputId = sha256(blob.body)
+  const claim: Claim = {
+    actionId: blob.actionId, outputId, size: claimed, time: Date.now(), producer: p.id, toolchain,
+    sig: await signer(p.key)(claimBytes(blob.actionId, outputId, toolchain))
+  }
+  await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    void (async () => {
+      for (;;) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
+        if (msg.type === 'lookup') {
+          await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => blob.actionId.equals(k) ? claim : null) }))
+        } else if (msg.type === 'fetch') {
+          for (const chunk of await chunks(blob.body, msg)) await lp.write(packr.pack({ ...chunk, type: 'chunk', id: msg.id }))
+        }
+      }
+    })().catch((err: Error) => { stream.abort(err) })
+  })
+  return { libp2p: p.libp2p, id: p.id }
+}
+
+describe('peer cache: a body of another size than claimed', () => {
   for (const [what, delta] of [['larger', 1000], ['smaller', -1000]] as const) {
     it(`a claim ${what} than the body sent: a miss, the peer untrusted, nothing stored`, async (t) => {
       const blob = { actionId: randomBytes(32), body: randomBytes(2 * CHUNK_BYTES + 4096) } // fetched, in chunks
@@ -217,6 +228,72 @@ describe('peer cache: a body of another size than claimed', () => {
   }
 })
 
+
+describe('peer cache: bodies packed over a slow link', () => {
+  /** A body of Go-like text that packs well, over two chunks. */
+  const text = (): Buffer => Buffer.from(Array.from({ length: 40_000 }, (_, i) => `func f${i}(x int) int { return x * ${i % 97} }\n`).join(''))
+  const slowLink = { msPerByte: () => 8e-5, measure: () => {} } // ~100 Mbit/s
+
+  it('a fetch over a link measured slow asks for the body packed: fewer bytes move, and the entry is the body itself', async (t) => {
+    const server = await cacheNode(t)
+    const blob = { actionId: randomBytes(32), body: text() }
+    const { outputId } = await server.cache.putBytes(blob.actionId, blob.body)
+    assert.ok(blob.body.length > CHUNK_BYTES, `${blob.body.length} bytes`)
+    // as the protocol has it: asked, the chunks say packed and unpack to the body; not asked, the body as it is
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(server.libp2p.getMultiaddrs())
+    const stream = await m.libp2p.dialProtocol(server.libp2p.peerId, CACHE_PROTOCOL)
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    const fetch = async (extra: Record<string, unknown>): Promise<Array<Extract<PeerCacheMessage, { type: 'chunk' }>>> => {
+      await lp.write(packr.pack({ type: 'fetch', id: 1, outputId, ...extra }))
+      const chunks = []
+      for (;;) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'server')
+        assert.equal(msg.type, 'chunk')
+        chunks.push(msg as Extract<PeerCacheMessage, { type: 'chunk' }>)
+        if ((msg as { last: boolean }).last) return chunks
+      }
+    }
+    const packed = await fetch({ pack: 'br' })
+    assert.ok(packed.every(c => c.packed === 'br'), 'every chunk says packed')
+    const bytes = Buffer.concat(packed.map(c => c.data))
+    assert.ok(bytes.length < blob.body.length / 4, `${bytes.length} bytes for a body of ${blob.body.length}`)
+    assert.ok(brotliDecompressSync(bytes).equals(blob.body))
+    for (const extra of [{}, { pack: 'zstd' }]) {
+      const plain = await fetch(extra)
+      assert.ok(plain.every(c => c.packed === undefined), JSON.stringify(extra))
+      assert.ok(Buffer.concat(plain.map(c => c.data)).equals(blob.body), JSON.stringify(extra))
+    }
+    stream.abort(new Error('done'))
+    // and through the shared cache of a member on that link
+    const c = await cacheNode(t, () => [server.id], 'go1.test', undefined, { link: slowLink })
+    await c.libp2p.dial(server.libp2p.getMultiaddrs())
+    const result = await settledFind(c, blob.actionId)
+    assert.ok('hit' in result, JSON.stringify(result))
+    assert.ok((await c.cache.readVerified(Buffer.from(outputId).toString('hex')))?.equals(blob.body), 'the body stored')
+  })
+
+  const lies: Array<[string, ChunkOf]> = [
+    ['bytes that are not brotli', async () => [{ data: Buffer.from('not brotli at all'), last: true, packed: 'br' }]],
+    ['a packed body that unpacks past the claimed size', async body => [{ data: brotliCompressSync(Buffer.concat([body, body])), last: true, packed: 'br' }]],
+    ['chunks packed and not', async body => {
+      const packed = brotliCompressSync(body)
+      return [{ data: packed.subarray(0, 100), last: false, packed: 'br' }, { data: packed.subarray(100), last: true }]
+    }]
+  ]
+  for (const [what, chunks] of lies) {
+    it(`${what}: a miss, the peer untrusted, nothing stored`, async (t) => {
+      const blob = { actionId: randomBytes(32), body: text() }
+      const p = await claimer(t, blob, blob.body.length, chunks)
+      const b = await cacheNode(t, () => [p.id], 'go1.test', undefined, { link: slowLink })
+      await b.libp2p.dial(p.libp2p.getMultiaddrs())
+      const result = await settledFind(b, blob.actionId)
+      assert.deepEqual('miss' in result ? result.miss : result, 'rejected')
+      assert.match(b.peerCache.untrusted.get(p.id) ?? '', /unpack|packed/, 'the serving peer is untrusted')
+      assert.equal(await b.cache.get(blob.actionId), undefined, 'no entry stored')
+    })
+  }
+})
 
 describe('peer cache: toolchains', () => {
   it('a claim of another toolchain is skipped, not taken as a lie; an own entry another compiler made is not served', async (t) => {
@@ -275,7 +352,7 @@ describe('peer cache: slow links', () => {
     let msPerByte: number | undefined
     const asked: string[] = []
     const c = await cacheNode(t, () => [server.id], 'go1.test', undefined, {
-      compileMs: bytes => 8 + bytes / 5000, // 256 KiB: ~60 ms here
+      compileMs: bytes => 8 + bytes / 10_000, // 256 KiB: ~34 ms here
       link: { msPerByte: () => msPerByte, measure: peer => { asked.push(peer) } }
     })
     await c.libp2p.dial(server.libp2p.getMultiaddrs())
@@ -289,7 +366,7 @@ describe('peer cache: slow links', () => {
 
     assert.equal(await find(blobs[0]!.actionId), 'hit', 'a link never timed: fetched')
     assert.ok(asked.includes(server.id), 'and its link is asked to be timed')
-    msPerByte = 8e-4 // 10 Mbit/s: 256 KiB take ~210 ms
+    msPerByte = 8e-4 // 10 Mbit/s: 256 KiB take ~210 ms, ~63 ms were they packed as an archive
     const bodies = server.peerCache.served.bodies
     assert.equal(await find(blobs[1]!.actionId), 'slow-link')
     assert.equal(server.peerCache.served.bodies, bodies, 'its body was not asked for')
@@ -307,7 +384,7 @@ describe('peer cache: slow links', () => {
     const links: Record<string, number> = { [wifi.id]: 8e-4, [desk.id]: 1e-5 }
     let peers = [wifi.id, desk.id]
     const c = await cacheNode(t, () => peers, 'go1.test', undefined, {
-      compileMs: bytes => 8 + bytes / 5000,
+      compileMs: bytes => 8 + bytes / 10_000,
       link: { msPerByte: peer => links[peer], measure: () => {} }
     })
     await c.libp2p.dial(wifi.libp2p.getMultiaddrs())

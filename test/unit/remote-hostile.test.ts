@@ -21,6 +21,7 @@ const dist = (path: string): string => new URL(`../../../packages/node/dist/${pa
 const { RemoteCompiler } = await import(dist('remote/remote.js')) as typeof import('../../packages/node/src/remote/remote.js')
 const { decodeCompileMessage } = await import(dist('remote/wire.js')) as typeof import('../../packages/node/src/remote/wire.js')
 const constants = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
+const { pack } = await import(dist('pack.js')) as typeof import('../../packages/node/src/pack.js')
 const scheduler = await import(dist('scheduler/index.js')) as typeof import('../../packages/node/src/scheduler/index.js')
 const { BUSY } = constants
 
@@ -272,6 +273,38 @@ describe('remote compiles against hostile peers', () => {
     }
   })
 
+  it('over a link measured slow the archive is asked for packed, and one that does not unpack to a good archive is a peer error', async (t) => {
+    const archive = await realArchive(t)
+    const packed = await pack(archive)
+    assert.ok(packed !== undefined && packed.length < archive.length, 'an archive packs smaller')
+    const asked: unknown[] = []
+    // what the fake worker sends back: the archive packed, or bytes that are not brotli, or a packed stranger
+    let reply: { archive: Buffer, packed?: string } = { archive: packed }
+    const peer = await fakePeer(async (offer, conn) => {
+      asked.push(offer.pack)
+      if (offer.eager === true) await inputs(conn)
+      await conn.send({ type: 'result', exitCode: 0, output: Buffer.alloc(0), asmhdr: null, compileMs: 5, packed: 'br', ...reply })
+      return true
+    })
+    const remote = compilerFor(peer)
+    const attempt = async () => await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc' }).prepared, new AbortController().signal, 100)
+    remote.linkMeasured(peer.peerId, { rttMs: 0.2, msPerByte: 1e-5, atLeast: false }) // ~100 MB/s: not worth packing
+    const fast = await attempt()
+    assert.ok(fast.ok && Buffer.from(fast.archive).equals(archive), 'a packed reply is unpacked even when not asked for')
+    remote.linkMeasured(peer.peerId, { rttMs: 1, msPerByte: 8e-5, atLeast: false }) // ~100 Mbit/s
+    const slow = await attempt()
+    assert.ok(slow.ok && Buffer.from(slow.archive).equals(archive), 'the archive unpacked is the one the worker compiled')
+    assert.deepEqual(asked, [undefined, 'br'])
+    reply = { archive: Buffer.from('not brotli at all') }
+    const garbage = await attempt()
+    assert.ok(!garbage.ok && garbage.reason === 'peer-error', JSON.stringify(garbage))
+    reply = { archive: await pack(Buffer.concat([archive, archive])) as Buffer }
+    const wrong = await attempt()
+    assert.ok(!wrong.ok && wrong.reason === 'peer-error', 'an archive its task cannot produce, packed or not')
+    assert.throws(() => decodeCompileMessage(packr.pack({ type: 'result', exitCode: 0, output: Buffer.alloc(0), asmhdr: null, compileMs: 5, archive: packed, packed: 'zstd' }), 'peerX'),
+      /malformed result/, 'a packing no offer of ours asks for')
+  })
+
   it('a peer on a slow link is predicted slow for a long pole: its link is timed on the tasks that moved many bytes', async (t) => {
     // In the lab a helper on 10 Mbit/s Wi-Fi was predicted at 7.7 s for runtime (9 s here): its
     // fixed cost was learnt on small tasks, and runtime's inputs and 13 MB archive took ~20 s to
@@ -317,10 +350,11 @@ describe('remote compiles against hostile peers', () => {
     remote.linkMeasured('slow', { rttMs: 1, msPerByte: 8e-4, atLeast: false }) // 10 Mbit/s
     assert.ok((remote.predictMs(longPole) as number) > longPole * 1.5, `predicted ${remote.predictMs(longPole)} ms`)
     assert.equal(where(), 'local', 'the only free peer is on a slow link')
-    assert.equal(Math.round(remote.linkMs(1e6)), 800, 'a megabyte over its link')
+    assert.equal(Math.round(remote.linkMs({ inputs: 1e6, archive: 0 })), 800, 'a megabyte over its link')
+    assert.equal(Math.round(remote.linkMs({ inputs: 0, archive: 1e6 })), 240, 'an archive comes back packed over a slow link')
     ids = ['slow', 'fast', 'untimed']
     assert.deepEqual(remote.candidates().map(c => c.peerId), ['fast', 'untimed', 'slow'], 'the slow link last')
-    assert.equal(remote.linkMs(1e6), 0, 'the first candidate now, its link not timed')
+    assert.equal(remote.linkMs({ inputs: 1e6, archive: 0 }), 0, 'the first candidate now, its link not timed')
     assert.equal(where(), 'remote', 'peers not timed yet are presumed as fast as this host')
     remote.linkMeasured('fast', { rttMs: 0.2, msPerByte: 1e-5, atLeast: false }) // ~100 MB/s
     assert.equal(where(), 'remote', 'a free peer on a fast link takes it')

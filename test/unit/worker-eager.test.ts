@@ -4,6 +4,7 @@
 // speaking the protocol (test/helpers/worker.ts).
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
+import { brotliDecompressSync } from 'node:zlib'
 import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { suiteContext, tempDir } from '../helpers/index.js'
@@ -46,6 +47,21 @@ describe('worker: eager offers', () => {
     const again = await openEager(handler, r, r.task, all)
     assert.equal(again.need.type, 'result')
     assert.equal(compiles(), 3)
+  })
+
+  it('packs the archive when the offer asks (a slow link), and only then; a packing it does not know gets the archive as it is', async () => {
+    const all = [...r.blobs.keys()]
+    const asked = await openEager(handler, r, r.task, all, { pack: 'br' })
+    assert.equal(asked.need.type, 'result', JSON.stringify(asked.need).slice(0, 200))
+    assert.equal(asked.need.packed, 'br')
+    assert.ok(asked.need.archive.length < r.local.length, `packed ${asked.need.archive.length} of ${r.local.length} bytes`)
+    assert.ok(brotliDecompressSync(asked.need.archive).equals(r.local), 'it unpacks to cmd/go\'s archive')
+    for (const pack of [undefined, 'zstd']) {
+      const plain = await openEager(handler, r, r.task, all, pack === undefined ? {} : { pack })
+      assert.equal(plain.need.type, 'result')
+      assert.equal(plain.need.packed, undefined, String(pack))
+      assert.ok(Buffer.from(plain.need.archive).equals(r.local), String(pack))
+    }
   })
 
   it('a compile for wasm, which cmd/go gives -dwarf=false, is a task too, and its archive is cmd/go\'s', async () => {

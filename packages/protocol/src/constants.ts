@@ -111,6 +111,13 @@ export const COMPILE_STALL_MS = 30_000
 export const GRID_VERSION = '0.1.0'
 
 /**
+ * How a body goes packed between members over a slow link (brotli): a compile's archive when the
+ * offer asks (`pack`), a cache body when the fetch asks. The sender says so on what it sends
+ * (`packed`); a member that does not know a packing sends the body as it is.
+ */
+export const PACKING = 'br'
+
+/**
  * A control character (C0, DEL, C1): refused in every string a peer sends that grid prints or
  * logs (advert fields, a task's compiler, import path and input paths), so that one member's
  * terminal escape sequence never reaches another member's terminal.

@@ -3,7 +3,7 @@
  * length-prefixed msgpack maps, requests multiplexed by `id`.
  *
  *   lookup {id, keys: bin(32)[]}          → found {id, entries: (Found | null)[]}  (same order)
- *   fetch  {id, outputId: bin(32)}        → chunk {id, data: bin, last: bool}*     (≤ 1 MiB each)
+ *   fetch  {id, outputId: bin(32), pack?} → chunk {id, data: bin, last: bool, packed?}*  (≤ 1 MiB each)
  *                                         | gone {id}
  *   any    → fail {id, code, message}
  *
@@ -12,10 +12,13 @@
  * are about. A Found is a Claim that may carry its body (`body`, when the body is at most
  * INLINE_BODY_BYTES, within INLINE_BUDGET_BYTES per reply), which saves the fetch's round trip
  * for the many small entries of a build; it is verified like a fetched one. It also carries the
- * entry's `age` (foundTime): `time` is by the answering node's wall clock, not the asker's. Every message is
- * checked against the field table below before use.
+ * entry's `age` (foundTime): `time` is by the answering node's wall clock, not the asker's. A
+ * fetch over a link the asker measured slow asks for the body packed (`pack`: PACKING); the
+ * chunks then carry the packed body, each saying so (`packed`), and an earlier version ignores
+ * the ask and sends the body as it is. Every message is checked against the field table below
+ * before use.
  */
-import { CACHE_ID_BYTES } from './constants.js'
+import { CACHE_ID_BYTES, PACKING } from './constants.js'
 import { GridError } from './errors.js'
 import { checkField, isPlainObject, type Kind } from './messages.js'
 
@@ -67,8 +70,8 @@ type Id = { id: number }
 export type PeerCacheMessage =
   | Id & { type: 'lookup', keys: Uint8Array[] }
   | Id & { type: 'found', entries: Array<Found | null> }
-  | Id & { type: 'fetch', outputId: Uint8Array }
-  | Id & { type: 'chunk', data: Uint8Array, last: boolean }
+  | Id & { type: 'fetch', outputId: Uint8Array, pack?: string }
+  | Id & { type: 'chunk', data: Uint8Array, last: boolean, packed?: typeof PACKING }
   | Id & { type: 'gone' }
   | Id & { type: 'fail', code: string, message: string }
 
@@ -79,6 +82,12 @@ const FIELDS: Record<PeerCacheMessage['type'], Record<string, Kind | 'bool' | 'k
   chunk: { data: 'bin', last: 'bool' },
   gone: {},
   fail: { code: 'str', message: 'str' }
+}
+
+/** Optional fields: a packing asked for (one this node does not know gets the body as it is), and a packing said. */
+const OPTIONAL: Partial<Record<PeerCacheMessage['type'], [string, (v: unknown) => boolean]>> = {
+  fetch: ['pack', v => v === undefined || (typeof v === 'string' && v.length <= 16)],
+  chunk: ['packed', v => v === undefined || v === PACKING]
 }
 
 const CLAIM: Record<keyof Claim, Kind> = { actionId: 'id32', outputId: 'id32', size: 'uint', time: 'uint', producer: 'str', toolchain: 'str', sig: 'bin' }
@@ -112,6 +121,10 @@ export function validatePeerCacheMessage (value: unknown, from: string): PeerCac
             v.reduce((n: number, c: Found | null) => n + (c?.body?.length ?? 0), 0) <= INLINE_BUDGET_BYTES
           : checkField(v, kind)
     if (!ok) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${value.type} from peer ${from}: bad field ${name}`)
+  }
+  const optional = OPTIONAL[value.type as PeerCacheMessage['type']]
+  if (optional !== undefined && !optional[1](value[optional[0]])) {
+    throw new GridError('GRID_ERR_MESSAGE_INVALID', `${value.type} from peer ${from}: bad field ${optional[0]}`)
   }
   return value as unknown as PeerCacheMessage
 }

@@ -25,13 +25,14 @@ import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import {
-  CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, claimBytes, foundTime,
+  CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, PACKING, claimBytes, foundTime,
   validatePeerCacheMessage, type Claim, type Found, type PeerCacheMessage
 } from '@grid/protocol'
 import type { BuildRecord } from '../builds/index.js'
 import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
+import { PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { Channel, packr } from './channel.js'
 import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
 
@@ -205,7 +206,9 @@ export class PeerCache {
   private slowFrom (peer: string, claim: Found): boolean {
     if (claim.body !== undefined || this.init.compileMs === undefined) return false
     const msPerByte = this.linkOf(peer)
-    return msPerByte !== undefined && slowerToFetch(claim.size, msPerByte, this.init.compileMs(claim.size))
+    // over a slow link the body comes packed (../pack.ts): fewer bytes, as predicted for an archive
+    const bytes = packsOver(msPerByte) ? PACKED_SHARE * claim.size : claim.size
+    return msPerByte !== undefined && slowerToFetch(bytes, msPerByte, this.init.compileMs(claim.size))
   }
 
   /**
@@ -349,22 +352,32 @@ export class PeerCache {
     const timer = setTimeout(() => { cancel(); answer([]) }, LOOKUP_TIMEOUT_MS)
   }
 
-  /** `msPerByte`: the peer's link as last timed, which may allow a slow link more time than the floor rate. */
+  /**
+   * `msPerByte`: the peer's link as last timed, which may allow a slow link more time than the
+   * floor rate; over a slow one the body is asked for packed (../pack.ts), and a peer may still
+   * send it as it is. Bytes that do not unpack to at most the claim's size are a wrong body.
+   */
   private async fetch (peer: string, claim: Claim, msPerByte = 0): Promise<Buffer> {
     const channel = await this.channel(peer)
     const deadline = FETCH_BASE_MS + Math.max(claim.size / FETCH_MIN_BYTES_PER_MS, FETCH_LINK_MARGIN * claim.size * msPerByte)
-    return await new Promise((resolve, reject) => {
+    const output = hex(claim.outputId).slice(0, 16)
+    const got = await new Promise<{ body: Buffer, packed: boolean }>((resolve, reject) => {
       const chunks: Uint8Array[] = []
       let bytes = 0
-      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId }, msg => {
+      let packed: boolean | undefined // as the first chunk says; every chunk must say the same
+      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(packsOver(msPerByte) ? { pack: PACKING } : {}) }, msg => {
         if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
         if (msg.type === 'chunk') {
           bytes += msg.data.length
-          if (bytes > claim.size || bytes > MAX_BODY_BYTES) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', `served more than the ${claim.size} bytes the claim for ${hex(claim.outputId).slice(0, 16)}… says`)); return true }
+          packed ??= msg.packed === PACKING
+          const wrong = bytes > claim.size || bytes > MAX_BODY_BYTES
+            ? `served more than the ${claim.size} bytes the claim for ${output}… says`
+            : packed !== (msg.packed === PACKING) ? `served ${output}… in chunks packed and not` : undefined
+          if (wrong !== undefined) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', wrong)); return true }
           chunks.push(msg.data)
           if (!msg.last) return false
           clearTimeout(timer)
-          resolve(Buffer.concat(chunks))
+          resolve({ body: Buffer.concat(chunks), packed })
           return true
         }
         clearTimeout(timer)
@@ -372,6 +385,10 @@ export class PeerCache {
         return true
       })
       const timer = setTimeout(() => { cancel(); reject(new GridError('GRID_ERR_TIMEOUT', `fetch from ${peer} took over ${Math.round(deadline)} ms`, { transient: true })) }, deadline)
+    })
+    if (!got.packed) return got.body
+    return await unpack(got.body, claim.size, `the body served for ${output}…`).catch((err: Error) => {
+      throw new GridError('GRID_ERR_CACHE_CORRUPT', err.message, { cause: err })
     })
   }
 
@@ -448,9 +465,12 @@ export class PeerCache {
       const body = await this.init.cache.readVerified(hex(msg.outputId))
       if (body === undefined) { await reply({ type: 'gone', id: msg.id }); return }
       this.serving(body)
-      for (let off = 0; off < body.length || off === 0; off += CHUNK_BYTES) {
-        const last = off + CHUNK_BYTES >= body.length
-        await reply({ type: 'chunk', id: msg.id, data: body.subarray(off, off + CHUNK_BYTES), last })
+      // the asker measured the link slow (../pack.ts): the body goes packed, if that makes it smaller
+      const packed = msg.pack === PACKING ? await pack(body) : undefined
+      const data = packed ?? body
+      for (let off = 0; off < data.length || off === 0; off += CHUNK_BYTES) {
+        const last = off + CHUNK_BYTES >= data.length
+        await reply({ type: 'chunk', id: msg.id, data: data.subarray(off, off + CHUNK_BYTES), last, ...(packed !== undefined ? { packed: PACKING } : {}) })
         if (last) break
       }
       return

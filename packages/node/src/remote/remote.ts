@@ -23,12 +23,13 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
+import { PACKED_SHARE, PACKING, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
-import { buildTask, type PreparedTask } from './task-builder.js'
+import { buildTask, type PreparedTask, type TaskBytes } from './task-builder.js'
 import { ExportDataCache } from './export-cache.js'
 import { PeerSlots } from './peer-slots.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
@@ -102,6 +103,14 @@ function incompatibility (err: unknown): string | undefined {
 }
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
+
+/** The bytes a task moves over a link of `msPerByte`: its archive packed when the link is slow (../pack.ts). */
+function wireBytes (bytes: TaskBytes, msPerByte: number | undefined): number {
+  return bytes.inputs + (packsOver(msPerByte) ? PACKED_SHARE : 1) * bytes.archive
+}
+
+/** What a task moved over the link: inputs sent, and the archive and go_asm.h back as they came (packed or not). */
+interface TaskBytesMoved { sent: number, received: number }
 
 /** The hashes of a task's importcfg and embedcfg: all a task admitted only to join a running compile asks for. */
 function configHashes (prepared: PreparedTask): Set<string> {
@@ -220,23 +229,25 @@ export class RemoteCompiler {
    * compiles as fast as this host, and one whose link was not timed moves bytes for free.
    * `bytes`: what the task moves, when known (`taskBytes`). Undefined when no peer is free.
    */
-  predictMs (expectedMs: number, bytes = expectedMs * this.bytesPerExpectedMs()): number | undefined {
+  predictMs (expectedMs: number, bytes?: TaskBytes): number | undefined {
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + bytes * (score?.msPerByte ?? 0)
+      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, score?.msPerByte)
+      const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + moved * (score?.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
     return best
   }
 
   /**
-   * How long `bytes` take over the link of the peer a compile would go to now (the first
+   * How long a task's bytes take over the link of the peer a compile would go to now (the first
    * candidate), as last measured; 0 when there is none, or its link was never timed.
    */
-  linkMs (bytes: number): number {
+  linkMs (bytes: TaskBytes): number {
     const best = this.candidates()[0]
-    return best === undefined ? 0 : bytes * (this.scores.get(best.peerId)?.msPerByte ?? 0)
+    const msPerByte = best === undefined ? undefined : this.scores.get(best.peerId)?.msPerByte
+    return msPerByte === undefined ? 0 : wireBytes(bytes, msPerByte) * msPerByte
   }
 
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
@@ -388,7 +399,7 @@ export class RemoteCompiler {
     let hadSlot = true // a refusal as busy never held a slot there
     const score = this.score(peer)
     const started = performance.now()
-    const io = { sent: 0 }
+    const io = { sent: 0, received: 0 }
     try {
       const result = await this.run(peer, prepared, signal, io)
       if (result === 'busy') {
@@ -415,7 +426,7 @@ export class RemoteCompiler {
       this.refusals.delete(peer)
       addSpeedSample(score, wallMs, expectedMs)
       score.ratio = toward(score.ratio, Math.min(MAX_RATIO, compileMs / Math.max(1, expectedMs)))
-      const moved = io.sent + result.archive.byteLength + (result.asmhdr?.byteLength ?? 0)
+      const moved = io.sent + io.received // as they went over the link: packed, if they were
       this.movedBytes = this.movedBytes * BYTES_DECAY + moved
       this.movedExpectedMs = this.movedExpectedMs * BYTES_DECAY + Math.max(1, expectedMs)
       if (moved < LINK_SAMPLE_BYTES || score.extraMs === undefined) score.extraMs = toward(score.extraMs, wallMs - compileMs)
@@ -505,7 +516,7 @@ export class RemoteCompiler {
    * Runs the task: its result, or 'busy' when the worker refused it for lack of a slot. A kept
    * stream that turns out dead before any answer costs one fresh dial.
    */
-  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: { sent: number }): Promise<ResultMessage | 'busy'> {
+  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: TaskBytesMoved): Promise<ResultMessage | 'busy'> {
     const timed = deadline(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS), signal)
     try {
       const kept = this.takeIdle(peer)
@@ -527,8 +538,8 @@ export class RemoteCompiler {
     }
   }
 
-  /** `io.sent` counts the input bytes sent. */
-  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: { sent: number }): Promise<ResultMessage | 'busy'> {
+  /** The result has its archive unpacked, if it came packed. */
+  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: TaskBytesMoved): Promise<ResultMessage | 'busy'> {
     const { stream, lp } = channel
     const dialled = performance.now()
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
@@ -537,8 +548,9 @@ export class RemoteCompiler {
     const held = this.heldBy(peer)
     const fresh = [...prepared.blobs].filter(([sha256]) => !held.has(sha256))
     const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
+    const packed = packsOver(this.scores.get(peer)?.msPerByte) // a slow link: the archive comes back packed
     try {
-      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}) })
+      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packed ? { pack: PACKING } : {}) })
       if (eager) {
         await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), deadline, offer)
         io.sent += fresh.reduce((n, [, data]) => n + data.length, 0)
@@ -572,6 +584,11 @@ export class RemoteCompiler {
       if (result.type !== 'result') throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered with ${result.type}`)
       keep = true
       this.remember(held, prepared)
+      io.received = (result.archive?.byteLength ?? 0) + (result.asmhdr?.byteLength ?? 0)
+      if (result.packed !== undefined && result.archive !== null) {
+        const archive = await unpack(result.archive, MAX_COMPILE_MESSAGE_BYTES, `the archive ${peer} returned for ${prepared.task.importPath}`)
+        Object.assign(result, { archive, packed: undefined })
+      }
       const now = performance.now()
       if (log.debugEnabled) {
         const phases = asked === undefined

@@ -103,14 +103,17 @@ export function inputDirs (task: CompileTask): string[] {
   return [...new Set(task.files.map(f => dirname(f.path)))]
 }
 
+/** What a task moves to a peer that holds none of its inputs: its inputs, and its archive back (unpacked). */
+export interface TaskBytes { inputs: number, archive: number }
+
 /**
  * The bytes a task moves to a peer that holds none of its inputs: the inputs, and an archive
  * guessed from the size of its sources. Our tasks' bytes per ms of expected compile are learnt
  * mostly from small packages, whose archives are small beside the export data they take in; a
  * long pole's archive is not (runtime's inputs are 3 MB, its archive 13 MB).
  */
-export function taskBytes (prepared: PreparedTask): number {
+export function taskBytes (prepared: PreparedTask): TaskBytes {
   const sources = new Set(prepared.task.sources)
   const sourceBytes = prepared.task.files.reduce((n, f) => n + (sources.has(f.path) ? f.size : 0), 0)
-  return prepared.inputBytes + ARCHIVE_BYTES_PER_SOURCE_BYTE * sourceBytes
+  return { inputs: prepared.inputBytes, archive: ARCHIVE_BYTES_PER_SOURCE_BYTE * sourceBytes }
 }

@@ -1,5 +1,6 @@
 /** Messages of the compile stream, length-prefixed msgpack; checked before use. */
 import { GridError, Packr } from '@grid/protocol'
+import { PACKING, type Packing } from '../pack.js'
 import { MAX_REPORTED_COMPILE_MS } from './constants.js'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
@@ -7,13 +8,16 @@ export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTyp
 export type CompileMessage =
   /**
    * `eager`: the inputs the requester expects the worker to lack follow the offer at once, as
-   * `blobs`… and `done`; the worker answers `need` only if it still lacks some.
+   * `blobs`… and `done`; the worker answers `need` only if it still lacks some. `pack`: the
+   * requester measured the link slow and asks for the archive packed (../pack.ts); a packing
+   * this worker does not know (a later version's) gets the archive as it is.
    */
-  | { type: 'offer', task: unknown, eager?: boolean }
+  | { type: 'offer', task: unknown, eager?: boolean, pack?: string }
   | { type: 'need', hashes: string[] }
   | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array }> }
   | { type: 'done' }
-  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number }
+  /** `packed`: the archive is packed, as the offer asked (an earlier worker never packs). */
+  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: Packing }
   | { type: 'fail', code: string, message: string }
 
 export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileMessage {
@@ -24,17 +28,23 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
   const bad = (): GridError => new GridError('GRID_ERR_MESSAGE_INVALID', `malformed ${String(m?.type)} compile message from ${from}`)
   if (m === null || typeof m !== 'object') throw bad()
   switch (m.type) {
-    case 'offer': if (m.eager === undefined || typeof m.eager === 'boolean') return m as CompileMessage; throw bad()
+    case 'offer': if ((m.eager === undefined || typeof m.eager === 'boolean') && (m.pack === undefined || typeof m.pack === 'string')) return m as CompileMessage; throw bad()
     case 'need': if (Array.isArray(m.hashes) && m.hashes.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return m as CompileMessage; throw bad()
     case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array)) return m as CompileMessage; throw bad()
     case 'done': return m as CompileMessage
     case 'result':
       if (Number.isSafeInteger(m.exitCode) && m.output instanceof Uint8Array && (m.archive === null || m.archive instanceof Uint8Array) &&
-        (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && isCompileMs(m.compileMs)) return m as CompileMessage
+        (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && isCompileMs(m.compileMs) && isPacking(m.packed) &&
+        (m.packed === undefined || m.archive !== null)) return m as CompileMessage
       throw bad()
     case 'fail': if (typeof m.code === 'string' && typeof m.message === 'string') return m as CompileMessage; throw bad()
     default: throw bad()
   }
+}
+
+/** A result's packing: absent, or the one an offer of ours asks for. */
+function isPacking (v: unknown): boolean {
+  return v === undefined || v === PACKING
 }
 
 /** A compile time a worker can have measured: finite, not negative, within its task deadline. */
