@@ -2,8 +2,8 @@
  * Bodies packed for a slow link: compiled archives on their way back from a worker, and cache
  * bodies fetched from a member. Go's package archives shrink to ~27 % with brotli at quality 1
  * (std's, 82 MB of them), which packs ~300 MB/s and unpacks ~340 MB/s on one core of the machine
- * this was measured on. On a gigabit LAN that costs about what it saves (0.5 MB: ~1.6 ms to
- * pack, ~1.5 ms to unpack, ~2.9 ms less on the wire), so bodies go packed only over a link the
+ * this was measured on. On a gigabit LAN that costs about what it saves (0.5 MB: ~2 ms to
+ * pack, ~2 ms to unpack, ~2.9 ms less on the wire), so bodies go packed only over a link the
  * requester measured slower than PACK_BELOW_BYTES_PER_MS; at 100 Mbit/s the same archive
  * saves ~29 ms, on 10 Mbit/s Wi-Fi ~0.3 s.
  *
@@ -20,14 +20,28 @@ import { GridError, PACKING } from '@grid/protocol'
 export { PACKING }
 export type Packing = typeof PACKING
 
-/** A link that moves fewer bytes per ms than this (~256 Mbit/s) gets bodies packed. */
-export const PACK_BELOW_BYTES_PER_MS = 32_000
+/**
+ * A link that moves fewer bytes per ms than this (~128 Mbit/s) gets bodies packed. A gigabit
+ * link between half-core hosts was timed as slow as 15.6 MB/s (the probe and the tasks count
+ * the hosts' CPU too), and there packing gained nothing: in the lab's `std` build with 3 helpers
+ * it took about as long packed, with a higher overhead per task (docs/mesh.md).
+ */
+export const PACK_BELOW_BYTES_PER_MS = 16_000
 
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3
 
 const compress = promisify(brotliCompress)
 const decompress = promisify(brotliDecompress)
+
+/**
+ * Output buffer of one pass of the thread pool, for a body expected to come to `bytes`. zlib's
+ * default (16 KiB) sends a 0.5 MB archive through the event loop 32 times, each a wait on a
+ * starved host: in the lab (0.5 core) packed archives took ~60 ms more per task that way.
+ */
+function chunkFor (bytes: number): number {
+  return Math.min(4 << 20, Math.max(64 << 10, bytes))
+}
 
 /** Whether bodies over a link of `msPerByte` (as measured; undefined: never) go packed. */
 export function packsOver (msPerByte: number | undefined): boolean {
@@ -40,7 +54,8 @@ export async function pack (body: Uint8Array): Promise<Buffer | undefined> {
     params: {
       [constants.BROTLI_PARAM_QUALITY]: 1,
       [constants.BROTLI_PARAM_SIZE_HINT]: body.byteLength
-    }
+    },
+    chunkSize: chunkFor(body.byteLength >> 1) // packed archives come to ~27 %
   })
   return packed.byteLength < body.byteLength ? packed : undefined
 }
@@ -51,7 +66,7 @@ export async function pack (body: Uint8Array): Promise<Buffer | undefined> {
  */
 export async function unpack (packed: Uint8Array, maxBytes: number, what: string): Promise<Buffer> {
   try {
-    return await decompress(packed, { maxOutputLength: Math.max(1, maxBytes) })
+    return await decompress(packed, { maxOutputLength: Math.max(1, maxBytes), chunkSize: chunkFor(Math.min(maxBytes, packed.byteLength * 5)) })
   } catch (err) {
     const code = (err as { code?: unknown }).code
     const why = code === 'ERR_BUFFER_TOO_LARGE' ? `unpacks to more than ${maxBytes} bytes` : 'does not unpack'
