@@ -21,12 +21,13 @@ export { PACKING }
 export type Packing = typeof PACKING
 
 /**
- * A link that moves fewer bytes per ms than this (~128 Mbit/s) gets bodies packed. A gigabit
- * link between half-core hosts was timed as slow as 15.6 MB/s (the probe and the tasks count
- * the hosts' CPU too), and there packing gained nothing: in the lab's `std` build with 3 helpers
- * it took about as long packed, with a higher overhead per task (docs/mesh.md).
+ * A link that moves fewer bytes per ms than this (~160 Mbit/s) gets bodies packed. The lab's
+ * 100 Mbit/s links are timed at ~15 MB/s (tc's burst adds a little). A gigabit link between
+ * half-core hosts was timed as slow as 15.6 MB/s (a probe's time and a task's include the
+ * hosts' CPU), where packing neither gains nor loses: the lab's `std` build with 3 helpers took
+ * as long with every archive packed, at a higher overhead per task (docs/remote.md).
  */
-export const PACK_BELOW_BYTES_PER_MS = 16_000
+export const PACK_BELOW_BYTES_PER_MS = 20_000
 
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3
