@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { it } from 'node:test'
-import { waitFor } from '../helpers/index.js'
+import { tempDir, waitFor } from '../helpers/index.js'
 import { LAB_GRID_BIN, createLab, labAvailable } from '../helpers/lab.js'
 
 const skip = await labAvailable()
@@ -65,15 +65,16 @@ it('2 lab hosts split by a partition connect again soon after it ends', { skip: 
 
 // A helper on 10 Mbit/s Wi-Fi beside one on the gigabit LAN: when a build begins, h1 measures
 // the link of each helper it has not timed (docs/remote.md, "Links"), so that its first long
-// pole does not go to the slow one; `grid peers` shows what it found.
-it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart from 1 Gbit', { skip: skip ?? false }, async (t) => {
+// pole does not go to the slow one; `grid peers` shows what it found. Over the slow link the
+// archives come back packed (docs/remote.md, "The stream"), over the fast one as they are.
+it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart from 1 Gbit, and the slow one packs its archives', { skip: skip ?? false }, async (t) => {
   const lab = await createLab(t, { hosts: 3, cpu: 'max' })
   const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]]
   for (const [netns, dev] of [[h3.netns, 'eth0'], [`${lab.prefix}-sw`, 'h3']] as const) {
     execFileSync('tc', ['-n', netns, 'qdisc', 'change', 'dev', dev, 'root', 'tbf', 'rate', '10mbit', 'burst', '256kb', 'latency', '5ms'])
   }
   for (const h of [h2, h3]) await lab.start(h.name, ['--slots', '1', '--accept-remote', 'always'])
-  await lab.start(h1.name, ['--slots', '1'])
+  await lab.start(h1.name, ['--slots', '1', '--offload', 'always'])
   const id = async (h: typeof h1): Promise<string> => JSON.parse((await lab.run(h.name, process.execPath, [LAB_GRID_BIN, '--json', 'status'])).stdout).nodeId
   const [fast, slow] = [await id(h2), await id(h3)]
   type Peer = { peerId: string, remote: { msPerByte?: number } }
@@ -92,4 +93,26 @@ it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart f
   const text = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, 'peers'])
   assert.match(text.stdout, /LINK/)
   assert.match(text.stdout.split('\n').find(l => l.startsWith(slow)) ?? '', / \d\.\d MB\/s /)
+
+  // h1 sends every compile it can (--offload always): to the gigabit helper first, whose
+  // archives come as they are; with it gone, to the one on Wi-Fi, whose archives come packed
+  const worker = async (h: typeof h1): Promise<{ ran: number, packed?: number } | undefined> =>
+    JSON.parse((await lab.run(h.name, process.execPath, [LAB_GRID_BIN, '--json', 'status'])).stdout).mesh?.worker
+  const build = async (pkg: string): Promise<void> => {
+    const built = await lab.run(h1.name, 'env', [`GOCACHE=${await tempDir(t, 'gocache')}`, process.execPath, LAB_GRID_BIN, '--json', 'build', pkg])
+    assert.equal(built.code, 0, built.stderr)
+    assert.ok(JSON.parse(built.stdout).compiles.remote > 0, built.stdout)
+  }
+  await build('strconv')
+  const onLan = await worker(h2)
+  assert.ok(onLan !== undefined && onLan.ran > 0 && onLan.packed === 0, `the gigabit helper: ${JSON.stringify(onLan)}`)
+  const packedBefore = (await worker(h3))?.packed ?? 0
+  await lab.stop(h2.name)
+  await waitFor(async () => {
+    const r = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, '--json', 'peers'])
+    return r.code === 0 && !(JSON.parse(r.stdout) as Array<{ peerId: string, connected: boolean }>).some(p => p.peerId === fast && p.connected)
+  }, 30_000, () => 'h1 to see the gigabit helper gone')
+  await build('go/scanner') // strconv's imports are in h1's cache now: the others compile
+  const onWifi = await worker(h3)
+  assert.ok(onWifi !== undefined && (onWifi.packed ?? 0) > packedBefore && onWifi.packed === onWifi.ran, `the helper on Wi-Fi: ${JSON.stringify(onWifi)}`)
 })

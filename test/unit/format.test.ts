@@ -100,6 +100,8 @@ describe('formatStatus', () => {
     assert.match(text, /^node: +\S+ \(daemon, grid 0\.1\.0, pid 42, up 10 s\)$/m)
     assert.match(text, /^served: +7 hits \(2 from peers\), 5 misses, 9 puts; compiles for its builds 4 here, 6 on peers; 0 corrupt blobs dropped, 1 bad connections$/m)
     assert.match(text, /^ +tasks from peers: 11 compiled, 1 joined an identical running one, 3 refused \(busy or not acceptable\), 0 failed$/m)
+    const packed = formatStatus({ ...status, mesh: { ...status.mesh!, worker: { ran: 11, shared: 1, refused: 3, failed: 0, packed: 4 } } }, 1_010_000)
+    assert.match(packed, /^ +tasks from peers: 11 compiled, .*, 0 failed; 4 archives sent back packed \(slow links\)$/m)
     assert.match(text, /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid$/m)
     assert.match(text, /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle$/m)
   })

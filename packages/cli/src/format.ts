@@ -20,7 +20,7 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
     ...(s.mesh === null
       ? ['mesh:    off']
       : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers${notListed(s.mesh.unlisted)}, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
-          ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed`]),
+          ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed${(w.packed ?? 0) > 0 ? `; ${w.packed ?? 0} archives sent back packed (slow links)` : ''}`]),
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')

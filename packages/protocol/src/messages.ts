@@ -174,9 +174,11 @@ export interface MeshStatus {
   unlisted?: UnlistedPeer[]
   /**
    * Compile tasks peers sent this node: run here, joined to an identical one already running,
-   * refused (busy, or not acceptable: docs/remote.md), failed. Absent when no worker runs.
+   * refused (busy, or not acceptable: docs/remote.md), failed; `packed`, archives sent back
+   * packed, as requesters that timed their link slow asked (absent from nodes before it was
+   * added). Absent when no worker runs.
    */
-  worker?: { ran: number, shared: number, refused: number, failed: number }
+  worker?: { ran: number, shared: number, refused: number, failed: number, packed?: number }
 }
 
 /** One row of `grid peers`. `advert` is the peer's last advert (see advert.ts). */

@@ -102,7 +102,7 @@ export class Worker {
   /** the inputs peers sent, by content (inputs.ts) */
   readonly inputs: InputStore
   /** ran: compiles run; shared: tasks that joined a running compile instead */
-  readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0 }
+  readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0, packed: 0 }
   /** The last look at the disk's free space: whether there was room, and when */
   private room = { ok: true, at: 0, warnedAt: 0 }
 
@@ -203,6 +203,7 @@ export class Worker {
       // The requester measured the link slow (../pack.ts). A new object: a compile two
       // requesters share hands both the same result.
       const packed = offer.pack === PACKING && result.archive !== null ? await pack(result.archive) : undefined
+      if (packed !== undefined) this.stats.packed++
       await send(packed === undefined ? result : { ...result, archive: packed, packed: PACKING })
       return true
     } catch (caught) {
