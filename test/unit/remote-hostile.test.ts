@@ -292,6 +292,7 @@ describe('remote compiles against hostile peers', () => {
     const fast = await attempt()
     assert.ok(fast.ok && Buffer.from(fast.archive).equals(archive), 'a packed reply is unpacked even when not asked for')
     remote.linkMeasured(peer.peerId, { rttMs: 1, msPerByte: 8e-5, atLeast: false }) // ~100 Mbit/s
+    assert.equal(remote.packsTo(peer.peerId), true)
     const slow = await attempt()
     assert.ok(slow.ok && Buffer.from(slow.archive).equals(archive), 'the archive unpacked is the one the worker compiled')
     assert.deepEqual(asked, [undefined, 'br'])
@@ -331,6 +332,9 @@ describe('remote compiles against hostile peers', () => {
       assert.ok(small.ok)
       const big = await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc', paddingLines: 100_000 }).prepared, signal, 300)
       assert.ok(big.ok)
+      // a link learnt slow from tasks gets no packing: their time counts the hosts' CPU (and,
+      // once packed, the packing); only a probe decides
+      assert.equal(remote.packsTo(peer.peerId), false)
       return scheduler.place({ offload: 'busy', mesh: true, localFree: true, expectedMs: longPole, peerMs: () => remote.predictMs(longPole) }).where
     }
     assert.equal(await placed(0), 'remote', 'a peer as fast as this host, on a fast link, takes the long pole')

@@ -323,7 +323,7 @@ export class GridNode {
         toolchain: () => { const t = this.toolchains[0]; return t === undefined ? '' : toolchainLabel(t) },
         compilerStamp: () => this.ownCompiler?.stamp,
         compileMs: bytes => this.scheduler.archiveMs(bytes),
-        link: { msPerByte: peer => this.remote?.msPerByte(peer), measure: peer => { this.remote?.measureLink(peer) } }
+        link: { msPerByte: peer => this.remote?.msPerByte(peer), measure: peer => { this.remote?.measureLink(peer) }, packs: peer => this.remote?.packsTo(peer) ?? false }
       })
       await peerCache.start()
       this.peerCache = peerCache

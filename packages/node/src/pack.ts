@@ -21,13 +21,13 @@ export { PACKING }
 export type Packing = typeof PACKING
 
 /**
- * A link that moves fewer bytes per ms than this (~160 Mbit/s) gets bodies packed. The lab's
- * 100 Mbit/s links are timed at ~15 MB/s (tc's burst adds a little). A gigabit link between
- * half-core hosts was timed as slow as 15.6 MB/s (a probe's time and a task's include the
- * hosts' CPU), where packing neither gains nor loses: the lab's `std` build with 3 helpers took
- * as long with every archive packed, at a higher overhead per task (docs/remote.md).
+ * A link whose probe moved fewer bytes per ms than this (~128 Mbit/s) gets bodies packed: a
+ * 100 Mbit/s link times at ~11.5 MB/s (the lab's at ~15, tc's burst adding a little), a gigabit
+ * one at 60–110 MB/s between the lab's half-core hosts, whose CPU the probe counts too (23 MB/s
+ * at the slowest seen). There packing costs more CPU than it saves: with every body packed, a
+ * peer's warm cache of `std` took 12.9–13.5 s against 10.6–12.1 s (docs/cache.md).
  */
-export const PACK_BELOW_BYTES_PER_MS = 20_000
+export const PACK_BELOW_BYTES_PER_MS = 16_000
 
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3

@@ -32,7 +32,7 @@ import type { BuildRecord } from '../builds/index.js'
 import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
-import { PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
+import { PACKED_SHARE, pack, unpack } from '../pack.js'
 import { Channel, packr } from './channel.js'
 import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
 
@@ -69,8 +69,11 @@ export interface PeerCacheInit {
    * fetched, and cmd/go compiles it (`slowerToFetch`). Absent: every claimed body is fetched.
    */
   compileMs?: (bytes: number) => number
-  /** A peer's link in ms per byte as last timed (undefined: never), and a way to have it timed in the background. */
-  link?: { msPerByte: (peer: string) => number | undefined, measure: (peer: string) => void }
+  /**
+   * A peer's link in ms per byte as last timed (undefined: never), a way to have it timed in the
+   * background, and whether its bodies go packed (a slow link, ../pack.ts; absent: never).
+   */
+  link?: { msPerByte: (peer: string) => number | undefined, measure: (peer: string) => void, packs?: (peer: string) => boolean }
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
@@ -207,7 +210,7 @@ export class PeerCache {
     if (claim.body !== undefined || this.init.compileMs === undefined) return false
     const msPerByte = this.linkOf(peer)
     // over a slow link the body comes packed (../pack.ts): fewer bytes, as predicted for an archive
-    const bytes = packsOver(msPerByte) ? PACKED_SHARE * claim.size : claim.size
+    const bytes = this.packs(peer) ? PACKED_SHARE * claim.size : claim.size
     return msPerByte !== undefined && slowerToFetch(bytes, msPerByte, this.init.compileMs(claim.size))
   }
 
@@ -221,6 +224,11 @@ export class PeerCache {
     if (link === undefined) return undefined
     link.measure(peer)
     return link.msPerByte(peer)
+  }
+
+  /** Whether bodies from `peer` go packed: its link was timed slow (../pack.ts). */
+  private packs (peer: string): boolean {
+    return this.init.link?.packs?.(peer) ?? false
   }
 
   /** cmd/go put an entry: if we held back a claim for it (--verify), compare. */
@@ -365,7 +373,7 @@ export class PeerCache {
       const chunks: Uint8Array[] = []
       let bytes = 0
       let packed: boolean | undefined // as the first chunk says; every chunk must say the same
-      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(packsOver(msPerByte) ? { pack: PACKING } : {}) }, msg => {
+      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(this.packs(peer) ? { pack: PACKING } : {}) }, msg => {
         if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
         if (msg.type === 'chunk') {
           bytes += msg.data.length

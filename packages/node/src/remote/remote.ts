@@ -70,9 +70,10 @@ const BYTES_DECAY = 0.95
  * LINK_SAMPLE_BYTES or more, the rest of that time per byte moved: its link) predict a task's
  * wall time there; all are moving averages over successes, undefined before the first, except
  * that a link probe (link.ts) sets `msPerByte` outright. `linkAt`: when `msPerByte` was last
- * measured (Date.now()).
+ * measured (Date.now()). `probed`: the last probe's time per byte alone, which decides whether
+ * bodies go packed (`packsTo`).
  */
-interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined, msPerByte: number | undefined, linkAt: number | undefined }
+interface Score { ok: number, failed: number, speed: number, late: number, ratio: number | undefined, extraMs: number | undefined, msPerByte: number | undefined, linkAt: number | undefined, probed: number | undefined }
 /** Weight of a new sample in a peer's moving averages (speed, ratio, extraMs, msPerByte). */
 const SPEED_ALPHA = 0.3
 
@@ -104,9 +105,9 @@ function incompatibility (err: unknown): string | undefined {
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
-/** The bytes a task moves over a link of `msPerByte`: its archive packed when the link is slow (../pack.ts). */
-function wireBytes (bytes: TaskBytes, msPerByte: number | undefined): number {
-  return bytes.inputs + (packsOver(msPerByte) ? PACKED_SHARE : 1) * bytes.archive
+/** The bytes a task moves over a link: its archive packed when that link is slow (`packsTo`). */
+function wireBytes (bytes: TaskBytes, packed: boolean): number {
+  return bytes.inputs + (packed ? PACKED_SHARE : 1) * bytes.archive
 }
 
 /** What a task moved over the link: inputs sent, and the archive and go_asm.h back as they came (packed or not). */
@@ -233,7 +234,7 @@ export class RemoteCompiler {
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, score?.msPerByte)
+      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, this.packsTo(c.peerId))
       const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + moved * (score?.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
@@ -247,7 +248,7 @@ export class RemoteCompiler {
   linkMs (bytes: TaskBytes): number {
     const best = this.candidates()[0]
     const msPerByte = best === undefined ? undefined : this.scores.get(best.peerId)?.msPerByte
-    return msPerByte === undefined ? 0 : wireBytes(bytes, msPerByte) * msPerByte
+    return msPerByte === undefined || best === undefined ? 0 : wireBytes(bytes, this.packsTo(best.peerId)) * msPerByte
   }
 
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
@@ -277,6 +278,15 @@ export class RemoteCompiler {
    */
   msPerByte (peer: string): number | undefined {
     return this.scores.get(peer)?.msPerByte
+  }
+
+  /**
+   * Whether bodies from `peer` (archives, cache bodies) go packed: its link's last probe was
+   * slow (../pack.ts). The probe's figure alone: the time per byte learnt from tasks counts
+   * packing and unpacking, which would keep a link packed because it was.
+   */
+  packsTo (peer: string): boolean {
+    return packsOver(this.scores.get(peer)?.probed)
   }
 
   /**
@@ -344,6 +354,7 @@ export class RemoteCompiler {
   linkMeasured (peer: string, sample: LinkSample): void {
     const score = this.score(peer)
     score.msPerByte = sample.msPerByte
+    score.probed = sample.msPerByte
     score.linkAt = Date.now()
     if (score.ok === 0 && score.failed === 0) score.speed = Math.min(MAX_RATIO, 1 + sample.msPerByte * this.bytesPerExpectedMs())
     log.info(`link to ${peer}: ${sample.atLeast ? 'at most ' : ''}${formatLinkRate(sample.msPerByte)}, round trip ${sample.rttMs.toFixed(1)} ms`)
@@ -508,7 +519,7 @@ export class RemoteCompiler {
 
   private score (peer: string): Score {
     let score = this.scores.get(peer)
-    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined, msPerByte: undefined, linkAt: undefined }; this.scores.set(peer, score) }
+    if (score === undefined) { score = { ok: 0, failed: 0, speed: 1, late: 0, ratio: undefined, extraMs: undefined, msPerByte: undefined, linkAt: undefined, probed: undefined }; this.scores.set(peer, score) }
     return score
   }
 
@@ -548,7 +559,7 @@ export class RemoteCompiler {
     const held = this.heldBy(peer)
     const fresh = [...prepared.blobs].filter(([sha256]) => !held.has(sha256))
     const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
-    const packed = packsOver(this.scores.get(peer)?.msPerByte) // a slow link: the archive comes back packed
+    const packed = this.packsTo(peer) // a slow link: the archive comes back packed
     try {
       const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packed ? { pack: PACKING } : {}) })
       if (eager) {
