@@ -2,7 +2,8 @@
 // cache") on real libp2p nodes on loopback, with real caches in temp dirs: a member that resets
 // its stream in the middle of a reply, or asks for much and never reads, costs the serving node
 // nothing but that stream; a stream has a bounded number of answers in progress; a body whose
-// length is not the claimed size is rejected like one that does not hash to its OutputID.
+// length is not the claimed size is rejected like one that does not hash to its OutputID; over a
+// slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'

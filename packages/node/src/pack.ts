@@ -1,13 +1,13 @@
 /**
  * Bodies packed for a slow link: compiled archives on their way back from a worker, and cache
  * bodies fetched from a member. Go's package archives shrink to ~27 % with brotli at quality 1
- * (std's, 82 MB of them), which packs ~300 MB/s and unpacks ~340 MB/s on one core of the machine
- * this was measured on. On a gigabit LAN that costs about what it saves (0.5 MB: ~2 ms to
- * pack, ~2 ms to unpack, ~2.9 ms less on the wire), so bodies go packed only over a link the
- * requester measured slower than PACK_BELOW_BYTES_PER_MS; at 100 Mbit/s the same archive
- * saves ~29 ms, on 10 Mbit/s Wi-Fi ~0.3 s.
+ * (std's, 82 MB of them), which packs and unpacks at ~250 MB/s on one core of the machine this
+ * was measured on. On a gigabit LAN that costs about what it saves (0.5 MB: ~2 ms to pack, ~2 ms
+ * to unpack, ~2.9 ms less on the wire), so bodies go packed only over a link whose probe was
+ * slower than PACK_BELOW_BYTES_PER_MS; at 100 Mbit/s the same archive saves ~29 ms, on 10 Mbit/s
+ * Wi-Fi ~0.3 s.
  *
- * The side that measured the link asks (`pack` in an offer, `packed` in a fetch); the sender
+ * The side that measured the link asks (`pack` in an offer or a fetch); the sender
  * packs only when asked and says so on what it sends, so a member of an earlier version, which
  * neither asks nor packs, is unaffected. The receiver unpacks into at most the size it expects:
  * a body that does not unpack, or unpacks to more, is the sender's fault like a wrong body.

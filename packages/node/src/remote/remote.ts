@@ -247,8 +247,9 @@ export class RemoteCompiler {
    */
   linkMs (bytes: TaskBytes): number {
     const best = this.candidates()[0]
-    const msPerByte = best === undefined ? undefined : this.scores.get(best.peerId)?.msPerByte
-    return msPerByte === undefined || best === undefined ? 0 : wireBytes(bytes, this.packsTo(best.peerId)) * msPerByte
+    if (best === undefined) return 0
+    const msPerByte = this.scores.get(best.peerId)?.msPerByte
+    return msPerByte === undefined ? 0 : wireBytes(bytes, this.packsTo(best.peerId)) * msPerByte
   }
 
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
@@ -549,7 +550,7 @@ export class RemoteCompiler {
     }
   }
 
-  /** The result has its archive unpacked, if it came packed. */
+  /** `io` counts the bytes moved; the result has its archive unpacked, if it came packed. */
   private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: TaskBytesMoved): Promise<ResultMessage | 'busy'> {
     const { stream, lp } = channel
     const dialled = performance.now()
