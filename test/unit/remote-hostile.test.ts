@@ -273,7 +273,7 @@ describe('remote compiles against hostile peers', () => {
     }
   })
 
-  it('over a link measured slow the archive is asked for packed, and one that does not unpack to a good archive is a peer error', async (t) => {
+  it('over a link probed slow the archive is asked for packed, and one that does not unpack to a good archive is a peer error', async (t) => {
     const archive = await realArchive(t)
     const packed = await pack(archive)
     assert.ok(packed !== undefined && packed.length < archive.length, 'an archive packs smaller')
