@@ -273,7 +273,7 @@ describe('remote compiles', () => {
     t.diagnostic(`remote ${c.remote} (${JSON.stringify(c.byPeer)}), local ${c.local} (${JSON.stringify(c.localReasons)})`)
     assert.equal(c.byPeer[newerId] ?? 0, 0)
     const p = await listed()
-    assert.deepEqual(p.remote, { ok: 0, failed: 0 }, 'not scored down')
+    assert.deepEqual(p.remote, { ok: 0, failed: 0, packed: false }, 'not scored down')
     assert.match(p.incompatible, /does not speak \/grid\/compile\/1\.2\.0/)
     assert.match(p.agent, /^grid\/9\.0\.0/)
     const text = (await grid(r, ['peers'])).stdout

@@ -45,6 +45,9 @@ describe('formatPeers', () => {
     assert.match(head ?? '', /^PEER\s+ADDRESS\s+GRID\s+GO\s+SLOTS\s+LOAD\s+RTT\s+SEEN\s+POLICY\s+LINK\s+SENT$/)
     assert.match(first ?? '', new RegExp(`^${ID}\\s+/ip4/192\\.168\\.1\\.7/tcp/4770/\\S+\\s+0\\.1\\.0\\s+go1\\.26\\.8\\s+1/2\\s+0\\.50\\s+1\\.5 ms\\s+4 s ago\\s+idle\\s+1\\.3 MB/s\\s+12$`))
     assert.match(second ?? '', /\sdisconnected\s.*\s-\s+3 \(2 failed\)$/)
+    // a link whose bodies come packed (its probe was slow) says so
+    const packed = formatPeers([peer({ remote: { ok: 12, failed: 0, msPerByte: 8e-4, packed: true } })], 1_004_000)
+    assert.match(packed.split('\n')[1] ?? '', /\s1\.3 MB\/s packed\s+12$/)
   })
 
   it('names the peers whose cache entries are refused, and why, below the table', () => {

@@ -70,7 +70,7 @@ export function formatPeers (list: PeerInfo[], now = Date.now(), unlisted: Unlis
       p.rttMs === null ? (p.connected ? '?' : 'disconnected') : `${p.rttMs.toFixed(1)} ms`,
       `${Math.round((now - p.lastSeen) / 1000)} s ago`,
       `${a.policy ?? '?'}${a.accepting === true ? '' : ' (busy)'}`,
-      p.remote.msPerByte === undefined || p.remote.msPerByte === null ? '-' : formatLinkRate(p.remote.msPerByte),
+      p.remote.msPerByte === undefined || p.remote.msPerByte === null ? '-' : `${formatLinkRate(p.remote.msPerByte)}${p.remote.packed === true ? ' packed' : ''}`,
       p.remote.failed === 0 ? `${p.remote.ok}` : `${p.remote.ok} (${p.remote.failed} failed)`
     ]
   })

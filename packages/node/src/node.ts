@@ -880,7 +880,7 @@ export class GridNode {
         lastSeen: p.lastSeen,
         advert: p.advert as unknown as Record<string, unknown>,
         untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
-        remote: this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 },
+        remote: { ...(this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 }), packed: this.remote?.packsTo(p.peerId) ?? false },
         incompatible,
         agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null,
         otherToolchain: this.otherToolchain(p.advert, incompatible !== null)

@@ -196,9 +196,11 @@ export interface PeerInfo {
   untrusted: string | null
   /**
    * remote compiles this node sent it: done, failed (a failed peer is avoided for a while);
-   * `msPerByte`, its link as last measured (a probe, or a task that moved 256 KiB or more)
+   * `msPerByte`, its link as last measured (a probe, or a task that moved 256 KiB or more);
+   * `packed`, whether its archives and cache bodies come packed (its link's probe was slow;
+   * absent from nodes before it was added)
    */
-  remote: { ok: number, failed: number, speed?: number, msPerByte?: number }
+  remote: { ok: number, failed: number, speed?: number, msPerByte?: number, packed?: boolean }
   /**
    * why it takes none of this node's compiles or cache lookups whatever its toolchain (it is of
    * another grid version: it speaks other versions of grid's protocols), or null
