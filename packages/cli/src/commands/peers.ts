@@ -11,7 +11,8 @@ export const PEERS_HELP = `usage: grid [global options] peers
 Lists the peers the running node knows: PeerId, address, grid version, Go toolchain, compile
 slots (free/total), load, round-trip time, when its last advert arrived, its policy for remote
 work, its link as this node measured it (MB/s: probed when a build begins, and timed on big
-tasks), and the compiles this node sent it (with those that failed). Below the table: peers whose
+tasks; "packed" when the probe found it slow enough that archives and cache bodies from it come
+packed), and the compiles this node sent it (with those that failed). Below the table: peers whose
 cache entries are refused, members of another grid version (incompatible) or toolchain (other
 toolchain), and connected peers no advert of which this node takes (not listed), each with why.
 With --json, an array of the listed peers (each with its full advert); the connected ones
