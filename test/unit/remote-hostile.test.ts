@@ -304,6 +304,8 @@ describe('remote compiles against hostile peers', () => {
     assert.ok(!wrong.ok && wrong.reason === 'peer-error', 'an archive its task cannot produce, packed or not')
     assert.throws(() => decodeCompileMessage(packr.pack({ type: 'result', exitCode: 0, output: Buffer.alloc(0), asmhdr: null, compileMs: 5, archive: packed, packed: 'zstd' }), 'peerX'),
       /malformed result/, 'a packing no offer of ours asks for')
+    assert.equal((decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'zstd' }), 'peerX') as { pack?: string }).pack, 'zstd', 'a later version\'s packing is asked for as it is')
+    assert.throws(() => decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'x'.repeat(17) }), 'peerX'), /malformed offer/)
   })
 
   it('a peer on a slow link is predicted slow for a long pole: its link is timed on the tasks that moved many bytes', async (t) => {

@@ -13,7 +13,7 @@
  * INLINE_BODY_BYTES, within INLINE_BUDGET_BYTES per reply), which saves the fetch's round trip
  * for the many small entries of a build; it is verified like a fetched one. It also carries the
  * entry's `age` (foundTime): `time` is by the answering node's wall clock, not the asker's. A
- * fetch over a link the asker measured slow asks for the body packed (`pack`: PACKING); the
+ * fetch over a link the asker's probe found slow asks for the body packed (`pack`: PACKING); the
  * chunks then carry the packed body, each saying so (`packed`), and an earlier version ignores
  * the ask and sends the body as it is. Every message is checked against the field table below
  * before use.

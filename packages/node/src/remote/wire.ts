@@ -9,8 +9,8 @@ export type CompileMessage =
   /**
    * `eager`: the inputs the requester expects the worker to lack follow the offer at once, as
    * `blobs`… and `done`; the worker answers `need` only if it still lacks some. `pack`: the
-   * requester measured the link slow and asks for the archive packed (../pack.ts); a packing
-   * this worker does not know (a later version's) gets the archive as it is.
+   * requester's probe found the link slow, and it asks for the archive packed (../pack.ts); a
+   * packing this worker does not know (a later version's) gets the archive as it is.
    */
   | { type: 'offer', task: unknown, eager?: boolean, pack?: string }
   | { type: 'need', hashes: string[] }
@@ -28,7 +28,7 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
   const bad = (): GridError => new GridError('GRID_ERR_MESSAGE_INVALID', `malformed ${String(m?.type)} compile message from ${from}`)
   if (m === null || typeof m !== 'object') throw bad()
   switch (m.type) {
-    case 'offer': if ((m.eager === undefined || typeof m.eager === 'boolean') && (m.pack === undefined || typeof m.pack === 'string')) return m as CompileMessage; throw bad()
+    case 'offer': if ((m.eager === undefined || typeof m.eager === 'boolean') && (m.pack === undefined || (typeof m.pack === 'string' && m.pack.length <= 16))) return m as CompileMessage; throw bad()
     case 'need': if (Array.isArray(m.hashes) && m.hashes.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return m as CompileMessage; throw bad()
     case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array)) return m as CompileMessage; throw bad()
     case 'done': return m as CompileMessage

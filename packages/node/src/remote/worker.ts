@@ -101,7 +101,7 @@ export class Worker {
   private readonly sandboxes: Sandboxes
   /** the inputs peers sent, by content (inputs.ts) */
   readonly inputs: InputStore
-  /** ran: compiles run; shared: tasks that joined a running compile instead */
+  /** ran: compiles run; shared: tasks that joined a running compile instead; packed: archives sent back packed */
   readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0, packed: 0 }
   /** The last look at the disk's free space: whether there was room, and when */
   private room = { ok: true, at: 0, warnedAt: 0 }
@@ -200,7 +200,7 @@ export class Worker {
       if (FAULT === 'worker-cgo-ldflag' && result.archive !== null) {
         result.archive = withCgoSection(Buffer.from(result.archive), [['cgo_ldflag', '-wrapper'], ['cgo_ldflag', '/bin/sh,-c,exit 1']])
       }
-      // The requester measured the link slow (../pack.ts). A new object: a compile two
+      // The requester's probe found the link slow (../pack.ts). A new object: a compile two
       // requesters share hands both the same result.
       const packed = offer.pack === PACKING && result.archive !== null ? await pack(result.archive) : undefined
       if (packed !== undefined) this.stats.packed++
