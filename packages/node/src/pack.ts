@@ -15,10 +15,7 @@
  */
 import { promisify } from 'node:util'
 import { brotliCompress, brotliDecompress, constants } from 'node:zlib'
-import { GridError, PACKING } from '@grid/protocol'
-
-export { PACKING }
-export type Packing = typeof PACKING
+import { GridError } from '@grid/protocol'
 
 /**
  * A link whose probe moved fewer bytes per ms than this (~128 Mbit/s) gets bodies packed: a

@@ -1,6 +1,5 @@
 /** Messages of the compile stream, length-prefixed msgpack; checked before use. */
-import { GridError, Packr } from '@grid/protocol'
-import { PACKING, type Packing } from '../pack.js'
+import { GridError, PACKING, Packr } from '@grid/protocol'
 import { MAX_REPORTED_COMPILE_MS } from './constants.js'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
@@ -17,7 +16,7 @@ export type CompileMessage =
   | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array }> }
   | { type: 'done' }
   /** `packed`: the archive is packed, as the offer asked (an earlier worker never packs). */
-  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: Packing }
+  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: typeof PACKING }
   | { type: 'fail', code: string, message: string }
 
 export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileMessage {

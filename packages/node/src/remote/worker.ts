@@ -33,11 +33,11 @@ import { join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import {
-  GridError, errorCode, formatEmbedcfg, formatImportcfg, parseEmbedcfg, parseImportcfg, taskKey, taskOfferKey, validateTask,
+  GridError, PACKING, errorCode, formatEmbedcfg, formatImportcfg, parseEmbedcfg, parseImportcfg, taskKey, taskOfferKey, validateTask,
   type CompileTask, type Embedcfg, type Importcfg
 } from '@grid/protocol'
 import { logger } from '../log.js'
-import { pack, PACKING } from '../pack.js'
+import { pack } from '../pack.js'
 import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
