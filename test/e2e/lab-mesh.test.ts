@@ -66,7 +66,8 @@ it('2 lab hosts split by a partition connect again soon after it ends', { skip: 
 // A helper on 10 Mbit/s Wi-Fi beside one on the gigabit LAN: when a build begins, h1 measures
 // the link of each helper it has not timed (docs/remote.md, "Links"), so that its first long
 // pole does not go to the slow one; `grid peers` shows what it found. Over the slow link the
-// archives come back packed (docs/remote.md, "The stream"), over the fast one as they are.
+// archives come back packed and the inputs go packed (docs/remote.md, "The stream"), over the
+// fast one as they are.
 it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart from 1 Gbit, and the slow one packs its archives', { skip: skip ?? false }, async (t) => {
   const lab = await createLab(t, { hosts: 3, cpu: 'max' })
   const [h1, h2, h3] = lab.hosts as [typeof lab.hosts[0], typeof lab.hosts[0], typeof lab.hosts[0]]
@@ -96,7 +97,7 @@ it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart f
 
   // h1 sends every compile it can (--offload always): to the gigabit helper first, whose
   // archives come as they are; with it gone, to the one on Wi-Fi, whose archives come packed
-  const worker = async (h: typeof h1): Promise<{ ran: number, packed?: number } | undefined> =>
+  const worker = async (h: typeof h1): Promise<{ ran: number, packed?: number, unpacked?: number } | undefined> =>
     JSON.parse((await lab.run(h.name, process.execPath, [LAB_GRID_BIN, '--json', 'status'])).stdout).mesh?.worker
   const build = async (pkg: string): Promise<void> => {
     const built = await lab.run(h1.name, 'env', [`GOCACHE=${await tempDir(t, 'gocache')}`, process.execPath, LAB_GRID_BIN, '--json', 'build', pkg])
@@ -105,8 +106,8 @@ it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart f
   }
   await build('strconv')
   const onLan = await worker(h2)
-  assert.ok(onLan !== undefined && onLan.ran > 0 && onLan.packed === 0, `the gigabit helper: ${JSON.stringify(onLan)}`)
-  const packedBefore = (await worker(h3))?.packed ?? 0
+  assert.ok(onLan !== undefined && onLan.ran > 0 && onLan.packed === 0 && onLan.unpacked === 0, `the gigabit helper: ${JSON.stringify(onLan)}`)
+  const before = await worker(h3)
   await lab.stop(h2.name)
   await waitFor(async () => {
     const r = await lab.run(h1.name, process.execPath, [LAB_GRID_BIN, '--json', 'peers'])
@@ -114,5 +115,8 @@ it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart f
   }, 30_000, () => 'h1 to see the gigabit helper gone')
   await build('go/scanner') // strconv's imports are in h1's cache now: the others compile
   const onWifi = await worker(h3)
-  assert.ok(onWifi !== undefined && (onWifi.packed ?? 0) > packedBefore && onWifi.packed === onWifi.ran, `the helper on Wi-Fi: ${JSON.stringify(onWifi)}`)
+  assert.ok(onWifi !== undefined && (onWifi.packed ?? 0) > (before?.packed ?? 0) && onWifi.packed === onWifi.ran, `the helper on Wi-Fi: ${JSON.stringify(onWifi)}`)
+  // and h1 sent it the inputs packed (its advert says it unpacks them): every task has a source
+  // file big enough to pack, unless the helper held all of them already
+  assert.ok((onWifi.unpacked ?? 0) > (before?.unpacked ?? 0), `the helper on Wi-Fi unpacked inputs: ${JSON.stringify(onWifi)}`)
 })

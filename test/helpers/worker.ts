@@ -129,7 +129,7 @@ export async function openTask (handler: (stream: Stream, connection: unknown) =
  * given) and `done` in one write. `need` is the worker's first answer (a result, a need or a
  * fail); `finish` answers a need as `openTask`'s does. `offer`: more fields of the offer.
  */
-export async function openEager (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown, sent: Array<string | { sha256: string, data: Buffer }>, offer: Record<string, unknown> = {}): Promise<OpenedTask & { stream: Stream }> {
+export async function openEager (handler: (stream: Stream, connection: unknown) => void, r: Pick<Requester, 'name' | 'blobs'>, task: unknown, sent: Array<string | { sha256: string, data: Buffer, packed?: string }>, offer: Record<string, unknown> = {}): Promise<OpenedTask & { stream: Stream }> {
   const [out, inbound] = await streamPair()
   handler(inbound, { remotePeer: { toString: () => r.name } })
   const lp = lpStream(out)

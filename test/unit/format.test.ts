@@ -105,6 +105,8 @@ describe('formatStatus', () => {
     assert.match(text, /^ +tasks from peers: 11 compiled, 1 joined an identical running one, 3 refused \(busy or not acceptable\), 0 failed$/m)
     const packed = formatStatus({ ...status, mesh: { ...status.mesh!, worker: { ran: 11, shared: 1, refused: 3, failed: 0, packed: 4 } } }, 1_010_000)
     assert.match(packed, /^ +tasks from peers: 11 compiled, .*, 0 failed; 4 archives sent back packed \(slow links\)$/m)
+    const both = formatStatus({ ...status, mesh: { ...status.mesh!, worker: { ran: 11, shared: 1, refused: 3, failed: 0, packed: 4, unpacked: 6 } } }, 1_010_000)
+    assert.match(both, /^ +tasks from peers: 11 compiled, .*, 0 failed; 4 archives sent back packed, 6 tasks' inputs came packed \(slow links\)$/m)
     assert.match(text, /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid$/m)
     assert.match(text, /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle$/m)
   })

@@ -162,6 +162,9 @@ describe('adverts', async () => {
 
   it('round-trips a valid advert', () => {
     assert.deepEqual(decodeAdvert(encodeAdvert(good)), good)
+    // what its worker unpacks: absent from members before it was added, kept as it came
+    const unpacking = { ...good, unpacks: ['br', 'zstd'] }
+    assert.deepEqual(decodeAdvert(encodeAdvert(unpacking)), unpacking)
   })
 
   it('refuses bad fields, naming them', () => {
@@ -178,6 +181,9 @@ describe('adverts', async () => {
       ['version 2', { v: 2 }],
       ['accepting', { accepting: 'yes' }],
       ['seq', { seq: -1 }],
+      ['unpacks', { unpacks: 'br' }],
+      ['unpacks', { unpacks: ['x'.repeat(17)] }],
+      ['unpacks', { unpacks: Array(9).fill('br') }],
       // printed by other members (grid peers, logs): no terminal escape sequences
       ['version', { version: '0.1.0\x1b]0;owned\x07' }],
       ['toolchains', { toolchains: [{ ...good.toolchains[0], compiler: 'compile version go1.26\n\x1b[2J' }] }],

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
+import { brotliDecompressSync } from 'node:zlib'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -72,8 +73,8 @@ async function fakePeer (behaviour: Behaviour, dial?: () => void) {
   return { peerId, libp2p, stats }
 }
 
-function compilerFor (peer: { peerId: string, libp2p: unknown }, slots = { total: 4, free: 4 }) {
-  const advert = { accepting: true, slots, load: 0, toolchains: [TOOLCHAIN] }
+function compilerFor (peer: { peerId: string, libp2p: unknown }, slots = { total: 4, free: 4 }, more: Record<string, unknown> = {}) {
+  const advert = { accepting: true, slots, load: 0, toolchains: [TOOLCHAIN], ...more }
   return new RemoteCompiler({ libp2p: peer.libp2p as never, peers: () => [{ peerId: peer.peerId, advert: advert as never }], isUntrusted: () => false, own: () => TOOLCHAIN as never })
 }
 
@@ -306,6 +307,56 @@ describe('remote compiles against hostile peers', () => {
       /malformed result/, 'a packing no offer of ours asks for')
     assert.equal((decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'zstd' }), 'peerX') as { pack?: string }).pack, 'zstd', 'a later version\'s packing is asked for as it is')
     assert.throws(() => decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'x'.repeat(17) }), 'peerX'), /malformed offer/)
+  })
+
+  it('over a link probed slow the inputs go packed to a worker whose advert says it unpacks them, and as they are to one that does not', async (t) => {
+    const archive = await realArchive(t)
+    // what the fake worker got, per input sent: packed or not; every one must come to its hash
+    let got: Array<string | undefined> = []
+    const take = async (conn: Conn): Promise<void> => {
+      for (;;) {
+        const m = await conn.read()
+        if (m.type === 'done') return
+        for (const i of m.items as Array<{ sha256: string, data: Uint8Array, packed?: string }>) {
+          const data = i.packed === 'br' ? brotliDecompressSync(i.data) : Buffer.from(i.data)
+          assert.equal(sha(data), i.sha256, 'an input comes to its hash')
+          got.push(i.packed)
+        }
+      }
+    }
+    const peer = await fakePeer(async (offer, conn) => {
+      if (offer.eager === true) await take(conn)
+      // asks for every input again, so that both ways of sending them are seen
+      await conn.send({ type: 'need', hashes: offer.task.files.map((f: { sha256: string }) => f.sha256) })
+      await take(conn)
+      await conn.send({ type: 'result', exitCode: 0, output: Buffer.alloc(0), archive, asmhdr: null, compileMs: 5 })
+      return true
+    })
+    const { prepared } = preparedTask({ buildId: 'abc/abc' })
+    // a requester of its own per case, which knows of no input held there: each task sends its
+    // two inputs with the offer (eager), then again for the need
+    const sent = async (link: number, more: Record<string, unknown>): Promise<Array<string | undefined>> => {
+      const remote = compilerFor(peer, undefined, more)
+      remote.linkMeasured(peer.peerId, { rttMs: 1, msPerByte: link, atLeast: false })
+      got = []
+      const a = await remote.attempt(peer.peerId, prepared, new AbortController().signal, 100)
+      assert.ok(a.ok, JSON.stringify({ ...a, archive: undefined }))
+      return got
+    }
+    const fast = 1e-5 // ~100 MB/s
+    const slow = 8e-4 // 10 Mbit/s
+    const unpacks = { unpacks: ['zstd', 'br'] }
+    // the ~3.5 KB source packed; the importcfg, 17 bytes, too small to be worth it
+    assert.deepEqual(await sent(slow, unpacks), ['br', undefined, 'br', undefined], 'a slow link to a worker that unpacks them')
+    assert.deepEqual(await sent(fast, unpacks), [undefined, undefined, undefined, undefined], 'a fast link')
+    assert.deepEqual(await sent(slow, {}), [undefined, undefined, undefined, undefined], 'a member of an earlier version: no `unpacks` in its advert')
+    assert.deepEqual(await sent(slow, { unpacks: ['zstd'] }), [undefined, undefined, undefined, undefined], 'a worker that unpacks other packings only')
+    const unpacking = compilerFor(peer, undefined, unpacks)
+    const earlier = compilerFor(peer)
+    for (const remote of [unpacking, earlier]) remote.linkMeasured(peer.peerId, { rttMs: 1, msPerByte: slow, atLeast: false })
+    // a long pole's prediction counts its inputs at half their bytes to such a worker
+    assert.equal(Math.round(unpacking.linkMs({ inputs: 1e6, archive: 0 })), 400)
+    assert.equal(Math.round(earlier.linkMs({ inputs: 1e6, archive: 0 })), 800)
   })
 
   it('a peer on a slow link is predicted slow for a long pole: its link is timed on the tasks that moved many bytes', async (t) => {

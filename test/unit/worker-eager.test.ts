@@ -4,7 +4,8 @@
 // speaking the protocol (test/helpers/worker.ts).
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { brotliDecompressSync } from 'node:zlib'
+import { readFile, readdir } from 'node:fs/promises'
+import { brotliCompressSync, brotliDecompressSync } from 'node:zlib'
 import { before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { suiteContext, tempDir } from '../helpers/index.js'
@@ -102,6 +103,43 @@ describe('worker: eager offers', () => {
     assert.equal(t.need.type, 'result', JSON.stringify(t.need).slice(0, 200))
     assert.equal(t.need.exitCode, 0)
     assert.ok(Buffer.from(t.need.archive).equals(e.local), 'the archive is byte-identical to cmd/go\'s')
+  })
+
+  it('takes inputs packed (a requester on a slow link whose advert it gave) and compiles cmd/go\'s archive; a packed input that does not unpack to its declared size is refused and not stored', async () => {
+    // a worker of its own: this suite's holds every input already, and takes them without unpacking
+    const root = await tempDir(suite, 'unpack')
+    let fresh: ((stream: Stream, connection: unknown) => void) | undefined
+    const w = workerFor(join(root, 'worker'), r.toolchain, h => { fresh = h })
+    await w.worker.start()
+    suite.after(async () => { await w.worker.stop() })
+    const inputsHeld = async (): Promise<string[]> => (await readdir(join(root, 'worker', 'blobs'), { recursive: true })).filter(f => /[0-9a-f]{64}$/.test(f)).map(f => f.slice(-64))
+    const serve = fresh as (stream: Stream, connection: unknown) => void
+    const packed = (sha256: string, data: Buffer): { sha256: string, data: Buffer, packed: string } => ({ sha256, data: brotliCompressSync(data), packed: 'br' })
+
+    // lies first, while the worker holds nothing: bytes that are not brotli, and bytes that
+    // unpack to more than the task declared
+    const [big, bigData] = [...r.blobs].sort((a, b) => b[1].length - a[1].length)[0] as [string, Buffer]
+    for (const [lie, why] of [
+      [{ sha256: big, data: Buffer.from('not brotli at all'), packed: 'br' }, /packed input .* does not unpack \(the task declared it as \d+ bytes\)/],
+      [packed(big, Buffer.concat([bigData, Buffer.from('more')])), /packed input .* unpacks to more than \d+ bytes/]
+    ] as const) {
+      const t = await openEager(serve, r, r.task, [lie])
+      assert.equal(t.need.type, 'fail', JSON.stringify(t.need).slice(0, 200))
+      assert.equal(t.need.code, 'GRID_ERR_TASK_REFUSED')
+      assert.match(t.need.message, why)
+    }
+    assert.deepEqual(await inputsHeld(), [], 'nothing stored')
+    assert.equal(w.compiles(), 0)
+
+    // every input packed: unpacked, checked by hash and stored as it is; the archive is cmd/go's
+    const items = [...r.blobs].map(([sha256, data]) => packed(sha256, data))
+    assert.ok(items.some(i => i.data.length < (r.blobs.get(i.sha256) as Buffer).length), 'some input packs smaller')
+    const t = await openEager(serve, r, r.task, items)
+    assert.equal(t.need.type, 'result', JSON.stringify(t.need).slice(0, 200))
+    assert.ok(Buffer.from(t.need.archive).equals(r.local), 'the archive is byte-identical to cmd/go\'s')
+    assert.deepEqual((await inputsHeld()).sort(), [...r.blobs.keys()].sort())
+    assert.equal(w.worker.stats.unpacked, 1, 'one task whose inputs came packed (the lies were refused)')
+    for (const [sha256, data] of r.blobs) assert.ok((await readFile(join(root, 'worker', 'blobs', sha256.slice(0, 2), sha256))).equals(data), 'stored unpacked')
   })
 
   it('refuses an input sent with the offer that is not one of the task\'s, and compiles nothing', async () => {

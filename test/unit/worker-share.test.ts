@@ -53,7 +53,7 @@ describe('worker: identical tasks share one compile', () => {
     const [ra, rb] = await Promise.all([a, b])
     assert.equal(compiles(), 1)
     assert.equal(worker.compiles, 0)
-    assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 0, failed: 0, packed: 0 })
+    assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 0, failed: 0, packed: 0, unpacked: 0 })
     for (const [r, who] of [[ra, alice], [rb, bob]] as const) {
       assert.equal(r.exitCode, 0, Buffer.from(r.output).toString())
       assert.equal(r.output.length, 0)
@@ -132,7 +132,7 @@ describe('worker: identical tasks share one compile', () => {
     assert.equal(result.type, 'result')
     assert.ok(Buffer.from(result.archive).equals(bob.local))
     assert.equal(compiles(), 1)
-    assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 1, failed: 1, packed: 0 })
+    assert.deepEqual(worker.stats, { ran: 1, shared: 1, refused: 1, failed: 1, packed: 0, unpacked: 0 })
     await worker.stop()
   })
 
@@ -153,7 +153,7 @@ describe('worker: identical tasks share one compile', () => {
     const rb = await b.finish()
     assert.ok(rb.type === 'result' && Buffer.from(rb.archive).equals(bob.local), 'the second task, laid out where the first was, gets the bytes of its own compile')
     assert.equal(compiles(), 2)
-    assert.deepEqual(worker.stats, { ran: 2, shared: 0, refused: 1, failed: 0, packed: 0 })
+    assert.deepEqual(worker.stats, { ran: 2, shared: 0, refused: 1, failed: 0, packed: 0, unpacked: 0 })
     await a.stream.close()
     await worker.stop()
   })

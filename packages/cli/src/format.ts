@@ -20,10 +20,19 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
     ...(s.mesh === null
       ? ['mesh:    off']
       : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers${notListed(s.mesh.unlisted)}, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
-          ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed${(w.packed ?? 0) > 0 ? `; ${w.packed ?? 0} archives sent back packed (slow links)` : ''}`]),
+          ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed${packedNote(w)}`]),
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
+}
+
+/** What a worker packed and unpacked for requesters on slow links, when it did. */
+function packedNote (w: { packed?: number, unpacked?: number }): string {
+  const notes = [
+    ...((w.packed ?? 0) > 0 ? [`${w.packed ?? 0} archives sent back packed`] : []),
+    ...((w.unpacked ?? 0) > 0 ? [`${w.unpacked ?? 0} tasks' inputs came packed`] : [])
+  ]
+  return notes.length === 0 ? '' : `; ${notes.join(', ')} (slow links)`
 }
 
 /** Connected members no advert of which is taken, when there are any (`grid peers` says why). */

@@ -1,17 +1,18 @@
 /**
- * Bodies packed for a slow link: compiled archives on their way back from a worker, and cache
- * bodies fetched from a member. Go's package archives shrink to ~27 % with brotli at quality 1
- * (std's, 82 MB of them), which packs and unpacks at ~250 MB/s on one core of the machine this
- * was measured on. On a gigabit LAN that costs about what it saves (0.5 MB: ~2 ms to pack, ~2 ms
- * to unpack, ~2.9 ms less on the wire), so bodies go packed only over a link whose probe was
- * slower than PACK_BELOW_BYTES_PER_MS; at 100 Mbit/s the same archive saves ~29 ms, on 10 Mbit/s
- * Wi-Fi ~0.3 s.
+ * Bodies packed for a slow link: compiled archives on their way back from a worker, a task's
+ * inputs on their way to it, and cache bodies fetched from a member. Go's package archives
+ * shrink to ~27 % with brotli at quality 1 (std's, 82 MB of them), which packs and unpacks at
+ * ~250 MB/s on one core of the machine this was measured on. On a gigabit LAN that costs about
+ * what it saves (0.5 MB: ~2 ms to pack, ~2 ms to unpack, ~2.9 ms less on the wire), so bodies go
+ * packed only over a link whose probe was slower than PACK_BELOW_BYTES_PER_MS; at 100 Mbit/s the
+ * same archive saves ~29 ms, on 10 Mbit/s Wi-Fi ~0.3 s.
  *
- * The side that measured the link asks (`pack` in an offer or a fetch); the sender
- * packs only when asked and says so on what it sends, so a member of an earlier version, which
- * neither asks nor packs, is unaffected. The receiver unpacks into at most the size it expects:
- * a body that does not unpack, or unpacks to more, is the sender's fault like a wrong body.
- * Both run in libuv's thread pool, off the event loop.
+ * The side that measured the link asks (`pack` in an offer or a fetch); the sender packs only
+ * when asked and says so on what it sends, so a member of an earlier version, which neither asks
+ * nor packs, is unaffected. That side packs the inputs it sends with a task only to a worker
+ * whose advert says it unpacks them (`unpacks`). The receiver unpacks into at most the size it
+ * expects: a body that does not unpack, or unpacks to more, is the sender's fault like a wrong
+ * body. Both run in libuv's thread pool, off the event loop.
  */
 import { promisify } from 'node:util'
 import { brotliCompress, brotliDecompress, constants } from 'node:zlib'
@@ -28,6 +29,15 @@ export const PACK_BELOW_BYTES_PER_MS = 16_000
 
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3
+
+/**
+ * The same for a task's inputs: Go sources pack to ~36 % (net/http, runtime, fmt and go/types),
+ * export data to ~54 % (300 packages of a build cache); rounded up.
+ */
+export const INPUTS_PACKED_SHARE = 0.5
+
+/** Inputs shorter than this go as they are: packing would save a few bytes for a trip through the thread pool. */
+export const PACK_MIN_BYTES = 1024
 
 const compress = promisify(brotliCompress)
 const decompress = promisify(brotliDecompress)

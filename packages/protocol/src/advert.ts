@@ -16,6 +16,7 @@ const MAX_ADDR_CHARS = 256
 const MAX_TOOLCHAINS = 8
 const MAX_TARGETS = 64
 const MAX_SLOTS = 1024
+const MAX_PACKINGS = 8
 
 export const POLICIES = ['always', 'idle', 'never'] as const
 export type Policy = typeof POLICIES[number]
@@ -49,6 +50,12 @@ export interface Advert {
   accepting: boolean
   /** increases with every advert the node sends, and across its restarts (it starts at the start's unix ms) */
   seq: number
+  /**
+   * The packings (PACKING) its worker unpacks a compile task's inputs from: a requester on a
+   * slow link sends them packed. Absent from members before it was added, which take inputs
+   * only as they are.
+   */
+  unpacks?: string[]
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
@@ -100,6 +107,7 @@ export function decodeAdvert (bytes: Uint8Array, from = 'peer'): Advert {
   if (!(POLICIES as readonly unknown[]).includes(a.policy)) throw invalid('policy', from)
   if (typeof a.accepting !== 'boolean') throw invalid('accepting', from)
   if (!isCount(a.seq)) throw invalid('seq', from)
+  if (a.unpacks !== undefined && !(Array.isArray(a.unpacks) && a.unpacks.length <= MAX_PACKINGS && a.unpacks.every(x => isStr(x, 16)))) throw invalid('unpacks', from)
   return {
     v: a.v,
     peerId: a.peerId,
@@ -111,6 +119,7 @@ export function decodeAdvert (bytes: Uint8Array, from = 'peer'): Advert {
     load: a.load,
     policy: a.policy as Policy,
     accepting: a.accepting,
-    seq: a.seq
+    seq: a.seq,
+    ...(a.unpacks === undefined ? {} : { unpacks: a.unpacks })
   }
 }

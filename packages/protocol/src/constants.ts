@@ -112,8 +112,9 @@ export const GRID_VERSION = '0.1.0'
 
 /**
  * How a body goes packed between members over a slow link (brotli): a compile's archive when the
- * offer asks (`pack`), a cache body when the fetch asks. The sender says so on what it sends
- * (`packed`); a member that does not know a packing sends the body as it is.
+ * offer asks (`pack`), a cache body when the fetch asks, a task's inputs when the worker's advert
+ * says it unpacks them (`unpacks`). The sender says so on what it sends (`packed`); a member that
+ * does not know a packing sends the body as it is.
  */
 export const PACKING = 'br'
 

@@ -175,10 +175,11 @@ export interface MeshStatus {
   /**
    * Compile tasks peers sent this node: run here, joined to an identical one already running,
    * refused (busy, or not acceptable: docs/remote.md), failed; `packed`, archives sent back
-   * packed, as requesters that timed their link slow asked (absent from nodes before it was
-   * added). Absent when no worker runs.
+   * packed, as requesters that timed their link slow asked; `unpacked`, tasks some of whose
+   * inputs such requesters sent packed (each absent from nodes before it was added). Absent when
+   * no worker runs.
    */
-  worker?: { ran: number, shared: number, refused: number, failed: number, packed?: number }
+  worker?: { ran: number, shared: number, refused: number, failed: number, packed?: number, unpacked?: number }
 }
 
 /** One row of `grid peers`. `advert` is the peer's last advert (see advert.ts). */

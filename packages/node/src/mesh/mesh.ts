@@ -35,7 +35,7 @@ import { yamux } from '@libp2p/yamux'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_BYTES, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
+  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_BYTES, PACKING, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
   type Advert, type Policy, type ToolchainInfo
 } from '@grid/protocol'
 import { writeFileAtomic } from '../files.js'
@@ -403,7 +403,8 @@ export class Mesh {
       load: Math.round(local.load * 100) / 100,
       policy,
       accepting,
-      seq: ++this.seq
+      seq: ++this.seq,
+      unpacks: [PACKING]
     }
   }
 

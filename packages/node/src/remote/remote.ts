@@ -23,7 +23,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { PACKED_SHARE, packsOver, unpack } from '../pack.js'
+import { INPUTS_PACKED_SHARE, PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
@@ -105,10 +105,24 @@ function incompatibility (err: unknown): string | undefined {
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
-/** The bytes a task moves over a link: its archive packed when that link is slow (`packsTo`). */
-function wireBytes (bytes: TaskBytes, packed: boolean): number {
-  return bytes.inputs + (packed ? PACKED_SHARE : 1) * bytes.archive
+/**
+ * How a task's bodies go over a link: over a slow one (`packsTo`) its archive comes back packed,
+ * and its inputs go packed when the worker's advert says it unpacks them.
+ */
+interface Packing { archive: boolean, inputs: boolean }
+
+/** The bytes a task moves over a link, packed as `packing` says. */
+function wireBytes (bytes: TaskBytes, packing: Packing): number {
+  return (packing.inputs ? INPUTS_PACKED_SHARE : 1) * bytes.inputs + (packing.archive ? PACKED_SHARE : 1) * bytes.archive
 }
+
+/** Whether a member's worker unpacks inputs packed as this node packs them (its advert's `unpacks`). */
+function unpacksInputs (advert: Advert | undefined): boolean {
+  return advert?.unpacks?.includes(PACKING) === true
+}
+
+/** An input on its way to a worker: `data` packed when `packed` is set. */
+interface InputItem { sha256: string, data: Uint8Array, packed?: typeof PACKING }
 
 /** What a task moved over the link: inputs sent, and the archive and go_asm.h back as they came (packed or not). */
 interface TaskBytesMoved { sent: number, received: number }
@@ -117,6 +131,13 @@ interface TaskBytesMoved { sent: number, received: number }
 function configHashes (prepared: PreparedTask): Set<string> {
   const paths = new Set([prepared.task.inputFlags['-importcfg'], prepared.task.inputFlags['-embedcfg']])
   return new Set(prepared.task.files.filter(f => paths.has(f.path)).map(f => f.sha256))
+}
+
+/** An input packed for a worker that unpacks inputs, or as it is when that would not save much. */
+async function packInput (item: InputItem): Promise<InputItem> {
+  if (item.data.length < PACK_MIN_BYTES) return item
+  const packed = await pack(item.data)
+  return packed === undefined ? item : { sha256: item.sha256, data: packed, packed: PACKING }
 }
 
 /** Whether a message is the worker's refusal for lack of a slot, exactly as the worker sends it. */
@@ -147,7 +168,8 @@ export type Attempt =
   | { ok: true, peer: string, archive: Uint8Array, asmhdr: Uint8Array | null, transferMs: number, compileMs: number, wallMs: number }
   | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' | 'incompatible' }
 
-export interface Candidate { peerId: string, free: number, load: number, speed: number }
+/** `unpacks`: its worker takes inputs packed (`unpacksInputs`). */
+export interface Candidate { peerId: string, free: number, load: number, speed: number, unpacks: boolean }
 
 /** A compile stream to one peer, with its framing (which may hold bytes already read). */
 interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
@@ -234,7 +256,7 @@ export class RemoteCompiler {
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, this.packsTo(c.peerId))
+      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, this.packing(c.peerId, c.unpacks))
       const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + moved * (score?.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
@@ -249,7 +271,7 @@ export class RemoteCompiler {
     const best = this.candidates()[0]
     if (best === undefined) return 0
     const msPerByte = this.scores.get(best.peerId)?.msPerByte
-    return msPerByte === undefined ? 0 : wireBytes(bytes, this.packsTo(best.peerId)) * msPerByte
+    return msPerByte === undefined ? 0 : wireBytes(bytes, this.packing(best.peerId, best.unpacks)) * msPerByte
   }
 
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
@@ -288,6 +310,12 @@ export class RemoteCompiler {
    */
   packsTo (peer: string): boolean {
     return packsOver(this.scores.get(peer)?.probed)
+  }
+
+  /** How a task's bodies go to and from `peer`, whose worker does or does not unpack inputs. */
+  private packing (peer: string, unpacks: boolean): Packing {
+    const archive = this.packsTo(peer)
+    return { archive, inputs: archive && unpacks }
   }
 
   /**
@@ -379,7 +407,7 @@ export class RemoteCompiler {
       if (!this.capable(peerId, advert)) return []
       const free = this.slots.free(peerId, advert.slots)
       if (free <= 0) return []
-      return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1 }]
+      return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1, unpacks: unpacksInputs(advert) }]
     }).sort((a, b) => a.speed - b.speed || b.free - a.free || a.load - b.load)
   }
 
@@ -560,13 +588,11 @@ export class RemoteCompiler {
     const held = this.heldBy(peer)
     const fresh = [...prepared.blobs].filter(([sha256]) => !held.has(sha256))
     const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
-    const packed = this.packsTo(peer) // a slow link: the archive comes back packed
+    // a slow link: the archive comes back packed, and the inputs go packed if the worker unpacks them
+    const packing = this.packing(peer, unpacksInputs(this.init.peers().find(p => p.peerId === peer)?.advert))
     try {
-      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packed ? { pack: PACKING } : {}) })
-      if (eager) {
-        await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), deadline, offer)
-        io.sent += fresh.reduce((n, [, data]) => n + data.length, 0)
-      }
+      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packing.archive ? { pack: PACKING } : {}) })
+      if (eager) io.sent += await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), packing.inputs, deadline, offer)
       else await lp.write(offer, { signal: deadline })
       let reply = await read()
       answered = true
@@ -582,8 +608,7 @@ export class RemoteCompiler {
         const items = this.needed(peer, reply.hashes, prepared)
         const configs = configHashes(prepared)
         joinOnly = items.every(i => configs.has(i.sha256))
-        await this.sendInputs(lp, items, deadline)
-        io.sent += items.reduce((n, i) => n + i.data.length, 0)
+        io.sent += await this.sendInputs(lp, items, packing.inputs, deadline)
         reply = await read()
       } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
@@ -625,9 +650,9 @@ export class RemoteCompiler {
    * the task's own bytes). Anything else is the peer's failure, before a byte is sent: one `need`
    * naming a 3.5 KB input 20,000 times made a requester send 71 MB.
    */
-  private needed (peer: string, hashes: string[], prepared: PreparedTask): Array<{ sha256: string, data: Uint8Array }> {
+  private needed (peer: string, hashes: string[], prepared: PreparedTask): InputItem[] {
     if (hashes.length > prepared.blobs.size) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} asked for ${hashes.length} inputs of a task that has ${prepared.blobs.size}`)
-    const items: Array<{ sha256: string, data: Uint8Array }> = []
+    const items: InputItem[] = []
     const asked = new Set<string>()
     for (const sha256 of hashes) {
       const data = prepared.blobs.get(sha256)
@@ -640,24 +665,33 @@ export class RemoteCompiler {
   }
 
   /**
-   * Sends inputs in batches of BLOB_BATCH_BYTES, then `done`; the last batch and `done` leave in
-   * one write (one frame, not two), behind `first` when given (an eager offer).
+   * Sends inputs in batches of BLOB_BATCH_BYTES, each packed when `packed` (those of at least
+   * PACK_MIN_BYTES that pack smaller), then `done`; the last batch and `done` leave in one write
+   * (one frame, not two), behind `first` when given (an eager offer). Returns the inputs' bytes
+   * as they went.
    */
-  private async sendInputs (lp: Channel['lp'], items: Array<{ sha256: string, data: Uint8Array }>, signal: AbortSignal, first?: Uint8Array): Promise<void> {
-    let batch: typeof items = []
+  private async sendInputs (lp: Channel['lp'], items: InputItem[], packed: boolean, signal: AbortSignal, first?: Uint8Array): Promise<number> {
+    let batch: InputItem[] = []
     let bytes = 0
+    let sent = 0
     const head: Uint8Array[] = first === undefined ? [] : [first]
+    const frame = async (): Promise<Uint8Array> => {
+      const ready = packed ? await Promise.all(batch.map(packInput)) : batch
+      sent += ready.reduce((n, i) => n + i.data.length, 0)
+      return packr.pack({ type: 'blobs', items: ready })
+    }
     for (const item of items) {
       batch.push(item)
       bytes += item.data.length
       if (bytes >= BLOB_BATCH_BYTES) {
-        await lp.writeV([...head.splice(0), packr.pack({ type: 'blobs', items: batch })], { signal })
+        await lp.writeV([...head.splice(0), await frame()], { signal })
         batch = []
         bytes = 0
       }
     }
-    const tail = batch.length > 0 ? [packr.pack({ type: 'blobs', items: batch })] : []
+    const tail = batch.length > 0 ? [await frame()] : []
     await lp.writeV([...head, ...tail, packr.pack({ type: 'done' })], { signal })
+    return sent
   }
 
   private heldBy (peer: string): Set<string> {

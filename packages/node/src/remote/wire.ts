@@ -13,7 +13,8 @@ export type CompileMessage =
    */
   | { type: 'offer', task: unknown, eager?: boolean, pack?: string }
   | { type: 'need', hashes: string[] }
-  | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array }> }
+  /** `packed`: the input is packed, for a worker whose advert says it unpacks inputs (../pack.ts). */
+  | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array, packed?: typeof PACKING }> }
   | { type: 'done' }
   /** `packed`: the archive is packed, as the offer asked (an earlier worker never packs). */
   | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: typeof PACKING }
@@ -29,7 +30,7 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
   switch (m.type) {
     case 'offer': if ((m.eager === undefined || typeof m.eager === 'boolean') && (m.pack === undefined || (typeof m.pack === 'string' && m.pack.length <= 16))) return m as CompileMessage; throw bad()
     case 'need': if (Array.isArray(m.hashes) && m.hashes.every(h => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h))) return m as CompileMessage; throw bad()
-    case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array)) return m as CompileMessage; throw bad()
+    case 'blobs': if (Array.isArray(m.items) && m.items.every((i: any) => typeof i?.sha256 === 'string' && i.data instanceof Uint8Array && isPacking(i.packed))) return m as CompileMessage; throw bad()
     case 'done': return m as CompileMessage
     case 'result':
       if (Number.isSafeInteger(m.exitCode) && m.output instanceof Uint8Array && (m.archive === null || m.archive instanceof Uint8Array) &&
@@ -41,7 +42,7 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
   }
 }
 
-/** A result's packing: absent, or the one an offer of ours asks for. */
+/** A result's or an input's packing: absent, or the one this node packs and unpacks. */
 function isPacking (v: unknown): boolean {
   return v === undefined || v === PACKING
 }

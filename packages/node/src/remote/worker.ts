@@ -37,7 +37,7 @@ import {
   type CompileTask, type Embedcfg, type Importcfg
 } from '@grid/protocol'
 import { logger } from '../log.js'
-import { pack } from '../pack.js'
+import { pack, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
@@ -101,8 +101,11 @@ export class Worker {
   private readonly sandboxes: Sandboxes
   /** the inputs peers sent, by content (inputs.ts) */
   readonly inputs: InputStore
-  /** ran: compiles run; shared: tasks that joined a running compile instead; packed: archives sent back packed */
-  readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0, packed: 0 }
+  /**
+   * ran: compiles run; shared: tasks that joined a running compile instead; packed: archives sent
+   * back packed; unpacked: tasks some of whose inputs came packed
+   */
+  readonly stats = { ran: 0, shared: 0, refused: 0, failed: 0, packed: 0, unpacked: 0 }
   /** The last look at the disk's free space: whether there was room, and when */
   private room = { ok: true, at: 0, warnedAt: 0 }
 
@@ -172,6 +175,7 @@ export class Worker {
     const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
     const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
     let between = true // nothing more of this task is on its way from the requester
+    let unpacked = 0 // inputs that came packed
     try {
       const offer = decodeCompileMessage(first, peer)
       if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
@@ -179,7 +183,7 @@ export class Worker {
       const task = this.check(offer.task, peer)
       if (offer.eager === true) {
         // inputs sent with the offer: any of the task's, none twice (checked like any input)
-        await this.receiveInputs(read, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
+        unpacked += await this.receiveInputs(read, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
         between = true
       }
       const joinOnly = this.admit(task)
@@ -189,10 +193,11 @@ export class Worker {
         await send({ type: 'need', hashes: need })
         between = false
         const wanted = new Set(need)
-        await this.receiveInputs(read, task, wanted, 'was not asked for')
+        unpacked += await this.receiveInputs(read, task, wanted, 'was not asked for')
         between = true
         if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
+      if (unpacked > 0) this.stats.unpacked++
       const result = await this.execute(task, { peer, signal, joinOnly })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
@@ -239,22 +244,30 @@ export class Worker {
   /**
    * Reads `blobs` messages up to `done`, storing each input; every one must be in `allowed`, and
    * leaves it (so none comes twice), and be as long as the task declared it: the task's limits
-   * are on the sizes it declares. An input already in the store is not written again.
+   * are on the sizes it declares. A packed input is unpacked into at most that size first. An
+   * input already in the store is not written again. Returns how many came packed.
    */
-  private async receiveInputs (read: () => Promise<CompileMessage>, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<void> {
+  private async receiveInputs (read: () => Promise<CompileMessage>, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<number> {
     const declared = new Map(task.files.map(f => [f.sha256, f.size]))
+    let packed = 0
     for (;;) {
       const m = await read()
-      if (m.type === 'done') return
+      if (m.type === 'done') return packed
       if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
       for (const item of m.items) {
         if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
-        if (item.data.length !== declared.get(item.sha256)) {
-          throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${item.data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${declared.get(item.sha256) ?? '?'} bytes`)
-        }
         allowed.delete(item.sha256)
-        if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
       }
+      const items = await Promise.all(m.items.map(async item => {
+        const size = declared.get(item.sha256) as number // every one is in `allowed`, a subset of the task's
+        if (item.packed !== undefined) packed++
+        const data = item.packed === undefined ? item.data : await unpackInput(item.data, size, item.sha256)
+        if (data.length !== size) {
+          throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${size} bytes`)
+        }
+        return { sha256: item.sha256, data }
+      }))
+      for (const item of items) if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
     }
   }
 
@@ -483,4 +496,13 @@ export class Worker {
 function isDiskFull (err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code
   return code === 'ENOSPC' || code === 'EDQUOT' || code === 'EROFS'
+}
+
+/** A packed input unpacked into at most its declared size; one that does not unpack is refused like one of the wrong size. */
+async function unpackInput (packed: Uint8Array, size: number, sha256: string): Promise<Uint8Array> {
+  try {
+    return await unpack(packed, size, `packed input ${sha256.slice(0, 16)}…`)
+  } catch (err) {
+    throw new GridError('GRID_ERR_TASK_REFUSED', `${(err as Error).message} (the task declared it as ${size} bytes)`, { cause: err })
+  }
 }
