@@ -12,10 +12,10 @@
  * nor packs, is unaffected. That side packs the inputs it sends with a task only to a worker
  * whose advert says it unpacks them (`unpacks`). The receiver unpacks into at most the size it
  * expects: a body that does not unpack, or unpacks to more, is the sender's fault like a wrong
- * body. Both run in libuv's thread pool, off the event loop.
+ * body. Both run in libuv's thread pool, off the event loop, but for small bodies.
  */
 import { promisify } from 'node:util'
-import { brotliCompress, brotliDecompress, constants } from 'node:zlib'
+import { brotliCompress, brotliCompressSync, brotliDecompress, brotliDecompressSync, constants } from 'node:zlib'
 import { GridError } from '@grid/protocol'
 
 /**
@@ -30,17 +30,21 @@ export const PACK_BELOW_BYTES_PER_MS = 16_000
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3
 
-/**
- * The same for a task's inputs: Go sources pack to ~36 % (net/http, runtime, fmt and go/types),
- * export data to ~54 % (300 packages of a build cache); rounded up.
- */
-export const INPUTS_PACKED_SHARE = 0.5
-
 /** Inputs shorter than this go as they are: packing would save a few bytes for a trip through the thread pool. */
 export const PACK_MIN_BYTES = 1024
 
 const compress = promisify(brotliCompress)
 const decompress = promisify(brotliDecompress)
+
+/**
+ * Bodies up to this long are packed on the event loop, and bodies that may unpack to at most
+ * UNPACK_SYNC_BYTES unpacked there (~0.4 ms of a core each at most): a trip through the thread
+ * pool costs a starved host a wait for the event loop, which was more than the work. In the lab
+ * (a requester of 0.5 core on 10 Mbit/s) inputs packed each in the pool took the remote tasks'
+ * overhead p50 from 100-113 ms to 174-185 ms.
+ */
+const PACK_SYNC_BYTES = 64 * 1024
+const UNPACK_SYNC_BYTES = 256 * 1024
 
 /**
  * Output buffer of one pass of the thread pool, for a body expected to come to `bytes`. zlib's
@@ -58,13 +62,14 @@ export function packsOver (msPerByte: number | undefined): boolean {
 
 /** `body` packed, or undefined when packing does not make it smaller. */
 export async function pack (body: Uint8Array): Promise<Buffer | undefined> {
-  const packed = await compress(body, {
+  const options = {
     params: {
       [constants.BROTLI_PARAM_QUALITY]: 1,
       [constants.BROTLI_PARAM_SIZE_HINT]: body.byteLength
     },
     chunkSize: chunkFor(body.byteLength >> 1) // packed archives come to ~27 %
-  })
+  }
+  const packed = body.byteLength <= PACK_SYNC_BYTES ? brotliCompressSync(body, options) : await compress(body, options)
   return packed.byteLength < body.byteLength ? packed : undefined
 }
 
@@ -74,7 +79,8 @@ export async function pack (body: Uint8Array): Promise<Buffer | undefined> {
  */
 export async function unpack (packed: Uint8Array, maxBytes: number, what: string): Promise<Buffer> {
   try {
-    return await decompress(packed, { maxOutputLength: Math.max(1, maxBytes), chunkSize: chunkFor(Math.min(maxBytes, packed.byteLength * 5)) })
+    const options = { maxOutputLength: Math.max(1, maxBytes), chunkSize: chunkFor(Math.min(maxBytes, packed.byteLength * 5)) }
+    return maxBytes <= UNPACK_SYNC_BYTES ? brotliDecompressSync(packed, options) : await decompress(packed, options)
   } catch (err) {
     const code = (err as { code?: unknown }).code
     const why = code === 'ERR_BUFFER_TOO_LARGE' ? `unpacks to more than ${maxBytes} bytes` : 'does not unpack'

@@ -23,7 +23,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
 import { logger } from '../log.js'
-import { INPUTS_PACKED_SHARE, PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
+import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
@@ -106,14 +106,13 @@ function incompatibility (err: unknown): string | undefined {
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
 /**
- * How a task's bodies go over a link: over a slow one (`packsTo`) its archive comes back packed,
- * and its inputs go packed when the worker's advert says it unpacks them.
+ * The bytes a task moves over a link, as predicted: its archive packed when that link is slow
+ * (`packsTo`). Its inputs count in full, packed or not: counted at half their bytes, the long
+ * poles of a requester on 10 Mbit/s Wi-Fi went to its helpers more often, and its remote tasks'
+ * overhead p50 rose from ~93 to ~125 ms with no gain in wall time (docs/mesh.md).
  */
-interface Packing { archive: boolean, inputs: boolean }
-
-/** The bytes a task moves over a link, packed as `packing` says. */
-function wireBytes (bytes: TaskBytes, packing: Packing): number {
-  return (packing.inputs ? INPUTS_PACKED_SHARE : 1) * bytes.inputs + (packing.archive ? PACKED_SHARE : 1) * bytes.archive
+function wireBytes (bytes: TaskBytes, packed: boolean): number {
+  return bytes.inputs + (packed ? PACKED_SHARE : 1) * bytes.archive
 }
 
 /** Whether a member's worker unpacks inputs packed as this node packs them (its advert's `unpacks`). */
@@ -168,8 +167,7 @@ export type Attempt =
   | { ok: true, peer: string, archive: Uint8Array, asmhdr: Uint8Array | null, transferMs: number, compileMs: number, wallMs: number }
   | { ok: false, peer: string, reason: 'busy' | 'peer-error' | 'remote-diagnostics' | 'cancelled' | 'incompatible' }
 
-/** `unpacks`: its worker takes inputs packed (`unpacksInputs`). */
-export interface Candidate { peerId: string, free: number, load: number, speed: number, unpacks: boolean }
+export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
 /** A compile stream to one peer, with its framing (which may hold bytes already read). */
 interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
@@ -256,7 +254,7 @@ export class RemoteCompiler {
     let best: number | undefined
     for (const c of this.candidates()) {
       const score = this.scores.get(c.peerId)
-      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, this.packing(c.peerId, c.unpacks))
+      const moved = bytes === undefined ? expectedMs * this.bytesPerExpectedMs() : wireBytes(bytes, this.packsTo(c.peerId))
       const ms = expectedMs * (score?.ratio ?? 1) + (score?.extraMs ?? 0) + moved * (score?.msPerByte ?? 0)
       if (best === undefined || ms < best) best = ms
     }
@@ -271,7 +269,7 @@ export class RemoteCompiler {
     const best = this.candidates()[0]
     if (best === undefined) return 0
     const msPerByte = this.scores.get(best.peerId)?.msPerByte
-    return msPerByte === undefined ? 0 : wireBytes(bytes, this.packing(best.peerId, best.unpacks)) * msPerByte
+    return msPerByte === undefined ? 0 : wireBytes(bytes, this.packsTo(best.peerId)) * msPerByte
   }
 
   /** Bytes a compile moves (inputs out, archive back) per ms of its expected time: our tasks' lately, else a prior. */
@@ -310,12 +308,6 @@ export class RemoteCompiler {
    */
   packsTo (peer: string): boolean {
     return packsOver(this.scores.get(peer)?.probed)
-  }
-
-  /** How a task's bodies go to and from `peer`, whose worker does or does not unpack inputs. */
-  private packing (peer: string, unpacks: boolean): Packing {
-    const archive = this.packsTo(peer)
-    return { archive, inputs: archive && unpacks }
   }
 
   /**
@@ -407,7 +399,7 @@ export class RemoteCompiler {
       if (!this.capable(peerId, advert)) return []
       const free = this.slots.free(peerId, advert.slots)
       if (free <= 0) return []
-      return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1, unpacks: unpacksInputs(advert) }]
+      return [{ peerId, free, load: advert.load, speed: this.scores.get(peerId)?.speed ?? 1 }]
     }).sort((a, b) => a.speed - b.speed || b.free - a.free || a.load - b.load)
   }
 
@@ -589,10 +581,11 @@ export class RemoteCompiler {
     const fresh = [...prepared.blobs].filter(([sha256]) => !held.has(sha256))
     const eager = fresh.reduce((n, [, data]) => n + data.length, 0) <= EAGER_INPUT_BYTES
     // a slow link: the archive comes back packed, and the inputs go packed if the worker unpacks them
-    const packing = this.packing(peer, unpacksInputs(this.init.peers().find(p => p.peerId === peer)?.advert))
+    const packed = this.packsTo(peer)
+    const packInputs = packed && unpacksInputs(this.init.peers().find(p => p.peerId === peer)?.advert)
     try {
-      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packing.archive ? { pack: PACKING } : {}) })
-      if (eager) io.sent += await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), packing.inputs, deadline, offer)
+      const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packed ? { pack: PACKING } : {}) })
+      if (eager) io.sent += await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), packInputs, deadline, offer)
       else await lp.write(offer, { signal: deadline })
       let reply = await read()
       answered = true
@@ -608,7 +601,7 @@ export class RemoteCompiler {
         const items = this.needed(peer, reply.hashes, prepared)
         const configs = configHashes(prepared)
         joinOnly = items.every(i => configs.has(i.sha256))
-        io.sent += await this.sendInputs(lp, items, packing.inputs, deadline)
+        io.sent += await this.sendInputs(lp, items, packInputs, deadline)
         reply = await read()
       } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
