@@ -88,6 +88,8 @@ it('a requester times each helper\'s link when a build begins: 10 Mbit/s apart f
     peers = r.code === 0 ? JSON.parse(r.stdout) : []
     return peers.filter(p => p.remote.msPerByte !== undefined).length === 2
   }, 60_000, () => `h1 to time both helpers' links (last: ${JSON.stringify(peers.map(p => [p.peerId, p.remote]))})`)
+  // what --json gives of h1's compiles there: the documented fields, not the scheduler's score
+  for (const p of peers) assert.deepEqual(Object.keys(p.remote).filter(k => !['ok', 'failed', 'speed', 'msPerByte', 'packed'].includes(k)), [], JSON.stringify(p.remote))
   const mbs = (peerId: string): number => 1 / (peers.find(p => p.peerId === peerId)?.remote.msPerByte as number) / 1000
   assert.ok(mbs(slow) > 0.5 && mbs(slow) < 3, `the 10 Mbit/s helper at ${mbs(slow).toFixed(2)} MB/s`)
   assert.ok(mbs(fast) > 8, `the 1 Gbit helper at ${mbs(fast).toFixed(2)} MB/s`)

@@ -880,7 +880,7 @@ export class GridNode {
         lastSeen: p.lastSeen,
         advert: p.advert as unknown as Record<string, unknown>,
         untrusted: this.peerCache?.untrusted.get(p.peerId) ?? null,
-        remote: { ...(this.remote?.scores.get(p.peerId) ?? { ok: 0, failed: 0 }), packed: this.remote?.packsTo(p.peerId) ?? false },
+        remote: this.remoteInfo(p.peerId),
         incompatible,
         agent: this.mesh?.identifiedAs(p.peerId)?.agent ?? null,
         otherToolchain: this.otherToolchain(p.advert, incompatible !== null)
@@ -894,6 +894,16 @@ export class GridNode {
    * which grid versions may change: the same release then gives another canary on a member of
    * another version, and that is what to look at first, not its compiler.
    */
+  /**
+   * What `grid peers` shows of our compiles on `peer`: the fields PeerInfo documents, not the
+   * whole score the scheduler keeps (its moving averages are its own and may change).
+   */
+  private remoteInfo (peer: string): PeerInfo['remote'] {
+    const score = this.remote?.scores.get(peer)
+    if (score === undefined) return { ok: 0, failed: 0, packed: false }
+    return { ok: score.ok, failed: score.failed, speed: score.speed, ...(score.msPerByte === undefined ? {} : { msPerByte: score.msPerByte }), packed: this.remote?.packsTo(peer) ?? false }
+  }
+
   private otherToolchain (advert: { toolchains: ToolchainInfo[] }, otherGridVersion: boolean): string | null {
     const own = this.toolchains[0]
     if (own === undefined || advert.toolchains.length === 0) return null
