@@ -47,13 +47,17 @@ describe('link probes', { timeout: 60_000 }, () => {
     assert.ok(sample.msPerByte >= 0 && sample.msPerByte < 1e-4, `msPerByte ${sample.msPerByte}`)
   })
 
-  it('a peer that reads the big frames slowly is measured slow, the round trip left out', async (t) => {
-    const delayMs = 400
+  it('a peer that reads the big frames slowly is measured slow, the round trip left out, and sent one big frame only', async (t) => {
+    let delayMs = 400
+    let big = 0
     const { b, probes } = await pair(t, async (stream) => {
       const lp = lpStream(stream, { maxDataLength: 2 * LINK_PROBE_BYTES })
       for (;;) {
         const m = packr.unpack((await lp.read()).subarray()) as { pad: Uint8Array }
-        if (m.pad.length > 1) await new Promise(resolve => setTimeout(resolve, delayMs))
+        if (m.pad.length > 1) {
+          big++
+          await new Promise(resolve => setTimeout(resolve, delayMs))
+        }
         await lp.write(packr.pack({ type: 'ack', bytes: m.pad.length }))
       }
     })
@@ -61,6 +65,12 @@ describe('link probes', { timeout: 60_000 }, () => {
     assert.ok(sample !== undefined)
     const mbs = 1 / sample.msPerByte / 1000
     assert.ok(mbs > 1.5 && mbs < 2.8, `${mbs.toFixed(2)} MB/s for 1 MiB answered after ${delayMs} ms`)
+    assert.equal(big, 1, 'a slow link is sent one big frame: a second would cost it its time again')
+    // a fast one gets two, the faster counting
+    delayMs = 0
+    big = 0
+    assert.ok(await probes.measure(b.id, new AbortController().signal) !== undefined)
+    assert.equal(big, 2)
   })
 
   it('a peer that never answers the big frame is at least as slow as the probe\'s deadline says, garbage collected or not', async (t) => {

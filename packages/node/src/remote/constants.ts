@@ -125,6 +125,13 @@ export const LINK_PROTOCOL = '/grid/link/1.0.0'
  */
 export const LINK_PROBE_BYTES = 1024 * 1024
 export const LINK_PROBE_ROUNDS = 3
+/**
+ * A big frame that took longer than this (a link under ~5 MB/s) is the probe's last: the faster
+ * of two is for fast links, where the first still ramps up (TCP, yamux's window), and on a slow
+ * one a second frame would cost the link its time again (0.8 s on 10 Mbit/s Wi-Fi, per peer, at
+ * every build half an hour apart) for little accuracy.
+ */
+export const LINK_PROBE_ONE_ROUND_MS = 200
 /** A probe ends after this long; one cut short says its link is at least that slow. */
 export const LINK_PROBE_TIMEOUT_MS = 4_000
 /** A peer answers one probe from each peer at most this often. */

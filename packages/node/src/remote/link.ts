@@ -5,7 +5,8 @@
  * back): sent to a helper on 10 Mbit/s Wi-Fi it took ~20 s to move where h1 compiles it in
  * 4–10 s (docs/mesh.md, "Measured in the lab"). So a requester measures each capable peer's
  * link once it builds: one small frame (the round trip), then LINK_PROBE_BYTES twice (the
- * faster counts), each answered by the peer once read. The bytes beyond the round trip over the
+ * faster counts; once on a slow link, LINK_PROBE_ONE_ROUND_MS), each answered by the peer once
+ * read. The bytes beyond the round trip over the
  * time they took is the link's time per byte, noise and yamux included, as a task's bytes pay it.
  *
  * The answering side reads at most LINK_PROBE_ROUNDS frames of at most LINK_PROBE_BYTES each on
@@ -18,7 +19,7 @@ import { lpStream } from '@libp2p/utils'
 import { GridError } from '@grid/protocol'
 import { logger } from '../log.js'
 import { deadline } from '../signals.js'
-import { LINK_PROBE_BYTES, LINK_PROBE_MIN_GAP_MS, LINK_PROBE_ROUNDS, LINK_PROBE_TIMEOUT_MS, LINK_PROTOCOL } from './constants.js'
+import { LINK_PROBE_BYTES, LINK_PROBE_MIN_GAP_MS, LINK_PROBE_ONE_ROUND_MS, LINK_PROBE_ROUNDS, LINK_PROBE_TIMEOUT_MS, LINK_PROTOCOL } from './constants.js'
 import { packr } from './wire.js'
 
 const log = logger('grid:link')
@@ -115,6 +116,7 @@ export class LinkProbes {
         bigStarted = performance.now()
         const ms = await round(LINK_PROBE_BYTES)
         best = Math.min(best ?? ms, ms)
+        if (ms > LINK_PROBE_ONE_ROUND_MS) break // a slow link: once is enough
       }
       await stream.close({ signal: timed.signal }).catch(() => {})
       return { rttMs, msPerByte: Math.max(0, best as number - rttMs) / LINK_PROBE_BYTES, atLeast: false }
