@@ -889,12 +889,6 @@ export class GridNode {
   }
 
   /**
-   * How a peer's advertised toolchain differs from this node's, or null (the same, or not known
-   * yet on either side). The canary is compiled from a package of grid's own (toolchain/probe.ts),
-   * which grid versions may change: the same release then gives another canary on a member of
-   * another version, and that is what to look at first, not its compiler.
-   */
-  /**
    * What `grid peers` shows of our compiles on `peer`: the fields PeerInfo documents, not the
    * whole score the scheduler keeps (its moving averages are its own and may change).
    */
@@ -904,6 +898,12 @@ export class GridNode {
     return { ok: score.ok, failed: score.failed, speed: score.speed, ...(score.msPerByte === undefined ? {} : { msPerByte: score.msPerByte }), packed: this.remote?.packsTo(peer) ?? false }
   }
 
+  /**
+   * How a peer's advertised toolchain differs from this node's, or null (the same, or not known
+   * yet on either side). The canary is compiled from a package of grid's own (toolchain/probe.ts),
+   * which grid versions may change: the same release then gives another canary on a member of
+   * another version, and that is what to look at first, not its compiler.
+   */
   private otherToolchain (advert: { toolchains: ToolchainInfo[] }, otherGridVersion: boolean): string | null {
     const own = this.toolchains[0]
     if (own === undefined || advert.toolchains.length === 0) return null

@@ -30,7 +30,7 @@ export const PACK_BELOW_BYTES_PER_MS = 16_000
 /** The share of its bytes a packed archive keeps, for predicting a task's time on a link (0.27 measured; rounded up). */
 export const PACKED_SHARE = 0.3
 
-/** Inputs shorter than this go as they are: packing would save a few bytes for a trip through the thread pool. */
+/** Inputs shorter than this go as they are: packing would save a few bytes, if any, for its cost. */
 export const PACK_MIN_BYTES = 1024
 
 const compress = promisify(brotliCompress)

@@ -6,8 +6,8 @@
  * 4–10 s (docs/mesh.md, "Measured in the lab"). So a requester measures each capable peer's
  * link once it builds: one small frame (the round trip), then LINK_PROBE_BYTES twice (the
  * faster counts; once on a slow link, LINK_PROBE_ONE_ROUND_MS), each answered by the peer once
- * read. The bytes beyond the round trip over the
- * time they took is the link's time per byte, noise and yamux included, as a task's bytes pay it.
+ * read. The bytes beyond the round trip over the time they took is the link's time per byte,
+ * noise and yamux included, as a task's bytes pay it.
  *
  * The answering side reads at most LINK_PROBE_ROUNDS frames of at most LINK_PROBE_BYTES each on
  * a stream, and one probe per peer per LINK_PROBE_MIN_GAP_MS: a member that probes in a loop
