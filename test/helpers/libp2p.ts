@@ -2,6 +2,7 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Libp2pOptions } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { createLibp2p } from 'libp2p'
@@ -9,15 +10,17 @@ import { defer } from './index.js'
 
 type Ctx = Parameters<typeof defer>[0]
 
-export async function libp2pNode (t: Ctx): Promise<{ libp2p: Libp2p, key: PrivateKey, id: string }> {
+/** `options`: libp2p options over the defaults here (services, connectionMonitor…). */
+export async function libp2pNode (t: Ctx, options: Partial<Libp2pOptions> = {}): Promise<{ libp2p: Libp2p, key: PrivateKey, id: string }> {
   const key = await generateKeyPair('Ed25519')
   const libp2p = await createLibp2p({
     privateKey: key,
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()]
-  })
+    streamMuxers: [yamux()],
+    ...options
+  }) as Libp2p
   defer(t, async () => { await libp2p.stop() })
   return { libp2p, key, id: libp2p.peerId.toString() }
 }

@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   GRID_ERR_DAEMON_START: 'the daemon started in the background exited or did not answer in time',
   GRID_ERR_DAEMON_STOP: 'the node on the control socket cannot be stopped, or did not stop in time',
   GRID_ERR_NOT_MEMBER: 'a peer failed the handshake: it does not hold this swarm key',
+  GRID_ERR_PEER_GONE: 'a connection to a peer was ended: nothing came from it for a while, and it did not answer a ping',
   GRID_ERR_TASK_REFUSED: 'a worker refused a remote compile task (bad flag, path, size, toolchain or policy)',
   GRID_ERR_TASK_INCOMPATIBLE: 'a worker refused a remote compile task of another grid version (a field it does not know, or lacks)',
   GRID_ERR_INTERNAL: 'a bug in grid: please report it with the log'

@@ -14,6 +14,8 @@
  *    to are remembered (MAX_KNOWN_PEERS, peers.json). All dials share one budget of
  *    DIAL_ADDRS_PER_SECOND addresses, and each member has its own backoff.
  *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged.
+ *  - Liveness: a connection whose peer has gone quiet and does not answer a ping is ended
+ *    (liveness.ts); one whose peer is still sending never is, however slow its link.
  *  - Adverts: gossiped on ADVERT_TOPIC on change (slot changes at most once a second) and
  *    every HEARTBEAT_MS, also fetched directly from each new connection (ADVERT_PROTOCOL) so a
  *    new peer is listed at once. Every advert is validated; bad ones are dropped and the
@@ -46,6 +48,7 @@ import {
   INBOUND_CONNECTIONS_PER_SECOND, MAX_ADVERT_ONLY_PEERS, MAX_CONNECTIONS, MAX_KNOWN_PEERS, MAX_PEERS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS,
   PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
 } from './constants.js'
+import { Liveness } from './liveness.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
 import { windowUpdatesAtHalf } from './yamux-window.js'
 
@@ -146,6 +149,8 @@ export class Mesh {
   private publishTimer: NodeJS.Timeout | undefined
   private publishDue = 0
   private readonly stopping = new AbortController()
+  /** Ends connections whose peer has gone quiet and does not answer a ping (liveness.ts). */
+  private readonly liveness = new Liveness({ connections: () => this.node?.getConnections() ?? [], signal: this.stopping.signal })
   readonly fingerprint: string
 
   constructor (init: MeshInit) {
@@ -263,7 +268,10 @@ export class Mesh {
     await node.handle(ADVERT_PROTOCOL, (stream: Stream) => { void this.serveAdvert(stream) }, { maxInboundStreams: 8 })
     // Not libp2p's peer:discovery: that also fires for every PeerId a failed dial adds to the
     // peer store, such as one a forged advert named. mDNS peers come from create().
-    node.addEventListener('connection:open', evt => { this.dedupe(evt.detail) })
+    node.addEventListener('connection:open', evt => {
+      this.liveness.watch(evt.detail)
+      this.dedupe(evt.detail)
+    })
     node.addEventListener('peer:connect', evt => {
       const id = evt.detail.toString()
       const state = this.dials.get(id)
@@ -292,6 +300,7 @@ export class Mesh {
     this.timers.push(setInterval(() => { void this.heartbeat() }, HEARTBEAT_MS))
     this.timers.push(setInterval(() => { void this.redial() }, REDIAL_MIN_MS))
     for (const t of this.timers) t.unref()
+    this.liveness.start()
     log.info(`mesh ${node.peerId.toString()} swarm ${this.fingerprint} listening on ${this.addrs().join(' ') || '(nothing)'}${this.init.mdns ? ', mDNS on' : ''}`)
     void this.redial()
     this.schedulePublish()
@@ -299,6 +308,7 @@ export class Mesh {
 
   async stop (): Promise<void> {
     this.stopping.abort()
+    this.liveness.stop()
     for (const t of this.timers) clearInterval(t)
     clearTimeout(this.publishTimer)
     clearTimeout(this.saveTimer)
@@ -362,6 +372,9 @@ export class Mesh {
           }]
         : [],
       connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
+      // its pings wait behind a transfer on a slow link and it ended connections that were busy
+      // sending: liveness.ts watches them instead
+      connectionMonitor: { enabled: false },
       services: {
         identify: identify(),
         // tells the peers when this node's protocols change: it registers the compile and cache

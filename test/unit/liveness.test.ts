@@ -1,0 +1,94 @@
+// Liveness of connections (packages/node/src/mesh/liveness.ts) between real libp2p nodes on
+// loopback: a peer that stops answering is ended, one whose bytes keep coming is not, however
+// late its answer to a ping (on a slow link the answer waits behind them), and one that answers
+// is left alone. The timings are shortened; the logic is the daemon's.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { pathToFileURL } from 'node:url'
+import type { Connection, Stream } from '@libp2p/interface'
+import { ping } from '@libp2p/ping'
+import type * as LivenessModule from '../../packages/node/src/mesh/liveness.js'
+import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
+import { ROOT, defer } from '../helpers/index.js'
+import { libp2pNode } from '../helpers/libp2p.js'
+
+// Internal to @grid/node (not in its package exports): loaded from its build.
+const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
+const { Liveness } = await import(dist('mesh/liveness.js')) as typeof LivenessModule
+const { PING_PROTOCOL } = await import(dist('mesh/constants.js')) as typeof ConstantsModule
+
+type Ctx = Parameters<typeof libp2pNode>[0]
+const FEED_PROTOCOL = '/grid-test/feed/1.0.0'
+const QUIET_MS = 500
+const PING_TIMEOUT_MS = 1_500
+
+/**
+ * `a` connected to `b`, `a` watching its connection with Liveness (checked by the test, not a
+ * timer). `b` answers pings (libp2p's ping service) or swallows them (`pings: 'never'`, counted
+ * in `swallowed`), and sends 1 KiB on a feed stream every `feedEveryMs` once `a` opens it, until
+ * the stream ends.
+ */
+async function pair (t: Ctx, pings: 'answer' | 'never', feedEveryMs = 600) {
+  const noMonitor = { connectionMonitor: { enabled: false } }
+  const a = await libp2pNode(t, noMonitor)
+  const b = await libp2pNode(t, pings === 'answer' ? { ...noMonitor, services: { ping: ping() } } : noMonitor)
+  const swallowed = { pings: 0 }
+  if (pings === 'never') await b.libp2p.handle(PING_PROTOCOL, () => { swallowed.pings++ }) // read nothing, answer nothing
+  await b.libp2p.handle(FEED_PROTOCOL, (stream: Stream) => {
+    void (async () => {
+      while (stream.status === 'open' && stream.writeStatus === 'writable') {
+        stream.send(new Uint8Array(1024))
+        await sleep(feedEveryMs)
+      }
+    })().catch(() => {})
+  })
+  const stop = new AbortController()
+  defer(t, () => { stop.abort() })
+  const liveness = new Liveness({ connections: () => a.libp2p.getConnections(), signal: stop.signal, quietMs: QUIET_MS, pingTimeoutMs: PING_TIMEOUT_MS })
+  a.libp2p.addEventListener('connection:open', evt => { liveness.watch(evt.detail) })
+  const conn: Connection = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0] as never)
+  return { a, b, conn, liveness, swallowed }
+}
+
+/** Checks every 100 ms for `ms`, as the mesh's timer would (every LIVENESS_CHECK_MS). */
+async function checkFor (liveness: InstanceType<typeof Liveness>, ms: number): Promise<void> {
+  for (const until = Date.now() + ms; Date.now() < until; await sleep(100)) liveness.check()
+}
+
+describe('liveness of connections', { timeout: 60_000 }, () => {
+  it('a peer that sends nothing and answers no ping is ended once the ping is overdue', async (t) => {
+    const { conn, liveness, swallowed } = await pair(t, 'never')
+    const started = Date.now()
+    await checkFor(liveness, QUIET_MS + PING_TIMEOUT_MS + 1_000)
+    assert.equal(conn.status, 'aborted', 'the connection was ended')
+    const tookMs = Date.now() - started
+    assert.ok(tookMs >= QUIET_MS + PING_TIMEOUT_MS, `ended after ${tookMs} ms, not before its ping was overdue`)
+    assert.equal(swallowed.pings, 1)
+  })
+
+  it('a peer whose bytes keep coming is not ended, however late its ping is answered; once they stop, it is', async (t) => {
+    // the feed's bytes every 600 ms: quiet for 500 ms, the connection is pinged, and its bytes
+    // come on while the ping's 1.5 s run out unanswered, as on a slow link where the answer
+    // waits behind a transfer
+    const { a, conn, liveness, swallowed } = await pair(t, 'never')
+    const feed = await conn.newStream(FEED_PROTOCOL)
+    let received = 0
+    feed.addEventListener('message', evt => { received += evt.data.byteLength })
+    await checkFor(liveness, 4_000)
+    assert.ok(received >= 4 * 1024, `the feed ran (${received} bytes)`)
+    assert.equal(conn.status, 'open', 'not ended while its bytes came')
+    assert.ok(swallowed.pings >= 2, `pinged while its bytes came (${swallowed.pings} pings)`)
+    assert.equal(a.libp2p.getConnections().length, 1)
+    feed.abort(new Error('feed stopped'))
+    await checkFor(liveness, QUIET_MS + PING_TIMEOUT_MS + 1_500)
+    assert.equal(conn.status, 'aborted', 'ended once its bytes stopped and its ping went unanswered')
+  })
+
+  it('a quiet peer that answers pings is left connected', async (t) => {
+    const { conn, liveness } = await pair(t, 'answer')
+    await checkFor(liveness, 3_000)
+    assert.equal(conn.status, 'open')
+  })
+})
