@@ -12,9 +12,10 @@ Lists the peers the running node knows: PeerId, address, grid version, Go toolch
 slots (free/total), load, round-trip time, when its last advert arrived, its policy for remote
 work, its link as this node measured it (MB/s: probed when a build begins, and timed on big
 tasks; "packed" when the probe found it slow enough that archives and cache bodies from it come
-packed), and the compiles this node sent it (with those that failed). Below the table: peers whose
-cache entries are refused, members of another grid version (incompatible) or toolchain (other
-toolchain), and connected peers no advert of which this node takes (not listed), each with why.
+packed, and so do task inputs to it if its advert says it unpacks them), and the compiles this
+node sent it (with those that failed). Below the table: peers whose cache entries are refused,
+members of another grid version (incompatible) or toolchain (other toolchain), and connected
+peers no advert of which this node takes (not listed), each with why.
 With --json, an array of the listed peers (each with its full advert); the connected ones
 not listed are in \`grid --json status\`, under mesh.unlisted.`
 
