@@ -86,9 +86,16 @@ describe('liveness of connections', { timeout: 60_000 }, () => {
     assert.equal(conn.status, 'aborted', 'ended once its bytes stopped and its ping went unanswered')
   })
 
-  it('a quiet peer that answers pings is left connected', async (t) => {
+  it('a quiet peer that answers pings (libp2p\'s ping service) is left connected', async (t) => {
     const { conn, liveness } = await pair(t, 'answer')
+    let pinged = 0
+    const open = conn.newStream.bind(conn)
+    conn.newStream = async (protocols, options) => {
+      if (protocols === PING_PROTOCOL) pinged++
+      return await open(protocols, options)
+    }
     await checkFor(liveness, 3_000)
     assert.equal(conn.status, 'open')
+    assert.ok(pinged >= 2, `pinged while quiet (${pinged} pings)`)
   })
 })

@@ -3,10 +3,10 @@
  *
  * libp2p's monitor pings every connection every 10 s and aborts one whose ping is not answered
  * within 5 s. A ping travels in the same TCP connection as everything else, behind the bytes
- * already queued on it: on a 10 Mbit/s link, a transfer of more than ~6 MB delays the answer
- * past 5 s, and the monitor ended connections whose peer was sending us an archive as fast as
- * the link allowed (docs/mesh.md, "Slow links"). The task then failed and its peer sat out as a
- * failed one.
+ * already queued on it: on a 10 Mbit/s link, ~6 MB queued ahead delays the answer past 5 s, and
+ * the monitor ended connections whose peer was sending us an archive as fast as the link
+ * allowed (docs/mesh.md, "Its link measured before the first long pole"). The task then failed
+ * and its peer sat out as a failed one.
  *
  * Here a connection is alive while its peer's bytes arrive: a download brings them, and an
  * upload brings the peer's window updates as it takes our data in. A connection that has
