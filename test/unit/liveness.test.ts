@@ -11,7 +11,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { ping } from '@libp2p/ping'
 import type * as LivenessModule from '../../packages/node/src/mesh/liveness.js'
 import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
-import { ROOT, defer } from '../helpers/index.js'
+import { ROOT, defer, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // Internal to @grid/node (not in its package exports): loaded from its build.
@@ -27,20 +27,21 @@ const PING_TIMEOUT_MS = 1_500
 /**
  * `a` connected to `b`, `a` watching its connection with Liveness (checked by the test, not a
  * timer). `b` answers pings (libp2p's ping service) or swallows them (`pings: 'never'`, counted
- * in `swallowed`), and sends 1 KiB on a feed stream every `feedEveryMs` once `a` opens it, until
- * the stream ends.
+ * in `swallowed`), and once `a` opens a feed stream sends 1 KiB on it every 100 ms while
+ * `feeding.on`, until the stream ends.
  */
-async function pair (t: Ctx, pings: 'answer' | 'never', feedEveryMs = 600) {
+async function pair (t: Ctx, pings: 'answer' | 'never') {
   const noMonitor = { connectionMonitor: { enabled: false } }
   const a = await libp2pNode(t, noMonitor)
   const b = await libp2pNode(t, pings === 'answer' ? { ...noMonitor, services: { ping: ping() } } : noMonitor)
   const swallowed = { pings: 0 }
   if (pings === 'never') await b.libp2p.handle(PING_PROTOCOL, () => { swallowed.pings++ }) // read nothing, answer nothing
+  const feeding = { on: true }
   await b.libp2p.handle(FEED_PROTOCOL, (stream: Stream) => {
     void (async () => {
       while (stream.status === 'open' && stream.writeStatus === 'writable') {
-        stream.send(new Uint8Array(1024))
-        await sleep(feedEveryMs)
+        if (feeding.on) stream.send(new Uint8Array(1024))
+        await sleep(100)
       }
     })().catch(() => {})
   })
@@ -49,7 +50,7 @@ async function pair (t: Ctx, pings: 'answer' | 'never', feedEveryMs = 600) {
   const liveness = new Liveness({ connections: () => a.libp2p.getConnections(), signal: stop.signal, quietMs: QUIET_MS, pingTimeoutMs: PING_TIMEOUT_MS })
   a.libp2p.addEventListener('connection:open', evt => { liveness.watch(evt.detail) })
   const conn: Connection = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0] as never)
-  return { a, b, conn, liveness, swallowed }
+  return { a, b, conn, liveness, swallowed, feeding }
 }
 
 /** Checks every 100 ms for `ms`, as the mesh's timer would (every LIVENESS_CHECK_MS). */
@@ -69,21 +70,29 @@ describe('liveness of connections', { timeout: 60_000 }, () => {
   })
 
   it('a peer whose bytes keep coming is not ended, however late its ping is answered; once they stop, it is', async (t) => {
-    // the feed's bytes every 600 ms: quiet for 500 ms, the connection is pinged, and its bytes
-    // come on while the ping's 1.5 s run out unanswered, as on a slow link where the answer
-    // waits behind a transfer
-    const { a, conn, liveness, swallowed } = await pair(t, 'never')
+    const { a, conn, liveness, swallowed, feeding } = await pair(t, 'never')
     const feed = await conn.newStream(FEED_PROTOCOL)
     let received = 0
     feed.addEventListener('message', evt => { received += evt.data.byteLength })
-    await checkFor(liveness, 4_000)
-    assert.ok(received >= 4 * 1024, `the feed ran (${received} bytes)`)
+    // bytes every 100 ms: never quiet, never pinged
+    await checkFor(liveness, 1_000)
+    assert.ok(received >= 5 * 1024, `the feed ran (${received} bytes)`)
+    assert.equal(swallowed.pings, 0, 'a connection that brings bytes is not pinged')
+    // quiet long enough to be pinged; then its bytes come on while the ping's 1.5 s run out
+    // unanswered, as on a slow link where the answer waits behind a transfer
+    feeding.on = false
+    await sleep(QUIET_MS + 200)
+    liveness.check()
+    feeding.on = true
+    await waitFor(() => swallowed.pings === 1, 1_000, () => 'the ping to reach the peer')
+    await checkFor(liveness, PING_TIMEOUT_MS + 1_000)
     assert.equal(conn.status, 'open', 'not ended while its bytes came')
-    assert.ok(swallowed.pings >= 2, `pinged while its bytes came (${swallowed.pings} pings)`)
     assert.equal(a.libp2p.getConnections().length, 1)
-    feed.abort(new Error('feed stopped'))
-    await checkFor(liveness, QUIET_MS + PING_TIMEOUT_MS + 1_500)
+    // quiet again: pinged, no answer, ended
+    feeding.on = false
+    await checkFor(liveness, QUIET_MS + PING_TIMEOUT_MS + 1_000)
     assert.equal(conn.status, 'aborted', 'ended once its bytes stopped and its ping went unanswered')
+    assert.equal(swallowed.pings, 2)
   })
 
   it('a quiet peer that answers pings (libp2p\'s ping service) is left connected', async (t) => {
