@@ -21,8 +21,9 @@ const { PING_PROTOCOL } = await import(dist('mesh/constants.js')) as typeof Cons
 
 type Ctx = Parameters<typeof libp2pNode>[0]
 const FEED_PROTOCOL = '/grid-test/feed/1.0.0'
-const QUIET_MS = 500
-const PING_TIMEOUT_MS = 1_500
+// equal, as the daemon's are
+const QUIET_MS = 1_000
+const PING_TIMEOUT_MS = 1_000
 
 /**
  * `a` connected to `b`, `a` watching its connection with Liveness (checked by the test, not a
@@ -78,7 +79,7 @@ describe('liveness of connections', { timeout: 60_000 }, () => {
     await checkFor(liveness, 1_000)
     assert.ok(received >= 5 * 1024, `the feed ran (${received} bytes)`)
     assert.equal(swallowed.pings, 0, 'a connection that brings bytes is not pinged')
-    // quiet long enough to be pinged; then its bytes come on while the ping's 1.5 s run out
+    // quiet long enough to be pinged; then its bytes come on while the ping's 1 s runs out
     // unanswered, as on a slow link where the answer waits behind a transfer
     feeding.on = false
     await sleep(QUIET_MS + 200)

@@ -102,9 +102,8 @@ export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
 /**
  * Liveness (liveness.ts): a connection that has brought no byte for LIVENESS_QUIET_MS is pinged,
  * looked for every LIVENESS_CHECK_MS, and ended when LIVENESS_PING_TIMEOUT_MS pass with no answer
- * and it has been quiet for LIVENESS_QUIET_MS again (the ping's deadline is never shorter). A
- * vanished peer is found 10–15 s after its last byte, as libp2p's monitor found it (a ping every
- * 10 s, 5 s to answer); a peer still sending never is.
+ * and no byte in their second half. A vanished peer is found 10–15 s after its last byte, as
+ * libp2p's monitor found it (a ping every 10 s, 5 s to answer); a peer still sending never is.
  */
 export const LIVENESS_QUIET_MS = 5_000
 export const LIVENESS_CHECK_MS = 5_000

@@ -11,9 +11,10 @@
  * Here a connection is alive while its peer's bytes arrive: a download brings them, and an
  * upload brings the peer's window updates as it takes our data in. A connection that has
  * brought nothing for LIVENESS_QUIET_MS is pinged; it is aborted when the ping is not answered
- * within LIVENESS_PING_TIMEOUT_MS and by then it has been quiet for LIVENESS_QUIET_MS again. A
- * vanished peer (no FIN, no RST) or a stopped process is found as soon as before: 10–15 s after
- * its last byte.
+ * within LIVENESS_PING_TIMEOUT_MS and nothing came from the peer in the second half of that
+ * time (the first half holds the peer's answer that opened the ping's stream, when it has one).
+ * A vanished peer (no FIN, no RST) or a stopped process is found as soon as before: 10–15 s
+ * after its last byte.
  */
 import type { Connection } from '@libp2p/interface'
 import { byteStream } from '@libp2p/utils'
@@ -85,19 +86,19 @@ export class Liveness {
     }
   }
 
-  /** Pings `conn`; aborts it when the ping goes unanswered for LIVENESS_PING_TIMEOUT_MS and by then `conn` has been quiet for LIVENESS_QUIET_MS. */
+  /** Pings `conn`; aborts it when the ping goes unanswered for LIVENESS_PING_TIMEOUT_MS and nothing came in its second half. */
   private async probe (conn: Connection): Promise<void> {
-    const quietMs = this.init.quietMs ?? LIVENESS_QUIET_MS
-    const timed = deadline(Math.max(quietMs, this.init.pingTimeoutMs ?? LIVENESS_PING_TIMEOUT_MS), this.init.signal)
+    const timeoutMs = this.init.pingTimeoutMs ?? LIVENESS_PING_TIMEOUT_MS
+    const timed = deadline(timeoutMs, this.init.signal)
     try {
       await ping(conn, timed.signal)
     } catch (err) {
       // a peer that does not speak ping answered multistream-select: it is there
       if (this.init.signal.aborted || (err as { name?: string }).name === 'UnsupportedProtocolError') return
-      // Its bytes are still coming: the ping waited behind them. What opened the ping's stream
-      // came at least quietMs ago (the deadline is no shorter), so it does not count.
+      // Its bytes are still coming: the ping waited behind them. The peer's answer that opened
+      // the ping's stream came at its start, in the first half: it does not count.
       const quiet = performance.now() - (this.heard.get(conn) ?? 0)
-      if (quiet < quietMs) return
+      if (quiet < timeoutMs / 2) return
       const quietS = (quiet / 1000).toFixed(1)
       log.info(`connection to ${conn.remotePeer.toString()} ended: nothing from it for ${quietS} s, and no answer to a ping (${(err as Error).message})`)
       conn.abort(new GridError('GRID_ERR_PEER_GONE', `no byte from ${conn.remotePeer.toString()} for ${quietS} s, and no answer to a ping`))
