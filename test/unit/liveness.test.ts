@@ -8,16 +8,14 @@ import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { pathToFileURL } from 'node:url'
 import type { Connection, Stream } from '@libp2p/interface'
-import { ping } from '@libp2p/ping'
+import { PING_PROTOCOL, ping } from '@libp2p/ping'
 import type * as LivenessModule from '../../packages/node/src/mesh/liveness.js'
-import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
 import { ROOT, defer, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // Internal to @grid/node (not in its package exports): loaded from its build.
 const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
 const { Liveness } = await import(dist('mesh/liveness.js')) as typeof LivenessModule
-const { PING_PROTOCOL } = await import(dist('mesh/constants.js')) as typeof ConstantsModule
 
 type Ctx = Parameters<typeof libp2pNode>[0]
 const FEED_PROTOCOL = '/grid-test/feed/1.0.0'

@@ -12,7 +12,7 @@
  * nor packs, is unaffected. That side packs the inputs it sends with a task only to a worker
  * whose advert says it unpacks them (`unpacks`). The receiver unpacks into at most the size it
  * expects: a body that does not unpack, or unpacks to more, is the sender's fault like a wrong
- * body. Both run in libuv's thread pool, off the event loop, but for small bodies.
+ * body. Both run in libuv's thread pool, off the event loop, except for small bodies (below).
  */
 import { promisify } from 'node:util'
 import { brotliCompress, brotliCompressSync, brotliDecompress, brotliDecompressSync, constants } from 'node:zlib'

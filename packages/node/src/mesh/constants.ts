@@ -96,9 +96,6 @@ export const NOT_MEMBER_RETRY_MS = 5 * 60_000
 export const DIAL_TIMEOUT_MS = 5_000
 export const PING_TIMEOUT_MS = 2_000
 
-/** libp2p's ping protocol (@libp2p/ping), which every member answers. */
-export const PING_PROTOCOL = '/ipfs/ping/1.0.0'
-
 /**
  * Liveness (liveness.ts): a connection that has brought no byte for LIVENESS_QUIET_MS is pinged,
  * looked for every LIVENESS_CHECK_MS, and ended when LIVENESS_PING_TIMEOUT_MS pass with no answer

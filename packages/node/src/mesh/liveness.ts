@@ -17,11 +17,12 @@
  * after its last byte.
  */
 import type { Connection } from '@libp2p/interface'
+import { PING_PROTOCOL } from '@libp2p/ping'
 import { byteStream } from '@libp2p/utils'
 import { GridError } from '@grid/protocol'
 import { logger } from '../log.js'
 import { deadline } from '../signals.js'
-import { LIVENESS_CHECK_MS, LIVENESS_PING_TIMEOUT_MS, LIVENESS_QUIET_MS, PING_PROTOCOL } from './constants.js'
+import { LIVENESS_CHECK_MS, LIVENESS_PING_TIMEOUT_MS, LIVENESS_QUIET_MS } from './constants.js'
 
 const log = logger('grid:mesh')
 
