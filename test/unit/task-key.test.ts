@@ -187,6 +187,27 @@ describe('task key', () => {
     refused(withContent(a, cfg, 'packagefile fmt\n'), /invalid packagefile/)
     refused(withContent(a, '/tmp/go-build111/b001/embedcfg', '{"Patterns":{},"Files":{},"files":{"a":"/etc/passwd"}}'), /exactly the keys/)
   })
+
+  it('refuses a task whose key would take unbounded work: overlapping line directives, paths against many rules', () => {
+    const refused = (l: Layout, re: RegExp): void => {
+      assert.throws(() => keyOf(l), (err: unknown) => errorCode(err) === 'GRID_ERR_TASK_REFUSED' && re.test((err as Error).message))
+    }
+    // every `//line ` names the rest of the line up to its last colon: names of ~n² bytes in all
+    const a = alice()
+    const hostile = 'package m\n' + '//line '.repeat(60_000) + ':1\n'
+    refused(withContent(a, '/home/alice/src/m/a.go', hostile), /line directives name over 100000 files or 4194304 bytes/)
+    assert.equal(lineDirectiveNames(hostile, { names: 1000, bytes: Infinity }), undefined)
+    assert.equal(lineDirectiveNames('//line a.go:1\n//line b.go:1\n', { names: 2, bytes: 8 })?.length, 2, 'within the budget')
+    assert.equal(lineDirectiveNames('//line a.go:1\n//line b.go:1\n', { names: 2, bytes: 7 }), undefined, '8 bytes of names against 7')
+    // a legitimate cgo file keeps its directives within it
+    const cgo = 'package m\n' + Array.from({ length: 5000 }, (_, i) => `//line /home/alice/src/m/x.go:${i}:1\nvar _ = ${i}\n`).join('')
+    assert.match(keyOf(withContent(a, '/tmp/go-build111/b001/_cgo_gotypes.go', cgo)), /^[0-9a-f]{64}$/)
+    // thousands of rules sharing a long prefix with every recorded path
+    const long = '/home/alice/src/m'
+    const rules = Array.from({ length: 3000 }, (_, i) => `${long}/${'d'.repeat(2)}${i}=>x`).join(';')
+    const many = '//line /home/alice/src/m/dd.go:1\n'.repeat(2000)
+    refused(withContent({ ...a, task: { ...a.task, trimpath: `${rules};${a.task.trimpath}`.slice(0, 64 * 1024) } }, '/home/alice/src/m/a.go', `package m\n${many}`), /trimpath rules is over \d+ steps/)
+  })
 })
 
 describe('configs as the compiler reads them', () => {

@@ -58,6 +58,7 @@ describe('worker: adversarial tasks', () => {
     const t = good.task
     const importcfgPath = t.inputFlags['-importcfg'] as string
     const below = file(`${t.sources[0] as string}/x.go`, 'package share\n')
+    const overlapping = file(t.sources[0] as string, 'package share\n' + '//line '.repeat(60_000) + ':1\n')
     const evilCfg = file(importcfgPath, `packagefile example.com/share/dep=${join(outside, 'secret.a')}\n`)
     const cases: Array<[string, unknown, RegExp, Map<string, Buffer>?]> = [
       ['a path with ..', { ...t, files: [...t.files, { path: `${t.sources[0]}/../../../../etc/passwd`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
@@ -81,6 +82,12 @@ describe('worker: adversarial tasks', () => {
         { ...t, files: [...t.files, ...Array.from({ length: 8 }, (_, i) => ({ path: `/x${i}${'/d'.repeat(1900)}/f`, sha256: 'ab'.repeat(32), size: 0 }))] },
         /input paths lie in over 8192 directories/],
       ['a path that is also the directory of another input', { ...t, files: [...t.files, below.entry] }, /input path ".*share\.go" is also the directory of another input/, new Map([...good.blobs, below.blob])],
+      ['a path with a backslash (a separator on Windows, where it could climb out of the sandbox)', { ...t, files: [...t.files, { path: `${t.sources[0] as string}x\\..\\..\\..\\evil.go`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
+      ['paths that a case-insensitive file system takes for one (a file the key does not cover would replace a source)',
+        { ...t, files: [...t.files, { ...(t.files.find(f => f.path === t.sources[0]) as CompileTask['files'][number]), path: (t.sources[0] as string).replace(/share\.go$/, 'SHARE.go') }] },
+        /input paths ".*share\.go" and ".*SHARE\.go" differ only in case or Unicode form/],
+      ['a source named twice', { ...t, sources: [...t.sources, ...t.sources] }, /a source is named twice/],
+      ['a source whose line directives overlap, naming gigabytes', { ...t, files: t.files.map(f => (f.path === t.sources[0] ? overlapping.entry : f)) }, /line directives name over \d+ files or \d+ bytes/, new Map([...good.blobs, overlapping.blob])],
       ['a path with a line break', { ...t, files: [...t.files, { path: `${t.sources[0] as string}\nimport os.go`, sha256: 'ab'.repeat(32), size: 1 }] }, /not a clean absolute path/],
       ['local imports resolved against a directory (-D)', { ...t, flags: [...t.flags.filter(f => f !== '-nolocalimports'), '-D=/'] }, /flag "-D=\/" is not allowed/],
       ['no -nolocalimports', { ...t, flags: t.flags.filter(f => f !== '-nolocalimports') }, /a task must carry -nolocalimports/],

@@ -28,6 +28,16 @@ export const MAX_TASK_FILE_BYTES = 64 * 1024 * 1024
  * 4096 paths of 2,000 levels each made a worker create millions of directories for one task.
  */
 export const MAX_TASK_DIRS = 8192
+/**
+ * What the task key may look at in a task's sources: the file names of `//line` and `/*line`
+ * directives (a big cgo or goyacc file holds a few thousand), their bytes, and the work of
+ * matching every recorded path against the trimpath rules (each path's length times the rules,
+ * at most the rules' length). Past them the task is refused and compiles at its requester: a
+ * 250 KB source of `//line ` repeated on one line made a worker keep gigabytes of names.
+ */
+export const MAX_TASK_LINE_NAMES = 100_000
+export const MAX_TASK_LINE_NAME_BYTES = 4 * 1024 * 1024
+export const MAX_TASK_PATH_WORK = 64 * 1024 * 1024
 
 /** Compile flags a task may carry, without a value. */
 export const TASK_BOOL_FLAGS = [
@@ -114,9 +124,12 @@ function shapeProblem (value: Record<string, unknown>, fields: readonly string[]
   return undefined
 }
 
-/** An absolute, normalised POSIX path with no `..`, no `.` element and no control character. */
+/**
+ * An absolute, normalised POSIX path with no `..`, no `.` element, no control character and no
+ * backslash (a separator to Windows' path functions, by which `..` would climb out of a sandbox).
+ */
 export function isCleanAbsolute (p: string): boolean {
-  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || CONTROL_CHAR.test(p)) return false
+  if (typeof p !== 'string' || !p.startsWith('/') || p.length > 4096 || CONTROL_CHAR.test(p) || p.includes('\\')) return false
   return p.split('/').slice(1).every(el => el !== '' && el !== '.' && el !== '..')
 }
 
@@ -185,6 +198,8 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   // A file where another input needs a directory: the worker could not lay both out (no real
   // compile has one), and failed with the file system's error, naming its own sandbox.
   for (const p of paths) if (dirs.has(p)) throw bad(`input path ${JSON.stringify(p.slice(0, 128))} is also the directory of another input`, from)
+  const clash = foldClash([...paths, ...dirs])
+  if (clash !== undefined) throw bad(`input paths ${JSON.stringify(clash[0].slice(0, 128))} and ${JSON.stringify(clash[1].slice(0, 128))} differ only in case or Unicode form`, from)
   const inputFlags = t.inputFlags as Record<string, unknown>
   if (inputFlags === null || typeof inputFlags !== 'object' || Array.isArray(inputFlags)) throw bad('inputFlags', from)
   for (const [k, v] of Object.entries(inputFlags)) {
@@ -194,10 +209,28 @@ export function validateTask (value: unknown, from = 'peer'): CompileTask {
   if (!Array.isArray(t.sources) || t.sources.length === 0 || !t.sources.every(s => typeof s === 'string' && paths.has(s) && s.endsWith('.go'))) {
     throw bad('sources must be .go files the task carries', from)
   }
+  // cmd/go names each file once; repeats would only multiply the key's work
+  if (new Set(t.sources).size !== t.sources.length) throw bad('a source is named twice', from)
   for (const required of TASK_REQUIRED_FLAGS) {
     if (!(t.flags as string[]).includes(required) && (inputFlags[required] === undefined)) throw bad(`a task must carry ${required}`, from)
   }
   return t as unknown as CompileTask
+}
+
+/**
+ * Two of `paths` that a case-insensitive or normalising file system (macOS, Windows) takes for
+ * one, or undefined. A worker there would lay both out at one place, so that a file the task
+ * key does not cover could replace one it does. cmd/go refuses such names in a package too.
+ */
+function foldClash (paths: string[]): [string, string] | undefined {
+  const seen = new Map<string, string>()
+  for (const p of paths) {
+    const folded = p.normalize('NFC').toLowerCase()
+    const other = seen.get(folded)
+    if (other !== undefined && other !== p) return [other, p]
+    seen.set(folded, p)
+  }
+  return undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,13 +266,13 @@ export type TaskContentOf = (file: TaskFile) => Uint8Array | string | undefined
 const q = (s: string): string => JSON.stringify(s)
 
 /** The key lines an offer determines alone (no file content): a prefix of the task key's lines. */
-function offerKeyLines (task: CompileTask, files: Map<string, TaskFile>): string[] {
+function offerKeyLines (task: CompileTask, files: Map<string, TaskFile>, recorder: Recorder): string[] {
   const lines = [`key ${q(TASK_KEY_VERSION)}`, `compiler ${q(task.compiler)}`]
   for (const name of Object.keys(task.env).sort()) lines.push(`env ${q(name)} ${q(task.env[name] as string)}`)
   for (const flag of task.flags) if (!flag.startsWith('-c=')) lines.push(`flag ${q(flag)}`)
   lines.push(`asmhdr ${task.asmhdr ? 'yes' : 'no'}`)
   for (const src of task.sources) {
-    lines.push(`source ${q(recordedPath(src, task.trimpath, task.goroot).path)} ${carried(files, src, 'source').sha256}`)
+    lines.push(`source ${q(recorder.record(src).path)} ${carried(files, src, 'source').sha256}`)
   }
   for (const flag of Object.keys(task.inputFlags).sort()) {
     const file = carried(files, task.inputFlags[flag] as string, flag)
@@ -257,7 +290,8 @@ function offerKeyLines (task: CompileTask, files: Map<string, TaskFile>): string
  */
 export function taskKeyLines (task: CompileTask, contentOf: TaskContentOf, from = 'peer'): string[] {
   const files = filesByPath(task)
-  const lines = offerKeyLines(task, files)
+  const recorder = new Recorder(task, from)
+  const lines = offerKeyLines(task, files, recorder)
   const text = (path: string): string => {
     const file = carried(files, path, 'input')
     const content = contentOf(file)
@@ -278,9 +312,12 @@ export function taskKeyLines (task: CompileTask, contentOf: TaskContentOf, from 
   }
   // The compiler applies -trimpath to the file names of line directives too (cgo writes them):
   // equal source bytes under other rules may record other names.
+  const budget = { names: MAX_TASK_LINE_NAMES, bytes: MAX_TASK_LINE_NAME_BYTES }
   task.sources.forEach((src, i) => {
-    for (const name of lineDirectiveNames(text(src))) {
-      const r = recordedPath(name, task.trimpath, task.goroot)
+    const names = lineDirectiveNames(text(src), budget)
+    if (names === undefined) throw bad(`its sources' line directives name over ${MAX_TASK_LINE_NAMES} files or ${MAX_TASK_LINE_NAME_BYTES} bytes`, from)
+    for (const name of names) {
+      const r = recorder.record(name)
       lines.push(`line ${i} ${q(r.path)} ${r.rewritten ? 'rewritten' : 'as-is'}`)
     }
   })
@@ -296,8 +333,8 @@ export function taskKey (task: CompileTask, contentOf: TaskContentOf, from = 'pe
  * A hash of the part of the key an offer determines alone. Equal task keys imply equal offer
  * keys, so a worker can tell from an offer whether a task could join a compile it is running.
  */
-export function taskOfferKey (task: CompileTask): string {
-  return hashLines(offerKeyLines(task, filesByPath(task)))
+export function taskOfferKey (task: CompileTask, from = 'peer'): string {
+  return hashLines(offerKeyLines(task, filesByPath(task), new Recorder(task, from)))
 }
 
 function hashLines (lines: string[]): string {
@@ -333,15 +370,47 @@ function carriedBy (files: Map<string, TaskFile>, path: string, cfg: string, fro
  * `$GOROOT/…`; an empty result is `??`.
  */
 export function recordedPath (path: string, trimpath: string, goroot: string): { path: string, rewritten: boolean } {
-  for (const rule of trimpath === '' ? [''] : trimpath.split(';')) {
+  return recordWith(trimRules(trimpath), path, goroot)
+}
+
+/** `-trimpath` rules as [prefix, replacement], those with an empty prefix (which match nothing) left out. */
+function trimRules (trimpath: string): Array<[string, string]> {
+  const rules: Array<[string, string]> = []
+  for (const rule of trimpath.split(';')) {
     const j = rule.lastIndexOf('=>')
     const [prefix, replace] = j >= 0 ? [rule.slice(0, j), rule.slice(j + 2)] : [rule, '']
-    if (prefix === '' || !hasPathPrefix(path, prefix)) continue
+    if (prefix !== '') rules.push([prefix, replace])
+  }
+  return rules
+}
+
+function recordWith (rules: Array<[string, string]>, path: string, goroot: string): { path: string, rewritten: boolean } {
+  for (const [prefix, replace] of rules) {
+    if (!hasPathPrefix(path, prefix)) continue
     const out = path.length === prefix.length ? replace : replace === '' ? path.slice(prefix.length + 1) : replace + path.slice(prefix.length)
     return { path: out === '' ? '??' : out, rewritten: true }
   }
   if (goroot !== '' && hasPathPrefix(path, goroot)) return { path: '$GOROOT' + path.slice(goroot.length), rewritten: true }
   return { path: path === '' ? '??' : path, rewritten: false }
+}
+
+/**
+ * recordedPath for the paths of one task: its rules parsed once, and the work of matching
+ * counted against MAX_TASK_PATH_WORK (a task's trimpath may hold 64 KiB of rules).
+ */
+class Recorder {
+  private readonly rules: Array<[string, string]>
+  private work = 0
+
+  constructor (private readonly task: CompileTask, private readonly from: string) {
+    this.rules = trimRules(task.trimpath)
+  }
+
+  record (path: string): { path: string, rewritten: boolean } {
+    this.work += Math.min(path.length * this.rules.length, this.task.trimpath.length) + 1
+    if (this.work > MAX_TASK_PATH_WORK) throw bad(`matching its paths against its ${this.rules.length} trimpath rules is over ${MAX_TASK_PATH_WORK} steps`, this.from)
+    return recordWith(this.rules, path, this.task.goroot)
+  }
 }
 
 function hasPathPrefix (s: string, t: string): boolean {
@@ -355,8 +424,11 @@ function hasPathPrefix (s: string, t: string): boolean {
  * Every file name a line directive in `source` may name, in order. Over-approximates: any
  * `//line ` or `/*line ` counts, even in a string; the name is what precedes the last or the
  * second-to-last colon of the directive's text (cmd/compile/internal/syntax updateBase).
+ * `budget` (names and bytes left, shared by a task's sources) is spent as names are found;
+ * undefined once it runs out. Directives may overlap (`//line ` within another's text), so the
+ * bytes of names can grow as the square of the source's.
  */
-export function lineDirectiveNames (source: string): string[] {
+export function lineDirectiveNames (source: string, budget = { names: Infinity, bytes: Infinity }): string[] | undefined {
   const names: string[] = []
   const re = /\/\/line |\/\*line /g
   for (let m = re.exec(source); m !== null; m = re.exec(source)) {
@@ -364,12 +436,16 @@ export function lineDirectiveNames (source: string): string[] {
     const end = m[0] === '//line ' ? source.indexOf('\n', start) : source.indexOf('*/', start)
     // an unterminated /* comment does not compile at all
     if (end < 0 && m[0] !== '//line ') continue
-    const text = source.slice(start, end < 0 ? source.length : end)
-    const last = text.lastIndexOf(':')
-    if (last < 0) continue
-    names.push(text.slice(0, last))
-    const second = text.lastIndexOf(':', last - 1)
-    if (second >= 0) names.push(text.slice(0, second))
+    const stop = end < 0 ? source.length : end
+    const last = source.lastIndexOf(':', stop - 1)
+    if (last < start) continue
+    const second = source.lastIndexOf(':', Math.max(last - 1, start))
+    for (const colon of second >= start ? [last, second] : [last]) {
+      budget.names -= 1
+      budget.bytes -= colon - start
+      if (budget.names < 0 || budget.bytes < 0) return undefined
+      names.push(source.slice(start, colon))
+    }
   }
   return names
 }
@@ -381,10 +457,18 @@ export interface Importcfg {
   importmap: Map<string, string>
 }
 
-/** Go's strings.TrimSpace: unicode.IsSpace, not JavaScript's whitespace. */
-const GO_SPACE = '[\\t\\n\\v\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]'
-const GO_TRIM = new RegExp(`^${GO_SPACE}+|${GO_SPACE}+$`, 'g')
-const goTrimSpace = (s: string): string => s.replace(GO_TRIM, '')
+/**
+ * Go's strings.TrimSpace: unicode.IsSpace, not JavaScript's whitespace. A loop, not a regular
+ * expression: `\s+$` backtracks over every run of spaces inside a line (minutes for a 1 MB one).
+ */
+const GO_SPACE = /^[\t\n\v\f\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]$/
+function goTrimSpace (s: string): string {
+  let i = 0
+  let j = s.length
+  while (i < j && GO_SPACE.test(s[i] as string)) i++
+  while (j > i && GO_SPACE.test(s[j - 1] as string)) j--
+  return s.slice(i, j)
+}
 
 /**
  * Parses an importcfg exactly as the compiler does: a worker writes its own importcfg from the

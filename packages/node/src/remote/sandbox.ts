@@ -21,6 +21,7 @@
 import { copyFileSync, linkSync, mkdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { dirname, join, sep } from 'node:path'
+import { GridError } from '@grid/protocol'
 import { logger } from '../log.js'
 import { MAX_SANDBOX_DIRS } from './constants.js'
 
@@ -40,9 +41,14 @@ export class Sandbox {
     return this.dirs.size
   }
 
-  /** `path` (a clean absolute path) re-rooted under the sandbox. */
+  /**
+   * `path` (a clean absolute path) re-rooted under the sandbox. Checked once more here, where
+   * the platform's path rules apply: nothing a task names may lie outside its sandbox.
+   */
   at (path: string): string {
-    return join(this.root, path)
+    const target = join(this.root, path)
+    if (!target.startsWith(this.root + sep)) throw new GridError('GRID_ERR_TASK_REFUSED', `input path ${JSON.stringify(path.slice(0, 128))} lies outside the sandbox`)
+    return target
   }
 
   /** Hard-links `blob` at `target` (a copy across file systems). */
