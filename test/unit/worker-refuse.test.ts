@@ -108,6 +108,11 @@ describe('worker: adversarial tasks', () => {
     // an absolute requester path is re-rooted under the sandbox, never written where it points
     const reply = await attempt({ ...t })
     assert.equal(reply.type, 'result')
+    // inputs held since are checked against what the next task declares before its key reads them
+    const lying = await attempt({ ...t, files: t.files.map(f => (f.path === t.sources[0] ? { ...f, size: 0 } : f)) })
+    assert.equal(lying.type, 'fail', JSON.stringify(lying).slice(0, 200))
+    assert.match(lying.message ?? '', /input [0-9a-f]+… is \d+ bytes, which the task declared as 0 bytes/)
+    assert.equal(compiles(), 1, 'only the good task compiled')
     assert.deepEqual((await tree(root)).filter(f => !after.includes(f) && !f.startsWith('worker/blobs/')), [], 'a good task leaves nothing either')
   })
 

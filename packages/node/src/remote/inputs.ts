@@ -11,7 +11,7 @@
  * has just marked the others used, so a sweep days later cannot take them from under it.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { mkdir, readdir, stat, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { GridError } from '@grid/protocol'
@@ -80,6 +80,15 @@ export class InputStore {
     mkdirSync(dirname(path), { recursive: true })
     writeFileSync(tmp, data)
     renameSync(tmp, path)
+  }
+
+  /** An input's size in bytes, or -1 if it is not held. */
+  size (sha256: string): number {
+    try {
+      return statSync(this.path(sha256)).size
+    } catch {
+      return -1
+    }
   }
 
   read (sha256: string): string {

@@ -362,8 +362,13 @@ export class Worker {
     const content = new Map<string, string>()
     const paths = [...Object.entries(task.inputFlags).filter(([flag]) => flag === '-importcfg' || flag === '-embedcfg').map(([, p]) => p), ...task.sources]
     for (const path of paths) {
-      const sha = (byPath.get(path) as { sha256: string }).sha256
-      if (!content.has(sha)) content.set(sha, this.inputs.read(sha))
+      const { sha256: sha, size } = byPath.get(path) as { sha256: string, size: number }
+      if (content.has(sha)) continue
+      // held from an earlier task, so never checked against this one's sizes, which bound what
+      // is read here (a source declared empty could otherwise be 64 MiB, named 4096 times)
+      const held = this.inputs.size(sha)
+      if (held !== size) throw new GridError('GRID_ERR_TASK_REFUSED', `task from ${peer} refused: input ${sha.slice(0, 16)}… is ${held} bytes, which the task declared as ${size} bytes`)
+      content.set(sha, this.inputs.read(sha))
     }
     const contentOf = (f: { sha256: string }): string | undefined => content.get(f.sha256)
     const key = taskKey(task, contentOf, peer)
