@@ -517,20 +517,48 @@ describe('remote compiles against peers of another grid version', () => {
       return true
     })
     const version = { v: '0.2.0' }
-    let listed: boolean | undefined // what identify says of the compile protocol: not yet
-    const remote = versioned(peer, version, () => listed)
+    const remote = versioned(peer, version, () => true) // identify lists the compile protocol: same id, another task shape
     const a = await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
     assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))
     assert.equal(remote.scores.get(peer.peerId)?.failed ?? 0, 0, 'not its failure')
     assert.deepEqual(remote.candidates(), [], 'no more tasks for it')
     assert.equal(remote.whyNone(), 'no-capable-peer')
-    listed = true // identify (pushed) lists our protocol for it after all: it started up late
-    assert.equal(remote.candidates().length, 1, 'offered tasks again once identify lists this protocol')
-    await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
-    listed = undefined
-    assert.deepEqual(remote.candidates(), [])
+    assert.equal(remote.anyCapable(), false)
     version.v = '0.3.0' // upgraded
     assert.equal(remote.candidates().length, 1, 'offered tasks again once it runs another version')
+  })
+
+  it('a worker that refused the task as incompatible while identify lists the compile protocol is not offered tasks again at the next look', async () => {
+    // The mark was dropped by the first candidates() after it was set, because identify lists
+    // the protocol for such a worker: it got the next compile, and the next, each refused.
+    const peer = await fakePeer(async (offer, conn) => {
+      if (offer.eager === true) await inputs(conn)
+      await conn.send({ type: 'fail', code: 'GRID_ERR_TASK_INCOMPATIBLE', message: 'task from x is of another grid version: version 2, this worker\'s is 1' })
+      return true
+    })
+    const remote = versioned(peer, { v: '0.2.0' }, () => true)
+    const a = await remote.attempt(peer.peerId, preparedTask().prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(remote.candidates(), [], `no task for it at look ${i + 1}`)
+      assert.equal(remote.whyNone(), 'no-capable-peer')
+      assert.equal(remote.anyCapable(), false)
+    }
+    assert.match(remote.incompatibleWith(peer.peerId, { version: '0.2.0' } as never) ?? '', /another grid version/)
+    assert.equal(peer.stats.offers, 1, 'one offer in all')
+  })
+
+  it('a worker that did not speak the compile protocol yet is offered tasks again once identify lists it (it registered it late)', async () => {
+    const { UnsupportedProtocolError } = await import('@libp2p/interface')
+    const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    const libp2p = { dialProtocol: async () => { throw new UnsupportedProtocolError('Protocol selection failed - could not negotiate /grid/compile/1.2.0') } }
+    let listed: boolean | undefined // what identify says of the compile protocol: not yet
+    const remote = versioned({ peerId, libp2p }, { v: '0.2.0' }, () => listed)
+    const a = await remote.attempt(peerId, preparedTask().prepared, new AbortController().signal, 100)
+    assert.ok(!a.ok && a.reason === 'incompatible', JSON.stringify(a))
+    assert.deepEqual(remote.candidates(), [])
+    listed = true // identify (pushed) lists our protocol for it after all: it started up late
+    assert.equal(remote.candidates().length, 1, 'offered tasks again once identify lists this protocol')
   })
 
   it('a peer that does not speak this compile protocol costs no score; one identify lists without it is not dialled at all', async () => {

@@ -35,9 +35,11 @@ export const REMOTE_PER_INPUT_MB_MS = 2_000
 /**
  * A peer found to be of another grid version by trying (it did not speak COMPILE_PROTOCOL, or
  * refused a task as GRID_ERR_TASK_INCOMPATIBLE) gets no task for this long while it advertises
- * the same grid version, unless identify lists our protocol for it meanwhile. A node registers its
- * compile protocol a moment after it joins the mesh, so one refusal is not taken as final; an
- * offer every five minutes to a member of another version costs one round trip.
+ * the same grid version. A node registers its compile protocol a moment after it joins the mesh,
+ * so a dial that found no COMPILE_PROTOCOL is not taken as final: identify listing it later ends
+ * the wait. A refusal of the task's shape comes from a worker that lists the protocol all along,
+ * so only another advertised version or this expiry ends that one. An offer every five minutes to
+ * a member of another version costs one round trip.
  */
 export const INCOMPATIBLE_RETRY_MS = 5 * 60_000
 

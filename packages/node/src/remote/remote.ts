@@ -93,13 +93,16 @@ function isLocalStreamLimit (err: unknown): boolean {
 }
 
 /**
- * Why a failed attempt shows the peer to be of another grid version, or undefined: it does not
+ * How a failed attempt showed the peer to be of another grid version: `protocol`, it does not
  * handle COMPILE_PROTOCOL (multistream-select's UnsupportedProtocolError, matched by name), or
- * its worker refused the task as GRID_ERR_TASK_INCOMPATIBLE.
+ * `task`, its worker speaks the protocol but refused the task as GRID_ERR_TASK_INCOMPATIBLE.
  */
-function incompatibility (err: unknown): string | undefined {
-  if ((err as { name?: unknown } | null)?.name === 'UnsupportedProtocolError') return `it does not speak ${COMPILE_PROTOCOL}`
-  if ((err as { code?: unknown } | null)?.code === 'GRID_ERR_TASK_INCOMPATIBLE') return (err as Error).message
+type IncompatibleKind = 'protocol' | 'task'
+
+/** Why and how (`IncompatibleKind`) a failed attempt shows the peer to be of another grid version, or undefined. */
+function incompatibility (err: unknown): { kind: IncompatibleKind, why: string } | undefined {
+  if ((err as { name?: unknown } | null)?.name === 'UnsupportedProtocolError') return { kind: 'protocol', why: `it does not speak ${COMPILE_PROTOCOL}` }
+  if ((err as { code?: unknown } | null)?.code === 'GRID_ERR_TASK_INCOMPATIBLE') return { kind: 'task', why: (err as Error).message }
   return undefined
 }
 
@@ -186,10 +189,11 @@ export class RemoteCompiler {
   private readonly refusals = new Map<string, number>()
   /**
    * Peers of another grid version, which cannot take our tasks (`incompatibility`): the grid
-   * version their advert showed then, why, and until when. Not a failure of theirs; they get no
-   * task while they advertise that version, for INCOMPATIBLE_RETRY_MS.
+   * version their advert showed then, how the attempt showed it (`kind`), why, and until when.
+   * Not a failure of theirs; they get no task while they advertise that version, for
+   * INCOMPATIBLE_RETRY_MS (`incompatibleWith`).
    */
-  private readonly incompatible = new Map<string, { version: string, why: string, until: number }>()
+  private readonly incompatible = new Map<string, { version: string, kind: IncompatibleKind, why: string, until: number }>()
   /** Why compiles could not be tasks, each said once in the log (the summary only counts them). */
   private readonly unsupportedSaid = new Set<string>()
   /** Called when one of our tasks leaves a peer, whatever the outcome: its slot may be free. */
@@ -414,13 +418,17 @@ export class RemoteCompiler {
    * Why `peer` (advertising `advert`) cannot take our tasks whatever its toolchain, or undefined:
    * identify lists another version of the compile protocol and not ours, or an attempt showed it
    * to be of another grid version (while it advertises the version it had then, for a while).
+   * A dial that found no COMPILE_PROTOCOL is forgotten once identify lists the protocol (the
+   * worker registered it late); a refusal of the task's shape is not, since such a worker lists
+   * the protocol all along: it stands until the peer advertises another version or it expires.
    */
   incompatibleWith (peerId: string, advert: Advert): string | undefined {
     const speaks = this.init.speaks?.(peerId)
     if (speaks === false) return `it does not speak ${COMPILE_PROTOCOL}`
     const known = this.incompatible.get(peerId)
     if (known === undefined) return undefined
-    if (speaks !== true && known.version === advert.version && Date.now() < known.until) return known.why
+    const listedLate = known.kind === 'protocol' && speaks === true
+    if (!listedLate && known.version === advert.version && Date.now() < known.until) return known.why
     this.incompatible.delete(peerId) // identify lists our protocol now, it runs another version, or it is time to try again
     return undefined
   }
@@ -469,13 +477,14 @@ export class RemoteCompiler {
       return { ok: true, peer, archive: result.archive, asmhdr: result.asmhdr, transferMs: Math.max(0, wallMs - compileMs), compileMs, wallMs }
     } catch (err) {
       if (signal.aborted) return { ok: false, peer, reason: 'cancelled' }
-      const why = incompatibility(err)
-      if (why !== undefined) {
+      const found = incompatibility(err)
+      if (found !== undefined) {
+        const { kind, why } = found
         // another grid version: not the peer's failure, and nothing more to send it for now
         hadSlot = false
         const version = this.init.peers().find(p => p.peerId === peer)?.advert.version ?? ''
         if (!this.incompatible.has(peer)) log.info(`${peer} (grid ${version || '?'}, this node ${GRID_VERSION}) cannot take this node's compiles: ${why}; none go to it while it runs that version (tried again in ${INCOMPATIBLE_RETRY_MS / 60_000} min)`)
-        this.incompatible.set(peer, { version, why, until: Date.now() + INCOMPATIBLE_RETRY_MS })
+        this.incompatible.set(peer, { version, kind, why, until: Date.now() + INCOMPATIBLE_RETRY_MS })
         return { ok: false, peer, reason: 'incompatible' }
       }
       if (isLocalStreamLimit(err)) {
