@@ -23,7 +23,7 @@ type TaskBytes = { inputs: number, archive: number }
 function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: TaskBytes) => number | undefined = () => undefined, msPerByte = 0) {
   const calls: string[] = []
   const overdue: string[] = []
-  const answers = new Map<string, (a: Answer) => void>()
+  const answers = new Map<string, Array<(a: Answer) => void>>() // per peer, its attempts waiting, oldest first
   const remote = {
     // one 1000-byte source and a 100-byte importcfg
     prepare: async () => ({ task: { importPath: 'x', sources: ['/m/a.go'], files: [{ path: '/m/a.go', size: 1000 }, { path: '/w/importcfg', size: 100 }] }, blobs: new Map(), out, asmhdr: undefined, inputBytes: 1100 }),
@@ -36,13 +36,13 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
       calls.push(peer)
       return await new Promise<Answer>(resolve => {
-        answers.set(peer, resolve)
+        answers.set(peer, [...answers.get(peer) ?? [], resolve])
         signal.addEventListener('abort', () => resolve({ ok: false, peer, reason: 'cancelled' }), { once: true })
       })
     },
     overdue: (peer: string) => { overdue.push(peer) }
   }
-  return { remote, calls, overdue, answer: (peer: string, a: Answer) => answers.get(peer)?.(a) }
+  return { remote, calls, overdue, answer: (peer: string, a: Answer) => answers.get(peer)?.shift()?.(a) }
 }
 
 async function pkgDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
@@ -110,6 +110,27 @@ describe('dispatch', () => {
     assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from spare')
     assert.deepEqual(stub.overdue, ['slow'])
     assert.equal(pool.queued, 0, 'the queued local copy was withdrawn')
+  })
+
+  it('a primary that moves on after a late busy refusal does not join the duplicate\'s peer, which is not scored down when it wins', async (t) => {
+    // The primary's retry walked its first candidates without looking at the duplicate's peer:
+    // both attempts ran on it, and when the duplicate won, that peer was scored overdue.
+    const dir = await pkgDir(t)
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease() // the local copy can only queue
+    t.after(release)
+    const stub = stubRemote(['p1', 'p2'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 1, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.includes('p2')) // overdue on p1: the duplicate went to p2
+    stub.answer('p1', { ok: false, peer: 'p1', reason: 'busy' }) // p1 refuses late (a join that found nothing to join)
+    await new Promise(resolve => setImmediate(resolve))
+    stub.answer('p2', good('p2', 'from p2')) // the duplicate's attempt, the oldest on p2
+    const r = await running
+    assert.ok(r.done && r.by === 'remote' && r.peer === 'p2' && r.duplicate, JSON.stringify(r))
+    assert.deepEqual(stub.overdue, [], 'the winner is not scored as late')
+    assert.deepEqual(stub.calls, ['p1', 'p2'], 'p2 got the task once')
+    assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from p2')
   })
 
   it('a long pole is not sent to a free peer predicted clearly slower (a slow link), even with the local slot taken', async (t) => {

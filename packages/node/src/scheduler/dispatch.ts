@@ -141,7 +141,9 @@ export class Dispatcher {
     race.abort() // the losers stop here
     signal.removeEventListener('abort', cancel)
     const primaryWon = typeof winner !== 'string' && !('local' in winner) && !winner.duplicate
-    if (races.local && !primaryWon && !signal.aborted && primary.peer !== '') remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
+    // the peer the primary still waits on was late, unless it is the one whose result won
+    const late = primary.peer !== '' && (typeof winner === 'string' || 'local' in winner || winner.peer !== primary.peer)
+    if (races.local && !primaryWon && !signal.aborted && late) remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
     if (typeof winner === 'string') return { done: false, reason: winner, races, ...(diagnosed.size > 0 ? { suspects: [...diagnosed] } : {}) }
     if ('local' in winner) {
       if (winner.exitCode === 0 && winner.output.length === 0 && diagnosed.size > 0) remote.disproved(diagnosed, req.importPath)
@@ -182,10 +184,15 @@ export class Dispatcher {
     return outcome
   }
 
-  /** The first candidates in turn, moving on only when one refuses as busy or is of another grid version. */
+  /**
+   * The first candidates in turn, moving on only when one refuses as busy or is of another grid
+   * version, at most MAX_ATTEMPTS of them. A peer in `tried` is skipped: a retry after the race
+   * began must not land on the peer already running the speculative duplicate.
+   */
   private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
     let last: Attempt | undefined
     for (const peer of peers.slice(0, MAX_ATTEMPTS)) {
+      if (tried.has(peer)) continue
       tried.add(peer)
       current.peer = peer
       last = await remote.attempt(peer, prepared, signal, expectedMs)
