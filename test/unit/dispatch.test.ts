@@ -7,8 +7,11 @@ import { execFileSync } from 'node:child_process'
 import { readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { Dispatcher, LocalPool } from '@grid/node/server'
+import { Dispatcher, LocalPool, overdueMs } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
+
+// Internals that @grid/node/server does not export, from the built package.
+const { attemptDeadlineMs } = await import(new URL('../../../packages/node/dist/remote/remote.js', import.meta.url).href) as typeof import('../../packages/node/src/remote/remote.js')
 
 const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim()
 const hostTool = execFileSync('go', ['env', 'GOHOSTOS', 'GOHOSTARCH'], { encoding: 'utf8' }).trim().split('\n').join('_')
@@ -23,6 +26,7 @@ type TaskBytes = { inputs: number, archive: number }
 function stubRemote (peers: string[], out: string, predictMs: (expectedMs: number, bytes?: TaskBytes) => number | undefined = () => undefined, msPerByte = 0) {
   const calls: string[] = []
   const overdue: string[] = []
+  const notBefore: number[] = [] // each attempt's earliest deadline, as the dispatcher asked
   const answers = new Map<string, Array<(a: Answer) => void>>() // per peer, its attempts waiting, oldest first
   const remote = {
     // one 1000-byte source and a 100-byte importcfg
@@ -33,8 +37,9 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     probeLinks: () => {},
     linkOfBest: async () => {},
     linkMs: (bytes: TaskBytes) => (bytes.inputs + bytes.archive) * msPerByte,
-    attempt: async (peer: string, _prepared: unknown, signal: AbortSignal) => {
+    attempt: async (peer: string, _prepared: unknown, signal: AbortSignal, _expectedMs: number, notBeforeMs = 0) => {
       calls.push(peer)
+      notBefore.push(notBeforeMs)
       return await new Promise<Answer>(resolve => {
         answers.set(peer, [...answers.get(peer) ?? [], resolve])
         signal.addEventListener('abort', () => resolve({ ok: false, peer, reason: 'cancelled' }), { once: true })
@@ -42,7 +47,7 @@ function stubRemote (peers: string[], out: string, predictMs: (expectedMs: numbe
     },
     overdue: (peer: string) => { overdue.push(peer) }
   }
-  return { remote, calls, overdue, answer: (peer: string, a: Answer) => answers.get(peer)?.shift()?.(a) }
+  return { remote, calls, overdue, notBefore, answer: (peer: string, a: Answer) => answers.get(peer)?.shift()?.(a) }
 }
 
 async function pkgDir (t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
@@ -163,6 +168,30 @@ describe('dispatch', () => {
     await waitUntil(() => fast.calls.length === 1)
     fast.answer('fast', good('fast', 'from fast'))
     assert.ok((await going).done)
+  })
+
+  it('a long compile\'s attempts are given a deadline past their race, with its archive\'s way back; a small one keeps the fixed deadline', async (t) => {
+    // The deadline (30 s and 2 s per MB of inputs) ended a compile expected to take 15 s before
+    // its race began (~30.5 s): a failure for the honest peer, and the compile began again here.
+    const dir = await pkgDir(t)
+    const pool = new LocalPool({ slots: 1 })
+    const release = await pool.lease() // the local copy can only queue
+    t.after(release)
+    const stub = stubRemote(['p1', 'p2'], join(dir, '_pkg_.a'))
+    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 20_000, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.length === 1)
+    stub.answer('p1', good('p1', 'from p1'))
+    assert.ok((await running).done)
+    // 1100 bytes of inputs and an expected archive of 5000: 2 × (2 × (20 s + 6100 B at 50 MB/s) + 0.5 s)
+    assert.deepEqual(stub.notBefore, [2 * overdueMs(20_000, 1100 + 5000)])
+    assert.ok(attemptDeadlineMs(1100, stub.notBefore[0]) > overdueMs(20_000, 1100), 'the deadline is after the race begins')
+    const small = stubRemote(['p1'], join(dir, '_pkg_.a'))
+    const going = new Dispatcher({ pool, remote: () => small.remote as never }).compile(request(dir), 100, 0, new AbortController().signal)
+    await waitUntil(() => small.calls.length === 1)
+    small.answer('p1', good('p1', 'from p1'))
+    assert.ok((await going).done)
+    assert.equal(attemptDeadlineMs(1100, small.notBefore[0]), attemptDeadlineMs(1100), 'a small task keeps the fixed deadline')
   })
 
   it('a failing peer before the deadline gives its reason back, and nothing is written', async (t) => {

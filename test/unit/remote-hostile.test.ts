@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { brotliDecompressSync } from 'node:zlib'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { describe, it, mock } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { lpStream, streamPair } from '@libp2p/utils'
@@ -575,5 +575,39 @@ describe('remote compiles against peers of another grid version', () => {
     assert.deepEqual(known.candidates(), [], 'identify said it lacks the protocol')
     assert.match(known.incompatibleWith(peerId, { version: '0.2.0' } as never) ?? '', /does not speak \/grid\/compile\//)
     assert.equal(dials, 1)
+  })
+})
+
+describe('remote attempt deadlines', () => {
+  it('a long compile is not killed by the fixed deadline before its race could begin', async () => {
+    // 30 s and 2 s per MB of inputs ended a compile expected to take 15 s (raced only after
+    // ~30.5 s): the honest peer took a failure and a penalty, and the compile began again here.
+    const { attemptDeadlineMs } = await import(dist('remote/remote.js')) as typeof import('../../packages/node/src/remote/remote.js')
+    const fixed = constants.REMOTE_BASE_MS + 2 * constants.REMOTE_PER_INPUT_MB_MS
+    assert.equal(attemptDeadlineMs(2e6), fixed)
+    assert.equal(attemptDeadlineMs(2e6, 5_000), fixed, 'a small task keeps the fixed deadline')
+    assert.equal(attemptDeadlineMs(2e6, 81_000), 81_000)
+    assert.equal(attemptDeadlineMs(2e6, 1e9), fixed + constants.WORKER_TASK_TIMEOUT_MS, 'never beyond the worker\'s own limit and the fixed part')
+
+    const peer = await fakePeer(async () => await new Promise<boolean>(() => {})) // takes the offer, never answers
+    const remote = compilerFor(peer)
+    const { prepared } = preparedTask()
+    mock.timers.enable({ apis: ['setTimeout'] })
+    try {
+      let settled: unknown
+      const running = remote.attempt(peer.peerId, prepared, new AbortController().signal, 20_000, 81_000)
+      void running.then(a => { settled = a })
+      const turn = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) } // timers are mocked: no waitFor
+      for (let i = 0; i < 1_000 && peer.stats.offers === 0; i++) await turn()
+      assert.equal(peer.stats.offers, 1, 'the offer arrived')
+      mock.timers.tick(constants.REMOTE_BASE_MS + 1_000)
+      for (let i = 0; i < 5; i++) await turn()
+      assert.equal(settled, undefined, 'still running past the fixed deadline')
+      mock.timers.tick(81_000)
+      const a = await running
+      assert.ok(!a.ok && a.reason === 'peer-error', JSON.stringify(a))
+    } finally {
+      mock.timers.reset()
+    }
   })
 })

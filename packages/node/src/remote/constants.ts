@@ -26,8 +26,11 @@ export const MAX_KNOWN_INPUTS = 100_000
 
 /**
  * Deadline of a remote compile: a base for the round trips and transfers plus a generous
- * multiple of a slow compile (cmd/compile/internal/ssa takes ~10 s on a fast core). Past it the
- * compile runs locally: cmd/go itself never times out, so grid must.
+ * multiple of a slow compile (cmd/compile/internal/ssa takes ~10 s on a fast core), per MB of
+ * its inputs. Past it the compile runs locally: cmd/go itself never times out, so grid must. The
+ * scheduler may ask for a later one (never before a multiple of the time it races a late task,
+ * scheduler/constants.ts DEADLINE_OVER_RACE), up to WORKER_TASK_TIMEOUT_MS beyond this one:
+ * a compile expected to take 15 s would otherwise be killed here before any race began.
  */
 export const REMOTE_BASE_MS = 30_000
 export const REMOTE_PER_INPUT_MB_MS = 2_000

@@ -25,7 +25,7 @@ import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type Too
 import { logger } from '../log.js'
 import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
@@ -107,6 +107,16 @@ function incompatibility (err: unknown): { kind: IncompatibleKind, why: string }
 }
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
+
+/**
+ * An attempt's deadline (ms): REMOTE_BASE_MS plus REMOTE_PER_INPUT_MB_MS per MB of inputs, or
+ * `notBeforeMs` when that is later, up to WORKER_TASK_TIMEOUT_MS beyond the first (the worker
+ * ends a task by then itself).
+ */
+export function attemptDeadlineMs (inputBytes: number, notBeforeMs = 0): number {
+  const own = REMOTE_BASE_MS + (inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS
+  return Math.round(Math.max(own, Math.min(notBeforeMs, own + WORKER_TASK_TIMEOUT_MS)))
+}
 
 /**
  * The bytes a task moves over a link, as predicted: its archive packed when that link is slow
@@ -433,15 +443,19 @@ export class RemoteCompiler {
     return undefined
   }
 
-  /** Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. */
-  async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number): Promise<Attempt> {
+  /**
+   * Runs the task on `peer`; `expectedMs` (the local estimate) feeds the peer's speed. Its
+   * deadline is never before `notBeforeMs` (`attemptDeadlineMs`): the scheduler's race of a late
+   * task must begin before the deadline ends it.
+   */
+  async attempt (peer: string, prepared: PreparedTask, signal: AbortSignal, expectedMs: number, notBeforeMs = 0): Promise<Attempt> {
     this.slots.started(peer)
     let hadSlot = true // a refusal as busy never held a slot there
     const score = this.score(peer)
     const started = performance.now()
     const io = { sent: 0, received: 0 }
     try {
-      const result = await this.run(peer, prepared, signal, io)
+      const result = await this.run(peer, prepared, signal, io, notBeforeMs)
       if (result === 'busy') {
         hadSlot = false
         this.busy(peer, prepared.task.importPath)
@@ -557,8 +571,8 @@ export class RemoteCompiler {
    * Runs the task: its result, or 'busy' when the worker refused it for lack of a slot. A kept
    * stream that turns out dead before any answer costs one fresh dial.
    */
-  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: TaskBytesMoved): Promise<ResultMessage | 'busy'> {
-    const timed = deadline(Math.round(REMOTE_BASE_MS + (prepared.inputBytes / 1e6) * REMOTE_PER_INPUT_MB_MS), signal)
+  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: TaskBytesMoved, notBeforeMs: number): Promise<ResultMessage | 'busy'> {
+    const timed = deadline(attemptDeadlineMs(prepared.inputBytes, notBeforeMs), signal)
     try {
       const kept = this.takeIdle(peer)
       if (kept !== undefined) {

@@ -122,6 +122,16 @@ export const OVERDUE_MARGIN_MS = 500
 export const TRANSFER_BYTES_PER_MS = 50_000
 
 /**
+ * A remote attempt's deadline (remote/constants.ts REMOTE_BASE_MS: 30 s and 2 s per MB of
+ * inputs) is never before this many times its overdue time, with its expected archive's
+ * transfer counted too. A compile expected to take 15 s is overdue after ~30.5 s: the fixed
+ * deadline killed it first, the honest peer took a failure and a 30 s penalty, and the compile
+ * began again here from nothing, with no race. Twice leaves a raced task time to finish
+ * while the local copy runs (about one more expected time); small tasks keep the fixed deadline.
+ */
+export const DEADLINE_OVER_RACE = 2
+
+/**
  * With peers that can take compiles, the compiles a requester runs itself run at this nice
  * level: below cmd/go's own steps (its cache checks, asm, pack, cgo, the build IDs) and the
  * node's event loop, which the critical path's compiles on peers wait on here, and which a

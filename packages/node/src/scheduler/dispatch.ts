@@ -23,7 +23,7 @@ import { redirectOutputs } from '../remote/parse.js'
 import { taskBytes } from '../remote/task-builder.js'
 import type { CompileJob, CompileOutcome, LocalPool, Rank } from '../worker/index.js'
 import { overdueMs, type LocalReason } from './scheduler.js'
-import { FASTER_PEER, LONG_POLE_LINK_SHARE, LONG_POLE_MS } from './constants.js'
+import { DEADLINE_OVER_RACE, FASTER_PEER, LONG_POLE_LINK_SHARE, LONG_POLE_MS } from './constants.js'
 
 const log = logger('grid:scheduler')
 
@@ -99,7 +99,10 @@ export class Dispatcher {
     }
     const first = remote.candidates()
     if (first.length === 0) return { done: false, reason: remote.whyNone(), races }
-    const overdue = overdueMs(expectedMs, prepared.inputBytes, remote.linkMs(bytes)) // over the first candidate's link
+    const linkMs = remote.linkMs(bytes) // over the first candidate's link
+    const overdue = overdueMs(expectedMs, prepared.inputBytes, linkMs)
+    // no attempt's deadline ends it before its race could begin (the archive's way back counted too)
+    const notBefore = DEADLINE_OVER_RACE * overdueMs(expectedMs, bytes.inputs + bytes.archive, linkMs)
 
     const race = new AbortController()
     const cancel = (): void => race.abort()
@@ -123,7 +126,7 @@ export class Dispatcher {
           if (pending === 0) { settled = true; resolve(failure ?? 'peer-error') }
         })
       }
-      contend(this.primary(remote, first.map(c => c.peerId), prepared, expectedMs, race.signal, tried, primary))
+      contend(this.primary(remote, first.map(c => c.peerId), prepared, expectedMs, notBefore, race.signal, tried, primary))
       const timer = setTimeout(() => {
         if (settled) return
         log.debug(`${req.importPath} overdue on ${[...tried].join(', ')}: racing`)
@@ -133,7 +136,7 @@ export class Dispatcher {
         if (spare !== undefined) {
           races.duplicate = true
           tried.add(spare.peerId)
-          contend(remote.attempt(spare.peerId, prepared, race.signal, expectedMs).then(a => ({ ...a, duplicate: true })))
+          contend(remote.attempt(spare.peerId, prepared, race.signal, expectedMs, notBefore).then(a => ({ ...a, duplicate: true })))
         }
       }, overdue)
       race.signal.addEventListener('abort', () => clearTimeout(timer), { once: true })
@@ -189,13 +192,13 @@ export class Dispatcher {
    * version, at most MAX_ATTEMPTS of them. A peer in `tried` is skipped: a retry after the race
    * began must not land on the peer already running the speculative duplicate.
    */
-  private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
+  private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, notBefore: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
     let last: Attempt | undefined
     for (const peer of peers.slice(0, MAX_ATTEMPTS)) {
       if (tried.has(peer)) continue
       tried.add(peer)
       current.peer = peer
-      last = await remote.attempt(peer, prepared, signal, expectedMs)
+      last = await remote.attempt(peer, prepared, signal, expectedMs, notBefore)
       if (last.ok || (last.reason !== 'busy' && last.reason !== 'incompatible')) break
     }
     current.peer = '' // settled: whatever it was, the attempt has already been scored
