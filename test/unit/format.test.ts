@@ -159,4 +159,14 @@ describe('formatSummary', () => {
     delete stats.cache.peer.slowLink // a node from before the count
     assert.doesNotMatch(formatSummary(stats, 1000), /slow link/)
   })
+
+  it('says how many sampled peer entries could not be verified (not compiles), apart from the mismatched, and only when some were', () => {
+    const stats = emptyBuildStats('b', ['go', 'test', './...'])
+    stats.cache.peer.verify = { sampled: 5, confirmed: 3, mismatched: 0, unverifiable: 0 }
+    assert.match(formatSummary(stats, 1000), / · verified 3\/5 peer entries · /)
+    stats.cache.peer.verify.unverifiable = 2
+    assert.match(formatSummary(stats, 1000), / · verified 3\/5 peer entries, 2 unverifiable \(not compiles\) · /)
+    delete stats.cache.peer.verify.unverifiable // a node from before the count
+    assert.match(formatSummary(stats, 1000), / · verified 3\/5 peer entries · /)
+  })
 })

@@ -3,7 +3,8 @@
 // its stream in the middle of a reply, or asks for much and never reads, costs the serving node
 // nothing but that stream; a stream has a bounded number of answers in progress; a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
-// slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too.
+// slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
+// --verify distrusts a producer only over a compile's output, not a test result's.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
@@ -16,12 +17,14 @@ import { lpStream } from '@libp2p/utils'
 import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
+import type * as BuildsModule from '../../packages/node/src/builds/index.js'
 import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
 const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
   await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
+const { BuildSources, buildIdAction } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/builds/index.js')).href) as typeof BuildsModule
 type PeerCache = InstanceType<typeof PeerCache>
 type PeerCacheInit = PeerCacheModule.PeerCacheInit
 type Ctx = Parameters<typeof tempDir>[0]
@@ -342,6 +345,36 @@ describe('peer cache: toolchains', () => {
     assert.ok('hit' in await settledFind(asker, ours), 'made by the compiler the node probed: served')
     const result = await asker.peerCache.find(another, undefined)
     assert.ok('miss' in result && result.miss === 'not-found', JSON.stringify(result))
+  })
+})
+
+describe('peer cache: --verify', () => {
+  it('a sampled test result that differs from the local run is unverifiable, its producer still trusted; a compile\'s that differs distrusts it', async (t) => {
+    // cmd/go's test result entries hold the test's elapsed time (`ok pkg 0.123s`): they differ on
+    // every run, and an honest producer was distrusted for the daemon's life. Only a compile's
+    // output is deterministic; the node knows an action was a compile from its -buildid.
+    const server = await cacheNode(t)
+    const testResult = await putBlob(server.cache, 100)
+    const compile = await putBlob(server.cache, 2000)
+    const b = await cacheNode(t, () => [server.id], 'go1.test', undefined, { verifyPercent: 100 })
+    await b.libp2p.dial(server.libp2p.getMultiaddrs())
+    const build = { stats: emptyBuildStats('b', ['go', 'test', './...']), sources: new BuildSources(Date.now()) }
+    const id = buildIdAction(compile.actionId)
+    build.sources.register(['-o', '/tmp/go-build1/b001/_pkg_.a', '-p', 'example.com/m', '-buildid', `${id}/${id}`, '-pack', 'm.go'], '/src/m')
+    const verify = build.stats.cache.peer.verify
+    for (const blob of [testResult, compile]) {
+      const r = await settledFind(b, blob.actionId, build as never)
+      assert.deepEqual('miss' in r ? r.miss : r, 'verify-sample')
+    }
+    assert.equal(verify.sampled, 2)
+
+    b.peerCache.checkPut(testResult.actionId, sha256(Buffer.from('ok  \texample.com/m\t0.124s\n')))
+    assert.equal(b.peerCache.untrusted.size, 0, 'a test result that differs says nothing of its producer')
+    assert.deepEqual({ ...verify }, { sampled: 2, confirmed: 0, mismatched: 0, unverifiable: 1 })
+
+    b.peerCache.checkPut(compile.actionId, randomBytes(32))
+    assert.match(b.peerCache.untrusted.get(server.id) ?? '', /did not match a local compile/, 'a compile that differs: its producer is untrusted')
+    assert.deepEqual({ ...verify }, { sampled: 2, confirmed: 0, mismatched: 1, unverifiable: 1 })
   })
 })
 

@@ -61,7 +61,10 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
   const slow = c.peer.slowLink ?? 0
   const trust = (slow > 0 ? ` · ${slow} peer entr${slow === 1 ? 'y' : 'ies'} compiled instead (slow link)` : '') +
     (rejected > 0 ? ` · ${rejected} peer entries rejected` : '') +
-    (verify.sampled > 0 ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` : '')
+    (verify.sampled > 0
+      ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` +
+        ((verify.unverifiable ?? 0) > 0 ? `, ${verify.unverifiable} unverifiable (not compiles)` : '')
+      : '')
   return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
     (viaShim
       ? `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}`

@@ -61,7 +61,13 @@ export interface BuildStats {
       lookups: { count: number, p50Ms: number, p99Ms: number }
       /** badHash, badClaim: a peer's lie; toolchain: a claim of another toolchain than this node's (not a lie) */
       rejected: { badHash: number, badClaim: number, toolchain?: number }
-      verify: { sampled: number, confirmed: number, mismatched: number }
+      /**
+       * claims held back to compare with the local put (--verify): `confirmed` the same output,
+       * `mismatched` a compile's differing (its producer untrusted), `unverifiable` another
+       * action's differing (not a compile: a test's result holds its elapsed time; absent from
+       * nodes before it was added). The rest were not put (a build that ended first).
+       */
+      verify: { sampled: number, confirmed: number, mismatched: number, unverifiable?: number }
       /**
        * entries a peer had that were compiled here instead: their bytes over that peer's link, as
        * last timed, would have taken longer than the compile (absent from nodes before it was added)
@@ -116,7 +122,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     actions: 0,
     cache: {
       hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '', edited: 0,
-      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0 }, slowLink: 0 }
+      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0, unverifiable: 0 }, slowLink: 0 }
     },
     compiles: {
       local: 0, remote: 0, fromBacklog: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,

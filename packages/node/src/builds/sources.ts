@@ -59,6 +59,8 @@ const VALUED = new Set<string>([...VALUE_FLAGS, '-D', '-I'])
 export class BuildSources {
   /** the files each compile reads (listed once its embedcfg and package directory are read), by action */
   private readonly compiles = new Map<string, Promise<string[]>>()
+  /** every action a compile of this build named in its `-buildid`, checked or not (`compiled`) */
+  private readonly actions = new Set<string>()
 
   /** @param since when cmd/go may have begun hashing this build's files (ms since the epoch) */
   constructor (private since: number) {}
@@ -76,15 +78,25 @@ export class BuildSources {
    * Remembers the files a compile reads, by the action ID in its `-buildid`. A compile without
    * one (not cmd/go's) is not remembered, nor one with a file whose path is not UTF-8
    * (`notUtf8`): this node could not open it, so that output is stored unchecked, as plain go
-   * stores it, rather than never.
+   * stores it, rather than never. Its action is noted as a compile's all the same (`compiled`).
    */
   register (args: string[], cwd: string): void {
     const parsed = compileFiles(args, cwd)
     if (parsed === undefined) return
+    this.actions.add(parsed.action)
     if ([...parsed.goFiles, ...parsed.dirs, parsed.embedcfg ?? ''].some(p => p.includes(LOST))) return
     const files = listFiles(parsed)
     files.catch(() => {}) // awaited by changed(), if that action is put
     this.compiles.set(parsed.action, files)
+  }
+
+  /**
+   * Whether a compile of this build named this action in its `-buildid`: its output is the
+   * compiler's, deterministic, where cmd/go's other entries (a test's result, with its elapsed
+   * time) may differ from run to run (--verify compares only those, peercache.ts `checkPut`).
+   */
+  compiled (actionId: Uint8Array): boolean {
+    return this.actions.has(buildIdAction(actionId))
   }
 
   /**

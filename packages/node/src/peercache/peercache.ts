@@ -10,7 +10,10 @@
  *    no peer at all.
  *  - `verifyPercent`: that share of the claims peers offer is not fetched; the get is answered
  *    with a miss, cmd/go compiles, and its put is compared with the claim. A mismatch marks the
- *    producer untrusted (its claims are refused from then on) and is logged as an error.
+ *    producer untrusted (its claims are refused from then on) and is logged as an error. Only
+ *    when the action was a compile of the build (its `-buildid`): cmd/go's other entries may
+ *    differ from run to run (a test's result holds its elapsed time), and such a mismatch is
+ *    counted `unverifiable`, no one distrusted.
  *  - A peer that serves bytes that do not hash to the OutputID, or a body of another length than
  *    its claim's size (the size is not signed), is marked untrusted too.
  *
@@ -231,7 +234,12 @@ export class PeerCache {
     return this.init.link?.packs?.(peer) ?? false
   }
 
-  /** cmd/go put an entry: if we held back a claim for it (--verify), compare. */
+  /**
+   * cmd/go put an entry: if we held back a claim for it (--verify), compare. Only a compile's
+   * output is deterministic: a mismatch on any other action (a test's result holds its elapsed
+   * time, `ok pkg 0.123s`) says nothing of its producer, and is counted `unverifiable`. The
+   * sample's build tells compiles (the shim hands each to the node with its `-buildid`).
+   */
   checkPut (actionId: Uint8Array, outputId: Uint8Array): void {
     const key = hex(actionId)
     const sample = this.sampled.get(key)
@@ -240,6 +248,11 @@ export class PeerCache {
     const stats = sample.build?.stats.cache.peer.verify
     if (Buffer.from(sample.claim.outputId).equals(Buffer.from(outputId))) {
       if (stats !== undefined) stats.confirmed++
+      return
+    }
+    if (sample.build?.sources.compiled(actionId) !== true) {
+      if (stats !== undefined) stats.unverifiable = (stats.unverifiable ?? 0) + 1
+      log.debug(`a sampled claim from ${sample.claim.producer} for action ${key.slice(0, 16)}…, not a compile here, differs from the local put: unverifiable`)
       return
     }
     if (stats !== undefined) stats.mismatched++
