@@ -1,8 +1,8 @@
 // The cache on real LevelDB and real files in a temp dir.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { AbsentFilter, Cache, GC_SPARES_RECENT_MS, MAX_RECALL_LISTS } from '@grid/node/server'
 import { ABSENT_PROBES, errorCode, RECALL_RECORD_BYTES } from '@grid/protocol'
@@ -312,6 +312,45 @@ describe('cache', () => {
     assert.equal(spared.removedBlobs, 0)
     await stat(kept.diskPath)
     assert.equal(await cache.get(again), undefined)
+  })
+
+  it('a put of an orphan blob\'s bytes and gc\'s sweep of orphans exclude each other', async (t) => {
+    // An orphan (a blob no entry names) is swept once older than its grace; a put of the same
+    // bytes (another action made them: the helper finds the blob in place) that began as the sweep
+    // asked about its pins went through, pinned it, and handed its path to cmd/go, and the sweep
+    // then unlinked it.
+    const dir = await tempDir(t)
+    const cache = await Cache.open({ dir, nodeId: 'p' })
+    t.after(() => cache.close())
+    const orphan = async (): Promise<{ outputId: Buffer, path: string }> => {
+      const body = randomBytes(1000)
+      const outputId = createHash('sha256').update(body).digest()
+      const path = join(cache.blobDir, hex(outputId).slice(0, 2), hex(outputId))
+      await mkdir(dirname(path), { recursive: true })
+      await writeFile(path, body)
+      await age(path, 24 * 3600_000)
+      return { outputId, path }
+    }
+    const swept = await orphan()
+    const putPin = new Set<string>()
+    let stored: Promise<unknown> | undefined
+    const result = await cache.gc(0, h => {
+      if (h === hex(swept.outputId)) queueMicrotask(() => { stored = cache.put(id(), swept.outputId, 1000, undefined, putPin).catch((err: unknown) => errorCode(err)) })
+      return putPin.has(h)
+    })
+    assert.equal(await stored, 'GRID_ERR_CACHE_MISSING_BLOB', 'no entry for an orphan being removed')
+    assert.equal(putPin.size, 0, 'nor a pin: cmd/go is not handed it')
+    assert.equal(result.removedBlobs, 1)
+    await assert.rejects(stat(swept.path))
+    // pinned by a build while the sweep looks at the file (a hit of it that the build counts): spared
+    const held = await orphan()
+    const buildPin = new Set<string>()
+    const kept = await cache.gc(0, h => {
+      if (h === hex(held.outputId) && buildPin.size === 0) queueMicrotask(() => buildPin.add(h))
+      return buildPin.has(h)
+    })
+    assert.equal(kept.removedBlobs, 0)
+    await stat(held.path)
   })
 
   it('verify re-hashes every blob and drops corrupt ones with their entries', async (t) => {

@@ -850,12 +850,21 @@ export class Cache {
     let count = 0
     let bytes = 0
     for (const { name, path } of await this.blobFiles()) {
-      if (known.has(name) || pinned(name)) continue
-      const st = await stat(path).catch(() => undefined)
-      if (st === undefined || now - st.mtimeMs < ORPHAN_GRACE_MS) continue
-      await unlink(path).catch(() => {})
-      count++
-      bytes += st.size
+      if (known.has(name) || pinned(name) || this.removing.has(name)) continue
+      // Marked in the turn that checked the pins, as gc's main loop does (invariant 6): a put of
+      // the same bytes (another action made them) is refused from now on, rather than pinning
+      // the blob and handing its path to cmd/go while it is unlinked here.
+      this.removing.add(name)
+      try {
+        const st = await stat(path).catch(() => undefined)
+        if (st === undefined || now - st.mtimeMs < ORPHAN_GRACE_MS) continue
+        if (pinned(name)) continue // pinned during the stat other than by a put (a build's own pin)
+        await unlink(path).catch(() => {})
+        count++
+        bytes += st.size
+      } finally {
+        this.removing.delete(name)
+      }
     }
     const tmp = join(this.blobDir, TMP_DIR)
     for (const name of await readdir(tmp).catch(() => [] as string[])) {
