@@ -155,6 +155,31 @@ describe('cache', () => {
     assert.equal((await cache.recall([`k${MAX_RECALL_LISTS}`])).entries.size, 1)
   })
 
+  it('a body fetched again whose blob is already in the store keeps that file (its inode, so every entry\'s stamp); a corrupt one of the same size is replaced', async (t) => {
+    // putBytes renamed a fresh copy over the blob: a new inode, and every other entry naming it
+    // failed its stamp check and cost a re-hash.
+    const cache = await Cache.open({ dir: await tempDir(t), nodeId: 'p' })
+    t.after(() => cache.close())
+    const body = randomBytes(4000)
+    const first = await cache.putBytes(id(), body)
+    const before = await stat(first.diskPath, { bigint: true })
+    const pin = new Set<string>()
+    const again = await cache.putBytes(id(), body, undefined, undefined, pin)
+    assert.equal(again.diskPath, first.diskPath)
+    const after = await stat(first.diskPath, { bigint: true })
+    assert.deepEqual([after.ino, after.ctimeNs], [before.ino, before.ctimeNs], 'the blob file left as it was')
+    assert.deepEqual([...pin], [hex(first.outputId)], 'pinned for the build it is handed to, in the turn of its put')
+    // the same size, other bytes: not trusted for its size
+    const spoilt = Buffer.from(body)
+    spoilt[100] = (spoilt[100] as number) ^ 0xff
+    await writeFile(first.diskPath, spoilt)
+    const action = id()
+    await cache.putBytes(action, body)
+    assert.deepEqual(await readFile(first.diskPath), body, 'a corrupt blob of the same size is replaced')
+    const hit = await cache.get(action)
+    assert.ok(typeof hit === 'object' && hit.size === body.length)
+  })
+
   it('refuses a put whose blob is not on disk', async (t) => {
     const cache = await Cache.open({ dir: await tempDir(t), nodeId: 'p' })
     t.after(() => cache.close())

@@ -470,25 +470,32 @@ export class Cache {
   }
 
   /**
-   * Writes a body into the store (tmp file, rename: invariant 1) and records it. The body is
-   * hashed here; `expected`, if given, must match or nothing is written. For callers in this
-   * process (bodies fetched from peers, tests); the Go helper writes blobs itself.
+   * Writes a body into the store (tmp file, rename: invariant 1) and records it, pinned in `pin`
+   * (`put`). The body is hashed here; `expected`, if given, must match or nothing is written. A
+   * blob already in place with these very bytes is left as it is: a copy renamed over it would
+   * have a new inode, and every other entry naming it would fail its stamp (invariant 3) and cost
+   * a re-hash. One of other bytes (corrupt, of the same size or not) is replaced. For callers in
+   * this process (bodies fetched from peers, tests); the Go helper writes blobs itself.
    */
-  async putBytes (actionId: Uint8Array, body: Uint8Array, origin?: EntryOrigin, expected?: Uint8Array): Promise<{ outputId: Uint8Array, diskPath: string }> {
+  async putBytes (actionId: Uint8Array, body: Uint8Array, origin?: EntryOrigin, expected?: Uint8Array, pin?: Set<string>): Promise<{ outputId: Uint8Array, diskPath: string }> {
     const outputId = createHash('sha256').update(body).digest()
     if (expected !== undefined && !outputId.equals(expected)) {
       throw new GridError('GRID_ERR_CACHE_CORRUPT', `body hashes to ${hex(outputId)}, not ${hex(expected)}`)
     }
     const path = this.blobPath(hex(outputId))
-    const tmp = join(this.blobDir, TMP_DIR, `${hex(outputId)}.${process.pid}.${Math.random().toString(36).slice(2)}`)
-    await writeFile(tmp, body)
-    // The shard directory exists after its first blob: make it only when the rename says not.
-    await rename(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err
-      await mkdir(dirname(path), { recursive: true })
-      await rename(tmp, path)
-    })
-    await this.put(actionId, outputId, body.length, origin)
+    if (!await holds(path, body)) {
+      const tmp = join(this.blobDir, TMP_DIR, `${hex(outputId)}.${process.pid}.${Math.random().toString(36).slice(2)}`)
+      await writeFile(tmp, body)
+      // The shard directory exists after its first blob: make it only when the rename says not.
+      await rename(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err
+        await mkdir(dirname(path), { recursive: true })
+        await rename(tmp, path)
+      })
+    }
+    // A blob kept as it was is as old as it is, so gc does not spare it as just written: the
+    // build that is handed it pins it in the turn of the put.
+    await this.put(actionId, outputId, body.length, origin, pin)
     return { outputId, diskPath: path }
   }
 
@@ -892,6 +899,14 @@ export async function hashFile (path: string): Promise<string> {
   const hash = createHash('sha256')
   await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), hash)
   return hash.digest('hex')
+}
+
+/** Whether the file at `path` is a file of exactly `body`'s bytes (its size alone is not enough: a corrupt blob may have it). */
+async function holds (path: string, body: Uint8Array): Promise<boolean> {
+  const st = await stat(path).catch(() => undefined)
+  if (st === undefined || !st.isFile() || st.size !== body.length) return false
+  const bytes = await readFile(path).catch(() => undefined)
+  return bytes !== undefined && bytes.equals(body)
 }
 
 /**

@@ -186,7 +186,7 @@ export class PeerCache {
       const body = claim.body ?? await this.fetch(peer, claim, this.linkOf(peer))
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
-      const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId)
+      const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId, build?.pinned)
         .catch((err: Error & { code?: string }) => {
           if (err.code === 'GRID_ERR_CACHE_CORRUPT') throw new GridError('GRID_ERR_CACHE_CORRUPT', `served bytes for ${output}… that do not hash to it`, { cause: err })
           throw err
