@@ -288,11 +288,21 @@ describe('grid build of the fixture module', () => {
 })
 
 describe('grid command line', () => {
-  it('refuses -toolexec in the go arguments with a hint', async (t) => {
+  it('refuses -toolexec in the go arguments with a hint, before it starts a node of its own (none left behind, nor its socket)', async (t) => {
     const w = await world(t)
     const r = await grid(w, ['--json', 'build', '-toolexec=/bin/true', './...'])
     assert.equal(r.code, 1)
     assert.equal(JSON.parse(r.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+    // with no daemon, an embedded node was started first, and the exit killed it: its socket stayed
+    const noNode = (how: string): void => {
+      assert.equal(existsSync(w.control), false, `${how}: no socket left at the control path`)
+      assert.equal(existsSync(join(w.cacheDir, 'index')), false, `${how}: no node opened the cache`)
+    }
+    noNode('-toolexec in the arguments')
+    const inGoflags = await grid(w, ['--json', 'build', './...'], { env: { ...w.env, GOFLAGS: '-toolexec=/bin/true' } })
+    assert.equal(inGoflags.code, 1)
+    assert.equal(JSON.parse(inGoflags.stdout).error.code, 'GRID_ERR_TOOLEXEC_CONFLICT')
+    noNode('-toolexec in GOFLAGS')
     // grid's own option after the command is go's flag: the hint says where grid's goes
     const misplaced = await grid(w, ['build', '--toolexec', 'auto', './...'])
     assert.equal(misplaced.code, 1)

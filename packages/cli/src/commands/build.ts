@@ -152,6 +152,14 @@ function quoteForGo (word: string): string {
 }
 
 export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean, goflags = ''): string[] {
+  checkToolexec(sub, args, goflags)
+  // `-C dir` must stay the first flag on go's command line.
+  const chdir = chdirArgs(args)
+  return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
+}
+
+/** Throws GRID_ERR_TOOLEXEC_CONFLICT when go's arguments or GOFLAGS set a -toolexec of their own: grid sets it. */
+export function checkToolexec (sub: GoCommand, args: string[], goflags = ''): void {
   const conflict = goOwnFlags(sub, args).find(a => TOOLEXEC.test(a)) ??
     (splitGoFlags(goflags).some(f => TOOLEXEC.test(f.value)) ? 'GOFLAGS' : undefined)
   if (conflict !== undefined) {
@@ -165,9 +173,6 @@ export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: 
         : 'drop -toolexec from the arguments and GOFLAGS, or run go directly'
     })
   }
-  // `-C dir` must stay the first flag on go's command line.
-  const chdir = chdirArgs(args)
-  return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
 }
 
 /**
@@ -194,6 +199,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   // Under `grid env`, go would get grid's -toolexec twice: every go here runs in the
   // environment from before it.
   const baseEnv = withoutGridEnv(process.env)
+  // Refused before any node starts: an embedded one would be left behind by the exit, with its
+  // socket.
+  checkToolexec(sub, args, baseEnv.GOFLAGS)
   // Ctrl-C or SIGTERM before go runs stop grid's own steps (interrupt.ts).
   const beforeGo = new BeforeGo()
   const finding = findGo(options.cacheDir, baseEnv, beforeGo.signal)
@@ -222,7 +230,13 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     output.err(`grid: warning: ${session.warning.message}`)
     if (session.warning.hint !== undefined) output.err(`  hint: ${session.warning.hint}`)
   }
-  const argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
+  let argv: string[]
+  try {
+    argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
+  } catch (err) {
+    await session.close().catch(() => {}) // an embedded node goes with its socket
+    throw err
+  }
   // A name no other user of a shared TMPDIR can guess and plant a file or link at first (the
   // shims append to it, and leave `.stalled` beside it)
   const fallbackLog = join(tmpdir(), `grid-fallbacks-${randomBytes(12).toString('hex')}`)
