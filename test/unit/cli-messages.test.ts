@@ -5,6 +5,7 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { detectGo } from '@grid/node'
+import { MAX_SLOTS } from '@grid/protocol'
 import { GRID_BIN, defer, run, tempDir, type RunResult } from '../helpers/index.js'
 
 /** The CLI with a cache, control socket and config of the test's own. */
@@ -64,6 +65,12 @@ describe('messages for user errors', () => {
     const slots = await cli(dir, ['daemon', '--slots', '0'])
     assert.equal(slots.code, 2)
     userError(slots, 'GRID_ERR_USAGE', /^ {2}hint: run `grid daemon --help`/m)
+    // more than an advert may offer: every member would refuse its adverts, so it would be listed by none
+    const tooMany = await cli(dir, ['daemon', '--no-mesh', '--slots', String(MAX_SLOTS + 1)], 15_000)
+    assert.equal(tooMany.code, 2, tooMany.stderr)
+    userError(tooMany, 'GRID_ERR_USAGE', new RegExp(`^grid: --slots must be at most ${MAX_SLOTS}, got ${MAX_SLOTS + 1} `, 'm'))
+    const help = await cli(dir, ['daemon', '--help'])
+    assert.match(help.stdout, new RegExp(`at most\\s+${MAX_SLOTS}\\)`), 'the help names the maximum')
   })
 
   it('with --json, grid with no command is a JSON usage error on stdout, as an unknown command is', async (t) => {

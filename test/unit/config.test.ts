@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { DEFAULT_TASK_MEMORY, checkMultiaddr, loadConfig } from '@grid/node'
+import { MAX_SLOTS } from '@grid/protocol'
 import { tempDir } from '../helpers/index.js'
 
 describe('config', () => {
@@ -27,6 +28,16 @@ describe('config', () => {
     await writeFile(file, JSON.stringify({ taskMemry: '8G' }))
     await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('unknown key "taskMemry"') && err.message.includes('taskMemory'))
+  })
+
+  it('refuses "slots" over what an advert may offer, naming the maximum: its adverts would be refused by every member', async (t) => {
+    const dir = await tempDir(t, 'grid-config')
+    const file = join(dir, 'config.json')
+    await writeFile(file, JSON.stringify({ slots: MAX_SLOTS }))
+    assert.equal((await loadConfig(file)).slots, MAX_SLOTS)
+    await writeFile(file, JSON.stringify({ slots: MAX_SLOTS + 1 }))
+    await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
+      err.code === 'GRID_ERR_CONFIG' && err.message === `${file}: "slots" must be at most ${MAX_SLOTS}`)
   })
 
   it('reads compileHeap as a size in whole MiB, 0 for the compiler\'s own, and refuses one too small', async (t) => {

@@ -11,11 +11,13 @@ import { CONTROL_CHAR } from './constants.js'
 export const ADVERT_VERSION = 1
 /** A real advert is well under 2 KiB; anything over this cap is refused before decoding. */
 export const MAX_ADVERT_BYTES = 16 * 1024
-const MAX_ADDRS = 16
+/** Addresses in an advert at most; a node remembers (peers.json) and dials no more of one member. */
+export const MAX_ADVERT_ADDRS = 16
 const MAX_ADDR_CHARS = 256
 const MAX_TOOLCHAINS = 8
 const MAX_TARGETS = 64
-const MAX_SLOTS = 1024
+/** Compile slots an advert may offer at most: a daemon refuses more (--slots), as every member would its adverts. */
+export const MAX_SLOTS = 1024
 const MAX_PACKINGS = 8
 
 export const POLICIES = ['always', 'idle', 'never'] as const
@@ -97,7 +99,7 @@ export function decodeAdvert (bytes: Uint8Array, from = 'peer'): Advert {
   const a = value as Record<string, unknown>
   if (a.v !== ADVERT_VERSION) throw invalid(`version ${String(a.v)}`, from)
   if (!isStr(a.peerId, 128) || a.peerId === '') throw invalid('peerId', from)
-  if (!Array.isArray(a.addrs) || a.addrs.length > MAX_ADDRS || !a.addrs.every(x => isStr(x, MAX_ADDR_CHARS) && x.startsWith('/'))) throw invalid('addrs', from)
+  if (!Array.isArray(a.addrs) || a.addrs.length > MAX_ADVERT_ADDRS || !a.addrs.every(x => isStr(x, MAX_ADDR_CHARS) && x.startsWith('/'))) throw invalid('addrs', from)
   if (!isStr(a.version, 64)) throw invalid('version', from)
   if (!Array.isArray(a.toolchains) || a.toolchains.length > MAX_TOOLCHAINS || !a.toolchains.every(checkToolchain)) throw invalid('toolchains', from)
   if (!Array.isArray(a.targets) || a.targets.length > MAX_TARGETS || !a.targets.every(x => isStr(x, 64) && /^(\*|[a-z0-9]+\/[a-z0-9]+)$/.test(x))) throw invalid('targets', from)

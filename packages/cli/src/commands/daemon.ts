@@ -14,7 +14,7 @@ import { noArguments, parseFlags, sizeFlag, usageError, withoutFlag } from '../o
 import { lastError, type Output } from '../output.js'
 import { connectNode } from '../session.js'
 import { LOCKED_WAIT_MS } from './status.js'
-import { GridError, type NodeStatus } from '@grid/protocol'
+import { GridError, MAX_SLOTS, type NodeStatus } from '@grid/protocol'
 
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
@@ -36,8 +36,9 @@ daemon" in the README.
                             ~/.config/grid/swarm.key, if it exists; see grid init)
   --accept-remote POLICY    always | idle | never: whether this node takes compiles from peers
                             (idle: only while the workstation's own load is low; default idle)
-  --slots N                 local compile slots (default: the number of cores); a compile
-                            runs with its share of them as backend threads (go's -c, lowered)
+  --slots N                 local compile slots (default: the number of cores, at most
+                            ${MAX_SLOTS}); a compile runs with its share of them as backend
+                            threads (go's -c, lowered)
   --trust mesh|self         cache entries to accept from peers: signed by any member (mesh,
                             default) or none, only this node's own (self)
   --verify PERCENT          re-check this share of the entries peers offer by compiling locally
@@ -64,6 +65,8 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   const config = await nodeConfig(options)
   const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
   if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`, 'run `grid daemon --help` for the values')
+  // every member refuses an advert of more (decodeAdvert): the node would be listed by none
+  if (slots !== undefined && slots > MAX_SLOTS) throw usageError(`--slots must be at most ${MAX_SLOTS}, got ${slots}`, 'run `grid daemon --help` for the values')
   const mesh = await meshOptions(config, options.configPath, {
     ...(flags.listen === undefined ? {} : { listen: flags.listen }),
     ...(flags.bootstrap === undefined ? {} : { bootstrap: flags.bootstrap }),

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join, resolve, dirname } from 'node:path'
-import { GridError, POLICIES, errorCode, parseSize, type Policy } from '@grid/protocol'
+import { GridError, MAX_SLOTS, POLICIES, errorCode, parseSize, type Policy } from '@grid/protocol'
 import { DEFAULT_PORT } from '../mesh/constants.js'
 
 export interface NodeConfig {
@@ -185,6 +185,8 @@ export async function loadConfig (path: string, options: { explicit?: boolean } 
             break
           case 'slots':
             if (!Number.isInteger(value) || (value as number) < 1) throw bad(path, '"slots" must be a positive integer')
+            // every member refuses an advert of more (decodeAdvert): the node would be listed by none
+            if ((value as number) > MAX_SLOTS) throw bad(path, `"slots" must be at most ${MAX_SLOTS}`)
             config.slots = value as number
             break
           case 'trust':
