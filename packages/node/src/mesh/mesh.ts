@@ -4,7 +4,9 @@
  *
  *  - Discovery: mDNS (optional), bootstrap addresses (dialled with backoff, forever), and the
  *    addresses inside every advert (peer exchange). mDNS finds, it does not connect: the
- *    smaller PeerId dials, the other after a grace period. Duplicate connections from
+ *    smaller PeerId dials, the other after a grace period. mDNS answers need no swarm key: at
+ *    most MAX_ADVERT_ADDRS addresses of one are kept, they never reach libp2p's peer store, and
+ *    a PeerId only they named is forgotten when they stop. Duplicate connections from
  *    simultaneous dials are closed by one rule both ends apply: keep the connection opened by
  *    the smaller PeerId.
  *  - Whoever signs an advert chooses the addresses in it, and any member can sign with fresh
@@ -37,7 +39,7 @@ import { yamux } from '@libp2p/yamux'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_BYTES, PACKING, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
+  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_ADDRS, MAX_ADVERT_BYTES, PACKING, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
   type Advert, type Policy, type ToolchainInfo
 } from '@grid/protocol'
 import { writeFileAtomic } from '../files.js'
@@ -364,13 +366,7 @@ export class Mesh {
       transports: [tcp()],
       connectionEncrypters: [memberNoise(swarmPrologue(this.init.swarmKey), f => this.onHandshakeFailure(f))],
       streamMuxers: [yamux()],
-      peerDiscovery: this.init.mdns
-        ? [components => {
-            const discovery: PeerDiscovery = mdns({ interval: MDNS_INTERVAL_MS })(components)
-            discovery.addEventListener('peer', evt => { this.onMdnsPeer(evt.detail) })
-            return discovery
-          }]
-        : [],
+      peerDiscovery: this.init.mdns ? [components => this.mdnsDiscovery(mdns({ interval: MDNS_INTERVAL_MS })(components))] : [],
       connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
       // its pings wait behind a transfer on a slow link and it ended connections that were busy
       // sending: liveness.ts watches them instead
@@ -408,7 +404,7 @@ export class Mesh {
     return {
       v: ADVERT_VERSION,
       peerId: this.peerId,
-      addrs: this.addrs().slice(0, 16),
+      addrs: this.addrs().slice(0, MAX_ADVERT_ADDRS),
       version: GRID_VERSION,
       toolchains: local.toolchains,
       targets: ['*'],
@@ -521,13 +517,27 @@ export class Mesh {
     if (node.getConnections(peer).length === 0) void node.peerStore.delete(peer).catch(() => {})
   }
 
-  /** mDNS found a peer on this LAN (again: it answers every MDNS_INTERVAL_MS). */
+  /**
+   * mDNS's answers go to onMdnsPeer only. Anyone on the LAN can send them, without the swarm key,
+   * each with a fresh PeerId and thousands of addresses; libp2p, whose listener is added after
+   * this one (once the factory has returned it), would merge every one into its peer store, which
+   * nothing empties.
+   */
+  private mdnsDiscovery (discovery: PeerDiscovery): PeerDiscovery {
+    discovery.addEventListener('peer', evt => {
+      evt.stopImmediatePropagation()
+      this.onMdnsPeer(evt.detail)
+    })
+    return discovery
+  }
+
+  /** mDNS found a peer on this LAN (again: it answers every MDNS_INTERVAL_MS). At most MAX_ADVERT_ADDRS of its addresses are kept. */
   private onMdnsPeer (info: PeerInfo): void {
     const id = info.id.toString()
     if (id === this.peerId) return
     const first = !this.mdnsPeers.has(id)
     if (first && this.mdnsPeers.size >= MAX_PEERS) return
-    const addrs = dialAddrs(info.multiaddrs, id)
+    const addrs = dialAddrs(info.multiaddrs, id).slice(0, MAX_ADVERT_ADDRS)
     this.mdnsPeers.set(id, { last: Date.now(), addrs })
     const known = this.known.get(id)
     if (known?.relayed === true) known.relayed = false
@@ -642,6 +652,8 @@ export class Mesh {
       if (now - m.last > PEER_TIMEOUT_MS) {
         this.mdnsPeers.delete(id)
         if (!this.peers.has(id)) this.discoveredAt.delete(id)
+        // not a member: what a failed dial left of it in libp2p's peer store goes too
+        if (!this.known.has(id) && !this.peers.has(id)) this.forget(id)
       }
     }
     for (const key of this.dials.keys()) {
@@ -708,8 +720,11 @@ export class Mesh {
     const state = this.dials.get(key) ?? { failures: 0, nextAttempt: 0, notMember: false }
     this.dials.set(key, state)
     if (Date.now() < state.nextAttempt) return
-    const to = target()
-    // a PeerId: libp2p dials the addresses identify or mDNS gave it, most often one
+    // every list is at most MAX_ADVERT_ADDRS already (adverts, peers.json, mDNS): the budget is
+    // charged for the addresses dialled, as libp2p dials at most ~25 of a longer one
+    const wanted = target()
+    const to = Array.isArray(wanted) ? wanted.slice(0, MAX_ADVERT_ADDRS) : wanted
+    // a PeerId: libp2p dials the addresses identify gave it, most often one
     if (!this.takeDialBudget(Array.isArray(to) ? to.length : 1)) return // the next round tries again
     this.dialing.add(key)
     const dialing = deadline(DIAL_TIMEOUT_MS, this.stopping.signal)
@@ -743,7 +758,7 @@ export class Mesh {
       for (const [id, addrs] of entries.slice(0, MAX_KNOWN_PEERS).reverse()) {
         if (!Array.isArray(addrs) || !addrs.every(a => typeof a === 'string')) continue
         try { peerIdFromString(id) } catch { continue }
-        this.known.set(id, { last: Date.now(), addrs: dialAddrs(parseAddrs(addrs.slice(0, 16)), id), connected: true, relayed: false })
+        this.known.set(id, { last: Date.now(), addrs: dialAddrs(parseAddrs(addrs.slice(0, MAX_ADVERT_ADDRS)), id), connected: true, relayed: false })
       }
       if (entries.length > MAX_KNOWN_PEERS) this.seenChanged = true
     } catch {}

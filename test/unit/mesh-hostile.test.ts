@@ -1,0 +1,101 @@
+// The mesh (packages/node/src/mesh/mesh.ts) against hosts on the LAN that hold no swarm key: mDNS
+// answers anyone can send. Real meshes and libp2p nodes on loopback; the mDNS answers are
+// handed to the mesh as its mDNS discovery hands them.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { pathToFileURL } from 'node:url'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { MAX_ADVERT_ADDRS } from '@grid/protocol'
+import type * as MeshModule from '../../packages/node/src/mesh/mesh.js'
+import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
+import { ROOT, defer, waitFor } from '../helpers/index.js'
+import { libp2pNode } from '../helpers/libp2p.js'
+
+// Internal to @grid/node (not in its package exports): loaded from its build.
+const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
+const { Mesh } = await import(dist('mesh/mesh.js')) as typeof MeshModule
+const { DIAL_BURST, PEER_TIMEOUT_MS } = await import(dist('mesh/constants.js')) as typeof ConstantsModule
+
+type Ctx = Parameters<typeof libp2pNode>[0]
+type Mesh = InstanceType<typeof Mesh>
+
+/** The mesh's private parts these tests look at. */
+interface Inside {
+  dialBudget: number
+  dialing: Set<string>
+  mdnsPeers: Map<string, { addrs: Multiaddr[] }>
+  mdnsDiscovery: (discovery: PeerDiscovery) => PeerDiscovery
+  onMdnsPeer: (info: PeerInfo) => void
+  prune: (now: number) => void
+}
+const inside = (mesh: Mesh): Inside => mesh as unknown as Inside
+
+async function startMesh (t: Ctx, swarmKey: Uint8Array, privateKey?: PrivateKey, bootstrap: string[] = []): Promise<Mesh> {
+  const mesh = new Mesh({
+    privateKey: privateKey ?? await generateKeyPair('Ed25519'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstrap,
+    mdns: false,
+    swarmKey,
+    policy: 'never',
+    local: () => ({ toolchains: [], slots: { total: 1, free: 1 }, load: 0 })
+  })
+  await mesh.start()
+  defer(t, async () => { await mesh.stop() })
+  return mesh
+}
+
+/** A fresh key whose PeerId sorts after `than`'s: the mesh dials it at once when mDNS finds it. */
+async function keyAfter (than: string): Promise<{ key: PrivateKey, id: PeerId }> {
+  for (;;) {
+    const key = await generateKeyPair('Ed25519')
+    const id = peerIdFromPrivateKey(key)
+    if (id.toString() > than) return { key, id }
+  }
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
+async function closedPort (): Promise<number> {
+  return await new Promise(resolve => {
+    const server = createServer()
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+describe('the mesh against hosts without the swarm key', { timeout: 60_000 }, () => {
+  it('an mDNS answer with 2000 addresses costs the dial budget at most MAX_ADVERT_ADDRS, and leaves nothing in libp2p\'s peer store once pruned', async (t) => {
+    const mesh = await startMesh(t, randomBytes(32))
+    const { id: forged } = await keyAfter(mesh.peerId)
+    const port = await closedPort()
+    // distinct loopback addresses (not this host's own 127.0.0.1), each refused at once
+    const addrs = Array.from({ length: 2000 }, (_, i) => multiaddr(`/ip4/127.0.${1 + (i >> 7)}.${1 + (i & 0x7f)}/tcp/${port}`))
+    // libp2p adds its own listener to a discovery after the factory returned it, as here
+    const discovery = new EventTarget() as unknown as PeerDiscovery
+    const other = await libp2pNode(t, { peerDiscovery: [() => inside(mesh).mdnsDiscovery(discovery)] })
+    discovery.dispatchEvent(new CustomEvent<PeerInfo>('peer', { detail: { id: forged, multiaddrs: addrs } }))
+
+    assert.equal(inside(mesh).mdnsPeers.get(forged.toString())?.addrs.length, MAX_ADVERT_ADDRS)
+    // it was charged 2000: no dial went out for ~500 s
+    assert.ok(inside(mesh).dialBudget >= DIAL_BURST - MAX_ADVERT_ADDRS, `dial budget ${inside(mesh).dialBudget}`)
+    // libp2p's own handling of the answer would have stored all 2000 addresses
+    assert.equal(await other.libp2p.peerStore.has(forged), false, 'libp2p\'s listener took the mDNS answer')
+
+    // the mesh's failed dial leaves the PeerId in its peer store, until the answers stop
+    const store = mesh.libp2p?.peerStore
+    assert.ok(store !== undefined)
+    await waitFor(() => !inside(mesh).dialing.has(forged.toString()), 10_000, () => 'the dial to end')
+    assert.equal(await store.has(forged), true, 'a failed dial records the PeerId (what the prune must undo)')
+    inside(mesh).prune(Date.now() + PEER_TIMEOUT_MS + 1)
+    assert.equal(inside(mesh).mdnsPeers.has(forged.toString()), false)
+    await waitFor(async () => !(await store.has(forged)), 5_000, () => 'the pruned mDNS peer to leave libp2p\'s peer store')
+  })
+})
