@@ -11,9 +11,10 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { MAX_ADVERT_ADDRS } from '@grid/protocol'
+import { MAX_ADVERT_ADDRS, swarmPrologue } from '@grid/protocol'
 import type * as MeshModule from '../../packages/node/src/mesh/mesh.js'
 import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
+import type * as MemberNoiseModule from '../../packages/node/src/mesh/member-noise.js'
 import { ROOT, defer, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
@@ -21,6 +22,7 @@ import { libp2pNode } from '../helpers/libp2p.js'
 const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
 const { Mesh } = await import(dist('mesh/mesh.js')) as typeof MeshModule
 const { DIAL_BURST, PEER_TIMEOUT_MS } = await import(dist('mesh/constants.js')) as typeof ConstantsModule
+const { memberNoise } = await import(dist('mesh/member-noise.js')) as typeof MemberNoiseModule
 
 type Ctx = Parameters<typeof libp2pNode>[0]
 type Mesh = InstanceType<typeof Mesh>
@@ -29,10 +31,12 @@ type Mesh = InstanceType<typeof Mesh>
 interface Inside {
   dialBudget: number
   dialing: Set<string>
+  dials: Map<string, { notMember: boolean, nextAttempt: number }>
   mdnsPeers: Map<string, { addrs: Multiaddr[] }>
   mdnsDiscovery: (discovery: PeerDiscovery) => PeerDiscovery
   onMdnsPeer: (info: PeerInfo) => void
   prune: (now: number) => void
+  tryDial: (key: string, target: () => Multiaddr[]) => Promise<void>
 }
 const inside = (mesh: Mesh): Inside => mesh as unknown as Inside
 
@@ -97,5 +101,40 @@ describe('the mesh against hosts without the swarm key', { timeout: 60_000 }, ()
     inside(mesh).prune(Date.now() + PEER_TIMEOUT_MS + 1)
     assert.equal(inside(mesh).mdnsPeers.has(forged.toString()), false)
     await waitFor(async () => !(await store.has(forged)), 5_000, () => 'the pruned mDNS peer to leave libp2p\'s peer store')
+  })
+
+  it('a member named by an mDNS answer at a non-member\'s address is not marked a non-member; a PeerId only mDNS named is', async (t) => {
+    const swarmKey = randomBytes(32)
+    const mesh = await startMesh(t, swarmKey)
+    // a real member, connected once (so known with the addresses it advertised), then gone
+    const { key: memberKey, id: member } = await keyAfter(mesh.peerId)
+    const other = await startMesh(t, swarmKey, memberKey, mesh.addrs())
+    await waitFor(() => mesh.connectedMembers().includes(member.toString()), 10_000, () => 'the member to be listed')
+    await other.stop()
+    await waitFor(() => mesh.libp2p?.getConnections(member).length === 0, 10_000, () => 'the member to be gone')
+
+    // a host with another swarm key (it counts the handshakes that failed), and an mDNS answer
+    // naming the member at its address
+    const failed = { count: 0 }
+    const rogue = await libp2pNode(t, { connectionEncrypters: [memberNoise(swarmPrologue(randomBytes(32)), () => { failed.count++ })] })
+    const rogueAddr = rogue.libp2p.getMultiaddrs()[0]?.decapsulateCode(421)
+    assert.ok(rogueAddr !== undefined)
+    const id = member.toString()
+    inside(mesh).onMdnsPeer({ id: member, multiaddrs: [rogueAddr] })
+    // the mesh also redials the member at its own (now closed) addresses, with backoff: dial the
+    // address mDNS gave until the rogue has been reached
+    await waitFor(() => {
+      if (failed.count > 0) return !inside(mesh).dialing.has(id)
+      const state = inside(mesh).dials.get(id)
+      if (state !== undefined) state.nextAttempt = 0
+      void inside(mesh).tryDial(id, () => inside(mesh).mdnsPeers.get(id)?.addrs ?? [])
+      return false
+    }, 10_000, () => 'a dial of the member at the rogue\'s address')
+    assert.equal(inside(mesh).dials.get(id)?.notMember, false, 'a forged mDNS answer kept a member from being dialled for 5 minutes')
+
+    // a PeerId nothing but mDNS named, at the rogue's address: a non-member, retried rarely
+    const { id: stranger } = await keyAfter(mesh.peerId)
+    inside(mesh).onMdnsPeer({ id: stranger, multiaddrs: [rogueAddr] })
+    await waitFor(() => inside(mesh).dials.get(stranger.toString())?.notMember === true, 10_000, () => 'the stranger to be marked a non-member')
   })
 })

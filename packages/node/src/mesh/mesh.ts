@@ -15,7 +15,8 @@
  *    they are forgotten once their adverts stop, and only members this node has been connected
  *    to are remembered (MAX_KNOWN_PEERS, peers.json). All dials share one budget of
  *    DIAL_ADDRS_PER_SECOND addresses, and each member has its own backoff.
- *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged.
+ *  - Membership: Noise with the swarm prologue (member-noise.ts); failures are logged, and mark
+ *    a PeerId a non-member unless it is a member reached at an address it never advertised.
  *  - Liveness: a connection whose peer has gone quiet and does not answer a ping is ended
  *    (liveness.ts); one whose peer is still sending never is, however slow its link.
  *  - Adverts: gossiped on ADVERT_TOPIC on change (slot changes at most once a second) and
@@ -786,6 +787,14 @@ export class Mesh {
       log.info(`${who} is not at ${f.remoteAddr} any more: another member answered there (${f.error.message})`)
       return
     }
+    const known = f.remotePeer === undefined ? undefined : this.known.get(f.remotePeer)
+    if (known !== undefined && !known.addrs.some(a => withoutPeerId(a) === withoutPeerId(f.remoteAddr))) {
+      // A member's PeerId at an address it never advertised, as an mDNS answer anyone on the LAN
+      // can send names it: the failure says nothing of the member. Marked a non-member, it was
+      // not dialled for 5 minutes at its own addresses either.
+      log.warn(`refused outbound connection to ${who} at ${f.remoteAddr}, an address it never advertised: the handshake failed, so the host there is not a member of swarm ${this.fingerprint} [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
+      return
+    }
     log.warn(`refused ${f.direction} connection ${f.direction === 'inbound' ? 'from' : 'to'} ${who}: the handshake failed, so it is not a member of swarm ${this.fingerprint} (it has no swarm key or another one) [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
     if (f.remotePeer !== undefined) {
       const state = this.dials.get(f.remotePeer) ?? { failures: 0, nextAttempt: 0, notMember: true }
@@ -822,6 +831,13 @@ function dialAddrs (addrs: Multiaddr[], id: string): Multiaddr[] {
 /** This host's own IP addresses (every interface, loopback included). */
 function ownIps (): Set<string> {
   return new Set(Object.values(networkInterfaces()).flatMap(list => (list ?? []).map(i => i.address)))
+}
+
+/** The address without its /p2p/<id>, to compare addresses given with and without one. */
+function withoutPeerId (a: Multiaddr | string): string {
+  const text = String(a)
+  const at = text.indexOf('/p2p/')
+  return at < 0 ? text : text.slice(0, at)
 }
 
 function ipOf (a: Multiaddr): string | undefined {
