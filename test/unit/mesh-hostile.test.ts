@@ -1,17 +1,19 @@
 // The mesh (packages/node/src/mesh/mesh.ts) against hosts on the LAN that hold no swarm key: mDNS
-// answers anyone can send. Real meshes and libp2p nodes on loopback; the mDNS answers are
-// handed to the mesh as its mDNS discovery hands them.
+// answers anyone can send, and what identify says of a peer. Real meshes and libp2p nodes on
+// loopback; the mDNS answers are handed to the mesh as its mDNS discovery hands them.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
+import { noise } from '@chainsafe/libp2p-noise'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
 import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { MAX_ADVERT_ADDRS, swarmPrologue } from '@grid/protocol'
+import { CONTROL_CHAR, MAX_ADVERT_ADDRS, swarmPrologue } from '@grid/protocol'
 import type * as MeshModule from '../../packages/node/src/mesh/mesh.js'
 import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
 import type * as MemberNoiseModule from '../../packages/node/src/mesh/member-noise.js'
@@ -136,5 +138,23 @@ describe('the mesh against hosts without the swarm key', { timeout: 60_000 }, ()
     const { id: stranger } = await keyAfter(mesh.peerId)
     inside(mesh).onMdnsPeer({ id: stranger, multiaddrs: [rogueAddr] })
     await waitFor(() => inside(mesh).dials.get(stranger.toString())?.notMember === true, 10_000, () => 'the stranger to be marked a non-member')
+  })
+
+  it('a peer\'s agent and protocols from identify reach `grid peers` with their control characters escaped', async (t) => {
+    const swarmKey = randomBytes(32)
+    const mesh = await startMesh(t, swarmKey)
+    // a member (it holds the key) of another make, that does not speak the advert protocol: unlisted
+    const odd = await libp2pNode(t, {
+      nodeInfo: { name: 'grid', version: '0.1.0', userAgent: 'grid/0.1.0 \x1b]0;x\x07' },
+      connectionEncrypters: [noise({ prologueBytes: swarmPrologue(swarmKey) })],
+      services: { identify: identify() }
+    })
+    await odd.libp2p.handle('/grid/x\x1b[2J/1.0.0', () => {})
+    await odd.libp2p.dial(multiaddr(mesh.addrs()[0]))
+    await waitFor(() => mesh.unlisted().some(u => u.peerId === odd.id && u.agent !== undefined), 10_000, () => 'identify to describe the peer')
+    const seen = mesh.unlisted().find(u => u.peerId === odd.id)
+    assert.equal(seen?.agent, 'grid/0.1.0 \\x1b]0;x\\x07')
+    assert.ok(seen.protocols.includes('/grid/x\\x1b[2J/1.0.0'), seen.protocols.join(' '))
+    assert.ok(!seen.protocols.some(p => CONTROL_CHAR.test(p)))
   })
 })

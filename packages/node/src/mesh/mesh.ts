@@ -40,7 +40,7 @@ import { yamux } from '@libp2p/yamux'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import {
-  ADVERT_VERSION, GRID_VERSION, GridError, MAX_ADVERT_ADDRS, MAX_ADVERT_BYTES, PACKING, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
+  ADVERT_VERSION, CONTROL_CHAR, GRID_VERSION, GridError, MAX_ADVERT_ADDRS, MAX_ADVERT_BYTES, PACKING, decodeAdvert, encodeAdvert, swarmFingerprint, swarmPrologue,
   type Advert, type Policy, type ToolchainInfo
 } from '@grid/protocol'
 import { writeFileAtomic } from '../files.js'
@@ -103,7 +103,8 @@ type Services = { identify: unknown, identifyPush: unknown, ping: Ping, pubsub: 
 
 /**
  * A connected peer as libp2p's identify described it: the protocols it handles (grid's, with
- * their versions, among them) and its agent (`grid/<version> …`). Kept while it is connected.
+ * their versions, among them) and its agent (`grid/<version> …`), control characters escaped.
+ * Kept while it is connected.
  */
 export interface Identified { protocols: string[], agent: string | undefined }
 
@@ -292,7 +293,9 @@ export class Mesh {
     node.addEventListener('peer:identify', evt => {
       const id = evt.detail.peerId.toString()
       if (node.getConnections(evt.detail.peerId).length === 0) return
-      this.identified.set(id, { protocols: [...evt.detail.protocols], agent: evt.detail.agentVersion })
+      // as the peer sent them, but for control characters: `grid peers` prints both
+      const agent = evt.detail.agentVersion
+      this.identified.set(id, { protocols: evt.detail.protocols.map(printable), agent: agent === undefined ? undefined : printable(agent) })
     })
     node.addEventListener('peer:disconnect', evt => {
       const id = evt.detail.toString()
@@ -802,6 +805,13 @@ export class Mesh {
       this.dials.set(f.remotePeer, state)
     }
   }
+}
+
+const CONTROL_CHARS = new RegExp(CONTROL_CHAR.source, 'g')
+
+/** Text from a peer with its control characters escaped (\x1b): no escape sequence of its reaches a terminal. */
+function printable (text: string): string {
+  return text.replace(CONTROL_CHARS, c => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
 function parseAddrs (addrs: string[]): Multiaddr[] {
