@@ -790,7 +790,7 @@ export class Mesh {
       log.info(`${who} is not at ${f.remoteAddr} any more: another member answered there (${f.error.message})`)
       return
     }
-    const known = f.remotePeer === undefined ? undefined : this.known.get(f.remotePeer)
+    const known = f.remotePeer === undefined || f.direction !== 'outbound' ? undefined : this.known.get(f.remotePeer)
     if (known !== undefined && !known.addrs.some(a => withoutPeerId(a) === withoutPeerId(f.remoteAddr))) {
       // A member's PeerId at an address it never advertised, as an mDNS answer anyone on the LAN
       // can send names it: the failure says nothing of the member. Marked a non-member, it was
