@@ -261,6 +261,17 @@ describe('dispatch', () => {
     assert.deepEqual(stub.overdue, ['slow'])
   })
 
+  it('an attempt that throws (a bug, not a peer\'s answer) ends the dispatch: the compile runs here, not never', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['p1'], join(dir, '_pkg_.a'))
+    stub.remote.attempt = async () => { throw new Error('a bug in an attempt') }
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    // expected far away, so no race starts: only the thrown attempt is in the running
+    const r = await d.compile(request(dir), 600_000, 0, new AbortController().signal)
+    assert.ok(!r.done, JSON.stringify(r))
+    assert.equal(r.reason, 'peer-error')
+  })
+
   it('a requester that goes away cancels everything', async (t) => {
     const dir = await pkgDir(t)
     const stub = stubRemote(['p1'], join(dir, '_pkg_.a'))

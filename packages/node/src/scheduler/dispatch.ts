@@ -117,7 +117,12 @@ export class Dispatcher {
       let settled = false
       const contend = (p: Promise<Contender>): void => {
         pending++
-        void p.then(c => {
+        // None rejects by design; one that did anyway must not leave the compile waiting forever
+        // (its shim, kept alive by compile-wait, would never fall back): it counts as withdrawn.
+        void p.catch((err: unknown): Contender => {
+          log.warn(`${req.importPath}: a contender for its compile failed: ${(err as Error).message}`)
+          return { ok: false, local: true, reason: 'cancelled' }
+        }).then(c => {
           pending--
           if (settled) return
           if (c.ok) { settled = true; resolve(c); return }
