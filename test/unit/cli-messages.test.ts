@@ -65,6 +65,10 @@ describe('messages for user errors', () => {
     const slots = await cli(dir, ['daemon', '--slots', '0'])
     assert.equal(slots.code, 2)
     userError(slots, 'GRID_ERR_USAGE', /^ {2}hint: run `grid daemon --help`/m)
+    // a plain decimal only: Number() takes `0x10` for 16
+    const hex = await cli(dir, ['daemon', '--no-mesh', '--slots', '0x10'], 15_000)
+    assert.equal(hex.code, 2, hex.stderr)
+    userError(hex, 'GRID_ERR_USAGE', /^grid: --slots must be a positive integer, got 0x10/m)
     // more than an advert may offer: every member would refuse its adverts, so it would be listed by none
     const tooMany = await cli(dir, ['daemon', '--no-mesh', '--slots', String(MAX_SLOTS + 1)], 15_000)
     assert.equal(tooMany.code, 2, tooMany.stderr)

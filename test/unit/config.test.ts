@@ -20,7 +20,7 @@ describe('config', () => {
     await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
       err.code === 'GRID_ERR_CONFIG' && err.message.includes('at least 1G'))
     // a bad value in the file is the file's error, and names the key
-    for (const [key, value] of [['taskMemory', 'lots'], ['cacheMax', '10Q'], ['cacheMax', -5], ['cacheMax', '0'], ['offload', 'sometimes'], ['acceptRemote', 'maybe'], ['trust', 'all'], ['verify', 120]] as const) {
+    for (const [key, value] of [['taskMemory', 'lots'], ['cacheMax', '10Q'], ['cacheMax', -5], ['cacheMax', '0'], ['offload', 'sometimes'], ['acceptRemote', 'maybe'], ['trust', 'all'], ['verify', 120], ['verify', ''], ['verify', '0x10'], ['verify', ' 5']] as const) {
       await writeFile(file, JSON.stringify({ [key]: value }))
       await assert.rejects(loadConfig(file), (err: { code?: string, message: string }) =>
         err.code === 'GRID_ERR_CONFIG' && err.message.startsWith(`${file}: "${key}" must be`), `${key}: ${JSON.stringify(value)}`)

@@ -63,7 +63,7 @@ export async function daemon (args: string[], options: GlobalOptions, output: Ou
   })
   noArguments('daemon', positional)
   const config = await nodeConfig(options)
-  const slots = flags.slots === undefined ? config.slots : Number(flags.slots)
+  const slots = flags.slots === undefined ? config.slots : /^\d+$/.test(flags.slots) ? Number(flags.slots) : NaN
   if (slots !== undefined && (!Number.isInteger(slots) || slots < 1)) throw usageError(`--slots must be a positive integer, got ${flags.slots}`, 'run `grid daemon --help` for the values')
   // every member refuses an advert of more (decodeAdvert): the node would be listed by none
   if (slots !== undefined && slots > MAX_SLOTS) throw usageError(`--slots must be at most ${MAX_SLOTS}, got ${slots}`, 'run `grid daemon --help` for the values')

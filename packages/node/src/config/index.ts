@@ -104,7 +104,8 @@ export function checkOffload (value: unknown, where: string): 'never' | 'busy' |
 }
 
 export function checkPercent (value: unknown, where: string): number {
-  const n = typeof value === 'string' ? Number(value.replace(/%$/, '')) : value
+  // a plain decimal (`5`, `0.5`, `5%`): Number() would take '' for 0 and `0x10` for 16
+  const n = typeof value === 'string' ? (/^\d+(\.\d+)?%?$/.test(value) ? Number(value.replace(/%$/, '')) : NaN) : value
   if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 100) throw new GridError('GRID_ERR_CONFIG', `${where} must be a percentage 0–100, got ${JSON.stringify(value)}`)
   return n
 }
