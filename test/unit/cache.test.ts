@@ -54,7 +54,36 @@ describe('cache', () => {
     assert.equal(hit.size, body.length)
     assert.deepEqual(await readFile(hit.diskPath), body)
     assert.equal(await cache.get(id()), undefined)
-    assert.deepEqual(await cache.stats(), { dir, entries: 1, blobs: 1, bytes: body.length })
+    assert.deepEqual(await cache.stats(), { dir, entries: 1, blobs: 1, bytes: body.length, compiledOnPeers: { entries: 0, byPeer: {} } })
+  })
+
+  it('an own put whose compile ran on a peer\'s worker names that worker, and keeps this node as its producer; one without stays without, across a reopen', async (t) => {
+    const dir = await tempDir(t)
+    let cache = await Cache.open({ dir, nodeId: 'peer-A' })
+    // the helper writes the blob, the node indexes it (Node.index): put, not putBytes
+    const put = async (body: Buffer, worker?: string): Promise<Uint8Array> => {
+      const outputId = createHash('sha256').update(body).digest()
+      const path = cache.blobPath(hex(outputId))
+      await mkdir(dirname(path), { recursive: true })
+      await writeFile(path, body)
+      const action = id()
+      await cache.put(action, outputId, body.length, undefined, undefined, { toolchain: 'go1.x', shared: true, ...(worker === undefined ? {} : { worker }) })
+      return action
+    }
+    const remote = await put(Buffer.from('archive compiled on B'), 'peer-B')
+    const local = await put(Buffer.from('archive compiled here'))
+    await cache.close() // what the index holds, not what the process remembers
+    cache = await Cache.open({ dir, nodeId: 'peer-A' })
+    t.after(() => cache.close())
+    const fromB = await cache.get(remote)
+    assert.ok(fromB !== undefined && fromB !== 'corrupt')
+    assert.equal(fromB.producer, 'peer-A', 'this node checked the archive and vouches for it')
+    assert.equal(fromB.worker, 'peer-B')
+    const here = await cache.get(local)
+    assert.ok(here !== undefined && here !== 'corrupt')
+    assert.equal(here.producer, 'peer-A')
+    assert.equal(here.worker, undefined)
+    assert.deepEqual((await cache.stats()).compiledOnPeers, { entries: 1, byPeer: { 'peer-B': 1 } })
   })
 
   it('recalls the entries a remembered list names, packed with their blob stamps', async (t) => {

@@ -138,6 +138,12 @@ export interface CacheStats {
   bytes: number
   /** the worker's store of inputs peers sent, beside the cache (absent from nodes before it was added, and from gc's result) */
   workerInputs?: { inputs: number, bytes: number }
+  /**
+   * Entries of this node's own puts whose compile ran on a peer's worker, and how many each
+   * worker compiled, by PeerId (docs/cache.md, invariant 5). Absent from nodes before it was
+   * added; entries put before it are not counted (they did not record their worker).
+   */
+  compiledOnPeers?: { entries: number, byPeer: Record<string, number> }
 }
 
 export interface NodeStatus {

@@ -16,7 +16,10 @@
  *     deletes a blob. `verify` re-hashes every blob regardless of stamps.
  *  4. Only this process opens the LevelDB (LevelDB locks it); every other process asks the
  *     node over its socket. Blob files may be read by anyone holding a DiskPath.
- *  5. Each entry records the PeerId of the node that produced it.
+ *  5. Each entry records the PeerId of the node that produced it. An own entry whose compile
+ *     ran on a peer's worker also records that worker's PeerId (`w`): this node checked the
+ *     archive's shape and vouches for it, but the code in it is the worker's. Entries put
+ *     before this was recorded have no `w`, and stay valid.
  *  6. `gc` never removes a blob pinned by a running build, nor one whose file was written in
  *     the last GC_SPARES_RECENT_MS, and removes every entry that names a blob it removes (the
  *     blob first: on a full disk the entries stay, and a get drops them as it finds it gone). A blob is pinned in the same turn of the event loop as its hit or put is
@@ -79,16 +82,18 @@ export interface CacheHit {
   shared: boolean
   /** an own entry put before the node knew its own compiler: the stamp of the build's compiler, if it said */
   compiler?: string | undefined
+  /** an own entry whose compile ran on a peer's worker: that worker's PeerId (invariant 5) */
+  worker?: string | undefined
 }
 
-/** How this node's own put is shared: under its toolchain's label (when known), or not at all (another compiler's). */
 /**
  * How an own put was made: under which toolchain (when the node knew its own compiler made it),
  * whether it may be served to peers at all, and, when the node could not tell yet whose compiler
  * made it (not probed yet: an embedded node that never joins the mesh, or a daemon starting),
  * the stamp of the compiler the build named (its GOTOOLDIR's), for `claimFor` to compare.
+ * `worker`: the PeerId of the peer whose worker compiled it, when one did (invariant 5).
  */
-export interface OwnPut { toolchain: string | undefined, shared: boolean, compiler?: string }
+export interface OwnPut { toolchain: string | undefined, shared: boolean, compiler?: string, worker?: string }
 
 /** What `recall` found: the entries packed for the helper, and each by hex ActionID. */
 export interface Recalled {
@@ -126,6 +131,8 @@ interface Entry {
   n?: true
   /** an own entry put before the node knew its compiler: the stamp of the build's (compilerStamp) */
   x?: string
+  /** an own entry whose compile ran on a peer: that worker's PeerId (absent from entries put before it was recorded) */
+  w?: string
 }
 
 /** The slice of abstract-level's sublevel API the cache uses, typed for string keys and byte values. */
@@ -342,7 +349,7 @@ export class Cache {
     if (this.removing.has(outputHex)) return undefined
     pin?.add(outputHex)
     this.pendingAtimes.set(key, Date.now())
-    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b, shared: entry.n !== true, compiler: entry.x }
+    return { outputId: entry.o, size: entry.s, time: entry.t, diskPath: path, producer: entry.p, sig: entry.g, toolchain: entry.k, servedBy: entry.b, shared: entry.n !== true, compiler: entry.x, worker: entry.w }
   }
 
   /**
@@ -460,7 +467,7 @@ export class Cache {
     pin?.add(outputHex)
     const key = hex(actionId)
     const entry: Entry = origin === undefined
-      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString(), ...(own?.toolchain === undefined ? {} : { k: own.toolchain }), ...(own?.shared === false ? { n: true as const } : {}), ...(own?.compiler === undefined ? {} : { x: own.compiler }) }
+      ? { o: outputId, s: size, t: Date.now(), p: this.nodeId, i: st.ino.toString(), c: st.ctimeNs.toString(), ...(own?.toolchain === undefined ? {} : { k: own.toolchain }), ...(own?.shared === false ? { n: true as const } : {}), ...(own?.compiler === undefined ? {} : { x: own.compiler }), ...(own?.worker === undefined ? {} : { w: own.worker }) }
       : { o: outputId, s: size, t: origin.time, p: origin.producer, i: st.ino.toString(), c: st.ctimeNs.toString(), g: origin.sig, k: origin.toolchain, b: origin.servedBy }
     this.noteAbsent(actionId)
     await this.writeEntry(key, packr.pack(entry))
@@ -521,19 +528,24 @@ export class Cache {
     return this.approx
   }
 
-  /** Entry count, distinct blobs and their bytes (a scan of the index). */
+  /** Entry count, distinct blobs and their bytes, and the entries compiled on peers, by worker (a scan of the index). */
   async stats (): Promise<CacheStats> {
     const blobs = new Map<string, number>()
     let entries = 0
+    const compiledOnPeers = { entries: 0, byPeer: {} as Record<string, number> }
     for await (const [, raw] of this.entries.iterator()) {
       const entry = decodeEntry(raw)
       if (entry === undefined) continue
       entries++
       blobs.set(hex(entry.o), entry.s)
+      if (entry.w !== undefined) {
+        compiledOnPeers.entries++
+        compiledOnPeers.byPeer[entry.w] = (compiledOnPeers.byPeer[entry.w] ?? 0) + 1
+      }
     }
     let bytes = 0
     for (const size of blobs.values()) bytes += size
-    return { dir: this.dir, entries, blobs: blobs.size, bytes }
+    return { dir: this.dir, entries, blobs: blobs.size, bytes, compiledOnPeers }
   }
 
   /**
@@ -886,7 +898,8 @@ function decodeEntry (raw: Uint8Array): Entry | undefined {
   try {
     const e = packr.unpack(raw) as Partial<Entry>
     if (e.o instanceof Uint8Array && typeof e.s === 'number' && typeof e.t === 'number' && typeof e.p === 'string' &&
-      typeof e.i === 'string' && typeof e.c === 'string' && (e.g === undefined || e.g instanceof Uint8Array)) return e as Entry
+      typeof e.i === 'string' && typeof e.c === 'string' && (e.g === undefined || e.g instanceof Uint8Array) &&
+      (e.w === undefined || typeof e.w === 'string')) return e as Entry
   } catch {}
   return undefined
 }
