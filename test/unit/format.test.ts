@@ -117,6 +117,12 @@ describe('formatStatus', () => {
     assert.doesNotMatch(formatStatus({ ...status, cache: { ...cache, workerInputs: { inputs: 0, bytes: 0 } } }), /inputs of peers/)
   })
 
+  it('says how many cache entries peers\' workers compiled, by peer, when there are any', () => {
+    const cache = { ...status.cache, compiledOnPeers: { entries: 5, byPeer: { 'peer-B': 2, 'peer-C': 3 } }, workerInputs: { inputs: 1, bytes: 1024 } }
+    assert.match(formatStatus({ ...status, cache }), /^cache: +10 entries, 8 blobs, 4\.0 KiB in \/var\/cache\/grid\n +of which 5 compiled on peers: 3 by peer-C, 2 by peer-B\n +and 1 input of peers' compiles/m)
+    assert.doesNotMatch(formatStatus({ ...status, cache: { ...cache, compiledOnPeers: { entries: 0, byPeer: {} } } }), /compiled on peers/)
+  })
+
   it('says whether the node takes peers\' compiles now, and the own load its idle policy judges', () => {
     const mesh = status.mesh as NonNullable<NodeStatus['mesh']>
     assert.match(formatStatus({ ...status, mesh: { ...mesh, accepting: false, load: 0.8249 } }), /^mesh: +swarm open, 2 peers, mDNS on, accept-remote idle \(not taking work now; own load 0\.82 per core\)$/m)

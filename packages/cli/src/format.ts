@@ -54,10 +54,16 @@ function formatLastBuild (b: BuildStats, now: number): string {
 }
 
 export function formatCache (c: CacheStats): string {
-  const line = `cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`
+  const lines = [`cache:   ${c.entries} entries, ${c.blobs} blobs, ${formatBytes(c.bytes)} in ${c.dir}`]
+  // own entries whose archive a peer's worker compiled (docs/cache.md, invariant 5)
+  const p = c.compiledOnPeers
+  if (p !== undefined && p.entries > 0) {
+    const by = Object.entries(p.byPeer).sort((a, b) => b[1] - a[1]).map(([peer, n]) => `${n} by ${peer}`)
+    lines.push(`         of which ${p.entries} compiled on peers: ${by.join(', ')}`)
+  }
   const w = c.workerInputs
-  if (w === undefined || w.inputs === 0) return line
-  return `${line}\n         and ${w.inputs} input${w.inputs === 1 ? '' : 's'} of peers' compiles, ${formatBytes(w.bytes)} (each kept 3 days from its last use)`
+  if (w !== undefined && w.inputs > 0) lines.push(`         and ${w.inputs} input${w.inputs === 1 ? '' : 's'} of peers' compiles, ${formatBytes(w.bytes)} (each kept 3 days from its last use)`)
+  return lines.join('\n')
 }
 
 /** `meshOff`: the node runs without a mesh, so it has no peers to wait for. */

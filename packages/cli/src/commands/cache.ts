@@ -9,7 +9,8 @@ import { viaNodeOrCache } from './status.js'
 
 export const CACHE_HELP = `usage: grid [global options] cache <subcommand>
 
-  stats                  entries, blobs and bytes in the cache, and the inputs of peers'
+  stats                  entries, blobs and bytes in the cache, how many of its entries
+                         peers' workers compiled (by peer), and the inputs of peers'
                          compiles this node keeps beside it (each 3 days from its last use;
                          gc does not trim them)
   gc --max-size SIZE     trim to SIZE (e.g. 10G, 500M), least recently used first
