@@ -64,6 +64,7 @@ describe('remote compiles', () => {
       // each build with a module cache of its own: -trimpath leaves no trace of where it is
       { name: 'moddep', cwd: MODDEP, pkgs: ['.'], env: await moduleProxyEnv(t), gridEnv: await moduleProxyEnv(t) }
     ]
+    const onPeers: Record<string, number> = {} // the compiles each worker won, over the builds so far
     for (const { name, cwd, pkgs, env, gridEnv } of cases) {
       const ref = join(r.dir, `ref-${name}`)
       const out = join(r.dir, `out-${name}`)
@@ -80,6 +81,12 @@ describe('remote compiles', () => {
       // its dependency came into a fresh module cache as go loaded the packages: a download, not an edit
       assert.equal(summary(res).cache.edited, 0, `${name}: every output stored`)
       await sameFiles(out, ref)
+      // the requester's entry of each compile a worker ran names that worker (docs/cache.md, invariant 5)
+      for (const [peer, n] of Object.entries(c.byPeer as Record<string, number>)) onPeers[peer] = (onPeers[peer] ?? 0) + n
+      const stats = await grid(r, ['--json', 'cache', 'stats'])
+      assert.equal(stats.code, 0, stats.stderr)
+      const total = Object.values(onPeers).reduce((a, b) => a + b, 0)
+      assert.deepEqual(JSON.parse(stats.stdout).compiledOnPeers, { entries: total, byPeer: onPeers }, `${name}: entries compiled on peers, by worker`)
     }
   })
 
