@@ -11,6 +11,9 @@ import { MAX_GRAPH_PACKAGES } from '@grid/protocol'
 import { Backlog, History, LocalPool, LONG_POLE_MS, Plan, TINY_MS, estimateMs, localOrPeer, overdueMs, place } from '@grid/node/server'
 import { tempDir } from '../helpers/index.js'
 
+// Internals that @grid/node/server does not export, from the built package.
+const { Scheduler } = await import(new URL('../../../packages/node/dist/scheduler/index.js', import.meta.url).href) as typeof import('../../packages/node/src/scheduler/index.js')
+
 //   main ─┬─ a ── c (runtime-like, slow)
 //         └─ b ── c
 //   d (unrelated)
@@ -115,6 +118,39 @@ describe('scheduler', () => {
     await broken.load()
     assert.equal(broken.get('fmt'), undefined)
     assert.match(await readFile(file, 'utf8'), /not json/, 'loading never rewrites the file')
+  })
+
+  it('a peer\'s compile time does not enter the history: expected times stay this host\'s', async (t) => {
+    // A peer's reported compileMs went into the history like a local time: a fast peer pulled
+    // the expected times (and so its own ratio) toward its speed, and one that said 0 ms halved
+    // a package's expected time each build until it was too small to ship.
+    const dir = await tempDir(t, 'hist')
+    const scheduler = new Scheduler({ historyFile: join(dir, 'history.json') })
+    await scheduler.start()
+    const files = (): string[] => []
+    scheduler.record('fmt', 400, 'here', 40_000)
+    assert.equal(await scheduler.expectedMs('fmt', undefined, files), 400)
+    const scale = scheduler.scale
+    for (let i = 0; i < 10; i++) scheduler.record('fmt', 0, 'peer')
+    scheduler.record('fmt', 100, 'peer')
+    assert.equal(await scheduler.expectedMs('fmt', undefined, files), 400, 'peers\' times leave the expected time alone')
+    assert.equal(scheduler.scale, scale, 'and the size model')
+    assert.ok(await scheduler.expectedMs('fmt', undefined, files) >= TINY_MS)
+
+    // a package compiled only on peers keeps its size estimate, as before its first compile
+    const plan = new Plan([{ p: 'big', i: [], b: 200_000 }], () => 0)
+    const before = await scheduler.expectedMs('big', plan, files)
+    scheduler.record('big', 1, 'peer')
+    assert.equal(scheduler.history.get('big'), undefined)
+    assert.equal(await scheduler.expectedMs('big', plan, files), before)
+
+    // a race's local copy is timed here: it counts
+    scheduler.record('fmt', 200, 'here')
+    assert.equal(await scheduler.expectedMs('fmt', undefined, files), 300)
+    await scheduler.stop()
+    const again = new Scheduler({ historyFile: join(dir, 'history.json') })
+    await again.start()
+    assert.deepEqual([again.history.get('fmt'), again.history.get('big')], [300, undefined], 'history.json holds this host\'s times only')
   })
 
   it('serves waiting compiles by priority, first come first served among equals', async () => {

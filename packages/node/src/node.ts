@@ -653,9 +653,9 @@ export class GridNode {
     if (free > 0) this.backlog.take(free)
   }
 
-  /** A compile finished: its time goes into the history and the build's critical path. */
+  /** A compile finished: its time goes into the build's critical path, and into the history if it ran here. */
   private finished (importPath: string, build: BuildRecord | undefined, ms: number, here = true): void {
-    this.scheduler.record(importPath, ms, here ? build?.plan?.package(importPath)?.b : undefined)
+    this.scheduler.record(importPath, ms, here ? 'here' : 'peer', here ? build?.plan?.package(importPath)?.b : undefined)
     build?.durations.set(importPath, (build.durations.get(importPath) ?? 0) + ms)
   }
 

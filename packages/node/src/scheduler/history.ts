@@ -1,8 +1,9 @@
 /**
- * How long each package took to compile, remembered across builds in `<cache>/history.json`
- * (a moving average per import path). The scheduler ranks compiles by it; a package never
- * seen is estimated from its source size. A missing or unreadable file is an empty history: it
- * only costs a worse order.
+ * How long each package took to compile on this host, remembered across builds in
+ * `<cache>/history.json` (a moving average per import path). The scheduler ranks compiles by
+ * it; a package never compiled here is estimated from its source size. Peers' compile times
+ * never enter it (Scheduler.record). A missing or unreadable file is an empty history: it only
+ * costs a worse order.
  */
 import { readFile } from 'node:fs/promises'
 import { writeFileAtomic } from '../files.js'

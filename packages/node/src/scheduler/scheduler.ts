@@ -3,7 +3,8 @@
  * running in exec.go). For each compile the shim hands the node it says where it should run
  * and why, and how urgent it is:
  *
- *   * expected cost: the package's compile-time history, else an estimate from its source size;
+ *   * expected cost: the package's compile-time history (compiles run here only), else an
+ *     estimate from its source size;
  *   * priority: the remaining critical path through the build's package graph (`go list -deps`
  *     from `grid build`), so the local queue and the peers take the long poles first;
  *   * placement, by the requester's `--offload` policy: `never` keeps everything local; `busy`
@@ -156,8 +157,17 @@ export class Scheduler {
     return this.estimate(bytes)
   }
 
-  /** A compile finished here in `ms`; `sourceBytes` (from the plan) calibrates the size model. */
-  record (importPath: string, ms: number, sourceBytes?: number): void {
+  /**
+   * A compile finished in `ms`, here or on a peer. Only this host's times enter the history
+   * (and, with `sourceBytes` from the plan, calibrate the size model): an expected time is this
+   * host's, the measure of a peer's ratio (remote.ts), of when a task is overdue and of what is
+   * too small to ship. A peer's figure is another machine's, on its word: mixed in, a peer three
+   * times faster drifted toward a ratio of 1 on the packages it usually took, and one that said
+   * 0 ms halved a package's expected time each build. A package compiled only on peers keeps
+   * its size estimate, scaled by this host's own times.
+   */
+  record (importPath: string, ms: number, where: 'here' | 'peer', sourceBytes?: number): void {
+    if (where === 'peer') return
     this.history.record(importPath, ms)
     if (sourceBytes === undefined) return
     this.scaleSums.actual = this.scaleSums.actual * SCALE_DECAY + ms
