@@ -240,6 +240,26 @@ describe('remote compiles against hostile peers', () => {
     }
   })
 
+  it('a peer that reports ~0 ms compiles cannot drive its ratio below MIN_RATIO', async (t) => {
+    // A result's compileMs is the peer's word, capped only by the wall time: with no floor, a
+    // peer that said 0 ms had a ratio of 0 and was predicted to take any compile in its fixed
+    // cost alone, long poles included.
+    const archive = await realArchive(t)
+    const peer = await fakePeer(async (offer, conn) => {
+      if (offer.eager === true) await inputs(conn)
+      await conn.send({ type: 'result', exitCode: 0, output: Buffer.alloc(0), archive, asmhdr: null, compileMs: 0.001 })
+      return true
+    })
+    const remote = compilerFor(peer)
+    for (let i = 0; i < 10; i++) {
+      const a = await remote.attempt(peer.peerId, preparedTask({ buildId: 'abc/abc' }).prepared, new AbortController().signal, 1000)
+      assert.ok(a.ok, JSON.stringify({ ...a, archive: undefined }))
+    }
+    const longPole = 60_000
+    const predicted = remote.predictMs(longPole) as number
+    assert.ok(predicted >= longPole * constants.MIN_RATIO, `predicted ${predicted} ms for a compile of ${longPole} ms here`)
+  })
+
   it('says in its log, once, why a compile cannot be a task: the summary only counts unsupported-task', async (t) => {
     const file = join(await tempDir(t), 'grid.log')
     configureLogging({ stderr: 'silent', file })

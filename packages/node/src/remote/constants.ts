@@ -57,6 +57,23 @@ export const WORKER_TASK_TIMEOUT_MS = 10 * 60_000
  */
 export const MAX_REPORTED_COMPILE_MS = 2 * WORKER_TASK_TIMEOUT_MS
 
+/**
+ * One task's sample of a peer's ratio (its compile time over our expected time, remote.ts) is
+ * taken within these bounds (its speed's, wall time over expected, within 0.1 and MAX_RATIO):
+ * one wild sample cannot dominate the moving average. The floor is what a peer can reach by its
+ * word alone: its compile time is its own figure, capped only by the wall time we measure, and
+ * one that said 0 ms drove its ratio to 0, predicted to take any compile in its fixed cost.
+ * About 8× is the widest honest gap seen: a requester on a 0.5-core lab host (~5× the size
+ * model, scheduler.ts `scale`) that is busy shipping work (its compiles 1.2–1.8× as long,
+ * docs/benchmarks/remote-timeline.md) against an idle full-core peer. A sample below says more
+ * about our estimate (a size estimate far off: a package of data) or the peer's word than about
+ * its CPU; a liar gains no more than being taken for 8× faster, and its real time still shows
+ * in its wall time and in races. The ceiling is reached only by our own clock; any ratio over
+ * 1 / FASTER_PEER (scheduler/constants.ts) already counts as clearly slower.
+ */
+export const MIN_RATIO = 1 / 8
+export const MAX_RATIO = 20
+
 /** A worker's files: `<cache>/worker/`, its input store in `blobs/` there (inputs.ts). */
 export const WORKER_DIR = 'worker'
 export const INPUTS_DIR = 'blobs'

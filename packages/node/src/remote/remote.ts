@@ -25,7 +25,7 @@ import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type Too
 import { logger } from '../log.js'
 import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
@@ -51,8 +51,6 @@ const OVERDUE_STREAK = 3
  * compiles away from peers that would run them.
  */
 const BUSY_STREAK = 3
-/** A peer's compile time over our expected time is clamped to this (like its speed): one wild sample cannot dominate. */
-const MAX_RATIO = 20
 /**
  * A task that moved at least this many bytes (inputs sent and the archive back) times the
  * peer's link (`msPerByte`); a smaller one times its fixed cost (`extraMs`). On a gigabit LAN a
@@ -479,7 +477,7 @@ export class RemoteCompiler {
       score.late = 0
       this.refusals.delete(peer)
       addSpeedSample(score, wallMs, expectedMs)
-      score.ratio = toward(score.ratio, Math.min(MAX_RATIO, compileMs / Math.max(1, expectedMs)))
+      score.ratio = toward(score.ratio, Math.min(MAX_RATIO, Math.max(MIN_RATIO, compileMs / Math.max(1, expectedMs))))
       const moved = io.sent + io.received // as they went over the link: packed, if they were
       this.movedBytes = this.movedBytes * BYTES_DECAY + moved
       this.movedExpectedMs = this.movedExpectedMs * BYTES_DECAY + Math.max(1, expectedMs)
