@@ -1,7 +1,8 @@
 // The shared cache between peers (packages/node/src/peercache/peercache.ts, docs/cache.md "Shared
 // cache") on real libp2p nodes on loopback, with real caches in temp dirs: a member that resets
 // its stream in the middle of a reply, or asks for much and never reads, costs the serving node
-// nothing but that stream; a stream has a bounded number of answers in progress; a body whose
+// nothing but that stream; a stream has a bounded number of answers in progress; a byte budget
+// grants in order and gives back what a cancelled wait would have taken; a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
 // slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
 // --verify distrusts a producer only over a compile's output, not a test result's.
@@ -18,12 +19,14 @@ import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
 import type * as BuildsModule from '../../packages/node/src/builds/index.js'
+import type * as BudgetModule from '../../packages/node/src/peercache/budget.js'
 import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
 const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
   await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
+const { ByteBudget } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/budget.js')).href) as typeof BudgetModule
 const { BuildSources, buildIdAction } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/builds/index.js')).href) as typeof BuildsModule
 type PeerCache = InstanceType<typeof PeerCache>
 type PeerCacheInit = PeerCacheModule.PeerCacheInit
@@ -176,6 +179,58 @@ describe('peer cache: serving', () => {
       assert.ok(reply?.type === 'chunk' && reply.last && Buffer.from(reply.data).equals(b.body), `reply ${i + 1}`)
     }
     stream.abort(new Error('done'))
+  })
+})
+
+describe('peer cache: ByteBudget', () => {
+  const never = new AbortController().signal
+  it('grants in order, within the limit; one larger than the limit alone; tryTake takes free room, never more', async () => {
+    const budget = new ByteBudget(10)
+    const order: string[] = []
+    const seen = (): string[] => [...order] // a copy: assert.deepEqual would narrow `order` itself
+    const r1 = await budget.take(6, never)
+    const w2 = budget.take(6, never).then(r => { order.push('second'); return r })
+    const w3 = budget.take(1, never).then(r => { order.push('third'); return r }) // would fit, but waits its turn
+    await turns()
+    assert.deepEqual(seen(), [])
+    const small = budget.tryTake(4)
+    assert.ok(small !== undefined, 'a small hold takes the free room at once')
+    assert.equal(budget.tryTake(1), undefined, 'but not more')
+    small()
+    small() // given back once only
+    assert.equal(budget.inUse, 6)
+    r1()
+    const r2 = await w2
+    const r3 = await w3
+    assert.deepEqual(seen(), ['second', 'third'])
+    assert.equal(budget.inUse, 7)
+    const w4 = budget.take(25, never).then(r => { order.push('larger'); return r })
+    r2()
+    await turns()
+    assert.deepEqual(seen(), ['second', 'third'], 'the larger one waits for nothing else to be held')
+    r3()
+    const r4 = await w4
+    assert.equal(budget.inUse, 25)
+    assert.equal(budget.tryTake(1), undefined)
+    r4()
+    assert.deepEqual({ inUse: budget.inUse, waiting: budget.waiting, peak: budget.peak }, { inUse: 0, waiting: 0, peak: 25 })
+  })
+
+  it('a cancelled wait leaves the queue, and the next in line gets the room', async () => {
+    const budget = new ByteBudget(10)
+    const r1 = await budget.take(8, never)
+    const cancel = new AbortController()
+    const cancelled = budget.take(5, cancel.signal)
+    const next = budget.take(2, never)
+    assert.equal(budget.waiting, 2)
+    cancel.abort(new Error('the stream was reset'))
+    await assert.rejects(cancelled, /the stream was reset/)
+    const r2 = await next
+    assert.deepEqual({ inUse: budget.inUse, waiting: budget.waiting }, { inUse: 10, waiting: 0 })
+    r1()
+    r2()
+    await assert.rejects(budget.take(1, cancel.signal), /the stream was reset/, 'an aborted signal takes nothing')
+    assert.equal(budget.inUse, 0)
   })
 })
 
