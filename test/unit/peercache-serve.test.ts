@@ -1,8 +1,9 @@
 // The shared cache between peers (packages/node/src/peercache/peercache.ts, docs/cache.md "Shared
 // cache") on real libp2p nodes on loopback, with real caches in temp dirs: a member that resets
 // its stream in the middle of a reply, or asks for much and never reads, costs the serving node
-// nothing but that stream; a stream has a bounded number of answers in progress; a byte budget
-// grants in order and gives back what a cancelled wait would have taken; a body whose
+// nothing but that stream; a stream has a bounded number of answers in progress; the bodies a
+// node holds to serve them, over every stream and connection, stay within one node-wide budget
+// (which a member that resets or goes away gives back, waiting or not); a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
 // slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
 // --verify distrusts a producer only over a compile's output, not a test result's.
@@ -179,6 +180,114 @@ describe('peer cache: serving', () => {
       assert.ok(reply?.type === 'chunk' && reply.last && Buffer.from(reply.data).equals(b.body), `reply ${i + 1}`)
     }
     stream.abort(new Error('done'))
+  })
+})
+
+describe('peer cache: the node-wide serve budget', () => {
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  before(() => { process.on('unhandledRejection', onUnhandled) })
+  after(() => { process.off('unhandledRejection', onUnhandled) })
+
+  /** Asks for `blobs` (one request each) on a new stream of `m` to `server`, and checks every body that comes back. */
+  async function fetchOver (m: Libp2p, server: Libp2p, blobs: Array<{ outputId: Buffer, body: Buffer }>): Promise<void> {
+    const stream = await m.dialProtocol(server.peerId, CACHE_PROTOCOL)
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    const got = new Map<number, Uint8Array[]>()
+    const reading = (async () => {
+      for (let done = 0; done < blobs.length;) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'server')
+        assert.equal(msg.type, 'chunk', `reply ${msg.id}`)
+        const chunk = msg as Extract<PeerCacheMessage, { type: 'chunk' }>
+        got.set(chunk.id, [...(got.get(chunk.id) ?? []), chunk.data])
+        if (chunk.last) done++
+      }
+    })()
+    await lp.writeV(blobs.map((b, i) => packr.pack({ type: 'fetch', id: i + 1, outputId: b.outputId })))
+    await reading
+    for (const [i, b] of blobs.entries()) assert.ok(Buffer.concat(got.get(i + 1) ?? []).equals(b.body), `body ${i + 1}`)
+    stream.abort(new Error('done'))
+  }
+
+  it('big bodies asked for over many streams of several connections: the bodies held at once stay within the budget (a stream alone was bounded, not the node)', async (t) => {
+    // 2 members × 4 streams × MAX_ANSWERS_PER_STREAM answers: 64 bodies asked for at once, where
+    // the budget holds 3; before, every stream held its 8 (and a connection may open 16 streams)
+    const budget = 2 * MiB
+    const a = await cacheNode(t, undefined, undefined, undefined, { serveBudgetBytes: budget })
+    const blobs: Array<{ outputId: Buffer, body: Buffer }> = []
+    for (let i = 0; i < 4; i++) blobs.push(await putBlob(a.cache, 600 * 1024 + i))
+    const runs: Array<Promise<void>> = []
+    for (let n = 0; n < 2; n++) {
+      const m = await libp2pNode(t)
+      await m.libp2p.dial(a.libp2p.getMultiaddrs())
+      for (let s = 0; s < 4; s++) {
+        runs.push(fetchOver(m.libp2p, a.libp2p, Array.from({ length: MAX_ANSWERS_PER_STREAM }, (_, i) => blobs[(s + i) % blobs.length]!)))
+      }
+    }
+    await Promise.all(runs)
+    const held = a.peerCache.serveBudget
+    assert.equal(a.peerCache.served.bodies, 2 * 4 * MAX_ANSWERS_PER_STREAM, 'every body served')
+    assert.ok(held.peak <= budget, `${held.peak} bytes of bodies held at once, over the budget of ${budget}`)
+    assert.ok(held.peak > blobs[3]!.body.length, `more than one body at once (${held.peak} bytes)`)
+    assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back')
+
+    // a body larger than the budget is served, alone, while other fetches wait their turn
+    const big = await putBlob(a.cache, budget + MiB)
+    const bigHex = big.outputId.toString('hex')
+    let heldWithBig: number | undefined
+    const readVerified = a.cache.readVerified.bind(a.cache)
+    a.cache.readVerified = async (outputHex: string) => {
+      if (outputHex === bigHex) heldWithBig = held.inUse
+      return await readVerified(outputHex)
+    }
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(a.libp2p.getMultiaddrs())
+    await Promise.all([fetchOver(m.libp2p, a.libp2p, [...blobs, big, ...blobs]), fetchOver(m.libp2p, a.libp2p, [...blobs, ...blobs])])
+    assert.equal(heldWithBig, big.body.length, 'nothing else held while the larger body was')
+    assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back')
+  })
+
+  it('members that reset their stream or go away, with bodies held or waiting for the budget, give it all back at once; lookups are answered meanwhile', async (t) => {
+    const budget = 2 * MiB
+    const a = await cacheNode(t, undefined, undefined, undefined, { serveBudgetBytes: budget })
+    const blob = await putBlob(a.cache, MiB + 4096) // more than a stream's window: its reply stalls while unread (one at a time fits)
+    const held = a.peerCache.serveBudget
+    /** A member's stream that asks for the body MAX_ANSWERS_PER_STREAM times and never reads. */
+    const stalled = async (): Promise<{ libp2p: Libp2p, stream: Stream }> => {
+      const m = await libp2pNode(t)
+      await m.libp2p.dial(a.libp2p.getMultiaddrs())
+      const stream = await m.libp2p.dialProtocol(a.libp2p.peerId, CACHE_PROTOCOL)
+      stream.pause()
+      const lp = lpStream(stream)
+      await lp.writeV(Array.from({ length: MAX_ANSWERS_PER_STREAM }, (_, i) => packr.pack({ type: 'fetch', id: i + 1, outputId: blob.outputId })))
+      return { libp2p: m.libp2p, stream }
+    }
+    const state = (): string => `${held.inUse} bytes held, ${held.waiting} waiting`
+    const holds = await stalled()
+    await waitFor(() => held.inUse > 0 && held.waiting === MAX_ANSWERS_PER_STREAM - 1, 10_000, () => `a body held, the rest waiting (${state()})`)
+    const resets = await stalled()
+    const leaves = await stalled()
+    await waitFor(() => held.waiting === 3 * MAX_ANSWERS_PER_STREAM - 1, 10_000, () => `every other fetch waiting (${state()})`)
+    assert.equal(held.inUse, blob.body.length)
+
+    // another member's lookup is answered, its small body with it, while the fetches wait
+    const small = await putBlob(a.cache, 2000)
+    const b = await client(t, a.libp2p)
+    const found = await settledFind(b, small.actionId)
+    assert.ok('hit' in found, JSON.stringify(found))
+
+    // the waits of a stream reset and of a member gone leave the queue, though the held body is not given back yet
+    resets.stream.abort(new Error('the member reset its stream'))
+    await leaves.libp2p.stop()
+    await waitFor(() => held.waiting === MAX_ANSWERS_PER_STREAM - 1, 10_000, () => `the waits of the gone to be cancelled (${state()})`)
+    assert.equal(held.inUse, blob.body.length, 'the body held stays held')
+    // and the one holding a body goes: everything is given back
+    holds.stream.abort(new Error('the member reset its stream'))
+    await waitFor(() => held.inUse === 0 && held.waiting === 0, 10_000, () => `the budget given back (${state()})`)
+    await turns()
+    assert.deepEqual(unhandled.map(r => r instanceof Error ? `${r.name}: ${r.message}` : String((r as Event)?.type ?? r)), [], 'unhandled rejections')
+    await servesStill(t, a, blob)
+    assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back after the next fetch')
   })
 })
 

@@ -26,10 +26,25 @@ export const FETCH_LINK_MARGIN = 3
 export const MAX_INBOUND_STREAMS = 16
 
 /**
- * Requests of one inbound stream answered at once; the next is read when one is done. A fetch
- * holds its whole body in memory while it is sent, so this bounds what one stream can cost
- * (a member that asks for many bodies and reads slowly holds this many here, no more). Eight
- * keeps the stream busy for a member's parallel gets (lookups are batched, so a burst of gets
- * is one message) and a lookup rarely waits behind whole fetches.
+ * Requests of one inbound stream answered at once; the next is read when one is done. It bounds
+ * what one stream has read and not yet answered (a request waiting for SERVE_BUDGET_BYTES holds
+ * its place here), so a member cannot queue requests without end. Eight keeps the stream busy
+ * for a member's parallel gets (lookups are batched, so a burst of gets is one message) and a
+ * lookup rarely waits behind whole fetches. Memory is bounded node-wide by SERVE_BUDGET_BYTES,
+ * not by this: a member may open MAX_INBOUND_STREAMS streams per connection, and several
+ * connections.
  */
 export const MAX_ANSWERS_PER_STREAM = 8
+
+/**
+ * Bytes of bodies a node holds at once to serve them, whatever the number of streams and
+ * connections asking (peercache.ts `answer`). A fetch reads its whole body into memory (twice
+ * its size when it goes packed) and holds it until its last chunk is written; one that would go
+ * over waits its turn, in order; one larger than this is served alone. Bodies inlined in a
+ * lookup reply count too, but never wait (nor hold up a lookup behind a big body): with no room
+ * they are left out, and fetched. Cached
+ * `go test`/`go run` executables are tens of MB, a package archive ~0.5 MB: 256 MiB lets a few
+ * executables or hundreds of archives go out at once, far more than a gigabit link carries in
+ * the time one is read from disk, on a workstation that needs its memory for compiles.
+ */
+export const SERVE_BUDGET_BYTES = 256 * 1024 * 1024

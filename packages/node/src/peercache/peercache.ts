@@ -18,12 +18,16 @@
  *    its claim's size (the size is not signed), is marked untrusted too.
  *
  * Serving: a stream has at most MAX_ANSWERS_PER_STREAM requests answered at once (the rest wait,
- * in order); a member that resets its stream or goes away mid-reply ends that stream only.
+ * in order); the bodies being served, over every stream and connection, hold at most
+ * `serveBudgetBytes` of memory (SERVE_BUDGET_BYTES; one larger body alone), a fetch that would go
+ * over waiting its turn, in order; a member that resets its stream or goes away mid-reply ends
+ * that stream only, and gives back its place and its bytes.
  *
  * GRID_TEST_FAULT (tests only) makes this node misbehave as a server: `serve-bad-bytes` flips a
  * byte of every body it serves; `serve-poisoned` answers lookups with a claim for another
  * entry's output, signed by itself.
  */
+import { stat } from 'node:fs/promises'
 import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
@@ -36,8 +40,12 @@ import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
 import { PACKED_SHARE, pack, unpack } from '../pack.js'
+import { ByteBudget, type Release } from './budget.js'
 import { Channel, packr } from './channel.js'
-import { BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS } from './constants.js'
+import {
+  BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
+  SERVE_BUDGET_BYTES
+} from './constants.js'
 
 const log = logger('grid:peercache')
 
@@ -77,6 +85,8 @@ export interface PeerCacheInit {
    * background, and whether its bodies go packed (a slow link, ../pack.ts; absent: never).
    */
   link?: { msPerByte: (peer: string) => number | undefined, measure: (peer: string) => void, packs?: (peer: string) => boolean }
+  /** Bytes of bodies held at once to serve them, node-wide (default SERVE_BUDGET_BYTES; tests set a small one). */
+  serveBudgetBytes?: number
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
@@ -119,9 +129,12 @@ export class PeerCache {
   private readonly fault = process.env.GRID_TEST_FAULT ?? ''
   private lastServed: Claim | undefined
   readonly served = { lookups: 0, claims: 0, bodies: 0, bytes: 0 }
+  /** The memory of bodies being served, over every stream and connection (`inUse`, `peak`, `waiting`). */
+  readonly serveBudget: ByteBudget
 
   constructor (init: PeerCacheInit) {
     this.init = init
+    this.serveBudget = new ByteBudget(init.serveBudgetBytes ?? SERVE_BUDGET_BYTES)
     this.sign = signer(init.privateKey)
   }
 
@@ -430,12 +443,17 @@ export class PeerCache {
   /**
    * Serves one inbound stream: lookups from our index, bodies verified on the way out. At most
    * MAX_ANSWERS_PER_STREAM requests are answered at once; the next message is read when one is
-   * done, so requests wait their turn in order and a member that asks for many bodies and reads
-   * slowly holds that many here, no more. Replies go out one at a time; the first that cannot be
-   * written (the member reset the stream or went away) ends the stream: logged, never thrown.
+   * done, so requests wait their turn in order and a member cannot queue requests without end.
+   * The bodies themselves wait for `serveBudget`, node-wide. Replies go out one at a time; the
+   * first that cannot be written (the member reset the stream or went away) ends the stream:
+   * logged, never thrown. A stream that closes or resets, however noticed, cancels its answers'
+   * waits for the budget (`gone`), so a member gone away keeps no place in the queue.
    */
   private async serve (stream: Stream, from: string): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    const gone = new AbortController()
+    const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `the cache stream from ${from} closed`)) }
+    stream.addEventListener('close', onClose, { once: true })
     let ended: Error | undefined
     const end = (why: unknown): Error => {
       if (ended === undefined) {
@@ -443,6 +461,7 @@ export class PeerCache {
         if ((ended as { code?: string }).code === 'GRID_ERR_MESSAGE_INVALID') log.warn(`closing a cache stream: ${ended.message}`)
         else log.debug(`cache stream from ${from} ended: ${ended.message}`)
         stream.abort(ended)
+        gone.abort(ended)
       }
       return ended
     }
@@ -462,7 +481,7 @@ export class PeerCache {
         while (answering >= MAX_ANSWERS_PER_STREAM) await new Promise<void>(resolve => { slotFree = resolve })
         const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), from)
         answering++
-        void this.answer(msg, reply)
+        void this.answer(msg, reply, gone.signal)
           .catch(async (err: unknown) => {
             if (ended === undefined) await reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_INTERNAL', message: asError(err).message })
           })
@@ -471,36 +490,56 @@ export class PeerCache {
       }
     } catch (err) {
       end(err)
+    } finally {
+      stream.removeEventListener('close', onClose)
     }
   }
 
-  private async answer (msg: PeerCacheMessage, reply: (m: PeerCacheMessage) => Promise<void>): Promise<void> {
+  /** `gone`: the stream ended; a wait for the budget stops, and what was taken is given back. */
+  private async answer (msg: PeerCacheMessage, reply: (m: PeerCacheMessage) => Promise<void>, gone: AbortSignal): Promise<void> {
     if (msg.type === 'lookup') {
       this.served.lookups++
       const entries: Array<Found | null> = await Promise.all(msg.keys.map(async key => await this.claimFor(key)))
-      await this.inline(entries)
-      await reply({ type: 'found', id: msg.id, entries })
+      const release = await this.inline(entries)
+      try {
+        await reply({ type: 'found', id: msg.id, entries })
+      } finally {
+        release?.()
+      }
       return
     }
     if (msg.type === 'fetch') {
-      const body = await this.init.cache.readVerified(hex(msg.outputId))
-      if (body === undefined) { await reply({ type: 'gone', id: msg.id }); return }
-      this.serving(body)
-      // the asker measured the link slow (../pack.ts): the body goes packed, if that makes it smaller
-      const packed = msg.pack === PACKING ? await pack(body) : undefined
-      const data = packed ?? body
-      for (let off = 0; off < data.length || off === 0; off += CHUNK_BYTES) {
-        const last = off + CHUNK_BYTES >= data.length
-        await reply({ type: 'chunk', id: msg.id, data: data.subarray(off, off + CHUNK_BYTES), last, ...(packed !== undefined ? { packed: PACKING } : {}) })
-        if (last) break
+      const outputHex = hex(msg.outputId)
+      const size = await stat(this.init.cache.blobPath(outputHex)).then(st => st.size, () => undefined)
+      if (size === undefined) { await reply({ type: 'gone', id: msg.id }); return }
+      // the whole body is held while it is sent, and its packed copy too when the asker wants it packed
+      const release = await this.serveBudget.take(msg.pack === PACKING ? 2 * size : size, gone)
+      try {
+        const body = await this.init.cache.readVerified(outputHex)
+        if (body === undefined) { await reply({ type: 'gone', id: msg.id }); return }
+        this.serving(body)
+        // the asker measured the link slow (../pack.ts): the body goes packed, if that makes it smaller
+        const packed = msg.pack === PACKING ? await pack(body) : undefined
+        const data = packed ?? body
+        for (let off = 0; off < data.length || off === 0; off += CHUNK_BYTES) {
+          const last = off + CHUNK_BYTES >= data.length
+          await reply({ type: 'chunk', id: msg.id, data: data.subarray(off, off + CHUNK_BYTES), last, ...(packed !== undefined ? { packed: PACKING } : {}) })
+          if (last) break
+        }
+      } finally {
+        release()
       }
       return
     }
     await reply({ type: 'fail', id: msg.id, code: 'GRID_ERR_MESSAGE_INVALID', message: `${msg.type} is a reply` })
   }
 
-  /** Puts the bodies of small entries into a lookup reply, within the reply's budget. */
-  private async inline (entries: Array<Found | null>): Promise<void> {
+  /**
+   * Puts the bodies of small entries into a lookup reply, within the reply's budget and what
+   * `serveBudget` has free now, even ahead of fetches waiting for it: a lookup never waits for
+   * memory (with no room its claims go without the bodies, which are fetched as big ones are). The release of what was taken, if anything.
+   */
+  private async inline (entries: Array<Found | null>): Promise<Release | undefined> {
     let budget = INLINE_BUDGET_BYTES
     const small: Found[] = []
     for (const c of entries) {
@@ -508,6 +547,19 @@ export class PeerCache {
       budget -= c.size
       small.push(c)
     }
+    if (small.length === 0) return undefined
+    const release = this.serveBudget.tryTake(INLINE_BUDGET_BYTES - budget)
+    if (release === undefined) return undefined
+    try {
+      await this.readInline(small)
+    } catch (err) {
+      release()
+      throw err
+    }
+    return release
+  }
+
+  private async readInline (small: Found[]): Promise<void> {
     await Promise.all(small.map(async c => {
       const body = await this.init.cache.readVerified(hex(c.outputId))
       if (body === undefined || body.length !== c.size) return // fetched (or found gone) as a big one would be
