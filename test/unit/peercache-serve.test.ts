@@ -3,7 +3,8 @@
 // its stream in the middle of a reply, or asks for much and never reads, costs the serving node
 // nothing but that stream; a stream has a bounded number of answers in progress; the bodies a
 // node holds to serve them, over every stream and connection, stay within one node-wide budget
-// (which a member that resets or goes away gives back, waiting or not); a body whose
+// (which a member that resets or goes away gives back, waiting or not), and so do the bodies it
+// fetches (given back when a fetch fails or its wait times out); a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
 // slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
 // --verify distrusts a producer only over a compile's output, not a test result's.
@@ -396,6 +397,52 @@ describe('peer cache: a body of another size than claimed', () => {
   }
 })
 
+
+describe('peer cache: the node-wide fetch budget', () => {
+  it('many gets at once: the bodies being fetched stay within the budget, and every one comes', async (t) => {
+    const budget = 2 * MiB
+    const server = await cacheNode(t)
+    const blobs = []
+    for (let i = 0; i < 12; i++) blobs.push(await putBlob(server.cache, 600 * 1024 + i))
+    const c = await cacheNode(t, () => [server.id], 'go1.test', undefined, { fetchBudgetBytes: budget })
+    await c.libp2p.dial(server.libp2p.getMultiaddrs())
+    const results = await Promise.all(blobs.map(async b => await settledFind(c, b.actionId)))
+    for (const [i, r] of results.entries()) assert.ok('hit' in r && r.bytes === blobs[i]!.body.length, `get ${i + 1}: ${JSON.stringify(r)}`)
+    const held = c.peerCache.fetchBudget
+    assert.ok(held.peak <= budget, `${held.peak} bytes being fetched at once, over the budget of ${budget}`)
+    assert.ok(held.peak > blobs[11]!.body.length, `more than one body at once (${held.peak} bytes)`)
+    assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back')
+  })
+
+  it('a fetch that fails, and one that waited for it past its deadline, give back what they took', async (t) => {
+    const blobs = [0, 1].map(() => ({ actionId: randomBytes(32), body: randomBytes(1536 * 1024) }))
+    // a member that claims both bodies and never sends one
+    const p = await libp2pNode(t)
+    const claims = await Promise.all(blobs.map(async b => {
+      const outputId = sha256(b.body)
+      return { actionId: b.actionId, outputId, size: b.body.length, time: Date.now(), producer: p.id, toolchain: 'go1.test', sig: await signer(p.key)(claimBytes(b.actionId, outputId, 'go1.test')) }
+    }))
+    let fetches = 0
+    await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+      void (async () => {
+        for (;;) {
+          const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
+          if (msg.type === 'lookup') await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => claims.find(c => c.actionId.equals(k)) ?? null) }))
+          else fetches++
+        }
+      })().catch((err: Error) => { stream.abort(err) })
+    })
+    const c = await cacheNode(t, () => [p.id], 'go1.test', undefined, { fetchBudgetBytes: 2 * MiB }) // room for one
+    await c.libp2p.dial(p.libp2p.getMultiaddrs())
+    const results = await Promise.all(blobs.map(async b => await settledFind(c, b.actionId)))
+    assert.deepEqual(results.map(r => 'miss' in r ? r.miss : 'hit'), ['fetch-failed', 'fetch-failed'])
+    assert.ok(fetches >= 1, 'a body was asked for')
+    const held = c.peerCache.fetchBudget
+    assert.equal(held.peak, blobs[0]!.body.length, 'one fetch at a time')
+    assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back')
+  })
+})
 
 describe('peer cache: bodies packed over a slow link', () => {
   /** A body of Go-like text that packs well, over two chunks. */

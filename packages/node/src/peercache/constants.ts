@@ -11,7 +11,7 @@ export const LOOKUP_TIMEOUT_MS = 250
 /** Gets arriving within this window go to each peer as one batched lookup. */
 export const BATCH_WINDOW_MS = 1
 
-/** Fetch deadline: a base plus the size at a pessimistic 20 MB/s. */
+/** Fetch deadline: a base plus the size at a pessimistic 20 MB/s (a wait for FETCH_BUDGET_BYTES has as long again). */
 export const FETCH_BASE_MS = 3_000
 export const FETCH_MIN_BYTES_PER_MS = 20_000
 
@@ -48,3 +48,13 @@ export const MAX_ANSWERS_PER_STREAM = 8
  * the time one is read from disk, on a workstation that needs its memory for compiles.
  */
 export const SERVE_BUDGET_BYTES = 256 * 1024 * 1024
+
+/**
+ * Bytes of bodies a node fetches at once, from every peer (peercache.ts `find`): a body's chunks
+ * are gathered in memory up to the claim's size before they are hashed and stored (twice that
+ * when it comes packed), so the gets of several builds at once, each up to MAX_BODY_BYTES, are
+ * bounded by this. A fetch that would go over waits its turn, in order, for as long as its own
+ * deadline allows, then is a miss (cmd/go compiles); one larger than this is fetched alone. Same
+ * size as SERVE_BUDGET_BYTES, for the same reasons.
+ */
+export const FETCH_BUDGET_BYTES = 256 * 1024 * 1024

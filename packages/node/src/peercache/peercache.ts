@@ -17,6 +17,10 @@
  *  - A peer that serves bytes that do not hash to the OutputID, or a body of another length than
  *    its claim's size (the size is not signed), is marked untrusted too.
  *
+ * Fetching: the bodies being fetched, from every peer, hold at most `fetchBudgetBytes` of memory
+ * (FETCH_BUDGET_BYTES; one larger body alone); a fetch that would go over waits its turn, in
+ * order, as long as its deadline, and is a miss after that.
+ *
  * Serving: a stream has at most MAX_ANSWERS_PER_STREAM requests answered at once (the rest wait,
  * in order); the bodies being served, over every stream and connection, hold at most
  * `serveBudgetBytes` of memory (SERVE_BUDGET_BYTES; one larger body alone), a fetch that would go
@@ -43,7 +47,7 @@ import { PACKED_SHARE, pack, unpack } from '../pack.js'
 import { ByteBudget, type Release } from './budget.js'
 import { Channel, packr } from './channel.js'
 import {
-  BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
+  BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_BUDGET_BYTES, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
   SERVE_BUDGET_BYTES
 } from './constants.js'
 
@@ -87,6 +91,8 @@ export interface PeerCacheInit {
   link?: { msPerByte: (peer: string) => number | undefined, measure: (peer: string) => void, packs?: (peer: string) => boolean }
   /** Bytes of bodies held at once to serve them, node-wide (default SERVE_BUDGET_BYTES; tests set a small one). */
   serveBudgetBytes?: number
+  /** Bytes of bodies being fetched at once, node-wide (default FETCH_BUDGET_BYTES; tests set a small one). */
+  fetchBudgetBytes?: number
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
@@ -116,6 +122,11 @@ function asError (why: unknown): Error {
   return new Error(type === 'close' ? 'the stream closed' : String(why))
 }
 
+/** How long fetching a body of `bytes` over a link timed at `msPerByte` (0: never timed) may take. */
+function fetchDeadline (bytes: number, msPerByte = 0): number {
+  return FETCH_BASE_MS + Math.max(bytes / FETCH_MIN_BYTES_PER_MS, FETCH_LINK_MARGIN * bytes * msPerByte)
+}
+
 export class PeerCache {
   private readonly init: PeerCacheInit
   private readonly channels = new Map<string, Promise<Channel>>()
@@ -131,10 +142,13 @@ export class PeerCache {
   readonly served = { lookups: 0, claims: 0, bodies: 0, bytes: 0 }
   /** The memory of bodies being served, over every stream and connection (`inUse`, `peak`, `waiting`). */
   readonly serveBudget: ByteBudget
+  /** The memory of bodies being fetched, from every peer (`inUse`, `peak`, `waiting`). */
+  readonly fetchBudget: ByteBudget
 
   constructor (init: PeerCacheInit) {
     this.init = init
     this.serveBudget = new ByteBudget(init.serveBudgetBytes ?? SERVE_BUDGET_BYTES)
+    this.fetchBudget = new ByteBudget(init.fetchBudgetBytes ?? FETCH_BUDGET_BYTES)
     this.sign = signer(init.privateKey)
   }
 
@@ -195,8 +209,19 @@ export class PeerCache {
     }
     const output = hex(claim.outputId).slice(0, 16)
     const time = foundTime(claim, Date.now()) // by our clock, not the peer's
+    let release: Release | undefined
     try {
-      const body = claim.body ?? await this.fetch(peer, claim, this.linkOf(peer))
+      let body = claim.body
+      if (body === undefined) {
+        const msPerByte = this.linkOf(peer)
+        // its chunks are held until the body is stored, and the packed ones too while it unpacks
+        const bytes = this.packs(peer) ? 2 * claim.size : claim.size
+        const wait = Math.ceil(fetchDeadline(claim.size, msPerByte)) // AbortSignal.timeout takes whole ms
+        release = await this.fetchBudget.take(bytes, AbortSignal.timeout(wait)).catch((err: unknown) => {
+          throw new GridError('GRID_ERR_TIMEOUT', `no room to fetch ${output}… within ${Math.round(wait)} ms (${this.fetchBudget.inUse} bytes being fetched)`, { cause: err, transient: true })
+        })
+        body = await this.fetch(peer, claim, msPerByte)
+      }
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
       const stored = await this.init.cache.putBytes(actionId, body, { producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, time }, claim.outputId, build?.pinned)
@@ -218,6 +243,8 @@ export class PeerCache {
       }
       log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
       return { miss: 'fetch-failed', waitMs: waited(), lookupMs }
+    } finally {
+      release?.()
     }
   }
 
@@ -393,7 +420,7 @@ export class PeerCache {
    */
   private async fetch (peer: string, claim: Claim, msPerByte = 0): Promise<Buffer> {
     const channel = await this.channel(peer)
-    const deadline = FETCH_BASE_MS + Math.max(claim.size / FETCH_MIN_BYTES_PER_MS, FETCH_LINK_MARGIN * claim.size * msPerByte)
+    const deadline = fetchDeadline(claim.size, msPerByte)
     const output = hex(claim.outputId).slice(0, 16)
     const got = await new Promise<{ body: Buffer, packed: boolean }>((resolve, reject) => {
       const chunks: Uint8Array[] = []
