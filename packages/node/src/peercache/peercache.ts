@@ -44,6 +44,7 @@ import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
 import { PACKED_SHARE, pack, unpack } from '../pack.js'
+import { deadline } from '../signals.js'
 import { ByteBudget, type Release } from './budget.js'
 import { Channel, packr } from './channel.js'
 import {
@@ -216,10 +217,15 @@ export class PeerCache {
         const msPerByte = this.linkOf(peer)
         // its chunks are held until the body is stored, and the packed ones too while it unpacks
         const bytes = this.packs(peer) ? 2 * claim.size : claim.size
-        const wait = Math.ceil(fetchDeadline(claim.size, msPerByte)) // AbortSignal.timeout takes whole ms
-        release = await this.fetchBudget.take(bytes, AbortSignal.timeout(wait)).catch((err: unknown) => {
-          throw new GridError('GRID_ERR_TIMEOUT', `no room to fetch ${output}… within ${Math.round(wait)} ms (${this.fetchBudget.inUse} bytes being fetched)`, { cause: err, transient: true })
-        })
+        const wait = Math.ceil(fetchDeadline(claim.size, msPerByte))
+        const waiting = deadline(wait)
+        try {
+          release = await this.fetchBudget.take(bytes, waiting.signal).catch((err: unknown) => {
+            throw new GridError('GRID_ERR_TIMEOUT', `no room to fetch ${output}… within ${wait} ms (${this.fetchBudget.inUse} bytes being fetched)`, { cause: err, transient: true })
+          })
+        } finally {
+          waiting.done()
+        }
         body = await this.fetch(peer, claim, msPerByte)
       }
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
