@@ -68,6 +68,15 @@ async function waitUntil (check: () => boolean): Promise<void> {
   }
 }
 
+/** A dispatcher over stub peers whose one local slot is taken: a race's local copy can only queue. */
+async function slotTaken (t: { after: (fn: () => Promise<void> | void) => void }, peers: string[]) {
+  const dir = await pkgDir(t as { after: (fn: () => Promise<void>) => void })
+  const pool = new LocalPool({ slots: 1 })
+  t.after(await pool.lease())
+  const stub = stubRemote(peers, join(dir, '_pkg_.a'))
+  return { dir, pool, stub, d: new Dispatcher({ pool, remote: () => stub.remote as never }) }
+}
+
 describe('dispatch', () => {
   it('a prompt peer wins without a race and its archive is written in place', async (t) => {
     const dir = await pkgDir(t)
@@ -120,12 +129,7 @@ describe('dispatch', () => {
   it('a primary that moves on after a late busy refusal does not join the duplicate\'s peer, which is not scored down when it wins', async (t) => {
     // The primary's retry walked its first candidates without looking at the duplicate's peer:
     // both attempts ran on it, and when the duplicate won, that peer was scored overdue.
-    const dir = await pkgDir(t)
-    const pool = new LocalPool({ slots: 1 })
-    const release = await pool.lease() // the local copy can only queue
-    t.after(release)
-    const stub = stubRemote(['p1', 'p2'], join(dir, '_pkg_.a'))
-    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const { dir, stub, d } = await slotTaken(t, ['p1', 'p2'])
     const running = d.compile(request(dir), 1, 0, new AbortController().signal)
     await waitUntil(() => stub.calls.includes('p2')) // overdue on p1: the duplicate went to p2
     stub.answer('p1', { ok: false, peer: 'p1', reason: 'busy' }) // p1 refuses late (a join that found nothing to join)
@@ -173,12 +177,7 @@ describe('dispatch', () => {
   it('a long compile\'s attempts are given a deadline past their race, with its archive\'s way back; a small one keeps the fixed deadline', async (t) => {
     // The deadline (30 s and 2 s per MB of inputs) ended a compile expected to take 15 s before
     // its race began (~30.5 s): a failure for the honest peer, and the compile began again here.
-    const dir = await pkgDir(t)
-    const pool = new LocalPool({ slots: 1 })
-    const release = await pool.lease() // the local copy can only queue
-    t.after(release)
-    const stub = stubRemote(['p1', 'p2'], join(dir, '_pkg_.a'))
-    const d = new Dispatcher({ pool, remote: () => stub.remote as never })
+    const { dir, pool, stub, d } = await slotTaken(t, ['p1', 'p2'])
     const running = d.compile(request(dir), 20_000, 0, new AbortController().signal)
     await waitUntil(() => stub.calls.length === 1)
     stub.answer('p1', good('p1', 'from p1'))
