@@ -136,6 +136,33 @@ describe('worker: identical tasks share one compile', () => {
     await worker.stop()
   })
 
+  it('over the stream: a free slot is held for the task let in on it while its inputs come; another offer meanwhile is refused busy', async () => {
+    let handler: ((stream: Stream, connection: unknown) => void) | undefined
+    const { worker, pool, compiles } = workerFor(workerDir(), toolchain, h => { handler = h })
+    await worker.start()
+    const open = async (r: Requester, task = r.task) => await openTask(handler as (stream: Stream, connection: unknown) => void, r, task)
+    const otherTask = { ...bob.task, flags: bob.task.flags.map(f => (f.startsWith('-lang=') ? '-lang=go1.23' : f)) }
+    const a = await open(alice)
+    assert.equal(a.need.type, 'need')
+    assert.equal(pool.running, 0, 'alice\'s compile has not started: her inputs are still to come')
+    // two requesters read the same advert of one free slot: the second hears busy and goes elsewhere
+    const other = await open(bob, otherTask)
+    assert.equal(other.need.type, 'fail', JSON.stringify(other.need))
+    assert.match(other.need.message, /slots are busy/)
+    assert.equal((await a.finish()).type, 'result')
+    // the slot is free again once alice's task is over: the next one is let in and compiles
+    const again = await open(bob, otherTask)
+    assert.equal(again.need.type, 'need')
+    assert.equal((await again.finish()).type, 'result')
+    assert.equal(compiles(), 2)
+    // a task that fails before its compile gives its hold back too
+    const bad = await open(alice)
+    assert.equal(bad.need.type, 'need')
+    bad.stream.abort(new Error('alice went away'))
+    await waitFor(async () => (await open(bob, otherTask)).need.type === 'need', 10_000, () => 'the slot to be free again')
+    await worker.stop()
+  })
+
   it('over the stream: one stream carries task after task, in a reused sandbox, each result its own', async () => {
     let handler: ((stream: Stream, connection: unknown) => void) | undefined
     const { worker, pool, compiles } = workerFor(workerDir(), toolchain, h => { handler = h })

@@ -78,6 +78,8 @@ export interface ExecuteOptions {
   signal: AbortSignal
   /** admitted with every slot taken: join a running compile or be refused as busy */
   joinOnly?: boolean
+  /** called once the task has joined a compile or started one (which then holds or waits for its slot): its reservation ends (`admit`) */
+  started?: () => void
 }
 
 /** The configs of a task, parsed once: the key is computed from them and the sandbox gets them. */
@@ -98,6 +100,8 @@ export class Worker {
   private readonly init: WorkerInit
   /** compiles running or waiting for a slot, by task key */
   private readonly jobs = new Map<string, Job>()
+  /** tasks let in on a free slot whose compile has not started yet (`admit`): their slots are spoken for */
+  private reserved = 0
   private readonly sandboxes: Sandboxes
   /** the inputs peers sent, by content (inputs.ts) */
   readonly inputs: InputStore
@@ -176,6 +180,7 @@ export class Worker {
     const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
     let between = true // nothing more of this task is on its way from the requester
     let unpacked = 0 // inputs that came packed
+    let reservation: (() => void) | undefined // ends this task's hold on a free slot (`admit`)
     try {
       const offer = decodeCompileMessage(first, peer)
       if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
@@ -187,6 +192,11 @@ export class Worker {
         between = true
       }
       const joinOnly = this.admit(task)
+      if (!joinOnly) {
+        // the slot stays this task's while its inputs come (`admit`), until its compile starts or it ends
+        let held = true
+        reservation = () => { if (held) { held = false; this.reserved-- } }
+      }
       const need = await this.missing(task)
       if (joinOnly && !this.onlyConfigs(task, need)) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
       if (offer.eager !== true || need.length > 0) {
@@ -198,7 +208,7 @@ export class Worker {
         if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
       if (unpacked > 0) this.stats.unpacked++
-      const result = await this.execute(task, { peer, signal, joinOnly })
+      const result = await this.execute(task, { peer, signal, joinOnly, ...(reservation === undefined ? {} : { started: reservation }) })
       // Test-only misbehaviour (GRID_TEST_FAULT), to show a requester survives such peers.
       if (FAULT === 'worker-hang') await new Promise(resolve => setTimeout(resolve, WORKER_TASK_TIMEOUT_MS))
       if (FAULT === 'worker-garbage' && result.archive !== null) result.archive = randomBytes(result.archive.length)
@@ -237,6 +247,7 @@ export class Worker {
       await send({ type: 'fail', code, message: (err as Error).message }).catch(() => {})
       return between && !signal.aborted && code !== 'GRID_ERR_MESSAGE_INVALID'
     } finally {
+      reservation?.()
       timed.done()
     }
   }
@@ -313,9 +324,13 @@ export class Worker {
   /**
    * Whether a checked task may go on: with a free slot it may (false), with every slot taken
    * only to join a running compile with its offer key (true); otherwise it is refused as busy.
+   * A task let in on a free slot holds it (`reserved`) while its inputs come, until its compile
+   * starts: two offers at once for the last free slot (two requesters that read the same
+   * advert) are not both let in, the second to wait in the pool behind the first, held for
+   * its requester's race when it should have heard "busy" and gone elsewhere.
    */
   private admit (task: CompileTask): boolean {
-    if (this.init.pool.running < this.init.pool.slots) return false
+    if (this.init.pool.running + this.reserved < this.init.pool.slots) { this.reserved++; return false }
     const offerKey = taskOfferKey(task)
     for (const job of this.jobs.values()) if (job.offerKey === offerKey) return true
     throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
@@ -350,9 +365,10 @@ export class Worker {
       this.stats.shared++
       log.debug(`task ${task.importPath} from ${options.peer} joins the running compile ${key.slice(0, 16)}… (${job.waiters} waiting)`)
     } else {
-      if (options.joinOnly === true && this.init.pool.running >= this.init.pool.slots) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
-      job = this.startJob(task, key, configs)
+      if (options.joinOnly === true && this.init.pool.running + this.reserved >= this.init.pool.slots) throw new GridError('GRID_ERR_TASK_REFUSED', BUSY)
+      job = this.startJob(task, key, configs) // takes its pool slot in this turn when one is free
     }
+    options.started?.()
     return { ...await this.wait(job, options.signal) }
   }
 
