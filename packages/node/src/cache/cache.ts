@@ -288,6 +288,8 @@ export class Cache {
       this.approx = undefined
       this.writesFailing = undefined
       this.lastWarning = undefined
+      // another node's entries are in no bit of the filter (invariant 8): scanned in
+      if (replaced) void this.fillAbsent()
       log.warn(`the cache index ${indexDir} is open again and takes writes`)
       return true
     } catch (err) {
