@@ -142,6 +142,22 @@ describe('dispatch', () => {
     assert.equal(await readFile(join(dir, '_pkg_.a'), 'utf8'), 'from p2')
   })
 
+  it('a peer the primary moved to after the race began is not scored late when another contender wins soon after', async (t) => {
+    const { dir, stub, d } = await slotTaken(t, ['p1', 'p2', 'p3'])
+    const running = d.compile(request(dir), 1, 0, new AbortController().signal)
+    await waitUntil(() => stub.calls.includes('p1'))
+    // by the time the task is overdue on p1, p2 has no free slot in its advert: the duplicate goes to p3
+    stub.remote.candidates = () => [{ peerId: 'p3', free: 1, load: 0, speed: 1 }]
+    await waitUntil(() => stub.calls.includes('p3'))
+    stub.answer('p1', { ok: false, peer: 'p1', reason: 'busy' }) // p1 refuses late: the primary moves to p2
+    await waitUntil(() => stub.calls.includes('p2'))
+    stub.answer('p3', good('p3', 'from p3'))
+    const r = await running
+    assert.ok(r.done && r.by === 'remote' && r.peer === 'p3' && r.duplicate, JSON.stringify(r))
+    assert.deepEqual(stub.calls, ['p1', 'p3', 'p2'])
+    assert.deepEqual(stub.overdue, [], 'p2 had the task for moments, not for its overdue time')
+  })
+
   it('a long pole is not sent to a free peer predicted clearly slower (a slow link), even with the local slot taken', async (t) => {
     // In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http whenever the
     // requester's slot was taken or the backlog offered them: ~20 s each, against 4-10 s here.

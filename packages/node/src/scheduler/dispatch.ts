@@ -110,7 +110,7 @@ export class Dispatcher {
     if (signal.aborted) race.abort()
     const tried = new Set<string>()
     const diagnosed = new Set<string>() // peers whose compile failed or printed
-    const primary = { peer: '' } // the peer the first contender is waiting on
+    const primary = { peer: '', since: 0 } // the peer the first contender is waiting on, since when
     const winner = await new Promise<Win | LocalReason>(resolve => {
       let pending = 0
       let failure: LocalReason | undefined
@@ -149,9 +149,12 @@ export class Dispatcher {
     race.abort() // the losers stop here
     signal.removeEventListener('abort', cancel)
     const primaryWon = typeof winner !== 'string' && !('local' in winner) && !winner.duplicate
-    // the peer the primary still waits on was late, unless it is the one whose result won
-    const late = primary.peer !== '' && (typeof winner === 'string' || 'local' in winner || winner.peer !== primary.peer)
-    if (races.local && !primaryWon && !signal.aborted && late) remote.overdue(primary.peer, req.importPath, performance.now() - started, expectedMs)
+    // the peer the primary still waits on was late, unless it is the one whose result won, or
+    // it was given the task after the race began (another refused it as busy) and has not had
+    // the overdue time itself: it is scored by the time since it was given the task
+    const waitedMs = performance.now() - primary.since
+    const late = primary.peer !== '' && waitedMs >= overdue && (typeof winner === 'string' || 'local' in winner || winner.peer !== primary.peer)
+    if (races.local && !primaryWon && !signal.aborted && late) remote.overdue(primary.peer, req.importPath, waitedMs, expectedMs)
     if (typeof winner === 'string') return { done: false, reason: winner, races, ...(diagnosed.size > 0 ? { suspects: [...diagnosed] } : {}) }
     if ('local' in winner) {
       if (winner.exitCode === 0 && winner.output.length === 0 && diagnosed.size > 0) remote.disproved(diagnosed, req.importPath)
@@ -197,12 +200,13 @@ export class Dispatcher {
    * version, at most MAX_ATTEMPTS of them. A peer in `tried` is skipped: a retry after the race
    * began must not land on the peer already running the speculative duplicate.
    */
-  private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, notBefore: number, signal: AbortSignal, tried: Set<string>, current: { peer: string }): Promise<Contender> {
+  private async primary (remote: RemoteCompiler, peers: string[], prepared: PreparedTask, expectedMs: number, notBefore: number, signal: AbortSignal, tried: Set<string>, current: { peer: string, since: number }): Promise<Contender> {
     let last: Attempt | undefined
     for (const peer of peers.slice(0, MAX_ATTEMPTS)) {
       if (tried.has(peer)) continue
       tried.add(peer)
       current.peer = peer
+      current.since = performance.now()
       last = await remote.attempt(peer, prepared, signal, expectedMs, notBefore)
       if (last.ok || (last.reason !== 'busy' && last.reason !== 'incompatible')) break
     }
