@@ -158,6 +158,22 @@ describe('dispatch', () => {
     assert.deepEqual(stub.overdue, [], 'p2 had the task for moments, not for its overdue time')
   })
 
+  it('a long pole waiting for its best peer\'s link probe counts as preparing, so the backlog does not hand its slot to another', async (t) => {
+    const dir = await pkgDir(t)
+    const stub = stubRemote(['p1'], join(dir, '_pkg_.a'), expectedMs => expectedMs)
+    let probed!: () => void
+    stub.remote.linkOfBest = async () => await new Promise<void>(resolve => { probed = resolve })
+    const d = new Dispatcher({ pool: new LocalPool({ slots: 1 }), remote: () => stub.remote as never })
+    const running = d.compile(request(dir), 5_000, 0, new AbortController().signal)
+    await waitUntil(() => probed !== undefined)
+    assert.equal(d.preparing, 1, 'the peer slot it is about to take is spoken for')
+    probed()
+    await waitUntil(() => stub.calls.length === 1)
+    assert.equal(d.preparing, 0)
+    stub.answer('p1', good('p1', 'from p1'))
+    assert.ok((await running).done)
+  })
+
   it('a long pole is not sent to a free peer predicted clearly slower (a slow link), even with the local slot taken', async (t) => {
     // In the lab a helper on 10 Mbit/s Wi-Fi took runtime, net and net/http whenever the
     // requester's slot was taken or the backlog offered them: ~20 s each, against 4-10 s here.

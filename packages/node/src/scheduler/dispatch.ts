@@ -75,10 +75,13 @@ export class Dispatcher {
     // A long pole is placed by what its best peer's link costs: measured when the build began, a
     // few ms on a LAN, ~2 s on 10 Mbit/s.
     const longPole = expectedMs >= LONG_POLE_MS
-    if (longPole) await remote.linkOfBest(signal)
+    // Counted from here (node.ts `steal` takes no more from the backlog than the peers' free
+    // slots less these): while a long pole waits for its best peer's link probe (up to 4 s),
+    // leaves taken from the backlog meanwhile took the peer's slot first.
     this.preparing++
     let prepared: Awaited<ReturnType<RemoteCompiler['prepare']>>
     try {
+      if (longPole) await remote.linkOfBest(signal)
       prepared = await remote.prepare(req)
     } finally {
       this.preparing-- // its first attempt (below, in this same turn) now counts as the peer's
