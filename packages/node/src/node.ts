@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
-import { Builds, HELPER_OPEN_MS, buildIdAction, compileFiles, notUtf8 } from './builds/index.js'
+import { Builds, HELPER_OPEN_MS, notUtf8 } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
 import { cacheStats } from './cache-stats.js'
@@ -606,8 +606,7 @@ export class GridNode {
         if (r.duplicate) c.races.duplicateWon++
         c.byPeer[r.peer] = (c.byPeer[r.peer] ?? 0) + 1
         // its archive is the worker's: the entry cmd/go puts for it names that worker
-        const action = compileFiles(req.args, req.cwd)?.action
-        if (action !== undefined) build.workers.set(action, r.peer)
+        build.sources.ranOn(req.args, r.peer)
         c.remoteTransferMs += Math.round(r.transferMs)
         c.remoteCompileMs += Math.round(r.compileMs)
         build.overheadMs.push(r.overheadMs)
@@ -709,7 +708,7 @@ export class GridNode {
       const outputId = records.slice(at + CACHE_ID_BYTES, at + 2 * CACHE_ID_BYTES)
       const size = Number(view.getBigUint64(at + 2 * CACHE_ID_BYTES))
       // compiled on a peer's worker: the entry says which (docs/cache.md, invariant 5)
-      const worker = build?.workers.get(buildIdAction(actionId))
+      const worker = build?.sources.workerOf(actionId)
       const put = async (): Promise<boolean> => await this.cache.put(actionId, outputId, size, undefined, build?.pinned, worker === undefined ? own : { ...own, worker }).then(() => {
         this.peerCache?.checkPut(actionId, outputId)
         this.counters.puts++

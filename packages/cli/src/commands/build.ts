@@ -151,8 +151,8 @@ function quoteForGo (word: string): string {
   throw new GridError('GRID_ERR_USAGE', `path contains both quote characters, which cmd/go cannot take: ${word}`)
 }
 
-export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean, goflags = ''): string[] {
-  checkToolexec(sub, args, goflags)
+/** go's command line for `args` through the shim; the caller has refused a -toolexec of its own (`checkToolexec`). */
+export function goArgs (sub: GoCommand, args: string[], shim: string, trimpath: boolean): string[] {
   // `-C dir` must stay the first flag on go's command line.
   const chdir = chdirArgs(args)
   return [sub, ...args.slice(0, chdir), ...(trimpath ? ['-trimpath'] : []), `-toolexec=${quoteForGo(shim)}`, ...args.slice(chdir)]
@@ -232,9 +232,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   }
   let argv: string[]
   try {
-    argv = goArgs(sub, args, shim, options.trimpath, baseEnv.GOFLAGS)
+    argv = goArgs(sub, args, shim, options.trimpath)
   } catch (err) {
-    await session.close().catch(() => {}) // an embedded node goes with its socket
+    await session.close().catch(() => {}) // a shim path go cannot take: an embedded node goes with its socket
     throw err
   }
   // A name no other user of a shared TMPDIR can guess and plant a file or link at first (the
@@ -443,7 +443,7 @@ function withoutNodeBecause (err: unknown, options: GlobalOptions): GridError {
 async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOptions, output: Output,
   found: { toolchain: GoToolchain, shim: string }, why: GridError, started: number): Promise<number> {
   const baseEnv = withoutGridEnv(process.env)
-  const argv = goArgs(sub, args, found.shim, options.trimpath, baseEnv.GOFLAGS).filter(a => !a.startsWith('-toolexec='))
+  const argv = goArgs(sub, args, found.shim, options.trimpath).filter(a => !a.startsWith('-toolexec='))
   output.err(`grid: warning: ${why.message}. This build runs as plain go, with go's own cache`)
   if (why.hint !== undefined) output.err(`  hint: ${why.hint}`)
   const child = spawn(found.toolchain.go, argv, { env: baseEnv, stdio: ['inherit', options.json ? process.stderr : 'inherit', 'inherit'] })

@@ -34,12 +34,6 @@ export interface BuildRecord {
   recalling: Promise<Uint8Array> | undefined
   /** the files each of its compiles reads, checked as cmd/go puts their outputs (sources.ts) */
   sources: BuildSources
-  /**
-   * The peer whose worker compiled each of its compiles that ran on one, by the action in the
-   * compile's `-buildid` (sources.ts `buildIdAction`): recorded in that output's entry as cmd/go
-   * puts it (docs/cache.md, invariant 5).
-   */
-  workers: Map<string, string>
   /** its go command's GOTOOLDIR, from its cache helper (`cache-open`), when it said: whose compiler made its entries */
   gotooldir?: string
 }
@@ -67,8 +61,7 @@ export class Builds {
       looked: new Set(),
       recalled: new Map(),
       recalling: undefined,
-      sources: new BuildSources(since),
-      workers: new Map()
+      sources: new BuildSources(since)
     }
     this.active.set(id, record)
     return record

@@ -61,6 +61,10 @@ export class BuildSources {
   private readonly compiles = new Map<string, Promise<string[]>>()
   /** every action a compile of this build named in its `-buildid`, checked or not (`compiled`) */
   private readonly actions = new Set<string>()
+  /** each registered compile's action, by its request's own argument list (`ranOn`) */
+  private readonly actionOf = new WeakMap<string[], string>()
+  /** the peer whose worker compiled each action that ran on one (`workerOf`) */
+  private readonly workers = new Map<string, string>()
 
   /** @param since when cmd/go may have begun hashing this build's files (ms since the epoch) */
   constructor (private since: number) {}
@@ -84,10 +88,25 @@ export class BuildSources {
     const parsed = compileFiles(args, cwd)
     if (parsed === undefined) return
     this.actions.add(parsed.action)
+    this.actionOf.set(args, parsed.action)
     if ([...parsed.goFiles, ...parsed.dirs, parsed.embedcfg ?? ''].some(p => p.includes(LOST))) return
     const files = listFiles(parsed)
     files.catch(() => {}) // awaited by changed(), if that action is put
     this.compiles.set(parsed.action, files)
+  }
+
+  /**
+   * The compile registered with these very arguments ran on `peer`'s worker: the entry cmd/go
+   * puts for its output names that worker (docs/cache.md, invariant 5).
+   */
+  ranOn (args: string[], peer: string): void {
+    const action = this.actionOf.get(args)
+    if (action !== undefined) this.workers.set(action, peer)
+  }
+
+  /** The peer whose worker compiled this action, if one did (`ranOn`). */
+  workerOf (actionId: Uint8Array): string | undefined {
+    return this.workers.get(buildIdAction(actionId))
   }
 
   /**
