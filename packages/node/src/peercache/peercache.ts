@@ -31,7 +31,7 @@
  * byte of every body it serves; `serve-poisoned` answers lookups with a claim for another
  * entry's output, signed by itself.
  */
-import { stat } from 'node:fs/promises'
+import { statSync } from 'node:fs'
 import type { Connection, Libp2p, PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { lpStream } from '@libp2p/utils'
@@ -543,7 +543,10 @@ export class PeerCache {
     }
     if (msg.type === 'fetch') {
       const outputHex = hex(msg.outputId)
-      const size = await stat(this.init.cache.blobPath(outputHex)).then(st => st.size, () => undefined)
+      // Synchronous, so that the budget is asked in the order the fetches were (a stat on the
+      // thread pool finishes in any order): answers start in the order asked.
+      let size: number | undefined
+      try { size = statSync(this.init.cache.blobPath(outputHex)).size } catch {}
       if (size === undefined) { await reply({ type: 'gone', id: msg.id }); return }
       // the whole body is held while it is sent, and its packed copy too when the asker wants it packed
       const release = await this.serveBudget.take(msg.pack === PACKING ? 2 * size : size, gone)
