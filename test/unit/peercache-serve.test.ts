@@ -21,14 +21,14 @@ import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
 import type * as BuildsModule from '../../packages/node/src/builds/index.js'
-import type * as BudgetModule from '../../packages/node/src/peercache/budget.js'
+import type * as BudgetModule from '../../packages/node/src/budget.js'
 import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
 const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
   await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
-const { ByteBudget } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/budget.js')).href) as typeof BudgetModule
+const { ByteBudget } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/budget.js')).href) as typeof BudgetModule
 const { BuildSources, buildIdAction } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/builds/index.js')).href) as typeof BuildsModule
 type PeerCache = InstanceType<typeof PeerCache>
 type PeerCacheInit = PeerCacheModule.PeerCacheInit

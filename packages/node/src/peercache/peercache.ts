@@ -45,7 +45,7 @@ import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js
 import { logger } from '../log.js'
 import { PACKED_SHARE, pack, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
-import { ByteBudget, type Release } from './budget.js'
+import { ByteBudget, type Release } from '../budget.js'
 import { Channel, packr } from './channel.js'
 import {
   BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_BUDGET_BYTES, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
