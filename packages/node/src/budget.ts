@@ -88,3 +88,42 @@ export class ByteBudget {
     }
   }
 }
+
+/**
+ * A node-wide budget that no one holder (a peer) may fill: each holds at most `share` of it, so
+ * one member that starts large messages and sends them slowly leaves room for the others.
+ * A holder's requests wait in order for its share first, then for the budget.
+ */
+export class SharedBudget {
+  private readonly holders = new Map<string, ByteBudget>()
+
+  constructor (readonly budget: ByteBudget, readonly share: number) {
+    if (share > budget.limit) throw new TypeError(`a share of ${share} bytes is over its budget of ${budget.limit}`)
+  }
+
+  /** Holders with bytes held or asked for now. */
+  get size (): number { return this.holders.size }
+  /** Requests waiting, for a holder's share or for the budget. */
+  get waiting (): number {
+    let n = this.budget.waiting
+    for (const own of this.holders.values()) n += own.waiting
+    return n
+  }
+
+  async take (holder: string, bytes: number, signal: AbortSignal): Promise<Release> {
+    let own = this.holders.get(holder)
+    if (own === undefined) this.holders.set(holder, own = new ByteBudget(this.share))
+    const forget = (): void => { if (own.inUse === 0 && own.waiting === 0 && this.holders.get(holder) === own) this.holders.delete(holder) }
+    let releaseOwn: Release | undefined
+    try {
+      releaseOwn = await own.take(bytes, signal)
+      const release = await this.budget.take(bytes, signal)
+      const mine = releaseOwn
+      return () => { release(); mine(); forget() }
+    } catch (err) {
+      releaseOwn?.()
+      forget()
+      throw err
+    }
+  }
+}

@@ -3,6 +3,15 @@
 /** The port a daemon listens on by default (all interfaces): documented in README and docs/mesh.md. */
 export const DEFAULT_PORT = 4770
 
+/**
+ * Yamux's largest receive window per stream (js-yamux's own default, set here so the read
+ * buffer below cannot drift from it). A stream grows its window to it when it is read quickly.
+ * A paused stream (remote/metered.ts) holds at most one window of what its peer sends, so its
+ * read buffer is allowed one window: js-yamux's 4 MiB would end a paused stream whose honest
+ * sender had a larger window in flight.
+ */
+export const STREAM_WINDOW_BYTES = 16 * 1024 * 1024
+
 /** Gossip topic carrying adverts. Versioned: a new advert format gets a new topic. */
 export const ADVERT_TOPIC = 'grid/adverts/1'
 

@@ -49,7 +49,7 @@ import { deadline } from '../signals.js'
 import {
   ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_ADDRS_PER_SECOND, DIAL_BURST, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE,
   INBOUND_CONNECTIONS_PER_SECOND, MAX_ADVERT_ONLY_PEERS, MAX_CONNECTIONS, MAX_KNOWN_PEERS, MAX_PEERS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS,
-  PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS
+  PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS, STREAM_WINDOW_BYTES
 } from './constants.js'
 import { Liveness } from './liveness.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
@@ -369,7 +369,7 @@ export class Mesh {
       addresses: { listen },
       transports: [tcp()],
       connectionEncrypters: [memberNoise(swarmPrologue(this.init.swarmKey), f => this.onHandshakeFailure(f))],
-      streamMuxers: [yamux()],
+      streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: STREAM_WINDOW_BYTES } })],
       peerDiscovery: this.init.mdns ? [components => this.mdnsDiscovery(mdns({ interval: MDNS_INTERVAL_MS })(components))] : [],
       connectionManager: { inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_SECOND, maxConnections: MAX_CONNECTIONS },
       // its pings wait behind a transfer on a slow link and it ended connections that were busy

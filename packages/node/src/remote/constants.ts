@@ -11,6 +11,20 @@ export const COMPILE_PROTOCOL = '/grid/compile/1.2.0'
 /** A message on the compile stream: the biggest is a result with a package archive (std's biggest ~13 MB; cmd's ~40 MB). */
 export const MAX_COMPILE_MESSAGE_BYTES = 96 * 1024 * 1024
 
+/**
+ * A worker's compile messages being read or handled at once, from every stream of every peer
+ * (metered.ts): without it one member's 64 streams could each make it buffer a message of the
+ * largest size. A requester's messages are its offers (KBs) and its inputs in batches of
+ * BLOB_BATCH_BYTES, so honest traffic never waits on it; one message over it is read alone.
+ */
+export const WORKER_READ_BUDGET_BYTES = 256 * 1024 * 1024
+/**
+ * What one peer's compile messages may hold of WORKER_READ_BUDGET_BYTES: a member that starts
+ * messages of the largest size and sends them slowly holds them until its stream's deadline,
+ * and the others' tasks must not wait behind it meanwhile.
+ */
+export const WORKER_READ_SHARE_BYTES = 128 * 1024 * 1024
+
 /** Blobs sent per message while answering a worker's `need`. */
 export const BLOB_BATCH_BYTES = 4 * 1024 * 1024
 

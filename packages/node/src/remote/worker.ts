@@ -31,19 +31,20 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync, statfsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Libp2p, Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import {
   GridError, PACKING, errorCode, formatEmbedcfg, formatImportcfg, parseEmbedcfg, parseImportcfg, taskKey, taskOfferKey, validateTask,
   type CompileTask, type Embedcfg, type Importcfg
 } from '@grid/protocol'
 import { logger } from '../log.js'
 import { pack, unpack } from '../pack.js'
+import { ByteBudget, SharedBudget } from '../budget.js'
 import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_READ_BUDGET_BYTES, WORKER_READ_SHARE_BYTES, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { withCgoSection } from './archive.js'
 import { InputStore } from './inputs.js'
+import { MeteredStream, type Metered } from './metered.js'
 import { relocatedTrimpath } from './parse.js'
 import { Sandboxes, type Sandbox } from './sandbox.js'
 import { inputDirs } from './task-builder.js'
@@ -69,6 +70,10 @@ export interface WorkerInit {
   accepting: () => boolean
   /** free bytes below which the worker refuses tasks (WORKER_MIN_FREE_BYTES; tests raise it) */
   minFreeBytes?: number
+  /** bytes of compile messages read at once, from every stream (WORKER_READ_BUDGET_BYTES; tests set a small one) */
+  readBudgetBytes?: number
+  /** what one peer's messages may hold of them (WORKER_READ_SHARE_BYTES, or the budget if smaller) */
+  readShareBytes?: number
 }
 
 export interface ExecuteOptions {
@@ -80,6 +85,15 @@ export interface ExecuteOptions {
   joinOnly?: boolean
   /** called once the task has joined a compile or started one (which then holds or waits for its slot): its reservation ends (`admit`) */
   started?: () => void
+}
+
+/** A message read within the read budget, decoded; its bytes are given back to the budget at once. */
+function decoded (message: Metered, peer: string): CompileMessage {
+  try {
+    return decodeCompileMessage(message.bytes, peer)
+  } finally {
+    message.release()
+  }
 }
 
 /** The configs of a task, parsed once: the key is computed from them and the sandbox gets them. */
@@ -105,6 +119,8 @@ export class Worker {
   private readonly sandboxes: Sandboxes
   /** the inputs peers sent, by content (inputs.ts) */
   readonly inputs: InputStore
+  /** the compile messages being read or handled now, from every peer, at most a share of them each peer's (metered.ts) */
+  readonly reading: SharedBudget
   /**
    * ran: compiles run; shared: tasks that joined a running compile instead; packed: archives sent
    * back packed; unpacked: tasks some of whose inputs came packed
@@ -122,6 +138,8 @@ export class Worker {
     this.init = init
     this.sandboxes = new Sandboxes(join(init.dir, 'tasks'))
     this.inputs = new InputStore(join(init.dir, INPUTS_DIR))
+    const budget = new ByteBudget(init.readBudgetBytes ?? WORKER_READ_BUDGET_BYTES)
+    this.reading = new SharedBudget(budget, Math.min(init.readShareBytes ?? WORKER_READ_SHARE_BYTES, budget.limit))
   }
 
   async start (): Promise<void> {
@@ -144,23 +162,23 @@ export class Worker {
    * without an offer, or after a failure that leaves it mid-task.
    */
   private async serve (stream: Stream, peer: string): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
+    const wire = new MeteredStream(stream, async (bytes, signal) => await this.reading.take(peer, bytes, signal), MAX_COMPILE_MESSAGE_BYTES, peer)
     // A requester that resets the stream or loses its connection stops waiting at once.
     const gone = new AbortController()
     const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `${peer} went away`)) }
     stream.addEventListener('close', onClose, { once: true })
     try {
       for (;;) {
-        let first: Uint8Array
+        let first: Metered
         const idle = deadline(STREAM_IDLE_MS, gone.signal)
         try {
-          first = (await lp.read({ signal: idle.signal })).subarray()
+          first = await wire.read(idle.signal)
         } catch {
-          break // closed by the requester, gone, or idle
+          break // closed by the requester, gone, idle, or a length over the cap
         } finally {
           idle.done()
         }
-        if (!await this.task(first, lp, peer, gone.signal)) break
+        if (!await this.task(first, wire, peer, gone.signal)) break
       }
     } finally {
       stream.removeEventListener('close', onClose)
@@ -173,22 +191,23 @@ export class Worker {
    * between tasks again and may carry the next one: after a result, or a refusal of the offer
    * itself (the requester sends nothing more for it); not after a failure mid-task.
    */
-  private async task (first: Uint8Array, lp: ReturnType<typeof lpStream>, peer: string, gone: AbortSignal): Promise<boolean> {
+  private async task (first: Metered, wire: MeteredStream, peer: string, gone: AbortSignal): Promise<boolean> {
     const timed = deadline(WORKER_TASK_TIMEOUT_MS, gone)
     const signal = timed.signal
-    const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal })).subarray(), peer)
-    const send = async (m: CompileMessage): Promise<void> => { await lp.write(packr.pack(m)) }
+    const read = async (): Promise<Metered> => await wire.read(signal)
+    const send = async (m: CompileMessage): Promise<void> => { await wire.write(packr.pack(m)) }
     let between = true // nothing more of this task is on its way from the requester
     let unpacked = 0 // inputs that came packed
     let reservation: (() => void) | undefined // ends this task's hold on a free slot (`admit`)
     try {
-      const offer = decodeCompileMessage(first, peer)
+      // the offer's bytes are given back once decoded: a task's fields are strings, copied out
+      const offer = decoded(first, peer)
       if (offer.type !== 'offer') { between = false; throw new GridError('GRID_ERR_TASK_REFUSED', `expected an offer, got ${offer.type}`) }
       if (offer.eager === true) between = false // its inputs and `done` are on their way
       const task = this.check(offer.task, peer)
       if (offer.eager === true) {
         // inputs sent with the offer: any of the task's, none twice (checked like any input)
-        unpacked += await this.receiveInputs(read, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
+        unpacked += await this.receiveInputs(read, peer, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
         between = true
       }
       const joinOnly = this.admit(task)
@@ -203,7 +222,7 @@ export class Worker {
         await send({ type: 'need', hashes: need })
         between = false
         const wanted = new Set(need)
-        unpacked += await this.receiveInputs(read, task, wanted, 'was not asked for')
+        unpacked += await this.receiveInputs(read, peer, task, wanted, 'was not asked for')
         between = true
         if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
@@ -256,30 +275,43 @@ export class Worker {
    * Reads `blobs` messages up to `done`, storing each input; every one must be in `allowed`, and
    * leaves it (so none comes twice), and be as long as the task declared it: the task's limits
    * are on the sizes it declares. A packed input is unpacked into at most that size first. An
-   * input already in the store is not written again. Returns how many came packed.
+   * input already in the store is not written again. Each message's bytes are held in the
+   * node's read budget until its inputs are stored. Returns how many came packed.
    */
-  private async receiveInputs (read: () => Promise<CompileMessage>, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<number> {
+  private async receiveInputs (read: () => Promise<Metered>, peer: string, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<number> {
     const declared = new Map(task.files.map(f => [f.sha256, f.size]))
     let packed = 0
     for (;;) {
-      const m = await read()
-      if (m.type === 'done') return packed
-      if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
-      for (const item of m.items) {
-        if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
-        allowed.delete(item.sha256)
+      const message = await read()
+      try {
+        const m = decodeCompileMessage(message.bytes, peer)
+        if (m.type === 'done') return packed
+        packed += await this.storeInputs(m, declared, allowed, notAllowed)
+      } finally {
+        message.release()
       }
-      const items = await Promise.all(m.items.map(async item => {
-        const size = declared.get(item.sha256) as number // every one is in `allowed`, a subset of the task's
-        if (item.packed !== undefined) packed++
-        const data = item.packed === undefined ? item.data : await unpackInput(item.data, size, item.sha256)
-        if (data.length !== size) {
-          throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${size} bytes`)
-        }
-        return { sha256: item.sha256, data }
-      }))
-      for (const item of items) if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
     }
+  }
+
+  /** Stores the inputs of one `blobs` message (`receiveInputs`); returns how many came packed. */
+  private async storeInputs (m: CompileMessage, declared: Map<string, number>, allowed: Set<string>, notAllowed: string): Promise<number> {
+    let packed = 0
+    if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
+    for (const item of m.items) {
+      if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
+      allowed.delete(item.sha256)
+    }
+    const items = await Promise.all(m.items.map(async item => {
+      const size = declared.get(item.sha256) as number // every one is in `allowed`, a subset of the task's
+      if (item.packed !== undefined) packed++
+      const data = item.packed === undefined ? item.data : await unpackInput(item.data, size, item.sha256)
+      if (data.length !== size) {
+        throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${size} bytes`)
+      }
+      return { sha256: item.sha256, data }
+    }))
+    for (const item of items) if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
+    return packed
   }
 
   /** Everything a task must satisfy before a byte of it is written (slots aside: `admit`). */
