@@ -138,3 +138,97 @@ export function logger (name: string): Logger {
     error: msg => write('error', msg)
   }
 }
+
+export interface LogLimiterInit {
+  log: Pick<Logger, 'warn' | 'debug'>
+  /** a key's repeats are told at most once per this */
+  intervalMs: number
+  /** keys remembered at most (they may be chosen by the other side: addresses) */
+  maxKeys: number
+  /** the line telling `count` repeats of `key` (undefined: of keys past maxKeys) over `seconds` */
+  summary: (key: string | undefined, count: number, seconds: number) => string
+  now?: () => number
+}
+
+/**
+ * A warning that someone else can repeat at will (a refused handshake, once per connection
+ * attempt) without flooding the log and rotating the useful lines away. The first of each key is
+ * logged; its repeats are logged at debug level only, counted, and told in one line once
+ * `intervalMs` has passed ("… and N more … in the last 60 s"), at the key's next repeat or at
+ * the next `sweep()`, whichever comes first. A key whose interval passed without a repeat is
+ * forgotten: its next one is logged in full again.
+ *
+ * Memory is bounded: at most `maxKeys` keys, kept in the order their interval began, so the
+ * oldest go first once their interval is over. While all of them are within their interval, the
+ * repeats of new keys are counted together, in one more line per interval: a flood from more
+ * addresses than that writes no more lines than one from maxKeys addresses.
+ */
+export class LogLimiter {
+  private readonly keys = new Map<string, { since: number, count: number }>()
+  private readonly overflow = { since: 0, count: 0 }
+  private readonly now: () => number
+
+  constructor (private readonly init: LogLimiterInit) {
+    if (!(init.intervalMs > 0) || !Number.isSafeInteger(init.maxKeys) || init.maxKeys <= 0) throw new TypeError('a log limiter needs a positive interval and key count')
+    this.now = init.now ?? Date.now
+  }
+
+  /** Logs `message` as a warning if it is the first of `key`; else counts it, for a summary line. */
+  warn (key: string, message: string): void {
+    const now = this.now()
+    const seen = this.keys.get(key)
+    if (seen !== undefined) this.expire(key, seen, now)
+    const entry = this.keys.get(key)
+    if (entry !== undefined) {
+      entry.count++
+      this.init.log.debug(message)
+      return
+    }
+    if (this.keys.size >= this.init.maxKeys) this.sweep()
+    if (this.keys.size >= this.init.maxKeys) {
+      if (this.overflow.count++ === 0) this.overflow.since = now
+      this.init.log.debug(message)
+      return
+    }
+    this.keys.set(key, { since: now, count: 0 })
+    this.init.log.warn(message)
+  }
+
+  /** Tells the repeats of keys whose interval has passed, and forgets those with none: call it every so often. */
+  sweep (): void {
+    const now = this.now()
+    for (const [key, entry] of this.keys) {
+      if (now - entry.since < this.init.intervalMs) break // the rest began later
+      this.expire(key, entry, now)
+    }
+    if (this.overflow.count > 0 && now - this.overflow.since >= this.init.intervalMs) this.tellOverflow(now)
+  }
+
+  /** Tells every repeat not yet told, and forgets every key (when the owner stops). */
+  flush (): void {
+    const now = this.now()
+    for (const [key, entry] of this.keys) {
+      if (entry.count > 0) this.init.log.warn(this.init.summary(key, entry.count, seconds(now - entry.since)))
+    }
+    this.keys.clear()
+    if (this.overflow.count > 0) this.tellOverflow(now)
+  }
+
+  /** A key whose interval has passed: its repeats told and a new interval begun, or, with none, forgotten. */
+  private expire (key: string, entry: { since: number, count: number }, now: number): void {
+    if (now - entry.since < this.init.intervalMs) return
+    this.keys.delete(key)
+    if (entry.count === 0) return
+    this.init.log.warn(this.init.summary(key, entry.count, seconds(now - entry.since)))
+    this.keys.set(key, { since: now, count: 0 }) // last in the order
+  }
+
+  private tellOverflow (now: number): void {
+    this.init.log.warn(this.init.summary(undefined, this.overflow.count, seconds(now - this.overflow.since)))
+    this.overflow.count = 0
+  }
+}
+
+function seconds (ms: number): number {
+  return Math.max(1, Math.round(ms / 1000))
+}
