@@ -3,6 +3,7 @@
 // loopback; the mDNS answers are handed to the mesh as its mDNS discovery hands them.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -13,11 +14,12 @@ import { identify } from '@libp2p/identify'
 import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { closeLogging, configureLogging } from '@grid/node'
 import { CONTROL_CHAR, MAX_ADVERT_ADDRS, swarmPrologue } from '@grid/protocol'
 import type * as MeshModule from '../../packages/node/src/mesh/mesh.js'
 import type * as ConstantsModule from '../../packages/node/src/mesh/constants.js'
 import type * as MemberNoiseModule from '../../packages/node/src/mesh/member-noise.js'
-import { ROOT, defer, waitFor } from '../helpers/index.js'
+import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // Internal to @grid/node (not in its package exports): loaded from its build.
@@ -38,6 +40,7 @@ interface Inside {
   mdnsDiscovery: (discovery: PeerDiscovery) => PeerDiscovery
   onMdnsPeer: (info: PeerInfo) => void
   prune: (now: number) => void
+  refusals?: { keys: Map<string, { count: number }>, flush: () => void }
   tryDial: (key: string, target: () => Multiaddr[]) => Promise<void>
 }
 const inside = (mesh: Mesh): Inside => mesh as unknown as Inside
@@ -138,6 +141,29 @@ describe('the mesh against hosts without the swarm key', { timeout: 60_000 }, ()
     const { id: stranger } = await keyAfter(mesh.peerId)
     inside(mesh).onMdnsPeer({ id: stranger, multiaddrs: [rogueAddr] })
     await waitFor(() => inside(mesh).dials.get(stranger.toString())?.notMember === true, 10_000, () => 'the stranger to be marked a non-member')
+  })
+
+  it('a host without the key that connects over and over is logged once, then counted, not a line per connection (the refused-handshake log flood)', async (t) => {
+    const file = join(await tempDir(t), 'grid.log')
+    configureLogging({ stderr: 'silent', file })
+    const mesh = await startMesh(t, randomBytes(32))
+    const rogue = await libp2pNode(t, { connectionEncrypters: [noise({ prologueBytes: swarmPrologue(randomBytes(32)) })] })
+    const target = multiaddr(mesh.addrs()[0])
+    const attempts = 20
+    for (let i = 0; i < attempts; i++) await rogue.libp2p.dial(target).then(() => assert.fail('a non-member connected'), () => {})
+    // each attempt comes from another port of 127.0.0.1, one address: its refusals logged in full
+    // or counted, all of them
+    const refused = async (): Promise<string[]> => (await readFile(file, 'utf8')).split('\n').filter(line => line.includes('GRID_ERR_NOT_MEMBER'))
+    const counted = (): number => inside(mesh).refusals?.keys.get('from 127.0.0.1')?.count ?? 0
+    let logged: string[] = []
+    await waitFor(async () => { logged = await refused(); return logged.length + counted() === attempts }, 10_000,
+      () => `the mesh to refuse every attempt: ${counted()} counted, logged:\n${logged.join('\n')}`)
+    inside(mesh).refusals?.flush() // as the mesh stops (else once a minute)
+    await closeLogging()
+    const lines = await refused()
+    assert.equal(lines.length, 2, lines.join('\n'))
+    assert.match(lines[0] ?? '', /warn grid:mesh refused inbound connection from \/ip4\/127\.0\.0\.1\/tcp\/\d+: the handshake failed/)
+    assert.match(lines[1] ?? '', new RegExp(`warn grid:mesh … and ${attempts - 1} more refused handshakes from 127\\.0\\.0\\.1 in the last \\d+ s: not members of swarm ${mesh.fingerprint}`))
   })
 
   it('a peer\'s agent and protocols from identify reach `grid peers` with their control characters escaped', async (t) => {

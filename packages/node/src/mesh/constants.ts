@@ -101,6 +101,16 @@ export const DIAL_BURST = 8
 /** A peer that failed the handshake (not a member) is retried this rarely. */
 export const NOT_MEMBER_RETRY_MS = 5 * 60_000
 
+/**
+ * A refused handshake (GRID_ERR_NOT_MEMBER) is logged the first time per address, then told as a
+ * count at most once per REFUSED_LOG_INTERVAL_MS: a host without the key that reconnects at
+ * libp2p's per-IP limit (INBOUND_CONNECTIONS_PER_SECOND) wrote 100 lines a second, and rotated the
+ * log (LOG_ROTATE_BYTES) away within minutes. At most REFUSED_LOG_ADDRESSES addresses are
+ * remembered (whoever connects chooses them); beyond, their refusals are counted together.
+ */
+export const REFUSED_LOG_INTERVAL_MS = 60_000
+export const REFUSED_LOG_ADDRESSES = 256
+
 /** Dial and ping deadlines: on a LAN anything slower is as good as down. */
 export const DIAL_TIMEOUT_MS = 5_000
 export const PING_TIMEOUT_MS = 2_000

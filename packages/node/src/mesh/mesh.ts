@@ -44,12 +44,12 @@ import {
   type Advert, type Policy, type ToolchainInfo
 } from '@grid/protocol'
 import { writeFileAtomic } from '../files.js'
-import { logger } from '../log.js'
+import { LogLimiter, logger } from '../log.js'
 import { deadline } from '../signals.js'
 import {
   ADVERT_PROTOCOL, ADVERT_SLOTS_MS, ADVERT_SOON_MS, ADVERT_TOPIC, DIAL_ADDRS_PER_SECOND, DIAL_BURST, DIAL_GRACE_MS, DIAL_TIMEOUT_MS, HEARTBEAT_MS, IDLE_LOAD_PER_CORE,
   INBOUND_CONNECTIONS_PER_SECOND, MAX_ADVERT_ONLY_PEERS, MAX_CONNECTIONS, MAX_KNOWN_PEERS, MAX_PEERS, MDNS_INTERVAL_MS, NOT_MEMBER_RETRY_MS, PEER_TIMEOUT_MS,
-  PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REJOIN_WINDOW_MS, STREAM_WINDOW_BYTES
+  PING_EVERY_BEATS, PING_TIMEOUT_MS, REDIAL_MAX_MS, REDIAL_MIN_MS, REFUSED_LOG_ADDRESSES, REFUSED_LOG_INTERVAL_MS, REJOIN_WINDOW_MS, STREAM_WINDOW_BYTES
 } from './constants.js'
 import { Liveness } from './liveness.js'
 import { memberNoise, type HandshakeFailure } from './member-noise.js'
@@ -155,11 +155,19 @@ export class Mesh {
   private readonly stopping = new AbortController()
   /** Ends connections whose peer has gone quiet and does not answer a ping (liveness.ts). */
   private readonly liveness = new Liveness({ connections: () => this.node?.getConnections() ?? [], signal: this.stopping.signal })
+  /** Refused handshakes, logged once per address and then counted (REFUSED_LOG_INTERVAL_MS). */
+  private readonly refusals: LogLimiter
   readonly fingerprint: string
 
   constructor (init: MeshInit) {
     this.init = init
     this.fingerprint = swarmFingerprint(init.swarmKey)
+    this.refusals = new LogLimiter({
+      log,
+      intervalMs: REFUSED_LOG_INTERVAL_MS,
+      maxKeys: REFUSED_LOG_ADDRESSES,
+      summary: (key, count, seconds) => `… and ${count} more refused handshakes ${key ?? `from or to other addresses (past ${REFUSED_LOG_ADDRESSES} at once)`} in the last ${seconds} s: not members of swarm ${this.fingerprint} [GRID_ERR_NOT_MEMBER]`
+    })
     this.bootstrapIds = new Set(init.bootstrap.flatMap(a => { try { return [peerIdIn(multiaddr(a)) ?? ''] } catch { return [] } }).filter(id => id !== ''))
   }
 
@@ -316,6 +324,7 @@ export class Mesh {
     this.stopping.abort()
     this.liveness.stop()
     for (const t of this.timers) clearInterval(t)
+    this.refusals.flush()
     clearTimeout(this.publishTimer)
     clearTimeout(this.saveTimer)
     await this.node?.stop()
@@ -630,6 +639,7 @@ export class Mesh {
       }
     }
     this.prune(now)
+    this.refusals.sweep()
     await this.publish()
     await this.saveKnownPeers()
     const node = this.node
@@ -790,15 +800,21 @@ export class Mesh {
       log.info(`${who} is not at ${f.remoteAddr} any more: another member answered there (${f.error.message})`)
       return
     }
+    // Whoever connects repeats this at will (libp2p lets an address connect 100 times a
+    // second): said once per address (its IP, not the port each connection comes from), then
+    // counted (REFUSED_LOG_INTERVAL_MS).
+    let ip: string | undefined
+    try { ip = ipOf(multiaddr(f.remoteAddr)) } catch {}
+    const key = `${f.direction === 'inbound' ? 'from' : 'to'} ${ip ?? f.remoteAddr}`
     const known = f.remotePeer === undefined || f.direction !== 'outbound' ? undefined : this.known.get(f.remotePeer)
     if (known !== undefined && !known.addrs.some(a => withoutPeerId(a) === withoutPeerId(f.remoteAddr))) {
       // A member's PeerId at an address it never advertised, as an mDNS answer anyone on the LAN
       // can send names it: the failure says nothing of the member. Marked a non-member, it was
       // not dialled for 5 minutes at its own addresses either.
-      log.warn(`refused outbound connection to ${who} at ${f.remoteAddr}, an address it never advertised: the handshake failed, so the host there is not a member of swarm ${this.fingerprint} [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
+      this.refusals.warn(key, `refused outbound connection to ${who} at ${f.remoteAddr}, an address it never advertised: the handshake failed, so the host there is not a member of swarm ${this.fingerprint} [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
       return
     }
-    log.warn(`refused ${f.direction} connection ${f.direction === 'inbound' ? 'from' : 'to'} ${who}: the handshake failed, so it is not a member of swarm ${this.fingerprint} (it has no swarm key or another one) [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
+    this.refusals.warn(key, `refused ${f.direction} connection ${f.direction === 'inbound' ? 'from' : 'to'} ${who}: the handshake failed, so it is not a member of swarm ${this.fingerprint} (it has no swarm key or another one) [GRID_ERR_NOT_MEMBER]: ${f.error.message}`)
     if (f.remotePeer !== undefined) {
       const state = this.dials.get(f.remotePeer) ?? { failures: 0, nextAttempt: 0, notMember: true }
       state.notMember = true
