@@ -103,6 +103,31 @@ describe('messages for user errors', () => {
     assert.equal(status.stdout, (await cli(dir, ['status', '-help'])).stdout)
   })
 
+  it('with --json, help is JSON on stdout, {command, help}, in every form it is asked for, not text (grid --json status --help)', async (t) => {
+    const dir = await tempDir(t)
+    const commands = ['build', 'install', 'run', 'test', 'vet', 'env', 'daemon', 'stop', 'status', 'peers', 'init', 'cache']
+    const asks = (command: string): string[][] => [
+      ['--json', command, '--help'], ['--json', 'help', command], ['--json', '--help', command], ['--json', command, '-h'],
+      // --json after the command is grid's only after grid's own commands
+      ...(['build', 'install', 'run', 'test', 'vet'].includes(command) ? [] : [[command, '--json', '--help'], [command, '-help', '-json']])
+    ]
+    for (const command of [undefined, ...commands]) {
+      const plain = await cli(dir, command === undefined ? ['--help'] : [command, '--help'])
+      assert.equal(plain.code, 0, plain.stderr)
+      for (const args of command === undefined ? [['--json', '--help'], ['--json', 'help'], ['--help', '--json=1']] : asks(command)) {
+        const r = await cli(dir, args)
+        assert.equal(r.code, 0, `grid ${args.join(' ')}: ${r.stderr}`)
+        assert.equal(r.stderr, '', args.join(' '))
+        let parsed: unknown
+        assert.doesNotThrow(() => { parsed = JSON.parse(r.stdout) }, `grid ${args.join(' ')} printed text:\n${r.stdout.slice(0, 200)}`)
+        assert.deepEqual(parsed, { command: command ?? null, help: plain.stdout.replace(/\n$/, '') }, args.join(' '))
+      }
+    }
+    // --json=false is text, as without it
+    const text = await cli(dir, ['status', '--help', '--json=false'])
+    assert.match(text.stdout, /^usage: grid \[global options\] status/)
+  })
+
   it('--json is taken in one set of forms before and after grid\'s commands, and a bad global option is a JSON error when it was asked for', async (t) => {
     const dir = await tempDir(t)
     // a bad global option: the error in the form asked for, whatever form --json has

@@ -12,7 +12,7 @@ import { STOP_HELP, stop } from './commands/stop.js'
 import { PEERS_HELP, peers } from './commands/peers.js'
 import { INIT_HELP, init } from './commands/init.js'
 import { asksJson, parseGlobal, takeJson, usageError, type GlobalOptions } from './options.js'
-import { createOutput, renderError, type Output } from './output.js'
+import { createOutput, renderError, renderHelp, type Output } from './output.js'
 
 export { dieLikeGo } from './interrupt.js'
 
@@ -42,9 +42,9 @@ global options (before the command):
   --cache DIR        cache dir (env GRID_CACHE; default $XDG_CACHE_HOME/grid or ~/.cache/grid)
   --config FILE      config file (env GRID_CONFIG; default $XDG_CONFIG_HOME/grid/config.json,
                      else ~/.config/grid/config.json)
-  --json             machine-readable output on stdout, errors too (also accepted, as --json,
-                     --json=false or -json, after status, peers, cache, init, env, daemon and
-                     stop)
+  --json             machine-readable output on stdout, errors too, and help as
+                     {"command": …, "help": "<text>"} (also accepted, as --json, --json=false
+                     or -json, after status, peers, cache, init, env, daemon and stop)
   --no-trimpath      do not add -trimpath (cache entries then stay tied to this checkout's path)
   --graph            build, install: list the package graph even when no peer can take
                      compiles, so the summary reports the build's critical path (costs
@@ -99,13 +99,13 @@ export async function main (argv: string[]): Promise<number> {
       if (topic !== undefined && COMMANDS[topic] === undefined) throw usageError(`no help for unknown command ${topic}`)
       const text = topic === undefined ? HELP : (COMMANDS[topic] as { help: string }).help
       // `grid` alone is a usage error: help on stderr, exit 2 (with --json, the error on
-      // stdout, as for every other). Asked for, it is output.
+      // stdout, as for every other). Asked for, it is output (as JSON with --json).
       if (command === undefined && !options.help) {
         if (options.json) throw usageError('no command given', 'run `grid --help` for the commands')
         output.err(text)
         return 2
       }
-      output.out(text)
+      renderHelp(output, text, topic)
       return 0
     }
     const entry = COMMANDS[command]
@@ -116,7 +116,7 @@ export async function main (argv: string[]): Promise<number> {
       ? HELP_FLAGS.includes(rest[0] ?? '')
       : rest.some(a => HELP_FLAGS.includes(a))
     if (options.help || asksHelp) {
-      output.out(entry.help)
+      renderHelp(output, entry.help, command)
       return 0
     }
     return await entry.run(rest, options, output)

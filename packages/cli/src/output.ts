@@ -15,6 +15,15 @@ export function createOutput (json: boolean): Output {
   }
 }
 
+/**
+ * A help text that was asked for: as it is, or with --json as `{"command": NAME, "help": TEXT}`
+ * on stdout (`command` null for grid's own), as the version and errors are: a script that asked
+ * for JSON gets JSON, whatever it asked.
+ */
+export function renderHelp (output: Output, text: string, command: string | undefined): void {
+  output.out(output.json ? JSON.stringify({ command: command ?? null, help: text }) : text)
+}
+
 export function renderError (output: Output, err: unknown): void {
   const e = err as { code?: string, message?: string, hint?: string }
   const code = typeof e.code === 'string' && e.code.startsWith('GRID_ERR_') ? e.code : 'GRID_ERR_INTERNAL'
