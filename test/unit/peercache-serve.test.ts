@@ -417,32 +417,62 @@ describe('peer cache: the node-wide fetch budget', () => {
   it('a fetch that fails, and one that waited for it past its deadline, give back what they took', async (t) => {
     const blobs = [0, 1].map(() => ({ actionId: randomBytes(32), body: randomBytes(1536 * 1024) }))
     // a member that claims both bodies and never sends one
-    const p = await libp2pNode(t)
-    const claims = await Promise.all(blobs.map(async b => {
-      const outputId = sha256(b.body)
-      return { actionId: b.actionId, outputId, size: b.body.length, time: Date.now(), producer: p.id, toolchain: 'go1.test', sig: await signer(p.key)(claimBytes(b.actionId, outputId, 'go1.test')) }
-    }))
-    let fetches = 0
-    await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
-      const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
-      void (async () => {
-        for (;;) {
-          const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
-          if (msg.type === 'lookup') await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => claims.find(c => c.actionId.equals(k)) ?? null) }))
-          else fetches++
-        }
-      })().catch((err: Error) => { stream.abort(err) })
-    })
+    const p = await liar(t, blobs, async () => {})
     const c = await cacheNode(t, () => [p.id], 'go1.test', undefined, { fetchBudgetBytes: 2 * MiB }) // room for one
     await c.libp2p.dial(p.libp2p.getMultiaddrs())
     const results = await Promise.all(blobs.map(async b => await settledFind(c, b.actionId)))
     assert.deepEqual(results.map(r => 'miss' in r ? r.miss : 'hit'), ['fetch-failed', 'fetch-failed'])
-    assert.ok(fetches >= 1, 'a body was asked for')
+    assert.ok(p.fetches() >= 1, 'a body was asked for')
     const held = c.peerCache.fetchBudget
     assert.equal(held.peak, blobs[0]!.body.length, 'one fetch at a time')
     assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back')
   })
+
+  it('a member that claims a large body and sends only its first chunk is cut once it falls behind, and the fetch waiting for its room goes on', async (t) => {
+    // 200 MiB claimed (the whole budget, alone) would be held to its deadline, 3 s + 10.5 s; a
+    // 40 MiB body waiting for the room waits 3 s + 2.1 s at most
+    const claimed = { actionId: randomBytes(32), body: Buffer.alloc(0), size: 200 * MiB }
+    const p = await liar(t, [claimed], async (lp, id) => {
+      await lp.write(packr.pack({ type: 'chunk', id, data: randomBytes(CHUNK_BYTES), last: false }))
+    })
+    const server = await cacheNode(t)
+    const honest = await putBlob(server.cache, 40 * MiB)
+    const c = await cacheNode(t, () => [p.id, server.id], 'go1.test', undefined, { fetchBudgetBytes: 64 * MiB })
+    await c.libp2p.dial(p.libp2p.getMultiaddrs())
+    await c.libp2p.dial(server.libp2p.getMultiaddrs())
+    const lying = settledFind(c, claimed.actionId)
+    await waitFor(() => c.peerCache.fetchBudget.inUse === claimed.size, 10_000, () => 'the claim holding the fetch budget')
+    const fetched = await settledFind(c, honest.actionId)
+    assert.ok('hit' in fetched && fetched.bytes === honest.body.length, `the body that waited: ${JSON.stringify(fetched)}`)
+    const lied = await lying
+    assert.ok('miss' in lied && lied.miss === 'fetch-failed', JSON.stringify(lied))
+    assert.equal(p.fetches(), 1)
+  })
 })
+
+/**
+ * A member that claims `blobs` (a claim's size is its body's, or `size`) and answers each fetch
+ * with `onFetch` (which may send nothing).
+ */
+async function liar (t: Ctx, blobs: Array<{ actionId: Buffer, body: Buffer, size?: number }>, onFetch: (lp: ReturnType<typeof lpStream>, id: number) => Promise<void>): Promise<{ id: string, libp2p: Libp2p, fetches: () => number }> {
+  const p = await libp2pNode(t)
+  const claims = await Promise.all(blobs.map(async b => {
+    const outputId = sha256(b.body)
+    return { actionId: b.actionId, outputId, size: b.size ?? b.body.length, time: Date.now(), producer: p.id, toolchain: 'go1.test', sig: await signer(p.key)(claimBytes(b.actionId, outputId, 'go1.test')) }
+  }))
+  let fetches = 0
+  await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    void (async () => {
+      for (;;) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
+        if (msg.type === 'lookup') await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => claims.find(c => c.actionId.equals(k)) ?? null) }))
+        else { fetches++; await onFetch(lp, msg.id) }
+      }
+    })().catch((err: Error) => { stream.abort(err) })
+  })
+  return { id: p.id, libp2p: p.libp2p, fetches: () => fetches }
+}
 
 describe('peer cache: bodies packed over a slow link', () => {
   /** A body of Go-like text that packs well, over two chunks. */

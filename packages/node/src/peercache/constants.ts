@@ -11,7 +11,11 @@ export const LOOKUP_TIMEOUT_MS = 250
 /** Gets arriving within this window go to each peer as one batched lookup. */
 export const BATCH_WINDOW_MS = 1
 
-/** Fetch deadline: a base plus the size at a pessimistic 20 MB/s (a wait for FETCH_BUDGET_BYTES has as long again). */
+/**
+ * Fetch deadline: a base plus the size at a pessimistic 20 MB/s (a wait for FETCH_BUDGET_BYTES has
+ * as long again). A fetch also keeps to its pace: its first bytes within the base, the rest at
+ * that rate (peercache.ts `fetch`).
+ */
 export const FETCH_BASE_MS = 3_000
 export const FETCH_MIN_BYTES_PER_MS = 20_000
 

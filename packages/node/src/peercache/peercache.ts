@@ -226,7 +226,8 @@ export class PeerCache {
         } finally {
           waiting.done()
         }
-        body = await this.fetch(peer, claim, msPerByte)
+        // the bodies being fetched besides this one, which may be ahead of it in the peer's queue
+        body = await this.fetch(peer, claim, msPerByte, this.fetchBudget.inUse - bytes)
       }
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
@@ -424,13 +425,30 @@ export class PeerCache {
    * floor rate; over a slow one the body is asked for packed (../pack.ts), and a peer may still
    * send it as it is. Bytes that do not unpack to at most the claim's size are a wrong body.
    */
-  private async fetch (peer: string, claim: Claim, msPerByte = 0): Promise<Buffer> {
+  private async fetch (peer: string, claim: Claim, msPerByte = 0, ahead = 0): Promise<Buffer> {
     const channel = await this.channel(peer)
     const deadline = fetchDeadline(claim.size, msPerByte)
     const output = hex(claim.outputId).slice(0, 16)
+    const started = performance.now()
     const got = await new Promise<{ body: Buffer, packed: boolean }>((resolve, reject) => {
       const chunks: Uint8Array[] = []
       let bytes = 0
+      let timer: NodeJS.Timeout | undefined
+      // The body keeps to the pace its deadline was sized by, from the start: its first bytes
+      // within FETCH_BASE_MS and the time the bodies being fetched besides it (`ahead`, which
+      // may be before it in the peer's queue) take at the deadline's rate, then the claim's size
+      // at that rate. A steady transfer with nothing ahead is held to its deadline; a member
+      // that claims a large body and then sends nothing, or trickles it, is cut as soon as it
+      // falls behind, and gives back the room its claim took of the fetch budget.
+      const msPerByteDue = claim.size === 0 ? 0 : (deadline - FETCH_BASE_MS) / claim.size
+      const pace = (): void => {
+        clearTimeout(timer)
+        const due = started + FETCH_BASE_MS + (Math.max(0, ahead) + bytes) * msPerByteDue
+        timer = setTimeout(() => {
+          cancel()
+          reject(new GridError('GRID_ERR_TIMEOUT', `fetch of ${output}… from ${peer} fell behind: ${bytes} of ${claim.size} bytes after ${Math.round(performance.now() - started)} ms (${Math.round(deadline)} ms for all of it)`, { transient: true }))
+        }, Math.max(0, due - performance.now()))
+      }
       let packed: boolean | undefined // as the first chunk says; every chunk must say the same
       const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(this.packs(peer) ? { pack: PACKING } : {}) }, msg => {
         if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
@@ -442,7 +460,7 @@ export class PeerCache {
             : packed !== (msg.packed === PACKING) ? `served ${output}… in chunks packed and not` : undefined
           if (wrong !== undefined) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', wrong)); return true }
           chunks.push(msg.data)
-          if (!msg.last) return false
+          if (!msg.last) { pace(); return false }
           clearTimeout(timer)
           resolve({ body: Buffer.concat(chunks), packed })
           return true
@@ -451,7 +469,7 @@ export class PeerCache {
         reject(new GridError('GRID_ERR_CACHE_MISSING_BLOB', `${peer} no longer has the body (${msg.type})`, { transient: true }))
         return true
       })
-      const timer = setTimeout(() => { cancel(); reject(new GridError('GRID_ERR_TIMEOUT', `fetch from ${peer} took over ${Math.round(deadline)} ms`, { transient: true })) }, deadline)
+      pace()
     })
     if (!got.packed) return got.body
     return await unpack(got.body, claim.size, `the body served for ${output}…`).catch((err: Error) => {
