@@ -1050,7 +1050,14 @@ export class GridNode {
             const slot = await this.localSlot(req, build, placed, ctx.signal)
             if ('result' in slot) return slot.result
             if ('suspects' in slot) placed = slot
-            else {
+            else if (ctx.release !== undefined) {
+              // The connection holds a grant already (a client that sent two compiles on it):
+              // its release and compile-done are the connection's, and a second grant would
+              // take the first one's place there, its slot never freed. After `slots` of them
+              // every compile waited for good (kept alive by compile-wait), and so did builds.
+              slot.free()
+              throw new GridError('GRID_ERR_MESSAGE_INVALID', 'a connection holds one compile slot at a time: this one holds one already (send compile-done, or use a connection per compile)')
+            } else {
               const grantedAt = performance.now()
               handedOver = true
               if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
