@@ -35,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -93,6 +94,9 @@ func runCacheprog() int {
 	// waits for its program, go test for its test binary); a helper that died of it would make
 	// cmd/go abort at its next cache request. The helper ends when cmd/go closes its stdin.
 	signal.Ignore(os.Interrupt)
+	// A reply to a cmd/go that exited without close (serve's drain) must not kill us with
+	// SIGPIPE before the node has the last index entries: the write fails, and is ignored.
+	signal.Ignore(syscall.SIGPIPE)
 	h := &helper{build: os.Getenv("GRID_BUILD"), ready: make(chan struct{}), started: time.Now()}
 	mode, socket := os.Getenv("GRID_WITHOUT_NODE"), os.Getenv("GRID_SOCKET")
 	if nestedGo() {
@@ -203,6 +207,12 @@ func (h *helper) serve(in io.Reader) {
 		growPipe(f)
 	}
 	r := bufio.NewReaderSize(in, 1<<20)
+	// cmd/go does not always send close: `go list -export` and `-compiled` (what gopls runs, under
+	// grid env) build, put, and exit with the cache still open. What the node has not been told
+	// by then goes to it all the same, as at close: the index entries of the last puts (without
+	// them every such go list compiled its packages again, its blobs in the store and in no
+	// entry) and the hits and misses served here.
+	defer h.drain()
 	for {
 		line, err := readLine(r)
 		if err != nil {
@@ -256,15 +266,23 @@ func (h *helper) serve(in io.Reader) {
 				h.reply(h.put(req, body))
 			}()
 		case "close":
-			h.inFlight.Wait()
-			h.reportRecalled()
-			h.flushIndex()
-			h.indexing.Wait()
+			h.drain()
 			h.reply(response{ID: req.ID})
 		default:
 			h.reply(response{ID: req.ID, Err: "unknown command " + req.Command})
 		}
 	}
+}
+
+// drain waits for the requests being served, then tells the node what it has not been told yet
+// (the hits and misses served here, the index entries of the puts) and waits for its answers,
+// each bounded by callTimeout. Once cmd/go has gone, what is still sent to it is dropped
+// (SIGPIPE is ignored: see runCacheprog).
+func (h *helper) drain() {
+	h.inFlight.Wait()
+	h.reportRecalled()
+	h.flushIndex()
+	h.indexing.Wait()
 }
 
 // readLine returns the next non-empty line without its line ending. The slice is valid until
