@@ -170,9 +170,10 @@ async function detach (args: string[], withMesh: boolean, options: GlobalOptions
     if (how !== undefined) {
       const printed = (await readFile(ownPath, 'utf8').catch(() => '')).trimEnd()
       // Another daemon took the cache first: one started at the same moment (two --detach at
-      // once, both before either answered), which answers once its mesh is up. Then this is
-      // the refusal a second daemon gets.
-      if (printed.includes('GRID_ERR_CACHE_LOCKED')) {
+      // once), which answers once its mesh is up, or already did by the time this one looked
+      // (it then refused itself as a second daemon). Then this is the refusal a second daemon
+      // gets, not a failure to start.
+      if (printed.includes('GRID_ERR_CACHE_LOCKED') || printed.includes('GRID_ERR_DAEMON_RUNNING')) {
         // as long as grid status waits for a daemon that holds the cache and does not answer yet
         const other = await answering(options, Math.min(deadline, Date.now() + LOCKED_WAIT_MS))
         if (other !== undefined) {
