@@ -301,7 +301,9 @@ describe('robustness', () => {
     const pid = daemon.child.pid as number
     t.after(() => { try { process.kill(pid, 'SIGCONT') } catch {} }) // if it is still there
     const out = join(w.dir, 'out')
-    const building = grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    // the shims and the cache helper give up on the silent node after 10 s, not 30 (the
+    // shortest GRID_TEST_STALL_MS takes: two keepalives)
+    const building = grid(w, ['--json', 'build', '-o', out + '/', './...'], { env: { ...w.env, GRID_TEST_STALL_MS: '10000' } })
     await waitFor(async () => (await status(w)).counters?.compiles >= 3, 120_000, () => 'three compiles on the node')
     process.kill(pid, 'SIGSTOP')
     const r = await building

@@ -47,6 +47,7 @@ var fileFlags = []string{
 }
 
 func main() {
+	shortenStallForTests(os.Getenv("GRID_TEST_STALL_MS"))
 	if len(os.Args) == 2 && os.Args[1] == "cacheprog" {
 		os.Exit(runCacheprog())
 	}
@@ -257,6 +258,31 @@ type nodeReply struct {
 // say nothing while it works on our compile. It says `compile-wait` every COMPILE_KEEPALIVE_MS
 // (5 s); the node owns the compile's own timeouts.
 var stallLimit = 30 * time.Second
+
+// minTestStall is the shortest stall GRID_TEST_STALL_MS may set: two COMPILE_KEEPALIVE_MS
+// intervals, so that a node that is only busy (it says compile-wait every 5 s) is never taken
+// for a hung one.
+const minTestStall = 10 * time.Second
+
+// shortenStallForTests applies GRID_TEST_STALL_MS (tests only: a test of a hung node waits for
+// it, test/e2e/robust.test.ts): stallLimit and the cache helper's callTimeout become that many
+// milliseconds. It can only shorten them, to no less than minTestStall; any other value is
+// ignored. Shorter, a build gives up on a silent node sooner and compiles without it, which is
+// always safe.
+func shortenStallForTests(value string) {
+	ms, err := strconv.Atoi(value)
+	if value == "" || err != nil {
+		return
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if d < minTestStall || d >= stallLimit {
+		return
+	}
+	stallLimit = d
+	if d < callTimeout {
+		callTimeout = d
+	}
+}
 
 // errMalformed is a reply that is not the answer to our request.
 var errMalformed = errors.New("malformed reply from the node")

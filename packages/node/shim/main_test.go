@@ -566,3 +566,22 @@ func TestWithConcurrency(t *testing.T) {
 		}
 	}
 }
+
+// GRID_TEST_STALL_MS only ever shortens the stall limits, and never below two keepalives.
+func TestShortenStallForTests(t *testing.T) {
+	oldStall, oldCall := stallLimit, callTimeout
+	defer func() { stallLimit, callTimeout = oldStall, oldCall }()
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+	}{
+		{"", 30 * time.Second}, {"x", 30 * time.Second}, {"-1", 30 * time.Second},
+		{"9999", 30 * time.Second}, {"60000", 30 * time.Second}, {"10000", 10 * time.Second}, {"12000", 12 * time.Second},
+	} {
+		stallLimit, callTimeout = oldStall, oldCall
+		shortenStallForTests(tc.value)
+		if stallLimit != tc.want || callTimeout != tc.want {
+			t.Errorf("GRID_TEST_STALL_MS=%q: stallLimit %v, callTimeout %v, want %v", tc.value, stallLimit, callTimeout, tc.want)
+		}
+	}
+}

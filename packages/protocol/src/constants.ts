@@ -104,7 +104,8 @@ export const COMPILE_KEEPALIVE_MS = 5_000
  * A shim that hears nothing from the node for this long (six keepalives missed) runs the compile
  * itself (`node-stalled`), and the shims of the same build after it do not ask that node again.
  * `stallLimit` in packages/node/shim/main.go. A node's event loop on a starved half-core host
- * stalled 320 ms at most (docs/benchmarks/remote-timeline.md).
+ * stalled 320 ms at most (docs/benchmarks/remote-timeline.md). A test of a hung node may shorten
+ * it (to no less than two keepalives) with GRID_TEST_STALL_MS: `shortenStallForTests` in main.go.
  */
 export const COMPILE_STALL_MS = 30_000
 
