@@ -10,7 +10,7 @@ import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
+import { GOMOD, GRID_BIN, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, stdWarmGoCache, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 /** Whether a process on this machine names `path` on its command line (Linux; elsewhere: no). */
 async function processesNaming (path: string): Promise<boolean> {
@@ -181,6 +181,7 @@ describe('robustness', () => {
   ] as const) {
     it(`no node can take the build because ${why}: the build runs as plain go, says why, and is identical`, async (t) => {
       const w = await world(t)
+      await stdWarmGoCache(w) // what plain go compiles is the module's packages
       const release = await shut(w)
       const out = join(w.dir, 'out')
       let r: Awaited<ReturnType<typeof grid>>
@@ -280,6 +281,7 @@ describe('robustness', () => {
 
   it('a daemon that hangs (SIGSTOP): the build gives up on it and runs as plain go, identical', async (t) => {
     const w = await world(t)
+    await stdWarmGoCache(w) // what plain go compiles is the module's packages
     const daemon = await startDaemon(t, w, ['--no-mesh'])
     const pid = daemon.child.pid as number
     process.kill(pid, 'SIGSTOP')

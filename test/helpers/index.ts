@@ -211,6 +211,38 @@ export function referenceGocache (): string {
   return referenceCache
 }
 
+const stdSeeds = new Map<string, Promise<string>>()
+
+/**
+ * Gives `w` a GOCACHE in which plain `go build -trimpath` finds already built the standard
+ * packages that the module at `cwd` imports, and nothing of the module itself. For tests of a
+ * build that grid leaves to plain go: go still compiles and links the module's own packages
+ * (cgo, assembly and embedded files among them) in the environment grid runs it in; what is
+ * left out is its rebuild of the standard library, the same in every such test (~6 s each).
+ * The standard packages are built once per test process, into a cache each world gets a copy of.
+ */
+export async function stdWarmGoCache (w: World, cwd = GOMOD): Promise<string> {
+  let seed = stdSeeds.get(cwd)
+  if (seed === undefined) {
+    seed = (async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'gc-std-'))
+      process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+      const env: NodeJS.ProcessEnv = { ...process.env, GOCACHE: dir }
+      delete env.GOCACHEPROG
+      const list = await run('go', ['list', '-deps', '-f', '{{if .Standard}}{{.ImportPath}}{{end}}', './...'], { cwd, env })
+      if (list.code !== 0) throw new Error(`go list -deps in ${cwd}: ${list.stderr}`)
+      const built = await run('go', ['build', '-trimpath', ...list.stdout.split('\n').filter(p => p !== '')], { cwd, env })
+      if (built.code !== 0) throw new Error(`go build of the standard packages of ${cwd}: ${built.stderr}`)
+      return dir
+    })()
+    stdSeeds.set(cwd, seed)
+  }
+  const gocache = join(w.dir, 'gocache-std')
+  await cp(await seed, gocache, { recursive: true })
+  w.env.GOCACHE = gocache
+  return gocache
+}
+
 /** The project's own source files under `dir` (TypeScript and Go, declarations left out), for tests that read the code. */
 async function sourceFiles (dir: string): Promise<string[]> {
   const out: string[] = []
