@@ -330,9 +330,17 @@ describe('mesh', () => {
       return (JSON.parse(r.stdout) as Array<{ peerId: string, advert: { seq: number, slots: { total: number } } }>).find(p => p.peerId === c.id)?.advert
     }
     const slotsOfC = async (): Promise<number | undefined> => (await advertOfC())?.slots.total
-    // a daemon that has run a while has sent more adverts than a new one sends in seconds
+    // a daemon that has run a while has sent more adverts than a new one sends in seconds. c
+    // advertises at once each peer that connects to it: hosts that connect and go send it
+    // through as many adverts in seconds as its heartbeats would in a minute.
     const first = await advertOfC()
-    await waitFor(async () => { const ad = await advertOfC(); return ad !== undefined && first !== undefined && ad.slots.total === 2 && ad.seq >= first.seq + 8 }, 60_000, () => 'c to send 8 adverts')
+    await waitFor(async () => {
+      const ad = await advertOfC()
+      if (ad !== undefined && first !== undefined && ad.slots.total === 2 && ad.seq >= first.seq + 8) return true
+      const passing = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })], streamMuxers: [yamux()] })
+      try { await passing.dial(multiaddr(c.addr), { signal: AbortSignal.timeout(10_000) }) } finally { await passing.stop() }
+      return false
+    }, 60_000, () => 'c to send 8 adverts')
     await c.d.kill('SIGTERM')
     const again = await member(t, [...listen, '--bootstrap', a.addr, '--slots', '3'], c.w)
     assert.equal(again.id, c.id, 'same cache dir, same PeerId')
