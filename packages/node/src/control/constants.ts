@@ -9,7 +9,8 @@ export const REQUEST_TIMEOUT_MS = 10 * 60 * 1000
 /**
  * Default deadline of the requests a well node answers in milliseconds (status, peers, stop,
  * opening and closing a build): one that takes this long is hung, or so is its machine, and
- * `grid build` goes on without it rather than wait.
+ * `grid build` goes on without it rather than wait. A test of a hung node may shorten it with
+ * GRID_TEST_ANSWER_MS (client.ts).
  */
 export const ANSWER_TIMEOUT_MS = 15_000
 
