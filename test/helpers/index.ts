@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { basename, dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { after, type TestContext } from 'node:test'
-import { detectGo, ensureShim } from '@grid/node'
+import { ControlClient, detectGo, ensureShim } from '@grid/node'
 import { FrameDecoder } from '@grid/protocol'
 
 // compiled to test/dist/helpers/: the repo root is three levels up
@@ -331,12 +331,27 @@ export async function startDaemon (t: Ctx, w: World, extra: string[] = [], env: 
     await exited
   }
   defer(t, async () => { await kill('SIGKILL') })
-  // serving, and (unless started without one) in the mesh: the socket answers before the mesh is up
+  // serving, and (unless started without one) in the mesh: the socket answers before the mesh
+  // is up. Asked from this process: a `grid status` per poll started a Node process each time,
+  // on the cores the daemon was starting on.
   await waitFor(async () => {
-    const out = (await grid(w, ['--json', 'status'])).stdout
-    return out.includes('"running":true') && (extra.includes('--no-mesh') || !out.includes('"mesh":null'))
+    const s = await nodeStatus(w.control)
+    return s !== undefined && (extra.includes('--no-mesh') || s.mesh !== null)
   }, 20_000, () => `daemon did not start: ${stderr}`)
   return { child, stderr: () => stderr, kill }
+}
+
+/** The status a node answering on `control` gives, as `grid --json status` prints it; undefined when none answers. */
+async function nodeStatus (control: string): Promise<{ mesh: unknown } | undefined> {
+  let client: ControlClient
+  try { client = await ControlClient.connect(control) } catch { return undefined }
+  try {
+    return (await client.request({ type: 'status' })).status as { mesh: unknown }
+  } catch {
+    return undefined
+  } finally {
+    client.close()
+  }
 }
 
 /** Polls `check` until it returns true, or fails after `timeoutMs`. */
