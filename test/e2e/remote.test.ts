@@ -31,12 +31,12 @@ async function fixtureAgainstPlain (r: World): Promise<any> {
 }
 
 async function cluster (t: Ctx, workerEnv: NodeJS.ProcessEnv[] = [{}, {}], requesterArgs = ['--offload', 'always']): Promise<{ r: World, workers: Array<{ w: World, d: Daemon }> }> {
-  const workers = []
-  for (const env of workerEnv) {
+  // the workers start side by side: each has a world of its own
+  const workers = await Promise.all(workerEnv.map(async env => {
     const w = await world(t)
     const d = await startDaemon(t, w, ['--accept-remote', 'always', '--slots', '2'], env)
-    workers.push({ w, d })
-  }
+    return { w, d }
+  }))
   const r = await world(t)
   const bootstrap = (await Promise.all(workers.map(async ({ w }) => await addrOf(w)))).flatMap(a => ['--bootstrap', a])
   // --trust self: the workers' caches must not answer for them; this is about compiles.
