@@ -7,7 +7,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridNode } from '@grid/node/embed'
-import { defer, goBuild, grid, processRunning, procStat, sameFiles, startDaemon, status, summary, waitFor, world } from '../helpers/index.js'
+import { defer, goBuild, grid, processRunning, procStat, sameFiles, shimGocache, startDaemon, status, summary, waitFor, world } from '../helpers/index.js'
 
 /** The pid of `parent`'s `grid-shim spawner` child (Linux), or undefined. */
 async function spawnerOf (parent: number): Promise<number | undefined> {
@@ -84,7 +84,8 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal((await grid(w, ['init'])).code, 0) // a swarm key beside the config: a mesh of its own
     const ref = join(w.dir, 'ref')
     assert.equal((await goBuild(['-o', ref + '/', './...'])).code, 0)
-    const started = await grid(w, ['--json', 'daemon', '--detach'])
+    // the daemon builds its shim again from a warm GOCACHE (each build below has an empty one)
+    const started = await grid(w, ['--json', 'daemon', '--detach'], { env: { ...w.env, GOCACHE: await shimGocache() } })
     assert.equal(started.code, 0, started.stderr)
     const { pid } = JSON.parse(started.stdout)
     defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
@@ -116,7 +117,8 @@ describe('grid daemon --detach and grid stop', () => {
 
   it('a daemon without a mesh builds its shim again when it is removed (shells under grid env name it)', async (t) => {
     const w = await world(t)
-    const daemon = await startDaemon(t, w, ['--no-mesh'], { DEBUG: 'grid:node' })
+    // it builds the shim again from a warm GOCACHE
+    const daemon = await startDaemon(t, w, ['--no-mesh'], { DEBUG: 'grid:node', GOCACHE: await shimGocache() })
     await waitFor(() => /looking after the shim/.test(daemon.stderr()), 60_000, () => `the daemon to find its shim: ${daemon.stderr()}`)
     const [key] = await readdir(join(w.cacheDir, 'shim'))
     const shim = join(w.cacheDir, 'shim', key as string, 'grid-shim')
