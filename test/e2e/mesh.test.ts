@@ -338,7 +338,9 @@ describe('mesh', () => {
       const ad = await advertOfC()
       if (ad !== undefined && first !== undefined && ad.slots.total === 2 && ad.seq >= first.seq + 8) return true
       const passing = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise({ prologueBytes: swarmPrologue(undefined) })], streamMuxers: [yamux()] })
-      try { await passing.dial(multiaddr(c.addr), { signal: AbortSignal.timeout(10_000) }) } finally { await passing.stop() }
+      // a dial that fails is only a connection fewer: the next poll dials again
+      await passing.dial(multiaddr(c.addr), { signal: AbortSignal.timeout(10_000) }).catch(() => {})
+      await passing.stop()
       return false
     }, 60_000, () => 'c to send 8 adverts')
     await c.d.kill('SIGTERM')
