@@ -741,11 +741,20 @@ var (
 // for a 64 MiB body); after this long the helper gives up on the node and the build goes on
 // without the cache. The shims give up on a silent node after as long (stallLimit); the
 // helper that gives up first leaves the build's stalled mark, as a shim does, so that the
-// compiles after it do not ask the node.
+// compiles after it do not ask the node; one that finds the mark a shim left gives up at once
+// (and its calls waiting give up within markPoll), rather than wait as long again.
 var callTimeout = 30 * time.Second
+
+// markPoll is how often a call waiting for the node looks for the build's stalled mark.
+const markPoll = time.Second
 
 // call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
 func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
+	mark := stalledMark()
+	if markedStalled(mark) {
+		n.fail() // a shim of this build found the node hung
+		return nil, errNodeStalled
+	}
 	ch := make(chan map[string]any, 1)
 	n.mu.Lock()
 	if n.pending == nil {
@@ -767,15 +776,26 @@ func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
 	}
 	timer := time.NewTimer(callTimeout)
 	defer timer.Stop()
+	poll := time.NewTicker(markPoll)
+	defer poll.Stop()
 	var reply map[string]any
 	var ok bool
-	select {
-	case reply, ok = <-ch:
-	case <-timer.C:
-		n.fail() // a node that stops answering must not stall the build
-		// nor make each compile of the build wait as long again before it gives up on it
-		setStalled(stalledMark())
-		return nil, errNodeStalled
+wait:
+	for {
+		select {
+		case reply, ok = <-ch:
+			break wait
+		case <-poll.C:
+			if markedStalled(mark) {
+				n.fail() // a shim of this build found the node hung meanwhile
+				return nil, errNodeStalled
+			}
+		case <-timer.C:
+			n.fail() // a node that stops answering must not stall the build
+			// nor make each compile of the build wait as long again before it gives up on it
+			setStalled(mark)
+			return nil, errNodeStalled
+		}
 	}
 	if !ok {
 		return nil, errNodeGone

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -350,5 +351,35 @@ func TestPutOfABlobInPlace(t *testing.T) {
 	h.indexing.Wait()
 	if got := <-indexed; got != 5 {
 		t.Fatalf("at close: %d entries, want 5 (the first put's and the four small ones')", got)
+	}
+}
+
+// A node that hangs: the helper gives up on it once a shim of the build has marked it stalled,
+// its calls waiting then and those after, not after a call timeout of its own.
+func TestCallGivesUpOnAStalledMark(t *testing.T) {
+	oldTimeout := callTimeout
+	callTimeout = time.Hour // only the mark can end these calls
+	defer func() { callTimeout = oldTimeout }()
+	t.Setenv("GRID_FALLBACK_LOG", filepath.Join(t.TempDir(), "fallbacks"))
+	h := &helper{ready: make(chan struct{})}
+	asked := make(chan struct{}, 1)
+	connectFakeNode(t, h, func(msg map[string]any) map[string]any {
+		asked <- struct{}{}
+		select {} // hung
+	})
+	done := make(chan error, 1)
+	go func() { _, err := h.node.call(map[string]any{"type": "cache-get"}); done <- err }()
+	<-asked
+	setStalled(stalledMark()) // a shim's compile found the node hung
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNodeStalled) {
+			t.Fatalf("the waiting call: %v, want errNodeStalled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting call still waits for a node marked stalled")
+	}
+	if _, err := h.node.call(map[string]any{"type": "cache-get"}); err == nil {
+		t.Fatal("a call after the mark asked the node")
 	}
 }
