@@ -751,21 +751,16 @@ const markPoll = time.Second
 // call sends msg (its id is filled in) and waits for the reply. An error frame is an error.
 func (n *nodeConn) call(msg map[string]any) (map[string]any, error) {
 	ch := make(chan map[string]any, 1)
+	mark := stalledMark()
 	n.mu.Lock()
 	if n.pending == nil {
 		n.mu.Unlock()
 		return nil, errNodeGone
 	}
-	n.mu.Unlock()
-	mark := stalledMark()
 	if markedStalled(mark) {
+		n.mu.Unlock()
 		n.fail() // a shim of this build found the node hung
 		return nil, errNodeStalled
-	}
-	n.mu.Lock()
-	if n.pending == nil { // failed meanwhile
-		n.mu.Unlock()
-		return nil, errNodeGone
 	}
 	n.nextID++
 	id := n.nextID

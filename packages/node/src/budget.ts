@@ -101,8 +101,6 @@ export class SharedBudget {
     if (share > budget.limit) throw new TypeError(`a share of ${share} bytes is over its budget of ${budget.limit}`)
   }
 
-  /** Holders with bytes held or asked for now. */
-  get size (): number { return this.holders.size }
   /** Requests waiting, for a holder's share or for the budget. */
   get waiting (): number {
     let n = this.budget.waiting
@@ -114,14 +112,12 @@ export class SharedBudget {
     let own = this.holders.get(holder)
     if (own === undefined) this.holders.set(holder, own = new ByteBudget(this.share))
     const forget = (): void => { if (own.inUse === 0 && own.waiting === 0 && this.holders.get(holder) === own) this.holders.delete(holder) }
-    let releaseOwn: Release | undefined
+    const releaseOwn = await own.take(bytes, signal).catch((err: unknown) => { forget(); throw err })
     try {
-      releaseOwn = await own.take(bytes, signal)
       const release = await this.budget.take(bytes, signal)
-      const mine = releaseOwn
-      return () => { release(); mine(); forget() }
+      return () => { release(); releaseOwn(); forget() }
     } catch (err) {
-      releaseOwn?.()
+      releaseOwn()
       forget()
       throw err
     }
