@@ -1,2 +1,3 @@
 export { Builds, type BuildRecord } from './builds.js'
+export { wroteOutput } from './output.js'
 export { BuildSources, FILE_CLOCK_SLACK_MS, HELPER_OPEN_MS, buildIdAction, compileFiles, notUtf8 } from './sources.js'

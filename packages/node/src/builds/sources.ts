@@ -26,7 +26,7 @@ import { dirname, join, resolve, sep } from 'node:path'
 import { VALUE_FLAGS } from '../remote/parse.js'
 
 /**
- * How far a file's ctime may lag the moment it was changed: Linux stamps files from its coarse
+ * How far a file's ctime (or mtime) may lag the moment it was changed: Linux stamps files from its coarse
  * clock, up to one tick (10 ms at HZ=100) behind the time Date.now() reads.
  */
 export const FILE_CLOCK_SLACK_MS = 50

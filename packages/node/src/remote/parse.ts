@@ -63,6 +63,22 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
 }
 
 /**
+ * The file a compile writes (`-o`), absolute (relative to its directory `cwd`), read as
+ * `parseCompileArgs` reads flags; undefined when it names none.
+ */
+export function outputOf (args: string[], cwd: string): string | undefined {
+  let out: string | undefined
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    if (!arg.startsWith('-')) continue
+    const { norm, name, eq } = flag(arg)
+    const value = eq >= 0 ? norm.slice(eq + 1) : VALUE_FLAGS.has(name) ? args[++i] : undefined
+    if (name === '-o' && value !== undefined) out = resolve(cwd, value) // the last one wins, as in Go's flag package
+  }
+  return out
+}
+
+/**
  * The compile's arguments with `-o` and `-asmhdr` pointing elsewhere (a local run racing a
  * remote one writes beside cmd/go's outputs). The output does not depend on where it is
  * written (the worker's sandboxed `-o` shows it byte for byte). Read as `parseCompileArgs`
