@@ -29,6 +29,7 @@ describe('grid build of the fixture module', () => {
     assert.equal((await status(w)).counters.misses, s1.cache.misses, "the node's counters")
     const cp = s1.compiles.criticalPath
     assert.ok(cp.ms > 0 && cp.totalMs >= cp.ms, `the critical path through the listed graph: ${JSON.stringify(cp)}`)
+    assert.equal(s1.compiles.failed, 0, 'every compile the shim became wrote its -o, where the node looks for it')
     assert.deepEqual(s1.compiles.fallbacks, {})
     assert.deepEqual(await sameFiles(out1, ref), ['alpha', 'beta'])
     const compilesBefore = (await status(w)).counters.compiles

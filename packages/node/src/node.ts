@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
-import { Builds, HELPER_OPEN_MS, notUtf8 } from './builds/index.js'
+import { Builds, HELPER_OPEN_MS, notUtf8, wroteOutput } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
 import { cacheStats } from './cache-stats.js'
@@ -590,16 +590,15 @@ export class GridNode {
     if (!r.done) return { reason: r.reason, priority, expectedMs, ...(r.suspects === undefined ? {} : { suspects: r.suspects }) }
     if (r.by === 'local') {
       this.counters.compiles++
-      this.finished(req.importPath, build, r.runMs)
+      this.finished(req.importPath, build, r.exitCode === 0, r.runMs)
       if (c !== undefined) {
         c.local++
         c.races.localWon++
         c.localReasons.raced = (c.localReasons.raced ?? 0) + 1
-        if (r.exitCode !== 0) c.failed++
       }
     } else {
       this.counters.remoteCompiles++
-      this.finished(req.importPath, build, r.compileMs, false)
+      this.finished(req.importPath, build, r.exitCode === 0, r.compileMs, 'peer')
       if (c !== undefined && build !== undefined) {
         c.remote++
         if (fromBacklog) c.fromBacklog++
@@ -652,10 +651,36 @@ export class GridNode {
     if (free > 0) this.backlog.take(free)
   }
 
-  /** A compile finished: its time goes into the build's critical path, and into the history if it ran here. */
-  private finished (importPath: string, build: BuildRecord | undefined, ms: number, here = true): void {
-    this.scheduler.record(importPath, ms, here ? 'here' : 'peer', here ? build?.plan?.package(importPath)?.b : undefined)
+  /**
+   * A compile ended. One that produced its output (`ok`) puts its time into the build's critical
+   * path, and into the history if it ran here. One that failed or was interrupted is counted
+   * failed, and its time goes nowhere: it is not what the package costs (a syntax error ends a
+   * 3 s compile in 30 ms, and so does cmd/go killing its tools after another package failed).
+   * Such a time made the package tiny for the next build (kept local, ranked last), and put
+   * into the critical path a package nothing was compiled after.
+   */
+  private finished (importPath: string, build: BuildRecord | undefined, ok: boolean, ms: number, where: 'here' | 'peer' = 'here'): void {
+    if (!ok) {
+      if (build !== undefined) build.stats.compiles.failed++
+      return
+    }
+    this.scheduler.record(importPath, ms, where, where === 'here' ? build?.plan?.package(importPath)?.b : undefined)
     build?.durations.set(importPath, (build.durations.get(importPath) ?? 0) + ms)
+  }
+
+  /**
+   * A compile the shim ran on a grant ended after `ms`. Whether it compiled: its exit status
+   * when the shim said it (`compile-done`), else (the connection closed: the compiler it became
+   * exited, or was killed) whether its output was written since the grant (builds/output.ts).
+   * That stat is waited for by build-end, so that the build's summary counts this compile.
+   * @param grantedWall when the grant was sent (ms since the epoch)
+   */
+  private shimEnded (req: { importPath: string, args: string[], cwd: string }, build: BuildRecord | undefined, ms: number, grantedWall: number, exitCode: number | undefined): void {
+    const compiled = exitCode === undefined ? wroteOutput(req.args, req.cwd, grantedWall) : Promise.resolve(exitCode === 0)
+    const checked = compiled.then(ok => { this.finished(req.importPath, build, ok, ms) })
+    if (build === undefined) return
+    build.checking.add(checked)
+    void checked.finally(() => build.checking.delete(checked))
   }
 
   private countHit (build: BuildRecord, outputId: Uint8Array, size: number): void {
@@ -1059,10 +1084,11 @@ export class GridNode {
               throw new GridError('GRID_ERR_MESSAGE_INVALID', 'a connection holds one compile slot at a time: this one holds one already (send compile-done, or use a connection per compile)')
             } else {
               const grantedAt = performance.now()
+              const grantedWall = Date.now() // what its output's mtime is compared with
               handedOver = true
               if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
               ctx.release = () => { slot.free(); if (c !== undefined) c.running-- }
-              ctx.done = () => { this.finished(req.importPath, build, performance.now() - grantedAt) }
+              ctx.done = exitCode => { this.shimEnded(req, build, performance.now() - grantedAt, grantedWall, exitCode) }
               // The shim became the compiler, holding this connection: it closes when the compile ends.
               ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
               this.counters.compiles++
@@ -1080,26 +1106,20 @@ export class GridNode {
             ? await this.pool.run(job, slot)
             : await this.dispatcher.rerun(job, placed.suspects, req.importPath, slot)
           this.counters.compiles++
-          this.finished(req.importPath, build, outcome.runMs)
-          if (c !== undefined) {
-            c.local++
-            if (outcome.exitCode !== 0) c.failed++
-          }
+          this.finished(req.importPath, build, outcome.exitCode === 0, outcome.runMs)
+          if (c !== undefined) c.local++
           log.debug(`compiled ${req.importPath} in ${outcome.runMs.toFixed(1)} ms (queued ${outcome.queuedMs.toFixed(1)} ms)`)
           return { type: 'compile-result', id, exitCode: outcome.exitCode, output: outcome.output }
         } finally {
           if (c !== undefined && !handedOver) c.running--
         }
       }
-      case 'compile-done': {
-        ctx.done?.()
+      case 'compile-done':
+        ctx.done?.(req.exitCode)
         ctx.done = undefined
         ctx.release?.()
         ctx.release = undefined
-        const build = this.builds.get(req.build)
-        if (build !== undefined && req.exitCode !== 0) build.stats.compiles.failed++
         return { type: 'ok', id }
-      }
       case 'build-begin': {
         const record = this.builds.begin(req.command, req.cwd)
         ctx.onClose(() => { this.dropBuild(record) })
@@ -1123,7 +1143,11 @@ export class GridNode {
       }
       case 'build-progress':
       case 'build-end': {
-        const record = this.builds.get(req.build)
+        let record = this.builds.get(req.build)
+        if (req.type === 'build-end' && record !== undefined && record.checking.size > 0) {
+          await Promise.all(record.checking) // its last compiles, a stat each: its summary counts them
+          record = this.builds.get(req.build)
+        }
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
         return { type: 'build-stats', id, stats: req.type === 'build-end' ? this.endBuild(record) : this.summarise(record) }
       }

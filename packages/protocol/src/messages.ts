@@ -84,8 +84,10 @@ export interface BuildStats {
      */
     fromBacklog: number
     /**
-     * Compiles that exited non-zero among those the node ran or raced itself; a compile the
-     * shim became (compile-here) reports its exit status to cmd/go alone.
+     * Local compiles that failed or were interrupted (cmd/go stopped them, or the build was):
+     * those the node ran or raced that exited non-zero, and those the shim ran on a grant that
+     * said so (compile-done) or, having become the compiler, left no output. Their times are in
+     * neither the compile-time history nor criticalPath.
      */
     failed: number
     running: number
@@ -106,8 +108,9 @@ export interface BuildStats {
     races: { local: number, localWon: number, duplicate: number, duplicateWon: number }
     /**
      * The longest chain of compiles through the package graph, from this build's own compile
-     * times, and the sum of all of them: totalMs / ms bounds what any number of peers can
-     * give. null without a package graph (`grid test`, or `go list` failed).
+     * times (of compiles that compiled, not `failed` ones), and the sum of all of them:
+     * totalMs / ms bounds what any number of peers can give. null without a package graph
+     * (`grid test`, or `go list` failed).
      */
     criticalPath: { ms: number, totalMs: number } | null
   }

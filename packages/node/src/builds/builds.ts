@@ -21,6 +21,8 @@ export interface BuildRecord {
   plan: Plan | undefined
   /** compile time of each package in this build, ms (for the measured critical path) */
   durations: Map<string, number>
+  /** compiles that ended whose output is still being checked (node.ts, shimEnded): build-end waits for them */
+  checking: Set<Promise<void>>
   /**
    * The keys of its recall list (docs/cache.md, "Recall"): its command in its directory, then
    * the directory alone (the newest list of any command there, for a command's first build).
@@ -57,6 +59,7 @@ export class Builds {
       overheadMs: [],
       plan: undefined,
       durations: new Map(),
+      checking: new Set(),
       recallKeys,
       looked: new Set(),
       recalled: new Map(),

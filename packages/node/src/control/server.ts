@@ -23,8 +23,11 @@ export interface RequestContext {
   onClose: (fn: () => void) => void
   /** Frees the local slot a `compile-here` granted on this connection (set by the node). */
   release: (() => void) | undefined
-  /** Records that the compile a `compile-here` granted finished (set by the node). */
-  done: (() => void) | undefined
+  /**
+   * Records that the compile a `compile-here` granted ended (set by the node), with its exit
+   * status when the client said it (`compile-done`); undefined when the connection closed.
+   */
+  done: ((exitCode?: number) => void) | undefined
 }
 
 export type RequestHandler = (request: Request, context: RequestContext) => Promise<Reply>
