@@ -25,6 +25,22 @@ export const WORKER_READ_BUDGET_BYTES = 256 * 1024 * 1024
  */
 export const WORKER_READ_SHARE_BYTES = 128 * 1024 * 1024
 
+/**
+ * A requester's compile messages being read or held at once, from every stream to every peer
+ * (metered.ts): each stream used to buffer up to twice the largest message of whatever its
+ * worker sent, asked or not. A worker's answers are `need` and `fail` (KBs) and results, whose
+ * archives are up to tens of MB (std's biggest ~13 MB, cmd's ~40 MB), held until the attempt
+ * has checked and handed them on; several of those at once still fit, so honest builds do not
+ * wait on it.
+ */
+export const REQUESTER_READ_BUDGET_BYTES = 256 * 1024 * 1024
+/**
+ * What one peer's answers may hold of REQUESTER_READ_BUDGET_BYTES: a worker that starts results
+ * of the largest size and sends them slowly holds them until the attempt's deadline, and the
+ * results of other peers must not wait behind it meanwhile.
+ */
+export const REQUESTER_READ_SHARE_BYTES = 128 * 1024 * 1024
+
 /** Blobs sent per message while answering a worker's `need`. */
 export const BLOB_BATCH_BYTES = 4 * 1024 * 1024
 

@@ -15,22 +15,25 @@
  * and place (BUSY), and then the peer counts as full until its next advert (peer-slots.ts); one
  * whose refusals keep contradicting its adverts, whose `need` is not a set of the task's inputs,
  * whose compile time is impossible, or whose failure a clean local compile disproves is set
- * aside like any failing peer.
+ * aside like any failing peer. Nor is what it sends held without bound: its answers are read
+ * within a node-wide budget (`reading`, metered.ts), and a stream kept between tasks that brings
+ * anything unasked is dropped unread.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { lpStream } from '@libp2p/utils'
 import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type ToolchainInfo } from '@grid/protocol'
+import { ByteBudget, SharedBudget, type Release } from '../budget.js'
 import { logger } from '../log.js'
 import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, REQUESTER_READ_BUDGET_BYTES, REQUESTER_READ_SHARE_BYTES, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
 import { buildTask, type PreparedTask, type TaskBytes } from './task-builder.js'
 import { ExportDataCache } from './export-cache.js'
+import { MeteredStream } from './metered.js'
 import { PeerSlots } from './peer-slots.js'
 import { decodeCompileMessage, packr, type CompileMessage } from './wire.js'
 
@@ -106,6 +109,9 @@ function incompatibility (err: unknown): { kind: IncompatibleKind, why: string }
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
+/** A worker's result, and the give-back of its bytes to the read budget: its archive is a view of them. */
+interface HeldResult { result: ResultMessage, release: Release }
+
 /**
  * An attempt's deadline (ms): REMOTE_BASE_MS plus REMOTE_PER_INPUT_MB_MS per MB of inputs, or
  * `notBeforeMs` when that is later, up to WORKER_TASK_TIMEOUT_MS beyond the first (the worker
@@ -165,6 +171,10 @@ export interface RemoteInit {
   speaks?: (peerId: string) => boolean | undefined
   /** measures peers' links before big tasks go to them (absent: learnt from tasks alone) */
   links?: LinkProbes
+  /** bytes of compile messages read or held at once, from every stream (REQUESTER_READ_BUDGET_BYTES; tests set a small one) */
+  readBudgetBytes?: number
+  /** what one peer's messages may hold of them (REQUESTER_READ_SHARE_BYTES, or the budget if smaller) */
+  readShareBytes?: number
 }
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
@@ -180,8 +190,8 @@ export type Attempt =
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
-/** A compile stream to one peer, with its framing (which may hold bytes already read). */
-interface Channel { stream: Stream, lp: ReturnType<typeof lpStream>, reused: boolean }
+/** A compile stream to one peer, read within the read budget (metered.ts). */
+interface Channel { stream: Stream, wire: MeteredStream, reused: boolean }
 
 export class RemoteCompiler {
   private readonly init: RemoteInit
@@ -189,8 +199,10 @@ export class RemoteCompiler {
   private readonly penalty = new Map<string, number>()
   readonly scores = new Map<string, Score>()
   private readonly exports = new ExportDataCache()
-  /** Compile streams kept open between tasks, per peer. */
+  /** Compile streams kept open between tasks, per peer: paused, so each holds at most a window of what its peer sends unasked. */
   private readonly idle = new Map<string, Channel[]>()
+  /** The answers being read or held now, from every peer, at most a share of them each peer's (metered.ts). */
+  readonly reading: SharedBudget
   /** Per peer, the input hashes it holds as far as we know: it had them or we sent them. */
   private readonly held = new Map<string, Set<string>>()
   /** Per peer, its refusals as busy in a row that contradicted an advert (BUSY_STREAK). */
@@ -222,6 +234,8 @@ export class RemoteCompiler {
 
   constructor (init: RemoteInit) {
     this.init = init
+    const budget = new ByteBudget(init.readBudgetBytes ?? REQUESTER_READ_BUDGET_BYTES)
+    this.reading = new SharedBudget(budget, Math.min(init.readShareBytes ?? REQUESTER_READ_SHARE_BYTES, budget.limit))
   }
 
   /** An advert from `peer` arrived (the mesh calls this): its busy slots count our tasks there now. */
@@ -452,13 +466,16 @@ export class RemoteCompiler {
     const score = this.score(peer)
     const started = performance.now()
     const io = { sent: 0, received: 0 }
+    let release: Release | undefined // the result's bytes, held until it has been checked and handed on
     try {
-      const result = await this.run(peer, prepared, signal, io, notBeforeMs)
-      if (result === 'busy') {
+      const answer = await this.run(peer, prepared, signal, io, notBeforeMs)
+      if (answer === 'busy') {
         hadSlot = false
         this.busy(peer, prepared.task.importPath)
         return { ok: false, peer, reason: 'busy' }
       }
+      const { result } = answer
+      release = answer.release
       if (result.exitCode !== 0 || result.output.length > 0) {
         // Diagnostics name sandbox paths that cmd/go cannot shorten: let the local compile
         // print them exactly as plain go build would.
@@ -511,6 +528,7 @@ export class RemoteCompiler {
       log.info(`remote compile of ${prepared.task.importPath} on ${peer} failed (${(err as Error).message}); compiling locally`)
       return { ok: false, peer, reason: 'peer-error' }
     } finally {
+      release?.()
       this.slots.ended(peer, hadSlot)
       this.onSlotFreed?.()
     }
@@ -569,7 +587,7 @@ export class RemoteCompiler {
    * Runs the task: its result, or 'busy' when the worker refused it for lack of a slot. A kept
    * stream that turns out dead before any answer costs one fresh dial.
    */
-  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: TaskBytesMoved, notBeforeMs: number): Promise<ResultMessage | 'busy'> {
+  private async run (peer: string, prepared: PreparedTask, signal: AbortSignal, io: TaskBytesMoved, notBeforeMs: number): Promise<HeldResult | 'busy'> {
     const timed = deadline(attemptDeadlineMs(prepared.inputBytes, notBeforeMs), signal)
     try {
       const kept = this.takeIdle(peer)
@@ -584,18 +602,27 @@ export class RemoteCompiler {
       }
       const started = performance.now()
       const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), COMPILE_PROTOCOL, { signal: timed.signal })
-      const lp = lpStream(stream, { maxDataLength: MAX_COMPILE_MESSAGE_BYTES, maxBufferSize: MAX_COMPILE_MESSAGE_BYTES * 2 })
-      return await this.runOn({ stream, lp, reused: false }, peer, prepared, timed.signal, started, io)
+      const wire = new MeteredStream(stream, async (bytes, signal) => await this.reading.take(peer, bytes, signal), MAX_COMPILE_MESSAGE_BYTES, peer)
+      return await this.runOn({ stream, wire, reused: false }, peer, prepared, timed.signal, started, io)
     } finally {
       timed.done()
     }
   }
 
-  /** `io` counts the bytes moved; the result has its archive unpacked, if it came packed. */
-  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: TaskBytesMoved): Promise<ResultMessage | 'busy'> {
-    const { stream, lp } = channel
+  /**
+   * `io` counts the bytes moved; the result has its archive unpacked, if it came packed, and its
+   * bytes stay held in the read budget until the caller releases them.
+   */
+  private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: TaskBytesMoved): Promise<HeldResult | 'busy'> {
+    const { stream, wire } = channel
     const dialled = performance.now()
-    const read = async (): Promise<CompileMessage> => decodeCompileMessage((await lp.read({ signal: deadline })).subarray(), peer)
+    let releaseLast: Release | undefined // the last message's bytes, held while its fields (views of them) are in use
+    const read = async (): Promise<CompileMessage> => {
+      releaseLast?.()
+      const message = await wire.read(deadline)
+      releaseLast = message.release
+      return decodeCompileMessage(message.bytes, peer)
+    }
     let answered = false
     let keep = false
     const held = this.heldBy(peer)
@@ -606,8 +633,8 @@ export class RemoteCompiler {
     const packInputs = packed && unpacksInputs(this.init.peers().find(p => p.peerId === peer)?.advert)
     try {
       const offer = packr.pack({ type: 'offer', task: prepared.task, ...(eager ? { eager } : {}), ...(packed ? { pack: PACKING } : {}) })
-      if (eager) io.sent += await this.sendInputs(lp, fresh.map(([sha256, data]) => ({ sha256, data })), packInputs, deadline, offer)
-      else await lp.write(offer, { signal: deadline })
+      if (eager) io.sent += await this.sendInputs(wire, fresh.map(([sha256, data]) => ({ sha256, data })), packInputs, deadline, offer)
+      else await wire.write(offer, deadline)
       let reply = await read()
       answered = true
       const claimed = performance.now()
@@ -622,7 +649,7 @@ export class RemoteCompiler {
         const items = this.needed(peer, reply.hashes, prepared)
         const configs = configHashes(prepared)
         joinOnly = items.every(i => configs.has(i.sha256))
-        io.sent += await this.sendInputs(lp, items, packInputs, deadline)
+        io.sent += await this.sendInputs(wire, items, packInputs, deadline)
         reply = await read()
       } else if (!eager) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${peer} answered an offer with ${reply.type}`)
       const sent = performance.now()
@@ -648,12 +675,15 @@ export class RemoteCompiler {
         log.debug(`${prepared.task.importPath} on ${peer}: ${channel.reused ? 'kept stream' : 'dial'} ${(dialled - started).toFixed(1)} ms, ` +
           `${eager ? `${fresh.length} inputs with the offer, ` : ''}${phases} of which compile ${result.compileMs.toFixed(1)} ms`)
       }
-      return result
+      const release = releaseLast as Release
+      releaseLast = undefined // the caller's now
+      return { result, release }
     } catch (err) {
       if (deadline.aborted) keep = false
       if (channel.reused && !answered && !deadline.aborted) throw new StaleStream(err as Error)
       throw err
     } finally {
+      releaseLast?.()
       if (keep) this.keepIdle(peer, channel)
       else stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream dropped'))
     }
@@ -684,7 +714,7 @@ export class RemoteCompiler {
    * (one frame, not two), behind `first` when given (an eager offer). Returns the inputs' bytes
    * as they went.
    */
-  private async sendInputs (lp: Channel['lp'], items: InputItem[], packed: boolean, signal: AbortSignal, first?: Uint8Array): Promise<number> {
+  private async sendInputs (wire: MeteredStream, items: InputItem[], packed: boolean, signal: AbortSignal, first?: Uint8Array): Promise<number> {
     let batch: InputItem[] = []
     let bytes = 0
     let sent = 0
@@ -698,13 +728,13 @@ export class RemoteCompiler {
       batch.push(item)
       bytes += item.data.length
       if (bytes >= BLOB_BATCH_BYTES) {
-        await lp.writeV([...head.splice(0), await frame()], { signal })
+        await wire.writeV([...head.splice(0), await frame()], signal)
         batch = []
         bytes = 0
       }
     }
     const tail = batch.length > 0 ? [await frame()] : []
-    await lp.writeV([...head, ...tail, packr.pack({ type: 'done' })], { signal })
+    await wire.writeV([...head, ...tail, packr.pack({ type: 'done' })], signal)
     return sent
   }
 
@@ -726,11 +756,12 @@ export class RemoteCompiler {
     for (const h of prepared.blobs.keys()) if (!configs.has(h)) held.add(h)
   }
 
-  /** A kept stream to `peer` that still looks open, if there is one. */
+  /** A kept stream to `peer` that still looks open and brought nothing unasked, if there is one. */
   private takeIdle (peer: string): Channel | undefined {
     const kept = this.idle.get(peer)
     while (kept !== undefined && kept.length > 0) {
       const channel = kept.pop() as Channel
+      if (this.unasked(peer, channel)) continue
       if (channel.stream.status === 'open' && channel.stream.remoteWriteStatus === 'writable') return { ...channel, reused: true }
       channel.stream.abort(new GridError('GRID_ERR_CANCELLED', 'stale compile stream'))
     }
@@ -738,10 +769,23 @@ export class RemoteCompiler {
   }
 
   private keepIdle (peer: string, channel: Channel): void {
+    if (this.unasked(peer, channel)) return
     let kept = this.idle.get(peer)
     if (kept === undefined) { kept = []; this.idle.set(peer, kept) }
     if (kept.length < MAX_IDLE_STREAMS) kept.push(channel)
     else void channel.stream.close().catch(() => {})
+  }
+
+  /**
+   * Whether the worker sent on a stream between tasks, where it has nothing to say: a protocol
+   * error. Such a stream is dropped unread (being paused, it held at most a window of it).
+   */
+  private unasked (peer: string, channel: Channel): boolean {
+    const bytes = channel.wire.unread
+    if (bytes === 0) return false
+    log.info(`${peer} sent ${bytes} bytes unasked on a compile stream between tasks: stream dropped unread`)
+    channel.stream.abort(new GridError('GRID_ERR_MESSAGE_INVALID', 'bytes sent unasked between tasks'))
+    return true
   }
 
   /**
