@@ -12,7 +12,7 @@ import { Packr } from 'msgpackr'
 import * as varint from 'uint8-varint'
 import { ROOT, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
-import { workerFor } from '../helpers/worker.js'
+import { requester, workerFor, writeRecorder } from '../helpers/worker.js'
 
 const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
 const { COMPILE_PROTOCOL } = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
@@ -91,6 +91,35 @@ describe('worker read budget', () => {
     const answer = packr.unpack((await lpStream(other, { maxDataLength: MiB }).read()).subarray())
     assert.deepEqual([answer.type, answer.code], ['fail', 'GRID_ERR_MESSAGE_INVALID'])
     assert.equal(worker.reading.budget.peak, 20 * MiB)
+  })
+
+  it('resets a stream whose requester takes no answer, rather than hold the result for as long as the connection lives', async t => {
+    // a package whose archive is larger than a stream's first window (256 KiB): the member
+    // sends the task and its inputs, then reads nothing, so the result stays queued at the worker
+    const dir = await tempDir(t)
+    const big = Array.from({ length: 200 }, (_, i) => `func F${i}(a, b int) int { return a*${i} + b }\n\ntype T${i} struct{ A, B int }\n\nfunc (t T${i}) M() int { return t.A + ${i} }\n`).join('\n')
+    const r = await requester(dir, 'member', 'src/share', await writeRecorder(dir), {}, { 'big.go': `package share\n\n${big}` })
+    assert.ok(r.local.length > 512 * 1024, `an archive larger than two first windows (${r.local.length} bytes)`)
+    const node = await libp2pNode(t, { streamMuxers: [muxer()] })
+    const member = await libp2pNode(t, { streamMuxers: [muxer()] })
+    const sendBaseMs = 1_000
+    const { worker, compiles } = workerFor(join(dir, 'worker'), r.toolchain, h => { void node.libp2p.handle(COMPILE_PROTOCOL, h, { maxInboundStreams: 64 }) }, { sendBaseMs })
+    await worker.start()
+    t.after(async () => { await worker.stop() })
+    await member.libp2p.dial(node.libp2p.getMultiaddrs()[0]!)
+    const stream = await member.libp2p.dialProtocol(node.libp2p.peerId, COMPILE_PROTOCOL)
+    stream.pause() // no window updates: the worker can send one window of its answer
+    const frames = [packr.pack({ type: 'offer', task: r.task, eager: true }), packr.pack({ type: 'blobs', items: [...r.blobs].map(([sha256, data]) => ({ sha256, data })) }), packr.pack({ type: 'done' })]
+    stream.send(Buffer.concat(frames.flatMap(f => [varint.encode(f.length), f])))
+    const reset = new Promise<Date>(resolve => { stream.addEventListener('close', () => { resolve(new Date()) }, { once: true }) })
+    await waitFor(() => compiles() === 1, 60_000, () => 'the task compiled')
+    const compiled = Date.now()
+    // its answer's time: the base, and its size at 1 MB/s
+    const allowed = sendBaseMs + r.local.length / 1_000
+    const closed = await Promise.race([reset, new Promise<undefined>(resolve => setTimeout(() => { resolve(undefined) }, allowed + 10_000).unref())])
+    assert.ok(closed !== undefined, `the worker reset the stream once its answer was not taken within ${allowed} ms`)
+    assert.ok(closed.getTime() - compiled >= allowed - 500, `not before the answer's time (${closed.getTime() - compiled} ms)`)
+    assert.equal(stream.status, 'reset')
   })
 
   it('refuses a message whose length is over the cap before any of its body is read', async () => {

@@ -145,6 +145,18 @@ export const DISK_FULL = 'this node\'s disk is full: it takes no remote work unt
 /** A worker ends a compile stream after this long without an offer on it. */
 export const STREAM_IDLE_MS = 30_000
 
+/**
+ * A worker's answer must be taken by its requester within RESULT_SEND_BASE_MS plus its size at
+ * RESULT_SEND_BYTES_PER_MS (1 MB/s: a 40 MB archive over a poor Wi-Fi link has ~70 s), and a
+ * stream's last bytes within RESULT_SEND_BASE_MS of its close. Past that the stream is reset:
+ * a requester that keeps its stream open and reads nothing (a paused stream grants no window)
+ * held the result's bytes in the worker, and the stream, for as long as their connection lived.
+ * An honest requester reads at once, or gives up and resets the stream itself at its own
+ * deadline (remote.ts); its reads may wait for its read budget, which honest builds do not fill.
+ */
+export const RESULT_SEND_BASE_MS = 30_000
+export const RESULT_SEND_BYTES_PER_MS = 1_000
+
 /** Streams a requester keeps open to one peer between tasks (more are closed). */
 export const MAX_IDLE_STREAMS = 4
 

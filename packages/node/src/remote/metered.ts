@@ -82,6 +82,11 @@ export class MeteredStream {
     await this.writeV([message], signal)
   }
 
+  /** Resets the stream: what is queued on it, either way, is dropped. */
+  abort (err: Error): void {
+    this.stream.abort(err)
+  }
+
   /** Several messages in one write (one yamux frame when they fit). */
   async writeV (messages: Uint8Array[], signal?: AbortSignal): Promise<void> {
     const list = new Uint8ArrayList(...messages.flatMap(m => [varint.encode(m.byteLength), m]))

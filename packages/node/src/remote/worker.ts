@@ -41,7 +41,7 @@ import { ByteBudget, SharedBudget } from '../budget.js'
 import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_READ_BUDGET_BYTES, WORKER_READ_SHARE_BYTES, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, RESULT_SEND_BASE_MS, RESULT_SEND_BYTES_PER_MS, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_READ_BUDGET_BYTES, WORKER_READ_SHARE_BYTES, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import { withCgoSection } from './archive.js'
 import { InputStore } from './inputs.js'
 import { MeteredStream, type Metered } from './metered.js'
@@ -74,6 +74,8 @@ export interface WorkerInit {
   readBudgetBytes?: number
   /** what one peer's messages may hold of them (WORKER_READ_SHARE_BYTES, or the budget if smaller) */
   readShareBytes?: number
+  /** how long a requester has to take an answer, beyond its size's time (RESULT_SEND_BASE_MS; tests set a short one) */
+  sendBaseMs?: number
 }
 
 export interface ExecuteOptions {
@@ -182,7 +184,10 @@ export class Worker {
       }
     } finally {
       stream.removeEventListener('close', onClose)
-      await stream.close().catch(() => stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream closed')))
+      // close waits for the requester to take what is still queued (RESULT_SEND_BASE_MS)
+      const closing = deadline(this.init.sendBaseMs ?? RESULT_SEND_BASE_MS)
+      await stream.close({ signal: closing.signal }).catch(() => stream.abort(new GridError('GRID_ERR_CANCELLED', 'compile stream closed')))
+      closing.done()
     }
   }
 
@@ -195,7 +200,22 @@ export class Worker {
     const timed = deadline(WORKER_TASK_TIMEOUT_MS, gone)
     const signal = timed.signal
     const read = async (): Promise<Metered> => await wire.read(signal)
-    const send = async (m: CompileMessage): Promise<void> => { await wire.write(packr.pack(m)) }
+    // A requester that reads nothing more grants no window: each answer has its size's time
+    // (RESULT_SEND_BASE_MS), then the stream is reset rather than hold its bytes here for good.
+    const send = async (m: CompileMessage): Promise<void> => {
+      const bytes = packr.pack(m)
+      const ms = Math.round((this.init.sendBaseMs ?? RESULT_SEND_BASE_MS) + bytes.byteLength / RESULT_SEND_BYTES_PER_MS)
+      const taken = deadline(ms, gone)
+      try {
+        await wire.write(bytes, taken.signal)
+      } catch (err) {
+        const untaken = new GridError('GRID_ERR_CANCELLED', `${peer} did not take an answer of ${bytes.byteLength} bytes within ${ms} ms`, { cause: err })
+        wire.abort(untaken)
+        throw gone.aborted ? err : untaken
+      } finally {
+        taken.done()
+      }
+    }
     let between = true // nothing more of this task is on its way from the requester
     let unpacked = 0 // inputs that came packed
     let reservation: (() => void) | undefined // ends this task's hold on a free slot (`admit`)
