@@ -290,6 +290,28 @@ describe('peer cache: the node-wide serve budget', () => {
     await servesStill(t, a, blob)
     assert.deepEqual({ inUse: held.inUse, waiting: held.waiting }, { inUse: 0, waiting: 0 }, 'all given back after the next fetch')
   })
+
+  it('a member that keeps its stream open and takes no reply: the stream is reset once a reply waits past its time, and the budget given back', async (t) => {
+    const serveWriteMs = 1_000
+    const a = await cacheNode(t, undefined, undefined, undefined, { serveBudgetBytes: 3 * MiB, serveWriteMs })
+    const blob = await putBlob(a.cache, 2 * MiB) // more than a stream's first window
+    const held = a.peerCache.serveBudget
+    const m = await libp2pNode(t)
+    await m.libp2p.dial(a.libp2p.getMultiaddrs())
+    const stream = await m.libp2p.dialProtocol(a.libp2p.peerId, CACHE_PROTOCOL)
+    stream.pause() // nothing read: no window updates, the node's reply waits
+    const closed = new Promise<number>(resolve => { stream.addEventListener('close', () => { resolve(Date.now()) }, { once: true }) })
+    await lpStream(stream).writeV([1, 2].map(id => packr.pack({ type: 'fetch', id, outputId: blob.outputId })))
+    await waitFor(() => held.inUse > 0 && held.waiting === 1, 10_000, () => `one body held, one waiting (${held.inUse} bytes held)`)
+    const holding = Date.now()
+    const at = await Promise.race([closed, new Promise<undefined>(resolve => setTimeout(() => { resolve(undefined) }, serveWriteMs + 10_000).unref())])
+    assert.ok(at !== undefined, 'the node reset the stream whose member took no reply')
+    assert.equal(stream.status, 'reset')
+    await waitFor(() => held.inUse === 0 && held.waiting === 0, 10_000, () => `the budget given back (${held.inUse} bytes held, ${held.waiting} waiting)`)
+    assert.ok(at - holding >= serveWriteMs - 500, `not before the reply's time (${at - holding} ms)`)
+    assert.equal(m.libp2p.getConnections(a.libp2p.peerId).length, 1, 'the member stays connected: only the stream went')
+    await servesStill(t, a, blob)
+  })
 })
 
 describe('peer cache: ByteBudget', () => {

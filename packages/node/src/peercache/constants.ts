@@ -54,6 +54,16 @@ export const MAX_ANSWERS_PER_STREAM = 8
 export const SERVE_BUDGET_BYTES = 256 * 1024 * 1024
 
 /**
+ * A reply (a chunk of at most CHUNK_BYTES, or a lookup's answer) must be taken by the member
+ * within this long, else its stream is reset and the bodies it held of the serve budget given
+ * back. A member reads its stream at once (channel.ts) at the link's pace, where a chunk takes
+ * well under a second even on a poor Wi-Fi link; one that kept its stream open and read nothing
+ * (a paused stream grants no window) held its bodies of the budget for as long as the
+ * connection lived, and MAX_ANSWERS_PER_STREAM of them per stream could hold all of it.
+ */
+export const SERVE_WRITE_MS = 30_000
+
+/**
  * Bytes of bodies a node fetches at once, from every peer (peercache.ts `find`): a body's chunks
  * are gathered in memory up to the claim's size before they are hashed and stored (twice that
  * when it comes packed), so the gets of several builds at once, each up to MAX_BODY_BYTES, are

@@ -25,7 +25,8 @@
  * in order); the bodies being served, over every stream and connection, hold at most
  * `serveBudgetBytes` of memory (SERVE_BUDGET_BYTES; one larger body alone), a fetch that would go
  * over waiting its turn, in order; a member that resets its stream or goes away mid-reply ends
- * that stream only, and gives back its place and its bytes.
+ * that stream only, and gives back its place and its bytes, and so does one that does not take a
+ * reply within `serveWriteMs` (SERVE_WRITE_MS).
  *
  * GRID_TEST_FAULT (tests only) makes this node misbehave as a server: `serve-bad-bytes` flips a
  * byte of every body it serves; `serve-poisoned` answers lookups with a claim for another
@@ -49,7 +50,7 @@ import { ByteBudget, type Release } from '../budget.js'
 import { Channel, packr } from './channel.js'
 import {
   BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_BUDGET_BYTES, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
-  SERVE_BUDGET_BYTES
+  SERVE_BUDGET_BYTES, SERVE_WRITE_MS
 } from './constants.js'
 
 const log = logger('grid:peercache')
@@ -94,6 +95,8 @@ export interface PeerCacheInit {
   serveBudgetBytes?: number
   /** Bytes of bodies being fetched at once, node-wide (default FETCH_BUDGET_BYTES; tests set a small one). */
   fetchBudgetBytes?: number
+  /** How long a member has to take each reply (default SERVE_WRITE_MS; tests set a short one). */
+  serveWriteMs?: number
 }
 
 interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => void>, timer: NodeJS.Timeout }
@@ -520,7 +523,15 @@ export class PeerCache {
     const reply = async (msg: PeerCacheMessage): Promise<void> => {
       const write = writing.then(async () => {
         if (ended !== undefined) throw ended
-        await lp.write(packr.pack(msg)).catch((err: unknown) => { throw end(err) })
+        const ms = this.init.serveWriteMs ?? SERVE_WRITE_MS
+        const taken = deadline(ms, gone.signal)
+        try {
+          await lp.write(packr.pack(msg), { signal: taken.signal }).catch((err: unknown) => {
+            throw end(taken.signal.aborted && !gone.signal.aborted ? new GridError('GRID_ERR_CANCELLED', `${from} did not take a reply within ${ms} ms`) : err)
+          })
+        } finally {
+          taken.done()
+        }
       })
       writing = write.catch(() => {}) // the next reply checks `ended`
       await write
