@@ -87,9 +87,8 @@ export async function openSession (options: GlobalOptions, beforeEmbedding?: Pro
       ...(warning === undefined ? {} : { warning }),
       close: async () => {
         embeddedClient.close()
-        // Other builds found this node on the socket: serve them to the end.
-        await node.builds.idle()
-        await node.stop()
+        // Other builds found this node on the socket: serve them to the end, and then no new one.
+        await node.stopWhenIdle()
         await closeLogging()
       }
     }

@@ -493,9 +493,25 @@ export class GridNode {
     if (this.probeFailed !== undefined) this.reprobe()
   }
 
+  /**
+   * Stops once no build is active: an embedded node, when its own build is done, serves the
+   * builds that found it on the socket to their end. From the moment it sees none, it takes no
+   * new build (GRID_ERR_NODE_CLOSED) and no new connection: `grid build` takes either for a node
+   * gone and starts over, on a node of its own once this one has let go of the cache. A build it
+   * took would have lost its node as this one stopped.
+   */
+  async stopWhenIdle (): Promise<void> {
+    await this.builds.close()
+    // only promise callbacks run between the two, no I/O: no connection is accepted in between
+    this.server.stopListening()
+    await this.stop()
+  }
+
   async stop (): Promise<void> {
     clearInterval(this.homeTimer)
     await this.checkingHome
+    // a node stopping answers no one new (its stop may wait on its mesh for a while)
+    this.server.stopListening()
     await this.meshStarting?.catch(() => {})
     // A node stopped soon after its mesh started (an embedded node's short build) must not
     // leave the probe's canary dir behind: cancelled, it removes it before it settles.

@@ -251,8 +251,9 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   let begun: MessageOf<'build-begun'>
   try {
     begun = await begin().catch(async (err: unknown) => {
-      // The daemon stopped between our connecting and the build's start (grid stop, or it
-      // died): nothing ran yet, so start over with whatever node answers now, or an embedded one.
+      // The node stopped between our connecting and the build's start (grid stop, it died, or
+      // it was another build's embedded node, which refuses new builds once its own have ended):
+      // nothing ran yet, so start over with whatever node answers now, or an embedded one.
       if (!NODE_GONE.includes(errorCode(err) ?? '')) throw err
       await session.close().catch(() => {})
       session = await openSession(options)

@@ -2,10 +2,12 @@
  * The builds a node is serving. `grid build` opens one with `build-begin` and closes it with
  * `build-end`; the shim and the cache helper name it in every request (`$GRID_BUILD`), so each
  * counter lands on the build it belongs to. A build whose control connection closes without
- * `build-end` is ended then: nothing waits on a requester that is gone.
+ * `build-end` is ended then: nothing waits on a requester that is gone. An embedded node that
+ * stops when its builds are done closes the registry: from the step that sees none, no build
+ * begins.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { emptyBuildStats, type BuildStats } from '@grid/protocol'
+import { GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { Plan } from '../scheduler/index.js'
 import { BuildSources } from './sources.js'
 
@@ -43,12 +45,20 @@ export interface BuildRecord {
 export class Builds {
   private readonly active = new Map<string, BuildRecord>()
   private readonly listeners = new Set<() => void>()
+  /** close() saw no build: every new one is refused */
+  private closed = false
   served = 0
   /** the stats of the build that ended last */
   last: BuildStats | undefined
 
-  /** @param since when its go command may have begun hashing files (default: now) */
+  /**
+   * @param since when its go command may have begun hashing files (default: now)
+   * @throws GRID_ERR_NODE_CLOSED once close() has seen no build
+   */
   begin (command: string[], cwd: string, since = Date.now()): BuildRecord {
+    if (this.closed) {
+      throw new GridError('GRID_ERR_NODE_CLOSED', 'the node is stopping (its builds have ended) and takes no new build', { transient: true })
+    }
     const id = randomBytes(8).toString('hex')
     const key = (parts: unknown[]): string => createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32)
     const recallKeys: [string, string] = [key([cwd, command]), key([cwd])]
@@ -94,13 +104,21 @@ export class Builds {
     return false
   }
 
-  /** Resolves once no build is active. */
-  async idle (): Promise<void> {
-    while (this.active.size > 0) {
-      await new Promise<void>(resolve => {
-        const listener = (): void => { this.listeners.delete(listener); resolve() }
-        this.listeners.add(listener)
-      })
-    }
+  /**
+   * Resolves once no build is active, and from that moment refuses new ones: a node that stops
+   * when its builds are done (an embedded one) must not take a build it would stop under. The
+   * look and the refusal are one step, in end() or here, so no begin() falls between them.
+   */
+  async close (): Promise<void> {
+    await new Promise<void>(resolve => {
+      const check = (): void => {
+        if (this.active.size > 0) return
+        this.closed = true
+        this.listeners.delete(check)
+        resolve()
+      }
+      this.listeners.add(check)
+      check()
+    })
   }
 }

@@ -55,7 +55,9 @@ export class ControlClient {
         waiter?.resolve(reply as Reply)
       }
     })
-    socket.on('error', err => this.fail(err))
+    // A node that stops with a request of ours unread resets the connection (ECONNRESET, or
+    // EPIPE as we write): gone all the same, which callers tell by the code.
+    socket.on('error', err => this.fail(new GridError('GRID_ERR_NODE_CLOSED', `the node at ${path} closed the connection (${err.message})`, { cause: err })))
     socket.on('close', () => this.fail(new GridError('GRID_ERR_NODE_CLOSED', `the node at ${path} closed the connection`)))
   }
 

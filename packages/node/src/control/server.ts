@@ -49,6 +49,8 @@ export class ControlServer {
   private readonly handler: RequestHandler
   private readonly onBadFrame: ((reason: string) => void) | undefined
   private server: Server | undefined
+  /** Settles once the listener has closed and every connection with it (stopListening) */
+  private closed: Promise<void> | undefined
   /** The inode of the socket this server made at `path`: another there is not ours */
   private ino: bigint | undefined
   private readonly sockets = new Set<Socket>()
@@ -123,11 +125,22 @@ export class ControlServer {
     }
   }
 
-  async stop (): Promise<void> {
+  /**
+   * Takes no new connection from now on: the listener closes, and its path goes with it, so a
+   * client finds nothing there (GRID_ERR_NODE_UNREACHABLE). Those already made are served until
+   * stop.
+   */
+  stopListening (): void {
     const server = this.server
     this.server = undefined
-    if (server === undefined) return
-    const closed = new Promise<void>(resolve => server.close(() => resolve()))
+    if (server !== undefined) this.closed = new Promise<void>(resolve => server.close(() => resolve()))
+  }
+
+  async stop (): Promise<void> {
+    this.stopListening()
+    const closed = this.closed
+    this.closed = undefined
+    if (closed === undefined) return
     for (const socket of this.sockets) {
       // replies already written wait in a cork until the next turn (serve): send them first,
       // such as the `ok` to the shutdown that stops us
