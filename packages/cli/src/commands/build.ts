@@ -6,12 +6,12 @@
  * line on a terminal and one summary line (or a JSON object with --json) at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { readFile, rm, stat } from 'node:fs/promises'
-import { availableParallelism, constants as osConstants, tmpdir } from 'node:os'
+import { stat } from 'node:fs/promises'
+import { availableParallelism, constants as osConstants } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
 import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, isGridError, type BuildStats, type MessageOf } from '@grid/protocol'
+import { newFallbackLog, readFallbacks, removeFallbackLog, sweepIfDue } from '../fallback-log.js'
 import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
 import { formatProgress, formatSummary, type Output } from '../output.js'
@@ -237,15 +237,15 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     await session.close().catch(() => {}) // a shim path go cannot take: an embedded node goes with its socket
     throw err
   }
-  // A name no other user of a shared TMPDIR can guess and plant a file or link at first (the
-  // shims append to it, and leave `.stalled` beside it)
-  const fallbackLog = join(tmpdir(), `grid-fallbacks-${randomBytes(12).toString('hex')}`)
+  // the shims append to it, and leave `.stalled` beside it (fallback-log.ts)
+  const fallbackLog = newFallbackLog()
   const shape = GO_COMMANDS[sub]
   const live = process.stderr.isTTY && !options.json && shape.progress && !(process.stdout.isTTY && resultsOnStdout(sub, args))
   const stop = new AbortController()
   let exitCode = 1
   let nodeLost: string | undefined
   let lastStats: BuildStats | undefined
+  let sweeping: Promise<void> | undefined
   const beginning = { type: 'build-begin' as const, command: ['go', ...argv], cwd: process.cwd() }
   const begin = async (): Promise<MessageOf<'build-begun'>> => await session.client.request(beginning)
   let begun: MessageOf<'build-begun'>
@@ -304,6 +304,8 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
       env, stdio: ['inherit', options.json ? process.stderr : 'inherit', live ? 'pipe' : 'inherit']
     })
     const exited = goExit(child)
+    // what builds killed before their end left in TMPDIR: looked for once a day, beside go
+    sweeping = sweepIfDue(options.cacheDir)
     let total: number | undefined
     // The graph ranks compiles for placement, gives the progress line its total and the summary
     // its critical path. With no peer to place on and nobody watching, it would only take CPU
@@ -371,10 +373,8 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     }
   } finally {
     stop.abort()
-    // the shims' notes in TMPDIR: one that could not be made there (TMPDIR full, or not a
-    // directory) is not there to remove, and go's exit status is the command's either way
-    await rm(fallbackLog, { force: true }).catch(() => {})
-    await rm(`${fallbackLog}.stalled`, { force: true }).catch(() => {})
+    await removeFallbackLog(fallbackLog)
+    await sweeping
     await session.close().catch(() => {})
   }
   return exitCode
@@ -459,11 +459,4 @@ async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOp
     output.err(`grid: built by plain go, without the grid (${why.code}) · ${(wallMs / 1000).toFixed(1)} s`)
   }
   return exitCode
-}
-
-async function readFallbacks (path: string): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {}
-  const text = await readFile(path, 'utf8').catch(() => '')
-  for (const reason of text.split('\n')) if (reason !== '') counts[reason] = (counts[reason] ?? 0) + 1
-  return counts
 }
