@@ -53,6 +53,23 @@ describe('compile spawner', { skip: linux ? false : 'the node uses it on Linux o
     assert.equal(spawner.alive, true)
   })
 
+  it('a stop signal to the node\'s whole process group (systemd\'s stop, Ctrl-C, a hang-up) leaves the spawner to the node, and its children to the default action', async (t) => {
+    // Regression: the spawner died of the group's SIGTERM before the node closed it, and every
+    // `systemctl stop` or `scripts/lab stop` logged "the compile spawner stopped" as a failure.
+    const dir = await tempDir(t, 'grid-spawner')
+    const spawner = await started(t)
+    // One answer first: the spawner has started running, as it has long before any stop.
+    assert.equal((await spawner.run('/bin/true', [], { cwd: dir, env, outputCap: 100 })).exitCode, 0)
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      process.kill(spawner.pid as number, signal)
+      // A signal is acted on before the process runs on, so a spawner it killed cannot answer.
+      assert.equal((await spawner.run('/bin/true', [], { cwd: dir, env, outputCap: 100 })).exitCode, 0, `after ${signal}`)
+    }
+    assert.equal(spawner.alive, true)
+    const child = await spawner.run('/bin/sh', ['-c', 'kill -TERM $$; exit 0'], { cwd: dir, env, outputCap: 100 })
+    assert.equal(child.signal, 'terminated', 'a child inherits no ignored SIGTERM')
+  })
+
   it('a spawner killed mid-compile takes its child with it, and the pool then compiles from Node', async (t) => {
     const dir = await tempDir(t, 'grid-spawner')
     const spawner = await started(t)

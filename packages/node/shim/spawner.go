@@ -16,7 +16,9 @@ package main
 // The node builds every command line itself (pool.ts); this process checks only that each
 // frame is well formed. Standard error is the node's log. When stdin ends (the node stopped or
 // died), every child still running is killed before this process exits; if this process dies,
-// the kernel kills them (Linux, the only place the node uses it).
+// the kernel kills them (Linux, the only place the node uses it). A stop signal sent to the
+// node's whole process group (a terminal's Ctrl-C or hang-up, systemd's stop) is the node's to
+// act on: this process outlives it, so that the node, as it stops, closes it like any other time.
 
 import (
 	"bufio"
@@ -25,6 +27,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"sync"
 	"syscall"
 )
@@ -188,6 +191,9 @@ func (s *spawner) killAll() {
 }
 
 func runSpawner() int {
+	// Caught, not ignored: an ignored signal stays ignored through exec, and the children must
+	// keep the default action (spawn-kill sends them SIGTERM).
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	s := &spawner{out: os.Stdout, running: map[int64]*os.Process{}}
 	in := bufio.NewReaderSize(os.Stdin, 64<<10)
 	for {
