@@ -1,10 +1,12 @@
 // Every flag the CLI parses is in the help a user reads: `grid --help` and the README's options
 // table for the global options, `grid <command> --help` for a command's own. The flags are
-// read from the parsers' sources, so that a flag added there without its line fails here.
+// read from the parsers' sources, so that a flag added there without its line fails here. So
+// is every field of the build summary's --json in the README's list of them.
 import assert from 'node:assert/strict'
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { it } from 'node:test'
+import { emptyBuildStats } from '@grid/protocol'
 import { GRID_BIN, ROOT, run } from '../helpers/index.js'
 
 const CLI_SRC = join(ROOT, 'packages/cli/src')
@@ -49,4 +51,16 @@ it('every flag of a command\'s own parser is in that command\'s --help', async (
     }
   }
   assert.ok(checked >= 15, `the daemon's, init's, env's and cache gc's flags were found (${checked})`)
+})
+
+it('every field of the --json build summary\'s cache, cache.peer and compiles is in the README\'s list of them', async () => {
+  // Regression: cache.peer.slowLink was in the summary but not in the list.
+  const readme = await readFile(join(ROOT, 'README.md'), 'utf8')
+  const start = readme.indexOf('With `--json`, go\'s own stdout')
+  const list = readme.slice(readme.indexOf('`{command,', start), readme.indexOf('Errors are', start))
+  const peerGroup = list.slice(list.indexOf('peer: {'), list.indexOf('}', list.indexOf('peer: {')))
+  const stats = emptyBuildStats('b', [])
+  const words = (text: string): Set<string> => new Set(text.match(/[A-Za-z]+/g))
+  for (const key of Object.keys(stats.cache.peer)) assert.ok(words(peerGroup).has(key), `the README's summary list has no cache.peer.${key}`)
+  for (const key of [...Object.keys(stats.cache), ...Object.keys(stats.compiles)]) assert.ok(words(list).has(key), `the README's summary list has no ${key}`)
 })
