@@ -204,6 +204,10 @@ export interface PeerInfo {
   connected: boolean
   /** open connections to the peer: 1 when connected (duplicates are closed) */
   connections: number
+  /**
+   * the far end of the open connection, or null: for one the peer dialled, a port of its own,
+   * not its listen address (those are `addrs`)
+   */
   address: string | null
   rttMs: number | null
   lastSeen: number

@@ -16,8 +16,10 @@ packed, and so do task inputs to it if its advert says it unpacks them), and the
 node sent it (with those that failed). Below the table: peers whose cache entries are refused,
 members of another grid version (incompatible) or toolchain (other toolchain), and connected
 peers no advert of which this node takes (not listed), each with why.
-With --json, an array of the listed peers (each with its full advert); the connected ones
-not listed are in \`grid --json status\`, under mesh.unlisted.`
+With --json, an array of the listed peers (each with its full advert: addrs are its listen
+addresses; address is the far end of the open connection, for one the peer dialled a port of
+its own, not one to dial); the connected ones not listed are in \`grid --json status\`, under
+mesh.unlisted.`
 
 export async function peers (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('peers', args, {})
