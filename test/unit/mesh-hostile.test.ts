@@ -3,7 +3,7 @@
 // loopback; the mDNS answers are handed to the mesh as its mDNS discovery hands them.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -12,7 +12,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { identify } from '@libp2p/identify'
 import type { PeerDiscovery, PeerId, PeerInfo, PrivateKey } from '@libp2p/interface'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { closeLogging, configureLogging } from '@grid/node'
 import { CONTROL_CHAR, MAX_ADVERT_ADDRS, swarmPrologue } from '@grid/protocol'
@@ -45,8 +45,9 @@ interface Inside {
 }
 const inside = (mesh: Mesh): Inside => mesh as unknown as Inside
 
-async function startMesh (t: Ctx, swarmKey: Uint8Array, privateKey?: PrivateKey, bootstrap: string[] = []): Promise<Mesh> {
+async function startMesh (t: Ctx, swarmKey: Uint8Array, privateKey?: PrivateKey, bootstrap: string[] = [], peersFile?: string): Promise<Mesh> {
   const mesh = new Mesh({
+    peersFile,
     privateKey: privateKey ?? await generateKeyPair('Ed25519'),
     listen: ['/ip4/127.0.0.1/tcp/0'],
     bootstrap,
@@ -182,5 +183,23 @@ describe('the mesh against hosts without the swarm key', { timeout: 60_000 }, ()
     assert.equal(seen?.agent, 'grid/0.1.0 \\x1b]0;x\\x07')
     assert.ok(seen.protocols.includes('/grid/x\\x1b[2J/1.0.0'), seen.protocols.join(' '))
     assert.ok(!seen.protocols.some(p => CONTROL_CHAR.test(p)))
+  })
+})
+
+describe('the mesh after a restart', { timeout: 60_000 }, () => {
+  // Regression: of a member remembered from before the restart (peers.json) at an address it no
+  // longer listens on, only that address was redialled, never the one mDNS found it at. When every
+  // member had restarted on another port (or each had the other at an old DHCP address), none
+  // dialled another where it was, and the office mesh stayed apart.
+  it('a member remembered at an address it left is dialled where mDNS finds it now', async (t) => {
+    const swarmKey = randomBytes(32)
+    const b = await startMesh(t, swarmKey)
+    // a's PeerId sorts after b's: a waits for b to dial first, and then dials from its redial loop
+    const { key } = await keyAfter(b.peerId)
+    const peersFile = join(await tempDir(t), 'peers.json')
+    await writeFile(peersFile, JSON.stringify({ [b.peerId]: [`/ip4/127.0.0.1/tcp/${await closedPort()}/p2p/${b.peerId}`] }))
+    const a = await startMesh(t, swarmKey, key, [], peersFile)
+    inside(a).onMdnsPeer({ id: peerIdFromString(b.peerId), multiaddrs: b.addrs().map(addr => multiaddr(addr)) })
+    await waitFor(() => a.connectedMembers().includes(b.peerId), 20_000, () => 'a to dial b at the address mDNS gave')
   })
 })

@@ -706,10 +706,14 @@ export class Mesh {
       const since = this.discoveredAt.get(id) ?? now
       if (this.peerId > id && now - since < DIAL_GRACE_MS) continue // the smaller id dials first
       // Dial the addresses it advertised (they carry /p2p/<id>) when we have them: they outlive
-      // libp2p's own address book, which forgets a peer that went away.
+      // libp2p's own address book, which forgets a peer that went away. And where mDNS finds it
+      // now: those remembered from before a restart may be gone (another port, a new DHCP
+      // lease). Advertised first, so that a forged mDNS answer cannot crowd them out.
       const addrs = this.known.get(id)?.addrs ?? []
       const found = this.mdnsPeers.get(id)?.addrs ?? []
-      jobs.push(this.tryDial(id, () => addrs.length > 0 ? addrs : found.length > 0 ? found : peer))
+      const seen = new Set(addrs.map(String))
+      const all = [...addrs, ...found.filter(a => !seen.has(String(a)))]
+      jobs.push(this.tryDial(id, () => all.length > 0 ? all : peer))
     }
     await Promise.all(jobs)
   }
