@@ -8,16 +8,16 @@ import { GridError } from '@grid/protocol'
 import { ControlServer } from '@grid/node/server'
 import { GRID_BIN, run, tempDir } from '../helpers/index.js'
 
-async function refusingNode (t: Parameters<typeof tempDir>[0], error: Error): Promise<{ dir: string, control: string }> {
+async function refusingNode (t: Parameters<typeof tempDir>[0], error: Error | 'hang'): Promise<{ dir: string, control: string }> {
   const dir = await tempDir(t, 'cerr')
-  const server = new ControlServer({ path: join(dir, 'g.sock'), handler: async () => { throw error } })
+  const server = new ControlServer({ path: join(dir, 'g.sock'), handler: async () => { if (error === 'hang') await new Promise(() => {}); throw error } })
   await server.start()
   t.after(async () => { await server.stop() })
   return { dir, control: server.path }
 }
 
-async function cli (dir: string, control: string, args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: control, GRID_CONFIG: '' }
+async function cli (dir: string, control: string, args: string[], extra: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env, GRID_CACHE: join(dir, 'grid'), GRID_CONTROL: control, GRID_CONFIG: '', ...extra }
   delete env.DEBUG
   return await run(process.execPath, [GRID_BIN, ...args], { cwd: dir, env, timeoutMs: 30_000 })
 }
@@ -47,5 +47,16 @@ describe('errors the node sends back', () => {
     const text = await cli(dir, control, ['status'])
     assert.equal(text.code, 1)
     assert.doesNotMatch(text.stderr, /hint/)
+  })
+
+  it('a node that does not answer: the hint does not send the user to grid stop, which needs an answer too', async (t) => {
+    // Regression: the hint said "stop or kill it", also to the user whose grid stop had timed out.
+    const { dir, control } = await refusingNode(t, 'hang')
+    const json = await cli(dir, control, ['--json', 'stop'], { GRID_TEST_ANSWER_MS: '5000' })
+    assert.equal(json.code, 1)
+    const { error } = JSON.parse(json.stdout) as { error: { code: string, hint: string } }
+    assert.equal(error.code, 'GRID_ERR_TIMEOUT')
+    assert.match(error.hint, /kill -9 PID/)
+    assert.doesNotMatch(error.hint, /stop or kill/)
   })
 })

@@ -83,7 +83,7 @@ export class ControlClient {
         this.pending.delete(id)
         reject(options.signal === undefined
           ? new GridError('GRID_ERR_TIMEOUT', `the node at ${this.path} did not answer a ${body.type} request within ${deadlineMs / 1000} s`, {
-            cause: signal.reason, transient: true, hint: 'it may be hung: its log says what it last did (<cache>/logs/grid.log, which names its pid); stop or kill it'
+            cause: signal.reason, transient: true, hint: 'it may be hung: its log says what it last did (<cache>/logs/grid.log, which names its pid); grid stop needs an answer too, and a hung node may not act on a plain kill: kill -9 PID ends it'
           })
           : new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
       }
