@@ -62,8 +62,10 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
   const fb = fallbackCount(stats)
   const reasons = Object.entries(k.fallbacks).map(([r, n]) => `${r} ${n}`).join(', ')
   const peers = Object.keys(c.peer.byPeer).length
+  // waitMs sums gets that ran side by side: said as a sum, or it reads as longer than the build
   const fromPeers = c.peerHits > 0
-    ? ` of which ${c.peerHits} from ${peers} peer${peers === 1 ? '' : 's'} (${formatBytes(c.peer.bytes)}, ${(c.peer.waitMs / 1000).toFixed(1)} s waiting)`
+    ? `, ${c.peerHits === c.hits ? 'all' : c.peerHits} from ${peers} peer${peers === 1 ? '' : 's'} (` +
+      `${c.peerHits === c.hits ? '' : `${formatBytes(c.peer.bytes)}, `}${(c.peer.waitMs / 1000).toFixed(1)} s waiting, summed over parallel gets)`
     : ''
   const rejected = c.peer.rejected.badHash + c.peer.rejected.badClaim
   const verify = c.peer.verify
@@ -74,7 +76,7 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
       ? ` · verified ${verify.confirmed}/${verify.sampled} peer entries${verify.mismatched > 0 ? `, ${verify.mismatched} MISMATCHED` : ''}` +
         ((verify.unverifiable ?? 0) > 0 ? `, ${verify.unverifiable} unverifiable (not compiles)` : '')
       : '')
-  return `grid: ${stats.actions} actions · cache ${c.hits} hits${fromPeers} (${formatBytes(c.hitBytes)}), ${c.misses} misses, ${c.puts} puts${trust} · ` +
+  return `grid: ${stats.actions} actions · cache ${c.hits} hits (${formatBytes(c.hitBytes)})${fromPeers}, ${c.misses} misses, ${c.puts} puts${trust} · ` +
     (viaShim
       ? `compiles ${k.local} local${whyLocal(stats)}, ${k.remote} remote${remoteDetail(stats)}, ${fb} fallback${fb === 1 ? '' : 's'}${reasons === '' ? '' : ` (${reasons})`}`
       : 'compiles left to go (--toolexec auto: no peer could take one)') +
