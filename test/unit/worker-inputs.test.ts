@@ -2,14 +2,14 @@
 // uses count as used, and a sweep removes those unused for WORKER_INPUT_TTL_MS and the temp
 // files a crash left. Real files in a temp dir; times set with utimes.
 import assert from 'node:assert/strict'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { errorCode, type CompileTask } from '@grid/protocol'
-import { Cache, cacheStats, InputStore, inputStoreDir, LocalPool, Worker, WORKER_INPUT_TTL_MS } from '@grid/node/server'
-import { suiteContext, tempDir } from '../helpers/index.js'
+import { Cache, cacheStats, GridNode, InputStore, inputStoreDir, LocalPool, Worker, WORKER_INPUT_TTL_MS } from '@grid/node/server'
+import { GRID_BIN, defer, run, suiteContext, tempDir } from '../helpers/index.js'
 
 const sha = (data: string): string => createHash('sha256').update(data).digest('hex')
 const DAY = 86_400_000
@@ -72,6 +72,35 @@ describe('worker inputs', () => {
       await cache.close()
     }
     assert.deepEqual(await new InputStore(join(cacheDir, 'nothing')).usage(), { inputs: 0, bytes: 0 }, 'no store yet: nothing')
+  })
+
+  it('grid cache gc --json has the stats grid cache stats --json has, the inputs of peers\' compiles with them, from a node and without one', async (t) => {
+    const dir = await tempDir(t)
+    const cacheDir = join(dir, 'grid')
+    const control = join(dir, 'g.sock')
+    const store = new InputStore(inputStoreDir(cacheDir))
+    await store.start()
+    await store.sweep()
+    store.put(sha('package a'), Buffer.from('package a'))
+    await store.stop()
+    const cache = await Cache.open({ dir: cacheDir, nodeId: 'p' })
+    await cache.putBytes(randomBytes(32), randomBytes(100))
+    await cache.close()
+    const cli = async (args: string[]): Promise<any> => {
+      const r = await run(process.execPath, [GRID_BIN, '--cache', cacheDir, '--control', control, '--json', 'cache', ...args])
+      assert.equal(r.code, 0, r.stderr)
+      return JSON.parse(r.stdout)
+    }
+    const same = async (): Promise<void> => {
+      const stats = await cli(['stats'])
+      assert.deepEqual(stats.workerInputs, { inputs: 1, bytes: 9 })
+      assert.deepEqual((await cli(['gc', '--max-size', '10G'])).stats, stats)
+    }
+    await same() // no node on the socket: the commands open the cache themselves
+    const node = new GridNode({ cacheDir, control, mode: 'daemon' })
+    await node.start()
+    defer(t, async () => { await node.stop() })
+    await same()
   })
 
   it('refuses an input that does not hash to its name', async () => {

@@ -11,7 +11,7 @@ import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, Gri
 import { Builds, HELPER_OPEN_MS, notUtf8, wroteOutput } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
-import { cacheStats } from './cache-stats.js'
+import { cacheGc, cacheStats } from './cache-stats.js'
 import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
@@ -1172,7 +1172,7 @@ export class GridNode {
       case 'cache-stats':
         return { type: 'cache-stats-result', id, stats: await cacheStats(this.cache) }
       case 'cache-gc':
-        return { type: 'cache-gc-result', id, result: await this.cache.gc(req.maxBytes, h => this.builds.isPinned(h)) }
+        return { type: 'cache-gc-result', id, result: await cacheGc(this.cache, req.maxBytes, h => this.builds.isPinned(h)) }
       case 'cache-verify':
         return { type: 'cache-verify-result', id, result: await this.cache.verify() }
       case 'shutdown':

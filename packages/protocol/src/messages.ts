@@ -139,7 +139,7 @@ export interface CacheStats {
   entries: number
   blobs: number
   bytes: number
-  /** the worker's store of inputs peers sent, beside the cache (absent from nodes before it was added, and from gc's result) */
+  /** the worker's store of inputs peers sent, beside the cache (absent from nodes before it was added, and from gc results of nodes before gc reported it) */
   workerInputs?: { inputs: number, bytes: number }
   /**
    * Entries of this node's own puts whose compile ran on a peer's worker, and how many each

@@ -31,7 +31,7 @@ export async function cache (args: string[], options: GlobalOptions, output: Out
       noArguments('cache gc', positional)
       if (flags['max-size'] === undefined) throw usageError('grid cache gc needs --max-size SIZE', 'e.g. grid cache gc --max-size 10G')
       const maxBytes = sizeFlag(flags['max-size'], '--max-size')
-      const result = await viaNodeOrCache(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await c.gc(maxBytes))
+      const result = await viaNodeOrCache(options, async c => (await c.request({ type: 'cache-gc', maxBytes })).result, async c => await (await import('@grid/node/server')).cacheGc(c, maxBytes))
       output.out(options.json ? JSON.stringify(result) : formatGc(result))
       return 0
     }
