@@ -2,6 +2,7 @@
 // as JSON with --json, never a stack trace (which the CLI prints for GRID_ERR_INTERNAL, a bug).
 import assert from 'node:assert/strict'
 import { mkdir, readdir, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { detectGo } from '@grid/node'
@@ -173,6 +174,19 @@ describe('messages for user errors', () => {
     assert.equal(r.code, 1)
     userError(r, 'GRID_ERR_SWARM_KEY', /cannot read the swarm key .*missing\.key/)
     assert.doesNotMatch(r.stderr, /stopped/, 'a node that never started did not stop')
+  })
+
+  it('a daemon whose port is taken names the address once, with the reason, and a hint naming --listen and the config\'s "listen"', async (t) => {
+    const dir = await tempDir(t)
+    const taken = createServer()
+    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+    defer(t, () => { taken.close() })
+    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
+    const r = await cli(dir, ['daemon', '--listen', addr])
+    assert.equal(r.code, 1, r.stderr)
+    userError(r, 'GRID_ERR_MESH_START', /^grid: the mesh could not listen on \S+: address already in use \(EADDRINUSE\) \(GRID_ERR_MESH_START\)$/m)
+    assert.equal(r.stderr.split(addr).length - 1, 1, `the address once: ${r.stderr}`)
+    assert.match(r.stderr, /^ {2}hint: another program \(another grid daemon\?\) uses port \d+: .*`grid daemon --listen \/ip4\/0\.0\.0\.0\/tcp\/0`.*"listen" in the config file/m)
   })
 
   it('a --cache, --control or --swarm-key under /proc is an error naming it, not a hang (Node\'s recursive mkdir spins there)', { skip: process.platform !== 'linux' }, async (t) => {

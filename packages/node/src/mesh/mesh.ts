@@ -258,15 +258,7 @@ export class Mesh {
       await this.node.start()
     } catch (err) {
       await Promise.resolve(this.node?.stop()).catch(() => {})
-      // libp2p's message about the addresses it could not listen on carries each failure's
-      // stack, after advice about its own options
-      const message = (err as Error).message
-        .replace(/^Some configured addresses failed to be listened on[^\n]*\n/, '')
-        .split('\n').filter(line => line.trim() !== '' && !/^\s+at /.test(line)).map(line => line.trim()).join('; ')
-      const inUse = (err as { code?: string }).code === 'EADDRINUSE' || message.includes('EADDRINUSE')
-      throw new GridError('GRID_ERR_MESH_START', `the mesh could not listen on ${this.init.listen.join(', ')}: ${message}`, {
-        cause: err, hint: inUse ? 'another program (another grid node?) uses that port: stop it, or pass --listen /ip4/0.0.0.0/tcp/0 for a free one' : 'check --listen'
-      })
+      throw listenError(err, this.init.listen)
     }
     const node = this.node
     const pubsub = node.services.pubsub
@@ -825,6 +817,37 @@ export class Mesh {
       this.dials.set(f.remotePeer, state)
     }
   }
+}
+
+/**
+ * GRID_ERR_MESH_START for a mesh that could not listen, naming each address that failed once,
+ * with its reason. libp2p's message lists them as `ADDR: STACK` after advice about its own
+ * options, and Node's reason names the address again (`listen EADDRINUSE: address already in
+ * use 0.0.0.0:4770`).
+ */
+function listenError (err: unknown, listen: string[]): GridError {
+  const lines = (err as Error).message.split('\n')
+  const failed: Array<{ addr: string, why: string }> = []
+  for (const line of lines) {
+    const m = /^\s*(\/\S+): (?:\w*Error: )?(.*)$/.exec(line)
+    if (m === null) continue
+    const sys = /^listen (E[A-Z]+): (.*?)(?: \S+:\d+)?$/.exec(m[2] as string)
+    failed.push({ addr: m[1] as string, why: sys === null ? (m[2] as string) : `${sys[2] as string} (${sys[1] as string})` })
+  }
+  // another failure than libp2p's list: its message without stack lines
+  const what = failed.length > 0
+    ? failed.map(f => `${f.addr}: ${f.why}`).join('; ')
+    : `${listen.join(', ')}: ${lines.filter(line => line.trim() !== '' && !/^\s+at /.test(line)).map(line => line.trim()).join('; ')}`
+  const config = '"listen" in the config file (the addresses a grid build\'s own node listens on too)'
+  const inUse = (err as { code?: string }).code === 'EADDRINUSE' || what.includes('EADDRINUSE')
+  const ports = [...new Set(failed.map(f => /\/tcp\/(\d+)/.exec(f.addr)?.[1]).filter(p => p !== undefined))]
+  const port = ports.length === 1 ? `port ${ports[0] as string}` : 'that port'
+  return new GridError('GRID_ERR_MESH_START', `the mesh could not listen on ${what}`, {
+    cause: err,
+    hint: inUse
+      ? `another program (another grid daemon?) uses ${port}: stop it, or pick another port: \`grid daemon --listen /ip4/0.0.0.0/tcp/0\` (any free one), or ${config}`
+      : `fix the address: \`grid daemon --listen\`, or ${config}`
+  })
 }
 
 const CONTROL_CHARS = new RegExp(CONTROL_CHAR.source, 'g')
