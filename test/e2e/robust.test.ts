@@ -4,13 +4,13 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { createConnection, type Socket } from 'node:net'
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, stdWarmGoCache, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
+import { GOMOD, GRID_BIN, defer, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, stdWarmGoCache, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 /** Whether a process on this machine names `path` on its command line (Linux; elsewhere: no). */
 async function processesNaming (path: string): Promise<boolean> {
@@ -258,6 +258,28 @@ describe('robustness', () => {
     assert.ok(r.stderr.includes(`grid: warning: the swarm key ${key} is missing: this build runs without the mesh`), r.stderr)
     assert.match(r.stderr, /\n {2}hint: copy the team's swarm\.key there/)
     assert.equal(summary(r).node, 'embedded')
+    await sameFiles(out, ref)
+  })
+
+  it('an embedded node whose mesh cannot listen (its port taken): the build says so once, with a hint, and runs alone, identical', async (t) => {
+    const w = await world(t)
+    const key = join(w.dir, 'swarm.key')
+    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
+    const taken = createServer()
+    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+    defer(t, () => { taken.close() })
+    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
+    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], swarmKey: key }))
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
+    assert.equal(r.code, 0, r.stderr)
+    // the node joins the mesh on the build's first miss, in the background: it fails after go started
+    const warnings = r.stderr.split('\n').filter(line => line.startsWith('grid: warning: '))
+    assert.equal(warnings.length, 1, r.stderr)
+    assert.ok(warnings[0]?.endsWith(`this build ran without the mesh (no peers, no shared cache): the mesh could not listen on ${addr}: address already in use (EADDRINUSE) (GRID_ERR_MESH_START)`), r.stderr)
+    assert.match(r.stderr, /\n {2}hint: another program \(another grid daemon\?\) uses port \d+: /)
+    assert.equal(summary(r).node, 'embedded')
+    assert.ok((summary(r).compiles.localReasons['no-peers'] ?? 0) > 0, 'the build ran alone')
     await sameFiles(out, ref)
   })
 

@@ -266,6 +266,15 @@ export class GridNode {
     await this.meshStarting
   }
 
+  /**
+   * Why the mesh did not start, once its start has settled; undefined when it started, or when
+   * nothing asked for it (an embedded node's build that missed nothing). An embedded node's
+   * failed start is no failed build: its builds run alone, and `grid build` says why.
+   */
+  async meshFailure (): Promise<unknown> {
+    return await this.meshStarting?.then(() => undefined, (err: unknown) => err)
+  }
+
   private wantMesh (): void {
     if (this.meshStarting === undefined && this.meshOptions !== undefined) {
       this.ensureMesh().catch((err: Error) => log.warn(`mesh not started: ${err.message}`))

@@ -350,6 +350,11 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     })
     ended.compiles.fallbacks = await readFallbacks(fallbackLog)
     const wallMs = Math.round(performance.now() - started)
+    // An embedded node joins the mesh on the build's first miss, in the background: when that
+    // fails (its port taken, say) the build runs alone, and the summary's no-peers does not say
+    // why. The node's stop waits for that start anyway.
+    const meshFailure = await session.embedded?.meshFailure()
+    if (meshFailure !== undefined) warnMeshFailed(output, meshFailure, options)
     if (options.json) {
       output.out(JSON.stringify({
         command: ['go', ...argv],
@@ -378,6 +383,15 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     await session.close().catch(() => {})
   }
   return exitCode
+}
+
+/** The warning for a build whose embedded node could not join the mesh: once, with a hint. */
+function warnMeshFailed (output: Output, err: unknown, options: GlobalOptions): void {
+  const message = err instanceof Error ? err.message : String(err)
+  const code = isGridError(err) ? ` (${err.code})` : ''
+  const hint = (isGridError(err) ? err.hint : undefined) ?? `the node's log says more: ${join(options.cacheDir, 'logs', 'grid.log')}`
+  output.err(`grid: warning: this build ran without the mesh (no peers, no shared cache): ${message}${code}`)
+  output.err(`  hint: ${hint}`)
 }
 
 /**
