@@ -120,6 +120,26 @@ describe('scheduler', () => {
     assert.match(await readFile(file, 'utf8'), /not json/, 'loading never rewrites the file')
   })
 
+  it('a save waits for one already under way: what was recorded is on disk when it resolves', async (t) => {
+    // A build's end saves without waiting; the node's stop right after found nothing left to
+    // write and returned while that write was under way, and the process could exit before it.
+    const file = join((await tempDir(t, 'hist')), 'history.json')
+    const h = new History(file)
+    h.record('fmt', 100)
+    const first = h.save() // not awaited, as a build's end
+    await h.save() // nothing new: the stop's
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')).packages, { fmt: 100 })
+    await first
+    // and one recorded while a write is under way is in the next
+    h.record('net', 200)
+    const second = h.save()
+    h.record('os', 300)
+    await h.save()
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')).packages, { fmt: 100, net: 200, os: 300 })
+    await second
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')).packages, { fmt: 100, net: 200, os: 300 })
+  })
+
   it('a peer\'s compile time does not enter the history: expected times stay this host\'s', async (t) => {
     // A peer's reported compileMs went into the history like a local time: a fast peer pulled
     // the expected times (and so its own ratio) toward its speed, and one that said 0 ms halved

@@ -49,8 +49,21 @@ export class History {
     this.dirty = true
   }
 
-  /** Writes the history if it changed (temp file + rename: readers never see half a file). */
+  /**
+   * Writes the history if it changed (temp file + rename: readers never see half a file). Saves
+   * run one after another, and each resolves once what was recorded before it is on disk: a
+   * build's end saves without waiting, and the node's stop right after it found nothing dirty
+   * and returned while that write was still under way (the process could exit before it).
+   */
   async save (): Promise<void> {
+    const next = this.saving.then(async () => { await this.write() })
+    this.saving = next
+    await next
+  }
+
+  private saving: Promise<void> = Promise.resolve()
+
+  private async write (): Promise<void> {
     if (!this.dirty) return
     this.dirty = false
     const packages: Record<string, number> = {}
