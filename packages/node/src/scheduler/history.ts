@@ -16,6 +16,8 @@ export class History {
   private readonly file: string
   private readonly ms = new Map<string, number>()
   private dirty = false
+  /** the last save asked for: the next one runs after it */
+  private saving: Promise<void> = Promise.resolve()
 
   constructor (file: string) {
     this.file = file
@@ -60,8 +62,6 @@ export class History {
     this.saving = next
     await next
   }
-
-  private saving: Promise<void> = Promise.resolve()
 
   private async write (): Promise<void> {
     if (!this.dirty) return
