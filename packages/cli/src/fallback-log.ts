@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto'
 import { lstat, readdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { processExists } from './pid.js'
 
 /** A note untouched this long, of a process that is gone, is a leftover (see above). */
 export const LEFTOVER_AGE_MS = 60 * 60_000
@@ -85,7 +86,7 @@ export async function sweepLeftovers (dir: string, now = Date.now()): Promise<st
   const removed: string[] = []
   for (const name of await readdir(dir)) {
     const pid = Number(NOTES.map(re => re.exec(name)?.[1]).find(p => p !== undefined))
-    if (!Number.isSafeInteger(pid) || pid <= 0 || running(pid)) continue
+    if (!Number.isSafeInteger(pid) || pid <= 0 || processExists(pid)) continue
     const path = join(dir, name)
     const st = await lstat(path).catch(() => undefined)
     if (st === undefined || !st.isFile() || st.uid !== uid || now - st.mtimeMs < LEFTOVER_AGE_MS) continue
@@ -94,14 +95,4 @@ export async function sweepLeftovers (dir: string, now = Date.now()): Promise<st
     await unlink(path).then(() => removed.push(name), () => {})
   }
   return removed
-}
-
-/** Whether `pid` names a live process: only "no such process" says it does not. */
-function running (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH'
-  }
 }

@@ -6,6 +6,7 @@ import { GridError, errorCode, type NodeStatus } from '@grid/protocol'
 import type { GlobalOptions } from '../options.js'
 import { noArguments, parseFlags } from '../options.js'
 import type { Output } from '../output.js'
+import { processExists } from '../pid.js'
 import { connectNode } from '../session.js'
 import { viaNodeOrCache } from './status.js'
 
@@ -72,22 +73,12 @@ async function waitUntilGone (node: NodeStatus, options: GlobalOptions): Promise
   for (;;) {
     const client = await connectNode(options)
     client?.close()
-    if (client === undefined && !alive(node.pid)) return
+    if (client === undefined && !processExists(node.pid)) return // its socket is local: so is its pid
     if (Date.now() > deadline) {
       throw new GridError('GRID_ERR_DAEMON_STOP', `the daemon (pid ${node.pid}) was asked to stop ${STOP_TIMEOUT_MS / 1000} s ago and is still running${client === undefined ? '' : ` and answering on ${options.control}`}`, {
         hint: `its log may say why; kill ${node.pid} ends it (builds it serves go on without it)`
       })
     }
     await new Promise(resolve => setTimeout(resolve, POLL_MS))
-  }
-}
-
-/** Whether a process with this pid exists (the daemon runs on this machine: its socket is local). */
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
