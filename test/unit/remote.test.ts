@@ -3,9 +3,10 @@ import assert from 'node:assert/strict'
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { spawnSync } from 'node:child_process'
 import { describe, it } from 'node:test'
 import { errorCode, validateTask, TASK_VERSION, type CompileTask } from '@grid/protocol'
-import { Sandboxes, buildTask, exportDataOnly, parseCompileArgs, redirectOutputs, relocatedTrimpath } from '@grid/node/server'
+import { COMPILE_VALUE_FLAGS, Sandboxes, buildTask, compileArgs, exportDataOnly, outputOf, parseCompileArgs, redirectOutputs, relocatedTrimpath } from '@grid/node/server'
 import { tempDir, waitFor } from '../helpers/index.js'
 
 const h = 'ab'.repeat(32)
@@ -99,6 +100,31 @@ describe('remote tasks', () => {
     assert.deepEqual(p.inputFlags, { '-importcfg': '/w/b1/importcfg' })
     assert.equal(p.trimpath, '/m=>x;/w/b1=>')
     assert.deepEqual(parseCompileArgs(['-o', '/x.a', '-json=0,file:///tmp', 'a.go'], '/m'), { unsupported: 'flag -json' })
+  })
+
+  it('knows every flag the compiler reads a value for, from the compiler itself', () => {
+    // `go tool compile -h` lists a flag that takes a value as `-name type`, any other alone
+    const help = spawnSync('go', ['tool', 'compile', '-h'], { encoding: 'utf8' })
+    const valued = [...`${help.stdout}${help.stderr}`.matchAll(/^ {2}(-\S+) \S+$/gm)].map(m => m[1])
+    assert.ok(valued.includes('-o') && valued.includes('-D'), `read the compiler's flags: ${help.stderr.slice(0, 200)}`)
+    assert.deepEqual([...COMPILE_VALUE_FLAGS].sort(), valued.sort())
+  })
+
+  it('reads a command line as the compiler does: a value is a value, flags end at the first file', () => {
+    // -D and -I take a value, as every reader of the line must know (the history's -o check did not)
+    assert.equal(outputOf(['-D', '-o', '-I', '-o', '-o', 'x.a', 'a.go'], '/w'), '/w/x.a')
+    // flags end at the first file, or after `--`: what follows is a file to the compiler
+    assert.deepEqual(parseCompileArgs(['-o', '/w/x.a', 'a.go', '-p', 'x'], '/m'), { unsupported: 'argument -p' })
+    assert.equal(outputOf(['-o', 'x.a', '--', '-o', 'y.a'], '/w'), '/w/x.a')
+    assert.deepEqual([...compileArgs(['--p=x', '-complete', '-c', '4', '-', '-o'])], [
+      { kind: 'flag', name: '-p', norm: '-p=x', value: 'x', raw: ['--p=x'] },
+      { kind: 'flag', name: '-complete', norm: '-complete', value: undefined, raw: ['-complete'] },
+      { kind: 'flag', name: '-c', norm: '-c', value: '4', raw: ['-c', '4'] },
+      { kind: 'file', arg: '-' },
+      { kind: 'file', arg: '-o' }
+    ])
+    // a bare task flag the compiler reads as a boolean has no value to send
+    assert.deepEqual(parseCompileArgs(['-o', '/w/x.a', '-dwarf', 'a.go'], '/m'), { unsupported: 'flag -dwarf without a value' })
   })
 
   it('points -o and -asmhdr elsewhere and leaves every other argument alone', () => {

@@ -23,7 +23,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve, sep } from 'node:path'
-import { VALUE_FLAGS } from '../remote/parse.js'
+import { compileArgs } from '../remote/parse.js'
 
 /**
  * How far a file's ctime (or mtime) may lag the moment it was changed: Linux stamps files from its coarse
@@ -52,9 +52,6 @@ const LOST = '\uFFFD'
 export function notUtf8 (req: { args: string[], cwd: string }): boolean {
   return req.cwd.includes(LOST) || req.args.some(a => a.includes(LOST))
 }
-
-/** Compile flags that take a value, as `-flag v` or `-flag=v`: those a task may carry or the requester reads (remote/parse.ts), and two no task takes. */
-const VALUED = new Set<string>([...VALUE_FLAGS, '-D', '-I'])
 
 export class BuildSources {
   /** the files each compile reads (listed once its embedcfg and package directory are read), by action */
@@ -178,23 +175,18 @@ export function compileFiles (args: string[], cwd: string): CompileFiles | undef
   let trimpath = ''
   let generated = false
   const sources: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string
-    if (!arg.startsWith('-')) {
-      if (arg.endsWith('.go')) sources.push(resolve(cwd, arg))
+  for (const a of compileArgs(args)) {
+    if (a.kind === 'file') {
+      if (a.arg.endsWith('.go')) sources.push(resolve(cwd, a.arg))
       continue
     }
-    const norm = arg.startsWith('--') ? arg.slice(1) : arg
-    const eq = norm.indexOf('=')
-    const name = eq < 0 ? norm : norm.slice(0, eq)
-    if (!VALUED.has(name)) continue // a boolean flag (or one the compiler takes as -flag=v only)
-    const v = eq < 0 ? args[++i] : norm.slice(eq + 1)
-    if (v === undefined) break
-    if (name === '-buildid') action = v.split('/')[0]
-    else if (name === '-o') out = resolve(cwd, v)
-    else if (name === '-embedcfg') embedcfg = resolve(cwd, v)
-    else if (name === '-trimpath') trimpath = v
-    else if (name === '-symabis' || name === '-asmhdr') generated = true // asm reads the package's .s files
+    const v = a.value
+    if (v === undefined) continue // a boolean flag, or a flag's missing value at the end
+    if (a.name === '-buildid') action = v.split('/')[0]
+    else if (a.name === '-o') out = resolve(cwd, v)
+    else if (a.name === '-embedcfg') embedcfg = resolve(cwd, v)
+    else if (a.name === '-trimpath') trimpath = v
+    else if (a.name === '-symabis' || a.name === '-asmhdr') generated = true // asm reads the package's .s files
   }
   if (action === undefined || action === '' || out === undefined) return undefined
   const work = dirname(dirname(out))

@@ -21,10 +21,63 @@ const INPUT = new Set<string>(TASK_INPUT_FLAGS)
 const DEBUG = new Set<string>(TASK_DEBUG_FLAGS)
 
 /**
- * The compile flags this node understands that take a value (`-flag v` or `-flag=v`): the
- * task's, and those only the requester sees (builds/sources.ts reads command lines by it too).
+ * The flags cmd/compile reads a value for (`-flag v` or `-flag=v`): those of its flag set
+ * (cmd/compile/internal/base/flag.go) that are neither booleans nor counts. Every other flag
+ * stands alone unless written `-flag=v`. Task flags that are booleans to the compiler (`-dwarf`,
+ * which cmd/go writes `-dwarf=false`) are not here.
  */
-export const VALUE_FLAGS: ReadonlySet<string> = new Set<string>([...TASK_VALUE_FLAGS, ...TASK_INPUT_FLAGS, '-o', '-trimpath', '-asmhdr'])
+export const COMPILE_VALUE_FLAGS: ReadonlySet<string> = new Set<string>([
+  '-D', '-I', '-c', '-d', '-o', '-p', '-asmhdr', '-bench', '-blockprofile', '-buildid', '-coveragecfg',
+  '-cpuprofile', '-embedcfg', '-env', '-gendwarfinl', '-goversion', '-importcfg', '-installsuffix',
+  '-json', '-lang', '-linkobj', '-memprofile', '-memprofilerate', '-mutexprofile', '-pgoprofile',
+  '-spectre', '-symabis', '-traceprofile', '-trimpath'
+])
+
+/** One argument of a compile command line (a flag with its separate value as one), as `compileArgs` reads them. */
+export type CompileArg =
+  | { kind: 'file', arg: string }
+  | {
+    kind: 'flag'
+    /** `-name` (`--name` read as `-name`) */
+    name: string
+    /** the flag as written, `--` read as `-`, with its `=value` when inline */
+    norm: string
+    /** its value: inline after `=`, else the next argument for a flag of COMPILE_VALUE_FLAGS; undefined when it has none */
+    value: string | undefined
+    /** the arguments it took, as given (one, or two with a separate value) */
+    raw: string[]
+  }
+
+/**
+ * A compile's arguments, read as cmd/compile's flag package reads them: `--x` is `-x`, `-x=v`
+ * has its value inline, a flag that takes a value takes the next argument whatever it looks
+ * like, and flags end at the first argument that is not one (or after `--`): every argument
+ * from there on is a file. The one reader of compile command lines (the task, the build's
+ * sources, the history's `-o` check, a racing local run's outputs).
+ */
+export function * compileArgs (args: readonly string[]): Generator<CompileArg> {
+  let i = 0
+  for (; i < args.length; i++) {
+    const arg = args[i] as string
+    if (arg === '--') { i++; break }
+    if (!arg.startsWith('-') || arg === '-') break
+    const norm = arg.startsWith('--') ? arg.slice(1) : arg
+    const eq = norm.indexOf('=')
+    const name = eq < 0 ? norm : norm.slice(0, eq)
+    if (eq >= 0) {
+      yield { kind: 'flag', name, norm, value: norm.slice(eq + 1), raw: [arg] }
+    } else if (COMPILE_VALUE_FLAGS.has(name) && i + 1 < args.length) {
+      const value = args[++i] as string
+      yield { kind: 'flag', name, norm, value, raw: [arg, value] }
+    } else {
+      yield { kind: 'flag', name, norm, value: undefined, raw: [arg] }
+    }
+  }
+  for (; i < args.length; i++) yield { kind: 'file', arg: args[i] as string }
+}
+
+/** The task's flags that take a value: plain ones, input files, and those only the requester reads. */
+const VALUE_FLAGS: ReadonlySet<string> = new Set<string>([...TASK_VALUE_FLAGS, ...TASK_INPUT_FLAGS, '-o', '-trimpath', '-asmhdr'])
 
 export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | { unsupported: string } {
   const flags: string[] = []
@@ -35,18 +88,16 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
   let asmhdr: string | undefined
   let importPath = ''
   const abs = (p: string): string => (isAbsolute(p) ? resolve(p) : resolve(cwd, p))
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string
-    if (!arg.startsWith('-')) {
-      if (!arg.endsWith('.go')) return { unsupported: `argument ${arg}` }
-      sources.push(abs(arg))
+  for (const a of compileArgs(args)) {
+    if (a.kind === 'file') {
+      if (!a.arg.endsWith('.go')) return { unsupported: `argument ${a.arg}` }
+      sources.push(abs(a.arg))
       continue
     }
-    const { norm, name, eq } = flag(arg)
-    if (BOOL.has(name) && eq < 0) { flags.push(name); continue }
+    const { name, norm, value } = a
+    if (BOOL.has(name) && norm === name) { flags.push(name); continue }
     if (DEBUG.has(norm)) { flags.push(norm); continue }
     if (!VALUE_FLAGS.has(name)) return { unsupported: `flag ${name}` }
-    const value = eq < 0 ? args[++i] : norm.slice(eq + 1)
     if (value === undefined) return { unsupported: `flag ${name} without a value` }
     if (name === '-o') out = abs(value)
     else if (name === '-asmhdr') asmhdr = abs(value)
@@ -63,17 +114,13 @@ export function parseCompileArgs (args: string[], cwd: string): ParsedCompile | 
 }
 
 /**
- * The file a compile writes (`-o`), absolute (relative to its directory `cwd`), read as
- * `parseCompileArgs` reads flags; undefined when it names none.
+ * The file a compile writes (`-o`), absolute (relative to its directory `cwd`); undefined when
+ * it names none. The last `-o` wins, as in Go's flag package.
  */
 export function outputOf (args: string[], cwd: string): string | undefined {
   let out: string | undefined
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string
-    if (!arg.startsWith('-')) continue
-    const { norm, name, eq } = flag(arg)
-    const value = eq >= 0 ? norm.slice(eq + 1) : VALUE_FLAGS.has(name) ? args[++i] : undefined
-    if (name === '-o' && value !== undefined) out = resolve(cwd, value) // the last one wins, as in Go's flag package
+  for (const a of compileArgs(args)) {
+    if (a.kind === 'flag' && a.name === '-o' && a.value !== undefined) out = resolve(cwd, a.value)
   }
   return out
 }
@@ -81,35 +128,18 @@ export function outputOf (args: string[], cwd: string): string | undefined {
 /**
  * The compile's arguments with `-o` and `-asmhdr` pointing elsewhere (a local run racing a
  * remote one writes beside cmd/go's outputs). The output does not depend on where it is
- * written (the worker's sandboxed `-o` shows it byte for byte). Read as `parseCompileArgs`
- * reads them: a flag's separate value is never taken for a flag.
+ * written (the worker's sandboxed `-o` shows it byte for byte).
  */
 export function redirectOutputs (args: string[], to: { out: string, asmhdr: string | undefined }): string[] {
   const result: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string
-    if (!arg.startsWith('-')) { result.push(arg); continue }
-    const { name, eq } = flag(arg)
-    const target = name === '-o' ? to.out : name === '-asmhdr' ? to.asmhdr : undefined
-    const separate = eq < 0 && VALUE_FLAGS.has(name) && i + 1 < args.length
-    if (target === undefined) {
-      result.push(arg)
-      if (separate) result.push(args[++i] as string)
-    } else if (eq >= 0) {
-      result.push(`${name}=${target}`)
-    } else {
-      result.push(name, target)
-      i++
-    }
+  for (const a of compileArgs(args)) {
+    if (a.kind === 'file') { result.push(a.arg); continue }
+    const target = a.name === '-o' ? to.out : a.name === '-asmhdr' ? to.asmhdr : undefined
+    if (target === undefined || a.value === undefined) result.push(...a.raw)
+    else if (a.raw.length === 1) result.push(`${a.name}=${target}`)
+    else result.push(a.name, target)
   }
   return result
-}
-
-/** A flag argument read as cmd/compile reads it: `--x` is `-x`, and `-x=v` has its value inline. */
-function flag (arg: string): { norm: string, name: string, eq: number } {
-  const norm = arg.startsWith('--') ? arg.slice(1) : arg
-  const eq = norm.indexOf('=')
-  return { norm, name: eq < 0 ? norm : norm.slice(0, eq), eq }
 }
 
 /**
