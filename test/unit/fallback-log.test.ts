@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { chown, lutimes, mkdir, readdir, readFile, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { describe, it } from 'node:test'
-import { LEFTOVER_AGE_MS, SWEEP_EVERY_MS, SWEEP_STAMP, newFallbackLog, sweepIfDue, sweepLeftovers } from '@grid/cli/fallback-log'
+import { LEFTOVER_AGE_MS, PIDLESS_LEFTOVER_AGE_MS, SWEEP_EVERY_MS, SWEEP_STAMP, newFallbackLog, sweepIfDue, sweepLeftovers } from '@grid/cli/fallback-log'
 import { tempDir } from '../helpers/index.js'
 
 /** The pid of a process that ran and was killed (SIGKILL), reaped: no process has it now. */
@@ -37,7 +37,7 @@ describe('grid build\'s notes in TMPDIR', () => {
     assert.notEqual(newFallbackLog(dir), a)
   })
 
-  it('a sweep removes only the regular files, of this user, of builds whose process is gone and that nobody wrote for an hour', async (t) => {
+  it('a sweep removes only the regular files, of this user, of builds whose process is gone and that nobody wrote for an hour (an older grid\'s, naming no pid: a day)', async (t) => {
     const dir = await tempDir(t)
     const dead = await killedPid()
     const old = LEFTOVER_AGE_MS + 60_000
@@ -45,7 +45,10 @@ describe('grid build\'s notes in TMPDIR', () => {
     const gone = [
       log,
       await note(join(dir, `${log}.stalled`), old, ''),
-      await note(join(dir, `grid-node-stalled-${dead}`), old, '') // a hung node's mark under grid env, by go's pid
+      await note(join(dir, `grid-node-stalled-${dead}`), old, ''), // a hung node's mark under grid env, by go's pid
+      // an older grid's, which names no pid: by its age alone, a day
+      await note(join(dir, `grid-fallbacks-${hex()}`), PIDLESS_LEFTOVER_AGE_MS + 60_000),
+      await note(join(dir, `grid-fallbacks-${hex()}.stalled`), PIDLESS_LEFTOVER_AGE_MS + 60_000, '')
     ]
     const kept = [
       // a build still running: this process's
@@ -53,8 +56,9 @@ describe('grid build\'s notes in TMPDIR', () => {
       await note(join(dir, `grid-node-stalled-${process.pid}`), old, ''),
       // written less than an hour ago: the go of a killed grid may still run (or the pid be another namespace's)
       await note(join(dir, `grid-fallbacks-${dead}-${hex()}`), LEFTOVER_AGE_MS - 60_000),
-      // not grid's own names: an older grid's (no pid), a name with no random part, anything else
-      await note(join(dir, `grid-fallbacks-${hex()}`), old),
+      // an older grid's (no pid) written less than a day ago
+      await note(join(dir, `grid-fallbacks-${hex()}`), PIDLESS_LEFTOVER_AGE_MS - 60_000),
+      // not grid's own names: a name with no random part, anything else
       await note(join(dir, `grid-fallbacks-${dead}-notes`), old),
       await note(join(dir, `grid-fallbacks-0-${hex()}`), old),
       await note(join(dir, 'notes.txt'), old)

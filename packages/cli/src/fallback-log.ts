@@ -9,7 +9,8 @@
  * TMPDIR may be shared by several users. The random part keeps a log's name from being guessed
  * (no one can plant a file or a link at it first). A sweep removes only what is certainly a
  * finished build's: a regular file (lstat, no link followed) of this user's, named as above,
- * whose pid names no live process and which nobody has written for LEFTOVER_AGE_MS.
+ * whose pid names no live process and which nobody has written for LEFTOVER_AGE_MS (an older
+ * grid's note, which names no pid: a day, PIDLESS_LEFTOVER_AGE_MS).
  *
  * Why both checks. A pid names the same process to everyone in one pid namespace: while a build
  * runs, its grid (or go, under grid env) is alive, and its notes stay. A pid reused since by
@@ -38,6 +39,12 @@ export const SWEEP_STAMP = 'tmp-swept'
 
 /** A note's name, and the pid it belongs to */
 const NOTES = [/^grid-fallbacks-(\d+)-[0-9a-f]{24}(?:\.stalled)?$/, /^grid-node-stalled-(\d+)$/]
+/**
+ * A note of a grid from before notes named their pid (`grid-fallbacks-<24 hex>`): no process to
+ * ask, so only its age tells, and a longer one (a day untouched) than LEFTOVER_AGE_MS.
+ */
+const PIDLESS_NOTE = /^grid-fallbacks-[0-9a-f]{24}(?:\.stalled)?$/
+export const PIDLESS_LEFTOVER_AGE_MS = 24 * 60 * 60_000
 
 /** A new fallback log for this process's build, in TMPDIR. */
 export function newFallbackLog (dir = tmpdir()): string {
@@ -85,11 +92,15 @@ export async function sweepLeftovers (dir: string, now = Date.now()): Promise<st
   if (uid === undefined) return [] // no owners to check (Windows)
   const removed: string[] = []
   for (const name of await readdir(dir)) {
-    const pid = Number(NOTES.map(re => re.exec(name)?.[1]).find(p => p !== undefined))
-    if (!Number.isSafeInteger(pid) || pid <= 0 || processExists(pid)) continue
+    const pidless = PIDLESS_NOTE.test(name)
+    if (!pidless) {
+      const pid = Number(NOTES.map(re => re.exec(name)?.[1]).find(p => p !== undefined))
+      if (!Number.isSafeInteger(pid) || pid <= 0 || processExists(pid)) continue
+    }
     const path = join(dir, name)
     const st = await lstat(path).catch(() => undefined)
-    if (st === undefined || !st.isFile() || st.uid !== uid || now - st.mtimeMs < LEFTOVER_AGE_MS) continue
+    const age = pidless ? PIDLESS_LEFTOVER_AGE_MS : LEFTOVER_AGE_MS
+    if (st === undefined || !st.isFile() || st.uid !== uid || now - st.mtimeMs < age) continue
     // unlink never follows a link: were the file swapped for one since the lstat (only its
     // owner, this user, can in a sticky TMPDIR), the link would go, not what it names
     await unlink(path).then(() => removed.push(name), () => {})
