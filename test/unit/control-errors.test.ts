@@ -2,9 +2,11 @@
 // CLI shows its own errors (text on stderr; with --json, on stdout with every key present). The
 // real CLI against a real control server on a Unix socket, whose handler fails as the node's does.
 import assert from 'node:assert/strict'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GridError } from '@grid/protocol'
+import { closeLogging, configureLogging } from '@grid/node'
 import { ControlServer } from '@grid/node/server'
 import { GRID_BIN, run, tempDir } from '../helpers/index.js'
 
@@ -49,14 +51,30 @@ describe('errors the node sends back', () => {
     assert.doesNotMatch(text.stderr, /hint/)
   })
 
-  it('a node that does not answer: the hint does not send the user to grid stop, which needs an answer too', async (t) => {
-    // Regression: the hint said "stop or kill it", also to the user whose grid stop had timed out.
+  it('a node that does not answer: the hint names its log file and its pid, so that its kill -9 can be pasted, and does not send the user to grid stop', async (t) => {
+    // Regression: the hint said "stop or kill it", also to the user whose grid stop had timed out;
+    // and it named "<cache>/logs/grid.log" and "kill -9 PID", for the user to fill in.
+    const log = join(await tempDir(t, 'clog'), 'logs', 'grid.log')
+    configureLogging({ stderr: 'silent', file: log }) // this process runs the node: its log
+    t.after(async () => { await closeLogging() })
     const { dir, control } = await refusingNode(t, 'hang')
     const json = await cli(dir, control, ['--json', 'stop'], { GRID_TEST_ANSWER_MS: '5000' })
     assert.equal(json.code, 1)
     const { error } = JSON.parse(json.stdout) as { error: { code: string, hint: string } }
     assert.equal(error.code, 'GRID_ERR_TIMEOUT')
-    assert.match(error.hint, /kill -9 PID/)
+    assert.ok(error.hint.includes(`its log (${log}) says what it last did`), error.hint)
+    assert.ok(error.hint.includes(`kill -9 ${process.pid} ends it`), error.hint)
     assert.doesNotMatch(error.hint, /stop or kill/)
+
+    // A record beside the socket that another socket's node left (it died, and this one made the
+    // socket anew) names neither its pid nor its log.
+    const record = JSON.parse(await readFile(`${control}.json`, 'utf8')) as { pid: number, log: string, socket: string }
+    assert.equal(record.pid, process.pid)
+    const other = { pid: process.ppid, log: join(dir, 'other.log'), socket: `${record.socket}0` }
+    await writeFile(`${control}.json`, JSON.stringify(other))
+    const stale = await cli(dir, control, ['--json', 'status'], { GRID_TEST_ANSWER_MS: '5000' })
+    const { hint } = (JSON.parse(stale.stdout) as { error: { hint: string } }).error
+    assert.match(hint, /kill -9 PID ends it/)
+    assert.ok(!hint.includes(String(other.pid)) && !hint.includes(other.log), hint)
   })
 })

@@ -115,6 +115,11 @@ function toFile (line: string): void {
   }
 }
 
+/** The file this process logs to, as configureLogging named it; undefined when it logs to none. */
+export function logFile (): string | undefined {
+  return sink.path === '' ? undefined : sink.path
+}
+
 export async function closeLogging (): Promise<void> {
   const file = sink.file
   sink.file = undefined

@@ -6,7 +6,9 @@
 import { lstat } from 'node:fs/promises'
 import { createConnection, type Socket } from 'node:net'
 import { encodeFrame, FrameDecoder, GridError, REPLIES, type MessageOf, type Reply, type Request, type RequestType } from '@grid/protocol'
+import { deadline } from '../signals.js'
 import { ANSWER_TIMEOUT_MS, CONNECT_TIMEOUT_MS, REQUEST_TIMEOUT_MS } from './constants.js'
+import { readRecord, socketId, type NodeRecord } from './record.js'
 
 type Pending = { resolve: (reply: Reply) => void, reject: (err: Error) => void }
 type Body<T extends RequestType> = Omit<Extract<Request, { type: T }>, 'id'>
@@ -31,13 +33,16 @@ const QUICK: ReadonlySet<RequestType> = new Set(['status', 'peers', 'shutdown', 
 export class ControlClient {
   private readonly socket: Socket
   private readonly path: string
+  /** The socket file connected to (record.ts socketId), whose node's record counts */
+  private readonly made: string | undefined
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private closedError: Error | undefined
 
-  private constructor (socket: Socket, path: string) {
+  private constructor (socket: Socket, path: string, made: string | undefined) {
     this.socket = socket
     this.path = path
+    this.made = made
     const decoder = new FrameDecoder({ from: `node at ${path}` })
     socket.on('data', chunk => {
       let replies
@@ -62,14 +67,14 @@ export class ControlClient {
   }
 
   static async connect (path: string, options: { timeoutMs?: number } = {}): Promise<ControlClient> {
-    await checkOwner(path)
+    const made = await checkOwner(path)
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = createConnection(path)
       const timer = setTimeout(() => { s.destroy(); reject(unreachable(path)) }, options.timeoutMs ?? CONNECT_TIMEOUT_MS)
       s.once('connect', () => { clearTimeout(timer); resolve(s) })
       s.once('error', err => { clearTimeout(timer); reject(unreachable(path, err)) })
     })
-    return new ControlClient(socket, path)
+    return new ControlClient(socket, path, made)
   }
 
   /** Sends a request and resolves with its success reply; an `error` reply rejects with its code. */
@@ -77,15 +82,13 @@ export class ControlClient {
     if (this.closedError !== undefined) throw this.closedError
     const id = this.nextId++
     const deadlineMs = QUICK.has(body.type) ? ANSWER_MS : REQUEST_TIMEOUT_MS
-    const signal = options.signal ?? AbortSignal.timeout(deadlineMs)
+    const timer = deadline(deadlineMs) // cleared as the request settles
+    const signal = options.signal ?? timer.signal
     const reply = await new Promise<Reply>((resolve, reject) => {
       const onAbort = (): void => {
         this.pending.delete(id)
-        reject(options.signal === undefined
-          ? new GridError('GRID_ERR_TIMEOUT', `the node at ${this.path} did not answer a ${body.type} request within ${deadlineMs / 1000} s`, {
-            cause: signal.reason, transient: true, hint: 'it may be hung: its log says what it last did (<cache>/logs/grid.log, which names its pid); grid stop needs an answer too, and a hung node may not act on a plain kill: kill -9 PID ends it'
-          })
-          : new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
+        if (options.signal === undefined) void this.unanswered(body.type, deadlineMs, signal.reason).then(reject)
+        else reject(new GridError('GRID_ERR_TIMEOUT', `${body.type} request to the node was aborted or timed out`, { cause: signal.reason, transient: true }))
       }
       if (signal.aborted) { onAbort(); return }
       signal.addEventListener('abort', onAbort, { once: true })
@@ -94,7 +97,7 @@ export class ControlClient {
         reject: e => { signal.removeEventListener('abort', onAbort); reject(e) }
       })
       this.socket.write(encodeFrame({ ...body, id } as unknown as Request))
-    })
+    }).finally(() => { timer.done() })
     if (reply.type === 'error') {
       throw new GridError(reply.code as 'GRID_ERR_INTERNAL', reply.message, reply.hint === undefined ? {} : { hint: reply.hint })
     }
@@ -103,6 +106,18 @@ export class ControlClient {
 
   close (): void {
     this.socket.end()
+  }
+
+  /**
+   * The error for a request the node left unanswered past its deadline. A node that does not
+   * answer cannot say who it is: its record beside the socket does (record.ts), when it is the
+   * one that made the socket connected to.
+   */
+  private async unanswered (type: RequestType, deadlineMs: number, cause: unknown): Promise<GridError> {
+    const node = this.made === undefined ? undefined : await readRecord(this.path, this.made)
+    return new GridError('GRID_ERR_TIMEOUT', `the node at ${this.path} did not answer a ${type} request within ${deadlineMs / 1000} s`, {
+      cause, transient: true, hint: hungHint(node)
+    })
   }
 
   private fail (err: Error): void {
@@ -118,13 +133,28 @@ export class ControlClient {
  * shared directory such as /tmp is predictable, so another user can be listening there first.
  * Root's sockets are not trusted either: a node is its own user's.
  */
-async function checkOwner (path: string): Promise<void> {
-  if (process.getuid === undefined) return // Windows: no owners
-  const st = await lstat(path).catch(() => undefined)
-  if (st === undefined || st.uid === process.getuid()) return // none there: unreachable, as the connect says
+async function checkOwner (path: string): Promise<string | undefined> {
+  const st = await lstat(path, { bigint: true }).catch(() => undefined)
+  if (st === undefined) return undefined // none there: unreachable, as the connect says
+  // Windows: no owners
+  if (process.getuid === undefined || st.uid === BigInt(process.getuid())) return socketId(st)
   throw new GridError('GRID_ERR_SOCKET_PATH', `the control socket ${path} belongs to another user (uid ${st.uid}): grid talks only to a node of this user's`, {
     hint: 'pass a path of your own with --control (or set GRID_CONTROL); the default, grid.sock in your cache dir, is private'
   })
+}
+
+/**
+ * What to do about a node that does not answer: its log says what it last did, and it may act on
+ * neither grid stop (which needs an answer too) nor a plain kill (a stopped process, an event
+ * loop that never comes round to the signal). The one text of this hint: with the node's record,
+ * it names the real log and pid, so that the kill can be pasted.
+ */
+function hungHint (node: NodeRecord | undefined): string {
+  const log = node === undefined
+    ? 'its log (logs/grid.log in its cache dir, which names its pid) says what it last did'
+    : node.log === null ? `it keeps no log file (pid ${node.pid})` : `its log (${node.log}) says what it last did`
+  return `it may be hung: ${log}; grid stop needs an answer too, and a hung node may not act on a plain kill: ` +
+    `kill -9 ${node?.pid ?? 'PID'} ends it (builds it serves go on without it)`
 }
 
 function unreachable (path: string, cause?: unknown): GridError {

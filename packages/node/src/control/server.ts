@@ -10,9 +10,10 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname } from 'node:path'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, GridError, errorCode, isRequestType, type Reply, type Request } from '@grid/protocol'
 import { makeDirs } from '../files.js'
-import { logger } from '../log.js'
+import { logFile, logger } from '../log.js'
 import { checkSocketPath } from '../paths.js'
 import { MAX_PENDING_FRAME_BYTES, PARTIAL_FRAME_MS } from './constants.js'
+import { readRecord, removeRecord, socketId, writeRecord } from './record.js'
 
 const log = logger('grid:control')
 
@@ -53,6 +54,8 @@ export class ControlServer {
   private closed: Promise<void> | undefined
   /** The inode of the socket this server made at `path`: another there is not ours */
   private ino: bigint | undefined
+  /** That socket's socketId, which the record beside it names (record.ts) */
+  private made: string | undefined
   private readonly sockets = new Set<Socket>()
   private readonly partialFrameMs: number
   private readonly maxPendingBytes: number
@@ -78,6 +81,8 @@ export class ControlServer {
       throw new GridError('GRID_ERR_SOCKET_PATH', `cannot make the control socket's directory for ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
     await removeStaleSocket(this.path)
+    // the record of a node that died is no one's: gone before a socket is made in its place
+    await removeRecord(this.path)
     const server = createServer(socket => this.accept(socket))
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -95,7 +100,12 @@ export class ControlServer {
       throw new GridError('GRID_ERR_SOCKET_PATH', `cannot listen on ${this.path}: ${err.message}`, { cause: err, hint: SOCKET_HINT })
     })
     await chmod(this.path, 0o600)
-    this.ino = (await lstat(this.path, { bigint: true })).ino
+    const made = await lstat(this.path, { bigint: true })
+    this.ino = made.ino
+    this.made = socketId(made)
+    // who listens here, for a client this node stops answering (record.ts); without it, its
+    // hint names no pid
+    await writeRecord(this.path, made, logFile()).catch((err: Error) => log.debug(`no record beside ${this.path}: ${err.message}`))
     return server
   }
 
@@ -121,6 +131,7 @@ export class ControlServer {
     } catch {
       this.server = old // not listening any more, but its connections go on; stop closes them
       this.ino = undefined
+      this.made = undefined
       return 'taken'
     }
   }
@@ -151,6 +162,8 @@ export class ControlServer {
     // not another node's socket, made where this one's was removed
     const st = await lstat(this.path, { bigint: true }).catch(() => undefined)
     if (st !== undefined && st.ino === this.ino) await unlink(this.path).catch(() => {})
+    // ours only: another node listening there now has its own
+    if (this.made !== undefined && await readRecord(this.path, this.made) !== undefined) await removeRecord(this.path)
   }
 
   private accept (socket: Socket): void {
