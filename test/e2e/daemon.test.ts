@@ -37,7 +37,7 @@ describe('grid daemon --detach and grid stop', () => {
     // as Go's flags are written: the daemon it starts must not read it as its own --detach
     const started = await grid(w, ['--json', 'daemon', '-detach'])
     assert.equal(started.code, 0, started.stderr)
-    const { pid, nodeId, control, mesh } = JSON.parse(started.stdout)
+    const { pid, nodeId, control, mesh, log } = JSON.parse(started.stdout)
     defer(t, () => { if (alive(pid)) process.kill(pid, 'SIGKILL') })
     assert.equal(control, w.control)
     assert.ok(mesh !== null && mesh.addrs.length > 0, `in the mesh when --detach returns: ${started.stdout}`)
@@ -47,6 +47,9 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(s.running, true)
     assert.equal(s.pid, pid)
     assert.equal(s.nodeId, nodeId)
+    // where its log is, as --detach said
+    assert.equal(s.log, log)
+    assert.equal(log, join(w.cacheDir, 'logs', 'grid.log'))
     // its compiles start through the shim's spawner (worker/spawner.ts), a child it stops with it
     let spawner: number | undefined
     if (process.platform === 'linux') {
@@ -65,6 +68,7 @@ describe('grid daemon --detach and grid stop', () => {
     assert.equal(stopped.code, 0, stopped.stderr)
     assert.match(stopped.stderr, new RegExp(`stopped daemon ${nodeId} \\(pid ${pid}\\)`))
     assert.equal(alive(pid), false, 'grid stop returns once the daemon has exited')
+    assert.equal(existsSync(`${w.control}.json`), false, 'its record beside the socket went with it')
     if (spawner !== undefined) await waitFor(async () => !(await processRunning(spawner as number)), 10_000, () => 'its spawner to exit')
     assert.equal((await status(w)).running, false)
     // its cache index is free: this process can open it

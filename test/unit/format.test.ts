@@ -142,6 +142,12 @@ describe('formatStatus', () => {
     assert.match(text, /^builds: +3 served, 1 running\n +last: go build \.\/\.\.\.: 20 actions, 12 hits, 8 misses, 5 compiles here, 3 on peers \(ended 6 s ago\)$/m)
   })
 
+  it('names the file the node logs to, when it has one (a user looking for what a daemon did)', () => {
+    assert.match(formatStatus({ ...status, log: '/var/cache/grid/logs/grid.log' }), /^control: +\/run\/grid\.sock\nlog: +\/var\/cache\/grid\/logs\/grid\.log$/m)
+    assert.doesNotMatch(formatStatus({ ...status, log: null }), /^log:/m)
+    assert.doesNotMatch(formatStatus(status), /^log:/m) // a node before it was in the status
+  })
+
   it('leaves out the peers lines when the node runs no mesh, or no worker', () => {
     assert.match(formatStatus({ ...status, mesh: null }), /^mesh: +off$/m)
     const { worker: _, ...noWorker } = status.mesh as NonNullable<NodeStatus['mesh']>

@@ -12,6 +12,7 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
   return [
     `node:    ${s.nodeId} (${s.mode}, grid ${s.version}, pid ${s.pid}, up ${Math.round((now - s.startedAt) / 1000)} s)`,
     `control: ${s.control}`,
+    ...(s.log == null ? [] : [`log:     ${s.log}`]),
     `slots:   ${s.compilesRunning}/${s.slots} busy`,
     `builds:  ${s.buildsServed} served, ${s.activeBuilds} running`,
     ...(s.lastBuild == null ? [] : [`  last: ${formatLastBuild(s.lastBuild, now)}`]),

@@ -57,7 +57,8 @@ global options (before the command):
 
 environment:
   GRID_GO            the go command to use (default: go on PATH)
-  DEBUG=grid:*       the node's debug log on stderr (it always logs to <cache>/logs/grid.log)`
+  DEBUG=grid:*       the node's debug log on stderr (it always logs to <cache>/logs/grid.log;
+                     grid status names the running node's log file)`
 
 const HELP_FLAGS = ['-h', '-help', '--help']
 

@@ -15,7 +15,7 @@ import { cacheGc, cacheStats } from './cache-stats.js'
 import { ControlServer, type RequestContext } from './control/index.js'
 import { growHeapForMesh } from './heap.js'
 import { loadIdentity } from './identity/index.js'
-import { logger } from './log.js'
+import { logFile, logger } from './log.js'
 import { LocalPool, Spawner, takesStartHeap, type Rank } from './worker/index.js'
 import { ensureShim } from './shim/index.js'
 import { WORKER_DIR } from './remote/constants.js'
@@ -103,6 +103,12 @@ function rank (build: BuildRecord | undefined, importPath: string, expectedMs: n
 /** The .go files on a compile's command line, absolute. */
 function goFiles (args: string[], cwd: string): string[] {
   return args.filter(a => a.endsWith('.go') && !a.startsWith('-')).map(a => resolve(cwd, a))
+}
+
+/** The file this node logs to, absolute (what `grid status` shows), or null. */
+function ownLog (): string | null {
+  const file = logFile()
+  return file === undefined ? null : resolve(file)
 }
 
 function percentiles (samples: number[]): { count: number, p50Ms: number, p99Ms: number } {
@@ -559,6 +565,7 @@ export class GridNode {
       startedAt: this.startedAt,
       control: this.control,
       cacheDir: this.cacheDir,
+      log: ownLog(),
       slots: this.pool.slots,
       compilesRunning: this.pool.running,
       buildsServed: this.builds.served,

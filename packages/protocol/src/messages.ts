@@ -157,6 +157,8 @@ export interface NodeStatus {
   startedAt: number
   control: string
   cacheDir: string
+  /** the file the node logs to, absolute, or null when it logs to none (absent from nodes before it was added) */
+  log?: string | null
   slots: number
   compilesRunning: number
   buildsServed: number

@@ -19,9 +19,9 @@ import { GridError, MAX_SLOTS, type NodeStatus } from '@grid/protocol'
 export const DAEMON_HELP = `usage: grid [global options] daemon [flags]
 
 Runs a grid node in the foreground: it serves builds on the control socket, keeps the cache
-index open and joins the office mesh. Logs go to stderr and to <cache>/logs/grid.log. Stops on
-SIGINT, SIGTERM, SIGHUP (its terminal closed) or grid stop. To start it at login, see "The
-daemon" in the README.
+index open and joins the office mesh. Logs go to stderr and to <cache>/logs/grid.log (grid
+status names that file, --detach prints it). Stops on SIGINT, SIGTERM, SIGHUP (its terminal
+closed) or grid stop. To start it at login, see "The daemon" in the README.
 
   --detach                  start the daemon in the background and return once it answers
                             (in the mesh, unless --no-mesh); what it prints goes to
