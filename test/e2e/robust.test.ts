@@ -283,6 +283,35 @@ describe('robustness', () => {
     await sameFiles(out, ref)
   })
 
+  it('an embedded node that expects peers (a bootstrap address) and whose mesh cannot listen: its log says once why no peer is asked about its misses', async (t) => {
+    // Regression: the node asked no peer about any miss and said nothing of why.
+    const w = await world(t)
+    const key = join(w.dir, 'swarm.key')
+    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
+    const taken = createServer()
+    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+    defer(t, () => { taken.close() })
+    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
+    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], bootstrap: [addr], swarmKey: key }))
+    // packages that import nothing, not even the runtime: a few misses, at a compile each
+    const mod = join(w.dir, 'leaves')
+    for (const name of ['a', 'b', 'c']) {
+      await mkdir(join(mod, name), { recursive: true })
+      await writeFile(join(mod, name, `${name}.go`), `package ${name}\n\nfunc F() int { return ${name.charCodeAt(0)} }\n`)
+    }
+    await writeFile(join(mod, 'go.mod'), 'module example.com/leaves\n\ngo 1.24\n')
+    const r = await grid(w, ['--json', 'build', './...'], { cwd: mod, env: { ...w.env, DEBUG: 'grid:node' } })
+    assert.equal(r.code, 0, r.stderr)
+    const s = summary(r)
+    assert.equal(s.node, 'embedded')
+    assert.ok(s.cache.misses >= 3, `a miss per package: ${JSON.stringify(s.cache)}`)
+    const lines = (await readFile(join(w.cacheDir, 'logs', 'grid.log'), 'utf8')).split('\n')
+    const why = lines.filter(line => line.includes(' debug grid:node no peer is asked about this node\'s misses: '))
+    assert.equal(why.length, 1, `said once, for ${s.cache.misses} misses:\n${lines.join('\n')}`)
+    assert.ok(why[0]?.endsWith(`its mesh did not start (the mesh could not listen on ${addr}: address already in use (EADDRINUSE) (GRID_ERR_MESH_START))`), why[0])
+    assert.equal(lines.filter(line => line.includes(' warn grid:node mesh not started: ')).length, 1, lines.join('\n'))
+  })
+
   it('two builds at once on one node are both correct', async (t) => {
     const w = await world(t)
     await startDaemon(t, w)

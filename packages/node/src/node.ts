@@ -105,6 +105,12 @@ function goFiles (args: string[], cwd: string): string[] {
   return args.filter(a => a.endsWith('.go') && !a.startsWith('-')).map(a => resolve(cwd, a))
 }
 
+/** What was thrown, for a log line: an error's message and code. */
+function describe (err: unknown): string {
+  const code = errorCode(err)
+  return `${err instanceof Error ? err.message : String(err)}${code === undefined ? '' : ` (${code})`}`
+}
+
 /** The file this node logs to, absolute (what `grid status` shows), or null. */
 function ownLog (): string | null {
   const file = logFile()
@@ -149,6 +155,10 @@ export class GridNode {
   /** --cache-max: trims the cache past it (cache/trim.ts); made once the cache is open */
   private trimmer: Trimmer | undefined
   private meshStarting: Promise<void> | undefined
+  /** Why the mesh's start failed, once it has (boxed: whatever was thrown) */
+  private meshError: { err: unknown } | undefined
+  /** askPeers said why it asks no peer (askingNoPeer) */
+  private saidNoPeer = false
   private toolchains: ToolchainInfo[] = []
   /**
    * The compiler binary `toolchains[0]` was probed from (its path and stamp). Only a compile
@@ -268,7 +278,13 @@ export class GridNode {
     if (this.meshOptions === undefined || this.privateKey === undefined) return
     const meshOptions = this.meshOptions
     const privateKey = this.privateKey
-    this.meshStarting ??= privateKey().then(async key => { await this.startMesh(key, meshOptions) })
+    this.meshStarting ??= privateKey().then(async key => { await this.startMesh(key, meshOptions) }).catch((err: unknown) => {
+      this.meshError = { err }
+      // A daemon's is its failed start, which its caller reports. An embedded node's builds run
+      // alone: said here once, whether a compile or a miss started it (askPeers).
+      if (this.mode === 'embedded') log.warn(`mesh not started: ${describe(err)}`)
+      throw err
+    })
     await this.meshStarting
   }
 
@@ -283,8 +299,18 @@ export class GridNode {
 
   private wantMesh (): void {
     if (this.meshStarting === undefined && this.meshOptions !== undefined) {
-      this.ensureMesh().catch((err: Error) => log.warn(`mesh not started: ${err.message}`))
+      this.ensureMesh().catch(() => {}) // said as it failed
     }
+  }
+
+  /**
+   * A miss that no peer is asked about, for the mesh did not start: said once, so that a log
+   * with misses and no lookups says why (the start's failure is a warning of its own).
+   */
+  private askingNoPeer (err: unknown): void {
+    if (this.saidNoPeer) return
+    this.saidNoPeer = true
+    log.debug(`no peer is asked about this node's misses: its mesh did not start (${describe(err)})`)
   }
 
   private async startMesh (privateKey: PrivateKey, options: MeshOptions): Promise<void> {
@@ -862,11 +888,12 @@ export class GridNode {
   /** A local miss: ask the mesh (joining it first if this embedded node has not yet). */
   private async askPeers (actionId: Uint8Array, build: BuildRecord | undefined): Promise<{ outputId: Uint8Array, size: number, time: number, diskPath: string } | undefined> {
     if (this.meshOptions === undefined) return undefined
+    if (this.meshError !== undefined) { this.askingNoPeer(this.meshError.err); return undefined }
     if (this.mode === 'embedded') {
       // Wait for the mesh (and a first peer) only when peers are expected. A machine alone
       // starts it in the background and its build never waits on it.
       if (!this.peersExpected() && this.mesh === undefined) { this.wantMesh(); return undefined }
-      try { await this.ensureMesh() } catch { return undefined }
+      try { await this.ensureMesh() } catch (err) { this.askingNoPeer(err); return undefined }
       const wait = this.meshStartedAt + MESH_WARMUP_MS - Date.now()
       if (wait > 0 && this.mesh?.expectsPeers() === true && this.mesh.connectedMembers().length === 0) await this.waitForPeer(wait)
     }
