@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ControlClient, detectGo } from '@grid/node'
@@ -123,4 +124,50 @@ describe('the embedded node of a grid build', () => {
       assert.equal((await first.done).code, 0, first.err())
     })
   }
+
+  it('whose mesh could not start (its port taken): a build that finds it on the socket says so once, as the first build does, in text and --json; grid status shows it', async (t) => {
+    // Regression: only the build whose own node it was warned; another build on that node,
+    // alone as well, said nothing, and the user took it for a build in the office mesh.
+    const w = await world(t)
+    const key = join(w.dir, 'swarm.key')
+    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
+    const taken = createServer()
+    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+    defer(t, () => { taken.close() })
+    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
+    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], swarmKey: key }))
+    const mod = await waiterModule(join(w.dir, 'waiter'))
+    const ref = join(w.dir, 'ref')
+    const plain = await goBuild(['-o', ref + '/', '.'], mod)
+    assert.equal(plain.code, 0, plain.stderr)
+    const warning = `grid: warning: this build ran without the mesh (no peers, no shared cache): the mesh could not listen on ${addr}: address already in use (EADDRINUSE) (GRID_ERR_MESH_START)`
+    const said = (stderr: string): string[] => stderr.split('\n').filter(line => line.startsWith('grid: warning: '))
+
+    // The first build's node misses (an empty cache), so it tries the mesh, and fails; its program
+    // keeps the node up.
+    const first = start(t, w, ['--json', 'run', '.'], mod)
+    await waitFor(() => first.err().includes('ready\n'), 120_000, () => `the first build's program: ${first.err()}`)
+    const out = join(w.dir, 'out')
+    const r = await grid(w, ['--json', 'build', '-o', out + '/', '.'], { cwd: mod, env: { ...w.env, GOCACHE: await w.freshGoCache() } })
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(said(r.stderr), [warning], r.stderr)
+    assert.match(r.stderr, /\n {2}hint: another program \(another grid daemon\?\) uses port \d+: /)
+    const s = JSON.parse(r.stdout.trim().split('\n').at(-1) as string)
+    assert.notEqual(s.node, 'embedded', 'it ran on the first build\'s node')
+    assert.equal(s.meshFailure?.code, 'GRID_ERR_MESH_START', r.stdout)
+    assert.ok(warning.endsWith(`: ${s.meshFailure.message as string} (GRID_ERR_MESH_START)`), s.meshFailure.message)
+    assert.match(s.meshFailure.hint, /^another program \(another grid daemon\?\) uses port \d+: /)
+    await sameFiles(out, ref)
+
+    const status = await grid(w, ['--json', 'status'])
+    assert.deepEqual(JSON.parse(status.stdout).meshFailure, { code: s.meshFailure.code, message: s.meshFailure.message, hint: s.meshFailure.hint })
+    const text = await grid(w, ['status'])
+    assert.ok(text.stdout.includes(`\nmesh:    not started, its builds run alone: ${s.meshFailure.message as string} (GRID_ERR_MESH_START)\n  hint: another program`), text.stdout)
+
+    first.child.stdin?.end()
+    const own = await first.done
+    assert.equal(own.code, 0, own.stderr)
+    assert.deepEqual(said(own.stderr), [warning], own.stderr)
+    assert.deepEqual(JSON.parse(own.stdout.trim().split('\n').at(-1) as string).meshFailure, s.meshFailure)
+  })
 })

@@ -279,6 +279,11 @@ describe('robustness', () => {
     assert.ok(warnings[0]?.endsWith(`this build ran without the mesh (no peers, no shared cache): the mesh could not listen on ${addr}: address already in use (EADDRINUSE) (GRID_ERR_MESH_START)`), r.stderr)
     assert.match(r.stderr, /\n {2}hint: another program \(another grid daemon\?\) uses port \d+: /)
     assert.equal(summary(r).node, 'embedded')
+    // and in --json, for scripts
+    const { meshFailure } = summary(r)
+    assert.equal(meshFailure?.code, 'GRID_ERR_MESH_START', r.stdout)
+    assert.ok(warnings[0]?.endsWith(`: ${meshFailure.message as string} (GRID_ERR_MESH_START)`), meshFailure.message)
+    assert.match(meshFailure.hint, /^another program \(another grid daemon\?\) uses port \d+: /)
     assert.ok((summary(r).compiles.localReasons['no-peers'] ?? 0) > 0, 'the build ran alone')
     await sameFiles(out, ref)
   })

@@ -148,6 +148,15 @@ describe('formatStatus', () => {
     assert.doesNotMatch(formatStatus(status), /^log:/m) // a node before it was in the status
   })
 
+  it('says why the node\'s mesh did not start, with its hint, rather than that it is off', () => {
+    const meshFailure = { code: 'GRID_ERR_MESH_START', message: 'the mesh could not listen on /ip4/0.0.0.0/tcp/4770: address already in use (EADDRINUSE)', hint: 'pick another port' }
+    const text = formatStatus({ ...status, mesh: null, meshFailure })
+    assert.match(text, /^mesh: +not started, its builds run alone: the mesh could not listen on \/ip4\/0\.0\.0\.0\/tcp\/4770: address already in use \(EADDRINUSE\) \(GRID_ERR_MESH_START\)\n {2}hint: pick another port$/m)
+    const { hint: _, ...noHint } = meshFailure
+    assert.doesNotMatch(formatStatus({ ...status, mesh: null, meshFailure: noHint }), /hint:/)
+    assert.match(formatStatus({ ...status, mesh: null, meshFailure: null }), /^mesh: +off$/m)
+  })
+
   it('leaves out the peers lines when the node runs no mesh, or no worker', () => {
     assert.match(formatStatus({ ...status, mesh: null }), /^mesh: +off$/m)
     const { worker: _, ...noWorker } = status.mesh as NonNullable<NodeStatus['mesh']>

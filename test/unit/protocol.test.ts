@@ -76,6 +76,18 @@ describe('frames', () => {
     assert.throws(() => validateMessage({ ...begun, protocol: 'two' }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID')
   })
 
+  it('takes build-stats with or without why the node\'s mesh did not start, and refuses a malformed one', () => {
+    const stats = { type: 'build-stats', id: 1, stats: { build: 'b' } }
+    assert.equal(validateMessage(stats).type, 'build-stats')
+    const meshFailure = { code: 'GRID_ERR_MESH_START', message: 'the mesh could not listen', hint: 'pick another port' }
+    assert.deepEqual(validateMessage({ ...stats, meshFailure }), { ...stats, meshFailure })
+    const { hint: _, ...noHint } = meshFailure
+    assert.equal(validateMessage({ ...stats, meshFailure: noHint }).type, 'build-stats')
+    for (const bad of ['down', { ...meshFailure, code: 7 }, { code: meshFailure.code }, { ...meshFailure, hint: null }, [meshFailure]]) {
+      assert.throws(() => validateMessage({ ...stats, meshFailure: bad }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID' && /meshFailure/.test((err as Error).message))
+    }
+  })
+
   it('takes cache-open with or without the go command of a helper under grid env, and names its build in cache-opened', () => {
     const open = { type: 'cache-open', id: 1, build: '' }
     assert.equal(validateMessage(open).type, 'cache-open')

@@ -2,7 +2,7 @@
  * The human-readable renderings of the node's state (`grid status`, `grid peers`, the cache
  * commands). Pure functions of what the node reports; `--json` prints the reports instead.
  */
-import { formatBytes, formatLinkRate, type BuildStats, type CacheStats, type NodeStatus, type PeerInfo, type UnlistedPeer } from '@grid/protocol'
+import { formatBytes, formatLinkRate, type BuildStats, type CacheStats, type Failure, type NodeStatus, type PeerInfo, type UnlistedPeer } from '@grid/protocol'
 
 interface Toolchain { go?: string, compiler?: string }
 
@@ -19,12 +19,18 @@ export function formatStatus (s: NodeStatus, now = Date.now()): string {
     `served:  ${c.hits} hits (${c.peerHits} from peers), ${c.misses} misses, ${c.puts} puts; ` +
       `compiles for its builds ${c.compiles} here, ${c.remoteCompiles} on peers; ${c.corrupt} corrupt blobs dropped, ${c.badFrames} bad connections`,
     ...(s.mesh === null
-      ? ['mesh:    off']
+      ? meshOff(s.meshFailure)
       : [`mesh:    swarm ${s.mesh.swarm}, ${s.mesh.peers} peers${notListed(s.mesh.unlisted)}, mDNS ${s.mesh.mdns ? 'on' : 'off'}, accept-remote ${s.mesh.policy}${taking(s.mesh)}`,
           ...(w === undefined ? [] : [`  tasks from peers: ${w.ran} compiled, ${w.shared} joined an identical running one, ${w.refused} refused (busy or not acceptable), ${w.failed} failed${packedNote(w)}`]),
           ...s.mesh.addrs.map(a => `  ${a}`)]),
     formatCache(s.cache)
   ].join('\n')
+}
+
+/** A node with no mesh: none asked for, or one that did not start (its builds run alone), and why. */
+function meshOff (failure: Failure | null | undefined): string[] {
+  if (failure == null) return ['mesh:    off']
+  return [`mesh:    not started, its builds run alone: ${failure.message} (${failure.code})`, ...(failure.hint === undefined ? [] : [`  hint: ${failure.hint}`])]
 }
 
 /** What a worker packed and unpacked for requesters on slow links, when it did. */

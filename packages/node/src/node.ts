@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
-import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, parseSwarmKey, type BuildStats, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
+import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, isGridError, parseSwarmKey, type BuildStats, type Failure, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
 import { Builds, HELPER_OPEN_MS, notUtf8, wroteOutput } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
@@ -109,6 +109,20 @@ function goFiles (args: string[], cwd: string): string[] {
 function describe (err: unknown): string {
   const code = errorCode(err)
   return `${err instanceof Error ? err.message : String(err)}${code === undefined ? '' : ` (${code})`}`
+}
+
+/**
+ * What the node tells its clients of a failure of its own (its mesh's start): a GridError's code,
+ * message and hint; anything else is a bug (GRID_ERR_INTERNAL), whose details are in the log.
+ */
+function failure (err: unknown): Failure {
+  const log = ownLog()
+  const hint = isGridError(err) ? err.hint : undefined
+  return {
+    code: isGridError(err) ? err.code : 'GRID_ERR_INTERNAL',
+    message: err instanceof Error ? err.message : String(err),
+    ...(hint !== undefined ? { hint } : log !== null ? { hint: `the node's log says more: ${log}` } : {})
+  }
 }
 
 /** The file this node logs to, absolute (what `grid status` shows), or null. */
@@ -289,12 +303,14 @@ export class GridNode {
   }
 
   /**
-   * Why the mesh did not start, once its start has settled; undefined when it started, or when
-   * nothing asked for it (an embedded node's build that missed nothing). An embedded node's
-   * failed start is no failed build: its builds run alone, and `grid build` says why.
+   * Why the mesh did not start, for the builds that ran alone for it, once its start has
+   * settled; undefined when it started, or when nothing asked for it (an embedded node's build
+   * that missed nothing). An embedded node's failed start is no failed build: its builds run
+   * alone, and every `grid build` it serves, its own or another's, says why (build-end's reply).
    */
-  async meshFailure (): Promise<unknown> {
-    return await this.meshStarting?.then(() => undefined, (err: unknown) => err)
+  private async meshFailure (): Promise<Failure | undefined> {
+    await this.meshStarting?.catch(() => {})
+    return this.meshError === undefined ? undefined : failure(this.meshError.err)
   }
 
   private wantMesh (): void {
@@ -599,6 +615,7 @@ export class GridNode {
       lastBuild: this.builds.last ?? null,
       cache: await cacheStats(this.cache),
       counters: { ...this.counters },
+      meshFailure: this.meshError === undefined ? null : failure(this.meshError.err),
       mesh: this.mesh === undefined || this.meshOptions === undefined
         ? null
         : { peerId: this.mesh.peerId, addrs: this.mesh.addrs(), swarm: this.mesh.fingerprint, mdns: this.meshOptions.mdns, policy: this.meshOptions.policy, accepting: this.mesh.accepting(), ...(this.load === undefined ? {} : { load: Math.round(this.load.perCore() * 100) / 100 }), peers: this.mesh.list().length, unlisted: this.unlistedPeers(), ...(this.worker === undefined ? {} : { worker: { ...this.worker.stats } }) }
@@ -1208,7 +1225,12 @@ export class GridNode {
           record = this.builds.get(req.build)
         }
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)
-        return { type: 'build-stats', id, stats: req.type === 'build-end' ? this.endBuild(record) : this.summarise(record) }
+        if (req.type === 'build-progress') return { type: 'build-stats', id, stats: this.summarise(record) }
+        const stats = this.endBuild(record)
+        // a build that ran alone for it is told why (an embedded node joins on its first miss:
+        // its start may still be under way)
+        const meshFailure = await this.meshFailure()
+        return { type: 'build-stats', id, stats, ...(meshFailure === undefined ? {} : { meshFailure }) }
       }
       case 'status':
         return { type: 'status-result', id, status: await this.status() }

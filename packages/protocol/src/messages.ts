@@ -169,7 +169,16 @@ export interface NodeStatus {
   counters: { hits: number, peerHits: number, misses: number, puts: number, compiles: number, remoteCompiles: number, corrupt: number, badFrames: number }
   /** null when the node runs without a mesh */
   mesh: MeshStatus | null
+  /**
+   * why the node's mesh did not start (its builds then run alone), or null: it started, is
+   * starting, was not asked for (an embedded node before its build's first miss) or the node has
+   * none (absent from nodes before it was added)
+   */
+  meshFailure?: Failure | null
 }
+
+/** Why something of the node's failed (its mesh's start): code, message and hint, as an `error` reply carries them. */
+export interface Failure { code: string, message: string, hint?: string }
 
 export interface MeshStatus {
   peerId: string
@@ -333,7 +342,11 @@ export type Reply =
     /** a connected peer could take this node's compiles (its toolchain, its policy), free now or not */
     offload?: boolean
   }
-  | Id & { type: 'build-stats', stats: BuildStats }
+  /**
+   * `meshFailure`, in the reply to `build-end` only: the node's mesh did not start, so this
+   * build ran alone (no peers, no shared cache), and why; `grid build` warns with it
+   */
+  | Id & { type: 'build-stats', stats: BuildStats, meshFailure?: Failure }
   | Id & { type: 'cache-stats-result', stats: CacheStats }
   | Id & { type: 'cache-gc-result', result: GcResult }
   | Id & { type: 'cache-verify-result', result: VerifyResult }
@@ -366,7 +379,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'optstrs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph'
+export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'optstrs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph' | 'optfailure'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -395,7 +408,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-indexed': { stored: 'uint' },
   'status-result': { status: 'map' },
   'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint', offload: 'optbool' },
-  'build-stats': { stats: 'map' },
+  'build-stats': { stats: 'map', meshFailure: 'optfailure' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },
   'cache-verify-result': { result: 'map' },
@@ -434,6 +447,8 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'optuint': return value === undefined || checkField(value, 'uint')
     case 'graph': return Array.isArray(value) && value.length <= MAX_GRAPH_PACKAGES && value.every(v =>
       isPlainObject(v) && typeof v.p === 'string' && checkField(v.i, 'strs') && checkField(v.b, 'uint'))
+    case 'optfailure': return value === undefined ||
+      (isPlainObject(value) && typeof value.code === 'string' && typeof value.message === 'string' && checkField(value.hint, 'optstr'))
   }
 }
 

@@ -10,7 +10,7 @@ import { stat } from 'node:fs/promises'
 import { availableParallelism, constants as osConstants } from 'node:os'
 import { join } from 'node:path'
 import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
-import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, isGridError, type BuildStats, type MessageOf } from '@grid/protocol'
+import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, isGridError, type BuildStats, type Failure, type MessageOf } from '@grid/protocol'
 import { newFallbackLog, readFallbacks, removeFallbackLog, sweepIfDue } from '../fallback-log.js'
 import { chdirArgs, listPackages } from '../graph.js'
 import type { GlobalOptions } from '../options.js'
@@ -79,6 +79,8 @@ grid vet do not: go test's -p also bounds how many test binaries run at once, an
 many vet processes, all on this machine; they stay go's default unless you set -p.
 
 If no node answers on the control socket, an embedded node runs for the length of the build.
+A node whose mesh did not start (its listen port taken, say) serves builds alone: each says so
+after it, with why (meshFailure in --json).
 With --json, go's own stdout goes to stderr and stdout holds only the summary object (under
 grid run, that includes the program's stdout). grid run shows no progress line: the program
 has the terminal; nor do grid test and -json when stdout is the terminal (the results go there).
@@ -344,17 +346,20 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     // a compile or the cache helper found hung (their stalled mark) gets a moment, not the
     // usual 15 s: go is done, and the wait would be the user's alone.
     const hung = await stat(`${fallbackLog}.stalled`).then(() => true, () => false)
-    const ended = await session.client.request({ type: 'build-end', build }, hung ? { signal: AbortSignal.timeout(HUNG_END_MS) } : {}).then(r => r.stats, (err: Error) => {
+    // The node's mesh did not start (its port taken, say): the build ran alone, and the
+    // summary's no-peers does not say why. An embedded node joins it on the build's first miss,
+    // in the background; the node's reply waits for that start.
+    let meshFailure: Failure | undefined
+    const ended = await session.client.request({ type: 'build-end', build }, hung ? { signal: AbortSignal.timeout(HUNG_END_MS) } : {}).then(r => {
+      meshFailure = r.meshFailure
+      return r.stats
+    }, (err: Error) => {
       nodeLost = hung ? `the node at ${options.control} stopped answering during the build (hung, or a stopped process)` : err.message
       return lastStats ?? emptyBuildStats(build, ['go', ...argv])
     })
     ended.compiles.fallbacks = await readFallbacks(fallbackLog)
     const wallMs = Math.round(performance.now() - started)
-    // An embedded node joins the mesh on the build's first miss, in the background: when that
-    // fails (its port taken, say) the build runs alone, and the summary's no-peers does not say
-    // why. The node's stop waits for that start anyway.
-    const meshFailure = await session.embedded?.meshFailure()
-    if (meshFailure !== undefined) warnMeshFailed(output, meshFailure, options)
+    if (meshFailure !== undefined) warnMeshFailed(output, meshFailure)
     if (options.json) {
       output.out(JSON.stringify({
         command: ['go', ...argv],
@@ -365,7 +370,8 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
         compiles: ended.compiles,
         toolexec: viaShim,
         node: session.embedded === undefined ? 'daemon' : 'embedded',
-        ...(nodeLost === undefined ? {} : { nodeLost })
+        ...(nodeLost === undefined ? {} : { nodeLost }),
+        ...(meshFailure === undefined ? {} : { meshFailure: { code: meshFailure.code, message: meshFailure.message, hint: meshFailure.hint ?? null } })
       }))
     } else {
       if (nodeLost !== undefined) output.err(`grid: the node went away during the build (${nodeLost}); the build went on without it`)
@@ -385,13 +391,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
   return exitCode
 }
 
-/** The warning for a build whose embedded node could not join the mesh: once, with a hint. */
-function warnMeshFailed (output: Output, err: unknown, options: GlobalOptions): void {
-  const message = err instanceof Error ? err.message : String(err)
-  const code = isGridError(err) ? ` (${err.code})` : ''
-  const hint = (isGridError(err) ? err.hint : undefined) ?? `the node's log says more: ${join(options.cacheDir, 'logs', 'grid.log')}`
-  output.err(`grid: warning: this build ran without the mesh (no peers, no shared cache): ${message}${code}`)
-  output.err(`  hint: ${hint}`)
+/** The warning for a build whose node could not join the mesh (its own or one it found): once, with the node's hint. */
+function warnMeshFailed (output: Output, failure: Failure): void {
+  output.err(`grid: warning: this build ran without the mesh (no peers, no shared cache): ${failure.message} (${failure.code})`)
+  if (failure.hint !== undefined) output.err(`  hint: ${failure.hint}`)
 }
 
 /**

@@ -12,11 +12,11 @@ export const STATUS_HELP = `usage: grid [global options] status
 
 Shows the node answering on the control socket (id, mode, pid, its log file, slots, builds
 served and the last one that ended, what it served them: hits, those from peers, compiles here
-and on peers), its mesh (swarm, peers, policy, the compile tasks peers sent it, its addresses)
-and its cache (entries, bytes). With no node running, shows the cache on disk; a daemon that is starting or
-stopping (it holds the cache while its socket does not answer) is waited for, up to 15 s. A go
-command run under grid env prints no summary of its own: the last build here is where to see
-what it did.`
+and on peers), its mesh (swarm, peers, policy, the compile tasks peers sent it, its addresses;
+or why it did not start, when its builds run alone) and its cache (entries, bytes). With no
+node running, shows the cache on disk; a daemon that is starting or stopping (it holds the
+cache while its socket does not answer) is waited for, up to 15 s. A go command run under grid
+env prints no summary of its own: the last build here is where to see what it did.`
 
 export async function status (args: string[], options: GlobalOptions, output: Output): Promise<number> {
   const { positional } = parseFlags('status', args, {})
