@@ -60,6 +60,9 @@ describe('shared cache', () => {
       const share = s.cache.peerHits / s.actions
       t.diagnostic(`${name}: ${s.cache.peerHits}/${s.actions} lookups were peer hits (${(share * 100).toFixed(1)} %), ${s.cache.peer.bytes} bytes`)
       assert.ok(share >= 0.95, `${name}: peer hits ${s.cache.peerHits} of ${s.actions} lookups`)
+      // the wall time its gets waited on peers: within their sum, and within the build
+      const { waitMs, waitWallMs } = s.cache.peer
+      assert.ok(waitWallMs > 0 && waitWallMs <= waitMs && waitWallMs <= s.wallMs, `${name}: waited ${waitWallMs} ms on peers (summed over gets ${waitMs} ms) in a ${s.wallMs} ms build`)
       assert.equal(s.compiles.local, 0, `${name}: B compiled nothing`)
       assert.deepEqual(s.compiles.fallbacks, {})
       await sameFiles(out, refs[name] as string)

@@ -923,10 +923,7 @@ export class GridNode {
     }
     if (this.buildCompiler(build) === 'other') return undefined
     const result = await peerCache.find(actionId, build)
-    if (build !== undefined) {
-      build.stats.cache.peer.waitMs += Math.round(result.waitMs * 1000) / 1000
-      if (result.lookupMs !== undefined) build.lookupMs.push(result.lookupMs)
-    }
+    if (build !== undefined && result.lookupMs !== undefined) build.lookupMs.push(result.lookupMs)
     if ('miss' in result) return undefined
     if (build !== undefined) {
       build.stats.cache.peerHits++
@@ -1036,6 +1033,9 @@ export class GridNode {
   /** A build's stats with the figures derived from its record. */
   private summarise (record: BuildRecord): BuildStats {
     const stats = record.stats
+    const now = performance.now()
+    stats.cache.peer.waitMs = Math.round(record.peerWaits.sumMs(now) * 1000) / 1000
+    stats.cache.peer.waitWallMs = Math.round(record.peerWaits.unionMs(now) * 1000) / 1000
     stats.cache.peer.lookups = percentiles(record.lookupMs)
     stats.compiles.overhead = percentiles(record.overheadMs)
     stats.compiles.criticalPath = record.plan?.criticalPath(record.durations) ?? null

@@ -54,8 +54,16 @@ export interface BuildStats {
     peer: {
       /** body bytes fetched from peers */
       bytes: number
-      /** time gets spent waiting on peers (lookups and fetches), summed over gets */
+      /**
+       * time gets spent waiting on peers (lookups and fetches), summed over gets: cmd/go runs many
+       * at once, so the sum can pass the build's own length (waitWallMs is the time it waited)
+       */
       waitMs: number
+      /**
+       * wall time during which at least one get was waiting on peers: the union of the gets'
+       * waits, between the longest of them and waitMs (absent from nodes before it was added)
+       */
+      waitWallMs?: number
       byPeer: Record<string, { hits: number, bytes: number }>
       /** lookups that went to peers, and their latency (ask → first usable answer or deadline) */
       lookups: { count: number, p50Ms: number, p99Ms: number }
@@ -125,7 +133,7 @@ export function emptyBuildStats (build: string, command: string[]): BuildStats {
     actions: 0,
     cache: {
       hits: 0, localHits: 0, recalled: 0, peerHits: 0, misses: 0, absent: 0, puts: 0, putBytes: 0, hitBytes: 0, corrupt: 0, unstored: 0, unstoredWhy: '', edited: 0,
-      peer: { bytes: 0, waitMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0, unverifiable: 0 }, slowLink: 0 }
+      peer: { bytes: 0, waitMs: 0, waitWallMs: 0, byPeer: {}, lookups: { count: 0, p50Ms: 0, p99Ms: 0 }, rejected: { badHash: 0, badClaim: 0, toolchain: 0 }, verify: { sampled: 0, confirmed: 0, mismatched: 0, unverifiable: 0 }, slowLink: 0 }
     },
     compiles: {
       local: 0, remote: 0, fromBacklog: 0, failed: 0, running: 0, fallbacks: {}, localReasons: {}, byPeer: {}, remoteTransferMs: 0, remoteCompileMs: 0,

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { Plan } from '../scheduler/index.js'
 import { BuildSources } from './sources.js'
+import { Waits } from './waits.js'
 
 export interface BuildRecord {
   stats: BuildStats
@@ -17,6 +18,8 @@ export interface BuildRecord {
   pinned: Set<string>
   /** latency of each peer lookup, ms (summarised as percentiles in the stats) */
   lookupMs: number[]
+  /** its gets' waits on peers (peercache's find): their sum and their union, in the stats as `cache.peer.waitMs` and `waitWallMs` */
+  peerWaits: Waits
   /** per remote task, requester wall time beyond the worker's compile time, ms */
   overheadMs: number[]
   /** the package graph, once `grid build` sent it */
@@ -66,6 +69,7 @@ export class Builds {
       stats: emptyBuildStats(id, command),
       pinned: new Set(),
       lookupMs: [],
+      peerWaits: new Waits(),
       overheadMs: [],
       plan: undefined,
       durations: new Map(),

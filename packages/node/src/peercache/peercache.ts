@@ -40,7 +40,7 @@ import {
   CHUNK_BYTES, GridError, INLINE_BODY_BYTES, INLINE_BUDGET_BYTES, MAX_BODY_BYTES, MAX_PEER_MESSAGE_BYTES, PACKING, claimBytes, foundTime,
   validatePeerCacheMessage, type Claim, type Found, type PeerCacheMessage
 } from '@grid/protocol'
-import type { BuildRecord } from '../builds/index.js'
+import { Waits, type BuildRecord } from '../builds/index.js'
 import { hex, type Cache, type CacheHit } from '../cache/index.js'
 import { signer, verifier, type Sign, type Verify } from '../identity/ed25519.js'
 import { logger } from '../log.js'
@@ -104,6 +104,8 @@ interface Batch { keys: Uint8Array[], waiters: Array<(claim: Found | null) => vo
 /** waitMs: the whole wait (lookup and fetch); lookupMs: the lookup alone, when peers were asked. */
 export interface PeerHit { hit: CacheHit, peer: string, bytes: number, waitMs: number, lookupMs: number }
 export type PeerMiss = { miss: 'no-peers' | 'not-found' | 'verify-sample' | 'slow-link' | 'rejected' | 'fetch-failed', waitMs: number, lookupMs?: number }
+/** A hit or miss before its wait has ended. */
+type Unwaited<T> = T extends unknown ? Omit<T, 'waitMs'> : never
 
 /**
  * Whether a body of `bytes` is predicted to come slower over a link of `msPerByte` than compiling
@@ -191,25 +193,36 @@ export class PeerCache {
     return this.init.speaks?.(peer) === false ? `it does not speak ${CACHE_PROTOCOL}` : undefined
   }
 
-  /** Asks the peers for an ActionID; on success the entry is stored locally and returned. */
+  /**
+   * Asks the peers for an ActionID; on success the entry is stored locally and returned. The wait
+   * is one of the build's (`build.peerWaits`), which sums and joins them.
+   */
   async find (actionId: Uint8Array, build: BuildRecord | undefined): Promise<PeerHit | PeerMiss> {
-    const started = performance.now()
-    const waited = (): number => performance.now() - started
     if (this.init.trust === 'self' || this.init.toolchain() === '') return { miss: 'no-peers', waitMs: 0 }
     const peers = this.askable()
     if (peers.length === 0) return { miss: 'no-peers', waitMs: 0 }
+    const wait = (build?.peerWaits ?? new Waits()).begin()
+    try {
+      return { ...await this.ask(peers, actionId, build, wait.elapsed), waitMs: wait.end() }
+    } finally {
+      wait.end()
+    }
+  }
+
+  /** find's lookup and fetch; `waited`: ms since the get began. */
+  private async ask (peers: string[], actionId: Uint8Array, build: BuildRecord | undefined, waited: () => number): Promise<Unwaited<PeerHit | PeerMiss>> {
     const found = await this.firstClaim(peers, actionId, build)
     const lookupMs = waited()
-    if (found === undefined) return { miss: 'not-found', waitMs: lookupMs, lookupMs }
+    if (found === undefined) return { miss: 'not-found', lookupMs }
     const { claim, peer } = found
     if (this.init.verifyPercent > 0 && Math.random() * 100 < this.init.verifyPercent) {
       this.sampled.set(hex(actionId), { claim, peer, build })
       if (build !== undefined) build.stats.cache.peer.verify.sampled++
-      return { miss: 'verify-sample', waitMs: waited(), lookupMs }
+      return { miss: 'verify-sample', lookupMs }
     }
     if (this.slowFrom(peer, claim)) {
       if (build !== undefined) build.stats.cache.peer.slowLink = (build.stats.cache.peer.slowLink ?? 0) + 1
-      return { miss: 'slow-link', waitMs: waited(), lookupMs }
+      return { miss: 'slow-link', lookupMs }
     }
     const output = hex(claim.outputId).slice(0, 16)
     const time = foundTime(claim, Date.now()) // by our clock, not the peer's
@@ -243,16 +256,16 @@ export class PeerCache {
         outputId: claim.outputId, size: body.length, time, diskPath: stored.diskPath,
         producer: claim.producer, sig: claim.sig, toolchain: claim.toolchain, servedBy: peer, shared: true
       }
-      return { hit, peer, bytes: body.length, waitMs: waited(), lookupMs }
+      return { hit, peer, bytes: body.length, lookupMs }
     } catch (err) {
       // a body that is not what the claim names (its bytes or its size): the peer serving it is untrusted
       if ((err as { code?: string }).code === 'GRID_ERR_CACHE_CORRUPT') {
         this.distrust(peer, (err as Error).message)
         if (build !== undefined) build.stats.cache.peer.rejected.badHash++
-        return { miss: 'rejected', waitMs: waited(), lookupMs }
+        return { miss: 'rejected', lookupMs }
       }
       log.debug(`fetch of ${hex(claim.outputId).slice(0, 16)}… from ${peer} failed: ${(err as Error).message}`)
-      return { miss: 'fetch-failed', waitMs: waited(), lookupMs }
+      return { miss: 'fetch-failed', lookupMs }
     } finally {
       release?.()
     }
