@@ -165,8 +165,9 @@ describe('formatStatus', () => {
 })
 
 describe('formatSummary', () => {
-  it('says the size of the hits once, and the time gets waited on peers as the sum over parallel gets it is, not as if the build waited that long', () => {
-    // a second host's build of what the first built: 214 hits from one peer in a 3.9 s build
+  it('says the size of the hits once, and the wall time the build waited on peers, not the sum over parallel gets', () => {
+    // a second host's build of what the first built: 214 hits from one peer in a 3.9 s build,
+    // whose gets waited 8.7 s between them, 2.1 s of the build's time
     const stats = emptyBuildStats('b', ['go', 'build', './...'])
     stats.actions = 216
     stats.cache.hits = 214
@@ -176,14 +177,23 @@ describe('formatSummary', () => {
     stats.cache.peer.bytes = 33 * 1024 * 1024
     stats.cache.peer.byPeer[ID] = { hits: 214, bytes: 33 * 1024 * 1024 }
     stats.cache.peer.waitMs = 8700
+    stats.cache.peer.waitWallMs = 2100
     const all = formatSummary(stats, 3900)
-    assert.match(all, / · cache 214 hits \(33 MiB\), all from 1 peer \(8\.7 s waiting, summed over parallel gets\), 2 misses, /)
+    assert.match(all, / · cache 214 hits \(33 MiB\), all from 1 peer \(2\.1 s of the build waiting on peers\), 2 misses, /)
     assert.equal(all.match(/MiB/g)?.length, 1, all)
+    assert.doesNotMatch(all, /8\.7/, 'the sum is --json\'s alone')
     // some hits local: the peers' share of the bytes is news
     stats.cache.hits = 300
     stats.cache.localHits = 86
     stats.cache.hitBytes = 50 * 1024 * 1024
-    assert.match(formatSummary(stats, 3900), / · cache 300 hits \(50 MiB\), 214 from 1 peer \(33 MiB, 8\.7 s waiting, summed over parallel gets\), 2 misses, /)
+    assert.match(formatSummary(stats, 3900), / · cache 300 hits \(50 MiB\), 214 from 1 peer \(33 MiB, 2\.1 s of the build waiting on peers\), 2 misses, /)
+    // a node from before waitWallMs: no time, rather than the sum said as one
+    delete stats.cache.peer.waitWallMs
+    assert.match(formatSummary(stats, 3900), / · cache 300 hits \(50 MiB\), 214 from 1 peer \(33 MiB\), 2 misses, /)
+    stats.cache.hits = 214
+    stats.cache.localHits = 0
+    stats.cache.hitBytes = 33 * 1024 * 1024
+    assert.match(formatSummary(stats, 3900), / · cache 214 hits \(33 MiB\), all from 1 peer, 2 misses, /)
   })
 
   it('says how many entries peers had that were compiled here instead, over a slow link, and only when some were', () => {

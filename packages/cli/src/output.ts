@@ -62,10 +62,15 @@ export function formatSummary (stats: BuildStats, wallMs: number, viaShim = true
   const fb = fallbackCount(stats)
   const reasons = Object.entries(k.fallbacks).map(([r, n]) => `${r} ${n}`).join(', ')
   const peers = Object.keys(c.peer.byPeer).length
-  // waitMs sums gets that ran side by side: said as a sum, or it reads as longer than the build
+  // The wall time gets waited on peers, not waitMs: go runs many at once, and their sum can pass
+  // the build's own length. A node from before waitWallMs leaves the time out.
+  const waited = c.peer.waitWallMs
+  const peerDetail = [
+    ...(c.peerHits === c.hits ? [] : [formatBytes(c.peer.bytes)]),
+    ...(waited === undefined ? [] : [`${(waited / 1000).toFixed(1)} s of the build waiting on peers`])
+  ]
   const fromPeers = c.peerHits > 0
-    ? `, ${c.peerHits === c.hits ? 'all' : c.peerHits} from ${peers} peer${peers === 1 ? '' : 's'} (` +
-      `${c.peerHits === c.hits ? '' : `${formatBytes(c.peer.bytes)}, `}${(c.peer.waitMs / 1000).toFixed(1)} s waiting, summed over parallel gets)`
+    ? `, ${c.peerHits === c.hits ? 'all' : c.peerHits} from ${peers} peer${peers === 1 ? '' : 's'}${peerDetail.length === 0 ? '' : ` (${peerDetail.join(', ')})`}`
     : ''
   const rejected = c.peer.rejected.badHash + c.peer.rejected.badClaim
   const verify = c.peer.verify
