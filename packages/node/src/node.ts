@@ -1053,7 +1053,7 @@ export class GridNode {
     if (record.looked.size > 0) {
       this.cache.remember(record.recallKeys, record.looked).catch((err: Error) => log.warn(`remembering build ${build}'s lookups failed: ${err.message}`))
     }
-    log.info(`build ${build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles`)
+    log.info(`build ${build} ended: ${stats.actions} actions, ${stats.cache.hits} hits, ${stats.compiles.local} compiles here, ${stats.compiles.remote} on peers, ${stats.compiles.failed} failed`)
     // under grid env no summary is printed: the log is where this shows
     if (stats.cache.unstored > 0) log.warn(`build ${build}: ${stats.cache.unstored} outputs could not be stored in the cache (${stats.cache.unstoredWhy}): the next build compiles them again; free some space on the disk of ${this.cacheDir}`)
     return stats
