@@ -1,10 +1,13 @@
 // `grid env`: plain go commands through the node, with no grid process per build; and with no
 // node, go as without grid, caching in its own GOCACHE in its own format.
 import assert from 'node:assert/strict'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { GOMOD, goBuild, grid, nestedGoModule, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
+import { ControlClient } from '@grid/node'
+import type { NodeStatus } from '@grid/protocol'
+import { GOMOD, bigPackage, defer, goBuild, grid, nestedGoModule, procStat, run, sameFiles, startDaemon, status, summary, waitFor, world, type RunResult, type World } from '../helpers/index.js'
 
 /** The variables `grid --json env` sets, applied to the world's environment. */
 async function gridEnv (w: World, env: NodeJS.ProcessEnv = w.env): Promise<NodeJS.ProcessEnv> {
@@ -28,6 +31,25 @@ async function statusAfter (w: World, served: number): Promise<any> {
   let s: any
   await waitFor(async () => { s = await status(w); return s.buildsServed >= served }, 10_000, () => `build ${served} to end: ${JSON.stringify(s)}`)
   return s
+}
+
+/** The node's status, asked on its socket from this process (a `grid status` per poll is slow to start). */
+async function nodeStatus (w: World): Promise<NodeStatus> {
+  const client = await ControlClient.connect(w.control)
+  try {
+    return (await client.request({ type: 'status' })).status
+  } finally {
+    client.close()
+  }
+}
+
+/** The pid of `parent`'s child whose command is `comm` (Linux), or undefined. */
+async function childNamed (parent: number, comm: string): Promise<number | undefined> {
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name) || (await procStat(Number(name)))?.ppid !== parent) continue
+    if ((await readFile(`/proc/${name}/comm`, 'utf8').catch(() => '')).trim() === comm) return Number(name)
+  }
+  return undefined
 }
 
 /** The compiler runs that `go build -x` printed (cached actions print none). */
@@ -83,6 +105,55 @@ describe('grid env', () => {
     assert.equal(stale.code, 0, stale.stderr)
     assert.match(stale.stderr, /grid: warning: this shell's grid env names another cache helper \(\/old\/grid-shim cacheprog\)/)
     assert.match(stale.stderr, /hint: run eval "\$\(grid env\)" again/)
+  })
+
+  it('a build\'s logged summary counts its last compile, also one whose end the node sees after the go command\'s cache helper has gone', async (t) => {
+    // A build under grid env ended as its cache helper's connection closed. Its go has exited by
+    // then, but the node can see the connection of the go's last compile close after that one
+    // (here: the node stopped while go finished), and checks that compile's output with a stat:
+    // the summary it logged missed the compile's end.
+    const w = await world(t)
+    const daemon = await startDaemon(t, w, ['--no-mesh'])
+    const env = await gridEnv(w)
+    const mod = join(w.dir, 'slow')
+    await mkdir(join(mod, 'big'), { recursive: true })
+    await writeFile(join(mod, 'go.mod'), 'module example.com/slow\n\ngo 1.24\n')
+    await writeFile(join(mod, 'big', 'big.go'), bigPackage(8000))
+    const node = daemon.child.pid as number
+    defer(t, () => { try { process.kill(node, 'SIGCONT') } catch {} }) // before its teardown kills it
+    const go = spawn('go', ['build', './big'], { cwd: mod, env, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    go.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+    const exited = new Promise<number | null>(resolve => go.on('close', code => resolve(code)))
+    defer(t, () => { go.kill('SIGKILL') })
+
+    // The shim has become the compiler on the node's grant, and the miss before it is counted
+    // (the helper reports it within 100 ms; at its close it would wait for the node to answer).
+    let compiler: number | undefined
+    let s: NodeStatus | undefined
+    await waitFor(async () => {
+      compiler = await childNamed(go.pid as number, 'compile')
+      s = await nodeStatus(w)
+      return compiler !== undefined && s.compilesRunning === 1 && s.counters.misses >= 1
+    }, 60_000, () => `the compile granted and running: ${JSON.stringify(s?.counters)}`)
+    process.kill(compiler as number, 'SIGSTOP')
+    process.kill(node, 'SIGSTOP') // the node sees nothing more until go has exited
+    process.kill(compiler as number, 'SIGKILL') // interrupted: it writes no -o, and counts as failed
+    assert.equal(await exited, 1, stderr)
+    assert.match(stderr, /signal: killed/)
+    process.kill(node, 'SIGCONT')
+
+    const last = (await statusAfter(w, 1)).lastBuild as NonNullable<NodeStatus['lastBuild']>
+    assert.deepEqual([last.compiles.local, last.compiles.failed, last.compiles.running], [1, 1, 0], `the build's compile, which failed: ${JSON.stringify(last.compiles)}`)
+    const log = join(w.cacheDir, 'logs', 'grid.log')
+    let line = ''
+    await waitFor(async () => {
+      line = (await readFile(log, 'utf8').catch(() => '')).split('\n').find(l => l.includes(`build ${last.build} ended: `)) ?? ''
+      return line !== ''
+    }, 10_000, () => `build ${last.build}'s end in the log`)
+    const logged = / ended: (\d+) actions, (\d+) hits, (\d+) compiles here, (\d+) on peers, (\d+) failed$/.exec(line)
+    assert.ok(logged !== null, line)
+    assert.deepEqual(logged.slice(1).map(Number), [last.actions, last.cache.hits, last.compiles.local, last.compiles.remote, last.compiles.failed], `the summary logged as the build ended is the build's: ${line}`)
   })
 
   it('a go command that a test runs with a GOCACHE of its own caches there; one that keeps go\'s shares the grid cache', async (t) => {

@@ -391,6 +391,14 @@ export async function processRunning (pid: number): Promise<boolean> {
   return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X'
 }
 
+/** A package cmd/compile takes a while over (about a second on a laptop core). */
+export function bigPackage (functions = 4000): string {
+  const body = (i: number): string =>
+    `func F${i}(x []int) int {\n\ts := 0\n\tfor i, v := range x {\n\t\tswitch {\n\t\tcase v%3 == ${i % 3}:\n\t\t\ts += v * ${i}\n` +
+    `\t\tcase i > ${i % 17}:\n\t\t\ts -= v\n\t\tdefault:\n\t\t\ts ^= i\n\t\t}\n\t}\n\treturn s\n}\n`
+  return 'package big\n\n' + Array.from({ length: functions }, (_, i) => body(i)).join('\n')
+}
+
 export async function status (w: World): Promise<any> {
   const r = await grid(w, ['--json', 'status'])
   return JSON.parse(r.stdout)

@@ -12,15 +12,7 @@ import { describe, it } from 'node:test'
 import { ControlClient, detectGo, ensureShim } from '@grid/node'
 import { GridNode } from '@grid/node/server'
 import type { BuildStats } from '@grid/protocol'
-import { defer, run, tempDir, waitFor, type RunResult } from '../helpers/index.js'
-
-/** A package cmd/compile takes a while over (about a second on a laptop core). */
-function bigPackage (functions = 4000): string {
-  const body = (i: number): string =>
-    `func F${i}(x []int) int {\n\ts := 0\n\tfor i, v := range x {\n\t\tswitch {\n\t\tcase v%3 == ${i % 3}:\n\t\t\ts += v * ${i}\n` +
-    `\t\tcase i > ${i % 17}:\n\t\t\ts -= v\n\t\tdefault:\n\t\t\ts ^= i\n\t\t}\n\t}\n\treturn s\n}\n`
-  return 'package big\n\n' + Array.from({ length: functions }, (_, i) => body(i)).join('\n')
-}
+import { bigPackage, defer, run, tempDir, waitFor, type RunResult } from '../helpers/index.js'
 
 /** The history the node saved (read after it stopped). */
 async function savedHistory (cacheDir: string): Promise<Record<string, number>> {

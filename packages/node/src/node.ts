@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { CACHE_ID_BYTES, GRID_VERSION, INDEX_RECORD_BYTES, PROTOCOL_VERSION, GridError, errorCode, isGridError, parseSwarmKey, type BuildStats, type Failure, type NodeStatus, type PeerInfo, type Policy, type UnlistedPeer, toolchainLabel, type Reply, type Request, type ToolchainInfo } from '@grid/protocol'
-import { Builds, HELPER_OPEN_MS, notUtf8, wroteOutput } from './builds/index.js'
+import { Builds, HELPER_OPEN_MS, holdEnd, notUtf8, settled, wroteOutput } from './builds/index.js'
 import { Cache, hex } from './cache/cache.js'
 import { Trimmer } from './cache/trim.js'
 import { cacheGc, cacheStats } from './cache-stats.js'
@@ -196,6 +196,8 @@ export class GridNode {
   /** The toolchain probe, running in the background once the mesh is up; stop cancels it. */
   private probing: Promise<void> | undefined
   private readonly probeAbort = new AbortController()
+  /** aborted as the node stops: what waits for a build's end waits no longer */
+  private readonly stopping = new AbortController()
   private privateKey: (() => Promise<PrivateKey>) | undefined
   private homeTimer: NodeJS.Timeout | undefined
   /** start() finished: only a node that started says it stopped */
@@ -565,6 +567,7 @@ export class GridNode {
   }
 
   async stop (): Promise<void> {
+    this.stopping.abort()
     clearInterval(this.homeTimer)
     await this.checkingHome
     // a node stopping answers no one new (its stop may wait on its mesh for a while)
@@ -747,15 +750,13 @@ export class GridNode {
    * A compile the shim ran on a grant ended after `ms`. Whether it compiled: its exit status
    * when the shim said it (`compile-done`), else (the connection closed: the compiler it became
    * exited, or was killed) whether its output was written since the grant (builds/output.ts).
-   * That stat is waited for by build-end, so that the build's summary counts this compile.
+   * The build's end waits for that stat (holdEnd, from the grant), so that its summary counts
+   * this compile.
    * @param grantedWall when the grant was sent (ms since the epoch)
    */
-  private shimEnded (req: { importPath: string, args: string[], cwd: string }, build: BuildRecord | undefined, ms: number, grantedWall: number, exitCode: number | undefined): void {
-    const compiled = exitCode === undefined ? wroteOutput(req.args, req.cwd, grantedWall) : Promise.resolve(exitCode === 0)
-    const checked = compiled.then(ok => { this.finished(req.importPath, build, ok, ms) })
-    if (build === undefined) return
-    build.checking.add(checked)
-    void checked.finally(() => build.checking.delete(checked))
+  private async shimEnded (req: { importPath: string, args: string[], cwd: string }, build: BuildRecord | undefined, ms: number, grantedWall: number, exitCode: number | undefined): Promise<void> {
+    const compiled = exitCode === undefined ? await wroteOutput(req.args, req.cwd, grantedWall) : exitCode === 0
+    this.finished(req.importPath, build, compiled, ms)
   }
 
   private countHit (build: BuildRecord, outputId: Uint8Array, size: number): void {
@@ -1112,7 +1113,12 @@ export class GridNode {
           if (goPid !== undefined) this.envBuilds.set(goPid, opened)
           ctx.onClose(() => {
             if (goPid !== undefined && this.envBuilds.get(goPid) === record.stats.build) this.envBuilds.delete(goPid)
-            if (this.builds.get(record.stats.build) !== undefined) this.endBuild(record)
+            // Its go has exited, and so have its compilers, but the node may see their
+            // connections close after this one, and checks each compile's output with a stat:
+            // its summary is written once they are counted, as build-end's is.
+            void settled(record, this.stopping.signal).then(() => {
+              if (this.builds.get(record.stats.build) !== undefined) this.endBuild(record)
+            })
           })
           log.info(`build ${opened} began (grid env): ${req.command.join(' ')}`)
         }
@@ -1164,7 +1170,10 @@ export class GridNode {
               handedOver = true
               if (c !== undefined) c.localReasons[slot.reason] = (c.localReasons[slot.reason] ?? 0) + 1
               ctx.release = () => { slot.free(); if (c !== undefined) c.running-- }
-              ctx.done = exitCode => { this.shimEnded(req, build, performance.now() - grantedAt, grantedWall, exitCode) }
+              // The build's end waits for this compile to be counted: the node may see its go
+              // command end (build-end, or its helper's close under grid env) before this closes.
+              const counted = build === undefined ? undefined : holdEnd(build)
+              ctx.done = exitCode => { void this.shimEnded(req, build, performance.now() - grantedAt, grantedWall, exitCode).finally(counted) }
               // The shim became the compiler, holding this connection: it closes when the compile ends.
               ctx.onClose(() => { ctx.done?.(); ctx.done = undefined; ctx.release?.(); ctx.release = undefined })
               this.counters.compiles++
@@ -1220,8 +1229,8 @@ export class GridNode {
       case 'build-progress':
       case 'build-end': {
         let record = this.builds.get(req.build)
-        if (req.type === 'build-end' && record !== undefined && record.checking.size > 0) {
-          await Promise.all(record.checking) // its last compiles, a stat each: its summary counts them
+        if (req.type === 'build-end' && record !== undefined) {
+          await settled(record, this.stopping.signal) // its last compiles, a stat each: its summary counts them
           record = this.builds.get(req.build)
         }
         if (record === undefined) throw new GridError('GRID_ERR_MESSAGE_INVALID', `no active build ${req.build}`)

@@ -9,6 +9,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { GridError, emptyBuildStats, type BuildStats } from '@grid/protocol'
 import type { Plan } from '../scheduler/index.js'
+import { deadline } from '../signals.js'
 import { BuildSources } from './sources.js'
 import { Waits } from './waits.js'
 
@@ -26,8 +27,12 @@ export interface BuildRecord {
   plan: Plan | undefined
   /** compile time of each package in this build, ms (for the measured critical path) */
   durations: Map<string, number>
-  /** compiles that ended whose output is still being checked (node.ts, shimEnded): build-end waits for them */
-  checking: Set<Promise<void>>
+  /**
+   * Its compiles granted to a shim (which runs the compiler itself) that are not counted yet: from
+   * the grant until their connection closes (or compile-done) and their output is checked
+   * (node.ts, shimEnded). Its end waits for them (`settled`).
+   */
+  uncounted: Set<Promise<void>>
   /**
    * The keys of its recall list (docs/cache.md, "Recall"): its command in its directory, then
    * the directory alone (the newest list of any command there, for a command's first build).
@@ -43,6 +48,40 @@ export interface BuildRecord {
   sources: BuildSources
   /** its go command's GOTOOLDIR, from its cache helper (`cache-open`), when it said: whose compiler made its entries */
   gotooldir?: string
+}
+
+/**
+ * How long a build's end waits for its compiles to be counted (`settled`). By then its go has
+ * exited, and so have the compilers it ran: what is left is the node seeing their connections
+ * close, and a stat each. A compiler that outlives its go (one whose go was killed) is not waited
+ * for past this, well within the 15 s grid build gives build-end (ANSWER_TIMEOUT_MS).
+ */
+export const SETTLE_MS = 5_000
+
+/** Holds `record`'s end (`settled`) for one of its compiles, until the function returned says it is counted. */
+export function holdEnd (record: BuildRecord): () => void {
+  let counted = (): void => {}
+  const held = new Promise<void>(resolve => { counted = resolve })
+  record.uncounted.add(held)
+  return () => {
+    record.uncounted.delete(held)
+    counted()
+  }
+}
+
+/**
+ * Resolves once every compile of `record` is counted (its summary then counts them all), after
+ * SETTLE_MS at most, or at once when `stop` aborts.
+ */
+export async function settled (record: BuildRecord, stop?: AbortSignal): Promise<void> {
+  if (record.uncounted.size === 0) return
+  const wait = deadline(SETTLE_MS, stop)
+  const over = new Promise<void>(resolve => { wait.signal.addEventListener('abort', () => { resolve() }, { once: true }) })
+  try {
+    while (record.uncounted.size > 0 && !wait.signal.aborted) await Promise.race([Promise.all(record.uncounted), over])
+  } finally {
+    wait.done()
+  }
 }
 
 export class Builds {
@@ -73,7 +112,7 @@ export class Builds {
       overheadMs: [],
       plan: undefined,
       durations: new Map(),
-      checking: new Set(),
+      uncounted: new Set(),
       recallKeys,
       looked: new Set(),
       recalled: new Map(),
