@@ -325,6 +325,14 @@ describe('remote compiles against hostile peers', () => {
     assert.ok(!wrong.ok && wrong.reason === 'peer-error', 'an archive its task cannot produce, packed or not')
     assert.throws(() => decodeCompileMessage(packr.pack({ type: 'result', exitCode: 0, output: Buffer.alloc(0), asmhdr: null, compileMs: 5, archive: packed, packed: 'zstd' }), 'peerX'),
       /malformed result/, 'a packing no offer of ours asks for')
+    const result = { type: 'result', exitCode: 0, output: Buffer.alloc(0), asmhdr: null, compileMs: 5, archive: packed }
+    assert.equal((decodeCompileMessage(packr.pack({ ...result, packed: 'br', archiveSize: archive.length }), 'peerX') as { archiveSize?: number }).archiveSize, archive.length)
+    for (const [extra, why] of [
+      [{ archiveSize: archive.length }, 'a size for an archive not packed'],
+      [{ packed: 'br', archiveSize: constants.MAX_COMPILE_MESSAGE_BYTES + 1 }, 'a size over the largest message'],
+      [{ packed: 'br', archiveSize: -1 }, 'a negative size'],
+      [{ packed: 'br', archiveSize: 1.5 }, 'a size that is not an integer']
+    ] as const) assert.throws(() => decodeCompileMessage(packr.pack({ ...result, ...extra }), 'peerX'), /malformed result/, why)
     assert.equal((decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'zstd' }), 'peerX') as { pack?: string }).pack, 'zstd', 'a later version\'s packing is asked for as it is')
     assert.throws(() => decodeCompileMessage(packr.pack({ type: 'offer', task: {}, pack: 'x'.repeat(17) }), 'peerX'), /malformed offer/)
   })

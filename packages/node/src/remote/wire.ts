@@ -1,6 +1,6 @@
 /** Messages of the compile stream, length-prefixed msgpack; checked before use. */
 import { GridError, PACKING, Packr } from '@grid/protocol'
-import { MAX_REPORTED_COMPILE_MS } from './constants.js'
+import { MAX_COMPILE_MESSAGE_BYTES, MAX_REPORTED_COMPILE_MS } from './constants.js'
 
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false })
 
@@ -16,8 +16,12 @@ export type CompileMessage =
   /** `packed`: the input is packed, for a worker whose advert says it unpacks inputs (../pack.ts). */
   | { type: 'blobs', items: Array<{ sha256: string, data: Uint8Array, packed?: typeof PACKING }> }
   | { type: 'done' }
-  /** `packed`: the archive is packed, as the offer asked (an earlier worker never packs). */
-  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: typeof PACKING }
+  /**
+   * `packed`: the archive is packed, as the offer asked (an earlier worker never packs), and
+   * `archiveSize` its length unpacked (a worker of an earlier version packs without it): the
+   * requester takes that much room before it unpacks, and the archive must come to exactly that.
+   */
+  | { type: 'result', exitCode: number, output: Uint8Array, archive: Uint8Array | null, asmhdr: Uint8Array | null, compileMs: number, packed?: typeof PACKING, archiveSize?: number }
   | { type: 'fail', code: string, message: string }
 
 export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileMessage {
@@ -35,7 +39,7 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
     case 'result':
       if (Number.isSafeInteger(m.exitCode) && m.output instanceof Uint8Array && (m.archive === null || m.archive instanceof Uint8Array) &&
         (m.asmhdr === null || m.asmhdr instanceof Uint8Array) && isCompileMs(m.compileMs) && isPacking(m.packed) &&
-        (m.packed === undefined || m.archive !== null)) return m as CompileMessage
+        (m.packed === undefined || m.archive !== null) && (m.archiveSize === undefined || (m.packed !== undefined && isArchiveSize(m.archiveSize)))) return m as CompileMessage
       throw bad()
     case 'fail': if (typeof m.code === 'string' && typeof m.message === 'string') return m as CompileMessage; throw bad()
     default: throw bad()
@@ -45,6 +49,11 @@ export function decodeCompileMessage (bytes: Uint8Array, from: string): CompileM
 /** A result's or an input's packing: absent, or the one this node packs and unpacks. */
 function isPacking (v: unknown): boolean {
   return v === undefined || v === PACKING
+}
+
+/** An archive's length unpacked: one the largest message could carry, as it is. */
+function isArchiveSize (bytes: unknown): boolean {
+  return Number.isSafeInteger(bytes) && (bytes as number) >= 0 && (bytes as number) <= MAX_COMPILE_MESSAGE_BYTES
 }
 
 /** A compile time a worker can have measured: finite, not negative, within its task deadline. */

@@ -255,10 +255,12 @@ export class Worker {
         result.archive = withCgoSection(Buffer.from(result.archive), [['cgo_ldflag', '-wrapper'], ['cgo_ldflag', '/bin/sh,-c,exit 1']])
       }
       // The requester's probe found the link slow (../pack.ts). A new object: a compile two
-      // requesters share hands both the same result.
-      const packed = offer.pack === PACKING && result.archive !== null ? await pack(result.archive) : undefined
+      // requesters share hands both the same result. Its length unpacked goes with it: the room
+      // the requester takes before it unpacks.
+      const archive = result.archive
+      const packed = offer.pack === PACKING && archive !== null ? await pack(archive) : undefined
       if (packed !== undefined) this.stats.packed++
-      await send(packed === undefined ? result : { ...result, archive: packed, packed: PACKING })
+      await send(packed === undefined ? result : { ...result, archive: packed, packed: PACKING, archiveSize: (archive as Uint8Array).byteLength })
       return true
     } catch (caught) {
       let err = caught
