@@ -2,12 +2,14 @@
 // compile streams buffer is held within its node-wide read budget, and a stream kept between
 // tasks holds at most a window of what its worker sends unasked (remote/metered.ts), over real
 // libp2p nodes on loopback (TCP, noise, yamux as the mesh configures it). Its compiles still
-// come back right from an honest peer meanwhile. Every attempt pauses its stream as soon as
-// dialProtocol returns it: the workers' getting the offers shows that its SYN went out.
+// come back right from an honest peer meanwhile. An archive that came packed is unpacked within
+// a budget of its own, by the size its result declares. Every attempt pauses its stream as soon
+// as dialProtocol returns it: the workers' getting the offers shows that its SYN went out.
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
+import { brotliCompressSync, constants as zlib } from 'node:zlib'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { yamux } from '@libp2p/yamux'
@@ -18,7 +20,7 @@ import { libp2pNode } from '../helpers/libp2p.js'
 import { requester, workerFor, writeRecorder, type Requester } from '../helpers/worker.js'
 
 const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
-const { COMPILE_PROTOCOL, BUSY } = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
+const { COMPILE_PROTOCOL, BUSY, MAX_COMPILE_MESSAGE_BYTES } = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
 const { STREAM_WINDOW_BYTES } = await import(dist('mesh/constants.js')) as typeof import('../../packages/node/src/mesh/constants.js')
 const { RemoteCompiler } = await import(dist('remote/remote.js')) as typeof import('../../packages/node/src/remote/remote.js')
 
@@ -56,7 +58,7 @@ async function hostileWorker (t: Ctx, answer: (stream: Stream, n: number) => voi
 }
 
 /** The requester's node and its RemoteCompiler, connected to `peers` (each taking our toolchain's compiles). */
-async function requesterNode (t: Ctx, r: Requester & { toolchain: { compiler: string } }, peers: Array<{ libp2p: Libp2p, id: string }>, budget: { readBudgetBytes: number, readShareBytes: number }) {
+async function requesterNode (t: Ctx, r: Requester & { toolchain: { compiler: string } }, peers: Array<{ libp2p: Libp2p, id: string }>, budget: { readBudgetBytes: number, readShareBytes: number, unpackBudgetBytes?: number, unpackShareBytes?: number }) {
   const node = await libp2pNode(t, { streamMuxers: [muxer()] })
   for (const p of peers) await node.libp2p.dial(p.libp2p.getMultiaddrs()[0]!)
   const own = { go: 'go', compiler: r.toolchain.compiler, canary: 'c', experiment: '' }
@@ -136,5 +138,71 @@ describe('requester read budget', () => {
     await waitFor(() => kept.status !== 'open', 10_000, () => 'the kept stream reset')
     assert.equal(remote.reading.budget.peak, busy.length, 'no read took more than a refusal')
     assert.equal(remote.reading.budget.inUse, 0)
+  })
+  it('unpacks an archive that came packed within its own budget, taking the size the worker declares: small packed answers that unpack large hold no more, and an honest worker\'s packed result comes back as cmd/go\'s', async t => {
+    const dir = await tempDir(t)
+    const r = await requester(dir, 'a', 'src-a', await writeRecorder(dir))
+    // 32 MiB of zeros pack to a few KB: each answer's message is small, its archive large
+    const large = 32 * MiB
+    const zeros = brotliCompressSync(Buffer.alloc(large), { params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } })
+    const packedLocal = brotliCompressSync(r.local, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } })
+    // what the worker answers: `archive` packed, declared as `declared` bytes unpacked
+    let archive = zeros
+    let declared: number | undefined = large
+    const hostile = await hostileWorker(t, stream => {
+      const body = packr.pack({ type: 'result', exitCode: 0, output: Buffer.alloc(0), archive, asmhdr: null, compileMs: 1, packed: 'br', ...(declared === undefined ? {} : { archiveSize: declared }) })
+      stream.send(Buffer.concat([varint.encode(body.length), body]))
+    })
+    const honest = await libp2pNode(t, { streamMuxers: [muxer()] })
+    const { worker } = workerFor(join(dir, 'worker'), r.toolchain, h => { void honest.libp2p.handle(COMPILE_PROTOCOL, h, { maxInboundStreams: 64 }) })
+    await worker.start()
+    t.after(async () => { await worker.stop() })
+    const budget = 40 * MiB
+    const { remote, prepared } = await requesterNode(t, r, [hostile.node, honest], { readBudgetBytes: budget, readShareBytes: 36 * MiB, unpackBudgetBytes: budget, unpackShareBytes: 36 * MiB })
+    // both links timed slow (~100 Mbit/s): the archives are asked for packed
+    for (const peer of [hostile.node.id, honest.id]) remote.linkMeasured(peer, { rttMs: 1, msPerByte: 8e-5, atLeast: false })
+    const signal = new AbortController().signal
+    const unpacking = remote.unpacking.budget
+
+    // cmd/go's archive, packed, declared a byte longer than it is: refused for that alone
+    archive = packedLocal
+    declared = r.local.length + 1
+    const longer = await remote.attempt(hostile.node.id, prepared, signal, 50)
+    assert.deepEqual([longer.ok, !longer.ok && longer.reason], [false, 'peer-error'])
+    declared = r.local.length
+    const right = await remote.attempt(hostile.node.id, prepared, signal, 50)
+    assert.ok(right.ok && Buffer.from(right.archive).equals(r.local), 'declared as it is, the same archive is taken')
+    assert.equal(unpacking.peak, r.local.length + 1)
+
+    // one that declares 1 MiB and unpacks past it: refused there, having taken 1 MiB
+    archive = zeros
+    declared = MiB
+    const lie = await remote.attempt(hostile.node.id, prepared, signal, 50)
+    assert.deepEqual([lie.ok, !lie.ok && lie.reason], [false, 'peer-error'])
+    assert.equal(unpacking.peak, MiB, 'the room the archive declared, and no more')
+
+    // six that declare what they unpack to, on streams of their own, and an honest peer's
+    // meanwhile: the worker's share has room for one of them at a time, the honest peer's
+    // archive is unpacked beside it
+    declared = large
+    const attempts = await Promise.all([
+      ...Array.from({ length: 6 }, async () => await remote.attempt(hostile.node.id, prepared, signal, 50)),
+      remote.attempt(honest.id, prepared, signal, 50)
+    ])
+    const good = attempts.pop()!
+    for (const a of attempts) assert.deepEqual([a.ok, !a.ok && a.reason], [false, 'peer-error'], 'zeros are no archive of the task')
+    assert.ok(hostile.streams.length >= 2, `the answers came on several streams (${hostile.streams.length})`)
+    assert.ok(good.ok, `the honest peer's attempt: ${JSON.stringify({ ...good, archive: undefined })}`)
+    assert.equal(Buffer.compare(Buffer.from(good.archive), r.local), 0, 'the honest archive unpacked is cmd/go\'s')
+    assert.equal(worker.stats.packed, 1, 'the honest worker packed it')
+    assert.ok(unpacking.peak >= large && unpacking.peak <= large + r.local.length, `one large archive held at once, beside at most the honest one (${unpacking.peak})`)
+    assert.ok(remote.reading.budget.peak <= budget, `the messages held within their budget (${remote.reading.budget.peak})`)
+
+    // a worker of an earlier version declares nothing: the largest a result may be is taken, alone
+    declared = undefined
+    const earlier = await remote.attempt(hostile.node.id, prepared, signal, 50)
+    assert.deepEqual([earlier.ok, !earlier.ok && earlier.reason], [false, 'peer-error'])
+    assert.equal(unpacking.peak, MAX_COMPILE_MESSAGE_BYTES)
+    assert.deepEqual([unpacking.inUse, remote.reading.budget.inUse], [0, 0], 'all given back')
   })
 })

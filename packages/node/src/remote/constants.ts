@@ -41,6 +41,26 @@ export const REQUESTER_READ_BUDGET_BYTES = 256 * 1024 * 1024
  */
 export const REQUESTER_READ_SHARE_BYTES = 128 * 1024 * 1024
 
+/**
+ * Archives that came packed (over a slow link, ../pack.ts), unpacked at once on a requester, from
+ * every peer: each is unpacked beside its packed bytes (which REQUESTER_READ_BUDGET_BYTES holds)
+ * and held until its attempt has checked it and handed it on, so a worker whose small packed
+ * bodies unpack large would otherwise make it hold up to the message cap per task, tens of its
+ * tasks at once. Its own budget, not the read budget: an answer waits for this holding its
+ * message, and waiters that held their messages in the one budget could fill it and wait on
+ * each other for good. The biggest archives are ~40 MB (cmd's); packed ones come only over
+ * links slower than ~16 MB/s and unpack at ~250 MB/s, so an honest build seldom has two at once,
+ * and three of the biggest fit.
+ */
+export const REQUESTER_UNPACK_BUDGET_BYTES = 128 * 1024 * 1024
+/**
+ * What one peer's archives may hold of REQUESTER_UNPACK_BUDGET_BYTES, so that one declaring
+ * large archives leaves room for the others. An archive larger than this is unpacked alone
+ * (ByteBudget), as is one from a worker of an earlier version, which does not declare its size:
+ * room for the largest message a result may be (MAX_COMPILE_MESSAGE_BYTES) is taken for it.
+ */
+export const REQUESTER_UNPACK_SHARE_BYTES = 64 * 1024 * 1024
+
 /** Blobs sent per message while answering a worker's `need`. */
 export const BLOB_BATCH_BYTES = 4 * 1024 * 1024
 

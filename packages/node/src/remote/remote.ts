@@ -16,8 +16,9 @@
  * whose refusals keep contradicting its adverts, whose `need` is not a set of the task's inputs,
  * whose compile time is impossible, or whose failure a clean local compile disproves is set
  * aside like any failing peer. Nor is what it sends held without bound: its answers are read
- * within a node-wide budget (`reading`, metered.ts), and a stream kept between tasks that brings
- * anything unasked is dropped unread.
+ * within a node-wide budget (`reading`, metered.ts), an archive that came packed is unpacked
+ * within another (`unpacking`), and a stream kept between tasks that brings anything unasked is
+ * dropped unread.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Libp2p, Stream } from '@libp2p/interface'
@@ -27,7 +28,7 @@ import { ByteBudget, SharedBudget, type Release } from '../budget.js'
 import { logger } from '../log.js'
 import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
 import { deadline } from '../signals.js'
-import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, REQUESTER_READ_BUDGET_BYTES, REQUESTER_READ_SHARE_BYTES, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, REQUESTER_READ_BUDGET_BYTES, REQUESTER_READ_SHARE_BYTES, REQUESTER_UNPACK_BUDGET_BYTES, REQUESTER_UNPACK_SHARE_BYTES, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
 import { asmHeaderProblem, peerArchiveProblem } from './archive.js'
@@ -109,7 +110,7 @@ function incompatibility (err: unknown): { kind: IncompatibleKind, why: string }
 
 type ResultMessage = Extract<CompileMessage, { type: 'result' }>
 
-/** A worker's result, and the give-back of its bytes to the read budget: its archive is a view of them. */
+/** A worker's result, and the give-back of its bytes to the read budget: its archive is a view of them, or, unpacked, held in `unpacking`. */
 interface HeldResult { result: ResultMessage, release: Release }
 
 /**
@@ -175,6 +176,10 @@ export interface RemoteInit {
   readBudgetBytes?: number
   /** what one peer's messages may hold of them (REQUESTER_READ_SHARE_BYTES, or the budget if smaller) */
   readShareBytes?: number
+  /** bytes of archives that came packed, unpacked at once (REQUESTER_UNPACK_BUDGET_BYTES; tests set a small one) */
+  unpackBudgetBytes?: number
+  /** what one peer's archives may hold of them (REQUESTER_UNPACK_SHARE_BYTES, or the budget if smaller) */
+  unpackShareBytes?: number
 }
 
 export interface RemoteRequest { args: string[], cwd: string, env: Record<string, string>, importPath: string, goroot: string }
@@ -203,6 +208,8 @@ export class RemoteCompiler {
   private readonly idle = new Map<string, Channel[]>()
   /** The answers being read or held now, from every peer, at most a share of them each peer's (metered.ts). */
   readonly reading: SharedBudget
+  /** The archives that came packed, unpacked and held now (each beside its packed bytes, which `reading` holds), at most a share of them each peer's. */
+  readonly unpacking: SharedBudget
   /** Per peer, the input hashes it holds as far as we know: it had them or we sent them. */
   private readonly held = new Map<string, Set<string>>()
   /** Per peer, its refusals as busy in a row that contradicted an advert (BUSY_STREAK). */
@@ -236,6 +243,8 @@ export class RemoteCompiler {
     this.init = init
     const budget = new ByteBudget(init.readBudgetBytes ?? REQUESTER_READ_BUDGET_BYTES)
     this.reading = new SharedBudget(budget, Math.min(init.readShareBytes ?? REQUESTER_READ_SHARE_BYTES, budget.limit))
+    const unpacked = new ByteBudget(init.unpackBudgetBytes ?? REQUESTER_UNPACK_BUDGET_BYTES)
+    this.unpacking = new SharedBudget(unpacked, Math.min(init.unpackShareBytes ?? REQUESTER_UNPACK_SHARE_BYTES, unpacked.limit))
   }
 
   /** An advert from `peer` arrived (the mesh calls this): its busy slots count our tasks there now. */
@@ -611,7 +620,8 @@ export class RemoteCompiler {
 
   /**
    * `io` counts the bytes moved; the result has its archive unpacked, if it came packed, and its
-   * bytes stay held in the read budget until the caller releases them.
+   * bytes stay held in the read budget (the unpacked archive in `unpacking`) until the caller
+   * releases them.
    */
   private async runOn (channel: Channel, peer: string, prepared: PreparedTask, deadline: AbortSignal, started: number, io: TaskBytesMoved): Promise<HeldResult | 'busy'> {
     const { stream, wire } = channel
@@ -664,8 +674,17 @@ export class RemoteCompiler {
       this.remember(held, prepared)
       io.received = (result.archive?.byteLength ?? 0) + (result.asmhdr?.byteLength ?? 0)
       if (result.packed !== undefined && result.archive !== null) {
-        const archive = await unpack(result.archive, MAX_COMPILE_MESSAGE_BYTES, `the archive ${peer} returned for ${prepared.task.importPath}`)
-        Object.assign(result, { archive, packed: undefined })
+        // Unpacked beside its packed bytes, so held in `unpacking` first: as much as the worker
+        // declares (one of an earlier version declares nothing: the largest a result may be),
+        // and it must come to exactly that. Bytes that unpack past it end there.
+        const size = result.archiveSize ?? MAX_COMPILE_MESSAGE_BYTES
+        const what = `the archive ${peer} returned for ${prepared.task.importPath}`
+        const releaseMessage = releaseLast
+        const releaseUnpacked = await this.unpacking.take(peer, size, deadline)
+        releaseLast = () => { releaseMessage?.(); releaseUnpacked() }
+        const archive = await unpack(result.archive, size, what)
+        if (result.archiveSize !== undefined && archive.byteLength !== size) throw new GridError('GRID_ERR_MESSAGE_INVALID', `${what} unpacks to ${archive.byteLength} bytes, not the ${size} it declares`)
+        Object.assign(result, { archive, packed: undefined, archiveSize: undefined })
       }
       const now = performance.now()
       if (log.debugEnabled) {
