@@ -7,6 +7,8 @@
 // fetches (given back when a fetch fails or its wait times out); a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
 // slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
+// the asking side's stream takes in at most a message of a member's reply over the cap or to a
+// request never made, and keeps its stream for a late reply;
 // --verify distrusts a producer only over a compile's output, not a test result's.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
@@ -17,7 +19,8 @@ import { pathToFileURL } from 'node:url'
 import { brotliCompressSync, brotliDecompressSync, constants as zlib } from 'node:zlib'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats, validatePeerCacheMessage, type Claim, type PeerCacheMessage } from '@grid/protocol'
+import * as varint from 'uint8-varint'
+import { CHUNK_BYTES, MAX_PEER_MESSAGE_BYTES, Packr, claimBytes, emptyBuildStats, validatePeerCacheMessage, type Claim, type Found, type PeerCacheMessage } from '@grid/protocol'
 import { Cache, signer } from '@grid/node/server'
 import type * as PeerCacheModule from '../../packages/node/src/peercache/index.js'
 import type * as BuildsModule from '../../packages/node/src/builds/index.js'
@@ -26,7 +29,7 @@ import { ROOT, defer, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
 
 // The peer cache is internal to @grid/node (not in its package exports): loaded from its build.
-const { PeerCache, CACHE_PROTOCOL, MAX_ANSWERS_PER_STREAM } =
+const { PeerCache, CACHE_PROTOCOL, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM } =
   await import(pathToFileURL(join(ROOT, 'packages/node/dist/peercache/index.js')).href) as typeof PeerCacheModule
 const { ByteBudget } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/budget.js')).href) as typeof BudgetModule
 const { Builds, BuildSources, buildIdAction } = await import(pathToFileURL(join(ROOT, 'packages/node/dist/builds/index.js')).href) as typeof BuildsModule
@@ -743,5 +746,121 @@ describe('peer cache: slow links', () => {
     peers = [wifi.id]
     links[wifi.id] = 1e-5 // it came back to its desk, and its link was timed again
     assert.ok('hit' in await settledFind(c, onlyWifi.actionId))
+  })
+})
+
+/**
+ * A member that claims `blob` (signed by itself) and answers as `claimer` does, except on its
+ * first stream, where it answers the first lookup with `misbehave` once `armed` has settled.
+ * The streams it was given, in order.
+ */
+async function misbehaver (t: Ctx, blob: { actionId: Buffer, body: Buffer }, armed: Promise<void>, misbehave: (stream: Stream, lp: ReturnType<typeof lpStream>, lookup: number) => Promise<void>): Promise<{ libp2p: Libp2p, id: string, streams: Stream[] }> {
+  const p = await libp2pNode(t)
+  const outputId = sha256(blob.body)
+  const claim: Found = {
+    actionId: blob.actionId, outputId, size: blob.body.length, time: Date.now(), producer: p.id, toolchain: 'go1.test',
+    sig: await signer(p.key)(claimBytes(blob.actionId, outputId, 'go1.test')), body: blob.body
+  }
+  const streams: Stream[] = []
+  await p.libp2p.handle(CACHE_PROTOCOL, (stream: Stream) => {
+    streams.push(stream)
+    const first = streams.length === 1
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    void (async () => {
+      for (let n = 1; ; n++) {
+        const msg = validatePeerCacheMessage(packr.unpack((await lp.read()).subarray()), 'test')
+        if (msg.type !== 'lookup') throw new Error(`a ${msg.type}: only lookups expected`)
+        if (first && n === 1) {
+          await armed
+          await misbehave(stream, lp, msg.id)
+        } else {
+          await lp.write(packr.pack({ type: 'found', id: msg.id, entries: msg.keys.map(k => blob.actionId.equals(k) ? claim : null) }))
+        }
+      }
+    })().catch((err: Error) => { stream.abort(err) })
+  })
+  return { libp2p: p.libp2p, id: p.id, streams }
+}
+
+describe('peer cache: what a member can make the asking side hold', () => {
+  // The asking side's stream to a member reads every reply as it comes (channel.ts): what it has
+  // not read yet stays within STREAM_BUFFER_BYTES; a frame over MAX_PEER_MESSAGE_BYTES ends the
+  // stream at its length, a reply to a request never made ends it too, a late reply is dropped.
+  // What the stream took in is counted as it arrives: all of it, before it was reset, could
+  // have been held.
+
+  /**
+   * Asks `p` for `blob` with the member misbehaving on its first stream: the first get's
+   * result, and the bytes that stream took in from the moment it was armed.
+   */
+  async function askMisbehaver (t: Ctx, blob: { actionId: Buffer, body: Buffer }, misbehave: Parameters<typeof misbehaver>[3]) {
+    let arm!: () => void
+    const p = await misbehaver(t, blob, new Promise<void>(resolve => { arm = resolve }), misbehave)
+    const c = await cacheNode(t, () => [p.id])
+    await c.libp2p.dial(p.libp2p.getMultiaddrs())
+    const first = c.peerCache.find(blob.actionId, undefined)
+    await waitFor(() => p.streams.length === 1 && streamsFrom(c.libp2p, p.libp2p).length === 1, 10_000, () => 'the asking stream')
+    let received = 0
+    streamsFrom(c.libp2p, p.libp2p)[0]!.addEventListener('message', e => { received += e.data.byteLength })
+    arm()
+    return { p, c, first: await first, received: () => received }
+  }
+
+  /** Sends `bytes` of 0xc1 (never valid msgpack) a MiB at a time, as fast as the stream takes them, until the stream goes. */
+  async function flood (stream: Stream, bytes: number): Promise<void> {
+    const slice = Buffer.alloc(MiB, 0xc1)
+    for (let sent = 0; sent < bytes && stream.status === 'open'; sent += MiB) {
+      if (!stream.send(slice)) await stream.onDrain().catch(() => {})
+    }
+  }
+
+  it('a reply longer than the message cap ends the stream at its length: at most a message taken in, and the next get comes on a new stream', async (t) => {
+    const blob = { actionId: randomBytes(32), body: randomBytes(4096) } // comes with its claim
+    const { p, c, first, received } = await askMisbehaver(t, blob, async stream => {
+      stream.send(varint.encode(64 * MiB))
+      await flood(stream, 64 * MiB)
+    })
+    assert.deepEqual('miss' in first ? first.miss : first, 'not-found')
+    await waitFor(() => p.streams[0]!.status !== 'open', 10_000, () => 'the member\'s stream reset')
+    assert.ok(received() <= MAX_PEER_MESSAGE_BYTES, `${received()} bytes taken in before the stream was reset, over a message of ${MAX_PEER_MESSAGE_BYTES}`)
+    const next = await settledFind(c, blob.actionId)
+    assert.ok('hit' in next && next.bytes === blob.body.length, JSON.stringify(next))
+    assert.equal(p.streams.length, 2)
+    assert.equal(c.peerCache.untrusted.size, 0, 'a broken stream is no lie')
+  })
+
+  it('a reply to a request never made ends the stream: none of the 64 MiB that follow it is read', async (t) => {
+    const blob = { actionId: randomBytes(32), body: randomBytes(4096) }
+    const { p, c, first, received } = await askMisbehaver(t, blob, async (stream, lp, lookup) => {
+      await lp.write(packr.pack({ type: 'gone', id: lookup + 1000 }))
+      const chunk = packr.pack({ type: 'chunk', id: lookup + 1000, data: Buffer.alloc(CHUNK_BYTES), last: false })
+      for (let i = 0; i < 64 && stream.status === 'open'; i++) await lp.write(chunk).catch(() => {})
+    })
+    assert.deepEqual('miss' in first ? first.miss : first, 'not-found')
+    await waitFor(() => p.streams[0]!.status !== 'open', 10_000, () => 'the member\'s stream reset')
+    assert.ok(received() <= MAX_PEER_MESSAGE_BYTES, `${received()} bytes taken in before the stream was reset`)
+    const next = await settledFind(c, blob.actionId)
+    assert.ok('hit' in next && next.bytes === blob.body.length, JSON.stringify(next))
+    assert.equal(p.streams.length, 2)
+  })
+
+  it('a reply that comes after its lookup was given up on is dropped, and the stream kept', async (t) => {
+    const blob = { actionId: randomBytes(32), body: randomBytes(4096) }
+    let late!: () => void
+    const sent = new Promise<void>(resolve => { late = resolve })
+    const p = await misbehaver(t, blob, Promise.resolve(), async (stream, lp, lookup) => {
+      // the reply goes once the asker's wait for it is over: it began before the lookup was sent
+      await new Promise(resolve => setTimeout(resolve, LOOKUP_TIMEOUT_MS + 50))
+      await lp.write(packr.pack({ type: 'found', id: lookup, entries: [null] }))
+      late()
+    })
+    const c = await cacheNode(t, () => [p.id])
+    await c.libp2p.dial(p.libp2p.getMultiaddrs())
+    const first = await c.peerCache.find(blob.actionId, undefined)
+    assert.deepEqual('miss' in first ? first.miss : first, 'not-found', 'the lookup given up on')
+    await sent
+    const next = await settledFind(c, blob.actionId)
+    assert.ok('hit' in next && next.bytes === blob.body.length, JSON.stringify(next))
+    assert.equal(p.streams.length, 1, 'the same stream')
   })
 })

@@ -1,4 +1,5 @@
 /** Shared-cache protocol name, deadlines and limits, with why each has its value. */
+import { MAX_PEER_MESSAGE_BYTES } from '@grid/protocol'
 
 export const CACHE_PROTOCOL = '/grid/cache/1.0.0'
 
@@ -25,6 +26,16 @@ export const FETCH_MIN_BYTES_PER_MS = 20_000
  * speed, plus the base: room for the other bodies on their way over the same link.
  */
 export const FETCH_LINK_MARGIN = 3
+
+/**
+ * Bytes a cache stream may have received and not yet read, on either side (its lpStream's
+ * buffer; past it the stream is reset): four of the largest messages (MAX_PEER_MESSAGE_BYTES).
+ * The asking side reads each reply as it comes; a server reads the next request once one of its
+ * MAX_ANSWERS_PER_STREAM is answered, and requests are small (a lookup of 256 keys ~9 KB, a
+ * fetch ~50 bytes). Only a peer that sends faster than this node decodes, or sends what no one
+ * asked for, comes near it.
+ */
+export const STREAM_BUFFER_BYTES = 4 * MAX_PEER_MESSAGE_BYTES
 
 /** Our side opens one stream per peer; allow a few inbound ones per connection (restarts, races). */
 export const MAX_INBOUND_STREAMS = 16

@@ -50,7 +50,7 @@ import { ByteBudget, type Release } from '../budget.js'
 import { Channel, packr } from './channel.js'
 import {
   BATCH_WINDOW_MS, CACHE_PROTOCOL, FETCH_BASE_MS, FETCH_BUDGET_BYTES, FETCH_LINK_MARGIN, FETCH_MIN_BYTES_PER_MS, LOOKUP_TIMEOUT_MS, MAX_ANSWERS_PER_STREAM, MAX_INBOUND_STREAMS,
-  SERVE_BUDGET_BYTES, SERVE_WRITE_MS
+  SERVE_BUDGET_BYTES, SERVE_WRITE_MS, STREAM_BUFFER_BYTES
 } from './constants.js'
 
 const log = logger('grid:peercache')
@@ -517,7 +517,7 @@ export class PeerCache {
    * waits for the budget (`gone`), so a member gone away keeps no place in the queue.
    */
   private async serve (stream: Stream, from: string): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: MAX_PEER_MESSAGE_BYTES * 4 })
+    const lp = lpStream(stream, { maxDataLength: MAX_PEER_MESSAGE_BYTES, maxBufferSize: STREAM_BUFFER_BYTES })
     const gone = new AbortController()
     const onClose = (): void => { gone.abort(new GridError('GRID_ERR_CANCELLED', `the cache stream from ${from} closed`)) }
     stream.addEventListener('close', onClose, { once: true })
