@@ -6,9 +6,9 @@
 // (which a member that resets or goes away gives back, waiting or not), and so do the bodies it
 // fetches (given back when a fetch fails or its wait times out); a body whose
 // length is not the claimed size is rejected like one that does not hash to its OutputID; over a
-// slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too;
-// the asking side's stream takes in at most a message of a member's reply over the cap or to a
-// request never made, and keeps its stream for a late reply;
+// slow link bodies come packed, and packed bytes that do not unpack to the body are rejected too,
+// as is a body packed unasked; the asking side's stream takes in at most a message of a member's
+// reply over the cap or to a request never made, and keeps its stream for a late reply;
 // --verify distrusts a producer only over a compile's output, not a test result's.
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
@@ -608,6 +608,27 @@ describe('peer cache: bodies packed over a slow link', () => {
       assert.equal(await b.cache.get(blob.actionId), undefined, 'no entry stored')
     })
   }
+})
+
+describe('peer cache: a body packed unasked', () => {
+  it('a body sent packed over a link not timed slow is a wrong body, refused before it is unpacked: the fetch budget counted the body alone', async (t) => {
+    // Go-like text over two chunks, packed: the bytes unpack to the body itself
+    const body = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `func f${i}(x int) int { return x * ${i % 97} }\n`).join(''))
+    const blob = { actionId: randomBytes(32), body }
+    const asked: Array<string | undefined> = []
+    const p = await claimer(t, blob, body.length, async (b, fetch) => {
+      asked.push(fetch.pack)
+      return [{ data: brotliCompressSync(b, { params: { [zlib.BROTLI_PARAM_QUALITY]: 4 } }), last: true, packed: 'br' }]
+    })
+    const c = await cacheNode(t, () => [p.id]) // no link timed: nothing asked for packed
+    await c.libp2p.dial(p.libp2p.getMultiaddrs())
+    const result = await settledFind(c, blob.actionId)
+    assert.deepEqual(asked, [undefined])
+    assert.deepEqual('miss' in result ? result.miss : result, 'rejected')
+    assert.match(c.peerCache.untrusted.get(p.id) ?? '', /packed, which was not asked for/, 'the serving peer is untrusted')
+    assert.equal(await c.cache.get(blob.actionId), undefined, 'no entry stored')
+    assert.equal(c.peerCache.fetchBudget.peak, body.length, 'the body alone was counted')
+  })
 })
 
 describe('peer cache: toolchains', () => {

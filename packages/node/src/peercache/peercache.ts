@@ -231,8 +231,10 @@ export class PeerCache {
       let body = claim.body
       if (body === undefined) {
         const msPerByte = this.linkOf(peer)
-        // its chunks are held until the body is stored, and the packed ones too while it unpacks
-        const bytes = this.packs(peer) ? 2 * claim.size : claim.size
+        // its chunks are held until the body is stored, and the packed ones too while it unpacks;
+        // decided once: a probe that ends meanwhile must not have it asked for packed uncounted
+        const packed = this.packs(peer)
+        const bytes = packed ? 2 * claim.size : claim.size
         const wait = Math.ceil(fetchDeadline(claim.size, msPerByte))
         const waiting = deadline(wait)
         try {
@@ -243,7 +245,7 @@ export class PeerCache {
           waiting.done()
         }
         // the bodies being fetched besides this one, which may be ahead of it in the peer's queue
-        body = await this.fetch(peer, claim, msPerByte, this.fetchBudget.inUse - bytes)
+        body = await this.fetch(peer, claim, packed, msPerByte, this.fetchBudget.inUse - bytes)
       }
       // the size is not signed: a body of another length is a wrong body, as one of other bytes is
       if (body.length !== claim.size) throw new GridError('GRID_ERR_CACHE_CORRUPT', `served ${body.length} bytes for ${output}…, whose claim says ${claim.size}`)
@@ -438,10 +440,12 @@ export class PeerCache {
 
   /**
    * `msPerByte`: the peer's link as last timed, which may allow a slow link more time than the
-   * floor rate; over a slow one the body is asked for packed (../pack.ts), and a peer may still
-   * send it as it is. Bytes that do not unpack to at most the claim's size are a wrong body.
+   * floor rate; over a slow one (`askPacked`) the body is asked for packed (../pack.ts), and a
+   * peer may still send it as it is. Bytes that do not unpack to at most the claim's size are a
+   * wrong body, and so is a body sent packed when it was not asked for: the fetch budget counted
+   * the body alone, and its packed bytes would be held beside it while it unpacked.
    */
-  private async fetch (peer: string, claim: Claim, msPerByte = 0, ahead = 0): Promise<Buffer> {
+  private async fetch (peer: string, claim: Claim, askPacked: boolean, msPerByte = 0, ahead = 0): Promise<Buffer> {
     const channel = await this.channel(peer)
     const deadline = fetchDeadline(claim.size, msPerByte)
     const output = hex(claim.outputId).slice(0, 16)
@@ -466,14 +470,15 @@ export class PeerCache {
         }, Math.max(0, due - performance.now()))
       }
       let packed: boolean | undefined // as the first chunk says; every chunk must say the same
-      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(this.packs(peer) ? { pack: PACKING } : {}) }, msg => {
+      const cancel = channel.send({ type: 'fetch', outputId: claim.outputId, ...(askPacked ? { pack: PACKING } : {}) }, msg => {
         if (msg instanceof Error) { clearTimeout(timer); reject(msg); return true }
         if (msg.type === 'chunk') {
           bytes += msg.data.length
           packed ??= msg.packed === PACKING
           const wrong = bytes > claim.size || bytes > MAX_BODY_BYTES
             ? `served more than the ${claim.size} bytes the claim for ${output}… says`
-            : packed !== (msg.packed === PACKING) ? `served ${output}… in chunks packed and not` : undefined
+            : packed !== (msg.packed === PACKING) ? `served ${output}… in chunks packed and not`
+              : packed && !askPacked ? `served ${output}… packed, which was not asked for` : undefined
           if (wrong !== undefined) { clearTimeout(timer); reject(new GridError('GRID_ERR_CACHE_CORRUPT', wrong)); return true }
           chunks.push(msg.data)
           if (!msg.last) { pace(); return false }
