@@ -505,8 +505,10 @@ export class PeerCache {
       if (ch !== undefined && ch.closed === undefined) return ch
       this.channels.delete(peer)
     }
-    pending = this.init.libp2p.dialProtocol(peerIdFromString(peer), CACHE_PROTOCOL, { signal: AbortSignal.timeout(LOOKUP_TIMEOUT_MS * 4) })
+    const dialling = deadline(LOOKUP_TIMEOUT_MS * 4)
+    pending = this.init.libp2p.dialProtocol(peerIdFromString(peer), CACHE_PROTOCOL, { signal: dialling.signal })
       .then(stream => new Channel(stream, peer))
+      .finally(() => { dialling.done() })
     this.channels.set(peer, pending)
     pending.catch(() => this.channels.delete(peer))
     return await pending
