@@ -1,10 +1,11 @@
 // A requester's memory against workers that answer with more than they were asked: what its
 // compile streams buffer is held within its node-wide read budget, and a stream kept between
-// tasks holds at most a window of what its worker sends unasked (remote/metered.ts), over real
-// libp2p nodes on loopback (TCP, noise, yamux as the mesh configures it). Its compiles still
-// come back right from an honest peer meanwhile. An archive that came packed is unpacked within
-// a budget of its own, by the size its result declares. Every attempt pauses its stream as soon
-// as dialProtocol returns it: the workers' getting the offers shows that its SYN went out.
+// tasks is dropped as soon as its worker sends on it, having taken in at most a window
+// (remote/metered.ts), over real libp2p nodes on loopback (TCP, noise, yamux as the mesh
+// configures it). Its compiles still come back right from an honest peer meanwhile. An archive
+// that came packed is unpacked within a budget of its own, by the size its result declares.
+// Every attempt pauses its stream as soon as dialProtocol returns it: the workers' getting the
+// offers shows that its SYN went out.
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -68,7 +69,7 @@ async function requesterNode (t: Ctx, r: Requester & { toolchain: { compiler: st
   const prepared = {
     task: r.task, blobs: r.blobs, out: '/nonexistent/_pkg_.a', asmhdr: undefined, inputBytes: [...r.blobs.values()].reduce((n, b) => n + b.length, 0), pragmas: r.pragmas ?? [], buildId: r.buildId
   } as never
-  return { remote, prepared }
+  return { node, remote, prepared }
 }
 
 describe('requester read budget', () => {
@@ -112,33 +113,40 @@ describe('requester read budget', () => {
     assert.equal(remote.reading.budget.inUse, 0)
   })
 
-  it('drops a kept stream its worker sent on between tasks, unread, having let it send at most a window', async t => {
+  it('drops a kept stream as soon as its worker sends on it between tasks, unread, having let it send at most a window', async t => {
     const dir = await tempDir(t)
     const r = await requester(dir, 'a', 'src-a', await writeRecorder(dir))
     // refuses every offer as busy (the stream is kept for the next task), and then, on the
-    // first stream, sends 64 MiB nobody asked for
+    // first stream, once armed, sends 64 MiB nobody asked for
     const unasked = 64 * MiB
     const busy = packr.pack({ type: 'fail', code: 'GRID_ERR_TASK_REFUSED', message: BUSY })
+    let arm!: () => void
+    const armed = new Promise<void>(resolve => { arm = resolve })
     const hostile = await hostileWorker(t, (stream, n) => {
       stream.send(Buffer.concat([varint.encode(busy.length), busy]))
-      if (n === 1) stream.send(message(unasked))
+      if (n === 1) void armed.then(() => stream.send(message(unasked)))
     })
-    const { remote, prepared } = await requesterNode(t, r, [hostile.node], { readBudgetBytes: 40 * MiB, readShareBytes: 36 * MiB })
+    const { node, remote, prepared } = await requesterNode(t, r, [hostile.node], { readBudgetBytes: 40 * MiB, readShareBytes: 36 * MiB })
     const signal = new AbortController().signal
 
     assert.deepEqual(await remote.attempt(hostile.node.id, prepared, signal, 50), { ok: false, peer: hostile.node.id, reason: 'busy' })
-    await new Promise(resolve => setTimeout(resolve, 500)) // time for whatever the requester would take in
-    const kept = hostile.streams[0]!
-    assert.ok(kept.writeBufferLength >= unasked - STREAM_WINDOW_BYTES, `the worker holds what it sent unasked beyond a window (${kept.writeBufferLength} bytes unsent)`)
+    const ours = node.libp2p.getConnections(hostile.node.libp2p.peerId).flatMap(c => c.streams).filter(s => s.protocol === COMPILE_PROTOCOL)
+    assert.equal(ours.length, 1, 'the stream kept')
+    let received = 0
+    ours[0]!.addEventListener('message', e => { received += e.data.byteLength })
+    arm()
 
-    // the next task does not take it for its answer: that stream is dropped, and the task goes
-    // on a new one
+    // dropped as the bytes come, with no task to take it: the worker got no further than a window
+    const kept = hostile.streams[0]!
+    await waitFor(() => kept.status !== 'open', 10_000, () => 'the kept stream reset')
+    assert.ok(received > 0 && received <= STREAM_WINDOW_BYTES, `the requester took in ${received} bytes of what was sent unasked, at most a window`)
+    // the next task goes on a new stream
     assert.deepEqual(await remote.attempt(hostile.node.id, prepared, signal, 50), { ok: false, peer: hostile.node.id, reason: 'busy' })
     assert.equal(hostile.streams.length, 2)
-    await waitFor(() => kept.status !== 'open', 10_000, () => 'the kept stream reset')
     assert.equal(remote.reading.budget.peak, busy.length, 'no read took more than a refusal')
     assert.equal(remote.reading.budget.inUse, 0)
   })
+
   it('unpacks an archive that came packed within its own budget, taking the size the worker declares: small packed answers that unpack large hold no more, and an honest worker\'s packed result comes back as cmd/go\'s', async t => {
     const dir = await tempDir(t)
     const r = await requester(dir, 'a', 'src-a', await writeRecorder(dir))

@@ -6,9 +6,10 @@
  * length, then that many bytes.
  *
  * Invariants:
- *  - the stream is paused except while a read waits for bytes: yamux then sends no window
- *    updates, so what a peer sends unasked, or has in flight while this end works or waits for
- *    room, stays within the stream's receive window (STREAM_WINDOW_BYTES);
+ *  - the stream is paused except while a read waits for bytes, or while it is watched between
+ *    tasks (`watch`, which sees the first byte that comes): yamux then sends no window updates,
+ *    so what a peer sends unasked, or has in flight while this end works or waits for room,
+ *    stays within the stream's receive window (STREAM_WINDOW_BYTES);
  *  - a message's body is read only once its length is taken from the budget (waits in order,
  *    cancelled by the read's signal); the caller gives it back (`release`, idempotent) when it is
  *    done with the message's bytes;
@@ -80,6 +81,24 @@ export class MeteredStream {
 
   async write (message: Uint8Array, signal?: AbortSignal): Promise<void> {
     await this.writeV([message], signal)
+  }
+
+  /**
+   * Watches the stream while no read is due and its peer has nothing to say (a compile stream
+   * kept between tasks): lets it flow, so the first bytes the peer sends are seen as they come,
+   * and calls `unasked` then, once (the caller drops the stream). The peer gets no more room than
+   * a paused stream gives it: one window, and what arrives after the drop is not delivered.
+   * Returns the end of the watch, which pauses the stream again: call it before the next read.
+   */
+  watch (unasked: () => void): () => void {
+    const onMessage = (): void => { end(); unasked() }
+    const end = (): void => {
+      this.stream.removeEventListener('message', onMessage)
+      this.pause()
+    }
+    this.stream.addEventListener('message', onMessage)
+    if (this.stream.readStatus === 'paused') this.stream.resume()
+    return end
   }
 
   /** Resets the stream: what is queued on it, either way, is dropped. */

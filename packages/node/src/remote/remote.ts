@@ -195,8 +195,8 @@ export type Attempt =
 
 export interface Candidate { peerId: string, free: number, load: number, speed: number }
 
-/** A compile stream to one peer, read within the read budget (metered.ts). */
-interface Channel { stream: Stream, wire: MeteredStream, reused: boolean }
+/** A compile stream to one peer, read within the read budget (metered.ts); `unwatch` ends its watch while it is kept between tasks. */
+interface Channel { stream: Stream, wire: MeteredStream, reused: boolean, unwatch?: () => void }
 
 export class RemoteCompiler {
   private readonly init: RemoteInit
@@ -204,7 +204,7 @@ export class RemoteCompiler {
   private readonly penalty = new Map<string, number>()
   readonly scores = new Map<string, Score>()
   private readonly exports = new ExportDataCache()
-  /** Compile streams kept open between tasks, per peer: paused, so each holds at most a window of what its peer sends unasked. */
+  /** Compile streams kept open between tasks, per peer: each is dropped at the first byte its peer sends unasked, having let it send at most a window. */
   private readonly idle = new Map<string, Channel[]>()
   /** The answers being read or held now, from every peer, at most a share of them each peer's (metered.ts). */
   readonly reading: SharedBudget
@@ -780,6 +780,7 @@ export class RemoteCompiler {
     const kept = this.idle.get(peer)
     while (kept !== undefined && kept.length > 0) {
       const channel = kept.pop() as Channel
+      channel.unwatch?.() // paused again, for the task's reads
       if (this.unasked(peer, channel)) continue
       if (channel.stream.status === 'open' && channel.stream.remoteWriteStatus === 'writable') return { ...channel, reused: true }
       channel.stream.abort(new GridError('GRID_ERR_CANCELLED', 'stale compile stream'))
@@ -787,24 +788,39 @@ export class RemoteCompiler {
     return undefined
   }
 
+  /**
+   * Keeps a stream for the next task to `peer`, watched (metered.ts `watch`): a worker has
+   * nothing to say between tasks, so the first byte it sends drops the stream as it comes, not
+   * when the next task would take it.
+   */
   private keepIdle (peer: string, channel: Channel): void {
     if (this.unasked(peer, channel)) return
     let kept = this.idle.get(peer)
     if (kept === undefined) { kept = []; this.idle.set(peer, kept) }
-    if (kept.length < MAX_IDLE_STREAMS) kept.push(channel)
-    else void channel.stream.close().catch(() => {})
+    if (kept.length >= MAX_IDLE_STREAMS) { void channel.stream.close().catch(() => {}); return }
+    const keeping: Channel = { ...channel }
+    keeping.unwatch = channel.wire.watch(() => {
+      const now = this.idle.get(peer)
+      const at = now?.indexOf(keeping) ?? -1
+      if (at >= 0) now?.splice(at, 1)
+      this.dropUnasked(peer, keeping)
+    })
+    kept.push(keeping)
   }
 
   /**
    * Whether the worker sent on a stream between tasks, where it has nothing to say: a protocol
-   * error. Such a stream is dropped unread (being paused, it held at most a window of it).
+   * error. Such a stream is dropped unread (it held at most a window of it).
    */
   private unasked (peer: string, channel: Channel): boolean {
-    const bytes = channel.wire.unread
-    if (bytes === 0) return false
-    log.info(`${peer} sent ${bytes} bytes unasked on a compile stream between tasks: stream dropped unread`)
-    channel.stream.abort(new GridError('GRID_ERR_MESSAGE_INVALID', 'bytes sent unasked between tasks'))
+    if (channel.wire.unread === 0) return false
+    this.dropUnasked(peer, channel)
     return true
+  }
+
+  private dropUnasked (peer: string, channel: Channel): void {
+    log.info(`${peer} sent ${channel.wire.unread} bytes unasked on a compile stream between tasks: stream dropped unread`)
+    channel.stream.abort(new GridError('GRID_ERR_MESSAGE_INVALID', 'bytes sent unasked between tasks'))
   }
 
   /**
