@@ -87,7 +87,7 @@ export async function requester (root: string, name: string, dir: string, record
 }
 
 /** A worker with a real pool of one slot, counting the compiles the pool completes. `minFreeBytes`: the room it wants on its disk; `changed`: called when its compiler changed on disk. */
-export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void, options: { minFreeBytes?: number, changed?: () => void, readBudgetBytes?: number, readShareBytes?: number, sendBaseMs?: number } = {}): { worker: Worker, pool: LocalPool, compiles: () => number } {
+export function workerFor (dir: string, toolchain: Toolchain, handle?: (h: (stream: Stream, connection: unknown) => void) => void, options: { minFreeBytes?: number, changed?: () => void, readBudgetBytes?: number, readShareBytes?: number, unpackBudgetBytes?: number, unpackShareBytes?: number, sendBaseMs?: number } = {}): { worker: Worker, pool: LocalPool, compiles: () => number } {
   const pool = new LocalPool({ slots: 1 })
   let compiles = 0
   const runInPool = pool.run.bind(pool)

@@ -1,21 +1,26 @@
 // A worker's memory against one member's many compile streams: what it buffers of the messages
-// sent to it is held within its node-wide read budget (remote/metered.ts), over real libp2p
-// nodes on loopback (TCP, noise, yamux as the mesh configures it).
+// sent to it is held within its node-wide read budget (remote/metered.ts), and what it unpacks
+// of the inputs that came packed within a budget of its own, over real libp2p nodes on loopback
+// (TCP, noise, yamux as the mesh configures it).
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { pathToFileURL } from 'node:url'
-import type { Stream } from '@libp2p/interface'
+import { brotliCompressSync, constants as zlib } from 'node:zlib'
+import type { Libp2p, Stream } from '@libp2p/interface'
 import { lpStream, streamPair } from '@libp2p/utils'
 import { yamux } from '@libp2p/yamux'
 import { Packr } from 'msgpackr'
 import * as varint from 'uint8-varint'
+import { MAX_TASK_FILE_BYTES } from '@grid/protocol'
 import { ROOT, tempDir, waitFor } from '../helpers/index.js'
 import { libp2pNode } from '../helpers/libp2p.js'
-import { requester, workerFor, writeRecorder } from '../helpers/worker.js'
+import { requester, workerFor, writeRecorder, type Requester } from '../helpers/worker.js'
 
 const dist = (path: string): string => pathToFileURL(join(ROOT, 'packages/node/dist', path)).href
-const { COMPILE_PROTOCOL } = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
+const { BLOB_BATCH_BYTES, COMPILE_PROTOCOL, WORKER_UNPACK_BUDGET_BYTES } = await import(dist('remote/constants.js')) as typeof import('../../packages/node/src/remote/constants.js')
+const { RemoteCompiler } = await import(dist('remote/remote.js')) as typeof import('../../packages/node/src/remote/remote.js')
 const { STREAM_WINDOW_BYTES } = await import(dist('mesh/constants.js')) as typeof import('../../packages/node/src/mesh/constants.js')
 const { ByteBudget } = await import(dist('budget.js')) as typeof import('../../packages/node/src/budget.js')
 const { MeteredStream } = await import(dist('remote/metered.js')) as typeof import('../../packages/node/src/remote/metered.js')
@@ -26,6 +31,7 @@ const MiB = 1024 * 1024
 const TOOLCHAIN = { compiler: 'compile version go0', goroot: '', tool: '', stamp: '' }
 // the mesh's muxer (mesh.ts)
 const muxer = (): ReturnType<typeof yamux> => yamux({ streamOptions: { maxStreamWindowSize: STREAM_WINDOW_BYTES, maxReadBufferLength: STREAM_WINDOW_BYTES } })
+type Ctx = Parameters<typeof tempDir>[0]
 
 /** A message's length prefix and `bytes` of its body (all of it, or the first part). */
 function message (length: number, bytes = length): Uint8Array {
@@ -149,5 +155,98 @@ describe('worker read budget', () => {
     // what the worker writes is lpStream's framing
     await wire.write(packr.pack({ type: 'done' }))
     assert.deepEqual(packr.unpack((await lpStream(out).read()).subarray()), { type: 'done' })
+  })
+})
+
+/**
+ * A requester's node and its RemoteCompiler, connected to `worker`, whose advert says it unpacks
+ * inputs, over a link timed slow (~100 Mbit/s): its inputs of 1 KiB or more go packed.
+ */
+async function packingRequester (t: Ctx, r: Requester & { toolchain: { compiler: string } }, worker: { libp2p: Libp2p, id: string }) {
+  const node = await libp2pNode(t, { streamMuxers: [muxer()] })
+  await node.libp2p.dial(worker.libp2p.getMultiaddrs()[0]!)
+  const own = { go: 'go', compiler: r.toolchain.compiler, canary: 'c', experiment: '' }
+  const advert = { accepting: true, slots: { total: 8, free: 8 }, load: 0, toolchains: [own], unpacks: ['br'] }
+  const remote = new RemoteCompiler({ libp2p: node.libp2p, peers: () => [{ peerId: worker.id, advert: advert as never }], isUntrusted: () => false, own: () => own as never })
+  t.after(() => { remote.close() })
+  remote.linkMeasured(worker.id, { rttMs: 1, msPerByte: 8e-5, atLeast: false })
+  const prepared = {
+    task: r.task, blobs: r.blobs, out: '/nonexistent/_pkg_.a', asmhdr: undefined, inputBytes: [...r.blobs.values()].reduce((n, b) => n + b.length, 0), pragmas: r.pragmas ?? [], buildId: r.buildId
+  } as never
+  return async () => await remote.attempt(worker.id, prepared, new AbortController().signal, 50)
+}
+
+describe('worker unpack budget', () => {
+  it('unpacks packed inputs within its own budget, by the sizes the task declares: a member\'s small messages on many streams that unpack large hold no more, and an honest requester\'s packed inputs compile to cmd/go\'s archive meanwhile, or wait for room', async t => {
+    const dir = await tempDir(t)
+    // a source of several KB: the honest requester sends it packed
+    const big = Array.from({ length: 60 }, (_, i) => `func F${i}(a, b int) int { return a*${i} + b }\n`).join('\n')
+    const r = await requester(dir, 'honest', 'src/share', await writeRecorder(dir), {}, { 'big.go': `package share\n\n${big}` })
+    const node = await libp2pNode(t, { streamMuxers: [muxer()] })
+    const budget = 40 * MiB
+    const { worker } = workerFor(join(dir, 'worker'), r.toolchain, h => { void node.libp2p.handle(COMPILE_PROTOCOL, h, { maxInboundStreams: 64 }) }, { unpackBudgetBytes: budget, unpackShareBytes: 36 * MiB })
+    await worker.start()
+    t.after(async () => { await worker.stop() })
+    const unpacking = worker.unpacking.budget
+
+    // A member's tasks: the honest one's, with inputs of its own declared as `declared` bytes
+    // each, sent with the offer as 12 MiB of zeros packed (a few KB), under hashes they do not have
+    const member = await libp2pNode(t, { streamMuxers: [muxer()] })
+    await member.libp2p.dial(node.libp2p.getMultiaddrs()[0]!)
+    const zeros = brotliCompressSync(Buffer.alloc(12 * MiB), { params: { [zlib.BROTLI_PARAM_QUALITY]: 1 } })
+    const hostile = async (inputs: number, declared: number): Promise<{ type: string, code: string, message: string }> => {
+      const extra = Array.from({ length: inputs }, (_, i) => ({ path: `/hostile/in${i}.bin`, sha256: createHash('sha256').update(`in${i}`).digest('hex'), size: declared }))
+      const stream = await member.libp2p.dialProtocol(node.libp2p.peerId, COMPILE_PROTOCOL)
+      const lp = lpStream(stream, { maxDataLength: MiB })
+      await lp.writeV([
+        packr.pack({ type: 'offer', task: { ...r.task, files: [...r.task.files, ...extra] }, eager: true }),
+        packr.pack({ type: 'blobs', items: extra.map(f => ({ sha256: f.sha256, data: zeros, packed: 'br' })) }),
+        packr.pack({ type: 'done' })
+      ])
+      return packr.unpack((await lp.read()).subarray())
+    }
+
+    // inputs that could never be unpacked within the budget: refused before a byte is unpacked
+    const never = await hostile(4, 12 * MiB)
+    assert.deepEqual([never.type, never.code], ['fail', 'GRID_ERR_TASK_REFUSED'])
+    assert.match(never.message, /declares as 50331648 bytes in one message, more than this worker unpacks at once \(41943040 bytes\)/)
+    assert.equal(unpacking.peak, 0)
+    // one declared as 1 MiB that unpacks past it: refused there, having taken 1 MiB
+    const lie = await hostile(1, MiB)
+    assert.deepEqual([lie.type, lie.code], ['fail', 'GRID_ERR_TASK_REFUSED'])
+    assert.match(lie.message, /unpacks to more than 1048576 bytes/)
+    assert.equal(unpacking.peak, MiB, 'the room the input declared, and no more')
+
+    // six messages of two such inputs declared as they unpack (24 MiB each), on streams of their
+    // own, and an honest requester's task meanwhile: the member's share has room for one of them
+    // at a time, the honest task's inputs are unpacked beside it
+    const honest = await packingRequester(t, r, node)
+    const [good, ...refused] = await Promise.all([honest(), ...Array.from({ length: 6 }, async () => await hostile(2, 12 * MiB))])
+    for (const a of refused) {
+      assert.deepEqual([a.type, a.code], ['fail', 'GRID_ERR_TASK_REFUSED'])
+      assert.match(a.message, /does not hash to its name/, 'each unpacked in full, then refused')
+    }
+    assert.ok(good!.ok, `the honest requester's attempt: ${JSON.stringify({ ...good, archive: undefined })}`)
+    assert.equal(Buffer.compare(Buffer.from(good.archive), r.local), 0, 'the archive is cmd/go\'s')
+    assert.equal(worker.stats.unpacked, 1, 'the honest task\'s inputs came packed')
+    assert.ok(unpacking.peak >= 24 * MiB && unpacking.peak <= budget, `at most the budget held at once, one of the member's messages at least (${unpacking.peak})`)
+
+    // another honest requester's task (sending its inputs anew, with the offer) while the whole
+    // budget is taken, as another member's inputs being unpacked would: it waits, then compiles
+    const other = await worker.unpacking.take('another member', budget, new AbortController().signal)
+    const patient = (await packingRequester(t, r, node))()
+    await waitFor(() => worker.unpacking.waiting === 1, 30_000, () => 'the honest task\'s packed inputs waiting for room')
+    assert.equal(worker.stats.unpacked, 1, 'not unpacked yet')
+    other()
+    const waited = await patient
+    assert.ok(waited.ok, `the waiting requester's attempt: ${JSON.stringify({ ...waited, archive: undefined })}`)
+    assert.equal(Buffer.compare(Buffer.from(waited.archive), r.local), 0)
+    assert.equal(worker.stats.unpacked, 2)
+    assert.ok(unpacking.peak <= budget)
+    assert.deepEqual([unpacking.inUse, worker.reading.budget.inUse], [0, 0], 'all given back')
+  })
+
+  it('has room for any message of packed inputs an honest requester sends: its batches close at BLOB_BATCH_BYTES, before an input of the largest size', () => {
+    assert.ok(WORKER_UNPACK_BUDGET_BYTES >= BLOB_BATCH_BYTES + MAX_TASK_FILE_BYTES, `${WORKER_UNPACK_BUDGET_BYTES} bytes`)
   })
 })

@@ -26,6 +26,29 @@ export const WORKER_READ_BUDGET_BYTES = 256 * 1024 * 1024
 export const WORKER_READ_SHARE_BYTES = 128 * 1024 * 1024
 
 /**
+ * A worker's inputs that came packed (from a requester on a slow link, ../pack.ts), unpacked at
+ * once from every peer: each `blobs` message's packed inputs are unpacked beside its packed
+ * bytes (which WORKER_READ_BUDGET_BYTES holds) until they are stored, into the sizes the task
+ * declares, up to MAX_TASK_INPUT_BYTES (256 MiB) for a message of a few KB of packed zeros:
+ * a member's 64 streams could make it hold that much each. Its own budget, not the read budget: a
+ * message waits for this room holding its bytes there, and waiters that held their messages in
+ * the one budget could fill it and wait on each other for good. A requester sends its inputs in
+ * batches it closes once they reach BLOB_BATCH_BYTES (4 MiB) unpacked, so one message of its
+ * packed inputs declares less than that plus one input of the largest size (MAX_TASK_FILE_BYTES,
+ * 64 MiB): this fits it with room for another peer's batches; a message that declares more than
+ * this is refused, as no honest one does. Packed inputs come only over links slower than
+ * ~16 MB/s, and unpack at ~250 MB/s: an honest batch holds its room for ~20 ms.
+ */
+export const WORKER_UNPACK_BUDGET_BYTES = 128 * 1024 * 1024
+/**
+ * What one peer's unpacked inputs may hold of WORKER_UNPACK_BUDGET_BYTES, so that a member
+ * sending packed inputs on many streams leaves room for the others' tasks. A message that
+ * declares more than this (at most BLOB_BATCH_BYTES beyond it from an honest requester) is
+ * unpacked alone among its peer's (ByteBudget).
+ */
+export const WORKER_UNPACK_SHARE_BYTES = 64 * 1024 * 1024
+
+/**
  * A requester's compile messages being read or held at once, from every stream to every peer
  * (metered.ts): each stream used to buffer up to twice the largest message of whatever its
  * worker sent, asked or not. A worker's answers are `need` and `fail` (KBs) and results, whose

@@ -41,7 +41,7 @@ import { ByteBudget, SharedBudget } from '../budget.js'
 import { deadline } from '../signals.js'
 import { compilerStamp } from '../toolchain/index.js'
 import type { LocalPool } from '../worker/index.js'
-import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, RESULT_SEND_BASE_MS, RESULT_SEND_BYTES_PER_MS, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_READ_BUDGET_BYTES, WORKER_READ_SHARE_BYTES, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS } from './constants.js'
+import { BUSY, COMPILE_PROTOCOL, DISK_FULL, INPUTS_DIR, MAX_COMPILE_MESSAGE_BYTES, RESULT_SEND_BASE_MS, RESULT_SEND_BYTES_PER_MS, STREAM_IDLE_MS, WORKER_FULL_WARN_MS, WORKER_MIN_FREE_BYTES, WORKER_NICE, WORKER_READ_BUDGET_BYTES, WORKER_READ_SHARE_BYTES, WORKER_ROOM_CHECK_MS, WORKER_TASK_TIMEOUT_MS, WORKER_UNPACK_BUDGET_BYTES, WORKER_UNPACK_SHARE_BYTES } from './constants.js'
 import { withCgoSection } from './archive.js'
 import { InputStore } from './inputs.js'
 import { MeteredStream, type Metered } from './metered.js'
@@ -74,6 +74,10 @@ export interface WorkerInit {
   readBudgetBytes?: number
   /** what one peer's messages may hold of them (WORKER_READ_SHARE_BYTES, or the budget if smaller) */
   readShareBytes?: number
+  /** bytes of inputs that came packed, unpacked at once (WORKER_UNPACK_BUDGET_BYTES; tests set a small one) */
+  unpackBudgetBytes?: number
+  /** what one peer's unpacked inputs may hold of them (WORKER_UNPACK_SHARE_BYTES, or the budget if smaller) */
+  unpackShareBytes?: number
   /** how long a requester has to take an answer, beyond its size's time (RESULT_SEND_BASE_MS; tests set a short one) */
   sendBaseMs?: number
 }
@@ -123,6 +127,8 @@ export class Worker {
   readonly inputs: InputStore
   /** the compile messages being read or handled now, from every peer, at most a share of them each peer's (metered.ts) */
   readonly reading: SharedBudget
+  /** the inputs that came packed, unpacked and held until stored (each message's beside its packed bytes, which `reading` holds), at most a share of them each peer's */
+  readonly unpacking: SharedBudget
   /**
    * ran: compiles run; shared: tasks that joined a running compile instead; packed: archives sent
    * back packed; unpacked: tasks some of whose inputs came packed
@@ -142,6 +148,8 @@ export class Worker {
     this.inputs = new InputStore(join(init.dir, INPUTS_DIR))
     const budget = new ByteBudget(init.readBudgetBytes ?? WORKER_READ_BUDGET_BYTES)
     this.reading = new SharedBudget(budget, Math.min(init.readShareBytes ?? WORKER_READ_SHARE_BYTES, budget.limit))
+    const unpacked = new ByteBudget(init.unpackBudgetBytes ?? WORKER_UNPACK_BUDGET_BYTES)
+    this.unpacking = new SharedBudget(unpacked, Math.min(init.unpackShareBytes ?? WORKER_UNPACK_SHARE_BYTES, unpacked.limit))
   }
 
   async start (): Promise<void> {
@@ -227,7 +235,7 @@ export class Worker {
       const task = this.check(offer.task, peer)
       if (offer.eager === true) {
         // inputs sent with the offer: any of the task's, none twice (checked like any input)
-        unpacked += await this.receiveInputs(read, peer, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice')
+        unpacked += await this.receiveInputs(read, peer, task, new Set(task.files.map(f => f.sha256)), 'is not one of the task\'s inputs, or came twice', signal)
         between = true
       }
       const joinOnly = this.admit(task)
@@ -242,7 +250,7 @@ export class Worker {
         await send({ type: 'need', hashes: need })
         between = false
         const wanted = new Set(need)
-        unpacked += await this.receiveInputs(read, peer, task, wanted, 'was not asked for')
+        unpacked += await this.receiveInputs(read, peer, task, wanted, 'was not asked for', signal)
         between = true
         if (wanted.size > 0) throw new GridError('GRID_ERR_TASK_REFUSED', `${wanted.size} inputs were never sent`)
       }
@@ -298,9 +306,11 @@ export class Worker {
    * leaves it (so none comes twice), and be as long as the task declared it: the task's limits
    * are on the sizes it declares. A packed input is unpacked into at most that size first. An
    * input already in the store is not written again. Each message's bytes are held in the
-   * node's read budget until its inputs are stored. Returns how many came packed.
+   * node's read budget until its inputs are stored, and its packed inputs' declared sizes in
+   * the unpack budget. `signal`: the task's deadline, or its requester gone. Returns how many
+   * came packed.
    */
-  private async receiveInputs (read: () => Promise<Metered>, peer: string, task: CompileTask, allowed: Set<string>, notAllowed: string): Promise<number> {
+  private async receiveInputs (read: () => Promise<Metered>, peer: string, task: CompileTask, allowed: Set<string>, notAllowed: string, signal: AbortSignal): Promise<number> {
     const declared = new Map(task.files.map(f => [f.sha256, f.size]))
     let packed = 0
     for (;;) {
@@ -308,31 +318,50 @@ export class Worker {
       try {
         const m = decodeCompileMessage(message.bytes, peer)
         if (m.type === 'done') return packed
-        packed += await this.storeInputs(m, declared, allowed, notAllowed)
+        packed += await this.storeInputs(m, peer, declared, allowed, notAllowed, signal)
       } finally {
         message.release()
       }
     }
   }
 
-  /** Stores the inputs of one `blobs` message (`receiveInputs`); returns how many came packed. */
-  private async storeInputs (m: CompileMessage, declared: Map<string, number>, allowed: Set<string>, notAllowed: string): Promise<number> {
+  /**
+   * Stores the inputs of one `blobs` message (`receiveInputs`); returns how many came packed.
+   * Those are unpacked beside the message, so the sizes the task declares for them are taken
+   * from the unpack budget first, and held until they are stored: a message waits there for
+   * room (until `signal` aborts), and one that declares more than the whole budget is refused,
+   * as no honest requester's batch does (WORKER_UNPACK_BUDGET_BYTES).
+   */
+  private async storeInputs (m: CompileMessage, peer: string, declared: Map<string, number>, allowed: Set<string>, notAllowed: string, signal: AbortSignal): Promise<number> {
     let packed = 0
+    let unpacked = 0 // what the packed ones declare: the most their unpacking holds
     if (m.type !== 'blobs') throw new GridError('GRID_ERR_TASK_REFUSED', `expected blobs, got ${m.type}`)
     for (const item of m.items) {
       if (!allowed.has(item.sha256)) throw new GridError('GRID_ERR_TASK_REFUSED', `sent an input that ${notAllowed} (${item.sha256.slice(0, 16)}…)`)
       allowed.delete(item.sha256)
+      if (item.packed !== undefined) { packed++; unpacked += declared.get(item.sha256) as number } // every one is in `allowed`, a subset of the task's
     }
-    const items = await Promise.all(m.items.map(async item => {
-      const size = declared.get(item.sha256) as number // every one is in `allowed`, a subset of the task's
-      if (item.packed !== undefined) packed++
-      const data = item.packed === undefined ? item.data : await unpackInput(item.data, size, item.sha256)
-      if (data.length !== size) {
-        throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${size} bytes`)
+    const limit = this.unpacking.budget.limit
+    if (unpacked > limit) throw new GridError('GRID_ERR_TASK_REFUSED', `sent packed inputs the task declares as ${unpacked} bytes in one message, more than this worker unpacks at once (${limit} bytes)`)
+    const release = packed === 0 ? undefined : await this.unpacking.take(peer, unpacked, signal)
+    try {
+      // each settled before any failure is thrown: the room is given back once no unpack runs
+      const settled = await Promise.allSettled(m.items.map(async item => {
+        const size = declared.get(item.sha256) as number
+        const data = item.packed === undefined ? item.data : await unpackInput(item.data, size, item.sha256)
+        if (data.length !== size) {
+          throw new GridError('GRID_ERR_TASK_REFUSED', `sent ${data.length} bytes for input ${item.sha256.slice(0, 16)}…, which the task declared as ${size} bytes`)
+        }
+        return { sha256: item.sha256, data }
+      }))
+      for (const s of settled) if (s.status === 'rejected') throw s.reason
+      for (const s of settled) {
+        const item = (s as PromiseFulfilledResult<{ sha256: string, data: Uint8Array }>).value
+        if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
       }
-      return { sha256: item.sha256, data }
-    }))
-    for (const item of items) if (!this.inputs.has(item.sha256)) this.inputs.put(item.sha256, item.data)
+    } finally {
+      release?.()
+    }
     return packed
   }
 
