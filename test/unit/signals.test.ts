@@ -1,13 +1,14 @@
 // Deadlines (packages/node/src/signals.ts) that another signal also cancels: they must fire
 // whatever the garbage collector does, and a daemon dials for as long as it runs, so each dial
-// must leave nothing behind on the mesh's stop signal.
+// must leave nothing behind on the mesh's stop signal. So must a signal linked to another
+// (AbortSignal.any without its record on the other).
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { relative } from 'node:path'
 import { describe, it } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { deadline } from '@grid/node/server'
+import { deadline, linked } from '@grid/node/server'
 import { ROOT, packageSources } from '../helpers/index.js'
 
 setFlagsFromString('--expose-gc')
@@ -84,6 +85,32 @@ describe('deadline', () => {
     for (let i = 0; i < 100_000; i++) deadline(5_000, stop.signal).done()
     const grown = (await heapUsed()) - before
     assert.ok(grown < 2_000_000, `the heap grew by ${grown} bytes over 100,000 deadlines`)
+    assert.equal(stop.signal.aborted, false)
+  })
+})
+
+describe('linked', () => {
+  it('aborts when the other signal does, with its reason, even after the garbage collector has run; or when ended', async () => {
+    const stop = new AbortController()
+    const link = linked(stop.signal)
+    const aborted = new Promise<unknown>(resolve => link.signal.addEventListener('abort', () => { resolve(link.signal.reason) }, { once: true }))
+    await new Promise(resolve => setImmediate(resolve))
+    gc()
+    stop.abort(new Error('connection closed'))
+    assert.equal(((await aborted) as Error).message, 'connection closed')
+    link.end()
+    assert.equal(linked(stop.signal).signal.aborted, true, 'linked to an aborted signal, it is aborted at once')
+    const ended = linked(new AbortController().signal)
+    ended.end()
+    assert.equal((ended.signal.reason as Error).name, 'AbortError')
+  })
+
+  it('leaves nothing on the other signal once ended (AbortSignal.any([other, own]) leaves ~100 bytes each on Node 20)', async () => {
+    const stop = new AbortController()
+    const before = await heapUsed()
+    for (let i = 0; i < 100_000; i++) linked(stop.signal).end()
+    const grown = (await heapUsed()) - before
+    assert.ok(grown < 2_000_000, `the heap grew by ${grown} bytes over 100,000 linked signals`)
     assert.equal(stop.signal.aborted, false)
   })
 })

@@ -11,6 +11,9 @@
  *   answer every 30 s for as long as it runs.
  * The timer here holds its controller strongly, and `done` takes everything off `stop`. A child
  * process's deadline is execFile's own `timeout` option.
+ *
+ * Not `AbortSignal.any([stop, own.signal])` either: that one aborts, but leaves the same record
+ * on `stop` for as long as `stop` lives. `linked` is its replacement.
  */
 
 export interface Deadline {
@@ -32,6 +35,27 @@ export function deadline (ms: number, stop?: AbortSignal): Deadline {
     done: () => {
       clearTimeout(timer)
       stop?.removeEventListener('abort', onStop)
+    }
+  }
+}
+
+export interface Linked {
+  signal: AbortSignal
+  /** Aborts the signal (what still waits on it stops) and detaches it from the other signal. */
+  end: () => void
+}
+
+/** A signal that aborts when `stop` aborts or `end` is called, whichever is first. */
+export function linked (stop: AbortSignal): Linked {
+  const controller = new AbortController()
+  const onStop = (): void => { controller.abort(stop.reason) }
+  if (stop.aborted) onStop()
+  else stop.addEventListener('abort', onStop, { once: true })
+  return {
+    signal: controller.signal,
+    end: () => {
+      stop.removeEventListener('abort', onStop)
+      controller.abort()
     }
   }
 }
