@@ -27,7 +27,7 @@ import { GRID_VERSION, GridError, PACKING, formatLinkRate, type Advert, type Too
 import { ByteBudget, SharedBudget, type Release } from '../budget.js'
 import { logger } from '../log.js'
 import { PACK_MIN_BYTES, PACKED_SHARE, pack, packsOver, unpack } from '../pack.js'
-import { deadline } from '../signals.js'
+import { deadline, linked } from '../signals.js'
 import { BLOB_BATCH_BYTES, BUSY, COMPILE_PROTOCOL, EAGER_INPUT_BYTES, INCOMPATIBLE_RETRY_MS, LINK_PRIOR_BYTES_PER_MS, LINK_PROBE_TIMEOUT_MS, LINK_STALE_MS, MAX_COMPILE_MESSAGE_BYTES, MAX_IDLE_STREAMS, MAX_KNOWN_INPUTS, MAX_RATIO, MIN_RATIO, REMOTE_BASE_MS, REMOTE_PER_INPUT_MB_MS, REQUESTER_READ_BUDGET_BYTES, REQUESTER_READ_SHARE_BYTES, REQUESTER_UNPACK_BUDGET_BYTES, REQUESTER_UNPACK_SHARE_BYTES, WORKER_TASK_TIMEOUT_MS } from './constants.js'
 import type { LinkProbes, LinkSample } from './link.js'
 import { parseCompileArgs } from './parse.js'
@@ -396,9 +396,12 @@ export class RemoteCompiler {
       const pending = best === undefined ? undefined : this.measuring.get(best.peerId)
       const left = until - performance.now()
       if (pending === undefined || left <= 0 || signal.aborted) return
-      const done = new AbortController()
-      await Promise.race([pending, sleep(left, undefined, { signal: AbortSignal.any([signal, done.signal]) }).catch(() => {})])
-      done.abort()
+      const waiting = linked(signal) // ends the sleep once the probe is done
+      try {
+        await Promise.race([pending, sleep(left, undefined, { signal: waiting.signal }).catch(() => {})])
+      } finally {
+        waiting.end()
+      }
     }
   }
 

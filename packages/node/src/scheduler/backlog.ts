@@ -10,6 +10,7 @@
  */
 
 import { GridError } from '@grid/protocol'
+import { linked } from '../signals.js'
 import { RankedQueue, type LocalPool, type Rank } from '../worker/index.js'
 
 interface Entry { take: () => void }
@@ -63,19 +64,18 @@ export interface SlotWait {
  * `signal` aborts.
  */
 export async function localOrPeer (pool: LocalPool, backlog: Backlog, wait: SlotWait): Promise<{ free: () => void } | undefined> {
-  const done = new AbortController()
-  const either = AbortSignal.any([wait.signal, done.signal])
+  const either = linked(wait.signal) // its end ends the waits that lost
   const leased = wait.headStartMs > 0
-    ? cancellableDelay(wait.headStartMs, either).then(async () => await pool.lease({ signal: either, priority: wait.priority }))
-    : pool.lease({ signal: either, priority: wait.priority })
-  const stolen = backlog.wait(wait.priority, either)
+    ? cancellableDelay(wait.headStartMs, either.signal).then(async () => await pool.lease({ signal: either.signal, priority: wait.priority }))
+    : pool.lease({ signal: either.signal, priority: wait.priority })
+  const stolen = backlog.wait(wait.priority, either.signal)
   queueMicrotask(wait.waiting)
   try {
     const first = await Promise.race([leased.then(free => ({ free })), stolen.then(() => undefined)])
     if (first === undefined) leased.then(free => { free() }, () => {}) // granted in the same turn, or cancelled: not ours
     return first
   } finally {
-    done.abort()
+    either.end()
   }
 }
 
