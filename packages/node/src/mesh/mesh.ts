@@ -564,12 +564,15 @@ export class Mesh {
   }
 
   private async serveAdvert (stream: Stream): Promise<void> {
+    const timed = deadline(DIAL_TIMEOUT_MS)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_ADVERT_BYTES })
-      await lp.write(encodeAdvert(this.advert()), { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
+      await lp.write(encodeAdvert(this.advert()), { signal: timed.signal })
       await stream.close()
     } catch (err) {
       stream.abort(err as Error)
+    } finally {
+      timed.done()
     }
   }
 
@@ -638,11 +641,14 @@ export class Mesh {
     if (node === undefined || this.beats++ % PING_EVERY_BEATS !== 0) return
     await Promise.all([...this.peers].map(async ([id, { id: peer }]) => {
       if (node.getConnections(peer).length === 0) return
+      const timed = deadline(PING_TIMEOUT_MS)
       try {
-        const rtt = await node.services.ping.ping(peer, { signal: AbortSignal.timeout(PING_TIMEOUT_MS) })
+        const rtt = await node.services.ping.ping(peer, { signal: timed.signal })
         const entry = this.peers.get(id)
         if (entry !== undefined) entry.rttMs = rtt
-      } catch {}
+      } catch {} finally {
+        timed.done()
+      }
     }))
   }
 

@@ -76,7 +76,7 @@ export class LinkProbes {
     }
     this.lastProbe.set(peer, now)
     if (this.lastProbe.size > 10_000) this.lastProbe.clear() // peers come and go; the cap keeps the map small
-    const signal = AbortSignal.timeout(LINK_PROBE_TIMEOUT_MS * 2)
+    const { signal, done } = deadline(LINK_PROBE_TIMEOUT_MS * 2)
     try {
       const lp = lpStream(stream, { maxDataLength: LINK_PROBE_BYTES + ENVELOPE_BYTES, maxBufferSize: (LINK_PROBE_BYTES + ENVELOPE_BYTES) * 2 })
       for (let round = 0; round < LINK_PROBE_ROUNDS; round++) {
@@ -88,6 +88,8 @@ export class LinkProbes {
     } catch (err) {
       if (!signal.aborted && (err as { name?: string }).name !== 'UnexpectedEOFError') log.info(`link probe from ${peer} dropped: ${(err as Error).message}`)
       stream.abort(err as Error)
+    } finally {
+      done()
     }
   }
 
