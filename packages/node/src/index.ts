@@ -9,6 +9,7 @@ export { detectGo, checkGoVersion, parseGoVersion, type GoToolchain } from './to
 export { ensureShim, pruneShims, SHIM_SOURCE_DIR, SHIM_UNUSED_MS } from './shim/index.js'
 export { defaultCacheDir, defaultControlPath, checkSocketPath, prepareCacheDir } from './paths.js'
 export { makeDirs } from './files.js'
+export { deadline } from './signals.js'
 export { LOG_ROTATE_BYTES, configureLogging, closeLogging, logger, type Logger } from './log.js'
 export type { MeshOptions, GridNodeInit } from './node.js'
 export { loadConfig, defaultConfigPath, defaultSwarmKeyPath, configDir, checkMultiaddr, checkPolicy, checkTrust, checkPercent, checkOffload, checkTaskMemory, checkCompileHeap, DEFAULT_LISTEN, DEFAULT_TASK_MEMORY, type NodeConfig } from './config/index.js'

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { stat } from 'node:fs/promises'
 import { availableParallelism, constants as osConstants } from 'node:os'
 import { join } from 'node:path'
-import { detectGo, ensureShim, type GoToolchain } from '@grid/node'
+import { deadline, detectGo, ensureShim, type GoToolchain } from '@grid/node'
 import { ENV, GridError, PROTOCOL_VERSION, emptyBuildStats, errorCode, isGridError, type BuildStats, type Failure, type MessageOf } from '@grid/protocol'
 import { newFallbackLog, readFallbacks, removeFallbackLog, sweepIfDue } from '../fallback-log.js'
 import { chdirArgs, listPackages } from '../graph.js'
@@ -350,13 +350,14 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
     // summary's no-peers does not say why. An embedded node joins it on the build's first miss,
     // in the background; the node's reply waits for that start.
     let meshFailure: Failure | undefined
-    const ended = await session.client.request({ type: 'build-end', build }, hung ? { signal: AbortSignal.timeout(HUNG_END_MS) } : {}).then(r => {
+    const hungEnd = hung ? deadline(HUNG_END_MS) : undefined
+    const ended = await session.client.request({ type: 'build-end', build }, hungEnd === undefined ? {} : { signal: hungEnd.signal }).then(r => {
       meshFailure = r.meshFailure
       return r.stats
     }, (err: Error) => {
       nodeLost = hung ? `the node at ${options.control} stopped answering during the build (hung, or a stopped process)` : err.message
       return lastStats ?? emptyBuildStats(build, ['go', ...argv])
-    })
+    }).finally(() => { hungEnd?.done() })
     ended.compiles.fallbacks = await readFallbacks(fallbackLog)
     const wallMs = Math.round(performance.now() - started)
     if (meshFailure !== undefined) warnMeshFailed(output, meshFailure)
