@@ -14,6 +14,12 @@
  *
  * Not `AbortSignal.any([stop, own.signal])` either: that one aborts, but leaves the same record
  * on `stop` for as long as `stop` lives. `linked` is its replacement.
+ *
+ * A plain `AbortSignal.timeout(ms)` does fire once the garbage collector has run, as long as
+ * whatever waits on it holds an abort listener on it meanwhile (libp2p's reads and writes do);
+ * held otherwise (inside `AbortSignal.any`, say) it does not. Whether a use is safe rests on how
+ * its consumer waits, so the sources use `deadline` instead (test/unit/signals.test.ts keeps
+ * the two out).
  */
 
 export interface Deadline {
