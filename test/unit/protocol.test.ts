@@ -67,12 +67,14 @@ describe('frames', () => {
     assert.equal(m.type, 'cache-recalled')
   })
 
-  it('takes build-begun with or without the node\'s protocol version (nodes of version 1 send none)', () => {
+  it('takes build-begun with or without the node\'s protocol version (nodes of version 1 send none) and mode, and refuses a mode it does not know', () => {
     const begun = { type: 'build-begun', id: 1, build: 'b', parallelism: 2, remoteSlots: 0 }
     assert.equal(validateMessage(begun).type, 'build-begun')
     assert.equal(validateMessage({ ...begun, protocol: 2 }).type, 'build-begun')
     assert.equal(validateMessage({ ...begun, protocol: 2, offload: true }).type, 'build-begun')
     assert.throws(() => validateMessage({ ...begun, offload: 'yes' }), /offload/)
+    for (const mode of ['daemon', 'embedded']) assert.equal(validateMessage({ ...begun, mode }).type, 'build-begun')
+    for (const mode of ['Daemon', 'other', 1, null]) assert.throws(() => validateMessage({ ...begun, mode }), /field mode/)
     assert.throws(() => validateMessage({ ...begun, protocol: 'two' }), (err: unknown) => errorCode(err) === 'GRID_ERR_MESSAGE_INVALID')
   })
 

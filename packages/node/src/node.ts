@@ -1217,7 +1217,7 @@ export class GridNode {
         const { parallelism, remoteSlots } = goParallelism(this.pool.slots, remote?.capacity() ?? 0, availableParallelism())
         const offload = remote?.anyCapable() ?? false // every free remote slot is a capable peer's
         remote?.probeLinks() // before its long poles are placed (remote/link.ts)
-        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION }
+        return { type: 'build-begun', id, build: record.stats.build, parallelism, remoteSlots, offload, protocol: PROTOCOL_VERSION, mode: this.mode }
       }
       case 'build-graph': {
         const record = this.builds.get(req.build)

@@ -157,11 +157,14 @@ export interface CacheStats {
   compiledOnPeers?: { entries: number, byPeer: Record<string, number> }
 }
 
+/** A daemon, or the embedded node a `grid build` starts when none answers (it stops with its last build). */
+export type NodeMode = 'daemon' | 'embedded'
+
 export interface NodeStatus {
   version: string
   nodeId: string
   pid: number
-  mode: 'daemon' | 'embedded'
+  mode: NodeMode
   startedAt: number
   control: string
   cacheDir: string
@@ -349,6 +352,8 @@ export type Reply =
     type: 'build-begun', build: string, parallelism: number, remoteSlots: number, protocol?: number
     /** a connected peer could take this node's compiles (its toolchain, its policy), free now or not */
     offload?: boolean
+    /** the node's mode, as `status` says it (absent from nodes before it was added) */
+    mode?: NodeMode
   }
   /**
    * `meshFailure`, in the reply to `build-end` only: the node's mesh did not start, so this
@@ -387,7 +392,7 @@ export const REPLIES = {
   peers: 'peers-result'
 } as const satisfies Record<RequestType, MessageType>
 
-export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'optstrs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph' | 'optfailure'
+export type Kind = 'str' | 'optstr' | 'uint' | 'int' | 'id32' | 'ids32' | 'index' | 'bin' | 'optbin' | 'strs' | 'optstrs' | 'strmap' | 'map' | 'maps' | 'optbool' | 'optuint' | 'graph' | 'optfailure' | 'optmode'
 
 /** Field table: one line per message type; `id` is implied for all. */
 const FIELDS: Record<MessageType, Record<string, Kind>> = {
@@ -415,7 +420,7 @@ const FIELDS: Record<MessageType, Record<string, Kind>> = {
   'cache-miss': {},
   'cache-indexed': { stored: 'uint' },
   'status-result': { status: 'map' },
-  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint', offload: 'optbool' },
+  'build-begun': { build: 'str', parallelism: 'uint', remoteSlots: 'uint', protocol: 'optuint', offload: 'optbool', mode: 'optmode' },
   'build-stats': { stats: 'map', meshFailure: 'optfailure' },
   'cache-stats-result': { stats: 'map' },
   'cache-gc-result': { result: 'map' },
@@ -455,6 +460,7 @@ export function checkField (value: unknown, kind: Kind): boolean {
     case 'optuint': return value === undefined || checkField(value, 'uint')
     case 'graph': return Array.isArray(value) && value.length <= MAX_GRAPH_PACKAGES && value.every(v =>
       isPlainObject(v) && typeof v.p === 'string' && checkField(v.i, 'strs') && checkField(v.b, 'uint'))
+    case 'optmode': return value === undefined || value === 'daemon' || value === 'embedded'
     case 'optfailure': return value === undefined ||
       (isPlainObject(value) && typeof value.code === 'string' && typeof value.message === 'string' && checkField(value.hint, 'optstr'))
   }
