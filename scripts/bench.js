@@ -244,6 +244,7 @@ async function gridBuild (gocache, cacheDir, { target = options.target, toolexec
   const expected = daemon === undefined ? 'embedded' : 'daemon'
   if (daemon?.exited === true) throw new Error(`the grid daemon exited during a build:\n${logTail(daemon.logFile)}`)
   if (summary.node !== expected) throw new Error(`grid build ran on ${summary.node} node, expected ${expected}`)
+  if (daemon === undefined && summary.ownNode !== true) throw new Error('grid build ran on another build\'s embedded node, not its own')
   const daemonCpuMs = daemonBefore === null || daemonAfter === null ? 0 : (daemonAfter - daemonBefore) * 1000 / CLOCK_TICKS
   return {
     wallS: sec(r.wallMs),

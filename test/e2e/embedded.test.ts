@@ -117,6 +117,7 @@ describe('the embedded node of a grid build', () => {
       const s = JSON.parse(r.stdout.trim().split('\n').at(-1) as string)
       // its own node, from start to end: not the first one stopping under it, nor plain go
       assert.equal(s.node, 'embedded', r.stderr)
+      assert.equal(s.ownNode, true, r.stderr)
       assert.equal(s.nodeLost, undefined, r.stderr)
       assert.deepEqual(s.compiles.fallbacks, {})
       assert.doesNotMatch(r.stderr, /grid: warning/)
@@ -153,7 +154,8 @@ describe('the embedded node of a grid build', () => {
     assert.deepEqual(said(r.stderr), [warning], r.stderr)
     assert.match(r.stderr, /\n {2}hint: another program \(another grid daemon\?\) uses port \d+: /)
     const s = JSON.parse(r.stdout.trim().split('\n').at(-1) as string)
-    assert.notEqual(s.node, 'embedded', 'it ran on the first build\'s node')
+    // Regression: --json said `daemon` for any node this build did not start.
+    assert.deepEqual({ node: s.node, ownNode: s.ownNode }, { node: 'embedded', ownNode: false }, 'it ran on the first build\'s node')
     assert.equal(s.meshFailure?.code, 'GRID_ERR_MESH_START', r.stdout)
     assert.ok(warning.endsWith(`: ${s.meshFailure.message as string} (GRID_ERR_MESH_START)`), s.meshFailure.message)
     assert.match(s.meshFailure.hint, /^another program \(another grid daemon\?\) uses port \d+: /)
@@ -168,6 +170,8 @@ describe('the embedded node of a grid build', () => {
     const own = await first.done
     assert.equal(own.code, 0, own.stderr)
     assert.deepEqual(said(own.stderr), [warning], own.stderr)
-    assert.deepEqual(JSON.parse(own.stdout.trim().split('\n').at(-1) as string).meshFailure, s.meshFailure)
+    const ownSummary = JSON.parse(own.stdout.trim().split('\n').at(-1) as string)
+    assert.deepEqual(ownSummary.meshFailure, s.meshFailure)
+    assert.deepEqual({ node: ownSummary.node, ownNode: ownSummary.ownNode }, { node: 'embedded', ownNode: true })
   })
 })

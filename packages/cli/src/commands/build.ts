@@ -370,7 +370,10 @@ export async function runGo (sub: GoCommand, args: string[], options: GlobalOpti
         cache: ended.cache,
         compiles: ended.compiles,
         toolexec: viaShim,
-        node: session.embedded === undefined ? 'daemon' : 'embedded',
+        // the node that served the build, as it says (nodes before `mode` say nothing: null);
+        // an embedded one may be another build's, found on the socket
+        node: begun.mode ?? null,
+        ownNode: session.embedded !== undefined,
         ...(nodeLost === undefined ? {} : { nodeLost }),
         ...(meshFailure === undefined ? {} : { meshFailure: { code: meshFailure.code, message: meshFailure.message, hint: meshFailure.hint ?? null } })
       }))
@@ -471,7 +474,7 @@ async function runWithoutNode (sub: GoCommand, args: string[], options: GlobalOp
   if (options.json) {
     const stats = emptyBuildStats('', ['go', ...argv])
     output.out(JSON.stringify({
-      command: ['go', ...argv], exitCode, wallMs, actions: 0, cache: stats.cache, compiles: stats.compiles, toolexec: false, node: 'none', nodeLost: why.message
+      command: ['go', ...argv], exitCode, wallMs, actions: 0, cache: stats.cache, compiles: stats.compiles, toolexec: false, node: 'none', ownNode: false, nodeLost: why.message
     }))
   } else {
     output.err(`grid: built by plain go, without the grid (${why.code}) · ${(wallMs / 1000).toFixed(1)} s`)
