@@ -9,7 +9,7 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ControlClient, detectGo } from '@grid/node'
-import { GRID_BIN, defer, goBuild, grid, run, sameFiles, waitFor, world, type RunResult, type World } from '../helpers/index.js'
+import { GRID_BIN, defer, goBuild, grid, meshPortTaken, run, sameFiles, waitFor, world, type RunResult, type World } from '../helpers/index.js'
 
 /** A `grid` command as a real process, its output collected, killed (and let go on, if stopped) when the test ends. */
 function start (t: Parameters<typeof defer>[0], w: World, args: string[], cwd: string, env: NodeJS.ProcessEnv = w.env): { child: ChildProcess, out: () => string, err: () => string, done: Promise<RunResult> } {
@@ -130,13 +130,7 @@ describe('the embedded node of a grid build', () => {
     // Regression: only the build whose own node it was warned; another build on that node,
     // alone as well, said nothing, and the user took it for a build in the office mesh.
     const w = await world(t)
-    const key = join(w.dir, 'swarm.key')
-    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
-    const taken = createServer()
-    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
-    defer(t, () => { taken.close() })
-    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
-    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], swarmKey: key }))
+    const addr = await meshPortTaken(t, w)
     const mod = await waiterModule(join(w.dir, 'waiter'))
     const ref = join(w.dir, 'ref')
     const plain = await goBuild(['-o', ref + '/', '.'], mod)

@@ -10,7 +10,7 @@ import { before, describe, it } from 'node:test'
 import { Packr } from 'msgpackr'
 import { ControlClient } from '@grid/node'
 import { COMPILE_KEEPALIVE_MS, encodeFrame, FrameDecoder, INDEX_RECORD_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION } from '@grid/protocol'
-import { GOMOD, GRID_BIN, defer, goBuild, grid, roundTrip, run, sameFiles, startDaemon, status, stdWarmGoCache, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
+import { GOMOD, GRID_BIN, defer, goBuild, grid, meshPortTaken, roundTrip, run, sameFiles, startDaemon, status, stdWarmGoCache, suiteContext, summary, waitFor, world, type World } from '../helpers/index.js'
 
 /** Whether a process on this machine names `path` on its command line (Linux; elsewhere: no). */
 async function processesNaming (path: string): Promise<boolean> {
@@ -263,13 +263,7 @@ describe('robustness', () => {
 
   it('an embedded node whose mesh cannot listen (its port taken): the build says so once, with a hint, and runs alone, identical', async (t) => {
     const w = await world(t)
-    const key = join(w.dir, 'swarm.key')
-    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
-    const taken = createServer()
-    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
-    defer(t, () => { taken.close() })
-    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
-    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], swarmKey: key }))
+    const addr = await meshPortTaken(t, w)
     const out = join(w.dir, 'out')
     const r = await grid(w, ['--json', 'build', '-o', out + '/', './...'])
     assert.equal(r.code, 0, r.stderr)
@@ -291,13 +285,7 @@ describe('robustness', () => {
   it('an embedded node that expects peers (a bootstrap address) and whose mesh cannot listen: its log says once why no peer is asked about its misses', async (t) => {
     // Regression: the node asked no peer about any miss and said nothing of why.
     const w = await world(t)
-    const key = join(w.dir, 'swarm.key')
-    assert.equal((await grid(w, ['init', '--swarm-key', key])).code, 0)
-    const taken = createServer()
-    await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
-    defer(t, () => { taken.close() })
-    const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
-    await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], bootstrap: [addr], swarmKey: key }))
+    const addr = await meshPortTaken(t, w, { bootstrap: true })
     // packages that import nothing, not even the runtime: a few misses, at a compile each
     const mod = join(w.dir, 'leaves')
     for (const name of ['a', 'b', 'c']) {

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { chmod, cp, mkdtemp, readdir, readFile, rm, mkdir, symlink, writeFile } from 'node:fs/promises'
-import { createConnection } from 'node:net'
+import { createConnection, createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -194,6 +194,23 @@ export async function world (t: Ctx): Promise<World> {
 
 export async function grid (w: World, args: string[], options: RunOptions = {}): Promise<RunResult> {
   return await run(process.execPath, [GRID_BIN, ...args], { cwd: options.cwd ?? GOMOD, env: options.env ?? w.env, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) })
+}
+
+/**
+ * Gives `w` a swarm key and a config whose one listen address is a loopback port another socket
+ * holds (until the test ends), so that its node's mesh cannot start; returns that address.
+ * `bootstrap`: the config also names it as a bootstrap peer (a node that expects peers).
+ */
+export async function meshPortTaken (t: Ctx, w: World, options: { bootstrap?: boolean } = {}): Promise<string> {
+  const key = join(w.dir, 'swarm.key')
+  const init = await grid(w, ['init', '--swarm-key', key])
+  if (init.code !== 0) throw new Error(`grid init failed: ${init.stderr}`)
+  const taken = createServer()
+  await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+  defer(t, () => { taken.close() })
+  const addr = `/ip4/127.0.0.1/tcp/${(taken.address() as AddressInfo).port}`
+  await writeFile(w.env.GRID_CONFIG as string, JSON.stringify({ mdns: false, listen: [addr], ...(options.bootstrap === true ? { bootstrap: [addr] } : {}), swarmKey: key }))
+  return addr
 }
 
 /** The JSON summary a `grid --json build` prints as its stdout. */
